@@ -1,0 +1,16 @@
+import type { ServiceError } from "@grpc/grpc-js";
+import { Code, PluginError } from "../errors/plugin-error.js";
+
+/** A failed call as a PluginError carrying the server's code and message. */
+export function fromServiceError(error: unknown): PluginError {
+  if (error instanceof PluginError) return error;
+  const serviceError = error as Partial<ServiceError>;
+  if (typeof serviceError.code === "number" && typeof serviceError.details === "string") {
+    return new PluginError(serviceError.code as number as Code, serviceError.details || "(no message)", {
+      cause: error,
+    });
+  }
+  return PluginError.from(error);
+}
+
+export { Code };

@@ -1,0 +1,69 @@
+import {
+  type ChannelCredentials,
+  type ClientOptions,
+  credentials,
+  makeGenericClientConstructor,
+} from "@grpc/grpc-js";
+import { PluginAdminClient } from "../gen/atomix/plugins/admin/v1/admin.js";
+import {
+  PluginCompilerClient,
+  type PluginRegistryClient,
+  PluginRegistryService,
+} from "../gen/atomix/runtime/v1/plugin.js";
+import { decodePullPluginResponse } from "../protocol/pull-codec.js";
+
+export interface ConnectionOptions {
+  /** host:port of the server. */
+  address: string;
+  /** TLS or other channel credentials; insecure (plaintext) by default. */
+  credentials?: ChannelCredentials;
+  /** Extra grpc-js channel options. */
+  channelOptions?: Partial<ClientOptions>;
+}
+
+/**
+ * A large HTTP/2 window is what lets a Node.js client pull at disk speed:
+ * grpc-js defaults to 64 KiB, which stalls the stream every few chunks.
+ */
+const DEFAULT_CHANNEL_OPTIONS: Partial<ClientOptions> = {
+  "grpc-node.flow_control_window": 16 * 1024 * 1024,
+  "grpc.max_receive_message_length": 8 * 1024 * 1024,
+  "grpc.max_send_message_length": 8 * 1024 * 1024,
+};
+
+/** PluginRegistry client whose chunk decoder does not copy. */
+const FastPluginRegistryClient = makeGenericClientConstructor(
+  {
+    pullPlugin: { ...PluginRegistryService.pullPlugin, responseDeserialize: decodePullPluginResponse },
+  },
+  "atomix.runtime.v1.PluginRegistry",
+) as unknown as new (
+  address: string,
+  credentials: ChannelCredentials,
+  options?: Partial<ClientOptions>,
+) => PluginRegistryClient;
+
+export interface GrpcClients {
+  registry: PluginRegistryClient;
+  compiler: PluginCompilerClient;
+  admin: PluginAdminClient;
+  close(): void;
+}
+
+/** The three generated clients over one shared channel. */
+export function createGrpcClients(options: ConnectionOptions): GrpcClients {
+  const creds = options.credentials ?? credentials.createInsecure();
+  const channelOptions = { ...DEFAULT_CHANNEL_OPTIONS, ...options.channelOptions };
+  const registry = new FastPluginRegistryClient(options.address, creds, channelOptions);
+  const channelOverride = registry.getChannel();
+  const compiler = new PluginCompilerClient(options.address, creds, { ...channelOptions, channelOverride });
+  const admin = new PluginAdminClient(options.address, creds, { ...channelOptions, channelOverride });
+  return {
+    registry,
+    compiler,
+    admin,
+    close() {
+      registry.close();
+    },
+  };
+}

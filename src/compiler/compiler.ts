@@ -1,0 +1,18 @@
+import type { BuildKey } from "../model/build-key.js";
+import type { ArtifactManifest } from "../store/artifact-store.js";
+
+/**
+ * Builds artifacts for build keys and stores them. The server's services only
+ * see this interface; the toolchains behind it are the compiler's business.
+ */
+export interface Compiler {
+  /**
+   * Answers with the stored manifest of `key`, building and storing the
+   * artifact first if the store has none. Errors are PluginErrors with the
+   * status the caller should see (FAILED_PRECONDITION for a plugin that does
+   * not build, RESOURCE_EXHAUSTED for a full queue, ...). `signal` abandons
+   * this caller's wait, not a build that other callers share.
+   */
+  compile(key: BuildKey, options?: { signal?: AbortSignal }): Promise<ArtifactManifest>;
+  close(): Promise<void>;
+}

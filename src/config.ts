@@ -1,0 +1,84 @@
+import { z } from "zod";
+
+/**
+ * The server's configuration as one complete, typed value. People write it as
+ * flags or environment variables (see `serve --help` and the README); this
+ * schema normalizes both and names the option in every error.
+ */
+export const DEFAULT_LISTEN = "127.0.0.1:5679";
+export const DEFAULT_CHUNK_SIZE = 256 * 1024;
+export const MAX_CHUNK_SIZE = 4 * 1024 * 1024 - 64;
+
+const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "expected host:port");
+
+const byteSize = z.coerce.number().int().positive();
+
+export const serveConfigSchema = z
+  .object({
+    /** host:port of the gRPC server. */
+    listen: listenAddress.default(DEFAULT_LISTEN),
+    /** The filesystem store's directory. */
+    dataDir: z.string().min(1).default("./data"),
+    /** Bytes per PullPluginResponse message. */
+    chunkSize: byteSize.max(MAX_CHUNK_SIZE).default(DEFAULT_CHUNK_SIZE),
+    /**
+     * Artifact bytes one pull stream may have handed to the transport and not
+     * yet seen written: the bound on the server's memory per stream.
+     */
+    streamBufferBytes: byteSize.default(1024 * 1024),
+    /** Largest artifact accepted by push or produced by a build. */
+    maxArtifactBytes: byteSize.default(1024 * 1024 * 1024),
+    /** What PullPlugin does when the store has no artifact for the key. */
+    pullPolicy: z.enum(["build", "never"]).default("build"),
+    /** How long in-flight calls may run after SIGTERM before they are cancelled. */
+    shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .strict();
+
+export type ServeConfig = z.infer<typeof serveConfigSchema>;
+export type ServeConfigInput = z.input<typeof serveConfigSchema>;
+
+/** Environment variables that set serve options, and the option each sets. */
+export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
+  ATOMIX_PLUGINS_LISTEN: "listen",
+  ATOMIX_PLUGINS_DATA: "dataDir",
+  ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
+  ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
+  ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE: "maxArtifactBytes",
+  ATOMIX_PLUGINS_PULL_POLICY: "pullPolicy",
+  ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
+  ATOMIX_PLUGINS_LOG_LEVEL: "logLevel",
+};
+
+/**
+ * Builds the config from environment variables overlaid by explicit options
+ * (flags win). Throws an Error whose message names each bad option.
+ */
+export function parseServeConfig(
+  options: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+): ServeConfig {
+  const input: Record<string, unknown> = {};
+  for (const [variable, option] of Object.entries(SERVE_ENVIRONMENT)) {
+    const value = env[variable];
+    if (value !== undefined && value !== "") input[option] = value;
+  }
+  for (const [option, value] of Object.entries(options)) {
+    if (value !== undefined) input[option] = value;
+  }
+  const parsed = serveConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map(
+      (issue) => `${issue.path.join(".") || "config"}: ${issue.message}`,
+    );
+    throw new Error(`invalid configuration: ${problems.join("; ")}`);
+  }
+  return parsed.data;
+}
+
+/** Splits `host:port` (IPv6 hosts in brackets). */
+export function splitHostPort(address: string): { host: string; port: number } {
+  const colon = address.lastIndexOf(":");
+  return { host: address.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(address.slice(colon + 1)) };
+}

@@ -1,0 +1,87 @@
+/**
+ * gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+ * Kept here rather than imported from grpc-js so that the store, the compiler
+ * and the client library speak one vocabulary without depending on a
+ * transport.
+ */
+export enum Code {
+  Ok = 0,
+  Cancelled = 1,
+  Unknown = 2,
+  InvalidArgument = 3,
+  DeadlineExceeded = 4,
+  NotFound = 5,
+  AlreadyExists = 6,
+  PermissionDenied = 7,
+  ResourceExhausted = 8,
+  FailedPrecondition = 9,
+  Aborted = 10,
+  OutOfRange = 11,
+  Unimplemented = 12,
+  Internal = 13,
+  Unavailable = 14,
+  DataLoss = 15,
+  Unauthenticated = 16,
+}
+
+/** The SCREAMING_CASE name of a code, as gRPC tools print it. */
+export function codeName(code: Code): string {
+  return (Code[code] ?? "Unknown").replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
+/**
+ * The one error type of the project: a gRPC code, a message a person can act
+ * on, and the original error as `cause`. The server turns it into a status in
+ * one place (server/status.ts); everything else throws it.
+ */
+export class PluginError extends Error {
+  readonly code: Code;
+
+  constructor(code: Code, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "PluginError";
+    this.code = code;
+  }
+
+  /**
+   * Wraps anything caught at a boundary. Node system errors are mapped by
+   * their errno code so that a full disk is RESOURCE_EXHAUSTED, not INTERNAL.
+   */
+  static from(error: unknown, context?: string): PluginError {
+    if (error instanceof PluginError) return error;
+    const prefix = context ? `${context}: ` : "";
+    if (isAbortError(error)) {
+      return new PluginError(Code.Cancelled, `${prefix}cancelled`, { cause: error });
+    }
+    if (error instanceof Error) {
+      const errno = (error as NodeJS.ErrnoException).code;
+      const code = errno ? (ERRNO_CODES[errno] ?? Code.Internal) : Code.Internal;
+      return new PluginError(code, `${prefix}${error.message}`, { cause: error });
+    }
+    return new PluginError(Code.Internal, `${prefix}${String(error)}`, { cause: error });
+  }
+}
+
+const ERRNO_CODES: Record<string, Code> = {
+  ENOENT: Code.NotFound,
+  ENOSPC: Code.ResourceExhausted,
+  EDQUOT: Code.ResourceExhausted,
+  EMFILE: Code.ResourceExhausted,
+  ENFILE: Code.ResourceExhausted,
+  EACCES: Code.PermissionDenied,
+  EPERM: Code.PermissionDenied,
+  ECONNREFUSED: Code.Unavailable,
+  ECONNRESET: Code.Unavailable,
+  ETIMEDOUT: Code.Unavailable,
+  EHOSTUNREACH: Code.Unavailable,
+  ENOTFOUND: Code.Unavailable,
+  EAI_AGAIN: Code.Unavailable,
+  EROFS: Code.FailedPrecondition,
+};
+
+export function isAbortError(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    (error.name === "AbortError" || (error as { code?: string }).code === "ABORT_ERR")
+  );
+}

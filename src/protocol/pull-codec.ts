@@ -1,0 +1,79 @@
+/**
+ * Hand-written encoder for PullPluginResponse, the message on the hot path:
+ * `bytes data = 1` is a tag byte, a varint length and the bytes. It copies
+ * the chunk once into its exact-size output, where the generated codec grows
+ * a buffer and copies again. test/pull-codec.test.ts proves both produce the
+ * same bytes.
+ */
+export function encodePullPluginResponse(message: { data: Uint8Array }): Buffer {
+  const length = message.data.byteLength;
+  // proto3 omits a field that holds its default (empty bytes).
+  if (length === 0) return Buffer.alloc(0);
+  const headerLength = 1 + varintLength(length);
+  const out = Buffer.allocUnsafe(headerLength + length);
+  out[0] = 0x0a; // field 1, wire type 2 (length-delimited)
+  let value = length;
+  let at = 1;
+  while (value > 0x7f) {
+    out[at++] = (value & 0x7f) | 0x80;
+    value >>>= 7;
+  }
+  out[at] = value;
+  out.set(message.data, headerLength);
+  return out;
+}
+
+function varintLength(value: number): number {
+  let bytes = 1;
+  while (value > 0x7f) {
+    value >>>= 7;
+    bytes += 1;
+  }
+  return bytes;
+}
+
+/**
+ * Decodes PullPluginResponse without copying: the chunk is a view into the
+ * received frame. Unknown fields are skipped, as protobuf requires.
+ */
+export function decodePullPluginResponse(frame: Buffer): { data: Buffer } {
+  let at = 0;
+  let data: Buffer = EMPTY;
+  while (at < frame.length) {
+    const [tag, afterTag] = readVarint(frame, at);
+    at = afterTag;
+    const wireType = tag & 7;
+    if (wireType === 2) {
+      const [length, afterLength] = readVarint(frame, at);
+      const end = afterLength + length;
+      if (end > frame.length) throw new Error("PullPluginResponse: truncated field");
+      if (tag >>> 3 === 1) data = frame.subarray(afterLength, end);
+      at = end;
+    } else if (wireType === 0) {
+      at = readVarint(frame, at)[1];
+    } else if (wireType === 1) {
+      at += 8;
+    } else if (wireType === 5) {
+      at += 4;
+    } else {
+      throw new Error(`PullPluginResponse: unsupported wire type ${wireType}`);
+    }
+  }
+  return { data };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function readVarint(buffer: Buffer, start: number): [number, number] {
+  let value = 0;
+  let shift = 0;
+  let at = start;
+  for (;;) {
+    const byte = buffer[at++];
+    if (byte === undefined) throw new Error("PullPluginResponse: truncated varint");
+    value += (byte & 0x7f) * 2 ** shift;
+    if (byte < 0x80) return [value, at];
+    shift += 7;
+    if (shift > 49) throw new Error("PullPluginResponse: varint too long");
+  }
+}

@@ -1,0 +1,15 @@
+import type { Manifest } from "../gen/atomix/plugins/admin/v1/admin.js";
+import type { ArtifactManifest } from "../store/artifact-store.js";
+
+/** A store manifest as the admin API sends it. */
+export function toManifestMessage(manifest: ArtifactManifest): Manifest {
+  return {
+    runtime: { version: manifest.key.runtime.version, buildVersion: manifest.key.runtime.buildVersion },
+    plugin: { name: manifest.key.plugin.name, version: manifest.key.plugin.version },
+    digest: manifest.digest,
+    size: manifest.size,
+    mediaType: manifest.mediaType,
+    createdAt: manifest.createdAt,
+    annotations: { ...manifest.annotations },
+  };
+}

@@ -1,0 +1,99 @@
+import { join } from "node:path";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import type { Logger } from "pino";
+import type { Compiler } from "../compiler/compiler.js";
+import { type ServeConfig, splitHostPort } from "../config.js";
+import { PluginAdminService } from "../gen/atomix/plugins/admin/v1/admin.js";
+import { PluginCompilerService } from "../gen/atomix/runtime/v1/plugin.js";
+import type { ArtifactStore } from "../store/artifact-store.js";
+import { createAdminService } from "./admin-service.js";
+import { createCompilerService } from "./compiler-service.js";
+import { PROTO_DIR } from "./paths.js";
+import { createRegistryService, pluginRegistryDefinition, type RegistryDeps } from "./registry-service.js";
+
+export const SERVICE_NAMES = [
+  "atomix.runtime.v1.PluginRegistry",
+  "atomix.runtime.v1.PluginCompiler",
+  "atomix.plugins.admin.v1.PluginAdmin",
+] as const;
+
+export interface ServerDeps {
+  config: ServeConfig;
+  store: ArtifactStore;
+  compiler: Compiler;
+  log: Logger;
+  onPull?: RegistryDeps["onPull"];
+}
+
+export interface RunningServer {
+  /** The bound host:port (the real port when the config asked for 0). */
+  readonly address: string;
+  readonly port: number;
+  /**
+   * Stops accepting calls, reports NOT_SERVING, lets in-flight calls finish
+   * for `graceMs`, then cancels what is left.
+   */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/** Starts the gRPC server with every service, health and reflection. */
+export async function startServer(deps: ServerDeps): Promise<RunningServer> {
+  const { config, log } = deps;
+  const server = new Server({
+    // Chunks are at most 4 MiB; pushes stream in messages of the same size.
+    "grpc.max_receive_message_length": 8 * 1024 * 1024,
+    "grpc.max_send_message_length": 8 * 1024 * 1024,
+    // Clients of a sidecar fleet hold connections for a long time.
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  server.addService(pluginRegistryDefinition, createRegistryService(deps));
+  server.addService(PluginCompilerService, createCompilerService(deps));
+  server.addService(PluginAdminService, createAdminService(deps));
+
+  const health = new HealthImplementation(
+    Object.fromEntries([["", "SERVING"], ...SERVICE_NAMES.map((name) => [name, "SERVING"])]),
+  );
+  health.addToServer(server);
+
+  const protoFiles = ["atomix/runtime/v1/plugin.proto", "atomix/plugins/admin/v1/admin.proto"];
+  const descriptors = loadSync(
+    protoFiles.map((file) => join(PROTO_DIR, file)),
+    { includeDirs: [PROTO_DIR] },
+  );
+  new ReflectionService(descriptors).addToServer(server);
+
+  const { host, port } = splitHostPort(config.listen);
+  const bound = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(
+      `${host.includes(":") ? `[${host}]` : host}:${port}`,
+      ServerCredentials.createInsecure(),
+      (error, p) => (error ? reject(error) : resolve(p)),
+    );
+  });
+  const address = `${host.includes(":") ? `[${host}]` : host}:${bound}`;
+  log.info({ address, store: deps.store.description, pullPolicy: config.pullPolicy }, "serving");
+
+  let stopping: Promise<void> | undefined;
+  return {
+    address,
+    port: bound,
+    shutdown(graceMs) {
+      stopping ??= new Promise<void>((resolve) => {
+        for (const name of ["", ...SERVICE_NAMES]) health.setStatus(name, "NOT_SERVING");
+        const timer = setTimeout(() => {
+          log.warn({ graceMs }, "grace period over: cancelling the calls still running");
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      return stopping;
+    },
+  };
+}

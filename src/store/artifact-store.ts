@@ -1,0 +1,95 @@
+import type { BuildKey } from "../model/build-key.js";
+
+/** Digest of an artifact's bytes: `sha256:<64 lowercase hex>`. */
+export type Digest = `sha256:${string}`;
+
+export const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
+
+/** Media type of artifacts whose producer did not say otherwise. */
+export const DEFAULT_MEDIA_TYPE = "application/octet-stream";
+
+/**
+ * What the store knows of one artifact. `annotations` carries whatever the
+ * producer adds (the compiler records toolchain, source and build duration
+ * there); keys are dotted names such as `dev.atomix.toolchain`, so that they
+ * map one to one onto OCI manifest annotations.
+ */
+export interface ArtifactManifest {
+  readonly key: BuildKey;
+  readonly digest: Digest;
+  readonly size: number;
+  readonly mediaType: string;
+  /** RFC 3339. */
+  readonly createdAt: string;
+  readonly annotations: Readonly<Record<string, string>>;
+}
+
+export interface PutOptions {
+  mediaType?: string;
+  annotations?: Record<string, string>;
+  /** Refuse the artifact (INVALID_ARGUMENT) unless its bytes hash to this. */
+  expectedDigest?: Digest;
+  /** Refuse the artifact (INVALID_ARGUMENT) unless it has exactly this size. */
+  expectedSize?: number;
+  /** Refuse the artifact (RESOURCE_EXHAUSTED) once it grows past this. */
+  maxSize?: number;
+  signal?: AbortSignal;
+}
+
+export interface ReadOptions {
+  /** First byte to send; 0 by default. Past the end: OUT_OF_RANGE. */
+  offset?: number;
+  /** Bytes per yielded chunk (the last may be shorter). */
+  chunkSize: number;
+  signal?: AbortSignal;
+}
+
+export interface ListFilter {
+  pluginName?: string;
+  runtimeVersion?: string;
+}
+
+export interface GarbageReport {
+  removedBlobs: number;
+  freedBytes: number;
+}
+
+/**
+ * Where artifacts live. Implementations: the filesystem store (the embedded
+ * default) and an OCI distribution registry store. Callers never learn which.
+ *
+ * Guarantees every implementation keeps:
+ * - `put` is atomic: a reader sees no manifest, or a manifest whose blob is
+ *   whole and hashes to its digest; a crash midway leaves nothing visible.
+ * - blobs are content-addressed, so equal bytes are stored once and two
+ *   writers of one key write the same thing.
+ * - errors are `PluginError`s (NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE...).
+ */
+export interface ArtifactStore {
+  /** Where the store is, for logs and the catalog page. */
+  readonly description: string;
+
+  /** The manifest stored for `key`, or undefined. */
+  get(key: BuildKey, options?: { signal?: AbortSignal }): Promise<ArtifactManifest | undefined>;
+
+  /**
+   * Streams a blob from `offset`. Yields fresh buffers (callers may keep
+   * them); reads lazily, so a consumer that stops pulling holds the store to
+   * at most one chunk, and breaking out of the loop releases the underlying
+   * handle at once.
+   */
+  read(manifest: ArtifactManifest, options: ReadOptions): AsyncIterable<Buffer>;
+
+  /** Stores `data` as the artifact of `key`, replacing what was there. */
+  put(key: BuildKey, data: AsyncIterable<Uint8Array>, options?: PutOptions): Promise<ArtifactManifest>;
+
+  list(filter?: ListFilter): Promise<ArtifactManifest[]>;
+
+  /** Forgets `key`; its blob stays until `collectGarbage`. False if absent. */
+  remove(key: BuildKey): Promise<boolean>;
+
+  /** Removes blobs no stored key refers to. */
+  collectGarbage(): Promise<GarbageReport>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,244 @@
+import { createHash, randomUUID } from "node:crypto";
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { Code, PluginError } from "../errors/plugin-error.js";
+import { type BuildKey, buildKeyId, formatBuildKey } from "../model/build-key.js";
+import type {
+  ArtifactManifest,
+  ArtifactStore,
+  Digest,
+  GarbageReport,
+  ListFilter,
+  PutOptions,
+  ReadOptions,
+} from "./artifact-store.js";
+import { DEFAULT_MEDIA_TYPE } from "./artifact-store.js";
+import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
+import { checkPut, matchesFilter, outOfRange } from "./store-checks.js";
+
+export interface FsStoreOptions {
+  /** The data directory; created if missing. */
+  dir: string;
+}
+
+/**
+ * The embedded default store: a content-addressed directory.
+ *
+ *   <dir>/blobs/sha256/<2 hex>/<64 hex>   artifact bytes, immutable
+ *   <dir>/index/<sha256 of build key>.json  manifest of one build key
+ *   <dir>/tmp/                            writes in progress; emptied at start
+ *
+ * Index files are named by a hash of the key, so no field of a request ever
+ * becomes a path. One server process owns a data directory.
+ */
+export async function createFsStore(options: FsStoreOptions): Promise<ArtifactStore> {
+  const root = options.dir;
+  const blobsDir = join(root, "blobs", "sha256");
+  const indexDir = join(root, "index");
+  const tmpDir = join(root, "tmp");
+  await Promise.all([blobsDir, indexDir, tmpDir].map((d) => mkdir(d, { recursive: true })));
+  // Leftovers of writes interrupted by a crash: never visible, now removed.
+  for (const leftover of await readdir(tmpDir))
+    await rm(join(tmpDir, leftover), { recursive: true, force: true });
+
+  /** Manifests read or written by this process; the hot path skips the disk. */
+  const manifests = new Map<string, ArtifactManifest>();
+  /** Digests whose blob is written but whose index entry may not be yet: gc keeps them. */
+  const writing = new Map<Digest, number>();
+
+  const blobPath = (digest: Digest) => {
+    const hex = digest.slice("sha256:".length);
+    return join(blobsDir, hex.slice(0, 2), hex);
+  };
+  const indexPath = (id: string) => join(indexDir, `${id}.json`);
+
+  async function readManifest(path: string): Promise<ArtifactManifest | undefined> {
+    try {
+      return JSON.parse(await readFile(path, "utf8")) as ArtifactManifest;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw PluginError.from(error, `reading ${path}`);
+    }
+  }
+
+  async function allManifests(): Promise<ArtifactManifest[]> {
+    const names = (await readdir(indexDir)).filter((n) => n.endsWith(".json"));
+    const read = await Promise.all(names.map((n) => readManifest(join(indexDir, n))));
+    return read.filter((m): m is ArtifactManifest => m !== undefined);
+  }
+
+  return {
+    description: `filesystem store at ${root}`,
+
+    async get(key) {
+      const id = buildKeyId(key);
+      const cached = manifests.get(id);
+      if (cached) return cached;
+      const manifest = await readManifest(indexPath(id));
+      if (manifest) manifests.set(id, manifest);
+      return manifest;
+    },
+
+    read(manifest, options) {
+      return readBlob(blobPath(manifest.digest), manifest, options);
+    },
+
+    async put(key, data, options = {}) {
+      const tmp = join(tmpDir, randomUUID());
+      let digest: Digest | undefined;
+      try {
+        const written = await writeHashed(tmp, data, options);
+        digest = written.digest;
+        checkPut(key, written, options);
+        writing.set(digest, (writing.get(digest) ?? 0) + 1);
+        const target = blobPath(digest);
+        await mkdir(dirname(target), { recursive: true });
+        await rename(tmp, target);
+        await syncDirectory(dirname(target));
+        const manifest: ArtifactManifest = {
+          key,
+          digest,
+          size: written.size,
+          mediaType: options.mediaType || DEFAULT_MEDIA_TYPE,
+          createdAt: new Date().toISOString(),
+          annotations: { ...options.annotations },
+        };
+        const id = buildKeyId(key);
+        await writeFileAtomic(indexPath(id), `${JSON.stringify(manifest, null, 2)}\n`, tmpDir);
+        manifests.set(id, manifest);
+        return manifest;
+      } catch (error) {
+        await rm(tmp, { force: true });
+        throw PluginError.from(error, `storing ${formatBuildKey(key)}`);
+      } finally {
+        if (digest) {
+          const left = (writing.get(digest) ?? 1) - 1;
+          if (left === 0) writing.delete(digest);
+          else writing.set(digest, left);
+        }
+      }
+    },
+
+    async list(filter?: ListFilter) {
+      const all = await allManifests();
+      return all.filter((m) => matchesFilter(m, filter)).sort(compareManifests);
+    },
+
+    async remove(key: BuildKey) {
+      const id = buildKeyId(key);
+      manifests.delete(id);
+      try {
+        await unlink(indexPath(id));
+        await syncDirectory(indexDir);
+        return true;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
+        throw PluginError.from(error, `removing ${formatBuildKey(key)}`);
+      }
+    },
+
+    async collectGarbage(): Promise<GarbageReport> {
+      const referenced = new Set((await allManifests()).map((m) => m.digest));
+      const report: GarbageReport = { removedBlobs: 0, freedBytes: 0 };
+      for (const prefix of await readdir(blobsDir)) {
+        for (const hex of await readdir(join(blobsDir, prefix))) {
+          const digest = `sha256:${hex}` as Digest;
+          if (referenced.has(digest) || writing.has(digest)) continue;
+          const path = join(blobsDir, prefix, hex);
+          const { size } = await stat(path);
+          await unlink(path);
+          report.removedBlobs += 1;
+          report.freedBytes += size;
+        }
+      }
+      return report;
+    },
+
+    async close() {
+      manifests.clear();
+    },
+  };
+}
+
+async function writeHashed(
+  path: string,
+  data: AsyncIterable<Uint8Array>,
+  options: PutOptions,
+): Promise<{ digest: Digest; size: number }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  const handle = await open(path, "wx", 0o644);
+  try {
+    for await (const chunk of data) {
+      options.signal?.throwIfAborted();
+      size += chunk.byteLength;
+      if (options.maxSize !== undefined && size > options.maxSize) {
+        throw new PluginError(
+          Code.ResourceExhausted,
+          `artifact is larger than the limit of ${options.maxSize} bytes`,
+        );
+      }
+      hash.update(chunk);
+      let offset = 0;
+      while (offset < chunk.byteLength) {
+        const { bytesWritten } = await handle.write(chunk, offset);
+        offset += bytesWritten;
+      }
+    }
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return { digest: `sha256:${hash.digest("hex")}`, size };
+}
+
+async function* readBlob(
+  path: string,
+  manifest: ArtifactManifest,
+  options: ReadOptions,
+): AsyncGenerator<Buffer> {
+  const offset = options.offset ?? 0;
+  if (offset > manifest.size) throw outOfRange(offset, manifest);
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(path, "r");
+  } catch (error) {
+    throw blobMissing(error, manifest);
+  }
+  try {
+    const { size } = await handle.stat();
+    if (size !== manifest.size) {
+      throw new PluginError(
+        Code.DataLoss,
+        `stored blob ${manifest.digest} of ${formatBuildKey(manifest.key)} has ${size} bytes, its manifest says ${manifest.size}; remove the key and store it again`,
+      );
+    }
+    let position = offset;
+    while (position < manifest.size) {
+      options.signal?.throwIfAborted();
+      const length = Math.min(options.chunkSize, manifest.size - position);
+      const buffer = Buffer.allocUnsafe(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, position);
+      if (bytesRead === 0) throw new PluginError(Code.DataLoss, `stored blob ${manifest.digest} ended early`);
+      position += bytesRead;
+      yield bytesRead === length ? buffer : buffer.subarray(0, bytesRead);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+function blobMissing(error: unknown, manifest: ArtifactManifest): PluginError {
+  if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+    return new PluginError(
+      Code.NotFound,
+      `the blob ${manifest.digest} of ${formatBuildKey(manifest.key)} is missing from the store; remove the key and store it again`,
+      { cause: error },
+    );
+  }
+  return PluginError.from(error, `opening blob ${manifest.digest}`);
+}
+
+function compareManifests(a: ArtifactManifest, b: ArtifactManifest): number {
+  return formatBuildKey(a.key).localeCompare(formatBuildKey(b.key));
+}
