@@ -1,0 +1,60 @@
+import type { BuildKey } from "../model/build-key.js";
+
+/**
+ * A runtime release as the compiler knows it, read from
+ * `<runtimes dir>/<version>/runtime.json`. `toolchain` picks the Toolchain
+ * that builds for it; `spec` is the rest of runtime.json, which only that
+ * toolchain interprets (Node.js: supported Node releases, supplied modules,
+ * required export; Go: go.mod, Go releases, driver symbol, build flags).
+ */
+export interface RuntimeDescriptor {
+  readonly version: string;
+  readonly toolchain: string;
+  /** The descriptor's directory: SDK folders and go.mod files are found from here. */
+  readonly dir: string;
+  readonly spec: Readonly<Record<string, unknown>>;
+}
+
+/** Everything one build may use. */
+export interface BuildJob {
+  readonly key: BuildKey;
+  readonly runtime: RuntimeDescriptor;
+  /** A fresh, empty, private directory; removed by the caller after the build. */
+  readonly workDir: string;
+  /** Aborted when the build's time limit passes or the server shuts down: kill child processes. */
+  readonly signal: AbortSignal;
+}
+
+export interface BuildOutput {
+  /** The artifact, a file inside workDir. */
+  readonly artifactPath: string;
+  readonly mediaType: string;
+  /**
+   * Recorded in the manifest: toolchain name and version, source origin and
+   * integrity, ... (dotted keys, `dev.atomix.*`).
+   */
+  readonly annotations: Readonly<Record<string, string>>;
+}
+
+/**
+ * Builds plugins for the runtimes whose descriptor names it. Throws
+ * PluginErrors: NOT_FOUND for an unknown plugin source, FAILED_PRECONDITION
+ * for a build_version it has no toolchain for, a dependency conflict, a
+ * compile error (first diagnostics in the message) or a missing export.
+ * Runs untrusted plugin code nowhere but in its sandboxed verification step.
+ */
+export interface Toolchain {
+  /** The `toolchain` value of the descriptors it serves: "node", "go". */
+  readonly name: string;
+  build(job: BuildJob): Promise<BuildOutput>;
+}
+
+/** Annotation keys the compiler and toolchains write into manifests. */
+export const ANNOTATIONS = {
+  toolchain: "dev.atomix.toolchain",
+  toolchainVersion: "dev.atomix.toolchain.version",
+  source: "dev.atomix.source",
+  sourceIntegrity: "dev.atomix.source.integrity",
+  buildDurationMs: "dev.atomix.build.duration-ms",
+  builtAt: "dev.atomix.build.time",
+} as const;
