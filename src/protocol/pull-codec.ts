@@ -1,26 +1,52 @@
 /**
  * Hand-written encoder for PullPluginResponse, the message on the hot path:
- * `bytes data = 1` is a tag byte, a varint length and the bytes. It copies
- * the chunk once into its exact-size output, where the generated codec grows
- * a buffer and copies again. test/pull-codec.test.ts proves both produce the
- * same bytes.
+ * `bytes data = 1` is a tag byte, a varint length and the bytes. A message
+ * framed in place by `frameInPlace` is sent as it is, with no copy; any other
+ * is copied once into an exact-size output, where the generated codec grows a
+ * buffer and copies again. test/pull-codec.test.ts proves all three produce
+ * the same bytes.
  */
-export function encodePullPluginResponse(message: { data: Uint8Array }): Buffer {
+export function encodePullPluginResponse(message: { data: Uint8Array; frame?: Buffer }): Buffer {
+  if (message.frame) return message.frame;
   const length = message.data.byteLength;
   // proto3 omits a field that holds its default (empty bytes).
   if (length === 0) return Buffer.alloc(0);
   const headerLength = 1 + varintLength(length);
   const out = Buffer.allocUnsafe(headerLength + length);
-  out[0] = 0x0a; // field 1, wire type 2 (length-delimited)
+  writeHeader(out, 0, length);
+  out.set(message.data, headerLength);
+  return out;
+}
+
+/** Bytes a chunk needs free in front of it for `frameInPlace`: the tag and a 32-bit varint. */
+export const PULL_FRAME_HEADROOM = 6;
+
+/**
+ * The encoded PullPluginResponse{data} without copying `data`: the tag and
+ * length are written into the bytes just before it in its underlying buffer,
+ * and the answer is a view from there to the end of `data`. Only for chunks
+ * whose caller owns those bytes (the store read them at an offset of
+ * PULL_FRAME_HEADROOM); undefined when there is no room in front.
+ */
+export function frameInPlace(data: Uint8Array): Buffer | undefined {
+  const length = data.byteLength;
+  if (length === 0) return Buffer.alloc(0);
+  const headerLength = 1 + varintLength(length);
+  if (data.byteOffset < headerLength) return undefined;
+  const frame = Buffer.from(data.buffer, data.byteOffset - headerLength, headerLength + length);
+  writeHeader(frame, 0, length);
+  return frame;
+}
+
+function writeHeader(out: Buffer, start: number, length: number): void {
+  out[start] = 0x0a; // field 1, wire type 2 (length-delimited)
   let value = length;
-  let at = 1;
+  let at = start + 1;
   while (value > 0x7f) {
     out[at++] = (value & 0x7f) | 0x80;
     value >>>= 7;
   }
   out[at] = value;
-  out.set(message.data, headerLength);
-  return out;
 }
 
 function varintLength(value: number): number {

@@ -10,8 +10,9 @@ import {
 } from "../gen/atomix/runtime/v1/plugin.js";
 import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
-import { encodePullPluginResponse } from "../protocol/pull-codec.js";
+import { encodePullPluginResponse, frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
 import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js";
+import { BufferPool } from "./buffer-pool.js";
 import { toServiceError } from "./status.js";
 import { WriteBudget } from "./write-budget.js";
 
@@ -75,10 +76,24 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
         return;
       }
 
-      const budget = new WriteBudget(call, config.streamBufferBytes, controller.signal);
-      const chunks = store.read(manifest, { offset, chunkSize: config.chunkSize, signal: controller.signal });
+      const budget = new WriteBudget<PullPluginResponse & { frame?: Buffer }>(
+        call,
+        config.streamBufferBytes,
+        controller.signal,
+      );
+      // Chunks are read into recycled buffers with room for the message
+      // header in front, so each is sent without a copy of our own.
+      const pool = new BufferPool();
+      const chunks = store.read(manifest, {
+        offset,
+        chunkSize: config.chunkSize,
+        headroom: PULL_FRAME_HEADROOM,
+        allocate: pool.acquire,
+        signal: controller.signal,
+      });
       for await (const data of chunks) {
-        await budget.write({ data }, data.byteLength);
+        const frame = pool.owns(data) ? frameInPlace(data) : undefined;
+        await budget.write(frame ? { data, frame } : { data }, data.byteLength, () => pool.release(data));
         bytes += data.byteLength;
       }
       call.end();

@@ -17,10 +17,15 @@ export class WriteBudget<Message> {
     private readonly signal: AbortSignal,
   ) {}
 
-  /** Resolves once `message` is queued and the budget has room for more. */
-  async write(message: Message, bytes: number): Promise<void> {
+  /**
+   * Resolves once `message` is queued and the budget has room for more.
+   * `written` runs once grpc-js is done with the message (it has serialized
+   * it and handed the frame to HTTP/2), so its buffers may be reused.
+   */
+  async write(message: Message, bytes: number, written?: () => void): Promise<void> {
     this.inFlight += bytes;
     this.call.write(message, () => {
+      written?.();
       this.inFlight -= bytes;
       const wake = this.wake;
       this.wake = undefined;

@@ -41,6 +41,20 @@ export interface ReadOptions {
   offset?: number;
   /** Bytes per yielded chunk (the last may be shorter). */
   chunkSize: number;
+  /**
+   * Bytes to leave free in front of each chunk, in the same buffer: each
+   * yielded chunk is then a view at `byteOffset >= headroom` of a buffer of
+   * at least `headroom + chunk length` bytes, so the pull path can write the
+   * message header there instead of copying the chunk. 0 by default; a store
+   * that cannot honour it may ignore it (callers check `byteOffset`).
+   */
+  headroom?: number;
+  /**
+   * Supplies the buffer a chunk is read into (`size` = headroom + chunk
+   * length); fresh buffers by default. Lets the pull path recycle a few
+   * buffers per stream instead of allocating one per chunk.
+   */
+  allocate?: (size: number) => Buffer;
   signal?: AbortSignal;
 }
 
@@ -74,7 +88,7 @@ export interface ArtifactStore {
 
   /**
    * Streams a blob from `offset`. Yields fresh buffers (callers may keep
-   * them); reads lazily, so a consumer that stops pulling holds the store to
+   * them) unless the caller supplies them with `allocate`; reads lazily, so a consumer that stops pulling holds the store to
    * at most one chunk, and breaking out of the loop releases the underlying
    * handle at once.
    */

@@ -213,15 +213,19 @@ async function* readBlob(
         `stored blob ${manifest.digest} of ${formatBuildKey(manifest.key)} has ${size} bytes, its manifest says ${manifest.size}; remove the key and store it again`,
       );
     }
+    const headroom = options.headroom ?? 0;
     let position = offset;
     while (position < manifest.size) {
       options.signal?.throwIfAborted();
       const length = Math.min(options.chunkSize, manifest.size - position);
-      const buffer = Buffer.allocUnsafe(length);
-      const { bytesRead } = await handle.read(buffer, 0, length, position);
+      // Read straight into the buffer the message is sent from: no copy here.
+      const buffer = options.allocate?.(headroom + length) ?? Buffer.allocUnsafe(headroom + length);
+      const { bytesRead } = await handle.read(buffer, headroom, length, position);
       if (bytesRead === 0) throw new PluginError(Code.DataLoss, `stored blob ${manifest.digest} ended early`);
       position += bytesRead;
-      yield bytesRead === length ? buffer : buffer.subarray(0, bytesRead);
+      yield headroom === 0 && bytesRead === buffer.length
+        ? buffer
+        : buffer.subarray(headroom, headroom + bytesRead);
     }
   } finally {
     await handle.close();
