@@ -1,0 +1,25 @@
+package main
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "benchpeer/pb"
+)
+
+// unary answers CompilePlugin from memory, as a cache hit would.
+type unary struct {
+	pb.UnimplementedPluginCompilerServer
+	files files
+}
+
+func (u *unary) CompilePlugin(_ context.Context, req *pb.CompilePluginRequest) (*pb.CompilePluginResponse, error) {
+	a, ok := u.files[req.GetPlugin().GetName()]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no artifact for %q", req.GetPlugin().GetName())
+	}
+	r, p := req.GetRuntime(), req.GetPlugin()
+	return &pb.CompilePluginResponse{Plugin: "atomix-plugin://" + r.GetVersion() + "/" + r.GetBuildVersion() + "/" + p.GetName() + "@" + p.GetVersion() + "@" + a.digest}, nil
+}

@@ -1,0 +1,84 @@
+import { parseArgs } from "node:util";
+
+export interface BenchOptions {
+  quick: boolean;
+  /** Interleaved rounds of the side-by-side figures; medians are over these. */
+  rounds: number;
+  /** Sequential single-stream pulls per server per round. */
+  singlePulls: number;
+  singleMiB: number;
+  concurrency: number;
+  concurrentMiB: number;
+  /** Bytes per second each slow client reads at. */
+  slowRate: number;
+  /** Artifact sizes (MiB) pulled from a fresh server to compare peak memory. */
+  rssSizesMiB: number[];
+  rssRounds: number;
+  unarySeconds: number;
+  unaryCallers: number;
+  /** Bytes per message of the grpc-go peer; 0: the same as our server's. */
+  peerChunk: number;
+  /** Extra flags for `atomix-plugins serve` (e.g. "--chunk-size 1048576"). */
+  serverArgs: string[];
+  /** Run only these sections (single, concurrent, slow, unary, rss, compile); all when empty. */
+  only: string[];
+}
+
+const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,unary,rss,compile]
+  [--single-pulls N] [--concurrency N] [--slow-rate BYTES_PER_S] [--rss-sizes 1,64,512]
+  [--unary-seconds S] [--peer-chunk BYTES] [--server-args "--chunk-size 1048576"]
+Every flag also reads BENCH_<FLAG> from the environment (BENCH_ROUNDS=3).`;
+
+/** Flags win over BENCH_* environment variables, which win over the defaults (full or --quick). */
+export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): BenchOptions {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean" },
+      help: { type: "boolean" },
+      rounds: { type: "string" },
+      "single-pulls": { type: "string" },
+      concurrency: { type: "string" },
+      "slow-rate": { type: "string" },
+      "rss-sizes": { type: "string" },
+      "rss-rounds": { type: "string" },
+      "unary-seconds": { type: "string" },
+      "peer-chunk": { type: "string" },
+      "server-args": { type: "string" },
+      only: { type: "string" },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    process.exit(0);
+  }
+  const read = (flag: keyof typeof values): string | undefined => {
+    const value = values[flag];
+    if (typeof value === "string") return value;
+    return env[`BENCH_${flag.toUpperCase().replaceAll("-", "_")}`] || undefined;
+  };
+  const quick = values.quick === true || env.BENCH_QUICK === "1";
+  const number = (flag: keyof typeof values, fallback: number): number => {
+    const raw = read(flag);
+    if (raw === undefined) return fallback;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < 0) throw new Error(`--${flag}: expected a number, got "${raw}"`);
+    return value;
+  };
+  return {
+    quick,
+    rounds: number("rounds", quick ? 2 : 5),
+    singlePulls: number("single-pulls", quick ? 2 : 3),
+    singleMiB: 64,
+    concurrency: number("concurrency", 100),
+    concurrentMiB: 16,
+    slowRate: number("slow-rate", 5_000_000),
+    rssSizesMiB: (read("rss-sizes") ?? "1,64,512").split(",").map(Number),
+    rssRounds: number("rss-rounds", quick ? 1 : 2),
+    unarySeconds: number("unary-seconds", quick ? 1.5 : 3),
+    unaryCallers: 64,
+    peerChunk: number("peer-chunk", 0),
+    serverArgs: (read("server-args") ?? "").split(/\s+/).filter(Boolean),
+    only: (read("only") ?? "").split(",").filter(Boolean),
+  };
+}

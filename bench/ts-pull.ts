@@ -1,0 +1,35 @@
+/**
+ * Pulls one artifact `count` times, one after the other, with our
+ * TypeScript client (`createPluginClient().pull`: verify the digest, write
+ * the file, rename), and prints the time of each as JSON. A process of its
+ * own, so that the benchmark's bookkeeping shares nothing with it.
+ *
+ *   node dist/bench/ts-pull.js '{"address":...,"key":...,"dir":...,"count":3}'
+ */
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { createPluginClient } from "../src/client/index.js";
+import type { BuildKey } from "../src/model/build-key.js";
+
+const { address, key, dir, count } = JSON.parse(process.argv[2] ?? "{}") as {
+  address: string;
+  key: BuildKey;
+  dir: string;
+  count: number;
+};
+const client = createPluginClient({ address });
+const results: { ms: number; bytes: number }[] = [];
+try {
+  await client.inspect(key); // connect before the clock starts
+  for (let i = 0; i < count; i++) {
+    const to = join(dir, `ts-pull-${process.pid}-${i}`);
+    const started = performance.now();
+    const { size } = await client.pull(key, { to });
+    results.push({ ms: performance.now() - started, bytes: size });
+    await rm(to, { force: true });
+  }
+} finally {
+  client.close();
+}
+console.log(JSON.stringify({ results }));
