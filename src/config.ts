@@ -23,9 +23,11 @@ export const serveConfigSchema = z
     chunkSize: byteSize.max(MAX_CHUNK_SIZE).default(DEFAULT_CHUNK_SIZE),
     /**
      * Artifact bytes one pull stream may have handed to the transport and not
-     * yet seen written: the bound on the server's memory per stream.
+     * yet seen written: the bound on the server's memory per stream. 512 KiB
+     * (two default chunks) keeps 100 concurrent pulls near 200 MiB of RSS
+     * and was no slower than 1 MiB in the benchmark (bench/, README).
      */
-    streamBufferBytes: byteSize.default(1024 * 1024),
+    streamBufferBytes: byteSize.default(512 * 1024),
     /** Largest artifact accepted by push or produced by a build. */
     maxArtifactBytes: byteSize.default(1024 * 1024 * 1024),
     /** What PullPlugin does when the store has no artifact for the key. */

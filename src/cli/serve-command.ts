@@ -36,7 +36,7 @@ export function serveCommand(): Command {
       new Option(
         "--stream-buffer <bytes>",
         `bytes in flight per pull stream${envFor("streamBufferBytes")}`,
-      ).default(undefined, "1048576"),
+      ).default(undefined, "524288"),
     )
     .addOption(
       new Option(

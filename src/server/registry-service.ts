@@ -50,7 +50,12 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
     call: ServerWritableStream<PullPluginRequest, PullPluginResponse>,
   ): Promise<void> {
     const controller = new AbortController();
-    call.on("cancelled", () => controller.abort());
+    let finished = false;
+    // grpc-js also emits "cancelled" after a call that ended well; only a
+    // pull still running has anything to abort.
+    call.on("cancelled", () => {
+      if (!finished) controller.abort();
+    });
     let bytes = 0;
     let key: BuildKey | undefined;
     try {
@@ -71,6 +76,7 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
       if (call.metadata.get(PULL_METADATA.ifNoneMatch).includes(manifest.digest)) {
         const trailers = new Metadata();
         trailers.set(PULL_METADATA.notModified, "true");
+        finished = true;
         call.end(trailers);
         deps.onPull?.({ code: Code.Ok, bytes, key });
         return;
@@ -96,6 +102,7 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
         await budget.write(frame ? { data, frame } : { data }, data.byteLength, () => pool.release(data));
         bytes += data.byteLength;
       }
+      finished = true;
       call.end();
       deps.onPull?.({ code: Code.Ok, bytes, key });
     } catch (error) {
