@@ -105,6 +105,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
         });
         aborted.catch(() => {});
         const built = toolchain.build({ key, runtime, workDir, signal: controller.signal });
+        built.catch(() => {});
         // The time limit holds even for a toolchain that ignores its signal.
         const output = await Promise.race([built, aborted]).catch((error: unknown) => {
           throw controller.signal.aborted ? PluginError.from(controller.signal.reason) : error;
@@ -182,6 +183,10 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
 function abandonable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return promise;
   return new Promise<T>((resolve, reject) => {
+    if (signal.aborted) {
+      reject(new PluginError(Code.Cancelled, "the caller went away; the build goes on"));
+      return;
+    }
     const onAbort = () => reject(new PluginError(Code.Cancelled, "the caller went away; the build goes on"));
     signal.addEventListener("abort", onAbort, { once: true });
     promise.then(
