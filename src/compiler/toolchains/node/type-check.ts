@@ -75,7 +75,9 @@ export async function typeCheck(options: {
     timeoutMs: options.timeoutMs,
   });
   if (result.code === 0) return;
-  const diagnostics = parseDiagnostics(result.stdout, { spec, runtime });
+  // The work directory is a temporary detail: messages name files as the package does.
+  const output = result.stdout.split(`${pkg.dir}/`).join("");
+  const diagnostics = parseDiagnostics(output, { spec, runtime });
   if (diagnostics.length === 0) {
     throw new PluginError(
       Code.Internal,
