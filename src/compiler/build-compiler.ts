@@ -9,7 +9,7 @@ import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js
 import { createBuildPool } from "./build-pool.js";
 import type { Compiler } from "./compiler.js";
 import type { RuntimeCatalog } from "./runtime-catalog.js";
-import { ANNOTATIONS, type Toolchain } from "./toolchain.js";
+import { ANNOTATIONS, type BuildOutput, type Toolchain } from "./toolchain.js";
 
 export const DEFAULT_BUILD_QUEUE = 64;
 export const DEFAULT_BUILD_TIMEOUT_MS = 120_000;
@@ -79,62 +79,95 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
         `runtime ${runtime.version} is built by the ${runtime.toolchain} toolchain, which this server does not have (it has: ${[...toolchains.keys()].join(", ") || "none"})`,
       );
     }
-    return pool.run(async () => {
-      // A build that finished while this one queued (or another replica's) wins.
-      const stored = await store.get(key);
-      if (stored) return stored;
-      counts.builds++;
-      options.onBuild?.(key);
-      const controller = new AbortController();
-      running.add(controller);
-      const timer = setTimeout(
-        () =>
-          controller.abort(
-            new PluginError(
-              Code.DeadlineExceeded,
-              `building ${formatBuildKey(key)} took longer than ${timeoutMs} ms and was stopped; raise --build-timeout if it needs more`,
-            ),
-          ),
-        timeoutMs,
-      );
-      const started = performance.now();
-      const workDir = await mkdtemp(join(options.workRoot ?? tmpdir(), "atomix-build-"));
-      try {
-        const aborted = new Promise<never>((_, reject) => {
-          controller.signal.addEventListener("abort", () => reject(controller.signal.reason), { once: true });
-        });
-        aborted.catch(() => {});
-        const built = toolchain.build({ key, runtime, workDir, signal: controller.signal });
-        built.catch(() => {});
-        // The time limit holds even for a toolchain that ignores its signal.
-        const output = await Promise.race([built, aborted]).catch((error: unknown) => {
-          throw controller.signal.aborted ? PluginError.from(controller.signal.reason) : error;
-        });
-        const durationMs = Math.round(performance.now() - started);
-        const manifest = await store.put(key, createReadStream(output.artifactPath), {
-          mediaType: output.mediaType,
-          annotations: {
-            [ANNOTATIONS.toolchain]: toolchain.name,
-            ...output.annotations,
-            [ANNOTATIONS.buildDurationMs]: String(durationMs),
-            [ANNOTATIONS.builtAt]: new Date().toISOString(),
-          },
-          ...(options.maxArtifactBytes === undefined ? {} : { maxSize: options.maxArtifactBytes }),
-        });
-        log?.info(
-          { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, durationMs },
-          "built",
-        );
-        return manifest;
-      } catch (error) {
-        const failure = PluginError.from(error, `building ${formatBuildKey(key)}`);
-        log?.info({ key: formatBuildKey(key), code: failure.code, error: failure.message }, "build failed");
-        throw failure;
-      } finally {
-        clearTimeout(timer);
-        running.delete(controller);
-        await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
-      }
+    // Callers get their answer as soon as it is known (a deadline rejects at
+    // once); the pool slot and the work directory are released only when the
+    // toolchain has really stopped, so the pool bounds work actually running.
+    return new Promise<ArtifactManifest>((resolve, reject) => {
+      pool
+        .run(async () => {
+          // A build that finished while this one queued (or another replica's) wins.
+          const stored = await store.get(key);
+          if (stored) {
+            resolve(stored);
+            return;
+          }
+          counts.builds++;
+          options.onBuild?.(key);
+          const controller = new AbortController();
+          running.add(controller);
+          const timer = setTimeout(
+            () =>
+              controller.abort(
+                new PluginError(
+                  Code.DeadlineExceeded,
+                  `building ${formatBuildKey(key)} took longer than ${timeoutMs} ms and was stopped; raise --build-timeout if it needs more`,
+                ),
+              ),
+            timeoutMs,
+          );
+          const started = performance.now();
+          let workDir: string | undefined;
+          let built: Promise<BuildOutput> | undefined;
+          let cleaned: Promise<void> | undefined;
+          const cleanUp = () =>
+            (cleaned ??= (async () => {
+              clearTimeout(timer);
+              await built?.then(
+                () => {},
+                () => {},
+              );
+              running.delete(controller);
+              if (workDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+            })());
+          try {
+            workDir = await mkdtemp(join(options.workRoot ?? tmpdir(), "atomix-build-"));
+            const aborted = new Promise<never>((_, rejectAbort) => {
+              controller.signal.addEventListener("abort", () => rejectAbort(controller.signal.reason), {
+                once: true,
+              });
+            });
+            aborted.catch(() => {});
+            built = toolchain.build({ key, runtime, workDir, signal: controller.signal });
+            built.catch(() => {});
+            // The time limit holds even for a toolchain slow to notice its signal.
+            const output = await Promise.race([built, aborted]).catch((error: unknown) => {
+              throw controller.signal.aborted ? PluginError.from(controller.signal.reason) : error;
+            });
+            const durationMs = Math.round(performance.now() - started);
+            const manifest = await store.put(key, createReadStream(output.artifactPath), {
+              mediaType: output.mediaType,
+              annotations: {
+                [ANNOTATIONS.toolchain]: toolchain.name,
+                ...output.annotations,
+                [ANNOTATIONS.buildDurationMs]: String(durationMs),
+                [ANNOTATIONS.builtAt]: new Date().toISOString(),
+              },
+              ...(options.maxArtifactBytes === undefined ? {} : { maxSize: options.maxArtifactBytes }),
+            });
+            log?.info(
+              { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, durationMs },
+              "built",
+            );
+            await cleanUp();
+            resolve(manifest);
+          } catch (error) {
+            const failure = PluginError.from(error, `building ${formatBuildKey(key)}`);
+            log?.info(
+              { key: formatBuildKey(key), code: failure.code, error: failure.message },
+              "build failed",
+            );
+            reject(failure);
+          } finally {
+            clearTimeout(timer);
+            await built?.then(
+              () => {},
+              () => {},
+            );
+            running.delete(controller);
+            if (workDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+          }
+        })
+        .catch(reject);
     });
   }
 
