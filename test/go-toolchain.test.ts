@@ -34,13 +34,13 @@ describe("Go toolchain", () => {
     test = await goTestDir();
     toolchain = createGoToolchain({
       cacheDir: test.cacheDir,
-      sourcesDir: EXAMPLE_PLUGINS,
+      sources: [EXAMPLE_PLUGINS],
       proxy: EXAMPLE_GOPROXY,
     });
     scratch = join(test.dir, "catalog");
     scratchToolchain = createGoToolchain({
       cacheDir: test.cacheDir,
-      sourcesDir: scratch,
+      sources: [scratch],
       proxy: EXAMPLE_GOPROXY,
     });
   });
@@ -111,7 +111,7 @@ describe("Go toolchain", () => {
   });
 
   it("answers NOT_FOUND for a module in neither the catalog nor the proxy", async () => {
-    const offline = createGoToolchain({ cacheDir: test.cacheDir, sourcesDir: EXAMPLE_PLUGINS });
+    const offline = createGoToolchain({ cacheDir: test.cacheDir, sources: [EXAMPLE_PLUGINS] });
     const noProxy = await buildError(offline, goKey(ECHO, "v1.0.0"));
     assert.equal(noProxy.code, Code.NotFound);
     assert.match(noProxy.message, /no Go module proxy is configured \(GOPROXY=off\)/);
@@ -127,7 +127,7 @@ describe("Go toolchain", () => {
     const goroot = probe.stdout.trim();
     const chain = createGoToolchain({
       cacheDir: test.cacheDir,
-      sourcesDir: EXAMPLE_PLUGINS,
+      sources: [EXAMPLE_PLUGINS],
       proxy: EXAMPLE_GOPROXY,
       installations: [join(test.dir, "no-such-goroot"), goroot],
     });

@@ -139,6 +139,14 @@ func pull(ctx context.Context, client runtimev1.PluginRegistryClient, req *runti
 		return "", 0, fmt.Errorf("pull: %w", err)
 	}
 	announced := header.Get("x-plugin-digest")
+	if len(announced) == 0 {
+		// A call that fails before its first message has no headers: the
+		// status (NOT_FOUND, FAILED_PRECONDITION with the compiler's
+		// message, ...) comes with the first Recv.
+		if _, err := stream.Recv(); err != nil && !errors.Is(err, io.EOF) {
+			return "", 0, fmt.Errorf("pull: %w", err)
+		}
+	}
 	if len(announced) != 1 || !strings.HasPrefix(announced[0], "sha256:") {
 		return "", 0, fmt.Errorf("pull: response has no x-plugin-digest header (got %q)", announced)
 	}

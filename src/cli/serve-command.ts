@@ -1,9 +1,11 @@
+import { join } from "node:path";
 import { Command, Option } from "commander";
 import pino from "pino";
 import { createBuildCompiler } from "../compiler/build-compiler.js";
 import { loadRuntimeCatalog } from "../compiler/runtime-catalog.js";
 import { createCatalogSource } from "../compiler/sources/catalog-source.js";
 import { createNpmRegistrySource } from "../compiler/sources/npm-registry-source.js";
+import { createGoToolchain } from "../compiler/toolchains/go/go-toolchain.js";
 import { createNodeToolchain } from "../compiler/toolchains/node/node-toolchain.js";
 import { DEFAULT_LISTEN, parseServeConfig, SERVE_ENVIRONMENT, type ServeConfig } from "../config.js";
 import { startServer } from "../server/server.js";
@@ -79,6 +81,33 @@ export function serveCommand(): Command {
       new Option("--npm-registry <url>", `fetch plugins from this npm registry too${envFor("npmRegistry")}`),
     )
     .addOption(
+      new Option(
+        "--go <goroot-or-command>",
+        `a Go installation for Go plugins (GOROOT or go binary); repeatable${envFor("goInstallations")}`,
+      )
+        .argParser(collect)
+        .default(undefined, "the go on PATH"),
+    )
+    .addOption(
+      new Option(
+        "--go-proxy <GOPROXY>",
+        `Go module proxy: off, URLs or directories${envFor("goProxy")}`,
+      ).default(undefined, "the bundled examples/goproxy"),
+    )
+    .addOption(
+      new Option("--go-sumdb <GOSUMDB>", `Go checksum database${envFor("goSumdb")}`).default(
+        undefined,
+        "off",
+      ),
+    )
+    .addOption(new Option("--go-nosumdb <patterns>", `GONOSUMDB for Go builds${envFor("goNoSumdb")}`))
+    .addOption(
+      new Option("--go-cache <dir>", `GOCACHE and GOMODCACHE of Go builds${envFor("goCacheDir")}`).default(
+        undefined,
+        "<data>/go-cache",
+      ),
+    )
+    .addOption(
       new Option("--build-concurrency <n>", `builds running at once${envFor("buildConcurrency")}`).default(
         undefined,
         "the number of cores",
@@ -119,6 +148,11 @@ export function serveCommand(): Command {
           runtimes: options.runtimes,
           sources: options.sources,
           npmRegistry: options.npmRegistry,
+          goInstallations: options.go,
+          goProxy: options.goProxy,
+          goSumdb: options.goSumdb,
+          goNoSumdb: options.goNosumdb,
+          goCacheDir: options.goCache,
           buildConcurrency: options.buildConcurrency,
           buildQueue: options.buildQueue,
           buildTimeoutMs: options.buildTimeout,
@@ -141,7 +175,17 @@ export async function serve(config: ServeConfig): Promise<void> {
   const compiler = createBuildCompiler({
     store,
     runtimes: await loadRuntimeCatalog(config.runtimes),
-    toolchains: [createNodeToolchain({ sources })],
+    toolchains: [
+      createNodeToolchain({ sources }),
+      createGoToolchain({
+        sources: config.sources,
+        installations: config.goInstallations,
+        proxy: config.goProxy,
+        sumdb: config.goSumdb,
+        cacheDir: config.goCacheDir ?? join(config.dataDir, "go-cache"),
+        ...(config.goNoSumdb ? { noSumCheck: config.goNoSumdb } : {}),
+      }),
+    ],
     concurrency: config.buildConcurrency,
     queueLimit: config.buildQueue,
     timeoutMs: config.buildTimeoutMs,

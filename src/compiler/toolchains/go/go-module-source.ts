@@ -20,8 +20,8 @@ export interface GoModuleSource {
 export interface FetchGoModuleOptions {
   readonly name: string;
   readonly version: string;
-  /** `<catalogDir>/<module path>/<version>/` holds a module; undefined: no catalog. */
-  readonly catalogDir: string | undefined;
+  /** Catalog directories, asked in order: `<dir>/<module path>/<version>/` holds a module. */
+  readonly catalogs: readonly string[];
   readonly proxy: string;
   readonly go: GoCommand;
   /** The copy is made at `<workDir>/module`. */
@@ -35,10 +35,10 @@ export interface FetchGoModuleOptions {
  * modified, in place. NOT_FOUND when neither has it.
  */
 export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoModuleSource> {
-  const { name, catalogDir, workDir } = options;
+  const { name, catalogs, workDir } = options;
   const version = options.version.startsWith("v") ? options.version : `v${options.version}`;
   const target = join(workDir, "module");
-  if (catalogDir !== undefined) {
+  for (const catalogDir of catalogs) {
     for (const candidate of new Set([options.version, version])) {
       const dir = join(catalogDir, name, candidate);
       if (await isFile(join(dir, "go.mod"))) {
@@ -47,7 +47,9 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
       }
     }
   }
-  const where = catalogDir ? `in the source catalog (${join(catalogDir, name)}/${options.version})` : "";
+  const where = catalogs.length
+    ? `in the source catalogs (${catalogs.map((dir) => join(dir, name, options.version)).join(", ")})`
+    : "";
   if (options.proxy === "off") {
     throw new PluginError(
       Code.NotFound,

@@ -29,8 +29,8 @@ export interface GoToolchainOptions {
    * `<cacheDir>/mod`.
    */
   readonly cacheDir: string;
-  /** Source catalog: `<sourcesDir>/<module path>/<version>/` holds a plugin module. */
-  readonly sourcesDir?: string;
+  /** Source catalogs, asked in order: `<dir>/<module path>/<version>/` holds a plugin module. */
+  readonly sources?: readonly string[];
   /**
    * Go installations: GOROOT directories or `go` commands. Default `["go"]`,
    * the one on PATH. A build uses the one whose `go version` equals the
@@ -59,7 +59,7 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
   const proxy = normalizeGoProxy(options.proxy ?? "off");
   const sumdb = options.sumdb ?? "off";
   const cacheDir = resolve(options.cacheDir);
-  const sourcesDir = options.sourcesDir === undefined ? undefined : resolve(options.sourcesDir);
+  const catalogs = (options.sources ?? []).map((dir) => resolve(dir));
   let installations: Promise<GoInstallations> | undefined;
   // Probed once: installing another Go release takes a restart to be seen.
   const installed = () => {
@@ -97,7 +97,7 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
       const source = await fetchGoModule({
         name: key.plugin.name,
         version: key.plugin.version,
-        catalogDir: sourcesDir,
+        catalogs,
         proxy,
         go,
         workDir,
