@@ -108,7 +108,18 @@ async function main(): Promise<void> {
     }
 
     rows.push(...summarize(options, raw));
-    if (wants("compile")) rows.push(...(await compileRows({ root: ROOT, work, log })));
+    if (wants("compile")) {
+      rows.push(
+        ...(await compileRows({
+          root: ROOT,
+          work,
+          goCache: join(ROOT, "dist/bench-go/go-cache"),
+          rounds: options.rssRounds,
+          concurrency: options.concurrency,
+          log,
+        })),
+      );
+    }
 
     const machine = {
       cpu: cpus()[0]?.model ?? "unknown",

@@ -1,19 +1,127 @@
+import { mkdtemp } from "node:fs/promises";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { createPluginClient } from "../../src/client/index.js";
+import type { BuildKey } from "../../src/model/build-key.js";
+import { type ServerProcess, startServer } from "./processes.js";
+import { median } from "./stats.js";
 import type { Row } from "./table.js";
 
-/**
- * Cold compile figures: the example Node.js plugin, the example Go driver,
- * and 100 identical cold compiles at once. They need the toolchains; until
- * this tree has them the rows say so instead of showing a number.
- */
-export async function compileRows(_options: {
+/** The bundled examples (examples/runtimes, examples/plugins): what `npm start` serves. */
+const NODE_EXAMPLE: BuildKey = {
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name: "counter", version: "1.0.0" },
+};
+const GO_EXAMPLE: BuildKey = {
+  runtime: { version: "3.0.0", buildVersion: "go1.19.8" },
+  plugin: { name: "example.com/atomix/drivers/counter", version: "v1.0.0" },
+};
+
+export interface CompileOptions {
   root: string;
   work: string;
+  /** GOCACHE/GOMODCACHE kept between runs: the Go figure is for a warm build cache. */
+  goCache: string;
+  rounds: number;
+  concurrency: number;
   log: (message: string) => void;
-}): Promise<Row[]> {
-  const reason = "not available: this tree has no toolchains yet (the server compiles nothing, only stores)";
-  return [
-    { figure: "cold compile, example Node.js plugin", ours: reason, unit: "s", target: { oursAtMost: 1.5 } },
-    { figure: "cold compile, example Go driver (warm Go build cache)", ours: reason, unit: "s" },
-    { figure: "100 identical cold compiles at once", ours: reason, unit: "s" },
-  ];
+}
+
+/**
+ * Cold compiles (an empty store each time) on our server with its bundled
+ * examples: the example Node.js plugin, the example Go driver with a warm Go
+ * build cache, and `concurrency` identical cold compiles at once, with the
+ * toolchain runs counted from the server's "built" log lines.
+ */
+export async function compileRows(options: CompileOptions): Promise<Row[]> {
+  const cli = join(options.root, "dist/src/cli/main.js");
+  let builds = 0;
+  const start = async (): Promise<ServerProcess> =>
+    startServer({
+      name: "atomix-plugins (compiler)",
+      command: process.execPath,
+      args: [
+        cli,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        await mkdtemp(join(options.work, "compile-")),
+        "--go-cache",
+        options.goCache,
+      ],
+      cwd: options.root,
+      onLine(line) {
+        if (line.includes('"msg":"built"')) builds += 1;
+      },
+    });
+  const timed = async (key: BuildKey, callers = 1): Promise<{ seconds: number; builds: number }> => {
+    const server = await start();
+    const client = createPluginClient({ address: server.address });
+    try {
+      await client.list(); // connected before the clock starts
+      builds = 0;
+      const began = performance.now();
+      await Promise.all(Array.from({ length: callers }, () => client.compile(key)));
+      return { seconds: (performance.now() - began) / 1000, builds };
+    } finally {
+      client.close();
+      await server.stop();
+    }
+  };
+
+  const rows: Row[] = [];
+  try {
+    const node: number[] = [];
+    const many: { seconds: number; builds: number; ratio: number }[] = [];
+    for (let round = 0; round < options.rounds; round++) {
+      options.log(`cold compiles, round ${round + 1}/${options.rounds}`);
+      const one = await timed(NODE_EXAMPLE);
+      node.push(one.seconds);
+      const all = await timed(NODE_EXAMPLE, options.concurrency);
+      many.push({ ...all, ratio: all.seconds / one.seconds });
+    }
+    rows.push(
+      {
+        figure: `cold compile, example Node.js plugin (${NODE_EXAMPLE.plugin.name}@${NODE_EXAMPLE.plugin.version})`,
+        ours: median(node),
+        unit: "s",
+        target: { oursAtMost: 1.5 },
+      },
+      {
+        figure: `${options.concurrency} identical cold compiles at once: wall, / one compile`,
+        ours: median(many.map((m) => m.seconds)),
+        ratio: median(many.map((m) => m.ratio)),
+        unit: "s",
+        target: { ratioAtMost: 1.2 },
+      },
+      {
+        figure: "  toolchain runs for them",
+        ours: Math.max(...many.map((m) => m.builds)),
+        unit: "runs",
+        target: { oursAtMost: 1 },
+      },
+    );
+  } catch (error) {
+    rows.push(unavailable("cold compile, example Node.js plugin", error));
+  }
+  try {
+    options.log("cold compile of the example Go driver (warming the Go build cache first)");
+    await timed(GO_EXAMPLE);
+    const go: number[] = [];
+    for (let round = 0; round < options.rounds; round++) go.push((await timed(GO_EXAMPLE)).seconds);
+    rows.push({
+      figure: "cold compile, example Go driver (warm Go build cache)",
+      ours: median(go),
+      unit: "s",
+    });
+  } catch (error) {
+    rows.push(unavailable("cold compile, example Go driver", error));
+  }
+  return rows;
+}
+
+function unavailable(figure: string, error: unknown): Row {
+  const reason = error instanceof Error ? error.message : String(error);
+  return { figure, ours: `not available: ${reason.split("\n")[0]?.slice(0, 160)}`, unit: "s" };
 }

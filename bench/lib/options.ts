@@ -67,7 +67,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
   };
   return {
     quick,
-    rounds: number("rounds", quick ? 2 : 5),
+    rounds: number("rounds", quick ? 1 : 5),
     singlePulls: number("single-pulls", quick ? 2 : 3),
     singleMiB: 64,
     concurrency: number("concurrency", 100),
@@ -75,7 +75,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
     slowRate: number("slow-rate", 5_000_000),
     rssSizesMiB: (read("rss-sizes") ?? "1,64,512").split(",").map(Number),
     rssRounds: number("rss-rounds", quick ? 1 : 2),
-    unarySeconds: number("unary-seconds", quick ? 1.5 : 3),
+    unarySeconds: number("unary-seconds", quick ? 1 : 3),
     unaryCallers: 64,
     peerChunk: number("peer-chunk", 0),
     serverArgs: (read("server-args") ?? "").split(/\s+/).filter(Boolean),

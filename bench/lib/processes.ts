@@ -31,6 +31,8 @@ export interface StartOptions {
   /** Finds the listening address in a stdout line; nginx, which prints nothing, passes `address`. */
   address?: string;
   readyTimeoutMs?: number;
+  /** Sees every stdout line (our server's JSON logs), for counting events. */
+  onLine?: (line: string) => void;
 }
 
 /**
@@ -83,7 +85,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
     child.kill("SIGKILL");
     throw error;
   }
-  lines.on("line", () => {}); // keep draining stdout
+  lines.on("line", (line) => options.onLine?.(line)); // keeps draining stdout too
   const pid = child.pid as number;
   return {
     name: options.name,

@@ -7,12 +7,13 @@ export interface Row {
   /** Median over rounds of ours / peer, each pair measured in the same round. */
   ratio?: number;
   unit: string;
-  target?: { ratioAtLeast?: number; oursAtMost?: number };
+  target?: { ratioAtLeast?: number; ratioAtMost?: number; oursAtMost?: number };
   note?: string;
 }
 
 function format(value: number | undefined): string {
   if (value === undefined || Number.isNaN(value)) return "";
+  if (Number.isInteger(value)) return String(value);
   const abs = Math.abs(value);
   if (abs >= 100) return value.toFixed(0);
   if (abs >= 10) return value.toFixed(1);
@@ -23,6 +24,7 @@ function format(value: number | undefined): string {
 function targetText(row: Row): string {
   const parts: string[] = [];
   if (row.target?.ratioAtLeast !== undefined) parts.push(`ratio ≥ ${row.target.ratioAtLeast}`);
+  if (row.target?.ratioAtMost !== undefined) parts.push(`ratio ≤ ${row.target.ratioAtMost}`);
   if (row.target?.oursAtMost !== undefined) parts.push(`≤ ${row.target.oursAtMost} ${row.unit}`);
   return parts.join(", ");
 }
@@ -32,6 +34,7 @@ export function meets(row: Row): boolean | undefined {
   if (!row.target || typeof row.ours !== "number") return undefined;
   let ok = true;
   if (row.target.ratioAtLeast !== undefined) ok &&= (row.ratio ?? Number.NaN) >= row.target.ratioAtLeast;
+  if (row.target.ratioAtMost !== undefined) ok &&= (row.ratio ?? Number.NaN) <= row.target.ratioAtMost;
   if (row.target.oursAtMost !== undefined) ok &&= row.ours <= row.target.oursAtMost;
   return ok;
 }
