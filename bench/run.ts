@@ -5,7 +5,7 @@
  * table and writes the same figures as JSON to bench/results/.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { cpus, hostname, release, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -54,6 +54,8 @@ async function main(): Promise<void> {
   const stopAll = () => Promise.all(servers.splice(0).map((s) => s.stop()));
   const onSignal = () => {
     killAll();
+    rmSync(work, { recursive: true, force: true });
+    rmSync(sink, { recursive: true, force: true });
     process.exit(130);
   };
   process.once("SIGINT", onSignal);

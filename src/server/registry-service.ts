@@ -13,6 +13,7 @@ import { PULL_METADATA } from "../protocol/metadata.js";
 import { encodePullPluginResponse, frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
 import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js";
 import { BufferPool } from "./buffer-pool.js";
+import { GRPC_PREFIX_BYTES, installInPlaceFraming, sendInPlace } from "./grpc-framing.js";
 import { toServiceError } from "./status.js";
 import { WriteBudget } from "./write-budget.js";
 
@@ -33,6 +34,7 @@ export interface RegistryDeps {
 
 export function createRegistryService(deps: RegistryDeps): UntypedServiceImplementation {
   const { config, store, compiler, log } = deps;
+  const framedInPlace = installInPlaceFraming();
 
   async function resolve(key: BuildKey, signal: AbortSignal): Promise<ArtifactManifest> {
     const stored = await store.get(key, { signal });
@@ -87,18 +89,20 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
         config.streamBufferBytes,
         controller.signal,
       );
-      // Chunks are read into recycled buffers with room for the message
-      // header in front, so each is sent without a copy of our own.
+      // Chunks are read into recycled buffers with room in front for the
+      // protobuf header and the gRPC prefix, so each is sent without a copy
+      // (grpc-framing.ts); a buffer returns to the pool once its write is done.
       const pool = new BufferPool();
       const chunks = store.read(manifest, {
         offset,
         chunkSize: config.chunkSize,
-        headroom: PULL_FRAME_HEADROOM,
+        headroom: GRPC_PREFIX_BYTES + PULL_FRAME_HEADROOM,
         allocate: pool.acquire,
         signal: controller.signal,
       });
       for await (const data of chunks) {
         const frame = pool.owns(data) ? frameInPlace(data) : undefined;
+        if (frame && framedInPlace) sendInPlace(frame);
         await budget.write(frame ? { data, frame } : { data }, data.byteLength, () => pool.release(data));
         bytes += data.byteLength;
       }

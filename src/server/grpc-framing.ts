@@ -1,0 +1,63 @@
+import { createRequire } from "node:module";
+
+/** The gRPC message prefix: a compressed flag and a 4-byte big-endian length. */
+export const GRPC_PREFIX_BYTES = 5;
+
+/** Serialized messages that may be sent without grpc-js's copy: the pull path's frames. */
+const inPlace = new WeakSet<Buffer>();
+
+/**
+ * Marks a serialized message whose buffer has GRPC_PREFIX_BYTES free in
+ * front of it, owned by the caller, and stays untouched until grpc-js calls
+ * back the write: grpc-js may then write the gRPC prefix there and send the
+ * bytes as they are.
+ */
+export function sendInPlace(serialized: Buffer): Buffer {
+  if (serialized.byteOffset >= GRPC_PREFIX_BYTES) inPlace.add(serialized);
+  return serialized;
+}
+
+let installed: boolean | undefined;
+
+/**
+ * grpc-js frames every outgoing message by allocating a new buffer of
+ * message + 5 bytes and copying the message into it
+ * (`BaseServerInterceptingCall.serializeMessage`); nothing in its public API
+ * lets a handler pass a framed buffer. On the pull path that copy, the page
+ * faults of touching a fresh buffer and the garbage it leaves were most of
+ * the server's CPU per GiB (README, Performance). This wraps that one method:
+ * a message whose `frame` was marked by `sendInPlace` gets the gRPC prefix
+ * written in the room in front of its frame and goes out without a copy;
+ * every other message takes grpc-js's own path. If a grpc-js release
+ * changes the method, nothing is wrapped and every message is copied as
+ * before. Answers whether the wrap is in place.
+ */
+export function installInPlaceFraming(): boolean {
+  if (installed !== undefined) return installed;
+  installed = false;
+  try {
+    const require = createRequire(import.meta.url);
+    const internals = require("@grpc/grpc-js/build/src/server-interceptors.js") as {
+      BaseServerInterceptingCall?: { prototype: { serializeMessage?: (value: unknown) => Buffer } };
+    };
+    const prototype = internals.BaseServerInterceptingCall?.prototype;
+    const original = prototype?.serializeMessage;
+    if (!prototype || typeof original !== "function" || original.length !== 1) return false;
+    prototype.serializeMessage = function (this: unknown, value: unknown): Buffer {
+      const serialized = (value as { frame?: unknown } | null)?.frame;
+      if (!(serialized instanceof Buffer) || !inPlace.has(serialized)) return original.call(this, value);
+      const frame = Buffer.from(
+        serialized.buffer,
+        serialized.byteOffset - GRPC_PREFIX_BYTES,
+        serialized.length + GRPC_PREFIX_BYTES,
+      );
+      frame[0] = 0; // not compressed
+      frame.writeUInt32BE(serialized.length, 1);
+      return frame;
+    };
+    installed = true;
+  } catch {
+    // Another layout of grpc-js: keep its own framing.
+  }
+  return installed;
+}

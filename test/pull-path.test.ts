@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { credentials, Metadata } from "@grpc/grpc-js";
+import pino from "pino";
+import { createPluginClient } from "../src/client/index.js";
+import { createStoreOnlyCompiler } from "../src/compiler/store-only-compiler.js";
+import { parseServeConfig } from "../src/config.js";
+import { PluginRegistryClient, type PullPluginResponse } from "../src/gen/atomix/runtime/v1/plugin.js";
+import { installInPlaceFraming } from "../src/server/grpc-framing.js";
+import { type RunningServer, startServer } from "../src/server/server.js";
+import { createFsStore } from "../src/store/fs-store.js";
+
+const key = {
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name: "framed", version: "1.0.0" },
+};
+
+/** Pulls with the generated client (its own decoder, not ours), concurrently when asked. */
+function pullWithGeneratedClient(address: string, offset = 0): Promise<Buffer> {
+  const client = new PluginRegistryClient(address, credentials.createInsecure());
+  const metadata = new Metadata();
+  if (offset) metadata.set("x-plugin-offset", String(offset));
+  const call = client.pullPlugin({ runtime: key.runtime, plugin: key.plugin }, metadata);
+  const chunks: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    call.on("data", (message: PullPluginResponse) => chunks.push(Buffer.from(message.data)));
+    call.on("error", (error) => {
+      client.close();
+      reject(error);
+    });
+    call.on("end", () => {
+      client.close();
+      resolve(Buffer.concat(chunks));
+    });
+  });
+}
+
+describe("pull path with in-place framing", () => {
+  let dir: string;
+  let server: RunningServer;
+  // Not a multiple of any chunk size, so the last chunk is short and buffers are reused at other sizes.
+  const artifact = randomBytes(3 * 1024 * 1024 + 12345);
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "pull-path-test-"));
+    const config = parseServeConfig(
+      { listen: "127.0.0.1:0", dataDir: dir, chunkSize: 65536, streamBufferBytes: 131072 },
+      {},
+    );
+    const store = await createFsStore({ dir });
+    server = await startServer({
+      config,
+      store,
+      compiler: createStoreOnlyCompiler(store),
+      log: pino({ level: "silent" }),
+    });
+    const client = createPluginClient({ address: server.address });
+    try {
+      await client.push(
+        key,
+        (async function* () {
+          yield artifact;
+        })(),
+      );
+    } finally {
+      client.close();
+    }
+  });
+
+  after(async () => {
+    await server.shutdown(1000);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("frames messages in place on this grpc-js", () => {
+    assert.equal(installInPlaceFraming(), true);
+  });
+
+  it("streams exactly the stored bytes to several pulls at once, whole and from an offset", async () => {
+    const [one, two, three] = await Promise.all([
+      pullWithGeneratedClient(server.address),
+      pullWithGeneratedClient(server.address),
+      pullWithGeneratedClient(server.address, 1_000_001),
+    ]);
+    const digest = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+    assert.equal(digest(one), digest(artifact));
+    assert.equal(digest(two), digest(artifact));
+    assert.equal(digest(three), digest(artifact.subarray(1_000_001)));
+  });
+});
