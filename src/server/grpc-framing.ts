@@ -31,6 +31,11 @@ let installed: boolean | undefined;
  * every other message takes grpc-js's own path. If a grpc-js release
  * changes the method, nothing is wrapped and every message is copied as
  * before. Answers whether the wrap is in place.
+ *
+ * The caller's buffer then travels to HTTP/2 as it is: the pull path reuses
+ * it only when grpc-js calls the write back, which Node.js's HTTP/2 does
+ * after the socket has taken the bytes (Http2Session::ClearOutgoing).
+ * test/pull-path.test.ts checks the bytes of concurrent pulls end to end.
  */
 export function installInPlaceFraming(): boolean {
   if (installed !== undefined) return installed;

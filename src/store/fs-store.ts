@@ -41,8 +41,14 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
   for (const leftover of await readdir(tmpDir))
     await rm(join(tmpDir, leftover), { recursive: true, force: true });
 
-  /** Manifests read or written by this process; the hot path skips the disk. */
+  /**
+   * Manifests read or written by this process, by the key's fields joined
+   * (not by buildKeyId, a SHA-256 per lookup): a cache hit is the hot path
+   * of CompilePlugin and PullPlugin and skips the disk and the hash.
+   */
   const manifests = new Map<string, ArtifactManifest>();
+  const cacheKey = (key: BuildKey) =>
+    `${key.runtime.version}\0${key.runtime.buildVersion}\0${key.plugin.name}\0${key.plugin.version}`;
   /** Digests whose blob is written but whose index entry may not be yet: gc keeps them. */
   const writing = new Map<Digest, number>();
 
@@ -71,11 +77,10 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     description: `filesystem store at ${root}`,
 
     async get(key) {
-      const id = buildKeyId(key);
-      const cached = manifests.get(id);
+      const cached = manifests.get(cacheKey(key));
       if (cached) return cached;
-      const manifest = await readManifest(indexPath(id));
-      if (manifest) manifests.set(id, manifest);
+      const manifest = await readManifest(indexPath(buildKeyId(key)));
+      if (manifest) manifests.set(cacheKey(key), manifest);
       return manifest;
     },
 
@@ -105,7 +110,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
         };
         const id = buildKeyId(key);
         await writeFileAtomic(indexPath(id), `${JSON.stringify(manifest, null, 2)}\n`, tmpDir);
-        manifests.set(id, manifest);
+        manifests.set(cacheKey(key), manifest);
         return manifest;
       } catch (error) {
         await rm(tmp, { force: true });
@@ -126,7 +131,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
 
     async remove(key: BuildKey) {
       const id = buildKeyId(key);
-      manifests.delete(id);
+      manifests.delete(cacheKey(key));
       try {
         await unlink(indexPath(id));
         await syncDirectory(indexDir);
