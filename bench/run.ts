@@ -130,7 +130,7 @@ async function main(): Promise<void> {
       kernel: release(),
       node: process.version,
       go: go.goVersion,
-      nginx: (await run("nginx", ["-v"]).catch(() => "")).trim() || "nginx",
+      nginx: (await run("sh", ["-c", "nginx -v 2>&1"]).catch(() => "")).trim() || "nginx",
       host: hostname(),
     };
     const result = {
