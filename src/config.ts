@@ -1,4 +1,6 @@
 import { z } from "zod";
+import type { StoreConfig } from "./store/create-store.js";
+import { parseOciLocation } from "./store/oci/oci-location.js";
 
 /**
  * The server's configuration as one complete, typed value. People write it as
@@ -13,12 +15,28 @@ const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/,
 
 const byteSize = z.coerce.number().int().positive();
 
+const ociStoreUrl = z.string().superRefine((value, context) => {
+  try {
+    parseOciLocation(value);
+  } catch (error) {
+    context.addIssue({ code: "custom", message: (error as Error).message });
+  }
+});
+
 export const serveConfigSchema = z
   .object({
     /** host:port of the gRPC server. */
     listen: listenAddress.default(DEFAULT_LISTEN),
     /** The filesystem store's directory. */
     dataDir: z.string().min(1).default("./data"),
+    /**
+     * An OCI registry repository to keep artifacts in instead of dataDir:
+     * `oci://host:port/repository` (https; plain http for loopback hosts),
+     * `oci+http://...` or `oci+https://...`. Unset: the filesystem store.
+     */
+    store: ociStoreUrl.optional(),
+    /** A docker-style config.json holding the OCI registry's credentials. */
+    ociCredentialsFile: z.string().min(1).optional(),
     /** Bytes per PullPluginResponse message. */
     chunkSize: byteSize.max(MAX_CHUNK_SIZE).default(DEFAULT_CHUNK_SIZE),
     /**
@@ -43,6 +61,8 @@ export type ServeConfigInput = z.input<typeof serveConfigSchema>;
 export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_LISTEN: "listen",
   ATOMIX_PLUGINS_DATA: "dataDir",
+  ATOMIX_PLUGINS_STORE: "store",
+  ATOMIX_PLUGINS_OCI_CREDENTIALS: "ociCredentialsFile",
   ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
   ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
   ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE: "maxArtifactBytes",
@@ -81,4 +101,11 @@ export function parseServeConfig(
 export function splitHostPort(address: string): { host: string; port: number } {
   const colon = address.lastIndexOf(":");
   return { host: address.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(address.slice(colon + 1)) };
+}
+
+/** The store a serve config asks for: the OCI registry if `store` is set, else the data directory. */
+export function storeConfigOf(config: ServeConfig): StoreConfig {
+  return config.store
+    ? { kind: "oci", url: config.store, credentialsFile: config.ociCredentialsFile }
+    : { kind: "fs", dir: config.dataDir };
 }

@@ -1,7 +1,13 @@
 import { Command, Option } from "commander";
 import pino from "pino";
 import { createStoreOnlyCompiler } from "../compiler/store-only-compiler.js";
-import { DEFAULT_LISTEN, parseServeConfig, SERVE_ENVIRONMENT, type ServeConfig } from "../config.js";
+import {
+  DEFAULT_LISTEN,
+  parseServeConfig,
+  SERVE_ENVIRONMENT,
+  type ServeConfig,
+  storeConfigOf,
+} from "../config.js";
 import { startServer } from "../server/server.js";
 import { createStore } from "../store/create-store.js";
 import { action } from "./cli-common.js";
@@ -24,6 +30,18 @@ export function serveCommand(): Command {
       new Option("-d, --data <dir>", `data directory of the embedded store${envFor("dataDir")}`).default(
         undefined,
         "./data",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--store <url>",
+        `keep artifacts in an OCI registry, oci://host:port/repository, instead of --data${envFor("store")}`,
+      ),
+    )
+    .addOption(
+      new Option(
+        "--oci-credentials <file>",
+        `docker-style config.json with the OCI registry's credentials${envFor("ociCredentialsFile")}`,
       ),
     )
     .addOption(
@@ -59,13 +77,15 @@ export function serveCommand(): Command {
     .addOption(new Option("--log-level <level>", `log level${envFor("logLevel")}`).default(undefined, "info"))
     .addHelpText(
       "after",
-      "\nExamples:\n  atomix-plugins serve\n  atomix-plugins serve --listen 0.0.0.0:5679 --data /var/lib/atomix-plugins",
+      "\nExamples:\n  atomix-plugins serve\n  atomix-plugins serve --listen 0.0.0.0:5679 --data /var/lib/atomix-plugins\n  atomix-plugins serve --listen 0.0.0.0:5679 --store oci://registry.internal:5000/atomix/plugins",
     )
     .action(
       action(async (options: Record<string, string | undefined>) => {
         const config = parseServeConfig({
           listen: options.listen,
           dataDir: options.data,
+          store: options.store,
+          ociCredentialsFile: options.ociCredentials,
           chunkSize: options.chunkSize,
           streamBufferBytes: options.streamBuffer,
           maxArtifactBytes: options.maxArtifactSize,
@@ -81,7 +101,7 @@ export function serveCommand(): Command {
 /** Runs the server until SIGTERM or SIGINT, then shuts down gracefully and exits 0. */
 export async function serve(config: ServeConfig): Promise<void> {
   const log = pino({ level: config.logLevel, base: { service: "atomix-plugins" } });
-  const store = await createStore({ kind: "fs", dir: config.dataDir });
+  const store = await createStore(storeConfigOf(config));
   const compiler = createStoreOnlyCompiler(store);
   const server = await startServer({ config, store, compiler, log });
 
