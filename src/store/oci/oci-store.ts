@@ -64,8 +64,8 @@ const LIST_CONCURRENCY = 8;
  * - Two replicas writing one key upload the same blob and each put its
  *   manifest; the tag ends on one of them, and both name the same bytes when
  *   builds are deterministic. No lock is needed.
- * - `remove` deletes the tag's manifest (the registry must run with
- *   `storage.delete.enabled: true`). `collectGarbage` can only unlink blobs
+ * - `remove` deletes the tag's manifest, and `put` the manifest it replaces
+ *   (the registry must run with `storage.delete.enabled: true`). `collectGarbage` can only unlink blobs
  *   whose digest it knows, because the distribution API cannot list a
  *   repository's blobs: those of the manifests this process removed or
  *   replaced, when no manifest refers to them any more. The registry frees
@@ -177,7 +177,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     });
     if (response.status === 201) {
       await discard(response);
-      return "stored" as const;
+      return { digest: `sha256:${createHash("sha256").update(body).digest("hex")}` };
     }
     const text = await response.text();
     if (text.includes("BLOB_UNKNOWN")) return "blob-unknown" as const;
@@ -270,7 +270,10 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
           annotations: { ...putOptions.annotations },
         };
         const tag = buildKeyTag(key);
-        const previous = await fetchManifest(tag, signal);
+        const previous = await fetchManifest(tag, signal).catch((error: unknown) => {
+          if (error instanceof PluginError && error.code === Code.DataLoss) return undefined; // overwritten below
+          throw error;
+        });
         let outcome = await putManifest(tag, manifest, signal);
         if (outcome === "blob-unknown") {
           // A garbage collection unlinked a blob between our check and the
@@ -291,8 +294,17 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
             );
           }
         }
-        const replaced = previous?.oci.layers?.[0]?.digest;
-        if (replaced && replaced !== written.digest) orphans.set(replaced, previous.oci.layers[0]?.size ?? 0);
+        if (previous && previous.digest !== outcome.digest) {
+          // The replaced manifest is untagged now: delete it, so that the
+          // registry's own garbage-collect frees its blob without needing
+          // --delete-untagged. Best effort: a leftover is only storage.
+          await client
+            .request("DELETE", `manifests/${previous.digest}`, { expect: [202, 404] })
+            .then(discard)
+            .catch(() => {});
+          const replaced = previous.oci.layers?.[0];
+          if (replaced && replaced.digest !== written.digest) orphans.set(replaced.digest, replaced.size);
+        }
         orphans.delete(written.digest);
         return manifest;
       } catch (error) {
