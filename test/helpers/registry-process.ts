@@ -64,6 +64,10 @@ export async function startRegistry(options: { auth?: RegistryAuth } = {}): Prom
     await writeConfig();
     const process_ = spawn("docker-registry", ["serve", configPath], { stdio: ["ignore", "ignore", "pipe"] });
     child = process_;
+    // A test process that dies without its after() hooks must not leave a registry behind.
+    const killOnExit = () => process_.kill("SIGKILL");
+    process.once("exit", killOnExit);
+    process_.once("exit", () => process.off("exit", killOnExit));
     let output = "";
     address = await new Promise<string>((resolve, reject) => {
       const onExit = (code: number | null) =>
