@@ -5,6 +5,7 @@ import { Code, PluginError } from "../src/errors/plugin-error.js";
 import { parseBuildKey } from "../src/model/build-key.js";
 import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "../src/store/oci/build-key-tag.js";
 import { parseOciLocation } from "../src/store/oci/oci-location.js";
+import { nextLink } from "../src/store/oci/oci-store.js";
 import { parseChallenge } from "../src/store/oci/registry-client.js";
 
 const TAG_GRAMMAR = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
@@ -141,5 +142,21 @@ describe("WWW-Authenticate challenges", () => {
       params: { realm: "atomix" },
     });
     assert.equal(parseChallenge("Negotiate"), undefined);
+  });
+});
+
+describe("tag list pages", () => {
+  it("follow the Link header's next page, relative or absolute", () => {
+    const origin = "http://127.0.0.1:5000";
+    assert.equal(
+      nextLink('</v2/a/b/tags/list?n=1000&last=x-1>; rel="next"', origin),
+      "http://127.0.0.1:5000/v2/a/b/tags/list?n=1000&last=x-1",
+    );
+    assert.equal(
+      nextLink("<https://mirror.example.com/v2/a/tags/list?last=y>; rel=next", origin),
+      "https://mirror.example.com/v2/a/tags/list?last=y",
+    );
+    assert.equal(nextLink(null, origin), undefined);
+    assert.equal(nextLink('</v2/a/tags/list?last=z>; rel="prev"', origin), undefined);
   });
 });

@@ -518,8 +518,11 @@ function withDigest(location: string, digest: string): string {
   return url.toString();
 }
 
-/** The `rel="next"` target of a Link header, as a path under the repository. */
-function nextLink(link: string | null, origin: string): string | undefined {
+/**
+ * The `rel="next"` target of a tag list's Link header, absolute. (Distribution
+ * 2.8 sends every tag in one page; newer registries paginate.)
+ */
+export function nextLink(link: string | null, origin: string): string | undefined {
   const match = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link) : null;
   if (!match?.[1]) return undefined;
   return new URL(match[1], origin).toString();

@@ -12,6 +12,13 @@ export interface RegistryClientOptions extends OciLocation {
   requestTimeoutMs?: number | undefined;
 }
 
+interface FetchInit {
+  method: string;
+  headers: Record<string, string>;
+  body?: Buffer | string | undefined;
+  signal?: AbortSignal | undefined;
+}
+
 export interface RequestOptions {
   headers?: Record<string, string>;
   body?: Buffer | string;
@@ -88,7 +95,8 @@ export class RegistryClient {
   async #send(method: string, url: string, slot: AccessSlot, options: RequestOptions): Promise<Response> {
     const headers: Record<string, string> = { ...options.headers };
     const authorization = this.#authorization[slot];
-    if (authorization) headers.authorization = authorization;
+    // Credentials go to the registry only, never to a host a Location or Link names.
+    if (authorization && new URL(url).origin === this.origin) headers.authorization = authorization;
     return this.fetch(url, { method, headers, body: options.body, signal: options.signal });
   }
 
@@ -97,47 +105,45 @@ export class RegistryClient {
    * in every failure. The limit is lifted once the headers are in, so a
    * streamed body may take as long as its reader does.
    */
-  async fetch(
-    url: string,
-    init: {
-      method: string;
-      headers: Record<string, string>;
-      body?: Buffer | string | undefined;
-      signal?: AbortSignal | undefined;
-    },
-  ): Promise<Response> {
-    init.signal?.throwIfAborted();
-    const timeout = new AbortController();
-    const signal = init.signal ? AbortSignal.any([init.signal, timeout.signal]) : timeout.signal;
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      timeout.abort();
-    }, this.#timeoutMs);
-    try {
-      return await fetch(url, {
-        method: init.method,
-        headers: init.headers,
-        ...(init.body !== undefined ? { body: init.body } : {}),
-        signal,
-        redirect: "follow",
-      });
-    } catch (error) {
-      if (init.signal?.aborted) throw PluginError.from(init.signal.reason ?? error, `${init.method} ${url}`);
-      if (timedOut) {
+  async fetch(url: string, init: FetchInit): Promise<Response> {
+    for (let attempt = 0; ; attempt++) {
+      init.signal?.throwIfAborted();
+      const timeout = new AbortController();
+      const signal = init.signal ? AbortSignal.any([init.signal, timeout.signal]) : timeout.signal;
+      const timer = setTimeout(() => timeout.abort(), this.#timeoutMs);
+      try {
+        return await fetch(url, {
+          method: init.method,
+          headers: init.headers,
+          ...(init.body !== undefined ? { body: init.body } : {}),
+          signal,
+          redirect: "follow",
+        });
+      } catch (error) {
+        if (init.signal?.aborted)
+          throw PluginError.from(init.signal.reason ?? error, `${init.method} ${url}`);
+        if (timeout.signal.aborted) {
+          throw new PluginError(
+            Code.Unavailable,
+            `the OCI registry ${this.origin} did not answer ${init.method} ${pathOf(url)} within ${this.#timeoutMs} ms`,
+            { cause: error },
+          );
+        }
+        // A pooled keep-alive connection the registry closed (a restart, an
+        // idle timeout) fails the first request sent on it: reads go once more.
+        const code = (error as { cause?: { code?: string } }).cause?.code;
+        const stale = code === "UND_ERR_SOCKET" || code === "ECONNRESET" || code === "EPIPE";
+        if (stale && attempt === 0 && (init.method === "GET" || init.method === "HEAD")) continue;
         throw new PluginError(
           Code.Unavailable,
-          `the OCI registry ${this.origin} did not answer ${init.method} ${pathOf(url)} within ${this.#timeoutMs} ms`,
-          { cause: error },
+          `the OCI registry ${this.origin} is unreachable: ${reason(error)}`,
+          {
+            cause: error,
+          },
         );
+      } finally {
+        clearTimeout(timer);
       }
-      throw new PluginError(
-        Code.Unavailable,
-        `the OCI registry ${this.origin} is unreachable: ${reason(error)}`,
-        { cause: error },
-      );
-    } finally {
-      clearTimeout(timer);
     }
   }
 
