@@ -9,8 +9,10 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { credentials, type StatusObject } from "@grpc/grpc-js";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { PluginRegistryClient } from "../src/gen/atomix/runtime/v1/plugin.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { buildKeyTag } from "../src/store/oci/build-key-tag.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
@@ -77,6 +79,21 @@ const sha256 = (data: Uint8Array) => `sha256:${createHash("sha256").update(data)
 
 async function* chunksOf(data: Buffer, size = 256 * 1024): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < data.byteLength; i += size) yield data.subarray(i, i + size);
+}
+
+/** The final status of a PullPlugin call, read from grpc-js's status event. */
+async function pullStatus(address: string, key: BuildKey): Promise<StatusObject> {
+  const client = new PluginRegistryClient(address, credentials.createInsecure());
+  try {
+    const call = client.pullPlugin({ runtime: key.runtime, plugin: key.plugin });
+    return await new Promise<StatusObject>((resolve) => {
+      call.on("data", () => {});
+      call.on("error", () => {}); // the status event carries it
+      call.on("status", resolve);
+    });
+  } finally {
+    client.close();
+  }
 }
 
 async function codeOf(promise: Promise<unknown>): Promise<PluginError> {
@@ -205,8 +222,8 @@ describe("OCI store shared by two server replicas", () => {
       await relay.held;
       const uploads = join(registry.storageDir, "docker/registry/v2/repositories", repository, "_uploads");
       assert.equal((await readdir(uploads)).length, 1, "the registry holds C's unfinished upload");
-      const during = await codeOf(b.client.pull(key, { to: join(dataDir, "never") }));
-      assert.equal(during.code, Code.NotFound, during.message);
+      const during = await pullStatus(b.address, key);
+      assert.equal(during.code, Code.NotFound, during.details);
       const exited = once(c.child, "exit");
       c.child.kill("SIGKILL");
       await exited;
@@ -215,8 +232,8 @@ describe("OCI store shared by two server replicas", () => {
       await c.stop();
       await relay.close();
     }
-    const after = await codeOf(b.client.pull(key, { to: join(dataDir, "never") }));
-    assert.equal(after.code, Code.NotFound, after.message);
+    const after = await pullStatus(b.address, key);
+    assert.equal(after.code, Code.NotFound, after.details);
     assert.deepEqual(await b.client.list({ pluginName: "interrupted" }), []);
 
     const stored = await b.client.push(key, chunksOf(data));
@@ -277,10 +294,12 @@ describe("OCI store shared by two server replicas", () => {
     await a.client.push(key, chunksOf(data));
     await registry.stop();
     try {
-      const pull = await codeOf(a.client.pull(key, { to: join(dataDir, "never") }));
-      assert.equal(pull.code, Code.Unavailable, pull.message);
-      assert.match(pull.message, new RegExp(`OCI registry http://${registry.address.replace(/\./g, "\\.")}`));
-      assert.match(pull.message, /ECONNREFUSED/);
+      const pull = await pullStatus(a.address, key);
+      assert.equal(pull.code, Code.Unavailable, pull.details);
+      assert.match(pull.details, new RegExp(`OCI registry http://${registry.address.replace(/\./g, "\\.")}`));
+      assert.match(pull.details, /ECONNREFUSED/);
+      const compile = await codeOf(b.client.compile(key));
+      assert.equal(compile.code, Code.Unavailable, compile.message);
       const list = await codeOf(b.client.list());
       assert.equal(list.code, Code.Unavailable, list.message);
       const push = await codeOf(b.client.push(keyOf("outage", "2.0.0"), chunksOf(data)));
