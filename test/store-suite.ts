@@ -298,6 +298,22 @@ export function describeStore(name: string, makeStore: () => Promise<StoreFixtur
     );
 
     it(
+      "stops a read whose signal is aborted",
+      withStore(async (store) => {
+        const manifest = await store.put(keyOf("counter"), chunksOf(randomBytes(300_000)));
+        const controller = new AbortController();
+        let received = 0;
+        await assert.rejects(async () => {
+          for await (const chunk of store.read(manifest, { chunkSize: 10_000, signal: controller.signal })) {
+            received += chunk.byteLength;
+            controller.abort();
+          }
+        });
+        assert.ok(received < 300_000, `stopped after ${received} bytes`);
+      }),
+    );
+
+    it(
       "yields buffers the caller may keep",
       withStore(async (store) => {
         const data = randomBytes(10_000);
