@@ -85,7 +85,13 @@ export async function serve(config: ServeConfig): Promise<void> {
   const compiler = createStoreOnlyCompiler(store);
   const server = await startServer({ config, store, compiler, log });
 
+  let stopping = false;
   const stop = async (signal: string) => {
+    if (stopping) {
+      log.info({ signal }, "already shutting down");
+      return;
+    }
+    stopping = true;
     log.info({ signal, graceMs: config.shutdownGraceMs }, "shutting down");
     await server.shutdown(config.shutdownGraceMs);
     await compiler.close();
@@ -94,6 +100,6 @@ export async function serve(config: ServeConfig): Promise<void> {
     log.flush();
     process.exit(0);
   };
-  process.once("SIGTERM", () => void stop("SIGTERM"));
-  process.once("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
 }
