@@ -6,6 +6,7 @@ import { z } from "zod";
  * schema normalizes both and names the option in every error.
  */
 export const DEFAULT_LISTEN = "127.0.0.1:5679";
+export const DEFAULT_HTTP_LISTEN = "127.0.0.1:5680";
 export const DEFAULT_CHUNK_SIZE = 256 * 1024;
 export const MAX_CHUNK_SIZE = 4 * 1024 * 1024 - 64;
 
@@ -17,6 +18,8 @@ export const serveConfigSchema = z
   .object({
     /** host:port of the gRPC server. */
     listen: listenAddress.default(DEFAULT_LISTEN),
+    /** host:port of the HTTP side port (catalog page, /metrics, /healthz), or "off". */
+    httpListen: z.union([z.literal("off"), listenAddress]).default(DEFAULT_HTTP_LISTEN),
     /** The filesystem store's directory. */
     dataDir: z.string().min(1).default("./data"),
     /** Bytes per PullPluginResponse message. */
@@ -42,6 +45,7 @@ export type ServeConfigInput = z.input<typeof serveConfigSchema>;
 /** Environment variables that set serve options, and the option each sets. */
 export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_LISTEN: "listen",
+  ATOMIX_PLUGINS_HTTP: "httpListen",
   ATOMIX_PLUGINS_DATA: "dataDir",
   ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
   ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",

@@ -11,8 +11,9 @@ import { PluginCompilerService } from "../gen/atomix/runtime/v1/plugin.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { createAdminService } from "./admin-service.js";
 import { createCompilerService } from "./compiler-service.js";
+import type { ServerMetrics } from "./metrics.js";
 import { PROTO_DIR } from "./paths.js";
-import { createRegistryService, pluginRegistryDefinition, type RegistryDeps } from "./registry-service.js";
+import { createRegistryService, pluginRegistryDefinition } from "./registry-service.js";
 
 export const SERVICE_NAMES = [
   "atomix.runtime.v1.PluginRegistry",
@@ -25,7 +26,7 @@ export interface ServerDeps {
   store: ArtifactStore;
   compiler: Compiler;
   log: Logger;
-  onPull?: RegistryDeps["onPull"];
+  metrics: ServerMetrics;
 }
 
 export interface RunningServer {
@@ -37,11 +38,13 @@ export interface RunningServer {
    * for `graceMs`, then cancels what is left.
    */
   shutdown(graceMs: number): Promise<void>;
+  /** False once shutdown began. */
+  isServing(): boolean;
 }
 
 /** Starts the gRPC server with every service, health and reflection. */
 export async function startServer(deps: ServerDeps): Promise<RunningServer> {
-  const { config, log } = deps;
+  const { config } = deps;
   const server = new Server({
     // Chunks are at most 4 MiB; pushes stream in messages of the same size.
     "grpc.max_receive_message_length": 8 * 1024 * 1024,
@@ -74,17 +77,17 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     );
   });
   const address = `${host.includes(":") ? `[${host}]` : host}:${bound}`;
-  log.info({ address, store: deps.store.description, pullPolicy: config.pullPolicy }, "serving");
 
   let stopping: Promise<void> | undefined;
   return {
     address,
     port: bound,
+    isServing: () => stopping === undefined,
     shutdown(graceMs) {
       stopping ??= new Promise<void>((resolve) => {
         for (const name of ["", ...SERVICE_NAMES]) health.setStatus(name, "NOT_SERVING");
         const timer = setTimeout(() => {
-          log.warn({ graceMs }, "grace period over: cancelling the calls still running");
+          deps.log.warn({ graceMs }, "grace period over: cancelling the calls still running");
           server.forceShutdown();
           resolve();
         }, graceMs);

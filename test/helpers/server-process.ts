@@ -10,6 +10,8 @@ export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.ur
 
 export interface ServerProcess {
   address: string;
+  /** host:port of the HTTP side port, or "off". */
+  http: string;
   dataDir: string;
   child: ChildProcess;
   /** Every log line the server printed so far, parsed. */
@@ -22,6 +24,8 @@ export interface ServerProcess {
 export interface StartOptions {
   dataDir?: string;
   listen?: string;
+  /** HTTP side port; an ephemeral port by default. */
+  http?: string;
   args?: string[];
   env?: NodeJS.ProcessEnv;
 }
@@ -40,7 +44,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     stderr += chunk.toString();
   });
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const address = await new Promise<string>((resolve, reject) => {
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
     const onExit = (code: number | null) =>
       reject(new Error(`server exited with ${code} before listening: ${stderr}`));
     child.once("exit", onExit);
@@ -50,7 +54,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
         logs.push(entry);
         if (entry.msg === "serving") {
           child.off("exit", onExit);
-          resolve(String(entry.address));
+          resolve(entry);
         }
       } catch {
         // not a log line
@@ -59,7 +63,8 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
   });
   const exited = once(child, "exit").then(([code]) => code as number | null);
   return {
-    address,
+    address: String(ready.address),
+    http: String(ready.http),
     dataDir,
     child,
     logs,
