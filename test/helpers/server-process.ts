@@ -35,7 +35,14 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "atomix-data-")));
   const child = spawn(
     process.execPath,
-    [CLI, "serve", "--listen", options.listen ?? "127.0.0.1:0", "--data", dataDir, ...(options.args ?? [])],
+    [
+      CLI,
+      "serve",
+      ...["--listen", options.listen ?? "127.0.0.1:0"],
+      ...["--http", options.http ?? "127.0.0.1:0"],
+      ...["--data", dataDir],
+      ...(options.args ?? []),
+    ],
     { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } },
   );
   const logs: Record<string, unknown>[] = [];
