@@ -35,9 +35,24 @@ export const serveConfigSchema = z
     pullPolicy: z.enum(["build", "never"]).default("build"),
     /** How long in-flight calls may run after SIGTERM before they are cancelled. */
     shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
+    /** PEM certificate chain and key: serve gRPC over TLS. */
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
+    /** PEM CA bundle: require client certificates signed by it (mutual TLS). */
+    tlsClientCa: z.string().min(1).optional(),
+    /** File holding the token admin calls that change the store must present. */
+    adminTokenFile: z.string().min(1).optional(),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
-  .strict();
+  .strict()
+  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
+    message: "tlsCert and tlsKey go together",
+    path: ["tlsKey"],
+  })
+  .refine((c) => c.tlsClientCa === undefined || c.tlsCert !== undefined, {
+    message: "tlsClientCa needs tlsCert and tlsKey",
+    path: ["tlsClientCa"],
+  });
 
 export type ServeConfig = z.infer<typeof serveConfigSchema>;
 export type ServeConfigInput = z.input<typeof serveConfigSchema>;
@@ -52,6 +67,10 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE: "maxArtifactBytes",
   ATOMIX_PLUGINS_PULL_POLICY: "pullPolicy",
   ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
+  ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
+  ATOMIX_PLUGINS_TLS_KEY: "tlsKey",
+  ATOMIX_PLUGINS_TLS_CLIENT_CA: "tlsClientCa",
+  ATOMIX_PLUGINS_ADMIN_TOKEN_FILE: "adminTokenFile",
   ATOMIX_PLUGINS_LOG_LEVEL: "logLevel",
 };
 

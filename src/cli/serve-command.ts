@@ -2,6 +2,7 @@ import { Command, Option } from "commander";
 import pino from "pino";
 import { createStoreOnlyCompiler } from "../compiler/store-only-compiler.js";
 import { parseServeConfig, SERVE_ENVIRONMENT, type ServeConfig, serveConfigSchema } from "../config.js";
+import { loadAdminAuth, loadServerCredentials } from "../server/credentials.js";
 import { createMetrics } from "../server/metrics.js";
 import { startServer } from "../server/server.js";
 import { createStore } from "../store/create-store.js";
@@ -29,6 +30,14 @@ const SERVE_FLAGS: [flags: string, option: keyof ServeConfig, what: string][] = 
   ["--max-artifact-size <bytes>", "maxArtifactBytes", "largest artifact accepted"],
   ["--pull-policy <build|never>", "pullPolicy", "on a pull miss: build it, or answer NOT_FOUND"],
   ["--shutdown-grace <ms>", "shutdownGraceMs", "grace for in-flight calls after SIGTERM"],
+  ["--tls-cert <file>", "tlsCert", "PEM certificate chain: serve gRPC over TLS"],
+  ["--tls-key <file>", "tlsKey", "PEM private key of --tls-cert"],
+  ["--tls-client-ca <file>", "tlsClientCa", "PEM CA bundle: require client certificates (mutual TLS)"],
+  [
+    "--admin-token-file <file>",
+    "adminTokenFile",
+    "token that push, rm and gc must present (or ATOMIX_PLUGINS_ADMIN_TOKEN)",
+  ],
   ["--log-level <level>", "logLevel", "log level"],
 ];
 
@@ -37,7 +46,10 @@ export function serveCommand(): Command {
   const command = new Command("serve").description("run the plugin registry and compiler gRPC server");
   for (const [flags, option, what] of SERVE_FLAGS) {
     command.addOption(
-      new Option(flags, `${what} (default ${String(defaults[option])})${envFor(option)}`).argParser((v) => v),
+      new Option(
+        flags,
+        `${what}${defaults[option] === undefined ? "" : ` (default ${String(defaults[option])})`}${envFor(option)}`,
+      ).argParser((v) => v),
     );
   }
   return command
@@ -61,7 +73,9 @@ export async function serve(config: ServeConfig): Promise<void> {
   const store = await createStore({ kind: "fs", dir: config.dataDir });
   const compiler = createStoreOnlyCompiler(store);
   const metrics = createMetrics();
-  const server = await startServer({ config, store, compiler, log, metrics });
+  const auth = await loadAdminAuth(config);
+  const credentials = await loadServerCredentials(config);
+  const server = await startServer({ config, store, compiler, log, metrics, auth, credentials });
   const http =
     config.httpListen === "off"
       ? undefined

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Server, type ServerCredentials } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
@@ -9,6 +9,7 @@ import { type ServeConfig, splitHostPort } from "../config.js";
 import { PluginAdminService } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { PluginCompilerService } from "../gen/atomix/runtime/v1/plugin.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
+import type { AdminAuth } from "./admin-auth.js";
 import { createAdminService } from "./admin-service.js";
 import { createCompilerService } from "./compiler-service.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -27,6 +28,9 @@ export interface ServerDeps {
   compiler: Compiler;
   log: Logger;
   metrics: ServerMetrics;
+  auth: AdminAuth;
+  /** TLS or plaintext; see loadServerCredentials. */
+  credentials: ServerCredentials;
 }
 
 export interface RunningServer {
@@ -69,14 +73,13 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   new ReflectionService(descriptors).addToServer(server);
 
   const { host, port } = splitHostPort(config.listen);
+  const hostPart = host.includes(":") ? `[${host}]` : host;
   const bound = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(
-      `${host.includes(":") ? `[${host}]` : host}:${port}`,
-      ServerCredentials.createInsecure(),
-      (error, p) => (error ? reject(error) : resolve(p)),
+    server.bindAsync(`${hostPart}:${port}`, deps.credentials, (error, p) =>
+      error ? reject(error) : resolve(p),
     );
   });
-  const address = `${host.includes(":") ? `[${host}]` : host}:${bound}`;
+  const address = `${hostPart}:${bound}`;
 
   let stopping: Promise<void> | undefined;
   return {
