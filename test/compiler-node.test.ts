@@ -120,7 +120,6 @@ describe("node toolchain", () => {
             createCatalogSource(catalog),
             createNpmRegistrySource({ url: registryUrl }),
           ],
-          verifyTimeoutMs: 3000,
         }),
       ],
       workRoot: root,
@@ -250,9 +249,19 @@ describe("node toolchain", () => {
       "package.json": pkg("endless", { main: "index.js" }),
       "index.js": 'for (;;) {}\nexport const driver = { name: "endless", handle: () => "" };\n',
     });
-    const error = await failure(key("endless"));
-    assert.equal(error.code, Code.FailedPrecondition);
-    assert.match(error.message, /did not finish loading within 3000 ms/);
+    const impatient = createBuildCompiler({
+      store,
+      runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
+      toolchains: [createNodeToolchain({ sources: [createCatalogSource(catalog)], verifyTimeoutMs: 1000 })],
+      workRoot: root,
+    });
+    try {
+      const error = await failure(impatient.compile(key("endless")));
+      assert.equal(error.code, Code.FailedPrecondition);
+      assert.match(error.message, /did not finish loading within 1000 ms/);
+    } finally {
+      await impatient.close();
+    }
   });
 
   it("stops a build that passes its time limit and leaves nothing behind", async () => {
