@@ -1,3 +1,6 @@
+import { availableParallelism } from "node:os";
+import { delimiter } from "node:path";
+import { fileURLToPath } from "node:url";
 import { z } from "zod";
 
 /**
@@ -13,6 +16,16 @@ export const MAX_CHUNK_SIZE = 4 * 1024 * 1024 - 64;
 const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "expected host:port");
 
 const byteSize = z.coerce.number().int().positive();
+
+/** The bundled examples: what `npm start` and the tests build from when no directory is given. */
+export const EXAMPLE_RUNTIMES_DIR = fileURLToPath(new URL("../../examples/runtimes", import.meta.url));
+export const EXAMPLE_PLUGINS_DIR = fileURLToPath(new URL("../../examples/plugins", import.meta.url));
+
+/** A list of directories: repeated flags give an array, an environment variable a `:`-separated string. */
+const directories = z.preprocess(
+  (value) => (typeof value === "string" ? value.split(delimiter).filter((dir) => dir !== "") : value),
+  z.array(z.string().min(1)).min(1),
+);
 
 export const serveConfigSchema = z
   .object({
@@ -33,6 +46,18 @@ export const serveConfigSchema = z
     maxArtifactBytes: byteSize.default(1024 * 1024 * 1024),
     /** What PullPlugin does when the store has no artifact for the key. */
     pullPolicy: z.enum(["build", "never"]).default("build"),
+    /** Directories of runtime descriptors (`<dir>/<version>/runtime.json`). */
+    runtimes: directories.default([EXAMPLE_RUNTIMES_DIR]),
+    /** Plugin source catalogs (`<dir>/<name>/<version>/`), asked in order before the npm registry. */
+    sources: directories.default([EXAMPLE_PLUGINS_DIR]),
+    /** npm registry to fetch plugins from when no catalog has them; none by default. */
+    npmRegistry: z.url({ protocol: /^https?$/ }).optional(),
+    /** Builds that run at once. */
+    buildConcurrency: z.coerce.number().int().positive().default(availableParallelism()),
+    /** Builds that may wait for a slot; one more is refused with RESOURCE_EXHAUSTED. */
+    buildQueue: z.coerce.number().int().nonnegative().default(64),
+    /** A build running longer is killed and reported as DEADLINE_EXCEEDED. */
+    buildTimeoutMs: z.coerce.number().int().positive().default(120_000),
     /** How long in-flight calls may run after SIGTERM before they are cancelled. */
     shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
     /** PEM certificate chain and key: serve gRPC over TLS. */
@@ -66,6 +91,12 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
   ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE: "maxArtifactBytes",
   ATOMIX_PLUGINS_PULL_POLICY: "pullPolicy",
+  ATOMIX_PLUGINS_RUNTIMES: "runtimes",
+  ATOMIX_PLUGINS_SOURCES: "sources",
+  ATOMIX_PLUGINS_NPM_REGISTRY: "npmRegistry",
+  ATOMIX_PLUGINS_BUILD_CONCURRENCY: "buildConcurrency",
+  ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
+  ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",
   ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
   ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
   ATOMIX_PLUGINS_TLS_KEY: "tlsKey",

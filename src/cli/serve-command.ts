@@ -1,6 +1,10 @@
 import { Command, Option } from "commander";
 import pino from "pino";
-import { createStoreOnlyCompiler } from "../compiler/store-only-compiler.js";
+import { createBuildCompiler } from "../compiler/build-compiler.js";
+import { loadRuntimeCatalog } from "../compiler/runtime-catalog.js";
+import { createCatalogSource } from "../compiler/sources/catalog-source.js";
+import { createNpmRegistrySource } from "../compiler/sources/npm-registry-source.js";
+import { createNodeToolchain } from "../compiler/toolchains/node/node-toolchain.js";
 import { parseServeConfig, SERVE_ENVIRONMENT, type ServeConfig, serveConfigSchema } from "../config.js";
 import { loadAdminAuth, loadServerCredentials } from "../server/credentials.js";
 import { createMetrics } from "../server/metrics.js";
@@ -8,6 +12,76 @@ import { startServer } from "../server/server.js";
 import { createStore } from "../store/create-store.js";
 import { startHttpServer } from "../web/http-server.js";
 import { action } from "./cli-common.js";
+
+interface ServeFlag {
+  flags: string;
+  option: keyof ServeConfig;
+  what: string;
+  /** May be given more than once; the values form a list. */
+  repeatable?: boolean;
+  /** Shown instead of the schema's default value. */
+  defaultText?: string;
+}
+
+/** One flag per config option; the config schema owns the defaults, the help text shows them. */
+const SERVE_FLAGS: ServeFlag[] = [
+  { flags: "-l, --listen <host:port>", option: "listen", what: "gRPC address to listen on" },
+  {
+    flags: "--http <host:port|off>",
+    option: "httpListen",
+    what: "catalog page, /metrics and /healthz address",
+  },
+  { flags: "-d, --data <dir>", option: "dataDir", what: "data directory of the embedded store" },
+  { flags: "--chunk-size <bytes>", option: "chunkSize", what: "bytes per pull message" },
+  { flags: "--stream-buffer <bytes>", option: "streamBufferBytes", what: "bytes in flight per pull stream" },
+  { flags: "--max-artifact-size <bytes>", option: "maxArtifactBytes", what: "largest artifact accepted" },
+  {
+    flags: "--pull-policy <build|never>",
+    option: "pullPolicy",
+    what: "on a pull miss: build it, or answer NOT_FOUND",
+  },
+  {
+    flags: "--runtimes <dir>",
+    option: "runtimes",
+    what: "runtime descriptors, <dir>/<version>/runtime.json; repeatable",
+    repeatable: true,
+    defaultText: "the bundled examples/runtimes",
+  },
+  {
+    flags: "--sources <dir>",
+    option: "sources",
+    what: "plugin source catalog, <dir>/<name>/<version>/; repeatable",
+    repeatable: true,
+    defaultText: "the bundled examples/plugins",
+  },
+  { flags: "--npm-registry <url>", option: "npmRegistry", what: "fetch plugins from this npm registry too" },
+  {
+    flags: "--build-concurrency <n>",
+    option: "buildConcurrency",
+    what: "builds running at once",
+    defaultText: "the number of cores",
+  },
+  { flags: "--build-queue <n>", option: "buildQueue", what: "builds waiting before RESOURCE_EXHAUSTED" },
+  { flags: "--build-timeout <ms>", option: "buildTimeoutMs", what: "time limit of one build" },
+  {
+    flags: "--shutdown-grace <ms>",
+    option: "shutdownGraceMs",
+    what: "grace for in-flight calls after SIGTERM",
+  },
+  { flags: "--tls-cert <file>", option: "tlsCert", what: "PEM certificate chain: serve gRPC over TLS" },
+  { flags: "--tls-key <file>", option: "tlsKey", what: "PEM private key of --tls-cert" },
+  {
+    flags: "--tls-client-ca <file>",
+    option: "tlsClientCa",
+    what: "PEM CA bundle: require client certificates (mutual TLS)",
+  },
+  {
+    flags: "--admin-token-file <file>",
+    option: "adminTokenFile",
+    what: "token that push, rm and gc must present (or ATOMIX_PLUGINS_ADMIN_TOKEN)",
+  },
+  { flags: "--log-level <level>", option: "logLevel", what: "log level" },
+];
 
 /** commander's camel-cased key of a flag: "--chunk-size <bytes>" → "chunkSize". */
 function flagKey(flags: string): string {
@@ -20,36 +94,20 @@ function envFor(option: keyof ServeConfig): string {
   return variable ? ` [env ${variable}]` : "";
 }
 
-/** One flag per config option; the config schema owns the defaults, the help text shows them. */
-const SERVE_FLAGS: [flags: string, option: keyof ServeConfig, what: string][] = [
-  ["-l, --listen <host:port>", "listen", "gRPC address to listen on"],
-  ["--http <host:port|off>", "httpListen", "catalog page, /metrics and /healthz address"],
-  ["-d, --data <dir>", "dataDir", "data directory of the embedded store"],
-  ["--chunk-size <bytes>", "chunkSize", "bytes per pull message"],
-  ["--stream-buffer <bytes>", "streamBufferBytes", "bytes in flight per pull stream"],
-  ["--max-artifact-size <bytes>", "maxArtifactBytes", "largest artifact accepted"],
-  ["--pull-policy <build|never>", "pullPolicy", "on a pull miss: build it, or answer NOT_FOUND"],
-  ["--shutdown-grace <ms>", "shutdownGraceMs", "grace for in-flight calls after SIGTERM"],
-  ["--tls-cert <file>", "tlsCert", "PEM certificate chain: serve gRPC over TLS"],
-  ["--tls-key <file>", "tlsKey", "PEM private key of --tls-cert"],
-  ["--tls-client-ca <file>", "tlsClientCa", "PEM CA bundle: require client certificates (mutual TLS)"],
-  [
-    "--admin-token-file <file>",
-    "adminTokenFile",
-    "token that push, rm and gc must present (or ATOMIX_PLUGINS_ADMIN_TOKEN)",
-  ],
-  ["--log-level <level>", "logLevel", "log level"],
-];
+function helpFor(flag: ServeFlag, defaults: ServeConfig): string {
+  const value = flag.defaultText ?? defaults[flag.option];
+  return `${flag.what}${value === undefined ? "" : ` (default ${String(value)})`}${envFor(flag.option)}`;
+}
 
 export function serveCommand(): Command {
   const defaults = serveConfigSchema.parse({});
   const command = new Command("serve").description("run the plugin registry and compiler gRPC server");
-  for (const [flags, option, what] of SERVE_FLAGS) {
+  for (const flag of SERVE_FLAGS) {
+    const option = new Option(flag.flags, helpFor(flag, defaults));
     command.addOption(
-      new Option(
-        flags,
-        `${what}${defaults[option] === undefined ? "" : ` (default ${String(defaults[option])})`}${envFor(option)}`,
-      ).argParser((v) => v),
+      flag.repeatable
+        ? option.argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value])
+        : option.argParser((value: string) => value),
     );
   }
   return command
@@ -58,9 +116,9 @@ export function serveCommand(): Command {
       "\nExamples:\n  atomix-plugins serve\n  atomix-plugins serve --listen 0.0.0.0:5679 --data /var/lib/atomix-plugins",
     )
     .action(
-      action(async (options: Record<string, string | undefined>) => {
+      action(async (options: Record<string, string | string[] | undefined>) => {
         const config = parseServeConfig(
-          Object.fromEntries(SERVE_FLAGS.map(([flags, option]) => [option, options[flagKey(flags)]])),
+          Object.fromEntries(SERVE_FLAGS.map((flag) => [flag.option, options[flagKey(flag.flags)]])),
         );
         await serve(config);
       }),
@@ -71,7 +129,20 @@ export function serveCommand(): Command {
 export async function serve(config: ServeConfig): Promise<void> {
   const log = pino({ level: config.logLevel, base: { service: "atomix-plugins" } });
   const store = await createStore({ kind: "fs", dir: config.dataDir });
-  const compiler = createStoreOnlyCompiler(store);
+  const sources = [
+    ...config.sources.map((dir) => createCatalogSource(dir)),
+    ...(config.npmRegistry ? [createNpmRegistrySource({ url: config.npmRegistry })] : []),
+  ];
+  const compiler = createBuildCompiler({
+    store,
+    runtimes: await loadRuntimeCatalog(config.runtimes),
+    toolchains: [createNodeToolchain({ sources })],
+    concurrency: config.buildConcurrency,
+    queueLimit: config.buildQueue,
+    timeoutMs: config.buildTimeoutMs,
+    maxArtifactBytes: config.maxArtifactBytes,
+    log,
+  });
   const metrics = createMetrics();
   const auth = await loadAdminAuth(config);
   const credentials = await loadServerCredentials(config);
@@ -93,6 +164,8 @@ export async function serve(config: ServeConfig): Promise<void> {
       http: http?.address ?? "off",
       store: store.description,
       pullPolicy: config.pullPolicy,
+      tls: config.tlsCert ? (config.tlsClientCa ? "mutual" : "server") : "off",
+      adminToken: auth.required,
     },
     "serving",
   );

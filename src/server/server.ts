@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { Server, type ServerCredentials } from "@grpc/grpc-js";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
@@ -9,10 +9,10 @@ import { type ServeConfig, splitHostPort } from "../config.js";
 import { PluginAdminService } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { PluginCompilerService } from "../gen/atomix/runtime/v1/plugin.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
-import type { AdminAuth } from "./admin-auth.js";
+import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
 import { createAdminService } from "./admin-service.js";
 import { createCompilerService } from "./compiler-service.js";
-import type { ServerMetrics } from "./metrics.js";
+import { createMetrics, type ServerMetrics } from "./metrics.js";
 import { PROTO_DIR } from "./paths.js";
 import { createRegistryService, pluginRegistryDefinition } from "./registry-service.js";
 
@@ -27,10 +27,12 @@ export interface ServerDeps {
   store: ArtifactStore;
   compiler: Compiler;
   log: Logger;
-  metrics: ServerMetrics;
-  auth: AdminAuth;
-  /** TLS or plaintext; see loadServerCredentials. */
-  credentials: ServerCredentials;
+  /** Default: a fresh registry, not exposed anywhere. */
+  metrics?: ServerMetrics;
+  /** Default: no admin token required. */
+  auth?: AdminAuth;
+  /** TLS or plaintext (the default); see loadServerCredentials. */
+  credentials?: ServerCredentials;
 }
 
 export interface RunningServer {
@@ -49,6 +51,8 @@ export interface RunningServer {
 /** Starts the gRPC server with every service, health and reflection. */
 export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   const { config } = deps;
+  const metrics = deps.metrics ?? createMetrics();
+  const auth = deps.auth ?? createAdminAuth(undefined);
   const server = new Server({
     // Chunks are at most 4 MiB; pushes stream in messages of the same size.
     "grpc.max_receive_message_length": 8 * 1024 * 1024,
@@ -56,9 +60,9 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     // Clients of a sidecar fleet hold connections for a long time.
     "grpc.keepalive_permit_without_calls": 1,
   });
-  server.addService(pluginRegistryDefinition, createRegistryService(deps));
-  server.addService(PluginCompilerService, createCompilerService(deps));
-  server.addService(PluginAdminService, createAdminService(deps));
+  server.addService(pluginRegistryDefinition, createRegistryService({ ...deps, metrics }));
+  server.addService(PluginCompilerService, createCompilerService({ ...deps, metrics }));
+  server.addService(PluginAdminService, createAdminService({ ...deps, auth }));
 
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...SERVICE_NAMES.map((name) => [name, "SERVING"])]),
@@ -75,8 +79,10 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   const { host, port } = splitHostPort(config.listen);
   const hostPart = host.includes(":") ? `[${host}]` : host;
   const bound = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${hostPart}:${port}`, deps.credentials, (error, p) =>
-      error ? reject(error) : resolve(p),
+    server.bindAsync(
+      `${hostPart}:${port}`,
+      deps.credentials ?? ServerCredentials.createInsecure(),
+      (error, p) => (error ? reject(error) : resolve(p)),
     );
   });
   const address = `${hostPart}:${bound}`;
