@@ -20,6 +20,8 @@ const byteSize = z.coerce.number().int().positive();
 /** The bundled examples: what `npm start` and the tests build from when no directory is given. */
 export const EXAMPLE_RUNTIMES_DIR = fileURLToPath(new URL("../../examples/runtimes", import.meta.url));
 export const EXAMPLE_PLUGINS_DIR = fileURLToPath(new URL("../../examples/plugins", import.meta.url));
+/** A Go module proxy on disk (GOPROXY=file://) with the modules the bundled Go examples need. */
+export const EXAMPLE_GOPROXY_URL = new URL("../../examples/goproxy", import.meta.url).href;
 
 /** A list of directories: repeated flags give an array, an environment variable a `:`-separated string. */
 const directories = z.preprocess(
@@ -52,6 +54,25 @@ export const serveConfigSchema = z
     sources: directories.default([EXAMPLE_PLUGINS_DIR]),
     /** npm registry to fetch plugins from when no catalog has them; none by default. */
     npmRegistry: z.url({ protocol: /^https?$/ }).optional(),
+    /**
+     * Go installations (GOROOT directories or `go` commands) that build Go
+     * plugins; a build uses the one whose `go version` is the request's
+     * build_version. Default: the `go` on PATH.
+     */
+    goInstallations: directories.default(["go"]),
+    /**
+     * GOPROXY for Go plugin modules no catalog has and for their dependencies:
+     * `off`, URLs, or directories in the proxy layout (made `file://` URLs).
+     * Default: the bundled examples' proxy on disk; builds never reach the
+     * network unless this names a network proxy.
+     */
+    goProxy: z.string().min(1).default(EXAMPLE_GOPROXY_URL),
+    /** GOSUMDB for Go builds; `off` by default (go.sum files still pin what they list). */
+    goSumdb: z.string().min(1).default("off"),
+    /** GONOSUMDB patterns: modules never looked up in the sum database. */
+    goNoSumdb: z.string().min(1).optional(),
+    /** GOCACHE and GOMODCACHE of Go builds (warm: about 1 s a build, cold: 10 s or more). Default `<data>/go-cache`. */
+    goCacheDir: z.string().min(1).optional(),
     /** Builds that run at once. */
     buildConcurrency: z.coerce.number().int().positive().default(availableParallelism()),
     /** Builds that may wait for a slot; one more is refused with RESOURCE_EXHAUSTED. */
@@ -94,6 +115,11 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_RUNTIMES: "runtimes",
   ATOMIX_PLUGINS_SOURCES: "sources",
   ATOMIX_PLUGINS_NPM_REGISTRY: "npmRegistry",
+  ATOMIX_PLUGINS_GO: "goInstallations",
+  ATOMIX_PLUGINS_GO_PROXY: "goProxy",
+  ATOMIX_PLUGINS_GO_SUMDB: "goSumdb",
+  ATOMIX_PLUGINS_GO_NOSUMDB: "goNoSumdb",
+  ATOMIX_PLUGINS_GO_CACHE: "goCacheDir",
   ATOMIX_PLUGINS_BUILD_CONCURRENCY: "buildConcurrency",
   ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
   ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",

@@ -1,9 +1,11 @@
+import { join } from "node:path";
 import { Command, Option } from "commander";
 import pino from "pino";
 import { createBuildCompiler } from "../compiler/build-compiler.js";
 import { loadRuntimeCatalog } from "../compiler/runtime-catalog.js";
 import { createCatalogSource } from "../compiler/sources/catalog-source.js";
 import { createNpmRegistrySource } from "../compiler/sources/npm-registry-source.js";
+import { createGoToolchain } from "../compiler/toolchains/go/go-toolchain.js";
 import { createNodeToolchain } from "../compiler/toolchains/node/node-toolchain.js";
 import { parseServeConfig, SERVE_ENVIRONMENT, type ServeConfig, serveConfigSchema } from "../config.js";
 import { loadAdminAuth, loadServerCredentials } from "../server/credentials.js";
@@ -55,6 +57,27 @@ const SERVE_FLAGS: ServeFlag[] = [
     defaultText: "the bundled examples/plugins",
   },
   { flags: "--npm-registry <url>", option: "npmRegistry", what: "fetch plugins from this npm registry too" },
+  {
+    flags: "--go <goroot-or-command>",
+    option: "goInstallations",
+    what: "a Go installation for Go plugins (GOROOT or go binary); repeatable",
+    repeatable: true,
+    defaultText: "the go on PATH",
+  },
+  {
+    flags: "--go-proxy <GOPROXY>",
+    option: "goProxy",
+    what: "Go module proxy: off, URLs or directories",
+    defaultText: "the bundled examples/goproxy",
+  },
+  { flags: "--go-sumdb <GOSUMDB>", option: "goSumdb", what: "Go checksum database" },
+  { flags: "--go-nosumdb <patterns>", option: "goNoSumdb", what: "GONOSUMDB for Go builds" },
+  {
+    flags: "--go-cache <dir>",
+    option: "goCacheDir",
+    what: "GOCACHE and GOMODCACHE of Go builds",
+    defaultText: "<data>/go-cache",
+  },
   {
     flags: "--build-concurrency <n>",
     option: "buildConcurrency",
@@ -136,7 +159,17 @@ export async function serve(config: ServeConfig): Promise<void> {
   const compiler = createBuildCompiler({
     store,
     runtimes: await loadRuntimeCatalog(config.runtimes),
-    toolchains: [createNodeToolchain({ sources })],
+    toolchains: [
+      createNodeToolchain({ sources }),
+      createGoToolchain({
+        sources: config.sources,
+        installations: config.goInstallations,
+        proxy: config.goProxy,
+        sumdb: config.goSumdb,
+        cacheDir: config.goCacheDir ?? join(config.dataDir, "go-cache"),
+        ...(config.goNoSumdb ? { noSumCheck: config.goNoSumdb } : {}),
+      }),
+    ],
     concurrency: config.buildConcurrency,
     queueLimit: config.buildQueue,
     timeoutMs: config.buildTimeoutMs,
