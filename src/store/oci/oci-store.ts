@@ -360,7 +360,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
 /** Writes `data` to `path` while hashing it; enforces maxSize and the signal. */
 async function spool(
   path: string,
-  data: AsyncIterable<Uint8Array>,
+  data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   options: PutOptions,
 ): Promise<{ digest: Digest; size: number }> {
   const hash = createHash("sha256");
