@@ -27,23 +27,17 @@ interface Replica {
 }
 
 /** `atomix-plugins serve --store <url>` as a real process, ready once it logs "serving". */
-async function startReplica(storeUrl: string, dataDir: string): Promise<Replica> {
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-      "--data",
-      dataDir,
-      "--store",
-      storeUrl,
-      "--shutdown-grace",
-      "0",
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+async function startReplica(
+  storeUrl: string,
+  dataDir: string,
+  children: Set<ChildProcess>,
+): Promise<Replica> {
+  const args = ["--listen", "127.0.0.1:0", "--http", "off", "--data", dataDir, "--store", storeUrl];
+  const child = spawn(process.execPath, [CLI, "serve", ...args, "--shutdown-grace", "0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  // Killed in after() even when this replica never got to listen.
+  children.add(child);
   let stderr = "";
   child.stderr?.on("data", (chunk: Buffer) => {
     stderr += chunk.toString();
@@ -157,17 +151,26 @@ describe("OCI store shared by two server replicas", () => {
   let b: Replica;
   const repository = "atomix/plugins";
 
+  const children = new Set<ChildProcess>();
+
   before(async () => {
     registry = await startRegistry();
     dataDir = await mkdtemp(join(tmpdir(), "atomix-replica-"));
     [a, b] = await Promise.all([
-      startReplica(registry.storeUrl(repository), dataDir),
-      startReplica(registry.storeUrl(repository), dataDir),
+      startReplica(registry.storeUrl(repository), dataDir, children),
+      startReplica(registry.storeUrl(repository), dataDir, children),
     ]);
   });
 
   after(async () => {
-    await Promise.all([a?.stop(), b?.stop()]);
+    a?.client.close();
+    b?.client.close();
+    for (const child of children) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const exited = once(child, "exit");
+      child.kill("SIGKILL");
+      await exited;
+    }
     await registry?.dispose();
     await rm(dataDir, { recursive: true, force: true });
   });
@@ -209,13 +212,38 @@ describe("OCI store shared by two server replicas", () => {
     assert.deepEqual(await readFile(to), data);
   });
 
+  it("leaves exactly one digest when A and B compile the same key at once, and both succeed", async () => {
+    const key: BuildKey = {
+      runtime: { version: "1.0.0", buildVersion: "node20" },
+      plugin: { name: "@atomix/echo", version: "1.0.0" },
+    };
+    const references = await Promise.all([
+      a.client.compile(key),
+      b.client.compile(key),
+      a.client.compile(key),
+      b.client.compile(key),
+    ]);
+    const digests = new Set(references.map((r) => r.digest));
+    assert.equal(digests.size, 1, [...digests].join(" "));
+    const listed = await b.client.list({ pluginName: "@atomix/echo" });
+    assert.deepEqual(
+      listed.map((m) => m.digest),
+      [...digests],
+    );
+    const [fromA, fromB] = [join(dataDir, "echo-a.mjs"), join(dataDir, "echo-b.mjs")];
+    await Promise.all([a.client.pull(key, { to: fromA }), b.client.pull(key, { to: fromB })]);
+    const [bytesA, bytesB] = await Promise.all([readFile(fromA), readFile(fromB)]);
+    assert.deepEqual(bytesA, bytesB);
+    assert.equal(sha256(bytesA), references[0]?.digest);
+  });
+
   it("never lets B serve a partial artifact of a replica killed while pushing, and stores the key cleanly afterwards", async () => {
     const key = keyOf("interrupted");
     const data = randomBytes(3 * 1024 * 1024);
     // C reaches the registry through a relay that stops after 512 KiB: C is
     // caught midway through uploading the blob when it is killed.
     const relay = await startHoldingRelay(registry.address, 512 * 1024);
-    const c = await startReplica(`oci://${relay.address}/${repository}`, dataDir);
+    const c = await startReplica(`oci://${relay.address}/${repository}`, dataDir, children);
     try {
       const pushing = c.client.push(key, chunksOf(data));
       pushing.catch(() => {});
