@@ -46,6 +46,7 @@ describe("Go runtime end to end", () => {
   let server: ChildProcess;
   let address: string;
   let client: PluginClient;
+  let runs = 0;
 
   before(async () => {
     test = await goTestDir();
@@ -106,7 +107,7 @@ describe("Go runtime end to end", () => {
   });
 
   async function runtime(plugin: string, calls: string[], build = GO_RELEASE) {
-    const dir = join(test.dir, "pulled", String(Math.random()).slice(2));
+    const dir = join(test.dir, "pulled", String(++runs));
     await mkdir(dir, { recursive: true });
     const args = ["-server", address, "-version", "3.0.0", "-build", build, "-plugin", plugin, "-dir", dir];
     for (const call of calls) args.push("-call", call);

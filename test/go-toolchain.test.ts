@@ -5,7 +5,12 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { BuildJob, BuildOutput, RuntimeDescriptor, Toolchain } from "../src/compiler/toolchain.js";
 import { planAlignment } from "../src/compiler/toolchains/go/go-mod.js";
-import { createGoToolchain, GO_PLUGIN_MEDIA_TYPE } from "../src/compiler/toolchains/go/go-toolchain.js";
+import { pathToPrefix } from "../src/compiler/toolchains/go/go-plugin-check.js";
+import {
+  createGoToolchain,
+  GO_PLUGIN_MEDIA_TYPE,
+  normalizeGoProxy,
+} from "../src/compiler/toolchains/go/go-toolchain.js";
 import { runProcess } from "../src/compiler/toolchains/go/run-process.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
@@ -293,5 +298,18 @@ describe("Go plugin alignment", () => {
     assert.deepEqual(plan.changes, []);
     assert.ok(plan.editArgs.includes("-dropreplace=example.com/sdk"));
     assert.ok(!plan.editArgs.some((arg) => arg.includes("example.com/own")));
+  });
+
+  it("turns proxy directories into file:// URLs and keeps URLs, off and direct", () => {
+    assert.equal(
+      normalizeGoProxy("/srv/goproxy,https://proxy.example|direct"),
+      "file:///srv/goproxy,https://proxy.example|direct",
+    );
+    assert.equal(normalizeGoProxy("off"), "off");
+  });
+
+  it("names the driver symbol as the Go linker writes package paths", () => {
+    assert.equal(pathToPrefix("example.com/atomix/drivers/counter"), "example.com/atomix/drivers/counter");
+    assert.equal(pathToPrefix("example.com/drivers/v1.2"), "example.com/drivers/v1%2e2");
   });
 });
