@@ -65,6 +65,8 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
   });
   const flights = new Map<string, Promise<ArtifactManifest>>();
   const running = new Set<AbortController>();
+  /** Pool tasks not yet finished, cleanup included: close() waits for them. */
+  const tasks = new Set<Promise<void>>();
   const counts = { builds: 0, hits: 0, joined: 0 };
   let closed = false;
 
@@ -83,7 +85,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
     // once); the pool slot and the work directory are released only when the
     // toolchain has really stopped, so the pool bounds work actually running.
     return new Promise<ArtifactManifest>((resolve, reject) => {
-      pool
+      const task = pool
         .run(async () => {
           // A build that finished while this one queued (or another replica's) wins.
           const stored = await store.get(key);
@@ -207,7 +209,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
       for (const controller of running) {
         controller.abort(new PluginError(Code.Unavailable, "the server is shutting down"));
       }
-      await Promise.allSettled([...flights.values()]);
+      await Promise.allSettled([...flights.values(), ...tasks]);
     },
   };
 }
