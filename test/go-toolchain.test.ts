@@ -213,6 +213,24 @@ describe("Go toolchain", () => {
     assert.match(error.message, /example\.com\/atomix\/sdk v1\.2\.0 \(runtime has v1\.1\.0\)/);
   });
 
+  it("builds with the descriptor's extra build flags", async () => {
+    // Plugin exists only when the runtime's build tag is set, as the runtime was built.
+    const module = "example.com/tagged";
+    await writeModule(scratch, module, "v0.1.0", {
+      "go.mod": `module ${module}\n\ngo 1.19\n`,
+      "main.go": "package main\n",
+      "plugin.go": "//go:build atomix_extra\n\npackage main\n\nvar Plugin = 1\n",
+    });
+    const tagged = exampleGoRuntime({ buildFlags: ["-tags=atomix_extra"] });
+    const output = await build(scratchToolchain, goKey(module, "v0.1.0"), tagged);
+    assert.equal(
+      output.annotations["dev.atomix.go.build-flags"],
+      "-buildmode=plugin -trimpath -buildvcs=false -tags=atomix_extra",
+    );
+    const untagged = await buildError(scratchToolchain, goKey(module, "v0.1.0"));
+    assert.match(untagged.message, /does not export Plugin/);
+  });
+
   it("refuses an invalid runtime descriptor, naming the field", async () => {
     const error = await buildError(
       toolchain,
