@@ -9,6 +9,7 @@ import { z } from "zod";
  * schema normalizes both and names the option in every error.
  */
 export const DEFAULT_LISTEN = "127.0.0.1:5679";
+export const DEFAULT_HTTP_LISTEN = "127.0.0.1:5680";
 export const DEFAULT_CHUNK_SIZE = 256 * 1024;
 export const MAX_CHUNK_SIZE = 4 * 1024 * 1024 - 64;
 
@@ -32,6 +33,8 @@ export const serveConfigSchema = z
   .object({
     /** host:port of the gRPC server. */
     listen: listenAddress.default(DEFAULT_LISTEN),
+    /** host:port of the HTTP side port (catalog page, /metrics, /healthz), or "off". */
+    httpListen: z.union([z.literal("off"), listenAddress]).default(DEFAULT_HTTP_LISTEN),
     /** The filesystem store's directory. */
     dataDir: z.string().min(1).default("./data"),
     /** Bytes per PullPluginResponse message. */
@@ -78,9 +81,24 @@ export const serveConfigSchema = z
     buildTimeoutMs: z.coerce.number().int().positive().default(120_000),
     /** How long in-flight calls may run after SIGTERM before they are cancelled. */
     shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
+    /** PEM certificate chain and key: serve gRPC over TLS. */
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
+    /** PEM CA bundle: require client certificates signed by it (mutual TLS). */
+    tlsClientCa: z.string().min(1).optional(),
+    /** File holding the token admin calls that change the store must present. */
+    adminTokenFile: z.string().min(1).optional(),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
-  .strict();
+  .strict()
+  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
+    message: "tlsCert and tlsKey go together",
+    path: ["tlsKey"],
+  })
+  .refine((c) => c.tlsClientCa === undefined || c.tlsCert !== undefined, {
+    message: "tlsClientCa needs tlsCert and tlsKey",
+    path: ["tlsClientCa"],
+  });
 
 export type ServeConfig = z.infer<typeof serveConfigSchema>;
 export type ServeConfigInput = z.input<typeof serveConfigSchema>;
@@ -88,6 +106,7 @@ export type ServeConfigInput = z.input<typeof serveConfigSchema>;
 /** Environment variables that set serve options, and the option each sets. */
 export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_LISTEN: "listen",
+  ATOMIX_PLUGINS_HTTP: "httpListen",
   ATOMIX_PLUGINS_DATA: "dataDir",
   ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
   ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
@@ -105,6 +124,10 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
   ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",
   ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
+  ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
+  ATOMIX_PLUGINS_TLS_KEY: "tlsKey",
+  ATOMIX_PLUGINS_TLS_CLIENT_CA: "tlsClientCa",
+  ATOMIX_PLUGINS_ADMIN_TOKEN_FILE: "adminTokenFile",
   ATOMIX_PLUGINS_LOG_LEVEL: "logLevel",
 };
 

@@ -78,6 +78,8 @@ describe("Go runtime end to end", () => {
         "serve",
         "--listen",
         "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
         "--data",
         join(test.dir, "data"),
         "--runtimes",

@@ -2,6 +2,8 @@ import {
   type ChannelCredentials,
   type ClientOptions,
   credentials,
+  InterceptingCall,
+  type Interceptor,
   makeGenericClientConstructor,
 } from "@grpc/grpc-js";
 import { PluginAdminClient } from "../gen/atomix/plugins/admin/v1/admin.js";
@@ -17,6 +19,11 @@ export interface ConnectionOptions {
   address: string;
   /** TLS or other channel credentials; insecure (plaintext) by default. */
   credentials?: ChannelCredentials;
+  /**
+   * Admin token sent as `authorization: Bearer <token>` on every call; the
+   * server requires it for push, remove and gc when it has one configured.
+   */
+  token?: string;
   /** Extra grpc-js channel options. */
   channelOptions?: Partial<ClientOptions>;
 }
@@ -53,7 +60,10 @@ export interface GrpcClients {
 /** The three generated clients over one shared channel. */
 export function createGrpcClients(options: ConnectionOptions): GrpcClients {
   const creds = options.credentials ?? credentials.createInsecure();
-  const channelOptions = { ...DEFAULT_CHANNEL_OPTIONS, ...options.channelOptions };
+  const channelOptions: Partial<ClientOptions> = { ...DEFAULT_CHANNEL_OPTIONS, ...options.channelOptions };
+  if (options.token) {
+    channelOptions.interceptors = [...(channelOptions.interceptors ?? []), bearerToken(options.token)];
+  }
   const registry = new FastPluginRegistryClient(options.address, creds, channelOptions);
   const channelOverride = registry.getChannel();
   const compiler = new PluginCompilerClient(options.address, creds, { ...channelOptions, channelOverride });
@@ -66,4 +76,14 @@ export function createGrpcClients(options: ConnectionOptions): GrpcClients {
       registry.close();
     },
   };
+}
+
+function bearerToken(token: string): Interceptor {
+  return (options, nextCall) =>
+    new InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
 }

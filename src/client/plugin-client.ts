@@ -51,7 +51,11 @@ export type PluginManifest = Manifest;
 export interface PluginClient {
   pull(key: BuildKey, options: PullOptions): Promise<PullResult>;
   compile(key: BuildKey, options?: CallControl): Promise<PluginReference>;
-  push(key: BuildKey, data: AsyncIterable<Uint8Array>, options?: PushOptions): Promise<PluginManifest>;
+  push(
+    key: BuildKey,
+    data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options?: PushOptions,
+  ): Promise<PluginManifest>;
   pushFile(
     key: BuildKey,
     path: string,
@@ -150,7 +154,11 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     }
   }
 
-  async function push(key: BuildKey, data: AsyncIterable<Uint8Array>, options: PushOptions = {}) {
+  async function push(
+    key: BuildKey,
+    data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options: PushOptions = {},
+  ) {
     options.signal?.throwIfAborted();
     let settle!: { resolve: (m: PluginManifest) => void; reject: (e: unknown) => void };
     const done = new Promise<PluginManifest>((resolve, reject) => {
