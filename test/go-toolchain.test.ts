@@ -24,7 +24,7 @@ import {
   goKey,
   goTestDir,
   writeModule,
-} from "./support/go-fixtures.js";
+} from "./helpers/go-fixtures.js";
 
 const SDK = "example.com/atomix/sdk";
 
