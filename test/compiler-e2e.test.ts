@@ -37,7 +37,7 @@ async function host(runtime: string, plugin: string, pluginKey: string): Promise
     [HOST, "--runtime", join(EXAMPLE_RUNTIMES_DIR, runtime), "--plugin", plugin, "--key", pluginKey],
     { cwd: ROOT, env: { PATH: process.env.PATH ?? "" }, timeoutMs: 20_000 },
   );
-  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.exitCode, 0, result.stderr);
   return JSON.parse(result.stdout) as Record<string, string>;
 }
 

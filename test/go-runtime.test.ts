@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
 import { createPluginClient, type PluginClient } from "../src/client/index.js";
-import { runProcess } from "../src/compiler/toolchains/go/run-process.js";
+import { runProcess } from "../src/compiler/run-process.js";
 import {
   COUNTER,
   ECHO,

@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { runProcess } from "../src/compiler/run-process.js";
 import type { BuildJob, BuildOutput, RuntimeDescriptor, Toolchain } from "../src/compiler/toolchain.js";
 import { planAlignment } from "../src/compiler/toolchains/go/go-mod.js";
 import { pathToPrefix } from "../src/compiler/toolchains/go/go-plugin-check.js";
@@ -11,7 +12,6 @@ import {
   GO_PLUGIN_MEDIA_TYPE,
   normalizeGoProxy,
 } from "../src/compiler/toolchains/go/go-toolchain.js";
-import { runProcess } from "../src/compiler/toolchains/go/run-process.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import {
