@@ -170,7 +170,7 @@ export async function pullArtifact(
         if (failures >= policy.maxAttempts) {
           throw new PluginError(
             failure.code,
-            `${what}: gave up after ${failures} attempts (${received} of ${announced?.size ?? "?"} bytes in hand): ${failure.message}`,
+            `${what}: gave up after ${failures} attempts${received > 0 ? ` with ${received} of ${announced?.size} bytes in hand` : ""}: ${failure.message}`,
             { cause: failure },
           );
         }
