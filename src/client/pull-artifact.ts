@@ -1,4 +1,4 @@
-import { createHash, type Hash, randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { type CallOptions, Metadata, type StatusObject } from "@grpc/grpc-js";
@@ -109,12 +109,50 @@ export async function pullArtifact(
     }
 
     let cached = cache ? await cache.lookup(key) : undefined;
-    file = await open(partial, "w", 0o644);
+    file = await openPartial(partial, options.to);
     let hash = createHash("sha256");
     let received = 0;
     let announced: CacheEntry | undefined;
     const attempts: PullAttempt[] = [];
     let failures = 0;
+
+    let restarts = 0;
+    /** Drops the bytes in hand: the artifact changed between attempts. */
+    const startOver = async () => {
+      restarts += 1;
+      if (restarts > MAX_RESTARTS) {
+        throw new PluginError(
+          Code.Aborted,
+          `${what} changed ${restarts} times during the pull; try again later`,
+        );
+      }
+      announced = undefined;
+      await (file as FileHandle).truncate(0);
+      hash = createHash("sha256");
+      received = 0;
+    };
+
+    /** Waits before the next attempt, or throws when the policy or the deadline says stop. */
+    const backOff = async (failure: PluginError) => {
+      failures += 1;
+      if (failures >= policy.maxAttempts) {
+        const inHand = received > 0 ? ` with ${received} of ${announced?.size} bytes in hand` : "";
+        throw new PluginError(
+          failure.code,
+          `${what}: gave up after ${failures} attempts${inHand}: ${failure.message}`,
+          { cause: failure },
+        );
+      }
+      const delay = backoffDelay(failures, policy);
+      if (deadline !== undefined && Date.now() + delay >= deadline) {
+        throw new PluginError(
+          Code.DeadlineExceeded,
+          `${what}: the deadline passed while retrying: ${failure.message}`,
+          { cause: failure },
+        );
+      }
+      await sleep(delay, signal);
+    };
 
     for (;;) {
       const attempt: PullAttempt = { offset: received, bytes: 0 };
@@ -161,35 +199,17 @@ export async function pullArtifact(
         if (failure.code === Code.OutOfRange && received > 0) {
           // Our offset never exceeds what the server announced, so the
           // artifact shrank or was replaced: start over.
-          announced = undefined;
-          ({ hash, received } = await restart(file));
+          await startOver();
           continue;
         }
         if (!isRetryable(failure)) throw failure;
-        failures += 1;
-        if (failures >= policy.maxAttempts) {
-          throw new PluginError(
-            failure.code,
-            `${what}: gave up after ${failures} attempts${received > 0 ? ` with ${received} of ${announced?.size} bytes in hand` : ""}: ${failure.message}`,
-            { cause: failure },
-          );
-        }
-        const delay = backoffDelay(failures, policy);
-        if (deadline !== undefined && Date.now() + delay >= deadline) {
-          throw new PluginError(
-            Code.DeadlineExceeded,
-            `${what}: the deadline passed while retrying: ${failure.message}`,
-            { cause: failure },
-          );
-        }
-        await sleep(delay, signal);
+        await backOff(failure);
         continue;
       }
 
       if (outcome === "changed") {
         attempt.error = "the artifact changed on the server; starting over";
-        announced = undefined;
-        ({ hash, received } = await restart(file));
+        await startOver();
         continue;
       }
       if (!announced) {
@@ -212,20 +232,13 @@ export async function pullArtifact(
         // The cached copy was damaged (and is now evicted): fetch the bytes.
         attempt.error = "the cached copy no longer matches its digest; fetching it";
         cached = undefined;
-        file = await open(partial, "w", 0o644);
+        file = await openPartial(partial, options.to);
         continue;
       }
       if (received < announced.size) {
         // The stream ended cleanly but short: a proxy or the network cut it.
         attempt.error = `the stream ended after ${received} of ${announced.size} bytes`;
-        failures += 1;
-        if (failures >= policy.maxAttempts) {
-          throw new PluginError(
-            Code.Unavailable,
-            `${what}: gave up after ${failures} attempts: ${attempt.error}`,
-          );
-        }
-        await sleep(backoffDelay(failures, policy), signal);
+        await backOff(new PluginError(Code.Unavailable, attempt.error));
         continue;
       }
 
@@ -251,10 +264,15 @@ export async function pullArtifact(
   }
 }
 
-/** Empties the partial file and the hash: the next attempt starts at byte 0. */
-async function restart(file: FileHandle): Promise<{ hash: Hash; received: number }> {
-  await file.truncate(0);
-  return { hash: createHash("sha256"), received: 0 };
+/** Times a pull starts over because the artifact changed, before it gives up. */
+const MAX_RESTARTS = 3;
+
+async function openPartial(partial: string, to: string): Promise<FileHandle> {
+  try {
+    return await open(partial, "w", 0o644);
+  } catch (error) {
+    throw PluginError.from(error, `cannot write next to ${to}`);
+  }
 }
 
 async function writeAll(file: FileHandle, data: Uint8Array, position: number): Promise<void> {
