@@ -28,6 +28,8 @@ export interface PluginCache {
   readonly dir: string;
   /** The digest last pulled for `key`, if its blob is still present with the right size. */
   lookup(key: BuildKey): Promise<CacheEntry | undefined>;
+  /** The cached blob of `digest`, whichever key it was pulled for. */
+  lookupDigest(digest: Digest): Promise<CacheEntry | undefined>;
   /** Records `file` (already verified to hash to `entry.digest`) as the artifact of `key`. */
   add(key: BuildKey, file: string, entry: CacheEntry): Promise<void>;
   /**
@@ -75,6 +77,14 @@ export async function openPluginCache(dir: string): Promise<PluginCache> {
       try {
         const { size } = await stat(blobPath(entry.digest));
         return size === entry.size ? { digest: entry.digest, size: entry.size } : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+
+    async lookupDigest(digest) {
+      try {
+        return { digest, size: (await stat(blobPath(digest))).size };
       } catch {
         return undefined;
       }

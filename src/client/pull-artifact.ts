@@ -6,7 +6,7 @@ import { Code, codeName, PluginError } from "../errors/plugin-error.js";
 import type { PluginRegistryClient, PullPluginResponse } from "../gen/atomix/runtime/v1/plugin.js";
 import { type BuildKey, formatBuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
-import type { Digest } from "../store/artifact-store.js";
+import { DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
 import { fromServiceError } from "./call-error.js";
 import { type CacheEntry, openPluginCache } from "./plugin-cache.js";
 import {
@@ -36,7 +36,7 @@ export interface RetryControl {
 export interface PullProgress {
   /** Bytes of the artifact in hand, whichever attempt brought them. */
   received: number;
-  /** The artifact's size (NaN until the server has announced it). */
+  /** The artifact's size, as the server announced it. */
   total: number;
   /** 1-based attempt that is streaming. */
   attempt: number;
@@ -91,6 +91,12 @@ export async function pullArtifact(
 ): Promise<PullResult> {
   const { signal } = options;
   if (signal?.aborted) throw cancelled(signal);
+  if (options.expectedDigest !== undefined && !DIGEST_PATTERN.test(options.expectedDigest)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `expectedDigest "${options.expectedDigest}" must be sha256:<64 lowercase hex>`,
+    );
+  }
   const policy = resolveRetryPolicy(options.retry);
   const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : undefined;
   const cache = options.cacheDir ? await openPluginCache(options.cacheDir) : undefined;
@@ -101,8 +107,8 @@ export async function pullArtifact(
   try {
     // A digest pinned by the caller and already cached needs no server at all.
     if (cache && options.expectedDigest) {
-      const entry = await cache.lookup(key);
-      if (entry?.digest === options.expectedDigest && (await cache.copyOut(entry, partial))) {
+      const entry = await cache.lookupDigest(options.expectedDigest);
+      if (entry && (await cache.copyOut(entry, partial))) {
         await rename(partial, options.to);
         return { path: options.to, ...entry, fromCache: true, transferredBytes: 0, attempts: [] };
       }
