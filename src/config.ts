@@ -1,3 +1,6 @@
+import { availableParallelism } from "node:os";
+import { delimiter } from "node:path";
+import { fileURLToPath } from "node:url";
 import { z } from "zod";
 
 /**
@@ -6,6 +9,7 @@ import { z } from "zod";
  * schema normalizes both and names the option in every error.
  */
 export const DEFAULT_LISTEN = "127.0.0.1:5679";
+export const DEFAULT_HTTP_LISTEN = "127.0.0.1:5680";
 export const DEFAULT_CHUNK_SIZE = 256 * 1024;
 export const MAX_CHUNK_SIZE = 4 * 1024 * 1024 - 64;
 
@@ -13,10 +17,24 @@ const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/,
 
 const byteSize = z.coerce.number().int().positive();
 
+/** The bundled examples: what `npm start` and the tests build from when no directory is given. */
+export const EXAMPLE_RUNTIMES_DIR = fileURLToPath(new URL("../../examples/runtimes", import.meta.url));
+export const EXAMPLE_PLUGINS_DIR = fileURLToPath(new URL("../../examples/plugins", import.meta.url));
+/** A Go module proxy on disk (GOPROXY=file://) with the modules the bundled Go examples need. */
+export const EXAMPLE_GOPROXY_URL = new URL("../../examples/goproxy", import.meta.url).href;
+
+/** A list of directories: repeated flags give an array, an environment variable a `:`-separated string. */
+const directories = z.preprocess(
+  (value) => (typeof value === "string" ? value.split(delimiter).filter((dir) => dir !== "") : value),
+  z.array(z.string().min(1)).min(1),
+);
+
 export const serveConfigSchema = z
   .object({
     /** host:port of the gRPC server. */
     listen: listenAddress.default(DEFAULT_LISTEN),
+    /** host:port of the HTTP side port (catalog page, /metrics, /healthz), or "off". */
+    httpListen: z.union([z.literal("off"), listenAddress]).default(DEFAULT_HTTP_LISTEN),
     /** The filesystem store's directory. */
     dataDir: z.string().min(1).default("./data"),
     /** Bytes per PullPluginResponse message. */
@@ -30,11 +48,57 @@ export const serveConfigSchema = z
     maxArtifactBytes: byteSize.default(1024 * 1024 * 1024),
     /** What PullPlugin does when the store has no artifact for the key. */
     pullPolicy: z.enum(["build", "never"]).default("build"),
+    /** Directories of runtime descriptors (`<dir>/<version>/runtime.json`). */
+    runtimes: directories.default([EXAMPLE_RUNTIMES_DIR]),
+    /** Plugin source catalogs (`<dir>/<name>/<version>/`), asked in order before the npm registry. */
+    sources: directories.default([EXAMPLE_PLUGINS_DIR]),
+    /** npm registry to fetch plugins from when no catalog has them; none by default. */
+    npmRegistry: z.url({ protocol: /^https?$/ }).optional(),
+    /**
+     * Go installations (GOROOT directories or `go` commands) that build Go
+     * plugins; a build uses the one whose `go version` is the request's
+     * build_version. Default: the `go` on PATH.
+     */
+    goInstallations: directories.default(["go"]),
+    /**
+     * GOPROXY for Go plugin modules no catalog has and for their dependencies:
+     * `off`, URLs, or directories in the proxy layout (made `file://` URLs).
+     * Default: the bundled examples' proxy on disk; builds never reach the
+     * network unless this names a network proxy.
+     */
+    goProxy: z.string().min(1).default(EXAMPLE_GOPROXY_URL),
+    /** GOSUMDB for Go builds; `off` by default (go.sum files still pin what they list). */
+    goSumdb: z.string().min(1).default("off"),
+    /** GONOSUMDB patterns: modules never looked up in the sum database. */
+    goNoSumdb: z.string().min(1).optional(),
+    /** GOCACHE and GOMODCACHE of Go builds (warm: about 1 s a build, cold: 10 s or more). Default `<data>/go-cache`. */
+    goCacheDir: z.string().min(1).optional(),
+    /** Builds that run at once. */
+    buildConcurrency: z.coerce.number().int().positive().default(availableParallelism()),
+    /** Builds that may wait for a slot; one more is refused with RESOURCE_EXHAUSTED. */
+    buildQueue: z.coerce.number().int().nonnegative().default(64),
+    /** A build running longer is killed and reported as DEADLINE_EXCEEDED. */
+    buildTimeoutMs: z.coerce.number().int().positive().default(120_000),
     /** How long in-flight calls may run after SIGTERM before they are cancelled. */
     shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
+    /** PEM certificate chain and key: serve gRPC over TLS. */
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
+    /** PEM CA bundle: require client certificates signed by it (mutual TLS). */
+    tlsClientCa: z.string().min(1).optional(),
+    /** File holding the token admin calls that change the store must present. */
+    adminTokenFile: z.string().min(1).optional(),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
-  .strict();
+  .strict()
+  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
+    message: "tlsCert and tlsKey go together",
+    path: ["tlsKey"],
+  })
+  .refine((c) => c.tlsClientCa === undefined || c.tlsCert !== undefined, {
+    message: "tlsClientCa needs tlsCert and tlsKey",
+    path: ["tlsClientCa"],
+  });
 
 export type ServeConfig = z.infer<typeof serveConfigSchema>;
 export type ServeConfigInput = z.input<typeof serveConfigSchema>;
@@ -42,12 +106,28 @@ export type ServeConfigInput = z.input<typeof serveConfigSchema>;
 /** Environment variables that set serve options, and the option each sets. */
 export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_LISTEN: "listen",
+  ATOMIX_PLUGINS_HTTP: "httpListen",
   ATOMIX_PLUGINS_DATA: "dataDir",
   ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
   ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
   ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE: "maxArtifactBytes",
   ATOMIX_PLUGINS_PULL_POLICY: "pullPolicy",
+  ATOMIX_PLUGINS_RUNTIMES: "runtimes",
+  ATOMIX_PLUGINS_SOURCES: "sources",
+  ATOMIX_PLUGINS_NPM_REGISTRY: "npmRegistry",
+  ATOMIX_PLUGINS_GO: "goInstallations",
+  ATOMIX_PLUGINS_GO_PROXY: "goProxy",
+  ATOMIX_PLUGINS_GO_SUMDB: "goSumdb",
+  ATOMIX_PLUGINS_GO_NOSUMDB: "goNoSumdb",
+  ATOMIX_PLUGINS_GO_CACHE: "goCacheDir",
+  ATOMIX_PLUGINS_BUILD_CONCURRENCY: "buildConcurrency",
+  ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
+  ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",
   ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
+  ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
+  ATOMIX_PLUGINS_TLS_KEY: "tlsKey",
+  ATOMIX_PLUGINS_TLS_CLIENT_CA: "tlsClientCa",
+  ATOMIX_PLUGINS_ADMIN_TOKEN_FILE: "adminTokenFile",
   ATOMIX_PLUGINS_LOG_LEVEL: "logLevel",
 };
 

@@ -9,8 +9,8 @@ import { EXIT } from "../src/cli/cli-common.js";
 import { compileCommand } from "../src/cli/compile-command.js";
 import { serveCommand } from "../src/cli/serve-command.js";
 import { pullCommand, pushCommand } from "../src/cli/transfer-commands.js";
-import { startTestServer, type TestServer } from "./support/in-process-server.js";
-import { type CliRun, runCli } from "./support/run-cli.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
+import { type CliRun, runCli } from "./helpers/run-cli.js";
 
 const RUNTIME = ["--runtime", "1.0.0", "--build", "node20"];
 
@@ -189,6 +189,25 @@ describe("the command line", () => {
     expectExit(run, EXIT.dataLoss, new RegExp(`^atomix-plugins: DATA_LOSS: .*server announced ${digest}`));
     assert.deepEqual(await readdir(dir), []);
     await writeFile(stored, artifact);
+  });
+
+  it("sends the admin token from the environment or a file; without one push is UNAUTHENTICATED", async () => {
+    const guarded = await startTestServer({ adminToken: "s3cret" });
+    try {
+      const push = ["push", "guarded@1.0.0", artifactFile, ...RUNTIME, "--server", guarded.address];
+      expectExit(
+        await runCli(push),
+        EXIT.denied,
+        /^atomix-plugins: UNAUTHENTICATED: the admin API needs a token/,
+      );
+      expectExit(await runCli(push, { ATOMIX_PLUGINS_TOKEN: "guess" }), EXIT.denied, /PERMISSION_DENIED/);
+      expectExit(await runCli(push, { ATOMIX_PLUGINS_TOKEN: "s3cret" }), EXIT.ok);
+      const tokenFile = join(work, "token");
+      await writeFile(tokenFile, "s3cret\n");
+      expectExit(await runCli(["gc", "--server", guarded.address, "--token-file", tokenFile]), EXIT.ok);
+    } finally {
+      await guarded.close();
+    }
   });
 
   it("every command has --help with examples", async () => {

@@ -4,8 +4,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { startTestServer, type TestServer } from "./support/in-process-server.js";
-import { runCli, runCliOnTerminal } from "./support/run-cli.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
+import { runCli, runCliOnTerminal } from "./helpers/run-cli.js";
 
 const RUNTIME = ["--runtime", "1.0.0", "--build", "node20"];
 const ESCAPE = "\x1b";

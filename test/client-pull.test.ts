@@ -9,7 +9,7 @@ import { createGrpcClients } from "../src/client/grpc-clients.js";
 import { Code, createPluginClient, loadPlugin, type PluginClient, PluginError } from "../src/client/index.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { PULL_METADATA } from "../src/protocol/metadata.js";
-import { startTestServer, type TestServer } from "./support/in-process-server.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 
 const sha256 = (bytes: Uint8Array) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 const key = (name: string, version = "1.0.0"): BuildKey => ({

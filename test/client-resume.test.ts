@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { createPluginClient, type PullAttempt } from "../src/client/index.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { createFsStore } from "../src/store/fs-store.js";
-import { type ServeProcess, startServeProcess } from "./support/serve-process.js";
+import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
 const MiB = 1024 * 1024;
 const key: BuildKey = {
@@ -43,14 +43,14 @@ describe("pull across a server killed and restarted mid-stream", () => {
   let work: string;
   let dataDir: string;
   let source: string;
-  let server: ServeProcess | undefined;
+  let server: ServerProcess | undefined;
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "atomix-resume-"));
     dataDir = join(work, "data");
     source = join(work, "big.bin");
     await writeFile(source, randomBytes(64 * MiB));
-    server = await startServeProcess({ dataDir });
+    server = await startServerProcess({ dataDir });
     const client = createPluginClient({ address: server.address });
     try {
       await client.pushFile(key, source);
@@ -74,7 +74,7 @@ describe("pull across a server killed and restarted mid-stream", () => {
         restarted = (async () => {
           await dead.kill();
           await whileDown();
-          server = await startServeProcess({ dataDir, port: dead.port });
+          server = await startServerProcess({ dataDir, listen: dead.address });
         })();
       },
       restarted: () => restarted,

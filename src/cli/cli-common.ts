@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import type { ConnectionOptions } from "../client/grpc-clients.js";
 import { createPluginClient, type PluginClient } from "../client/plugin-client.js";
@@ -58,6 +59,8 @@ export function exitCodeFor(code: Code): number {
 
 export const SERVER_ENV = "ATOMIX_PLUGINS_SERVER";
 export const CACHE_ENV = "ATOMIX_PLUGINS_CACHE";
+/** The admin token, for servers run with --admin-token-file. */
+export const TOKEN_ENV = "ATOMIX_PLUGINS_TOKEN";
 
 export function serverOption(): Option {
   return new Option("-s, --server <address>", "server host:port").env(SERVER_ENV).default(DEFAULT_LISTEN);
@@ -73,6 +76,8 @@ export interface ClientFlags {
   cert?: string;
   key?: string;
   tlsServerName?: string;
+  token?: string;
+  tokenFile?: string;
 }
 
 /** Adds `--server`, `--json`, `--timeout` and the TLS flags. */
@@ -91,7 +96,17 @@ export function withClientOptions(command: Command): Command {
       new Option("--cert <file>", "PEM client certificate for mutual TLS").env("ATOMIX_PLUGINS_CERT"),
     )
     .addOption(new Option("--key <file>", "PEM key of --cert").env("ATOMIX_PLUGINS_KEY"))
-    .option("--tls-server-name <name>", "name the server's certificate must carry");
+    .option("--tls-server-name <name>", "name the server's certificate must carry")
+    .addOption(
+      new Option(
+        "--token-file <file>",
+        `file holding the admin token push, rm and gc present (or the token itself in ${TOKEN_ENV})`,
+      ).env("ATOMIX_PLUGINS_TOKEN_FILE"),
+    )
+    .addOption(
+      // Environment only: a token on the command line would show in `ps`.
+      new Option("--token <token>").env(TOKEN_ENV).hideHelp(),
+    );
 }
 
 export function connectionFrom(flags: ClientFlags): ConnectionOptions {
@@ -102,8 +117,10 @@ export function connectionFrom(flags: ClientFlags): ConnectionOptions {
     );
   }
   const tls = flags.tls || flags.ca || flags.cert || flags.key || flags.tlsServerName;
+  const token = flags.tokenFile ? readToken(flags.tokenFile) : flags.token;
   return {
     address: flags.server,
+    ...(token ? { token } : {}),
     ...(tls
       ? {
           tls: {
@@ -115,6 +132,14 @@ export function connectionFrom(flags: ClientFlags): ConnectionOptions {
         }
       : {}),
   };
+}
+
+function readToken(path: string): string {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch (error) {
+    throw PluginError.from(error, `reading the token file ${path}`);
+  }
 }
 
 /** `--timeout` in milliseconds, or undefined. */

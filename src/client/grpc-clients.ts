@@ -2,6 +2,8 @@ import {
   type ChannelCredentials,
   type ClientOptions,
   credentials,
+  InterceptingCall,
+  type Interceptor,
   makeGenericClientConstructor,
 } from "@grpc/grpc-js";
 import { Code, PluginError } from "../errors/plugin-error.js";
@@ -21,6 +23,11 @@ export interface ConnectionOptions {
   tls?: TlsOptions;
   /** Channel credentials built by the caller (instead of `tls`). */
   credentials?: ChannelCredentials;
+  /**
+   * Admin token sent as `authorization: Bearer <token>` on every call; the
+   * server requires it for push, remove and gc when it has one configured.
+   */
+  token?: string;
   /** Extra grpc-js channel options; they win over the defaults. */
   channelOptions?: Partial<ClientOptions>;
 }
@@ -61,7 +68,14 @@ export function createGrpcClients(options: ConnectionOptions): GrpcClients {
   }
   const tls = options.tls ? tlsCredentials(options.tls) : undefined;
   const creds = options.credentials ?? tls?.credentials ?? credentials.createInsecure();
-  const channelOptions = { ...DEFAULT_CHANNEL_OPTIONS, ...tls?.channelOptions, ...options.channelOptions };
+  const channelOptions: Partial<ClientOptions> = {
+    ...DEFAULT_CHANNEL_OPTIONS,
+    ...tls?.channelOptions,
+    ...options.channelOptions,
+  };
+  if (options.token) {
+    channelOptions.interceptors = [...(channelOptions.interceptors ?? []), bearerToken(options.token)];
+  }
   const registry = new FastPluginRegistryClient(options.address, creds, channelOptions);
   const channelOverride = registry.getChannel();
   const compiler = new PluginCompilerClient(options.address, creds, { ...channelOptions, channelOverride });
@@ -74,4 +88,14 @@ export function createGrpcClients(options: ConnectionOptions): GrpcClients {
       registry.close();
     },
   };
+}
+
+function bearerToken(token: string): Interceptor {
+  return (options, nextCall) =>
+    new InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
 }

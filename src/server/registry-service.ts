@@ -12,6 +12,7 @@ import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key
 import { PULL_METADATA } from "../protocol/metadata.js";
 import { encodePullPluginResponse } from "../protocol/pull-codec.js";
 import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js";
+import type { ServerMetrics } from "./metrics.js";
 import { toServiceError } from "./status.js";
 import { WriteBudget } from "./write-budget.js";
 
@@ -26,8 +27,7 @@ export interface RegistryDeps {
   store: ArtifactStore;
   compiler: Compiler;
   log: Logger;
-  /** Called with every finished pull, for metrics. */
-  onPull?: (outcome: { code: Code; bytes: number; key?: BuildKey }) => void;
+  metrics: ServerMetrics;
 }
 
 export function createRegistryService(deps: RegistryDeps): UntypedServiceImplementation {
@@ -50,10 +50,13 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
   ): Promise<void> {
     const controller = new AbortController();
     call.on("cancelled", () => controller.abort());
+    const started = performance.now();
     let bytes = 0;
-    let key: BuildKey | undefined;
+    const finish = (code: Code) =>
+      deps.metrics.pullFinished({ code, bytes, seconds: (performance.now() - started) / 1000 });
+    deps.metrics.pullStarted();
     try {
-      key = parseBuildKey(call.request);
+      const key = parseBuildKey(call.request);
       const manifest = await resolve(key, controller.signal);
       const offset = parseOffset(call.metadata);
       if (offset > manifest.size) {
@@ -71,7 +74,7 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
         const trailers = new Metadata();
         trailers.set(PULL_METADATA.notModified, "true");
         call.end(trailers);
-        deps.onPull?.({ code: Code.Ok, bytes, key });
+        finish(Code.Ok);
         return;
       }
 
@@ -82,10 +85,10 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
         bytes += data.byteLength;
       }
       call.end();
-      deps.onPull?.({ code: Code.Ok, bytes, key });
+      finish(Code.Ok);
     } catch (error) {
       const failure = PluginError.from(error);
-      deps.onPull?.({ code: failure.code, bytes, ...(key ? { key } : {}) });
+      finish(controller.signal.aborted ? Code.Cancelled : failure.code);
       if (controller.signal.aborted) return; // nobody is listening any more
       call.emit("error", toServiceError(failure, log));
     }

@@ -162,7 +162,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
 
 async function writeHashed(
   path: string,
-  data: AsyncIterable<Uint8Array>,
+  data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   options: PutOptions,
 ): Promise<{ digest: Digest; size: number }> {
   const hash = createHash("sha256");

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { CLI } from "./serve-process.js";
+import { CLI } from "./server-process.js";
 
 export interface CliRun {
   code: number;

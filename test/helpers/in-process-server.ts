@@ -5,6 +5,8 @@ import pino from "pino";
 import { createStoreOnlyCompiler } from "../../src/compiler/store-only-compiler.js";
 import { parseServeConfig } from "../../src/config.js";
 import type { Code } from "../../src/errors/plugin-error.js";
+import { createAdminAuth } from "../../src/server/admin-auth.js";
+import { createMetrics, type ServerMetrics } from "../../src/server/metrics.js";
 import { type RunningServer, startServer } from "../../src/server/server.js";
 import type { ArtifactStore } from "../../src/store/artifact-store.js";
 import { createStore } from "../../src/store/create-store.js";
@@ -20,7 +22,9 @@ export interface TestServer {
 }
 
 /** The real gRPC server on 127.0.0.1:0 over a fresh data directory, in this process. */
-export async function startTestServer(options: { chunkSize?: number } = {}): Promise<TestServer> {
+export async function startTestServer(
+  options: { chunkSize?: number; adminToken?: string } = {},
+): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), "atomix-client-"));
   const config = parseServeConfig(
     {
@@ -34,12 +38,21 @@ export async function startTestServer(options: { chunkSize?: number } = {}): Pro
   const store = await createStore({ kind: "fs", dir: dataDir });
   const compiler = createStoreOnlyCompiler(store);
   const pulls: { code: Code; bytes: number }[] = [];
+  const metrics = createMetrics();
+  const counting: ServerMetrics = {
+    ...metrics,
+    pullFinished(outcome) {
+      pulls.push({ code: outcome.code, bytes: outcome.bytes });
+      metrics.pullFinished(outcome);
+    },
+  };
   const server = await startServer({
     config,
     store,
     compiler,
     log: pino({ level: "silent" }),
-    onPull: ({ code, bytes }) => pulls.push({ code, bytes }),
+    metrics: counting,
+    auth: createAdminAuth(options.adminToken),
   });
   return {
     address: server.address,

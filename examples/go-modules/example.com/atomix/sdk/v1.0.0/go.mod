@@ -1,0 +1,3 @@
+module example.com/atomix/sdk
+
+go 1.19

@@ -1,0 +1,6 @@
+export const plugin = {
+  name: "no-export",
+  handle(request) {
+    return request.key;
+  },
+};

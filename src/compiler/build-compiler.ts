@@ -1,0 +1,238 @@
+import { createReadStream } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { Code, PluginError } from "../errors/plugin-error.js";
+import { type BuildKey, buildKeyId, formatBuildKey } from "../model/build-key.js";
+import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js";
+import { createBuildPool } from "./build-pool.js";
+import type { Compiler } from "./compiler.js";
+import type { RuntimeCatalog } from "./runtime-catalog.js";
+import { ANNOTATIONS, type BuildOutput, type Toolchain } from "./toolchain.js";
+
+export const DEFAULT_BUILD_QUEUE = 64;
+export const DEFAULT_BUILD_TIMEOUT_MS = 120_000;
+
+export interface BuildCompilerOptions {
+  store: ArtifactStore;
+  runtimes: RuntimeCatalog;
+  toolchains: readonly Toolchain[];
+  /** Builds running at once; the machine's cores by default. */
+  concurrency?: number;
+  /** Builds waiting for a slot before RESOURCE_EXHAUSTED; 64 by default. */
+  queueLimit?: number;
+  /** A build running longer is aborted and reported as DEADLINE_EXCEEDED; 120 s by default. */
+  timeoutMs?: number;
+  /** Largest artifact a build may store (RESOURCE_EXHAUSTED beyond). */
+  maxArtifactBytes?: number;
+  /** Where builds get their private work directories; os.tmpdir() by default. */
+  workRoot?: string;
+  log?: Logger;
+  /** Called when a toolchain run starts: tests and benchmarks count builds with it. */
+  onBuild?: (key: BuildKey) => void;
+}
+
+export interface BuildStats {
+  /** Toolchain runs started. */
+  builds: number;
+  /** Calls answered from the store without building. */
+  hits: number;
+  /** Calls that joined a build another call had started. */
+  joined: number;
+  running: number;
+  queued: number;
+}
+
+export interface BuildCompiler extends Compiler {
+  stats(): BuildStats;
+}
+
+/**
+ * The compiler behind CompilePlugin and pull-through: store hit → answer;
+ * otherwise one build per build key at a time (concurrent callers share it),
+ * in a bounded pool with a bounded queue and a time limit, by the toolchain
+ * the runtime's descriptor names, in a fresh work directory that is removed
+ * afterwards. It knows nothing of Node.js or Go: toolchains do.
+ */
+export function createBuildCompiler(options: BuildCompilerOptions): BuildCompiler {
+  const { store, runtimes, log } = options;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_BUILD_TIMEOUT_MS;
+  const toolchains = new Map(options.toolchains.map((toolchain) => [toolchain.name, toolchain]));
+  const pool = createBuildPool({
+    concurrency: options.concurrency ?? availableParallelism(),
+    queueLimit: options.queueLimit ?? DEFAULT_BUILD_QUEUE,
+  });
+  const flights = new Map<string, Promise<ArtifactManifest>>();
+  const running = new Set<AbortController>();
+  /** Pool tasks not yet finished, cleanup included: close() waits for them. */
+  const tasks = new Set<Promise<void>>();
+  const counts = { builds: 0, hits: 0, joined: 0 };
+  let closed = false;
+
+  async function build(key: BuildKey): Promise<ArtifactManifest> {
+    // Resolved before queueing, so that an unknown runtime or a missing
+    // toolchain is answered at once instead of after a wait for a slot.
+    const runtime = runtimes.get(key.runtime.version);
+    const toolchain = toolchains.get(runtime.toolchain);
+    if (!toolchain) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `runtime ${runtime.version} is built by the ${runtime.toolchain} toolchain, which this server does not have (it has: ${[...toolchains.keys()].join(", ") || "none"})`,
+      );
+    }
+    // Callers get their answer as soon as it is known (a deadline rejects at
+    // once); the pool slot and the work directory are released only when the
+    // toolchain has really stopped, so the pool bounds work actually running.
+    return new Promise<ArtifactManifest>((resolve, reject) => {
+      const task = pool
+        .run(async () => {
+          // A build that finished while this one queued (or another replica's) wins.
+          const stored = await store.get(key);
+          if (stored) {
+            resolve(stored);
+            return;
+          }
+          counts.builds++;
+          options.onBuild?.(key);
+          const controller = new AbortController();
+          running.add(controller);
+          const timer = setTimeout(
+            () =>
+              controller.abort(
+                new PluginError(
+                  Code.DeadlineExceeded,
+                  `building ${formatBuildKey(key)} took longer than ${timeoutMs} ms and was stopped; raise --build-timeout if it needs more`,
+                ),
+              ),
+            timeoutMs,
+          );
+          const started = performance.now();
+          let workDir: string | undefined;
+          let built: Promise<BuildOutput> | undefined;
+          let cleaned: Promise<void> | undefined;
+          const cleanUp = () =>
+            (cleaned ??= (async () => {
+              clearTimeout(timer);
+              await built?.then(
+                () => {},
+                () => {},
+              );
+              running.delete(controller);
+              if (workDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+            })());
+          try {
+            workDir = await mkdtemp(join(options.workRoot ?? tmpdir(), "atomix-build-"));
+            const aborted = new Promise<never>((_, rejectAbort) => {
+              controller.signal.addEventListener("abort", () => rejectAbort(controller.signal.reason), {
+                once: true,
+              });
+            });
+            aborted.catch(() => {});
+            built = toolchain.build({ key, runtime, workDir, signal: controller.signal });
+            built.catch(() => {});
+            // The time limit holds even for a toolchain slow to notice its signal.
+            const output = await Promise.race([built, aborted]).catch((error: unknown) => {
+              throw controller.signal.aborted ? PluginError.from(controller.signal.reason) : error;
+            });
+            const durationMs = Math.round(performance.now() - started);
+            const manifest = await store.put(key, createReadStream(output.artifactPath), {
+              mediaType: output.mediaType,
+              annotations: {
+                [ANNOTATIONS.toolchain]: toolchain.name,
+                ...output.annotations,
+                [ANNOTATIONS.buildDurationMs]: String(durationMs),
+                [ANNOTATIONS.builtAt]: new Date().toISOString(),
+              },
+              ...(options.maxArtifactBytes === undefined ? {} : { maxSize: options.maxArtifactBytes }),
+            });
+            log?.info(
+              { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, durationMs },
+              "built",
+            );
+            await cleanUp();
+            resolve(manifest);
+          } catch (error) {
+            const failure = PluginError.from(error, `building ${formatBuildKey(key)}`);
+            log?.info(
+              { key: formatBuildKey(key), code: failure.code, error: failure.message },
+              "build failed",
+            );
+            reject(failure);
+          } finally {
+            clearTimeout(timer);
+            await built?.then(
+              () => {},
+              () => {},
+            );
+            running.delete(controller);
+            if (workDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+          }
+        })
+        .catch(reject);
+    });
+  }
+
+  function shared(key: BuildKey): Promise<ArtifactManifest> {
+    const id = buildKeyId(key);
+    const flight = flights.get(id);
+    if (flight) {
+      counts.joined++;
+      return flight;
+    }
+    const started = build(key).finally(() => flights.delete(id));
+    // Callers may all have gone away; the build's outcome is still wanted
+    // (it is stored), but its rejection must not be reported as unhandled.
+    started.catch(() => {});
+    flights.set(id, started);
+    return started;
+  }
+
+  return {
+    async compile(key, callOptions) {
+      const signal = callOptions?.signal;
+      if (closed) throw new PluginError(Code.Unavailable, "the server is shutting down");
+      if (signal?.aborted) throw PluginError.from(signal.reason ?? new DOMException("aborted", "AbortError"));
+      const stored = await store.get(key, signal ? { signal } : undefined);
+      if (stored) {
+        counts.hits++;
+        return stored;
+      }
+      return abandonable(shared(key), signal);
+    },
+    stats() {
+      return { ...counts, running: pool.running, queued: pool.queued };
+    },
+    async close() {
+      closed = true;
+      pool.close();
+      for (const controller of running) {
+        controller.abort(new PluginError(Code.Unavailable, "the server is shutting down"));
+      }
+      await Promise.allSettled([...flights.values(), ...tasks]);
+    },
+  };
+}
+
+/** `promise`, unless `signal` aborts first: then this caller stops waiting (CANCELLED). */
+function abandonable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  return new Promise<T>((resolve, reject) => {
+    if (signal.aborted) {
+      reject(new PluginError(Code.Cancelled, "the caller went away; the build goes on"));
+      return;
+    }
+    const onAbort = () => reject(new PluginError(Code.Cancelled, "the caller went away; the build goes on"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}

@@ -1,0 +1,42 @@
+import { Code, PluginError } from "../../errors/plugin-error.js";
+import type { PluginRef } from "../../model/build-key.js";
+
+/** A plugin package, unpacked into a build's work directory. */
+export interface FetchedPackage {
+  /** The package folder (its package.json at the top). */
+  readonly dir: string;
+  /** Where it came from, for the manifest: `catalog:/srv/plugins/counter/1.0.0`, `npm:https://...tgz`. */
+  readonly origin: string;
+  /** Subresource-integrity string of what was fetched (`sha512-...`). */
+  readonly integrity: string;
+}
+
+/**
+ * Somewhere plugin packages come from. `fetch` answers undefined when the
+ * source simply does not have `name@version`, so that the next one is asked;
+ * it throws for anything else (unreachable, corrupt, ...).
+ */
+export interface PluginSource {
+  readonly description: string;
+  fetch(
+    plugin: PluginRef,
+    options: { destDir: string; signal?: AbortSignal },
+  ): Promise<FetchedPackage | undefined>;
+}
+
+/** Asks each source in turn; NOT_FOUND naming every place looked in. */
+export async function fetchPlugin(
+  sources: readonly PluginSource[],
+  plugin: PluginRef,
+  options: { destDir: string; signal?: AbortSignal },
+): Promise<FetchedPackage> {
+  for (const source of sources) {
+    const fetched = await source.fetch(plugin, options);
+    if (fetched) return fetched;
+  }
+  const places = sources.map((source) => source.description);
+  throw new PluginError(
+    Code.NotFound,
+    `plugin ${plugin.name}@${plugin.version} was found in no source (looked in ${places.length ? places.join("; ") : "nothing: no source is configured"}); add it to a --sources catalog or configure --npm-registry`,
+  );
+}

@@ -1,0 +1,114 @@
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Code, PluginError } from "../../../errors/plugin-error.js";
+import type { GoCommand } from "./go-command.js";
+import { firstLines } from "./go-mod.js";
+
+/** A plugin module's sources, copied into the build's private directory. */
+export interface GoModuleSource {
+  /** The copy: free to be rewritten, unlike the catalog or the module cache. */
+  readonly dir: string;
+  /** Where it came from: `catalog:<dir>` or `goproxy:<GOPROXY>`. */
+  readonly origin: string;
+  /** Go's `h1:` hash of the module's files (as in go.sum). */
+  readonly integrity: string;
+  /** The version with the `v` Go module versions carry. */
+  readonly version: string;
+}
+
+export interface FetchGoModuleOptions {
+  readonly name: string;
+  readonly version: string;
+  /** Catalog directories, asked in order: `<dir>/<module path>/<version>/` holds a module. */
+  readonly catalogs: readonly string[];
+  readonly proxy: string;
+  readonly go: GoCommand;
+  /** The copy is made at `<workDir>/module`. */
+  readonly workDir: string;
+}
+
+/**
+ * Finds a plugin module in the source catalog (the version as written, or
+ * with the `v` prefix Go versions carry) or else through the Go module
+ * proxy, and copies it into the build directory: sources are never built, or
+ * modified, in place. NOT_FOUND when neither has it.
+ */
+export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoModuleSource> {
+  const { name, catalogs, workDir } = options;
+  const version = options.version.startsWith("v") ? options.version : `v${options.version}`;
+  const target = join(workDir, "module");
+  for (const catalogDir of catalogs) {
+    for (const candidate of new Set([options.version, version])) {
+      const dir = join(catalogDir, name, candidate);
+      if (await isFile(join(dir, "go.mod"))) {
+        const integrity = await copyModule(dir, target, `${name}@${version}`);
+        return { dir: target, origin: `catalog:${dir}`, integrity, version };
+      }
+    }
+  }
+  const where = catalogs.length
+    ? `in the source catalogs (${catalogs.map((dir) => join(dir, name, options.version)).join(", ")})`
+    : "";
+  if (options.proxy === "off") {
+    throw new PluginError(
+      Code.NotFound,
+      `Go module ${name}@${version} is not ${where || "in any source"} and no Go module proxy is configured (GOPROXY=off)`,
+    );
+  }
+  const downloadDir = join(workDir, "download");
+  await mkdir(downloadDir, { recursive: true });
+  const result = await options.go.run(["mod", "download", "-json", `${name}@${version}`], downloadDir);
+  let info: { Dir?: string; Sum?: string; Error?: string } = {};
+  try {
+    info = JSON.parse(result.stdout) as typeof info;
+  } catch {
+    // No JSON: the message is on stderr.
+  }
+  if (result.exitCode !== 0 || !info.Dir || !info.Sum) {
+    const message = info.Error ?? firstLines(result.stderr);
+    const missing =
+      /not found|no such file|404|410|unknown revision|no matching versions|invalid version/i.test(message);
+    throw new PluginError(
+      missing ? Code.NotFound : Code.Unavailable,
+      `Go module ${name}@${version} is not ${where ? `${where} nor ` : ""}available from GOPROXY=${options.proxy}: ${message}`,
+    );
+  }
+  await copyModule(info.Dir, target, `${name}@${version}`);
+  return { dir: target, origin: `goproxy:${options.proxy}`, integrity: info.Sum, version };
+}
+
+/**
+ * Copies a module tree (regular files only, no VCS metadata; the module
+ * cache's read-only modes are not kept) and returns Go's dirhash `h1:` of
+ * it, the hash go.sum records for a module, so both origins are comparable.
+ */
+async function copyModule(from: string, to: string, prefix: string): Promise<string> {
+  const files: { name: string; sha256: string }[] = [];
+  const walk = async (relative: string): Promise<void> => {
+    const source = join(from, relative);
+    await mkdir(join(to, relative), { recursive: true, mode: 0o755 });
+    for (const entry of await readdir(source, { withFileTypes: true })) {
+      const path = relative ? `${relative}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) {
+        if (entry.name === ".git" || entry.name === ".hg" || entry.name === ".svn") continue;
+        await walk(path);
+      } else if (entry.isFile()) {
+        const bytes = await readFile(join(from, path));
+        await writeFile(join(to, path), bytes, { mode: 0o644 });
+        files.push({ name: `${prefix}/${path}`, sha256: createHash("sha256").update(bytes).digest("hex") });
+      }
+    }
+  };
+  await walk("");
+  files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const summary = files.map((file) => `${file.sha256}  ${file.name}\n`).join("");
+  return `h1:${createHash("sha256").update(summary).digest("base64")}`;
+}
+
+async function isFile(path: string): Promise<boolean> {
+  return stat(path).then(
+    (info) => info.isFile(),
+    () => false,
+  );
+}

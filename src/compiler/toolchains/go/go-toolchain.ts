@@ -1,0 +1,228 @@
+import { mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { formatBuildKey } from "../../../model/build-key.js";
+import { ANNOTATIONS, type BuildJob, type BuildOutput, type Toolchain } from "../../toolchain.js";
+import { type GoCommand, goCommand, goEnvironment } from "./go-command.js";
+import { type GoInstallations, probeGoInstallations, selectGoInstallation } from "./go-installations.js";
+import { findVersionConflicts, firstLines, type GoMod, planAlignment, readGoMod } from "./go-mod.js";
+import { fetchGoModule } from "./go-module-source.js";
+import { checkGoPlugin } from "./go-plugin-check.js";
+import { GO_RELEASE, type GoRuntimeSpec, parseGoRuntimeSpec } from "./go-runtime-spec.js";
+
+/** Media type of Go plugin artifacts: ELF shared objects. */
+export const GO_PLUGIN_MEDIA_TYPE = "application/x-sharedlib";
+
+/** Annotations only the Go toolchain writes. */
+export const GO_ANNOTATIONS = {
+  /** The requirements moved to the runtime's versions: `path from=>to, ...`, or `none`. */
+  alignment: "dev.atomix.go.alignment",
+  /** The `go build` flags used. */
+  buildFlags: "dev.atomix.go.build-flags",
+} as const;
+
+export interface GoToolchainOptions {
+  /**
+   * Persistent caches: GOCACHE in `<cacheDir>/build` (a warm cache makes a
+   * build take under a second instead of about ten) and GOMODCACHE in
+   * `<cacheDir>/mod`.
+   */
+  readonly cacheDir: string;
+  /** Source catalogs, asked in order: `<dir>/<module path>/<version>/` holds a plugin module. */
+  readonly sources?: readonly string[];
+  /**
+   * Go installations: GOROOT directories or `go` commands. Default `["go"]`,
+   * the one on PATH. A build uses the one whose `go version` equals the
+   * request's build_version.
+   */
+  readonly installations?: readonly string[];
+  /**
+   * GOPROXY for plugin modules not in the catalog and for their
+   * dependencies. Default `off`: builds never reach the network. Directory
+   * paths are turned into `file://` URLs (a proxy layout on disk).
+   */
+  readonly proxy?: string;
+  /** GOSUMDB. Default `off`: a plugin's go.sum still pins what it lists. */
+  readonly sumdb?: string;
+  /** GONOSUMDB patterns, for a sum database that must not be asked about private modules. */
+  readonly noSumCheck?: string;
+}
+
+/**
+ * The toolchain of Go runtimes: builds a plugin module with
+ * `go build -buildmode=plugin -trimpath` by the runtime's exact Go release,
+ * against the runtime's versions of every module both use. See
+ * go-runtime-spec.ts for what the runtime descriptor says.
+ */
+export function createGoToolchain(options: GoToolchainOptions): Toolchain {
+  const proxy = normalizeGoProxy(options.proxy ?? "off");
+  const sumdb = options.sumdb ?? "off";
+  const cacheDir = resolve(options.cacheDir);
+  const catalogs = (options.sources ?? []).map((dir) => resolve(dir));
+  let installations: Promise<GoInstallations> | undefined;
+  // Probed once: installing another Go release takes a restart to be seen.
+  const installed = () => {
+    installations ??= probeGoInstallations(options.installations ?? ["go"]);
+    return installations;
+  };
+
+  return {
+    name: "go",
+    async build(job: BuildJob): Promise<BuildOutput> {
+      const { key, runtime, workDir, signal } = job;
+      const spec = parseGoRuntimeSpec(runtime);
+      const release = key.runtime.buildVersion;
+      checkRelease(release, spec, runtime.version);
+      const installation = selectGoInstallation(await installed(), release);
+
+      await mkdir(join(workDir, "home"), { recursive: true });
+      await mkdir(join(workDir, "tmp"), { recursive: true });
+      const env = goEnvironment({
+        installation,
+        workDir,
+        cacheDir,
+        proxy,
+        sumdb,
+        ...(options.noSumCheck ? { noSumCheck: options.noSumCheck } : {}),
+      });
+      const go = goCommand({ installation, env, signal });
+      const what = formatBuildKey(key);
+
+      const runtimeMod = await readGoMod(
+        go,
+        spec.goModPath,
+        `runtime ${runtime.version}'s go.mod (${spec.goModPath})`,
+      );
+      const source = await fetchGoModule({
+        name: key.plugin.name,
+        version: key.plugin.version,
+        catalogs,
+        proxy,
+        go,
+        workDir,
+      });
+      const tidy = (text: string) =>
+        firstLines(text.replaceAll(`${source.dir}/`, "").replaceAll(workDir, "."));
+      const pluginMod = await readGoMod(go, join(source.dir, "go.mod"), `${key.plugin.name}'s go.mod`);
+      if (pluginMod.Module.Path !== key.plugin.name) {
+        throw new PluginError(
+          Code.FailedPrecondition,
+          `${what}: the module's go.mod declares module ${pluginMod.Module.Path}, not ${key.plugin.name}`,
+        );
+      }
+
+      const plan = planAlignment(pluginMod, runtimeMod, spec.goModPath);
+      if (plan.editArgs.length > 0) {
+        const edit = await go.run(["mod", "edit", ...plan.editArgs, "go.mod"], source.dir);
+        if (edit.exitCode !== 0) {
+          throw new PluginError(
+            Code.FailedPrecondition,
+            `${what}: cannot align go.mod to the runtime's: ${tidy(edit.stderr)}`,
+          );
+        }
+      }
+      const alignment = plan.changes.length
+        ? plan.changes.map((c) => `${c.path} ${c.from}=>${c.to}`).join(", ")
+        : "none";
+      const alignedNote = plan.changes.length ? ` (requirements set to the runtime's: ${alignment})` : "";
+
+      const flags = ["-buildmode=plugin", "-trimpath", "-buildvcs=false", ...spec.buildFlags];
+      await checkLinkedVersions({ go, dir: source.dir, flags, runtimeMod, what, tidy, alignedNote });
+
+      const artifactPath = join(workDir, "out", "plugin.so");
+      const build = await go.run(["build", ...flags, "-o", artifactPath, "."], source.dir);
+      if (build.exitCode !== 0) {
+        throw new PluginError(
+          Code.FailedPrecondition,
+          `${what} does not compile with ${release}${alignedNote}:\n${tidy(build.stderr || build.stdout)}`,
+        );
+      }
+      await checkGoPlugin({
+        file: artifactPath,
+        mainPackage: key.plugin.name,
+        symbol: spec.symbol,
+        go,
+        what,
+      });
+
+      return {
+        artifactPath,
+        mediaType: GO_PLUGIN_MEDIA_TYPE,
+        annotations: {
+          [ANNOTATIONS.toolchain]: "go",
+          [ANNOTATIONS.toolchainVersion]: release,
+          [ANNOTATIONS.source]: source.origin,
+          [ANNOTATIONS.sourceIntegrity]: source.integrity,
+          [GO_ANNOTATIONS.alignment]: alignment,
+          [GO_ANNOTATIONS.buildFlags]: flags.join(" "),
+        },
+      };
+    },
+  };
+}
+
+/**
+ * GOPROXY as the operator wrote it, with directory entries made `file://`
+ * URLs (go only accepts absolute URLs there).
+ */
+export function normalizeGoProxy(proxy: string): string {
+  return proxy
+    .split(/([,|])/)
+    .map((entry) => {
+      if (entry === "," || entry === "|" || entry === "off" || entry === "direct" || entry.includes("://")) {
+        return entry;
+      }
+      return pathToFileURL(resolve(entry)).href;
+    })
+    .join("");
+}
+
+function checkRelease(release: string, spec: GoRuntimeSpec, runtimeVersion: string): void {
+  if (!GO_RELEASE.test(release)) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `runtime ${runtimeVersion} is a Go runtime: build_version must be the Go release it was built with (${spec.goReleases.join(", ")}), not ${release}`,
+    );
+  }
+  if (!spec.goReleases.includes(release)) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `runtime ${runtimeVersion} was built with ${spec.goReleases.join(", ")}, not ${release}: a Go plugin only loads into a runtime built by the same Go release`,
+    );
+  }
+}
+
+/**
+ * Resolves the packages the plugin links and refuses a module version its
+ * runtime does not contain (plugin.Open would refuse it later, on every
+ * runtime instance). Missing modules and packages surface here too.
+ */
+async function checkLinkedVersions(options: {
+  go: GoCommand;
+  dir: string;
+  flags: readonly string[];
+  runtimeMod: GoMod;
+  what: string;
+  tidy: (text: string) => string;
+  alignedNote: string;
+}): Promise<void> {
+  const { go, dir, flags, runtimeMod, what, tidy, alignedNote } = options;
+  const format = "{{with .Module}}{{if .Version}}{{.Path}} {{.Version}}{{end}}{{end}}";
+  const listFlags = flags.filter((flag) => flag !== "-buildmode=plugin");
+  const list = await go.run(["list", "-deps", ...listFlags, "-f", format, "."], dir);
+  if (list.exitCode !== 0) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `${what} does not resolve its dependencies${alignedNote}:\n${tidy(list.stderr)}`,
+    );
+  }
+  const conflicts = findVersionConflicts(list.stdout, runtimeMod);
+  if (conflicts.length > 0) {
+    const listed = conflicts.map((c) => `${c.path} ${c.plugin} (runtime has ${c.runtime})`).join(", ");
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `${what} needs module versions the runtime does not contain: ${listed}; a dependency of the plugin requires them. Build the plugin against the runtime's versions`,
+    );
+  }
+}

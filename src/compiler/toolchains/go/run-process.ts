@@ -1,0 +1,94 @@
+import { spawn } from "node:child_process";
+import { Code, PluginError } from "../../../errors/plugin-error.js";
+
+export interface RunOptions {
+  readonly cwd: string;
+  /** The child's whole environment: nothing is inherited from this process. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Aborting kills the child's whole process group (go spawns compile, link, gcc). */
+  readonly signal?: AbortSignal;
+  /** Output kept per stream; the rest is dropped (a runaway build cannot fill memory). */
+  readonly maxOutputBytes?: number;
+}
+
+export interface RunResult {
+  readonly exitCode: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+const DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024;
+
+/**
+ * Runs a program to completion and collects its output. A non-zero exit is
+ * a result, not an error: callers decide what it means. Throws when the
+ * program cannot be started (NOT_FOUND for a missing binary) and when
+ * `signal` aborts, after the process group is killed: the abort reason if it
+ * is a PluginError, else DEADLINE_EXCEEDED for a timeout and CANCELLED
+ * otherwise.
+ */
+export function runProcess(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
+  const { signal } = options;
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+  const limit = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
+  return new Promise<RunResult>((resolve, reject) => {
+    const child = spawn(file, args, {
+      cwd: options.cwd,
+      env: options.env,
+      stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group, so that an abort reaches the compiler and
+      // linker processes go starts, not only go itself.
+      detached: true,
+    });
+    const stdout = collect(child.stdout, limit);
+    const stderr = collect(child.stderr, limit);
+    const kill = () => {
+      if (child.pid !== undefined && child.exitCode === null) {
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }
+    };
+    signal?.addEventListener("abort", kill, { once: true });
+    child.once("error", (error) => {
+      signal?.removeEventListener("abort", kill);
+      const errno = (error as NodeJS.ErrnoException).code;
+      reject(
+        errno === "ENOENT"
+          ? new PluginError(Code.NotFound, `cannot run ${file}: not found`, { cause: error })
+          : PluginError.from(error, `cannot run ${file}`),
+      );
+    });
+    child.once("close", (exitCode) => {
+      signal?.removeEventListener("abort", kill);
+      if (signal?.aborted) {
+        reject(abortError(signal));
+        return;
+      }
+      resolve({ exitCode, stdout: stdout.text(), stderr: stderr.text() });
+    });
+  });
+}
+
+function collect(stream: NodeJS.ReadableStream, limit: number): { text(): string } {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  stream.on("data", (chunk: Buffer) => {
+    if (size >= limit) return;
+    const kept = chunk.subarray(0, limit - size);
+    chunks.push(kept);
+    size += kept.length;
+  });
+  return { text: () => Buffer.concat(chunks).toString("utf8") };
+}
+
+function abortError(signal: AbortSignal): PluginError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof PluginError) return reason;
+  if (reason instanceof Error && reason.name === "TimeoutError") {
+    return new PluginError(Code.DeadlineExceeded, "the build ran out of time", { cause: reason });
+  }
+  return new PluginError(Code.Cancelled, "the build was cancelled", { cause: reason });
+}

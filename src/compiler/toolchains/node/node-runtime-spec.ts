@@ -1,0 +1,130 @@
+import { readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import semver from "semver";
+import { z } from "zod";
+import { Code, PluginError } from "../../../errors/plugin-error.js";
+import type { RuntimeDescriptor } from "../../toolchain.js";
+
+const typeofName = z.enum(["string", "number", "boolean", "function", "object", "symbol", "bigint"]);
+
+/**
+ * What runtime.json says to the Node.js toolchain, beyond `toolchain: "node"`:
+ *
+ * - `node`: the Node.js releases the runtime runs on (`"20"`, `"20.20"`); a
+ *   build_version `node20` or `node20.20.2` is accepted when a listed
+ *   release is a prefix of it.
+ * - `modules`: what the runtime supplies to plugins, with the exact version
+ *   and the package folder (relative to the descriptor) that holds its code
+ *   and type declarations. Plugins import them but never bundle them.
+ * - `export`: the named export every plugin must provide, its kind, the
+ *   `typeof` of its members, and optionally the declared type it must
+ *   satisfy (`type` exported by module `from`).
+ */
+export const nodeRuntimeSpecSchema = z
+  .object({
+    description: z.string().optional(),
+    node: z
+      .array(z.string().regex(/^\d+(\.\d+){0,2}$/, "expected a Node.js release such as 20 or 20.20.2"))
+      .min(1),
+    modules: z.record(
+      z.string().min(1),
+      z.object({
+        version: z.string().refine((v) => semver.valid(v) === v, "expected an exact version"),
+        path: z.string().min(1),
+      }),
+    ),
+    export: z.object({
+      name: z.string().regex(/^[A-Za-z_$][\w$]*$/, "expected an identifier"),
+      kind: z.enum(["object", "function"]).default("object"),
+      members: z.record(z.string(), typeofName).default({}),
+      type: z
+        .string()
+        .regex(/^[A-Za-z_$][\w$]*$/)
+        .optional(),
+      from: z.string().optional(),
+    }),
+  })
+  .strict();
+
+export interface SuppliedModule {
+  readonly name: string;
+  readonly version: string;
+  /** Absolute path of the package folder the runtime ships. */
+  readonly dir: string;
+}
+
+export interface NodeRuntime {
+  readonly version: string;
+  readonly releases: readonly string[];
+  readonly modules: readonly SuppliedModule[];
+  readonly export: z.infer<typeof nodeRuntimeSpecSchema>["export"];
+}
+
+/**
+ * Checks a descriptor's spec and its module folders (each must hold a
+ * package.json of the declared name and version). A broken descriptor is the
+ * operator's to fix: FAILED_PRECONDITION naming the file and field.
+ */
+export async function readNodeRuntime(descriptor: RuntimeDescriptor): Promise<NodeRuntime> {
+  const file = join(descriptor.dir, "runtime.json");
+  const parsed = nodeRuntimeSpecSchema.safeParse(descriptor.spec);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".") || "$"}: ${issue.message}`);
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `runtime descriptor ${file} is invalid: ${problems.join("; ")}`,
+    );
+  }
+  const spec = parsed.data;
+  const modules: SuppliedModule[] = [];
+  for (const [name, module] of Object.entries(spec.modules)) {
+    const dir = resolve(descriptor.dir, module.path);
+    let pkg: { name?: string; version?: string };
+    try {
+      pkg = JSON.parse(await readFile(join(dir, "package.json"), "utf8")) as typeof pkg;
+    } catch (error) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `runtime descriptor ${file}: module ${name} has no readable package.json in ${dir}`,
+        { cause: error },
+      );
+    }
+    if (pkg.name !== name || pkg.version !== module.version) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `runtime descriptor ${file}: ${dir} holds ${pkg.name}@${pkg.version}, not ${name}@${module.version}`,
+      );
+    }
+    modules.push({ name, version: module.version, dir });
+  }
+  if (spec.export.type && !spec.export.from) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `runtime descriptor ${file}: export.type needs export.from`,
+    );
+  }
+  return { version: descriptor.version, releases: spec.node, modules, export: spec.export };
+}
+
+/**
+ * The esbuild target for `buildVersion` (`node20.20.2` → `node20.20.2`), or
+ * FAILED_PRECONDITION naming the build versions the runtime accepts.
+ */
+export function nodeTarget(runtime: NodeRuntime, buildVersion: string): string {
+  const match = /^node(\d+(?:\.\d+){0,2})$/.exec(buildVersion);
+  const wanted = match?.[1]?.split(".");
+  const accepted = wanted
+    ? runtime.releases.some((release) => {
+        const parts = release.split(".");
+        return parts.length <= wanted.length && parts.every((part, i) => part === wanted[i]);
+      })
+    : false;
+  if (!accepted) {
+    const available = runtime.releases.map((release) => `node${release}`).join(", ");
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `runtime ${runtime.version} does not run on ${buildVersion}; it runs on ${available} (use one of these, or a more precise release such as ${available.split(", ")[0]}.x.y, as build_version)`,
+    );
+  }
+  return buildVersion;
+}
