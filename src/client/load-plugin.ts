@@ -15,11 +15,18 @@ export interface LoadPluginOptions<T> extends CallControl, RetryControl {
   client?: PluginClient;
   server?: ConnectionOptions;
   /**
-   * Where pulled artifacts are cached and imported from
-   * (`<cacheDir>/modules/<hex>.mjs`); a plugin whose bytes are cached and
-   * still current is loaded without transferring it again.
+   * Where pulled artifacts are cached; a plugin whose bytes are cached and
+   * still current is loaded without transferring them again.
    */
   cacheDir: string;
+  /**
+   * Where the verified module is written and imported from, as
+   * `<modulesDir>/<hex>.mjs`. A plugin imports the modules its runtime
+   * supplies (its SDK) by bare name, and Node.js resolves those from the
+   * module's own directory upwards: put this directory where the runtime's
+   * `node_modules` is found. Default `<cacheDir>/modules`.
+   */
+  modulesDir?: string;
   /** The export the runtime requires of a plugin (its descriptor names it). Default "default". */
   exportName?: string;
   /** Refuse any other artifact; implied when the target is a reference. */
@@ -51,7 +58,7 @@ export interface LoadedPlugin<T> {
  * export. `target` is a build key, or a reference from CompilePlugin (which
  * pins the digest: a cached copy of it loads without calling the server).
  *
- * The module file is named by its digest, so loading a new version of a key
+ * The module file is named by its digest (`<modulesDir>/<hex>.mjs`), so loading a new version of a key
  * in a long-running process imports the new bytes, and loading the same
  * bytes twice returns the module already imported.
  */
@@ -71,7 +78,7 @@ export async function loadPlugin<T = unknown>(
     throw new PluginError(Code.InvalidArgument, "loadPlugin needs a client or a server to pull from");
   }
 
-  const modules = join(options.cacheDir, "modules");
+  const modules = options.modulesDir ?? join(options.cacheDir, "modules");
   await mkdir(modules, { recursive: true });
   const client = options.client ?? createPluginClient(options.server as ConnectionOptions);
   let pulled: Awaited<ReturnType<PluginClient["pull"]>>;
