@@ -159,9 +159,13 @@ describe("serve command", () => {
 
   /** Starts `atomix-plugins serve` and waits for its "serving" line. */
   async function serve(args: string[]): Promise<{ address: string; child: ChildProcess }> {
-    const child = spawn(process.execPath, [CLI, "serve", "--listen", "127.0.0.1:0", ...args], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
+    const child = spawn(
+      process.execPath,
+      [CLI, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", ...args],
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
     children.push(child);
     for await (const line of createInterface({ input: child.stdout as NodeJS.ReadableStream })) {
       const entry = JSON.parse(line) as { msg?: string; address?: string };
