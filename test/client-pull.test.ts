@@ -220,6 +220,13 @@ describe("client pull", () => {
         unreachable.compile(key("blob"), { retry: { maxAttempts: 2, initialDelayMs: 1 } }),
         Code.Unavailable,
       );
+      await rejectsWith(
+        unreachable.compile(key("blob"), {
+          timeoutMs: 200,
+          retry: { maxAttempts: 1000, initialDelayMs: 20, maxDelayMs: 100 },
+        }),
+        Code.DeadlineExceeded,
+      );
     } finally {
       unreachable.close();
     }

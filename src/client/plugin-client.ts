@@ -130,7 +130,13 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         const failure = fromServiceError(error);
         if (!isRetryable(failure) || attempt >= policy.maxAttempts) throw failure;
         const delay = backoffDelay(attempt, policy);
-        if (deadline !== undefined && Date.now() + delay >= deadline) throw failure;
+        if (deadline !== undefined && Date.now() + delay >= deadline) {
+          throw new PluginError(
+            Code.DeadlineExceeded,
+            `the deadline passed while retrying: ${failure.message}`,
+            { cause: failure },
+          );
+        }
         await sleep(delay, control?.signal);
       }
     }
