@@ -6,6 +6,7 @@ import {
   type Interceptor,
   makeGenericClientConstructor,
 } from "@grpc/grpc-js";
+import { Code, PluginError } from "../errors/plugin-error.js";
 import { PluginAdminClient } from "../gen/atomix/plugins/admin/v1/admin.js";
 import {
   PluginCompilerClient,
@@ -13,18 +14,21 @@ import {
   PluginRegistryService,
 } from "../gen/atomix/runtime/v1/plugin.js";
 import { decodePullPluginResponse } from "../protocol/pull-codec.js";
+import { type TlsOptions, tlsCredentials } from "./channel-credentials.js";
 
 export interface ConnectionOptions {
   /** host:port of the server. */
   address: string;
-  /** TLS or other channel credentials; insecure (plaintext) by default. */
+  /** TLS from PEM files; plaintext when neither this nor `credentials` is given. */
+  tls?: TlsOptions;
+  /** Channel credentials built by the caller (instead of `tls`). */
   credentials?: ChannelCredentials;
   /**
    * Admin token sent as `authorization: Bearer <token>` on every call; the
    * server requires it for push, remove and gc when it has one configured.
    */
   token?: string;
-  /** Extra grpc-js channel options. */
+  /** Extra grpc-js channel options; they win over the defaults. */
   channelOptions?: Partial<ClientOptions>;
 }
 
@@ -59,8 +63,16 @@ export interface GrpcClients {
 
 /** The three generated clients over one shared channel. */
 export function createGrpcClients(options: ConnectionOptions): GrpcClients {
-  const creds = options.credentials ?? credentials.createInsecure();
-  const channelOptions: Partial<ClientOptions> = { ...DEFAULT_CHANNEL_OPTIONS, ...options.channelOptions };
+  if (options.tls && options.credentials) {
+    throw new PluginError(Code.InvalidArgument, "give either tls or credentials, not both");
+  }
+  const tls = options.tls ? tlsCredentials(options.tls) : undefined;
+  const creds = options.credentials ?? tls?.credentials ?? credentials.createInsecure();
+  const channelOptions: Partial<ClientOptions> = {
+    ...DEFAULT_CHANNEL_OPTIONS,
+    ...tls?.channelOptions,
+    ...options.channelOptions,
+  };
   if (options.token) {
     channelOptions.interceptors = [...(channelOptions.interceptors ?? []), bearerToken(options.token)];
   }

@@ -85,7 +85,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
     // once); the pool slot and the work directory are released only when the
     // toolchain has really stopped, so the pool bounds work actually running.
     return new Promise<ArtifactManifest>((resolve, reject) => {
-      const task = pool
+      pool
         .run(async () => {
           // A build that finished while this one queued (or another replica's) wins.
           const stored = await store.get(key);
