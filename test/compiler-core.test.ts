@@ -205,7 +205,10 @@ describe("build compiler", () => {
     const compiler = compilerWith(textToolchain());
     const error = await rejection(compiler.compile(key("any", "9.9.9")));
     assert.equal(error.code, Code.NotFound);
-    assert.equal(error.message, "runtime 9.9.9 is unknown to this server; available runtimes: 1.0.0, 3.0.0");
+    assert.equal(
+      error.message,
+      "cannot build any@1.0.0 for runtime 9.9.9/text1: runtime 9.9.9 is unknown to this server; available runtimes: 1.0.0, 3.0.0",
+    );
     assert.equal(compiler.stats().builds, 0);
     await compiler.close();
   });

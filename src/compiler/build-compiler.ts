@@ -9,7 +9,7 @@ import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js
 import { createBuildPool } from "./build-pool.js";
 import type { Compiler } from "./compiler.js";
 import type { RuntimeCatalog } from "./runtime-catalog.js";
-import { ANNOTATIONS, type BuildOutput, type Toolchain } from "./toolchain.js";
+import { ANNOTATIONS, type BuildOutput, type RuntimeDescriptor, type Toolchain } from "./toolchain.js";
 
 export const DEFAULT_BUILD_QUEUE = 64;
 export const DEFAULT_BUILD_TIMEOUT_MS = 120_000;
@@ -73,12 +73,20 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
   async function build(key: BuildKey): Promise<ArtifactManifest> {
     // Resolved before queueing, so that an unknown runtime or a missing
     // toolchain is answered at once instead of after a wait for a slot.
-    const runtime = runtimes.get(key.runtime.version);
+    let runtime: RuntimeDescriptor;
+    try {
+      runtime = runtimes.get(key.runtime.version);
+    } catch (error) {
+      const failure = PluginError.from(error);
+      throw new PluginError(failure.code, `cannot build ${formatBuildKey(key)}: ${failure.message}`, {
+        cause: error,
+      });
+    }
     const toolchain = toolchains.get(runtime.toolchain);
     if (!toolchain) {
       throw new PluginError(
         Code.FailedPrecondition,
-        `runtime ${runtime.version} is built by the ${runtime.toolchain} toolchain, which this server does not have (it has: ${[...toolchains.keys()].join(", ") || "none"})`,
+        `cannot build ${formatBuildKey(key)}: runtime ${runtime.version} is built by the ${runtime.toolchain} toolchain, which this server does not have (it has: ${[...toolchains.keys()].join(", ") || "none"})`,
       );
     }
     // Callers get their answer as soon as it is known (a deadline rejects at

@@ -2,7 +2,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
-import { createStoreOnlyCompiler } from "../../src/compiler/store-only-compiler.js";
+import { createBuildCompiler } from "../../src/compiler/build-compiler.js";
+import { loadRuntimeCatalog } from "../../src/compiler/runtime-catalog.js";
 import { parseServeConfig } from "../../src/config.js";
 import type { Code } from "../../src/errors/plugin-error.js";
 import { createAdminAuth } from "../../src/server/admin-auth.js";
@@ -36,7 +37,8 @@ export async function startTestServer(
     {},
   );
   const store = await createStore({ kind: "fs", dir: dataDir });
-  const compiler = createStoreOnlyCompiler(store);
+  // No runtimes, no toolchains: the server serves what is pushed, and a miss is NOT_FOUND.
+  const compiler = createBuildCompiler({ store, runtimes: await loadRuntimeCatalog([]), toolchains: [] });
   const pulls: { code: Code; bytes: number }[] = [];
   const metrics = createMetrics();
   const counting: ServerMetrics = {
