@@ -168,13 +168,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
             );
             reject(failure);
           } finally {
-            clearTimeout(timer);
-            await built?.then(
-              () => {},
-              () => {},
-            );
-            running.delete(controller);
-            if (workDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+            await cleanUp();
           }
         })
         .catch(reject);

@@ -10,10 +10,10 @@ import type {
   Digest,
   GarbageReport,
   ListFilter,
-  PutOptions,
   ReadOptions,
 } from "../artifact-store.js";
 import { DEFAULT_MEDIA_TYPE } from "../artifact-store.js";
+import { writeHashedFile } from "../hashed-file.js";
 import { checkPut, matchesFilter, outOfRange } from "../store-checks.js";
 import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "./build-key-tag.js";
 import type { OciLocation } from "./oci-location.js";
@@ -252,7 +252,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
       const tmp = join(tmpDir, `atomix-oci-${randomUUID()}`);
       let release: (() => void) | undefined;
       try {
-        const written = await spool(tmp, data, putOptions);
+        const written = await writeHashedFile(tmp, data, { ...putOptions, durable: false, mode: 0o600 });
         checkPut(key, written, putOptions);
         release = hold(written.digest);
         const { signal } = putOptions;
@@ -355,38 +355,6 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
       orphans.clear();
     },
   };
-}
-
-/** Writes `data` to `path` while hashing it; enforces maxSize and the signal. */
-async function spool(
-  path: string,
-  data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  options: PutOptions,
-): Promise<{ digest: Digest; size: number }> {
-  const hash = createHash("sha256");
-  let size = 0;
-  const handle = await open(path, "wx", 0o600);
-  try {
-    for await (const chunk of data) {
-      options.signal?.throwIfAborted();
-      size += chunk.byteLength;
-      if (options.maxSize !== undefined && size > options.maxSize) {
-        throw new PluginError(
-          Code.ResourceExhausted,
-          `artifact is larger than the limit of ${options.maxSize} bytes`,
-        );
-      }
-      hash.update(chunk);
-      let offset = 0;
-      while (offset < chunk.byteLength) {
-        const { bytesWritten } = await handle.write(chunk, offset);
-        offset += bytesWritten;
-      }
-    }
-  } finally {
-    await handle.close();
-  }
-  return { digest: `sha256:${hash.digest("hex")}`, size };
 }
 
 async function readRange(path: string, start: number, length: number): Promise<Buffer> {
