@@ -2,6 +2,8 @@ import { availableParallelism } from "node:os";
 import { delimiter } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import type { StoreConfig } from "./store/create-store.js";
+import { parseOciLocation } from "./store/oci/oci-location.js";
 
 /**
  * The server's configuration as one complete, typed value. People write it as
@@ -9,12 +11,21 @@ import { z } from "zod";
  * schema normalizes both and names the option in every error.
  */
 export const DEFAULT_LISTEN = "127.0.0.1:5679";
+export const DEFAULT_HTTP_LISTEN = "127.0.0.1:5680";
 export const DEFAULT_CHUNK_SIZE = 256 * 1024;
 export const MAX_CHUNK_SIZE = 4 * 1024 * 1024 - 64;
 
 const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "expected host:port");
 
 const byteSize = z.coerce.number().int().positive();
+
+const ociStoreUrl = z.string().superRefine((value, context) => {
+  try {
+    parseOciLocation(value);
+  } catch (error) {
+    context.addIssue({ code: "custom", message: (error as Error).message });
+  }
+});
 
 /** The bundled examples: what `npm start` and the tests build from when no directory is given. */
 export const EXAMPLE_RUNTIMES_DIR = fileURLToPath(new URL("../../examples/runtimes", import.meta.url));
@@ -32,8 +43,18 @@ export const serveConfigSchema = z
   .object({
     /** host:port of the gRPC server. */
     listen: listenAddress.default(DEFAULT_LISTEN),
+    /** host:port of the HTTP side port (catalog page, /metrics, /healthz), or "off". */
+    httpListen: z.union([z.literal("off"), listenAddress]).default(DEFAULT_HTTP_LISTEN),
     /** The filesystem store's directory. */
     dataDir: z.string().min(1).default("./data"),
+    /**
+     * An OCI registry repository to keep artifacts in instead of dataDir:
+     * `oci://host:port/repository` (https; plain http for loopback hosts),
+     * `oci+http://...` or `oci+https://...`. Unset: the filesystem store.
+     */
+    store: ociStoreUrl.optional(),
+    /** A docker-style config.json holding the OCI registry's credentials. */
+    ociCredentialsFile: z.string().min(1).optional(),
     /** Bytes per PullPluginResponse message. */
     chunkSize: byteSize.max(MAX_CHUNK_SIZE).default(DEFAULT_CHUNK_SIZE),
     /**
@@ -80,9 +101,24 @@ export const serveConfigSchema = z
     buildTimeoutMs: z.coerce.number().int().positive().default(120_000),
     /** How long in-flight calls may run after SIGTERM before they are cancelled. */
     shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
+    /** PEM certificate chain and key: serve gRPC over TLS. */
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
+    /** PEM CA bundle: require client certificates signed by it (mutual TLS). */
+    tlsClientCa: z.string().min(1).optional(),
+    /** File holding the token admin calls that change the store must present. */
+    adminTokenFile: z.string().min(1).optional(),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
-  .strict();
+  .strict()
+  .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
+    message: "tlsCert and tlsKey go together",
+    path: ["tlsKey"],
+  })
+  .refine((c) => c.tlsClientCa === undefined || c.tlsCert !== undefined, {
+    message: "tlsClientCa needs tlsCert and tlsKey",
+    path: ["tlsClientCa"],
+  });
 
 export type ServeConfig = z.infer<typeof serveConfigSchema>;
 export type ServeConfigInput = z.input<typeof serveConfigSchema>;
@@ -90,7 +126,10 @@ export type ServeConfigInput = z.input<typeof serveConfigSchema>;
 /** Environment variables that set serve options, and the option each sets. */
 export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_LISTEN: "listen",
+  ATOMIX_PLUGINS_HTTP: "httpListen",
   ATOMIX_PLUGINS_DATA: "dataDir",
+  ATOMIX_PLUGINS_STORE: "store",
+  ATOMIX_PLUGINS_OCI_CREDENTIALS: "ociCredentialsFile",
   ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
   ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
   ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE: "maxArtifactBytes",
@@ -107,6 +146,10 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
   ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",
   ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
+  ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
+  ATOMIX_PLUGINS_TLS_KEY: "tlsKey",
+  ATOMIX_PLUGINS_TLS_CLIENT_CA: "tlsClientCa",
+  ATOMIX_PLUGINS_ADMIN_TOKEN_FILE: "adminTokenFile",
   ATOMIX_PLUGINS_LOG_LEVEL: "logLevel",
 };
 
@@ -140,4 +183,11 @@ export function parseServeConfig(
 export function splitHostPort(address: string): { host: string; port: number } {
   const colon = address.lastIndexOf(":");
   return { host: address.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(address.slice(colon + 1)) };
+}
+
+/** The store a serve config asks for: the OCI registry if `store` is set, else the data directory. */
+export function storeConfigOf(config: ServeConfig): StoreConfig {
+  return config.store
+    ? { kind: "oci", url: config.store, credentialsFile: config.ociCredentialsFile }
+    : { kind: "fs", dir: config.dataDir };
 }

@@ -37,7 +37,7 @@ async function host(runtime: string, plugin: string, pluginKey: string): Promise
     [HOST, "--runtime", join(EXAMPLE_RUNTIMES_DIR, runtime), "--plugin", plugin, "--key", pluginKey],
     { cwd: ROOT, env: { PATH: process.env.PATH ?? "" }, timeoutMs: 20_000 },
   );
-  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.exitCode, 0, result.stderr);
   return JSON.parse(result.stdout) as Record<string, string>;
 }
 
@@ -159,9 +159,13 @@ describe("serve command", () => {
 
   /** Starts `atomix-plugins serve` and waits for its "serving" line. */
   async function serve(args: string[]): Promise<{ address: string; child: ChildProcess }> {
-    const child = spawn(process.execPath, [CLI, "serve", "--listen", "127.0.0.1:0", ...args], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
+    const child = spawn(
+      process.execPath,
+      [CLI, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", ...args],
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
     children.push(child);
     for await (const line of createInterface({ input: child.stdout as NodeJS.ReadableStream })) {
       const entry = JSON.parse(line) as { msg?: string; address?: string };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -53,14 +53,15 @@ describe("node toolchain", () => {
   let registryUrl: string;
   const registryFiles = new Map<string, { type: string; body: Buffer }>();
 
-  async function failure(k: BuildKey): Promise<PluginError> {
+  async function failure(call: BuildKey | Promise<unknown>): Promise<PluginError> {
+    const k = "plugin" in call ? call : undefined;
     try {
-      await compiler.compile(k);
+      await (k ? compiler.compile(k) : call);
     } catch (error) {
       assert.ok(error instanceof PluginError);
       return error;
     }
-    assert.fail(`expected ${k.plugin.name} to fail`);
+    assert.fail(`expected ${k?.plugin.name ?? "the call"} to fail`);
   }
 
   /** Publishes a package to the test registry, with a deliberately wrong integrity when asked. */
@@ -119,7 +120,6 @@ describe("node toolchain", () => {
             createCatalogSource(catalog),
             createNpmRegistrySource({ url: registryUrl }),
           ],
-          verifyTimeoutMs: 3000,
         }),
       ],
       workRoot: root,
@@ -249,9 +249,38 @@ describe("node toolchain", () => {
       "package.json": pkg("endless", { main: "index.js" }),
       "index.js": 'for (;;) {}\nexport const driver = { name: "endless", handle: () => "" };\n',
     });
-    const error = await failure(key("endless"));
-    assert.equal(error.code, Code.FailedPrecondition);
-    assert.match(error.message, /did not finish loading within 3000 ms/);
+    const impatient = createBuildCompiler({
+      store,
+      runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
+      toolchains: [createNodeToolchain({ sources: [createCatalogSource(catalog)], verifyTimeoutMs: 1000 })],
+      workRoot: root,
+    });
+    try {
+      const error = await failure(impatient.compile(key("endless")));
+      assert.equal(error.code, Code.FailedPrecondition);
+      assert.match(error.message, /did not finish loading within 1000 ms/);
+    } finally {
+      await impatient.close();
+    }
+  });
+
+  it("stops a build that passes its time limit and leaves nothing behind", async () => {
+    const workRoot = await mkdtemp(join(root, "deadline-"));
+    const hurried = createBuildCompiler({
+      store,
+      runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
+      toolchains: [createNodeToolchain({ sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)] })],
+      workRoot,
+      timeoutMs: 100,
+    });
+    try {
+      const error = await failure(hurried.compile(key("@atomix/echo", "1.0.0", "1.0.0", "node20.1")));
+      assert.equal(error.code, Code.DeadlineExceeded);
+      while (hurried.stats().running > 0) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(await readdir(workRoot), []);
+    } finally {
+      await hurried.close();
+    }
   });
 
   it("answers FAILED_PRECONDITION for a build_version the runtime does not list", async () => {

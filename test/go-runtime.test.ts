@@ -1,13 +1,10 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import { cp, mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
 import { createPluginClient, type PluginClient } from "../src/client/index.js";
-import { runProcess } from "../src/compiler/toolchains/go/run-process.js";
+import { runProcess } from "../src/compiler/run-process.js";
 import {
   COUNTER,
   ECHO,
@@ -18,10 +15,8 @@ import {
   GO_RELEASE,
   goKey,
   goTestDir,
-  REPO_ROOT,
-} from "./support/go-fixtures.js";
-
-const CLI = join(REPO_ROOT, "dist", "src", "cli", "main.js");
+} from "./helpers/go-fixtures.js";
+import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
 interface RuntimeReport {
   runtime: string;
@@ -43,9 +38,10 @@ describe("Go runtime end to end", () => {
   let test: Awaited<ReturnType<typeof goTestDir>>;
   let goEnv: Record<string, string>;
   let runtimeBinary: string;
-  let server: ChildProcess;
+  let server: ServerProcess | undefined;
   let address: string;
   let client: PluginClient;
+  let runs = 0;
 
   before(async () => {
     test = await goTestDir();
@@ -70,15 +66,9 @@ describe("Go runtime end to end", () => {
     });
     assert.equal(built.exitCode, 0, `building the example runtime failed:\n${built.stderr}`);
 
-    server = spawn(
-      process.execPath,
-      [
-        CLI,
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        join(test.dir, "data"),
+    server = await startServerProcess({
+      dataDir: join(test.dir, "data"),
+      args: [
         "--runtimes",
         join(EXAMPLES, "runtimes"),
         "--sources",
@@ -90,23 +80,19 @@ describe("Go runtime end to end", () => {
         "--build-concurrency",
         "1",
       ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    address = await serving(server);
+    });
+    address = server.address;
     client = createPluginClient({ address });
   });
 
   after(async () => {
     client?.close();
-    if (server && server.exitCode === null && server.signalCode === null) {
-      server.kill("SIGTERM");
-      await once(server, "exit");
-    }
+    await server?.stop();
     await test.remove();
   });
 
   async function runtime(plugin: string, calls: string[], build = GO_RELEASE) {
-    const dir = join(test.dir, "pulled", String(Math.random()).slice(2));
+    const dir = join(test.dir, "pulled", String(++runs));
     await mkdir(dir, { recursive: true });
     const args = ["-server", address, "-version", "3.0.0", "-build", build, "-plugin", plugin, "-dir", dir];
     for (const call of calls) args.push("-call", call);
@@ -165,14 +151,3 @@ describe("Go runtime end to end", () => {
     assert.match(ran.stderr, /undefined: sdk\.Describe/);
   });
 });
-
-async function serving(child: ChildProcess): Promise<string> {
-  for await (const line of createInterface({ input: child.stdout as NodeJS.ReadableStream })) {
-    const entry = JSON.parse(line) as { msg?: string; address?: string };
-    if (entry.msg === "serving" && entry.address) {
-      child.stdout?.resume();
-      return entry.address;
-    }
-  }
-  throw new Error("the server exited before serving");
-}

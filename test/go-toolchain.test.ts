@@ -3,10 +3,15 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { runProcess } from "../src/compiler/run-process.js";
 import type { BuildJob, BuildOutput, RuntimeDescriptor, Toolchain } from "../src/compiler/toolchain.js";
 import { planAlignment } from "../src/compiler/toolchains/go/go-mod.js";
-import { createGoToolchain, GO_PLUGIN_MEDIA_TYPE } from "../src/compiler/toolchains/go/go-toolchain.js";
-import { runProcess } from "../src/compiler/toolchains/go/run-process.js";
+import { pathToPrefix } from "../src/compiler/toolchains/go/go-plugin-check.js";
+import {
+  createGoToolchain,
+  GO_PLUGIN_MEDIA_TYPE,
+  normalizeGoProxy,
+} from "../src/compiler/toolchains/go/go-toolchain.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import {
@@ -19,7 +24,7 @@ import {
   goKey,
   goTestDir,
   writeModule,
-} from "./support/go-fixtures.js";
+} from "./helpers/go-fixtures.js";
 
 const SDK = "example.com/atomix/sdk";
 
@@ -208,6 +213,24 @@ describe("Go toolchain", () => {
     assert.match(error.message, /example\.com\/atomix\/sdk v1\.2\.0 \(runtime has v1\.1\.0\)/);
   });
 
+  it("builds with the descriptor's extra build flags", async () => {
+    // Plugin exists only when the runtime's build tag is set, as the runtime was built.
+    const module = "example.com/tagged";
+    await writeModule(scratch, module, "v0.1.0", {
+      "go.mod": `module ${module}\n\ngo 1.19\n`,
+      "main.go": "package main\n",
+      "plugin.go": "//go:build atomix_extra\n\npackage main\n\nvar Plugin = 1\n",
+    });
+    const tagged = exampleGoRuntime({ buildFlags: ["-tags=atomix_extra"] });
+    const output = await build(scratchToolchain, goKey(module, "v0.1.0"), tagged);
+    assert.equal(
+      output.annotations["dev.atomix.go.build-flags"],
+      "-buildmode=plugin -trimpath -buildvcs=false -tags=atomix_extra",
+    );
+    const untagged = await buildError(scratchToolchain, goKey(module, "v0.1.0"));
+    assert.match(untagged.message, /does not export Plugin/);
+  });
+
   it("refuses an invalid runtime descriptor, naming the field", async () => {
     const error = await buildError(
       toolchain,
@@ -293,5 +316,18 @@ describe("Go plugin alignment", () => {
     assert.deepEqual(plan.changes, []);
     assert.ok(plan.editArgs.includes("-dropreplace=example.com/sdk"));
     assert.ok(!plan.editArgs.some((arg) => arg.includes("example.com/own")));
+  });
+
+  it("turns proxy directories into file:// URLs and keeps URLs, off and direct", () => {
+    assert.equal(
+      normalizeGoProxy("/srv/goproxy,https://proxy.example|direct"),
+      "file:///srv/goproxy,https://proxy.example|direct",
+    );
+    assert.equal(normalizeGoProxy("off"), "off");
+  });
+
+  it("names the driver symbol as the Go linker writes package paths", () => {
+    assert.equal(pathToPrefix("example.com/atomix/drivers/counter"), "example.com/atomix/drivers/counter");
+    assert.equal(pathToPrefix("example.com/drivers/v1.2"), "example.com/drivers/v1%2e2");
   });
 });

@@ -58,6 +58,14 @@ describe("PullPluginResponse codec", () => {
     assert.equal(frameInPlace(Buffer.from(new ArrayBuffer(8), 0, 8)), undefined);
   });
 
+  it("skips unknown fields when decoding", () => {
+    const data = randomBytes(10);
+    const known = Buffer.from(PullPluginResponse.encode({ data }).finish());
+    // field 2 varint 150, field 3 fixed64, then field 1
+    const withUnknown = Buffer.concat([Buffer.from([0x10, 0x96, 0x01, 0x19, 0, 0, 0, 0, 0, 0, 0, 0]), known]);
+    assert.deepEqual(decodePullPluginResponse(withUnknown).data, data);
+  });
+
   it("decodes what it encodes, as a view of the frame", () => {
     for (const length of LENGTHS) {
       const data = randomBytes(length);

@@ -7,8 +7,9 @@ import { after, before, describe, it } from "node:test";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import pino from "pino";
 import { createPluginClient } from "../src/client/index.js";
-import { createStoreOnlyCompiler } from "../src/compiler/store-only-compiler.js";
+import type { Compiler } from "../src/compiler/compiler.js";
 import { parseServeConfig } from "../src/config.js";
+import { Code, PluginError } from "../src/errors/plugin-error.js";
 import { PluginRegistryClient, type PullPluginResponse } from "../src/gen/atomix/runtime/v1/plugin.js";
 import { installInPlaceFraming } from "../src/server/grpc-framing.js";
 import { type RunningServer, startServer } from "../src/server/server.js";
@@ -39,6 +40,18 @@ function pullWithGeneratedClient(address: string, offset = 0): Promise<Buffer> {
   });
 }
 
+/** A compiler with no toolchains: the pull path under test only serves what was pushed. */
+function storeOnly(store: Awaited<ReturnType<typeof createFsStore>>): Compiler {
+  return {
+    async compile(k) {
+      const manifest = await store.get(k);
+      if (!manifest) throw new PluginError(Code.NotFound, "nothing pushed for this key");
+      return manifest;
+    },
+    async close() {},
+  };
+}
+
 describe("pull path with in-place framing", () => {
   let dir: string;
   let server: RunningServer;
@@ -55,7 +68,7 @@ describe("pull path with in-place framing", () => {
     server = await startServer({
       config,
       store,
-      compiler: createStoreOnlyCompiler(store),
+      compiler: storeOnly(store),
       log: pino({ level: "silent" }),
     });
     const client = createPluginClient({ address: server.address });

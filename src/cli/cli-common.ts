@@ -1,16 +1,33 @@
+import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
+import type { ConnectionOptions } from "../client/grpc-clients.js";
+import { createPluginClient, type PluginClient } from "../client/plugin-client.js";
 import { DEFAULT_LISTEN } from "../config.js";
 import { Code, codeName, PluginError } from "../errors/plugin-error.js";
-import { type BuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
+import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
+import { parseReference } from "../model/reference.js";
+import type { Digest } from "../store/artifact-store.js";
 
 /** Exit codes, one per class of failure, so scripts can tell them apart. */
 export const EXIT = {
   ok: 0,
+  /** Anything not classed below (INTERNAL, UNKNOWN, ...). */
   failure: 1,
+  /** A bad flag or argument: commander's errors, INVALID_ARGUMENT, OUT_OF_RANGE. */
   usage: 2,
   notFound: 3,
+  /** FAILED_PRECONDITION, ALREADY_EXISTS: the request is sound but the state refuses it. */
   failedPrecondition: 4,
+  /** UNAVAILABLE, DEADLINE_EXCEEDED: worth retrying later. */
   unavailable: 5,
+  /** DATA_LOSS: the artifact failed verification; nothing was written. */
+  dataLoss: 6,
+  /** UNAUTHENTICATED, PERMISSION_DENIED. */
+  denied: 7,
+  /** RESOURCE_EXHAUSTED: queue full, disk full, artifact too large. */
+  resourceExhausted: 8,
+  /** CANCELLED: interrupted (Ctrl-C), as shells report SIGINT. */
+  cancelled: 130,
 } as const;
 
 export function exitCodeFor(code: Code): number {
@@ -21,42 +38,204 @@ export function exitCodeFor(code: Code): number {
     case Code.NotFound:
       return EXIT.notFound;
     case Code.FailedPrecondition:
+    case Code.AlreadyExists:
       return EXIT.failedPrecondition;
     case Code.Unavailable:
     case Code.DeadlineExceeded:
       return EXIT.unavailable;
+    case Code.DataLoss:
+      return EXIT.dataLoss;
+    case Code.Unauthenticated:
+    case Code.PermissionDenied:
+      return EXIT.denied;
+    case Code.ResourceExhausted:
+      return EXIT.resourceExhausted;
+    case Code.Cancelled:
+      return EXIT.cancelled;
     default:
       return EXIT.failure;
   }
 }
 
 export const SERVER_ENV = "ATOMIX_PLUGINS_SERVER";
+export const CACHE_ENV = "ATOMIX_PLUGINS_CACHE";
+/** The admin token, for servers run with --admin-token-file. */
+export const TOKEN_ENV = "ATOMIX_PLUGINS_TOKEN";
 
 export function serverOption(): Option {
   return new Option("-s, --server <address>", "server host:port").env(SERVER_ENV).default(DEFAULT_LISTEN);
 }
 
-/** Adds `--runtime` and `--build`, required. */
+/** Options every command that talks to a server shares. */
+export interface ClientFlags {
+  server: string;
+  json?: boolean;
+  timeout?: string;
+  tls?: boolean;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  tlsServerName?: string;
+  token?: string;
+  tokenFile?: string;
+}
+
+/** Adds `--server`, `--json`, `--timeout` and the TLS flags. */
+export function withClientOptions(command: Command): Command {
+  return command
+    .addOption(serverOption())
+    .option("--json", "print machine-readable JSON on stdout (errors as JSON on stderr)")
+    .option("--timeout <seconds>", "give up after this long (DEADLINE_EXCEEDED); no limit by default")
+    .addOption(new Option("--tls", "connect with TLS (system roots unless --ca)").env("ATOMIX_PLUGINS_TLS"))
+    .addOption(
+      new Option("--ca <file>", "PEM CA certificate(s) of the server (implies --tls)").env(
+        "ATOMIX_PLUGINS_CA",
+      ),
+    )
+    .addOption(
+      new Option("--cert <file>", "PEM client certificate for mutual TLS").env("ATOMIX_PLUGINS_CERT"),
+    )
+    .addOption(new Option("--key <file>", "PEM key of --cert").env("ATOMIX_PLUGINS_KEY"))
+    .option("--tls-server-name <name>", "name the server's certificate must carry")
+    .addOption(
+      new Option(
+        "--token-file <file>",
+        `file holding the admin token push, rm and gc present (or the token itself in ${TOKEN_ENV})`,
+      ).env("ATOMIX_PLUGINS_TOKEN_FILE"),
+    )
+    .addOption(
+      // Environment only: a token on the command line would show in `ps`.
+      new Option("--token <token>").env(TOKEN_ENV).hideHelp(),
+    );
+}
+
+export function connectionFrom(flags: ClientFlags): ConnectionOptions {
+  if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s/]+):\d{1,5}$/.test(flags.server)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `--server "${flags.server}" must be host:port (flag or ${SERVER_ENV})`,
+    );
+  }
+  const tls = flags.tls || flags.ca || flags.cert || flags.key || flags.tlsServerName;
+  const token = flags.tokenFile ? readToken(flags.tokenFile) : flags.token;
+  return {
+    address: flags.server,
+    ...(token ? { token } : {}),
+    ...(tls
+      ? {
+          tls: {
+            ...(flags.ca ? { caFile: flags.ca } : {}),
+            ...(flags.cert ? { certFile: flags.cert } : {}),
+            ...(flags.key ? { keyFile: flags.key } : {}),
+            ...(flags.tlsServerName ? { serverName: flags.tlsServerName } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+function readToken(path: string): string {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch (error) {
+    throw PluginError.from(error, `reading the token file ${path}`);
+  }
+}
+
+/** `--timeout` in milliseconds, or undefined. */
+export function timeoutMs(flags: ClientFlags): number | undefined {
+  if (flags.timeout === undefined) return undefined;
+  const seconds = Number(flags.timeout);
+  if (!Number.isFinite(seconds) || seconds <= 0) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `--timeout "${flags.timeout}" must be a positive number of seconds`,
+    );
+  }
+  return Math.round(seconds * 1000);
+}
+
+/**
+ * Runs `use` with a client of the server the flags name, and an AbortSignal
+ * that Ctrl-C aborts (the command then fails with CANCELLED, exit 130,
+ * leaving no half-written file).
+ */
+export async function withClient<T>(
+  flags: ClientFlags,
+  use: (client: PluginClient, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
+): Promise<T> {
+  const limit = timeoutMs(flags);
+  const client = createPluginClient(connectionFrom(flags));
+  const controller = new AbortController();
+  const interrupt = () => controller.abort(new PluginError(Code.Cancelled, "interrupted"));
+  process.once("SIGINT", interrupt);
+  try {
+    return await use(client, { signal: controller.signal, ...(limit ? { timeoutMs: limit } : {}) });
+  } finally {
+    process.off("SIGINT", interrupt);
+    client.close();
+  }
+}
+
+/** Adds `--runtime` and `--build` (needed unless the plugin is given as a reference). */
 export function withRuntimeOptions(command: Command): Command {
   return command
-    .requiredOption("-r, --runtime <version>", "runtime release the plugin is built for, e.g. 1.0.0")
-    .requiredOption("-b, --build <build_version>", "runtime build, e.g. node20 or go1.19.8");
+    .option("-r, --runtime <version>", "runtime release the plugin is built for, e.g. 1.0.0")
+    .option("-b, --build <build_version>", "runtime build, e.g. node20 or go1.19.8");
 }
 
-/** The build key named by `name@version` and the runtime flags. */
-export function keyFromArgs(spec: string, options: { runtime: string; build: string }): BuildKey {
+export const PLUGIN_ARGUMENT_HELP =
+  "name@version (counter@1.0.0, @acme/driver@1.2.0) or a reference atomix-plugin://V/B/name@version@sha256:...";
+
+/**
+ * The build key named by the `<plugin>` argument and `--runtime`/`--build`;
+ * a reference (what `compile` prints) names the runtime and pins the digest.
+ */
+export function keyFromArgs(
+  spec: string,
+  options: { runtime?: string; build?: string },
+): { key: BuildKey; digest?: Digest } {
+  if (spec.startsWith("atomix-plugin://")) {
+    const reference = parseReference(spec);
+    const { runtime } = reference.key;
+    if (
+      (options.runtime && options.runtime !== runtime.version) ||
+      (options.build && options.build !== runtime.buildVersion)
+    ) {
+      throw new PluginError(Code.InvalidArgument, `--runtime/--build contradict the reference ${spec}`);
+    }
+    return { key: reference.key, digest: reference.digest };
+  }
+  if (!options.runtime || !options.build) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `${spec}: --runtime and --build are required (or give a reference atomix-plugin://...)`,
+    );
+  }
   const plugin = parsePluginSpec(spec);
-  return parseBuildKey({ runtime: { version: options.runtime, buildVersion: options.build }, plugin });
+  return {
+    key: parseBuildKey({ runtime: { version: options.runtime, buildVersion: options.build }, plugin }),
+  };
 }
 
-/** Prints one line naming the gRPC code and the message, and exits with its class. */
-export function fail(error: unknown): never {
+/**
+ * Prints one line naming the gRPC code and the message (a JSON object under
+ * `--json`) and exits with the code's class.
+ */
+export function fail(error: unknown, json = false): never {
   const pluginError = PluginError.from(error);
-  process.stderr.write(`atomix-plugins: ${codeName(pluginError.code)}: ${pluginError.message}\n`);
-  process.exit(exitCodeFor(pluginError.code));
+  const exitCode = exitCodeFor(pluginError.code);
+  const code = codeName(pluginError.code);
+  const message = pluginError.message.replace(/\s*\n\s*/g, " ");
+  process.stderr.write(
+    json
+      ? `${JSON.stringify({ error: { code, message, exitCode } })}\n`
+      : `atomix-plugins: ${code}: ${message}\n`,
+  );
+  process.exit(exitCode);
 }
 
-/** Wraps an action so that every error ends in `fail`. */
+/** Wraps an action so that every error ends in `fail` (as JSON when the command got `--json`). */
 export function action<Args extends unknown[]>(
   run: (...args: Args) => Promise<void>,
 ): (...args: Args) => Promise<void> {
@@ -64,9 +243,15 @@ export function action<Args extends unknown[]>(
     try {
       await run(...args);
     } catch (error) {
-      fail(error);
+      const command = args.at(-1) as Command | undefined;
+      const json = typeof command?.opts === "function" && command.opts().json === true;
+      fail(error, json);
     }
   };
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 export function formatBytes(bytes: number): string {
@@ -79,3 +264,16 @@ export function formatBytes(bytes: number): string {
   }
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
+
+/** Columns padded to their widest cell, two spaces apart, like `docker images`. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    `${cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join("  ")
+      .trimEnd()}\n`;
+  return [header, ...rows].map(line).join("");
+}
+
+export { formatBuildKey };

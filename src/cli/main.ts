@@ -1,26 +1,46 @@
 #!/usr/bin/env node
-import { Command } from "commander";
+import { Command, type CommanderError } from "commander";
+import { gcCommand, inspectCommand, lsCommand, rmCommand } from "./admin-commands.js";
 import { EXIT } from "./cli-common.js";
+import { compileCommand } from "./compile-command.js";
 import { serveCommand } from "./serve-command.js";
-import { lsCommand, pullCommand, pushCommand } from "./transfer-commands.js";
+import { pullCommand, pushCommand } from "./transfer-commands.js";
+
+/** commander's own exits: help and version are success, the rest are usage errors. */
+function exitFor(error: CommanderError): never {
+  const success = ["commander.helpDisplayed", "commander.version", "commander.help"];
+  process.exit(success.includes(error.code) ? EXIT.ok : EXIT.usage);
+}
 
 const program = new Command("atomix-plugins")
   .description("plugin registry and compiler for atomix runtime proxies")
-  .exitOverride((error) => {
-    // commander's own exits: help and version are success, the rest are usage errors.
-    if (
-      error.code === "commander.helpDisplayed" ||
-      error.code === "commander.version" ||
-      error.code === "commander.help"
-    ) {
-      process.exit(EXIT.ok);
-    }
-    process.exit(EXIT.usage);
-  })
-  .showHelpAfterError("(run with --help for usage)")
-  .addCommand(serveCommand())
-  .addCommand(pushCommand())
   .addCommand(pullCommand())
-  .addCommand(lsCommand());
+  .addCommand(compileCommand())
+  .addCommand(pushCommand())
+  .addCommand(lsCommand())
+  .addCommand(inspectCommand())
+  .addCommand(rmCommand())
+  .addCommand(gcCommand())
+  .addCommand(serveCommand())
+  .addHelpText(
+    "after",
+    `
+Client commands find the server with --server host:port or $ATOMIX_PLUGINS_SERVER
+(default 127.0.0.1:5679), print JSON with --json, and exit with a code per failure:
+  0 ok  1 other  2 usage/INVALID_ARGUMENT  3 NOT_FOUND  4 FAILED_PRECONDITION
+  5 UNAVAILABLE/DEADLINE_EXCEEDED  6 DATA_LOSS  7 UNAUTHENTICATED/PERMISSION_DENIED
+  8 RESOURCE_EXHAUSTED  130 CANCELLED (interrupted)
+
+Examples:
+  atomix-plugins serve --data ./data
+  atomix-plugins push counter@1.0.0 counter.mjs --runtime 1.0.0 --build node20
+  atomix-plugins compile counter@1.0.0 --runtime 1.0.0 --build node20
+  atomix-plugins pull counter@1.0.0 --runtime 1.0.0 --build node20 -o counter.mjs`,
+  );
+
+// addCommand does not pass these settings down: every command gets them.
+for (const command of [program, ...program.commands]) {
+  command.exitOverride(exitFor).showHelpAfterError("(run with --help for usage)");
+}
 
 await program.parseAsync(process.argv);

@@ -7,14 +7,126 @@ import { createCatalogSource } from "../compiler/sources/catalog-source.js";
 import { createNpmRegistrySource } from "../compiler/sources/npm-registry-source.js";
 import { createGoToolchain } from "../compiler/toolchains/go/go-toolchain.js";
 import { createNodeToolchain } from "../compiler/toolchains/node/node-toolchain.js";
-import { DEFAULT_LISTEN, parseServeConfig, SERVE_ENVIRONMENT, type ServeConfig } from "../config.js";
+import {
+  parseServeConfig,
+  SERVE_ENVIRONMENT,
+  type ServeConfig,
+  serveConfigSchema,
+  storeConfigOf,
+} from "../config.js";
+import { loadAdminAuth, loadServerCredentials } from "../server/credentials.js";
+import { createMetrics } from "../server/metrics.js";
 import { startServer } from "../server/server.js";
 import { createStore } from "../store/create-store.js";
+import { startHttpServer } from "../web/http-server.js";
 import { action } from "./cli-common.js";
 
-/** Collects a repeatable flag's values. */
-function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), value];
+interface ServeFlag {
+  flags: string;
+  option: keyof ServeConfig;
+  what: string;
+  /** May be given more than once; the values form a list. */
+  repeatable?: boolean;
+  /** Shown instead of the schema's default value. */
+  defaultText?: string;
+}
+
+/** One flag per config option; the config schema owns the defaults, the help text shows them. */
+const SERVE_FLAGS: ServeFlag[] = [
+  { flags: "-l, --listen <host:port>", option: "listen", what: "gRPC address to listen on" },
+  {
+    flags: "--http <host:port|off>",
+    option: "httpListen",
+    what: "catalog page, /metrics and /healthz address",
+  },
+  { flags: "-d, --data <dir>", option: "dataDir", what: "data directory of the embedded store" },
+  {
+    flags: "--store <url>",
+    option: "store",
+    what: "keep artifacts in an OCI registry, oci://host:port/repository, instead of --data",
+    defaultText: "the embedded store in --data",
+  },
+  {
+    flags: "--oci-credentials <file>",
+    option: "ociCredentialsFile",
+    what: "docker-style config.json with the OCI registry's credentials (or ATOMIX_PLUGINS_OCI_USERNAME/PASSWORD)",
+  },
+  { flags: "--chunk-size <bytes>", option: "chunkSize", what: "bytes per pull message" },
+  { flags: "--stream-buffer <bytes>", option: "streamBufferBytes", what: "bytes in flight per pull stream" },
+  { flags: "--max-artifact-size <bytes>", option: "maxArtifactBytes", what: "largest artifact accepted" },
+  {
+    flags: "--pull-policy <build|never>",
+    option: "pullPolicy",
+    what: "on a pull miss: build it, or answer NOT_FOUND",
+  },
+  {
+    flags: "--runtimes <dir>",
+    option: "runtimes",
+    what: "runtime descriptors, <dir>/<version>/runtime.json; repeatable",
+    repeatable: true,
+    defaultText: "the bundled examples/runtimes",
+  },
+  {
+    flags: "--sources <dir>",
+    option: "sources",
+    what: "plugin source catalog, <dir>/<name>/<version>/; repeatable",
+    repeatable: true,
+    defaultText: "the bundled examples/plugins",
+  },
+  { flags: "--npm-registry <url>", option: "npmRegistry", what: "fetch plugins from this npm registry too" },
+  {
+    flags: "--go <goroot-or-command>",
+    option: "goInstallations",
+    what: "a Go installation for Go plugins (GOROOT or go binary); repeatable",
+    repeatable: true,
+    defaultText: "the go on PATH",
+  },
+  {
+    flags: "--go-proxy <GOPROXY>",
+    option: "goProxy",
+    what: "Go module proxy: off, URLs or directories",
+    defaultText: "the bundled examples/goproxy",
+  },
+  { flags: "--go-sumdb <GOSUMDB>", option: "goSumdb", what: "Go checksum database" },
+  { flags: "--go-nosumdb <patterns>", option: "goNoSumdb", what: "GONOSUMDB for Go builds" },
+  {
+    flags: "--go-cache <dir>",
+    option: "goCacheDir",
+    what: "GOCACHE and GOMODCACHE of Go builds",
+    defaultText: "<data>/go-cache",
+  },
+  {
+    flags: "--build-concurrency <n>",
+    option: "buildConcurrency",
+    what: "builds running at once",
+    defaultText: "the number of cores",
+  },
+  { flags: "--build-queue <n>", option: "buildQueue", what: "builds waiting before RESOURCE_EXHAUSTED" },
+  { flags: "--build-timeout <ms>", option: "buildTimeoutMs", what: "time limit of one build" },
+  {
+    flags: "--shutdown-grace <ms>",
+    option: "shutdownGraceMs",
+    what: "grace for in-flight calls after SIGTERM",
+  },
+  { flags: "--tls-cert <file>", option: "tlsCert", what: "PEM certificate chain: serve gRPC over TLS" },
+  { flags: "--tls-key <file>", option: "tlsKey", what: "PEM private key of --tls-cert" },
+  {
+    flags: "--tls-client-ca <file>",
+    option: "tlsClientCa",
+    what: "PEM CA bundle: require client certificates (mutual TLS)",
+  },
+  {
+    flags: "--admin-token-file <file>",
+    option: "adminTokenFile",
+    what: "token that push, rm and gc must present (or ATOMIX_PLUGINS_ADMIN_TOKEN)",
+  },
+  { flags: "--log-level <level>", option: "logLevel", what: "log level" },
+];
+
+/** commander's camel-cased key of a flag: "--chunk-size <bytes>" → "chunkSize". */
+function flagKey(flags: string): string {
+  const long = /--([a-z-]+)/.exec(flags)?.[1] ?? "";
+  return long.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 
 function envFor(option: keyof ServeConfig): string {
@@ -22,143 +134,32 @@ function envFor(option: keyof ServeConfig): string {
   return variable ? ` [env ${variable}]` : "";
 }
 
+function helpFor(flag: ServeFlag, defaults: ServeConfig): string {
+  const value = flag.defaultText ?? defaults[flag.option];
+  return `${flag.what}${value === undefined ? "" : ` (default ${String(value)})`}${envFor(flag.option)}`;
+}
+
 export function serveCommand(): Command {
-  return new Command("serve")
-    .description("run the plugin registry and compiler gRPC server")
-    .addOption(
-      new Option("-l, --listen <host:port>", `address to listen on${envFor("listen")}`).default(
-        undefined,
-        DEFAULT_LISTEN,
-      ),
-    )
-    .addOption(
-      new Option("-d, --data <dir>", `data directory of the embedded store${envFor("dataDir")}`).default(
-        undefined,
-        "./data",
-      ),
-    )
-    .addOption(
-      new Option("--chunk-size <bytes>", `bytes per pull message${envFor("chunkSize")}`).default(
-        undefined,
-        "262144",
-      ),
-    )
-    .addOption(
-      new Option(
-        "--stream-buffer <bytes>",
-        `bytes in flight per pull stream${envFor("streamBufferBytes")}`,
-      ).default(undefined, "524288"),
-    )
-    .addOption(
-      new Option(
-        "--max-artifact-size <bytes>",
-        `largest artifact accepted${envFor("maxArtifactBytes")}`,
-      ).default(undefined, "1073741824"),
-    )
-    .addOption(
-      new Option("--pull-policy <policy>", `on a pull miss: build or never${envFor("pullPolicy")}`).choices([
-        "build",
-        "never",
-      ]),
-    )
-    .addOption(
-      new Option(
-        "--runtimes <dir>",
-        `runtime descriptors, <dir>/<version>/runtime.json; repeatable${envFor("runtimes")}`,
-      )
-        .argParser(collect)
-        .default(undefined, "the bundled examples/runtimes"),
-    )
-    .addOption(
-      new Option(
-        "--sources <dir>",
-        `plugin source catalog, <dir>/<name>/<version>/; repeatable${envFor("sources")}`,
-      )
-        .argParser(collect)
-        .default(undefined, "the bundled examples/plugins"),
-    )
-    .addOption(
-      new Option("--npm-registry <url>", `fetch plugins from this npm registry too${envFor("npmRegistry")}`),
-    )
-    .addOption(
-      new Option(
-        "--go <goroot-or-command>",
-        `a Go installation for Go plugins (GOROOT or go binary); repeatable${envFor("goInstallations")}`,
-      )
-        .argParser(collect)
-        .default(undefined, "the go on PATH"),
-    )
-    .addOption(
-      new Option(
-        "--go-proxy <GOPROXY>",
-        `Go module proxy: off, URLs or directories${envFor("goProxy")}`,
-      ).default(undefined, "the bundled examples/goproxy"),
-    )
-    .addOption(
-      new Option("--go-sumdb <GOSUMDB>", `Go checksum database${envFor("goSumdb")}`).default(
-        undefined,
-        "off",
-      ),
-    )
-    .addOption(new Option("--go-nosumdb <patterns>", `GONOSUMDB for Go builds${envFor("goNoSumdb")}`))
-    .addOption(
-      new Option("--go-cache <dir>", `GOCACHE and GOMODCACHE of Go builds${envFor("goCacheDir")}`).default(
-        undefined,
-        "<data>/go-cache",
-      ),
-    )
-    .addOption(
-      new Option("--build-concurrency <n>", `builds running at once${envFor("buildConcurrency")}`).default(
-        undefined,
-        "the number of cores",
-      ),
-    )
-    .addOption(
-      new Option(
-        "--build-queue <n>",
-        `builds waiting before RESOURCE_EXHAUSTED${envFor("buildQueue")}`,
-      ).default(undefined, "64"),
-    )
-    .addOption(
-      new Option("--build-timeout <ms>", `time limit of one build${envFor("buildTimeoutMs")}`).default(
-        undefined,
-        "120000",
-      ),
-    )
-    .addOption(
-      new Option(
-        "--shutdown-grace <ms>",
-        `grace for in-flight calls on SIGTERM${envFor("shutdownGraceMs")}`,
-      ).default(undefined, "10000"),
-    )
-    .addOption(new Option("--log-level <level>", `log level${envFor("logLevel")}`).default(undefined, "info"))
+  const defaults = serveConfigSchema.parse({});
+  const command = new Command("serve").description("run the plugin registry and compiler gRPC server");
+  for (const flag of SERVE_FLAGS) {
+    const option = new Option(flag.flags, helpFor(flag, defaults));
+    command.addOption(
+      flag.repeatable
+        ? option.argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value])
+        : option.argParser((value: string) => value),
+    );
+  }
+  return command
     .addHelpText(
       "after",
-      "\nExamples:\n  atomix-plugins serve\n  atomix-plugins serve --listen 0.0.0.0:5679 --data /var/lib/atomix-plugins",
+      "\nExamples:\n  atomix-plugins serve\n  atomix-plugins serve --listen 0.0.0.0:5679 --data /var/lib/atomix-plugins\n  atomix-plugins serve --listen 0.0.0.0:5679 --store oci://registry.internal:5000/atomix/plugins",
     )
     .action(
       action(async (options: Record<string, string | string[] | undefined>) => {
-        const config = parseServeConfig({
-          listen: options.listen,
-          dataDir: options.data,
-          chunkSize: options.chunkSize,
-          streamBufferBytes: options.streamBuffer,
-          maxArtifactBytes: options.maxArtifactSize,
-          pullPolicy: options.pullPolicy,
-          runtimes: options.runtimes,
-          sources: options.sources,
-          npmRegistry: options.npmRegistry,
-          goInstallations: options.go,
-          goProxy: options.goProxy,
-          goSumdb: options.goSumdb,
-          goNoSumdb: options.goNosumdb,
-          goCacheDir: options.goCache,
-          buildConcurrency: options.buildConcurrency,
-          buildQueue: options.buildQueue,
-          buildTimeoutMs: options.buildTimeout,
-          shutdownGraceMs: options.shutdownGrace,
-          logLevel: options.logLevel,
-        });
+        const config = parseServeConfig(
+          Object.fromEntries(SERVE_FLAGS.map((flag) => [flag.option, options[flagKey(flag.flags)]])),
+        );
         await serve(config);
       }),
     );
@@ -167,7 +168,7 @@ export function serveCommand(): Command {
 /** Runs the server until SIGTERM or SIGINT, then shuts down gracefully and exits 0. */
 export async function serve(config: ServeConfig): Promise<void> {
   const log = pino({ level: config.logLevel, base: { service: "atomix-plugins" } });
-  const store = await createStore({ kind: "fs", dir: config.dataDir });
+  const store = await createStore(storeConfigOf(config));
   const sources = [
     ...config.sources.map((dir) => createCatalogSource(dir)),
     ...(config.npmRegistry ? [createNpmRegistrySource({ url: config.npmRegistry })] : []),
@@ -192,17 +193,49 @@ export async function serve(config: ServeConfig): Promise<void> {
     maxArtifactBytes: config.maxArtifactBytes,
     log,
   });
-  const server = await startServer({ config, store, compiler, log });
+  const metrics = createMetrics();
+  const auth = await loadAdminAuth(config);
+  const credentials = await loadServerCredentials(config);
+  const server = await startServer({ config, store, compiler, log, metrics, auth, credentials });
+  const http =
+    config.httpListen === "off"
+      ? undefined
+      : await startHttpServer({
+          listen: config.httpListen,
+          store,
+          metrics,
+          log,
+          grpcAddress: server.address,
+          isServing: () => server.isServing(),
+        });
+  log.info(
+    {
+      address: server.address,
+      http: http?.address ?? "off",
+      store: store.description,
+      pullPolicy: config.pullPolicy,
+      tls: config.tlsCert ? (config.tlsClientCa ? "mutual" : "server") : "off",
+      adminToken: auth.required,
+    },
+    "serving",
+  );
 
+  let stopping = false;
   const stop = async (signal: string) => {
+    if (stopping) {
+      log.info({ signal }, "already shutting down");
+      return;
+    }
+    stopping = true;
     log.info({ signal, graceMs: config.shutdownGraceMs }, "shutting down");
     await server.shutdown(config.shutdownGraceMs);
+    await http?.close();
     await compiler.close();
     await store.close();
     log.info("stopped");
     log.flush();
     process.exit(0);
   };
-  process.once("SIGTERM", () => void stop("SIGTERM"));
-  process.once("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
 }

@@ -1,107 +1,193 @@
+import { stat } from "node:fs/promises";
 import { Command } from "commander";
-import { createPluginClient } from "../client/plugin-client.js";
-import { action, formatBytes, keyFromArgs, serverOption, withRuntimeOptions } from "./cli-common.js";
+import type { PluginManifest } from "../client/plugin-client.js";
+import { Code, PluginError } from "../errors/plugin-error.js";
+import { formatBuildKey } from "../model/build-key.js";
+import { DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
+import {
+  action,
+  CACHE_ENV,
+  type ClientFlags,
+  formatBytes,
+  keyFromArgs,
+  PLUGIN_ARGUMENT_HELP,
+  printJson,
+  withClient,
+  withClientOptions,
+  withRuntimeOptions,
+} from "./cli-common.js";
+import { transferProgress } from "./progress.js";
 
-interface KeyOptions {
-  runtime: string;
-  build: string;
-  server: string;
+interface KeyFlags extends ClientFlags {
+  runtime?: string;
+  build?: string;
 }
 
 export function pushCommand(): Command {
-  return withRuntimeOptions(
-    new Command("push")
-      .description("publish a prebuilt artifact for a runtime")
-      .argument("<name@version>", "plugin, e.g. counter@1.0.0 or @acme/driver@1.2.0")
-      .argument("<file>", "the artifact file"),
+  return withClientOptions(
+    withRuntimeOptions(
+      new Command("push")
+        .description("publish a prebuilt artifact for a runtime build")
+        .argument("<plugin>", "name@version, e.g. counter@1.0.0 or @acme/driver@1.2.0")
+        .argument("<file>", "the artifact file"),
+    )
+      .option("--media-type <type>", "media type recorded in the manifest (default application/octet-stream)")
+      .option("--annotation <key=value>", "annotation recorded in the manifest (repeatable)", collect, []),
   )
-    .addOption(serverOption())
-    .option("--media-type <type>", "media type recorded in the manifest")
     .addHelpText(
       "after",
-      "\nExample:\n  atomix-plugins push counter@1.0.0 counter.mjs --runtime 1.0.0 --build node20",
+      `
+Examples:
+  atomix-plugins push counter@1.0.0 dist/counter.mjs --runtime 1.0.0 --build node20
+  atomix-plugins push example.com/drivers/kv@v1.2.0 kv.so -r 1.0.0 -b go1.19.8 \\
+      --media-type application/x-sharedlib --annotation dev.atomix.source=ci`,
     )
     .action(
-      action(async (spec: string, file: string, options: KeyOptions & { mediaType?: string }) => {
-        const key = keyFromArgs(spec, options);
-        const client = createPluginClient({ address: options.server });
-        try {
-          const manifest = await client.pushFile(
-            key,
-            file,
-            options.mediaType ? { mediaType: options.mediaType } : {},
-          );
-          process.stdout.write(`${manifest.digest} ${formatBytes(manifest.size)}\n`);
-        } finally {
-          client.close();
-        }
-      }),
+      action(
+        async (
+          spec: string,
+          file: string,
+          flags: KeyFlags & { mediaType?: string; annotation: string[] },
+        ) => {
+          const { key } = keyFromArgs(spec, flags);
+          const annotations = parseAnnotations(flags.annotation);
+          const manifest = await withClient(flags, async (client, control) => {
+            const progress = transferProgress(`push ${key.plugin.name}@${key.plugin.version}`);
+            const total = await stat(file).then(
+              (s) => s.size,
+              (error: unknown) => {
+                throw PluginError.from(error, `reading ${file}`);
+              },
+            );
+            try {
+              return await client.pushFile(key, file, {
+                ...control,
+                annotations,
+                ...(flags.mediaType ? { mediaType: flags.mediaType } : {}),
+                onProgress: (sent) => progress.update(sent, total),
+              });
+            } finally {
+              progress.stop();
+            }
+          });
+          if (flags.json) printJson(manifestJson(manifest));
+          else
+            process.stdout.write(
+              `pushed ${formatBuildKey(key)}: ${manifest.digest} ${formatBytes(manifest.size)}\n`,
+            );
+        },
+      ),
     );
 }
 
 export function pullCommand(): Command {
-  return withRuntimeOptions(
-    new Command("pull")
-      .description("download a plugin artifact, verified against its digest")
-      .argument("<name@version>", "plugin, e.g. counter@1.0.0"),
+  return withClientOptions(
+    withRuntimeOptions(
+      new Command("pull")
+        .description(
+          "download a plugin artifact, verified against its digest (resumes after network failures)",
+        )
+        .argument("<plugin>", PLUGIN_ARGUMENT_HELP),
+    )
+      .requiredOption("-o, --output <file>", "where to write the artifact (replaced only once verified)")
+      .option("--digest <sha256:hex>", "refuse any other artifact (implied by a reference)")
+      .option(
+        "--cache <dir>",
+        `local cache: a current cached copy is not transferred again [env ${CACHE_ENV}]`,
+      )
+      .option(
+        "--retries <n>",
+        "retries after UNAVAILABLE or a broken stream, each resuming where it broke",
+        "5",
+      ),
   )
-    .requiredOption("-o, --output <file>", "where to write the artifact")
-    .addOption(serverOption())
     .addHelpText(
       "after",
-      "\nExample:\n  atomix-plugins pull counter@1.0.0 --runtime 1.0.0 --build node20 -o counter.mjs",
+      `
+Examples:
+  atomix-plugins pull counter@1.0.0 --runtime 1.0.0 --build node20 -o counter.mjs
+  atomix-plugins pull atomix-plugin://1.0.0/node20/counter@1.0.0@sha256:9f86d0... -o counter.mjs
+  ATOMIX_PLUGINS_SERVER=registry:5679 atomix-plugins pull counter@1.0.0 -r 1.0.0 -b node20 \\
+      -o counter.mjs --cache ~/.cache/atomix-plugins --json`,
     )
     .action(
-      action(async (spec: string, options: KeyOptions & { output: string }) => {
-        const key = keyFromArgs(spec, options);
-        const client = createPluginClient({ address: options.server });
-        try {
-          const result = await client.pull(key, { to: options.output });
-          process.stdout.write(`${result.digest} ${formatBytes(result.size)} ${result.path}\n`);
-        } finally {
-          client.close();
-        }
-      }),
-    );
-}
-
-export function lsCommand(): Command {
-  return new Command("ls")
-    .description("list the artifacts the server stores")
-    .addOption(serverOption())
-    .option("--plugin <name>", "only this plugin")
-    .option("--runtime <version>", "only this runtime release")
-    .addHelpText("after", "\nExample:\n  atomix-plugins ls --plugin counter")
-    .action(
-      action(async (options: { server: string; plugin?: string; runtime?: string }) => {
-        const client = createPluginClient({ address: options.server });
-        try {
-          const manifests = await client.list({
-            ...(options.plugin ? { pluginName: options.plugin } : {}),
-            ...(options.runtime ? { runtimeVersion: options.runtime } : {}),
+      action(
+        async (
+          spec: string,
+          flags: KeyFlags & { output: string; digest?: string; cache?: string; retries: string },
+        ) => {
+          const { key, digest: pinned } = keyFromArgs(spec, flags);
+          const expectedDigest = expectedDigestFrom(flags.digest, pinned);
+          if (!/^\d{1,4}$/.test(flags.retries)) {
+            throw new PluginError(
+              Code.InvalidArgument,
+              `--retries "${flags.retries}" must be a whole number`,
+            );
+          }
+          const maxAttempts = Number(flags.retries) + 1;
+          const cacheDir = flags.cache ?? process.env[CACHE_ENV];
+          const result = await withClient(flags, async (client, control) => {
+            const progress = transferProgress(`pull ${key.plugin.name}@${key.plugin.version}`);
+            try {
+              return await client.pull(key, {
+                ...control,
+                to: flags.output,
+                retry: { maxAttempts },
+                ...(expectedDigest ? { expectedDigest } : {}),
+                ...(cacheDir ? { cacheDir } : {}),
+                onProgress: ({ received, total }) => progress.update(received, total),
+              });
+            } finally {
+              progress.stop();
+            }
           });
-          const rows = manifests.map((m) => [
-            `${m.plugin?.name}@${m.plugin?.version}`,
-            m.runtime?.version ?? "",
-            m.runtime?.buildVersion ?? "",
-            formatBytes(m.size),
-            m.digest.slice(0, 19),
-            m.createdAt,
-          ]);
-          process.stdout.write(table(["PLUGIN", "RUNTIME", "BUILD", "SIZE", "DIGEST", "CREATED"], rows));
-        } finally {
-          client.close();
-        }
-      }),
+          if (flags.json) {
+            printJson({ key, ...result });
+          } else {
+            const source = result.fromCache ? " (from cache)" : "";
+            process.stdout.write(
+              `pulled ${formatBuildKey(key)} to ${result.path}: ${result.digest} ${formatBytes(result.size)}${source}\n`,
+            );
+          }
+        },
+      ),
     );
 }
 
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
-    `${cells
-      .map((c, i) => c.padEnd(widths[i] ?? 0))
-      .join("  ")
-      .trimEnd()}\n`;
-  return [header, ...rows].map(line).join("");
+function expectedDigestFrom(flag: string | undefined, pinned: Digest | undefined): Digest | undefined {
+  if (flag === undefined) return pinned;
+  if (!DIGEST_PATTERN.test(flag)) {
+    throw new PluginError(Code.InvalidArgument, `--digest "${flag}" must be sha256:<64 lowercase hex>`);
+  }
+  if (pinned && pinned !== flag) {
+    throw new PluginError(Code.InvalidArgument, `--digest ${flag} contradicts the reference's ${pinned}`);
+  }
+  return flag as Digest;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function parseAnnotations(pairs: string[]): Record<string, string> {
+  const annotations: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new PluginError(Code.InvalidArgument, `--annotation "${pair}" must be key=value`);
+    annotations[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return annotations;
+}
+
+/** A manifest as the CLI prints it under --json: the admin API's message, plain. */
+export function manifestJson(manifest: PluginManifest) {
+  return {
+    plugin: { name: manifest.plugin?.name ?? "", version: manifest.plugin?.version ?? "" },
+    runtime: { version: manifest.runtime?.version ?? "", buildVersion: manifest.runtime?.buildVersion ?? "" },
+    digest: manifest.digest,
+    size: manifest.size,
+    mediaType: manifest.mediaType,
+    createdAt: manifest.createdAt,
+    annotations: manifest.annotations,
+  };
 }

@@ -6,9 +6,9 @@ export function fromServiceError(error: unknown): PluginError {
   if (error instanceof PluginError) return error;
   const serviceError = error as Partial<ServiceError>;
   if (typeof serviceError.code === "number" && typeof serviceError.details === "string") {
-    return new PluginError(serviceError.code as number as Code, serviceError.details || "(no message)", {
-      cause: error,
-    });
+    // grpc-js ends connection failures with an empty "Resolution note: ".
+    const details = serviceError.details.replace(/[\s.:;]*Resolution note:\s*$/, "");
+    return new PluginError(serviceError.code as number as Code, details || "(no message)", { cause: error });
   }
   return PluginError.from(error);
 }

@@ -2,8 +2,11 @@ import {
   type ChannelCredentials,
   type ClientOptions,
   credentials,
+  InterceptingCall,
+  type Interceptor,
   makeGenericClientConstructor,
 } from "@grpc/grpc-js";
+import { Code, PluginError } from "../errors/plugin-error.js";
 import { PluginAdminClient } from "../gen/atomix/plugins/admin/v1/admin.js";
 import {
   PluginCompilerClient,
@@ -11,13 +14,21 @@ import {
   PluginRegistryService,
 } from "../gen/atomix/runtime/v1/plugin.js";
 import { decodePullPluginResponse } from "../protocol/pull-codec.js";
+import { type TlsOptions, tlsCredentials } from "./channel-credentials.js";
 
 export interface ConnectionOptions {
   /** host:port of the server. */
   address: string;
-  /** TLS or other channel credentials; insecure (plaintext) by default. */
+  /** TLS from PEM files; plaintext when neither this nor `credentials` is given. */
+  tls?: TlsOptions;
+  /** Channel credentials built by the caller (instead of `tls`). */
   credentials?: ChannelCredentials;
-  /** Extra grpc-js channel options. */
+  /**
+   * Admin token sent as `authorization: Bearer <token>` on every call; the
+   * server requires it for push, remove and gc when it has one configured.
+   */
+  token?: string;
+  /** Extra grpc-js channel options; they win over the defaults. */
   channelOptions?: Partial<ClientOptions>;
 }
 
@@ -52,8 +63,19 @@ export interface GrpcClients {
 
 /** The three generated clients over one shared channel. */
 export function createGrpcClients(options: ConnectionOptions): GrpcClients {
-  const creds = options.credentials ?? credentials.createInsecure();
-  const channelOptions = { ...DEFAULT_CHANNEL_OPTIONS, ...options.channelOptions };
+  if (options.tls && options.credentials) {
+    throw new PluginError(Code.InvalidArgument, "give either tls or credentials, not both");
+  }
+  const tls = options.tls ? tlsCredentials(options.tls) : undefined;
+  const creds = options.credentials ?? tls?.credentials ?? credentials.createInsecure();
+  const channelOptions: Partial<ClientOptions> = {
+    ...DEFAULT_CHANNEL_OPTIONS,
+    ...tls?.channelOptions,
+    ...options.channelOptions,
+  };
+  if (options.token) {
+    channelOptions.interceptors = [...(channelOptions.interceptors ?? []), bearerToken(options.token)];
+  }
   const registry = new FastPluginRegistryClient(options.address, creds, channelOptions);
   const channelOverride = registry.getChannel();
   const compiler = new PluginCompilerClient(options.address, creds, { ...channelOptions, channelOverride });
@@ -66,4 +88,14 @@ export function createGrpcClients(options: ConnectionOptions): GrpcClients {
       registry.close();
     },
   };
+}
+
+function bearerToken(token: string): Interceptor {
+  return (options, nextCall) =>
+    new InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
 }

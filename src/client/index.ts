@@ -1,20 +1,32 @@
 /**
- * The client library for runtimes and pipelines: `import { createPluginClient } from "atomix-plugins"`.
+ * The client library for runtimes and pipelines:
+ * `import { createPluginClient, loadPlugin } from "atomix-plugins"`.
  */
-export { Code, PluginError } from "../errors/plugin-error.js";
+export { Code, codeName, PluginError } from "../errors/plugin-error.js";
 export type { BuildKey, PluginRef, RuntimeRef } from "../model/build-key.js";
 export { formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
 export type { PluginReference } from "../model/reference.js";
 export { formatReference, parseReference } from "../model/reference.js";
 export { PULL_METADATA } from "../protocol/metadata.js";
 export type { Digest } from "../store/artifact-store.js";
+export type { TlsOptions } from "./channel-credentials.js";
 export type { ConnectionOptions } from "./grpc-clients.js";
+export type { LoadedPlugin, LoadPluginOptions } from "./load-plugin.js";
+export { loadPlugin } from "./load-plugin.js";
 export type {
-  CallControl,
+  GarbageReport,
   PluginClient,
   PluginManifest,
-  PullOptions,
-  PullResult,
   PushOptions,
 } from "./plugin-client.js";
 export { createPluginClient } from "./plugin-client.js";
+export type {
+  CallControl,
+  PullAttempt,
+  PullOptions,
+  PullProgress,
+  PullResult,
+  RetryControl,
+} from "./pull-artifact.js";
+export type { RetryPolicy } from "./retry-policy.js";
+export { DEFAULT_RETRY_POLICY } from "./retry-policy.js";

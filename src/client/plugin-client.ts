@@ -1,57 +1,67 @@
-import { createHash, randomUUID } from "node:crypto";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { createReadStream } from "node:fs";
-import { open, rename, rm } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { stat } from "node:fs/promises";
 import { type CallOptions, Metadata } from "@grpc/grpc-js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { Manifest } from "../gen/atomix/plugins/admin/v1/admin.js";
-import type { PullPluginResponse } from "../gen/atomix/runtime/v1/plugin.js";
-import { type BuildKey, formatBuildKey } from "../model/build-key.js";
+import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
-import { PULL_METADATA } from "../protocol/metadata.js";
 import type { Digest } from "../store/artifact-store.js";
 import { fromServiceError } from "./call-error.js";
 import { type ConnectionOptions, createGrpcClients } from "./grpc-clients.js";
-
-export interface CallControl {
-  /** Abandons the call (the returned promise rejects with CANCELLED). */
-  signal?: AbortSignal;
-  /** Milliseconds before the call fails with DEADLINE_EXCEEDED. */
-  timeoutMs?: number;
-}
-
-export interface PullOptions extends CallControl {
-  /** Where the verified artifact is written (atomically). */
-  to: string;
-  /** Refuse the artifact unless its digest is this one. */
-  expectedDigest?: Digest;
-  /** Called as bytes arrive, with the running total and the whole size. */
-  onProgress?: (received: number, total: number) => void;
-}
-
-export interface PullResult {
-  path: string;
-  digest: Digest;
-  size: number;
-}
+import {
+  type CallControl,
+  type PullOptions,
+  type PullResult,
+  pullArtifact,
+  type RetryControl,
+} from "./pull-artifact.js";
+import { backoffDelay, cancelled, isRetryable, resolveRetryPolicy, sleep } from "./retry-policy.js";
 
 export interface PushOptions extends CallControl {
   mediaType?: string;
   annotations?: Record<string, string>;
   /** Digest the server must find; computed from the file when pushing a file. */
   digest?: Digest;
+  /** Size the server must find; with `digest`. */
   size?: number;
+  /** Called after every chunk handed to the transport, with the bytes sent so far. */
   onProgress?: (sent: number) => void;
 }
 
+/** A stored artifact's manifest as the admin API returns it. */
 export type PluginManifest = Manifest;
 
-/** A client of one atomix-plugins server. */
+export interface GarbageReport {
+  removedBlobs: number;
+  freedBytes: number;
+}
+
+/**
+ * A client of one atomix-plugins server. Every method takes `signal` and
+ * `timeoutMs`, and rejects with a `PluginError` carrying the gRPC code and
+ * the server's message. Keys are validated before any call
+ * (INVALID_ARGUMENT). Call `close()` when done.
+ */
 export interface PluginClient {
+  /**
+   * Pulls the artifact of `key` to `options.to`, verified, resumable and
+   * cached; see PullOptions and PullResult.
+   */
   pull(key: BuildKey, options: PullOptions): Promise<PullResult>;
-  compile(key: BuildKey, options?: CallControl): Promise<PluginReference>;
-  push(key: BuildKey, data: AsyncIterable<Uint8Array>, options?: PushOptions): Promise<PluginManifest>;
+  /**
+   * Builds (or finds) the artifact of `key` and returns its reference.
+   * Retries UNAVAILABLE: compiling a key twice gives the same artifact.
+   */
+  compile(key: BuildKey, options?: CallControl & RetryControl): Promise<PluginReference>;
+  /** Publishes a prebuilt artifact for `key`, replacing what was stored. */
+  push(
+    key: BuildKey,
+    data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options?: PushOptions,
+  ): Promise<PluginManifest>;
+  /** Publishes a file; its digest and size are computed first and checked by the server. */
   pushFile(
     key: BuildKey,
     path: string,
@@ -61,24 +71,29 @@ export interface PluginClient {
     filter?: { pluginName?: string; runtimeVersion?: string },
     options?: CallControl,
   ): Promise<PluginManifest[]>;
+  /** The manifest stored for `key`; NOT_FOUND if none. */
   inspect(key: BuildKey, options?: CallControl): Promise<PluginManifest>;
+  /** Forgets `key` (its blob stays until collectGarbage); false if it was not stored. */
   remove(key: BuildKey, options?: CallControl): Promise<boolean>;
-  collectGarbage(options?: CallControl): Promise<{ removedBlobs: number; freedBytes: number }>;
+  /** Removes the blobs no key refers to. */
+  collectGarbage(options?: CallControl): Promise<GarbageReport>;
   close(): void;
 }
 
 const PUSH_CHUNK = 256 * 1024;
 
+/** Connects (lazily: the first call dials) to the server at `connection.address`. */
 export function createPluginClient(connection: ConnectionOptions): PluginClient {
   const clients = createGrpcClients(connection);
 
-  function callOptions(control: CallControl | undefined): Partial<CallOptions> {
-    return control?.timeoutMs ? { deadline: Date.now() + control.timeoutMs } : {};
+  function callOptions(deadline: number | undefined): Partial<CallOptions> {
+    return deadline ? { deadline } : {};
   }
 
   /** Runs a unary call as a promise, wired to the caller's signal. */
-  function unary<Response>(
-    control: CallControl | undefined,
+  function unaryOnce<Response>(
+    signal: AbortSignal | undefined,
+    deadline: number | undefined,
     start: (
       metadata: Metadata,
       options: Partial<CallOptions>,
@@ -86,77 +101,65 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     ) => { cancel(): void },
   ): Promise<Response> {
     return new Promise<Response>((resolve, reject) => {
-      control?.signal?.throwIfAborted();
-      const call = start(new Metadata(), callOptions(control), (error, response) => {
-        control?.signal?.removeEventListener("abort", cancel);
+      if (signal?.aborted) {
+        reject(cancelled(signal));
+        return;
+      }
+      const call = start(new Metadata(), callOptions(deadline), (error, response) => {
+        signal?.removeEventListener("abort", cancel);
         if (error) reject(fromServiceError(error));
         else resolve(response);
       });
       const cancel = () => call.cancel();
-      control?.signal?.addEventListener("abort", cancel, { once: true });
+      signal?.addEventListener("abort", cancel, { once: true });
     });
   }
 
-  const request = (key: BuildKey) => ({ runtime: { ...key.runtime }, plugin: { ...key.plugin } });
-
-  async function pull(key: BuildKey, options: PullOptions): Promise<PullResult> {
-    options.signal?.throwIfAborted();
-    const partial = join(dirname(options.to), `.${basename(options.to)}.${randomUUID()}.partial`);
-    const call = clients.registry.pullPlugin(request(key), new Metadata(), callOptions(options));
-    const cancel = () => call.cancel();
-    options.signal?.addEventListener("abort", cancel, { once: true });
-    let expected: { digest: string; size: number } | undefined;
-    call.once("metadata", (metadata: Metadata) => {
-      expected = {
-        digest: String(metadata.get(PULL_METADATA.digest)[0] ?? ""),
-        size: Number(metadata.get(PULL_METADATA.size)[0] ?? Number.NaN),
-      };
-    });
-    const hash = createHash("sha256");
-    let received = 0;
-    const file = await open(partial, "wx", 0o644);
-    try {
+  /** A unary call with the caller's deadline and, when `retry` is given, retries. */
+  async function unary<Response>(
+    control: (CallControl & RetryControl) | undefined,
+    start: Parameters<typeof unaryOnce<Response>>[2],
+    retry = false,
+  ): Promise<Response> {
+    const deadline = control?.timeoutMs ? Date.now() + control.timeoutMs : undefined;
+    const policy = resolveRetryPolicy(retry ? control?.retry : { maxAttempts: 1 });
+    for (let attempt = 1; ; attempt++) {
       try {
-        for await (const message of call as AsyncIterable<PullPluginResponse>) {
-          hash.update(message.data);
-          await file.write(message.data);
-          received += message.data.byteLength;
-          options.onProgress?.(received, expected?.size ?? Number.NaN);
+        return await unaryOnce(control?.signal, deadline, start);
+      } catch (error) {
+        const failure = fromServiceError(error);
+        if (!isRetryable(failure) || attempt >= policy.maxAttempts) throw failure;
+        const delay = backoffDelay(attempt, policy);
+        if (deadline !== undefined && Date.now() + delay >= deadline) {
+          throw new PluginError(
+            Code.DeadlineExceeded,
+            `the deadline passed while retrying: ${failure.message}`,
+            { cause: failure },
+          );
         }
-        await file.sync();
-      } finally {
-        await file.close();
-        options.signal?.removeEventListener("abort", cancel);
+        await sleep(delay, control?.signal);
       }
-      const digest = `sha256:${hash.digest("hex")}` as Digest;
-      if (!expected) throw new PluginError(Code.DataLoss, "the server sent no x-plugin-digest metadata");
-      if (received !== expected.size || digest !== expected.digest) {
-        throw new PluginError(
-          Code.DataLoss,
-          `${formatBuildKey(key)}: received ${received} bytes hashing to ${digest}, the server announced ${expected.size} bytes and ${expected.digest}`,
-        );
-      }
-      if (options.expectedDigest && digest !== options.expectedDigest) {
-        throw new PluginError(
-          Code.DataLoss,
-          `${formatBuildKey(key)} has digest ${digest}, not the expected ${options.expectedDigest}`,
-        );
-      }
-      await rename(partial, options.to);
-      return { path: options.to, digest, size: received };
-    } catch (error) {
-      await rm(partial, { force: true });
-      throw fromServiceError(error);
     }
   }
 
-  async function push(key: BuildKey, data: AsyncIterable<Uint8Array>, options: PushOptions = {}) {
-    options.signal?.throwIfAborted();
+  const request = (key: BuildKey) => {
+    const valid = parseBuildKey(key);
+    return { runtime: { ...valid.runtime }, plugin: { ...valid.plugin } };
+  };
+
+  async function push(
+    key: BuildKey,
+    data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options: PushOptions = {},
+  ) {
+    if (options.signal?.aborted) throw cancelled(options.signal);
+    const header = request(key);
     let settle!: { resolve: (m: PluginManifest) => void; reject: (e: unknown) => void };
     const done = new Promise<PluginManifest>((resolve, reject) => {
       settle = { resolve, reject };
     });
-    const call = clients.admin.pushPlugin(new Metadata(), callOptions(options), (error, response) => {
+    const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : undefined;
+    const call = clients.admin.pushPlugin(new Metadata(), callOptions(deadline), (error, response) => {
       if (error) settle.reject(fromServiceError(error));
       else if (!response.manifest)
         settle.reject(new PluginError(Code.Internal, "push answered without a manifest"));
@@ -170,7 +173,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         part: {
           $case: "header",
           value: {
-            ...request(key),
+            ...header,
             digest: options.digest ?? "",
             size: options.size ?? 0,
             mediaType: options.mediaType ?? "",
@@ -204,13 +207,25 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
   }
 
   return {
-    pull,
+    async pull(key, options) {
+      return pullArtifact(clients.registry, parseBuildKey(key), options);
+    },
+
     push,
 
     async pushFile(key, path, options = {}) {
+      parseBuildKey(key);
       const hash = createHash("sha256");
+      try {
+        await stat(path);
+      } catch (error) {
+        throw PluginError.from(error, `reading ${path}`);
+      }
       let size = 0;
-      for await (const chunk of createReadStream(path, { highWaterMark: PUSH_CHUNK })) {
+      for await (const chunk of createReadStream(path, {
+        highWaterMark: PUSH_CHUNK,
+        signal: options.signal,
+      })) {
         hash.update(chunk as Buffer);
         size += (chunk as Buffer).byteLength;
       }
@@ -219,8 +234,11 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     },
 
     async compile(key, options) {
-      const response = await unary<{ plugin: string }>(options, (md, o, cb) =>
-        clients.compiler.compilePlugin(request(key), md, o, cb),
+      const body = request(key);
+      const response = await unary<{ plugin: string }>(
+        options,
+        (md, o, cb) => clients.compiler.compilePlugin(body, md, o, cb),
+        true,
       );
       return parseReference(response.plugin);
     },
@@ -237,23 +255,24 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       return response.manifests;
     },
 
-    inspect(key, options) {
-      return unary<PluginManifest>(options, (md, o, cb) =>
-        clients.admin.inspectPlugin(request(key), md, o, cb),
-      );
+    async inspect(key, options) {
+      const body = request(key);
+      return unary<PluginManifest>(options, (md, o, cb) => clients.admin.inspectPlugin(body, md, o, cb));
     },
 
     async remove(key, options) {
+      const body = request(key);
       const response = await unary<{ removed: boolean }>(options, (md, o, cb) =>
-        clients.admin.removePlugin(request(key), md, o, cb),
+        clients.admin.removePlugin(body, md, o, cb),
       );
       return response.removed;
     },
 
-    collectGarbage(options) {
-      return unary<{ removedBlobs: number; freedBytes: number }>(options, (md, o, cb) =>
+    async collectGarbage(options) {
+      const report = await unary<GarbageReport>(options, (md, o, cb) =>
         clients.admin.collectGarbage({}, md, o, cb),
       );
+      return { removedBlobs: Number(report.removedBlobs), freedBytes: Number(report.freedBytes) };
     },
 
     close() {
@@ -261,3 +280,5 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     },
   };
 }
+
+export type { CallControl, PullOptions, PullResult, RetryControl };

@@ -9,7 +9,7 @@ import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js
 import { createBuildPool } from "./build-pool.js";
 import type { Compiler } from "./compiler.js";
 import type { RuntimeCatalog } from "./runtime-catalog.js";
-import { ANNOTATIONS, type BuildOutput, type Toolchain } from "./toolchain.js";
+import { ANNOTATIONS, type BuildOutput, type RuntimeDescriptor, type Toolchain } from "./toolchain.js";
 
 export const DEFAULT_BUILD_QUEUE = 64;
 export const DEFAULT_BUILD_TIMEOUT_MS = 120_000;
@@ -65,18 +65,28 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
   });
   const flights = new Map<string, Promise<ArtifactManifest>>();
   const running = new Set<AbortController>();
+  /** Pool tasks not yet finished, cleanup included: close() waits for them. */
+  const tasks = new Set<Promise<void>>();
   const counts = { builds: 0, hits: 0, joined: 0 };
   let closed = false;
 
   async function build(key: BuildKey): Promise<ArtifactManifest> {
     // Resolved before queueing, so that an unknown runtime or a missing
     // toolchain is answered at once instead of after a wait for a slot.
-    const runtime = runtimes.get(key.runtime.version);
+    let runtime: RuntimeDescriptor;
+    try {
+      runtime = runtimes.get(key.runtime.version);
+    } catch (error) {
+      const failure = PluginError.from(error);
+      throw new PluginError(failure.code, `cannot build ${formatBuildKey(key)}: ${failure.message}`, {
+        cause: error,
+      });
+    }
     const toolchain = toolchains.get(runtime.toolchain);
     if (!toolchain) {
       throw new PluginError(
         Code.FailedPrecondition,
-        `runtime ${runtime.version} is built by the ${runtime.toolchain} toolchain, which this server does not have (it has: ${[...toolchains.keys()].join(", ") || "none"})`,
+        `cannot build ${formatBuildKey(key)}: runtime ${runtime.version} is built by the ${runtime.toolchain} toolchain, which this server does not have (it has: ${[...toolchains.keys()].join(", ") || "none"})`,
       );
     }
     // Callers get their answer as soon as it is known (a deadline rejects at
@@ -158,13 +168,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
             );
             reject(failure);
           } finally {
-            clearTimeout(timer);
-            await built?.then(
-              () => {},
-              () => {},
-            );
-            running.delete(controller);
-            if (workDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+            await cleanUp();
           }
         })
         .catch(reject);
@@ -207,7 +211,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
       for (const controller of running) {
         controller.abort(new PluginError(Code.Unavailable, "the server is shutting down"));
       }
-      await Promise.allSettled([...flights.values()]);
+      await Promise.allSettled([...flights.values(), ...tasks]);
     },
   };
 }

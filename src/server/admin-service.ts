@@ -14,11 +14,13 @@ import type {
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import { type ArtifactStore, DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
+import type { AdminAuth } from "./admin-auth.js";
 import { toManifestMessage } from "./manifest-message.js";
 import { toServiceError } from "./status.js";
 
 export interface AdminDeps {
   config: Pick<ServeConfig, "maxArtifactBytes">;
+  auth: AdminAuth;
   store: ArtifactStore;
   log: Logger;
 }
@@ -27,17 +29,30 @@ export interface AdminDeps {
 export function createAdminService(deps: AdminDeps): UntypedServiceImplementation {
   const { store, log } = deps;
 
-  /** Adapts a promise-returning handler to grpc-js's callback style. */
-  function unary<Request, Response>(handler: (request: Request) => Promise<Response>) {
+  /**
+   * Adapts a promise-returning handler to grpc-js's callback style. Calls
+   * that change the store need the admin token; reads are as open as the
+   * catalog page.
+   */
+  function unary<Request, Response>(
+    access: "read" | "write",
+    handler: (request: Request) => Promise<Response>,
+  ) {
     return (call: ServerUnaryCall<Request, Response>, callback: sendUnaryData<Response>) => {
-      handler(call.request).then(
-        (response) => callback(null, response),
-        (error: unknown) => callback(toServiceError(error, log)),
-      );
+      Promise.resolve()
+        .then(() => {
+          if (access === "write") deps.auth.check(call.metadata);
+          return handler(call.request);
+        })
+        .then(
+          (response) => callback(null, response),
+          (error: unknown) => callback(toServiceError(error, log)),
+        );
     };
   }
 
   async function pushPlugin(call: ServerReadableStream<PushPluginRequest, PushPluginResponse>) {
+    deps.auth.check(call.metadata);
     const messages = call[Symbol.asyncIterator]() as AsyncIterator<PushPluginRequest>;
     const first = await messages.next();
     if (first.done || first.value.part?.$case !== "header") {
@@ -79,26 +94,26 @@ export function createAdminService(deps: AdminDeps): UntypedServiceImplementatio
         (error: unknown) => callback(toServiceError(error, log)),
       );
     },
-    listPlugins: unary(async (request: { pluginName: string; runtimeVersion: string }) => {
+    listPlugins: unary("read", async (request: { pluginName: string; runtimeVersion: string }) => {
       const manifests = await store.list({
         pluginName: request.pluginName,
         runtimeVersion: request.runtimeVersion,
       });
       return { manifests: manifests.map(toManifestMessage) };
     }),
-    inspectPlugin: unary(async (request: Parameters<typeof parseBuildKey>[0]) => {
+    inspectPlugin: unary("read", async (request: Parameters<typeof parseBuildKey>[0]) => {
       const key = parseBuildKey(request);
       const manifest = await store.get(key);
       if (!manifest) throw new PluginError(Code.NotFound, `no artifact stored for ${formatBuildKey(key)}`);
       return toManifestMessage(manifest);
     }),
-    removePlugin: unary(async (request: Parameters<typeof parseBuildKey>[0]) => {
+    removePlugin: unary("write", async (request: Parameters<typeof parseBuildKey>[0]) => {
       const key = parseBuildKey(request);
       const removed = await store.remove(key);
       if (removed) log.info({ key: formatBuildKey(key) }, "artifact removed");
       return { removed };
     }),
-    collectGarbage: unary(async () => {
+    collectGarbage: unary("write", async () => {
       const report = await store.collectGarbage();
       log.info(report, "garbage collected");
       return report;

@@ -1,10 +1,12 @@
 import type { ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
+import { Code, PluginError } from "../errors/plugin-error.js";
 import type { CompilePluginRequest, CompilePluginResponse } from "../gen/atomix/runtime/v1/plugin.js";
 import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { formatReference } from "../model/reference.js";
 import type { ArtifactStore, Digest } from "../store/artifact-store.js";
+import type { ServerMetrics } from "./metrics.js";
 import { toServiceError } from "./status.js";
 
 /** PluginCompiler: answers with a reference (see model/reference.ts). */
@@ -12,21 +14,32 @@ export function createCompilerService(deps: {
   compiler: Compiler;
   store: ArtifactStore;
   log: Logger;
+  metrics: ServerMetrics;
 }): UntypedServiceImplementation {
   return {
     compilePlugin(
       call: ServerUnaryCall<CompilePluginRequest, CompilePluginResponse>,
       callback: sendUnaryData<CompilePluginResponse>,
     ) {
+      const started = performance.now();
+      const finish = (code: Code) =>
+        deps.metrics.compileFinished({ code, seconds: (performance.now() - started) / 1000 });
       let key: BuildKey;
       try {
         key = parseBuildKey(call.request);
       } catch (error) {
+        finish(PluginError.from(error).code);
         callback(toServiceError(error, deps.log));
         return;
       }
-      const answer = (digest: Digest) => callback(null, { plugin: formatReference({ key, digest }) });
-      const fail = (error: unknown) => callback(toServiceError(error, deps.log));
+      const answer = (digest: Digest) => {
+        finish(Code.Ok);
+        callback(null, { plugin: formatReference({ key, digest }) });
+      };
+      const fail = (error: unknown) => {
+        finish(PluginError.from(error).code);
+        callback(toServiceError(error, deps.log));
+      };
       // The hot path: a key already built is answered from the store's
       // manifest cache, with no AbortController and no compiler. grpc-js
       // emits "cancelled" at the end of every call, even a successful one,

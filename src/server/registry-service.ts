@@ -14,6 +14,7 @@ import { encodePullPluginResponse, frameInPlace, PULL_FRAME_HEADROOM } from "../
 import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js";
 import { BufferPool } from "./buffer-pool.js";
 import { GRPC_PREFIX_BYTES, installInPlaceFraming, sendInPlace } from "./grpc-framing.js";
+import type { ServerMetrics } from "./metrics.js";
 import { toServiceError } from "./status.js";
 import { WriteBudget } from "./write-budget.js";
 
@@ -28,8 +29,7 @@ export interface RegistryDeps {
   store: ArtifactStore;
   compiler: Compiler;
   log: Logger;
-  /** Called with every finished pull, for metrics. */
-  onPull?: (outcome: { code: Code; bytes: number; key?: BuildKey }) => void;
+  metrics: ServerMetrics;
 }
 
 export function createRegistryService(deps: RegistryDeps): UntypedServiceImplementation {
@@ -58,10 +58,13 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
     call.on("cancelled", () => {
       if (!finished) controller.abort();
     });
+    const started = performance.now();
     let bytes = 0;
-    let key: BuildKey | undefined;
+    const finish = (code: Code) =>
+      deps.metrics.pullFinished({ code, bytes, seconds: (performance.now() - started) / 1000 });
+    deps.metrics.pullStarted();
     try {
-      key = parseBuildKey(call.request);
+      const key = parseBuildKey(call.request);
       const manifest = await resolve(key, controller.signal);
       const offset = parseOffset(call.metadata);
       if (offset > manifest.size) {
@@ -80,7 +83,7 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
         trailers.set(PULL_METADATA.notModified, "true");
         finished = true;
         call.end(trailers);
-        deps.onPull?.({ code: Code.Ok, bytes, key });
+        finish(Code.Ok);
         return;
       }
 
@@ -108,10 +111,10 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
       }
       finished = true;
       call.end();
-      deps.onPull?.({ code: Code.Ok, bytes, key });
+      finish(Code.Ok);
     } catch (error) {
       const failure = PluginError.from(error);
-      deps.onPull?.({ code: failure.code, bytes, ...(key ? { key } : {}) });
+      finish(controller.signal.aborted ? Code.Cancelled : failure.code);
       if (controller.signal.aborted) return; // nobody is listening any more
       call.emit("error", toServiceError(failure, log));
     }

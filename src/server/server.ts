@@ -9,10 +9,12 @@ import { type ServeConfig, splitHostPort } from "../config.js";
 import { PluginAdminService } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { PluginCompilerService } from "../gen/atomix/runtime/v1/plugin.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
+import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
 import { createAdminService } from "./admin-service.js";
 import { createCompilerService } from "./compiler-service.js";
+import { createMetrics, type ServerMetrics } from "./metrics.js";
 import { PROTO_DIR } from "./paths.js";
-import { createRegistryService, pluginRegistryDefinition, type RegistryDeps } from "./registry-service.js";
+import { createRegistryService, pluginRegistryDefinition } from "./registry-service.js";
 
 export const SERVICE_NAMES = [
   "atomix.runtime.v1.PluginRegistry",
@@ -25,7 +27,12 @@ export interface ServerDeps {
   store: ArtifactStore;
   compiler: Compiler;
   log: Logger;
-  onPull?: RegistryDeps["onPull"];
+  /** Default: a fresh registry, not exposed anywhere. */
+  metrics?: ServerMetrics;
+  /** Default: no admin token required. */
+  auth?: AdminAuth;
+  /** TLS or plaintext (the default); see loadServerCredentials. */
+  credentials?: ServerCredentials;
 }
 
 export interface RunningServer {
@@ -37,11 +44,15 @@ export interface RunningServer {
    * for `graceMs`, then cancels what is left.
    */
   shutdown(graceMs: number): Promise<void>;
+  /** False once shutdown began. */
+  isServing(): boolean;
 }
 
 /** Starts the gRPC server with every service, health and reflection. */
 export async function startServer(deps: ServerDeps): Promise<RunningServer> {
-  const { config, log } = deps;
+  const { config } = deps;
+  const metrics = deps.metrics ?? createMetrics();
+  const auth = deps.auth ?? createAdminAuth(undefined);
   const server = new Server({
     // Chunks are at most 4 MiB; pushes stream in messages of the same size.
     "grpc.max_receive_message_length": 8 * 1024 * 1024,
@@ -49,9 +60,9 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     // Clients of a sidecar fleet hold connections for a long time.
     "grpc.keepalive_permit_without_calls": 1,
   });
-  server.addService(pluginRegistryDefinition, createRegistryService(deps));
-  server.addService(PluginCompilerService, createCompilerService(deps));
-  server.addService(PluginAdminService, createAdminService(deps));
+  server.addService(pluginRegistryDefinition, createRegistryService({ ...deps, metrics }));
+  server.addService(PluginCompilerService, createCompilerService({ ...deps, metrics }));
+  server.addService(PluginAdminService, createAdminService({ ...deps, auth }));
 
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...SERVICE_NAMES.map((name) => [name, "SERVING"])]),
@@ -66,25 +77,26 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   new ReflectionService(descriptors).addToServer(server);
 
   const { host, port } = splitHostPort(config.listen);
+  const hostPart = host.includes(":") ? `[${host}]` : host;
   const bound = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
-      `${host.includes(":") ? `[${host}]` : host}:${port}`,
-      ServerCredentials.createInsecure(),
+      `${hostPart}:${port}`,
+      deps.credentials ?? ServerCredentials.createInsecure(),
       (error, p) => (error ? reject(error) : resolve(p)),
     );
   });
-  const address = `${host.includes(":") ? `[${host}]` : host}:${bound}`;
-  log.info({ address, store: deps.store.description, pullPolicy: config.pullPolicy }, "serving");
+  const address = `${hostPart}:${bound}`;
 
   let stopping: Promise<void> | undefined;
   return {
     address,
     port: bound,
+    isServing: () => stopping === undefined,
     shutdown(graceMs) {
       stopping ??= new Promise<void>((resolve) => {
         for (const name of ["", ...SERVICE_NAMES]) health.setStatus(name, "NOT_SERVING");
         const timer = setTimeout(() => {
-          log.warn({ graceMs }, "grace period over: cancelling the calls still running");
+          deps.log.warn({ graceMs }, "grace period over: cancelling the calls still running");
           server.forceShutdown();
           resolve();
         }, graceMs);

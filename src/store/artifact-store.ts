@@ -95,7 +95,11 @@ export interface ArtifactStore {
   read(manifest: ArtifactManifest, options: ReadOptions): AsyncIterable<Buffer>;
 
   /** Stores `data` as the artifact of `key`, replacing what was there. */
-  put(key: BuildKey, data: AsyncIterable<Uint8Array>, options?: PutOptions): Promise<ArtifactManifest>;
+  put(
+    key: BuildKey,
+    data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    options?: PutOptions,
+  ): Promise<ArtifactManifest>;
 
   list(filter?: ListFilter): Promise<ArtifactManifest[]>;
 

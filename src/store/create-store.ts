@@ -1,12 +1,36 @@
 import type { ArtifactStore } from "./artifact-store.js";
 import { createFsStore } from "./fs-store.js";
+import { parseOciLocation } from "./oci/oci-location.js";
+import { createOciStore } from "./oci/oci-store.js";
+import { loadRegistryCredentials } from "./oci/registry-credentials.js";
 
-/** Which store to use; `fs` is the embedded default. */
-export type StoreConfig = { kind: "fs"; dir: string };
+/**
+ * Which store to use: `fs` (the embedded default) or `oci`, a repository in
+ * an OCI distribution registry shared by any number of server replicas.
+ */
+export type StoreConfig =
+  | { kind: "fs"; dir: string }
+  | {
+      kind: "oci";
+      /** `oci://host:port/repository`; see parseOciLocation. */
+      url: string;
+      /** docker-style config.json; ATOMIX_PLUGINS_OCI_USERNAME/PASSWORD win over it. */
+      credentialsFile?: string | undefined;
+      env?: NodeJS.ProcessEnv;
+    };
 
-export function createStore(config: StoreConfig): Promise<ArtifactStore> {
+export async function createStore(config: StoreConfig): Promise<ArtifactStore> {
   switch (config.kind) {
     case "fs":
       return createFsStore({ dir: config.dir });
+    case "oci": {
+      const location = parseOciLocation(config.url);
+      const credentials = await loadRegistryCredentials({
+        host: new URL(location.origin).host,
+        file: config.credentialsFile,
+        ...(config.env ? { env: config.env } : {}),
+      });
+      return createOciStore({ ...location, credentials });
+    }
   }
 }

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Code, PluginError } from "../errors/plugin-error.js";
@@ -9,11 +9,11 @@ import type {
   Digest,
   GarbageReport,
   ListFilter,
-  PutOptions,
   ReadOptions,
 } from "./artifact-store.js";
 import { DEFAULT_MEDIA_TYPE } from "./artifact-store.js";
 import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
+import { writeHashedFile } from "./hashed-file.js";
 import { checkPut, matchesFilter, outOfRange } from "./store-checks.js";
 
 export interface FsStoreOptions {
@@ -92,7 +92,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
       const tmp = join(tmpDir, randomUUID());
       let digest: Digest | undefined;
       try {
-        const written = await writeHashed(tmp, data, options);
+        const written = await writeHashedFile(tmp, data, { ...options, durable: true, mode: 0o644 });
         digest = written.digest;
         checkPut(key, written, options);
         writing.set(digest, (writing.get(digest) ?? 0) + 1);
@@ -163,38 +163,6 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
       manifests.clear();
     },
   };
-}
-
-async function writeHashed(
-  path: string,
-  data: AsyncIterable<Uint8Array>,
-  options: PutOptions,
-): Promise<{ digest: Digest; size: number }> {
-  const hash = createHash("sha256");
-  let size = 0;
-  const handle = await open(path, "wx", 0o644);
-  try {
-    for await (const chunk of data) {
-      options.signal?.throwIfAborted();
-      size += chunk.byteLength;
-      if (options.maxSize !== undefined && size > options.maxSize) {
-        throw new PluginError(
-          Code.ResourceExhausted,
-          `artifact is larger than the limit of ${options.maxSize} bytes`,
-        );
-      }
-      hash.update(chunk);
-      let offset = 0;
-      while (offset < chunk.byteLength) {
-        const { bytesWritten } = await handle.write(chunk, offset);
-        offset += bytesWritten;
-      }
-    }
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  return { digest: `sha256:${hash.digest("hex")}`, size };
 }
 
 async function* readBlob(

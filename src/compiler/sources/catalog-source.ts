@@ -2,8 +2,9 @@ import { createHash } from "node:crypto";
 import { cp, readdir, readFile, stat } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import ssri from "ssri";
+import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { PluginRef } from "../../model/build-key.js";
-import type { FetchedPackage, PluginSource } from "./plugin-source.js";
+import type { PluginSource } from "./plugin-source.js";
 import { unpackTarball } from "./unpack-tarball.js";
 
 /**
@@ -31,19 +32,24 @@ export function createCatalogSource(root: string): PluginSource {
             .map((name) => join(versionDir, name))
         : [];
       if (tarball.length === 0 && (await isFile(`${versionDir}.tgz`))) tarball.push(`${versionDir}.tgz`);
-      const file = tarball.sort()[0];
+      if (tarball.length > 1) {
+        throw new PluginError(
+          Code.FailedPrecondition,
+          `${versionDir} holds ${tarball.length} tarballs; a catalog version directory holds one package`,
+        );
+      }
+      const file = tarball[0];
       if (!file) return undefined;
       const data = await readFile(file);
       await unpackTarball(data, destDir, {
         what: file,
         ...(options.signal ? { signal: options.signal } : {}),
       });
-      const fetched: FetchedPackage = {
+      return {
         dir: destDir,
         origin: `catalog:${file}`,
         integrity: ssri.fromData(data, { algorithms: ["sha512"] }).toString(),
       };
-      return fetched;
     },
   };
 }

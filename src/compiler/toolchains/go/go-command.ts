@@ -1,6 +1,6 @@
 import { join } from "node:path";
+import { type RunResult, runProcess } from "../../run-process.js";
 import type { GoInstallation } from "./go-installations.js";
-import { type RunResult, runProcess } from "./run-process.js";
 
 /** The `go` command of one installation, bound to one build's environment and signal. */
 export interface GoCommand {

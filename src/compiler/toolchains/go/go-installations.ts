@@ -2,7 +2,7 @@ import { stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
-import { runProcess } from "./run-process.js";
+import { runProcess } from "../../run-process.js";
 
 /** One Go toolchain on this machine. */
 export interface GoInstallation {

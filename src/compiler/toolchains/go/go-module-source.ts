@@ -81,7 +81,8 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
 /**
  * Copies a module tree (regular files only, no VCS metadata; the module
  * cache's read-only modes are not kept) and returns Go's dirhash `h1:` of
- * it, the hash go.sum records for a module, so both origins are comparable.
+ * what it copied. For a tree without nested modules that is the hash go.sum
+ * records for the module, so catalog and proxy origins read alike.
  */
 async function copyModule(from: string, to: string, prefix: string): Promise<string> {
   const files: { name: string; sha256: string }[] = [];

@@ -74,14 +74,14 @@ export async function typeCheck(options: {
     signal: options.signal,
     timeoutMs: options.timeoutMs,
   });
-  if (result.code === 0) return;
+  if (result.exitCode === 0) return;
   // The work directory is a temporary detail: messages name files as the package does.
   const output = result.stdout.split(`${pkg.dir}/`).join("");
   const diagnostics = parseDiagnostics(output, { spec, runtime });
   if (diagnostics.length === 0) {
     throw new PluginError(
       Code.Internal,
-      `the TypeScript compiler failed without diagnostics (exit ${result.code ?? result.signal}${result.timedOut ? ", timed out" : ""}): ${result.stderr.slice(0, 500)}`,
+      `the TypeScript compiler failed without diagnostics (exit ${result.exitCode ?? result.signal}${result.timedOut ? ", timed out" : ""}): ${result.stderr.slice(0, 500)}`,
     );
   }
   const shown = diagnostics.slice(0, MAX_DIAGNOSTICS);

@@ -90,7 +90,7 @@ export async function verifyBundle(options: {
   if (report?.ok) return;
   const problem =
     report?.problem ??
-    `loading it ended the process (exit ${result.code ?? result.signal}): ${lastLines(result.stderr)}`;
+    `loading it ended the process (exit ${result.exitCode ?? result.signal}): ${lastLines(result.stderr)}`;
   throw new PluginError(
     Code.FailedPrecondition,
     `${options.name} fails verification for runtime ${runtime.version}: ${problem}`,

@@ -1,0 +1,362 @@
+import { createHash, randomUUID } from "node:crypto";
+import { type FileHandle, open, rename, rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { type CallOptions, Metadata, type StatusObject } from "@grpc/grpc-js";
+import { Code, codeName, PluginError } from "../errors/plugin-error.js";
+import type { PluginRegistryClient, PullPluginResponse } from "../gen/atomix/runtime/v1/plugin.js";
+import { type BuildKey, formatBuildKey } from "../model/build-key.js";
+import { PULL_METADATA } from "../protocol/metadata.js";
+import { DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
+import { fromServiceError } from "./call-error.js";
+import { type CacheEntry, openPluginCache } from "./plugin-cache.js";
+import {
+  backoffDelay,
+  cancelled,
+  isRetryable,
+  type RetryPolicy,
+  resolveRetryPolicy,
+  sleep,
+} from "./retry-policy.js";
+
+export interface CallControl {
+  /** Abandons the call: it rejects with CANCELLED and, for a pull, leaves `to` untouched. */
+  signal?: AbortSignal;
+  /**
+   * Milliseconds the whole call may take, retries and backoff included, before
+   * it fails with DEADLINE_EXCEEDED. No limit by default.
+   */
+  timeoutMs?: number;
+}
+
+export interface RetryControl {
+  /** Retries of UNAVAILABLE and broken streams; see RetryPolicy for the defaults. */
+  retry?: RetryPolicy;
+}
+
+export interface PullProgress {
+  /** Bytes of the artifact in hand, whichever attempt brought them. */
+  received: number;
+  /** The artifact's size, as the server announced it. */
+  total: number;
+  /** 1-based attempt that is streaming. */
+  attempt: number;
+}
+
+export interface PullOptions extends CallControl, RetryControl {
+  /** Where the verified artifact is written; replaced atomically, never left half-written. */
+  to: string;
+  /** Refuse the artifact (FAILED_PRECONDITION, before any byte is fetched) unless it has this digest. */
+  expectedDigest?: Digest;
+  /**
+   * A local cache directory (see PluginCache). A pull whose cached copy is
+   * still current transfers no artifact bytes; with `expectedDigest` and a
+   * cached copy of that digest, it makes no call at all.
+   */
+  cacheDir?: string;
+  /** Called after every chunk written. */
+  onProgress?: (progress: PullProgress) => void;
+}
+
+/** One request to the server, as it went. */
+export interface PullAttempt {
+  /** The `x-plugin-offset` it asked for: the bytes already in hand. */
+  offset: number;
+  /** Artifact bytes it received. */
+  bytes: number;
+  /** Why it ended early, if it did ("UNAVAILABLE: Connection dropped"). */
+  error?: string;
+}
+
+export interface PullResult {
+  path: string;
+  digest: Digest;
+  size: number;
+  /** True when the bytes came from the local cache. */
+  fromCache: boolean;
+  /** Artifact bytes received over the network, all attempts together. */
+  transferredBytes: number;
+  attempts: PullAttempt[];
+}
+
+/**
+ * Pulls one artifact to `options.to`: streams into a temporary file next to
+ * it, resumes from the bytes in hand after transient failures (the hash state
+ * is carried across attempts), verifies size and digest, then renames it
+ * into place. On any failure `to` is untouched and the temporary file gone.
+ */
+export async function pullArtifact(
+  registry: PluginRegistryClient,
+  key: BuildKey,
+  options: PullOptions,
+): Promise<PullResult> {
+  const { signal } = options;
+  if (signal?.aborted) throw cancelled(signal);
+  if (options.expectedDigest !== undefined && !DIGEST_PATTERN.test(options.expectedDigest)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `expectedDigest "${options.expectedDigest}" must be sha256:<64 lowercase hex>`,
+    );
+  }
+  const policy = resolveRetryPolicy(options.retry);
+  const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : undefined;
+  const cache = options.cacheDir ? await openPluginCache(options.cacheDir) : undefined;
+  const partial = join(dirname(options.to), `.${basename(options.to)}.${randomUUID()}.partial`);
+  const what = formatBuildKey(key);
+
+  let file: FileHandle | undefined;
+  try {
+    // A digest pinned by the caller and already cached needs no server at all.
+    if (cache && options.expectedDigest) {
+      const entry = await cache.lookupDigest(options.expectedDigest);
+      if (entry && (await cache.copyOut(entry, partial))) {
+        await rename(partial, options.to);
+        return { path: options.to, ...entry, fromCache: true, transferredBytes: 0, attempts: [] };
+      }
+    }
+
+    let cached = cache ? await cache.lookup(key) : undefined;
+    file = await openPartial(partial, options.to);
+    let hash = createHash("sha256");
+    let received = 0;
+    let announced: CacheEntry | undefined;
+    const attempts: PullAttempt[] = [];
+    let failures = 0;
+
+    let restarts = 0;
+    /** Drops the bytes in hand: the artifact changed between attempts. */
+    const startOver = async () => {
+      restarts += 1;
+      if (restarts > MAX_RESTARTS) {
+        throw new PluginError(
+          Code.Aborted,
+          `${what} changed ${restarts} times during the pull; try again later`,
+        );
+      }
+      announced = undefined;
+      await (file as FileHandle).truncate(0);
+      hash = createHash("sha256");
+      received = 0;
+    };
+
+    /** Waits before the next attempt, or throws when the policy or the deadline says stop. */
+    const backOff = async (failure: PluginError) => {
+      failures += 1;
+      if (failures >= policy.maxAttempts) {
+        const inHand = received > 0 ? ` with ${received} of ${announced?.size} bytes in hand` : "";
+        throw new PluginError(
+          failure.code,
+          `${what}: gave up after ${failures} attempts${inHand}: ${failure.message}`,
+          { cause: failure },
+        );
+      }
+      const delay = backoffDelay(failures, policy);
+      if (deadline !== undefined && Date.now() + delay >= deadline) {
+        throw new PluginError(
+          Code.DeadlineExceeded,
+          `${what}: the deadline passed while retrying: ${failure.message}`,
+          { cause: failure },
+        );
+      }
+      await sleep(delay, signal);
+    };
+
+    for (;;) {
+      const attempt: PullAttempt = { offset: received, bytes: 0 };
+      attempts.push(attempt);
+      const ifNoneMatch = received === 0 ? cached?.digest : undefined;
+      let outcome: AttemptOutcome;
+      try {
+        outcome = await streamOnce(registry, key, {
+          offset: received,
+          ifNoneMatch,
+          deadline,
+          signal,
+          onHeaders(headers) {
+            if (announced && (headers.digest !== announced.digest || headers.size !== announced.size)) {
+              return false; // the artifact changed between attempts
+            }
+            if (options.expectedDigest && headers.digest !== options.expectedDigest) {
+              throw new PluginError(
+                Code.FailedPrecondition,
+                `the server holds ${headers.digest} for ${what}, not the expected ${options.expectedDigest}`,
+              );
+            }
+            announced = headers;
+            return true;
+          },
+          async onData(data) {
+            const size = announced?.size ?? 0;
+            if (received + data.byteLength > size) {
+              throw new PluginError(
+                Code.DataLoss,
+                `the server sent more than the ${size} bytes it announced for ${what}`,
+              );
+            }
+            hash.update(data);
+            await writeAll(file as FileHandle, data, received);
+            received += data.byteLength;
+            attempt.bytes += data.byteLength;
+            options.onProgress?.({ received, total: size, attempt: attempts.length });
+          },
+        });
+      } catch (error) {
+        const failure = fromServiceError(error);
+        attempt.error = `${codeName(failure.code)}: ${failure.message}`;
+        if (failure.code === Code.OutOfRange && received > 0) {
+          // Our offset never exceeds what the server announced, so the
+          // artifact shrank or was replaced: start over.
+          await startOver();
+          continue;
+        }
+        if (!isRetryable(failure)) throw failure;
+        await backOff(failure);
+        continue;
+      }
+
+      if (outcome === "changed") {
+        attempt.error = "the artifact changed on the server; starting over";
+        await startOver();
+        continue;
+      }
+      if (!announced) {
+        throw new PluginError(
+          Code.DataLoss,
+          `the server sent no ${PULL_METADATA.digest} metadata for ${what}`,
+        );
+      }
+      if (outcome === "not-modified") {
+        if (!cache || !cached || cached.digest !== announced.digest) {
+          throw new PluginError(Code.DataLoss, `the server answered "not modified" for ${what} unasked`);
+        }
+        await file.close();
+        file = undefined;
+        await rm(partial, { force: true });
+        if (await cache.copyOut(cached, partial)) {
+          await rename(partial, options.to);
+          return { path: options.to, ...cached, fromCache: true, transferredBytes: 0, attempts };
+        }
+        // The cached copy was damaged (and is now evicted): fetch the bytes.
+        attempt.error = "the cached copy no longer matches its digest; fetching it";
+        cached = undefined;
+        file = await openPartial(partial, options.to);
+        continue;
+      }
+      if (received < announced.size) {
+        // The stream ended cleanly but short: a proxy or the network cut it.
+        attempt.error = `the stream ended after ${received} of ${announced.size} bytes`;
+        await backOff(new PluginError(Code.Unavailable, attempt.error));
+        continue;
+      }
+
+      const digest = `sha256:${hash.digest("hex")}` as Digest;
+      if (digest !== announced.digest) {
+        throw new PluginError(
+          Code.DataLoss,
+          `${what}: received ${received} bytes hashing to ${digest}, but the server announced ${announced.digest}; the server's stored copy is damaged, or the transfer was`,
+        );
+      }
+      await file.sync();
+      await file.close();
+      file = undefined;
+      await cache?.add(key, partial, announced);
+      await rename(partial, options.to);
+      const transferredBytes = attempts.reduce((sum, a) => sum + a.bytes, 0);
+      return { path: options.to, ...announced, fromCache: false, transferredBytes, attempts };
+    }
+  } catch (error) {
+    await file?.close().catch(() => {});
+    await rm(partial, { force: true });
+    throw fromServiceError(error);
+  }
+}
+
+/** Times a pull starts over because the artifact changed, before it gives up. */
+const MAX_RESTARTS = 3;
+
+async function openPartial(partial: string, to: string): Promise<FileHandle> {
+  try {
+    return await open(partial, "w", 0o644);
+  } catch (error) {
+    throw PluginError.from(error, `cannot write next to ${to}`);
+  }
+}
+
+async function writeAll(file: FileHandle, data: Uint8Array, position: number): Promise<void> {
+  let written = 0;
+  while (written < data.byteLength) {
+    const { bytesWritten } = await file.write(data, written, data.byteLength - written, position + written);
+    written += bytesWritten;
+  }
+}
+
+type AttemptOutcome = "complete" | "not-modified" | "changed";
+
+interface AttemptOptions {
+  offset: number;
+  ifNoneMatch: Digest | undefined;
+  deadline: number | undefined;
+  signal: AbortSignal | undefined;
+  /** False to abandon the attempt because the artifact changed. */
+  onHeaders(headers: CacheEntry): boolean;
+  onData(data: Buffer): Promise<void>;
+}
+
+/** One PullPlugin call. Resolves when the stream ends with OK; rejects with the call's error. */
+async function streamOnce(
+  registry: PluginRegistryClient,
+  key: BuildKey,
+  options: AttemptOptions,
+): Promise<AttemptOutcome> {
+  const metadata = new Metadata();
+  if (options.offset > 0) metadata.set(PULL_METADATA.offset, String(options.offset));
+  if (options.ifNoneMatch) metadata.set(PULL_METADATA.ifNoneMatch, options.ifNoneMatch);
+  const callOptions: Partial<CallOptions> = options.deadline ? { deadline: options.deadline } : {};
+  const call = registry.pullPlugin(
+    { runtime: { ...key.runtime }, plugin: { ...key.plugin } },
+    metadata,
+    callOptions,
+  );
+  const cancel = () => call.cancel();
+  options.signal?.addEventListener("abort", cancel, { once: true });
+  let headersError: unknown;
+  let changed = false;
+  call.once("metadata", (headers: Metadata) => {
+    try {
+      const digest = String(headers.get(PULL_METADATA.digest)[0] ?? "");
+      const size = Number(headers.get(PULL_METADATA.size)[0] ?? Number.NaN);
+      if (!/^sha256:[0-9a-f]{64}$/.test(digest) || !Number.isSafeInteger(size) || size < 0) {
+        throw new PluginError(
+          Code.DataLoss,
+          `the server announced digest "${digest}" and size "${size}", which are not valid`,
+        );
+      }
+      if (!options.onHeaders({ digest: digest as Digest, size })) {
+        changed = true;
+        call.cancel();
+      }
+    } catch (error) {
+      headersError = error;
+      call.cancel();
+    }
+  });
+  let trailers: Metadata | undefined;
+  call.on("status", (status: StatusObject) => {
+    trailers = status.metadata;
+  });
+  try {
+    for await (const message of call as AsyncIterable<PullPluginResponse>) {
+      if (headersError || changed) break;
+      await options.onData(message.data as Buffer);
+    }
+  } catch (error) {
+    if (!headersError && !changed) throw error;
+  } finally {
+    options.signal?.removeEventListener("abort", cancel);
+    call.cancel(); // a no-op once the call has ended; frees it when we broke out early
+  }
+  if (headersError) throw headersError;
+  if (changed) return "changed";
+  if (options.signal?.aborted) throw cancelled(options.signal);
+  if (trailers?.get(PULL_METADATA.notModified)[0] === "true") return "not-modified";
+  return "complete";
+}

@@ -1,0 +1,39 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { Metadata } from "@grpc/grpc-js";
+import { Code, PluginError } from "../errors/plugin-error.js";
+
+/**
+ * Guards the admin API (push, remove, gc): whoever can push can replace what
+ * every runtime of the fleet loads. With a token configured, admin calls
+ * must carry `authorization: Bearer <token>`; the runtime API stays open.
+ */
+export interface AdminAuth {
+  readonly required: boolean;
+  /** Throws UNAUTHENTICATED (no credentials) or PERMISSION_DENIED (wrong ones). */
+  check(metadata: Metadata): void;
+}
+
+export function createAdminAuth(token: string | undefined): AdminAuth {
+  if (!token) return { required: false, check() {} };
+  // Compare digests: equal length, so timingSafeEqual never throws and leaks no length.
+  const expected = createHash("sha256").update(token).digest();
+  return {
+    required: true,
+    check(metadata) {
+      const [header] = metadata.get("authorization");
+      if (header === undefined) {
+        throw new PluginError(
+          Code.Unauthenticated,
+          "the admin API needs a token: send authorization: Bearer <token> (ATOMIX_PLUGINS_TOKEN for the CLI)",
+        );
+      }
+      const presented = /^Bearer (.+)$/i.exec(String(header))?.[1] ?? "";
+      if (!timingSafeEqual(createHash("sha256").update(presented).digest(), expected)) {
+        throw new PluginError(
+          Code.PermissionDenied,
+          "the admin token presented is not valid for this server",
+        );
+      }
+    },
+  };
+}

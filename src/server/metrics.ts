@@ -1,0 +1,63 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { type Code, codeName } from "../errors/plugin-error.js";
+
+/** The server's Prometheus metrics, served at /metrics on the HTTP port. */
+export interface ServerMetrics {
+  readonly registry: Registry;
+  pullStarted(): void;
+  pullFinished(outcome: { code: Code; bytes: number; seconds: number }): void;
+  compileFinished(outcome: { code: Code; seconds: number }): void;
+}
+
+export function createMetrics(): ServerMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "atomix_plugins_process_" });
+  const pullsInFlight = new Gauge({
+    name: "atomix_plugins_pulls_in_flight",
+    help: "PullPlugin streams being served now",
+    registers: [registry],
+  });
+  const pulls = new Counter({
+    name: "atomix_plugins_pulls_total",
+    help: "PullPlugin calls by gRPC status code",
+    labelNames: ["code"],
+    registers: [registry],
+  });
+  const pulledBytes = new Counter({
+    name: "atomix_plugins_pulled_bytes_total",
+    help: "Artifact bytes handed to PullPlugin streams",
+    registers: [registry],
+  });
+  const pullSeconds = new Histogram({
+    name: "atomix_plugins_pull_duration_seconds",
+    help: "PullPlugin call duration",
+    buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 60],
+    registers: [registry],
+  });
+  const compiles = new Counter({
+    name: "atomix_plugins_compiles_total",
+    help: "CompilePlugin calls by gRPC status code",
+    labelNames: ["code"],
+    registers: [registry],
+  });
+  const compileSeconds = new Histogram({
+    name: "atomix_plugins_compile_duration_seconds",
+    help: "CompilePlugin call duration (store hits and builds)",
+    buckets: [0.0005, 0.001, 0.005, 0.05, 0.5, 2, 10, 60, 300],
+    registers: [registry],
+  });
+  return {
+    registry,
+    pullStarted: () => pullsInFlight.inc(),
+    pullFinished({ code, bytes, seconds }) {
+      pullsInFlight.dec();
+      pulls.inc({ code: codeName(code) });
+      pulledBytes.inc(bytes);
+      pullSeconds.observe(seconds);
+    },
+    compileFinished({ code, seconds }) {
+      compiles.inc({ code: codeName(code) });
+      compileSeconds.observe(seconds);
+    },
+  };
+}

@@ -1,0 +1,42 @@
+import { createHash } from "node:crypto";
+import { open } from "node:fs/promises";
+import { Code, PluginError } from "../errors/plugin-error.js";
+import type { Digest, PutOptions } from "./artifact-store.js";
+
+/**
+ * Writes `data` to a new file at `path` while hashing it, so that every store
+ * knows an artifact's digest and size before anything becomes visible.
+ * Enforces `maxSize` (RESOURCE_EXHAUSTED) and `signal`; `durable` fsyncs the
+ * file before it is closed (the fs store renames it into place afterwards).
+ */
+export async function writeHashedFile(
+  path: string,
+  data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  options: Pick<PutOptions, "maxSize" | "signal"> & { durable: boolean; mode: number },
+): Promise<{ digest: Digest; size: number }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  const handle = await open(path, "wx", options.mode);
+  try {
+    for await (const chunk of data) {
+      options.signal?.throwIfAborted();
+      size += chunk.byteLength;
+      if (options.maxSize !== undefined && size > options.maxSize) {
+        throw new PluginError(
+          Code.ResourceExhausted,
+          `artifact is larger than the limit of ${options.maxSize} bytes`,
+        );
+      }
+      hash.update(chunk);
+      let offset = 0;
+      while (offset < chunk.byteLength) {
+        const { bytesWritten } = await handle.write(chunk, offset);
+        offset += bytesWritten;
+      }
+    }
+    if (options.durable) await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return { digest: `sha256:${hash.digest("hex")}`, size };
+}

@@ -1,0 +1,501 @@
+import { createHash, randomUUID } from "node:crypto";
+import { open, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, PluginError } from "../../errors/plugin-error.js";
+import { type BuildKey, formatBuildKey } from "../../model/build-key.js";
+import type {
+  ArtifactManifest,
+  ArtifactStore,
+  Digest,
+  GarbageReport,
+  ListFilter,
+  ReadOptions,
+} from "../artifact-store.js";
+import { DEFAULT_MEDIA_TYPE } from "../artifact-store.js";
+import { writeHashedFile } from "../hashed-file.js";
+import { checkPut, matchesFilter, outOfRange } from "../store-checks.js";
+import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "./build-key-tag.js";
+import type { OciLocation } from "./oci-location.js";
+import {
+  EMPTY_CONFIG,
+  EMPTY_CONFIG_BYTES,
+  fromOciManifest,
+  MEDIA_TYPES,
+  type OciImageManifest,
+  toOciManifest,
+} from "./oci-manifest.js";
+import { discard, RegistryClient } from "./registry-client.js";
+import type { RegistryCredentials } from "./registry-credentials.js";
+
+export interface OciStoreOptions extends OciLocation {
+  /** Anonymous access when absent. */
+  credentials?: RegistryCredentials | undefined;
+  /**
+   * Artifacts up to this size are uploaded in one request (POST, then PUT
+   * with the bytes); larger ones in PATCH requests of this size, so memory
+   * per upload stays at this bound. Default 8 MiB.
+   */
+  uploadChunkSize?: number | undefined;
+  /** Where incoming artifacts are spooled while being hashed. Default: the OS temporary directory. */
+  tmpDir?: string | undefined;
+  /** See RegistryClientOptions.requestTimeoutMs. Default 30 s. */
+  requestTimeoutMs?: number | undefined;
+}
+
+const MANIFEST_ACCEPT = MEDIA_TYPES.imageManifest;
+const LIST_PAGE = 1000;
+const LIST_CONCURRENCY = 8;
+
+/**
+ * An ArtifactStore in one repository of an OCI distribution registry (CNCF
+ * Distribution, Harbor, Zot, cloud registries), so any number of stateless
+ * server replicas share it and standard OCI tools can copy it.
+ *
+ * - An artifact is a blob pushed by digest (HEAD first: bytes the registry
+ *   holds are not sent again) and an OCI image manifest tagged by
+ *   `buildKeyTag(key)`: artifactType `application/vnd.atomix.plugin.v1`, the
+ *   empty config, one layer, the key and annotations as manifest annotations.
+ * - `put` spools and hashes the bytes into a temporary file first, so a
+ *   refused artifact (digest, size, limit) never reaches the registry; then
+ *   it uploads the blob, then the manifest. The registry refuses a manifest
+ *   whose blob it does not hold whole, so a writer that dies midway leaves no
+ *   tag: readers see the old manifest or the new one, never a partial blob.
+ * - Two replicas writing one key upload the same blob and each put its
+ *   manifest; the tag ends on one of them, and both name the same bytes when
+ *   builds are deterministic. No lock is needed.
+ * - `remove` deletes the tag's manifest, and `put` the manifest it replaces
+ *   (the registry must run with `storage.delete.enabled: true`). `collectGarbage` can only unlink blobs
+ *   whose digest it knows, because the distribution API cannot list a
+ *   repository's blobs: those of the manifests this process removed or
+ *   replaced, when no manifest refers to them any more. The registry frees
+ *   their bytes, and those of anything else unreferenced, when its own
+ *   `garbage-collect` command runs.
+ * - A registry that does not answer gives UNAVAILABLE naming it; nothing is
+ *   cached across calls, so the store works again as soon as it is back.
+ */
+export async function createOciStore(options: OciStoreOptions): Promise<ArtifactStore> {
+  const client = new RegistryClient(options);
+  const chunkLimit = options.uploadChunkSize ?? 8 * 1024 * 1024;
+  const tmpDir = options.tmpDir ?? tmpdir();
+  const where = `${client.origin}/${client.repository}`;
+  /** Digests being written by this process: collectGarbage leaves them alone. */
+  const writing = new Map<string, number>();
+  /** Blobs this process saw lose their manifest: what collectGarbage may unlink. */
+  const orphans = new Map<string, number>();
+  let emptyConfigKnown = false;
+
+  async function fetchManifest(
+    tag: string,
+    signal?: AbortSignal,
+  ): Promise<{ oci: OciImageManifest; digest: Digest } | undefined> {
+    const response = await client.request("GET", `manifests/${tag}`, {
+      headers: { accept: MANIFEST_ACCEPT },
+      expect: [200, 404],
+      signal,
+    });
+    if (response.status === 404) {
+      await discard(response);
+      return undefined;
+    }
+    const bytes = Buffer.from(await response.arrayBuffer());
+    let oci: OciImageManifest;
+    try {
+      oci = JSON.parse(bytes.toString("utf8")) as OciImageManifest;
+    } catch (error) {
+      throw new PluginError(Code.DataLoss, `the manifest of tag ${tag} in ${where} is not JSON`, {
+        cause: error,
+      });
+    }
+    return { oci, digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}` };
+  }
+
+  async function blobSize(digest: string, signal?: AbortSignal): Promise<number | undefined> {
+    const response = await client.request("HEAD", `blobs/${digest}`, { expect: [200, 404], signal });
+    await discard(response);
+    if (response.status === 404) return undefined;
+    return Number(response.headers.get("content-length") ?? "0");
+  }
+
+  /** Makes sure the registry holds the blob `digest`, uploading `path` if not. */
+  async function ensureBlob(
+    digest: string,
+    size: number,
+    source: { path: string } | { bytes: Buffer },
+    signal: AbortSignal | undefined,
+    skipCheck = false,
+  ): Promise<void> {
+    if (!skipCheck && (await blobSize(digest, signal)) !== undefined) return;
+    const started = await client.request("POST", "blobs/uploads/", { expect: [202], signal });
+    await discard(started);
+    let location = uploadLocation(started, client.origin);
+    try {
+      if ("bytes" in source || size <= chunkLimit) {
+        const bytes = "bytes" in source ? source.bytes : await readRange(source.path, 0, size);
+        const done = await client.request("PUT", withDigest(location, digest), {
+          headers: { "content-type": "application/octet-stream" },
+          body: bytes,
+          expect: [201],
+          signal,
+        });
+        await discard(done);
+        return;
+      }
+      for (let start = 0; start < size; start += chunkLimit) {
+        const bytes = await readRange(source.path, start, Math.min(chunkLimit, size - start));
+        const patched = await client.request("PATCH", location, {
+          headers: {
+            "content-type": "application/octet-stream",
+            "content-range": `${start}-${start + bytes.byteLength - 1}`,
+          },
+          body: bytes,
+          expect: [202],
+          signal,
+        });
+        await discard(patched);
+        location = uploadLocation(patched, client.origin);
+      }
+      const done = await client.request("PUT", withDigest(location, digest), { expect: [201], signal });
+      await discard(done);
+    } catch (error) {
+      // Tell the registry to drop the upload session; it would purge it later anyway.
+      await client
+        .request("DELETE", location, { expect: [204, 404] })
+        .then(discard)
+        .catch(() => {});
+      throw error;
+    }
+  }
+
+  async function putManifest(tag: string, manifest: ArtifactManifest, signal?: AbortSignal) {
+    const body = JSON.stringify(toOciManifest(manifest));
+    const response = await client.request("PUT", `manifests/${tag}`, {
+      headers: { "content-type": MEDIA_TYPES.imageManifest },
+      body,
+      expect: [201, 400],
+      signal,
+    });
+    if (response.status === 201) {
+      await discard(response);
+      return { digest: `sha256:${createHash("sha256").update(body).digest("hex")}` };
+    }
+    const text = await response.text();
+    if (text.includes("BLOB_UNKNOWN")) return "blob-unknown" as const;
+    throw new PluginError(
+      Code.Internal,
+      `the OCI registry ${client.origin} refused the manifest of ${tag}: ${text.slice(0, 300)}`,
+    );
+  }
+
+  function hold(digest: string): () => void {
+    writing.set(digest, (writing.get(digest) ?? 0) + 1);
+    return () => {
+      const left = (writing.get(digest) ?? 1) - 1;
+      if (left === 0) writing.delete(digest);
+      else writing.set(digest, left);
+    };
+  }
+
+  async function listManifests(filter: ListFilter | undefined): Promise<ArtifactManifest[]> {
+    const prefix = filter?.pluginName ? readableTagPrefix(filter.pluginName) : undefined;
+    const tags = (await listTags()).filter(
+      (tag) => isBuildKeyTag(tag) && (!prefix || tag.startsWith(prefix)),
+    );
+    const found: ArtifactManifest[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < tags.length) {
+        const tag = tags[next++] as string;
+        const fetched = await fetchManifest(tag);
+        if (!fetched) continue; // removed since the tag list was read
+        try {
+          found.push(fromOciManifest(fetched.oci, undefined, `tag ${tag} of ${where}`));
+        } catch {
+          // a manifest someone else put in the repository: not ours to list
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, tags.length) }, worker));
+    return found.filter((m) => matchesFilter(m, filter)).sort(compareManifests);
+  }
+
+  async function listTags(): Promise<string[]> {
+    const tags: string[] = [];
+    let target: string | undefined = `tags/list?n=${LIST_PAGE}`;
+    while (target) {
+      const response: Response = await client.request("GET", target, { expect: [200, 404] });
+      if (response.status === 404) {
+        await discard(response); // the repository does not exist until the first push
+        return tags;
+      }
+      const body = await client.json<{ tags?: string[] | null }>(response, "a tag list");
+      tags.push(...(body.tags ?? []));
+      target = nextLink(response.headers.get("link"), client.origin);
+    }
+    return tags;
+  }
+
+  return {
+    description: `OCI registry store at ${where}`,
+
+    async get(key, getOptions) {
+      const tag = buildKeyTag(key);
+      const fetched = await fetchManifest(tag, getOptions?.signal);
+      return fetched && fromOciManifest(fetched.oci, key, `tag ${tag} of ${where}`);
+    },
+
+    read(manifest, readOptions) {
+      return readBlob(client, manifest, readOptions);
+    },
+
+    async put(key, data, putOptions = {}) {
+      const tmp = join(tmpDir, `atomix-oci-${randomUUID()}`);
+      let release: (() => void) | undefined;
+      try {
+        const written = await writeHashedFile(tmp, data, { ...putOptions, durable: false, mode: 0o600 });
+        checkPut(key, written, putOptions);
+        release = hold(written.digest);
+        const { signal } = putOptions;
+        await ensureBlob(written.digest, written.size, { path: tmp }, signal);
+        if (!emptyConfigKnown) {
+          await ensureBlob(EMPTY_CONFIG.digest, EMPTY_CONFIG.size, { bytes: EMPTY_CONFIG_BYTES }, signal);
+          emptyConfigKnown = true;
+        }
+        const manifest: ArtifactManifest = {
+          key,
+          digest: written.digest,
+          size: written.size,
+          mediaType: putOptions.mediaType || DEFAULT_MEDIA_TYPE,
+          createdAt: new Date().toISOString(),
+          annotations: { ...putOptions.annotations },
+        };
+        const tag = buildKeyTag(key);
+        const previous = await fetchManifest(tag, signal).catch((error: unknown) => {
+          if (error instanceof PluginError && error.code === Code.DataLoss) return undefined; // overwritten below
+          throw error;
+        });
+        let outcome = await putManifest(tag, manifest, signal);
+        if (outcome === "blob-unknown") {
+          // A garbage collection unlinked a blob between our check and the
+          // manifest: upload both again, unconditionally, and retry once.
+          await ensureBlob(written.digest, written.size, { path: tmp }, signal, true);
+          await ensureBlob(
+            EMPTY_CONFIG.digest,
+            EMPTY_CONFIG.size,
+            { bytes: EMPTY_CONFIG_BYTES },
+            signal,
+            true,
+          );
+          outcome = await putManifest(tag, manifest, signal);
+          if (outcome === "blob-unknown") {
+            throw new PluginError(
+              Code.Unavailable,
+              `the OCI registry ${client.origin} lost the blob ${written.digest} of ${formatBuildKey(key)} twice while it was being stored; try again`,
+            );
+          }
+        }
+        if (previous && previous.digest !== outcome.digest) {
+          // The replaced manifest is untagged now: delete it, so that the
+          // registry's own garbage-collect frees its blob without needing
+          // --delete-untagged. Best effort: a leftover is only storage.
+          await client
+            .request("DELETE", `manifests/${previous.digest}`, { expect: [202, 404] })
+            .then(discard)
+            .catch(() => {});
+          const replaced = previous.oci.layers?.[0];
+          if (replaced && replaced.digest !== written.digest) orphans.set(replaced.digest, replaced.size);
+        }
+        orphans.delete(written.digest);
+        return manifest;
+      } catch (error) {
+        throw PluginError.from(error, `storing ${formatBuildKey(key)} in ${where}`);
+      } finally {
+        release?.();
+        await rm(tmp, { force: true });
+      }
+    },
+
+    list: listManifests,
+
+    async remove(key: BuildKey) {
+      const tag = buildKeyTag(key);
+      const fetched = await fetchManifest(tag);
+      if (!fetched) return false;
+      // Deleting by digest also drops every tag on that manifest; manifests of
+      // two keys never share a digest because the key is in the annotations.
+      const response = await client.request("DELETE", `manifests/${fetched.digest}`, { expect: [202, 404] });
+      await discard(response);
+      const layer = fetched.oci.layers?.[0];
+      if (layer) orphans.set(layer.digest, layer.size);
+      return response.status === 202;
+    },
+
+    async collectGarbage(): Promise<GarbageReport> {
+      const report: GarbageReport = { removedBlobs: 0, freedBytes: 0 };
+      if (orphans.size === 0) return report;
+      const referenced = new Set<string>((await listManifests(undefined)).map((m) => m.digest));
+      for (const [digest] of [...orphans]) {
+        if (referenced.has(digest) || writing.has(digest)) {
+          if (referenced.has(digest)) orphans.delete(digest);
+          continue;
+        }
+        const size = await blobSize(digest);
+        orphans.delete(digest);
+        if (size === undefined) continue;
+        const response = await client.request("DELETE", `blobs/${digest}`, { expect: [202, 404] });
+        await discard(response);
+        if (response.status !== 202) continue;
+        report.removedBlobs += 1;
+        report.freedBytes += size;
+      }
+      return report;
+    },
+
+    async close() {
+      orphans.clear();
+    },
+  };
+}
+
+async function readRange(path: string, start: number, length: number): Promise<Buffer> {
+  const handle = await open(path, "r");
+  try {
+    const buffer = Buffer.allocUnsafe(length);
+    let filled = 0;
+    while (filled < length) {
+      const { bytesRead } = await handle.read(buffer, filled, length - filled, start + filled);
+      if (bytesRead === 0) throw new PluginError(Code.Internal, `spooled artifact ${path} ended early`);
+      filled += bytesRead;
+    }
+    return buffer;
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Streams the blob from `offset` with an HTTP Range request, re-cut into
+ * chunks of `chunkSize`. Reads from the socket only as the consumer pulls, so
+ * memory per reader is about one chunk plus the HTTP stream's small buffer;
+ * breaking out of the loop cancels the response body and frees the connection.
+ */
+async function* readBlob(
+  client: RegistryClient,
+  manifest: ArtifactManifest,
+  options: ReadOptions,
+): AsyncGenerator<Buffer> {
+  const offset = options.offset ?? 0;
+  if (offset > manifest.size) throw outOfRange(offset, manifest);
+  if (offset === manifest.size) return;
+  const response = await client.request("GET", `blobs/${manifest.digest}`, {
+    headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+    expect: [200, 206, 404],
+    signal: options.signal,
+  });
+  if (response.status === 404 || !response.body) {
+    await discard(response);
+    throw new PluginError(
+      Code.NotFound,
+      `the blob ${manifest.digest} of ${formatBuildKey(manifest.key)} is missing from the OCI registry ${client.origin}; remove the key and store it again`,
+    );
+  }
+  // A registry that ignores Range sends everything: skip what the caller has.
+  let skip = response.status === 206 ? 0 : offset;
+  if (response.status === 206) {
+    const range = /^bytes (\d+)-/.exec(response.headers.get("content-range") ?? "");
+    if (!range || Number(range[1]) !== offset) {
+      await discard(response);
+      throw new PluginError(
+        Code.Unavailable,
+        `the OCI registry ${client.origin} answered a range request for ${manifest.digest} from ${offset} with ${response.headers.get("content-range")}`,
+      );
+    }
+  }
+  const reader = response.body.getReader();
+  let remaining = manifest.size - offset;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let finished = false;
+  try {
+    while (remaining > 0) {
+      const next = await reader.read().catch((error: unknown) => {
+        throw options.signal?.aborted
+          ? PluginError.from(options.signal.reason ?? error)
+          : new PluginError(
+              Code.Unavailable,
+              `reading ${manifest.digest} from the OCI registry ${client.origin} failed: ${(error as Error).message}`,
+              { cause: error },
+            );
+      });
+      if (next.done) break;
+      let data = Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+      if (skip > 0) {
+        const dropped = Math.min(skip, data.byteLength);
+        skip -= dropped;
+        data = data.subarray(dropped);
+      }
+      if (data.byteLength > remaining) data = data.subarray(0, remaining);
+      while (data.byteLength > 0) {
+        const take = Math.min(options.chunkSize - pendingBytes, data.byteLength);
+        pending.push(data.subarray(0, take));
+        pendingBytes += take;
+        remaining -= take;
+        data = data.subarray(take);
+        if (pendingBytes === options.chunkSize) {
+          const chunk = Buffer.concat(pending, pendingBytes);
+          pending = [];
+          pendingBytes = 0;
+          yield chunk;
+        }
+      }
+    }
+    if (pendingBytes > 0) {
+      const chunk = Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      yield chunk;
+    }
+    if (remaining > 0) {
+      throw new PluginError(
+        Code.DataLoss,
+        `the OCI registry ${client.origin} ended the blob ${manifest.digest} of ${formatBuildKey(manifest.key)} ${remaining} bytes early`,
+      );
+    }
+    finished = true;
+  } finally {
+    if (!finished) await reader.cancel().catch(() => {});
+    else reader.releaseLock();
+  }
+}
+
+/** The absolute URL of an upload session from a 202's Location header. */
+function uploadLocation(response: Response, origin: string): string {
+  const location = response.headers.get("location");
+  if (!location) {
+    throw new PluginError(
+      Code.Unavailable,
+      `the OCI registry ${origin} started an upload without a Location`,
+    );
+  }
+  return new URL(location, origin).toString();
+}
+
+function withDigest(location: string, digest: string): string {
+  const url = new URL(location);
+  url.searchParams.set("digest", digest);
+  return url.toString();
+}
+
+/**
+ * The `rel="next"` target of a tag list's Link header, absolute. (Distribution
+ * 2.8 sends every tag in one page; newer registries paginate.)
+ */
+export function nextLink(link: string | null, origin: string): string | undefined {
+  const match = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link) : null;
+  if (!match?.[1]) return undefined;
+  return new URL(match[1], origin).toString();
+}
+
+function compareManifests(a: ArtifactManifest, b: ArtifactManifest): number {
+  return formatBuildKey(a.key).localeCompare(formatBuildKey(b.key));
+}

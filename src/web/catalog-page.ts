@@ -1,0 +1,108 @@
+import { ANNOTATIONS } from "../compiler/toolchain.js";
+import type { ArtifactManifest } from "../store/artifact-store.js";
+
+const escapeHtml = (text: string) =>
+  text.replace(
+    /[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c,
+  );
+
+function formatSize(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["KiB", "MiB", "GiB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+export interface CatalogView {
+  manifests: ArtifactManifest[];
+  query: string;
+  storeDescription: string;
+  /** The gRPC address clients should use, for the copyable commands. */
+  grpcAddress: string;
+}
+
+/**
+ * The catalog: one server-rendered page listing what the store holds, with a
+ * filter and the command that pulls each artifact. No script, so it works in
+ * any browser and behind any proxy.
+ */
+export function renderCatalogPage(view: CatalogView): string {
+  const query = view.query.trim().toLowerCase();
+  const shown = query
+    ? view.manifests.filter((m) =>
+        [m.key.plugin.name, m.key.plugin.version, m.key.runtime.version, m.key.runtime.buildVersion].some(
+          (field) => field.toLowerCase().includes(query),
+        ),
+      )
+    : view.manifests;
+  const rows = shown
+    .map((m) => {
+      const spec = `${m.key.plugin.name}@${m.key.plugin.version}`;
+      const toolchain = m.annotations[ANNOTATIONS.toolchain] ?? "pushed";
+      const command = `atomix-plugins pull ${spec} --runtime ${m.key.runtime.version} --build ${m.key.runtime.buildVersion} --server ${view.grpcAddress} -o plugin`;
+      return `<tr>
+  <td class="plugin">${escapeHtml(spec)}</td>
+  <td>${escapeHtml(m.key.runtime.version)}</td>
+  <td>${escapeHtml(m.key.runtime.buildVersion)}</td>
+  <td class="num">${formatSize(m.size)}</td>
+  <td><code title="${escapeHtml(m.digest)}">${escapeHtml(m.digest.slice(0, 19))}…</code></td>
+  <td>${escapeHtml(toolchain)}</td>
+  <td><time datetime="${escapeHtml(m.createdAt)}">${escapeHtml(m.createdAt.replace("T", " ").slice(0, 19))}</time></td>
+  <td><code class="command">${escapeHtml(command)}</code></td>
+</tr>`;
+    })
+    .join("\n");
+  const summary = query
+    ? `${shown.length} of ${view.manifests.length} artifacts match “${escapeHtml(view.query)}”`
+    : `${view.manifests.length} artifacts`;
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>atomix-plugins catalog</title>
+<style>
+  body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem; color: #1d232b; background: #fafbfc; }
+  h1 { font-size: 1.4rem; margin: 0 0 .25rem; }
+  .meta { color: #59636e; margin-bottom: 1rem; }
+  form { margin-bottom: 1rem; display: flex; gap: .5rem; }
+  input[type=search] { padding: .35rem .5rem; min-width: 18rem; border: 1px solid #c8ced6; border-radius: 4px; }
+  button { padding: .35rem .8rem; border: 1px solid #1f6feb; background: #1f6feb; color: white; border-radius: 4px; }
+  table { border-collapse: collapse; width: 100%; background: white; }
+  th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid #e4e8ec; vertical-align: top; }
+  th { background: #f0f3f6; font-weight: 600; }
+  td.num, time { white-space: nowrap; }
+  td.num { text-align: right; }
+  td.plugin { font-weight: 600; }
+  code { font: 12px ui-monospace, monospace; }
+  code.command { color: #59636e; user-select: all; }
+  .empty { padding: 2rem; text-align: center; color: #59636e; }
+</style>
+</head>
+<body>
+<h1>Plugin catalog</h1>
+<p class="meta">${summary} · ${escapeHtml(view.storeDescription)} · gRPC at <code>${escapeHtml(view.grpcAddress)}</code> · <a href="/metrics">metrics</a></p>
+<form method="get" action="/">
+  <input type="search" name="q" value="${escapeHtml(view.query)}" placeholder="plugin, version, runtime or build" aria-label="filter">
+  <button type="submit">Filter</button>
+</form>
+${
+  shown.length === 0
+    ? `<p class="empty">No artifacts${query ? " match this filter" : " yet: compile or push one"}.</p>`
+    : `<table>
+<thead><tr><th>Plugin</th><th>Runtime</th><th>Build</th><th>Size</th><th>Digest</th><th>Toolchain</th><th>Stored</th><th>Pull with</th></tr></thead>
+<tbody>
+${rows}
+</tbody>
+</table>`
+}
+</body>
+</html>
+`;
+}

@@ -1,0 +1,295 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Metadata } from "@grpc/grpc-js";
+import { createGrpcClients } from "../src/client/grpc-clients.js";
+import { Code, createPluginClient, loadPlugin, type PluginClient, PluginError } from "../src/client/index.js";
+import type { BuildKey } from "../src/model/build-key.js";
+import { PULL_METADATA } from "../src/protocol/metadata.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
+
+const sha256 = (bytes: Uint8Array) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+const key = (name: string, version = "1.0.0"): BuildKey => ({
+  runtime: { version: "1.0.0", buildVersion: `node${process.versions.node.split(".")[0]}` },
+  plugin: { name, version },
+});
+
+async function rejectsWith(promise: Promise<unknown>, code: Code, pattern?: RegExp): Promise<PluginError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof PluginError, `expected a PluginError, got ${String(error)}`);
+    assert.equal(Code[error.code], Code[code], error.message);
+    if (pattern) assert.match(error.message, pattern);
+    return error;
+  }
+  assert.fail(`expected ${Code[code]}, but the call succeeded`);
+}
+
+describe("client pull", () => {
+  let server: TestServer;
+  let client: PluginClient;
+  let work: string;
+  const artifact = randomBytes(3 * 1024 * 1024 + 17);
+
+  before(async () => {
+    server = await startTestServer({ chunkSize: 64 * 1024 });
+    client = createPluginClient({ address: server.address });
+    work = await mkdtemp(join(tmpdir(), "atomix-pull-"));
+    await client.push(key("blob"), [artifact]);
+  });
+  after(async () => {
+    client.close();
+    await server.close();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("writes the verified artifact and leaves no temporary file", async () => {
+    const dir = await mkdtemp(join(work, "plain-"));
+    const to = join(dir, "blob.bin");
+    const seen: number[] = [];
+    const result = await client.pull(key("blob"), { to, onProgress: (p) => seen.push(p.received) });
+    assert.deepEqual(await readFile(to), artifact);
+    assert.equal(result.digest, sha256(artifact));
+    assert.equal(result.size, artifact.length);
+    assert.equal(result.fromCache, false);
+    assert.equal(result.transferredBytes, artifact.length);
+    assert.deepEqual(result.attempts, [{ offset: 0, bytes: artifact.length }]);
+    assert.equal(seen.at(-1), artifact.length);
+    assert.deepEqual(await readdir(dir), ["blob.bin"]);
+  });
+
+  it("a cache hit transfers no artifact bytes", async () => {
+    const cacheDir = join(work, "cache-hit");
+    const first = await client.pull(key("blob"), { to: join(work, "first.bin"), cacheDir });
+    assert.equal(first.fromCache, false);
+    const pullsBefore = server.pulls.length;
+    const second = await client.pull(key("blob"), { to: join(work, "second.bin"), cacheDir });
+    assert.equal(second.fromCache, true);
+    assert.equal(second.transferredBytes, 0);
+    assert.deepEqual(await readFile(join(work, "second.bin")), artifact);
+    // The server was asked (x-plugin-if-none-match) and sent no chunk.
+    assert.deepEqual(server.pulls.slice(pullsBefore), [{ code: Code.Ok, bytes: 0 }]);
+  });
+
+  it("a digest pinned by the caller and cached makes no call at all", async () => {
+    const cacheDir = join(work, "cache-pinned");
+    await client.pull(key("blob"), { to: join(work, "pin-1.bin"), cacheDir });
+    const pullsBefore = server.pulls.length;
+    const result = await client.pull(key("blob"), {
+      to: join(work, "pin-2.bin"),
+      cacheDir,
+      expectedDigest: sha256(artifact) as `sha256:${string}`,
+    });
+    assert.equal(result.fromCache, true);
+    assert.deepEqual(result.attempts, []);
+    assert.equal(server.pulls.length, pullsBefore);
+  });
+
+  it("a cached copy that is out of date or damaged is fetched again", async () => {
+    const cacheDir = join(work, "cache-stale");
+    const first = randomBytes(100_000);
+    await client.push(key("changing"), [first]);
+    await client.pull(key("changing"), { to: join(work, "changing-1.bin"), cacheDir });
+    const second = randomBytes(120_000);
+    await client.push(key("changing"), [second]);
+    const updated = await client.pull(key("changing"), { to: join(work, "changing-2.bin"), cacheDir });
+    assert.equal(updated.fromCache, false);
+    assert.deepEqual(await readFile(join(work, "changing-2.bin")), second);
+
+    const blob = join(cacheDir, "blobs", "sha256", sha256(second).slice("sha256:".length));
+    const damaged = Buffer.from(second);
+    damaged[5] = (damaged[5] ?? 0) ^ 0xff;
+    await writeFile(blob, damaged);
+    const refetched = await client.pull(key("changing"), { to: join(work, "changing-3.bin"), cacheDir });
+    assert.equal(refetched.fromCache, false);
+    assert.equal(refetched.transferredBytes, second.length);
+    assert.deepEqual(await readFile(join(work, "changing-3.bin")), second);
+  });
+
+  it("a tampered stored blob is refused with DATA_LOSS and nothing is written", async () => {
+    const bytes = randomBytes(200_000);
+    const manifest = await client.push(key("tampered"), [bytes]);
+    const hex = manifest.digest.slice("sha256:".length);
+    const stored = join(server.dataDir, "blobs", "sha256", hex.slice(0, 2), hex);
+    const tampered = Buffer.from(bytes);
+    tampered.fill(0x41, 1000, 1100);
+    await writeFile(stored, tampered);
+
+    const dir = await mkdtemp(join(work, "tampered-"));
+    const to = join(dir, "tampered.bin");
+    await rejectsWith(
+      client.pull(key("tampered"), { to }),
+      Code.DataLoss,
+      new RegExp(`hashing to sha256:[0-9a-f]{64}, but the server announced ${manifest.digest}`),
+    );
+    assert.deepEqual(await readdir(dir), [], "neither the artifact nor a temporary file is left");
+  });
+
+  it("an expected digest the server does not hold is refused before any byte is fetched", async () => {
+    const dir = await mkdtemp(join(work, "expected-"));
+    const pullsBefore = server.pulls.length;
+    await rejectsWith(
+      client.pull(key("blob"), { to: join(dir, "x.bin"), expectedDigest: `sha256:${"0".repeat(64)}` }),
+      Code.FailedPrecondition,
+      /not the expected sha256:0{64}/,
+    );
+    assert.deepEqual(await readdir(dir), []);
+    assert.ok(server.pulls.slice(pullsBefore).every((p) => p.bytes < artifact.length));
+  });
+
+  it("a missing key is NOT_FOUND and leaves `to` untouched", async () => {
+    const to = join(work, "kept.bin");
+    await writeFile(to, "previous");
+    await rejectsWith(client.pull(key("absent"), { to }), Code.NotFound, /absent@1\.0\.0/);
+    assert.equal(await readFile(to, "utf8"), "previous");
+  });
+
+  it("an invalid key is refused before any call", async () => {
+    await rejectsWith(
+      client.pull(key("blob", "latest"), { to: join(work, "never.bin") }),
+      Code.InvalidArgument,
+      /plugin\.version "latest"/,
+    );
+  });
+
+  it("an offset past the end is OUT_OF_RANGE; an offset at the end sends nothing", async () => {
+    const clients = createGrpcClients({ address: server.address });
+    const pullWithOffset = (offset: number) =>
+      new Promise<{ bytes: number; digest: string }>((resolve, reject) => {
+        const metadata = new Metadata();
+        metadata.set(PULL_METADATA.offset, String(offset));
+        const call = clients.registry.pullPlugin(key("blob"), metadata);
+        let bytes = 0;
+        let digest = "";
+        call.on("metadata", (m: Metadata) => {
+          digest = String(m.get(PULL_METADATA.digest)[0]);
+        });
+        call.on("data", (m: { data: Uint8Array }) => {
+          bytes += m.data.byteLength;
+        });
+        call.on("error", reject);
+        call.on("end", () => resolve({ bytes, digest }));
+      });
+    try {
+      await assert.rejects(
+        pullWithOffset(artifact.length + 1),
+        (error: { code: number; details: string }) => {
+          assert.equal(error.code, Code.OutOfRange);
+          assert.match(error.details, /past the end/);
+          return true;
+        },
+      );
+      assert.deepEqual(await pullWithOffset(artifact.length), { bytes: 0, digest: sha256(artifact) });
+      assert.deepEqual(await pullWithOffset(artifact.length - 10), { bytes: 10, digest: sha256(artifact) });
+    } finally {
+      clients.close();
+    }
+  });
+
+  it("an aborted pull rejects with CANCELLED and leaves nothing behind", async () => {
+    const dir = await mkdtemp(join(work, "abort-"));
+    const controller = new AbortController();
+    await rejectsWith(
+      client.pull(key("blob"), {
+        to: join(dir, "aborted.bin"),
+        signal: controller.signal,
+        onProgress: () => controller.abort(),
+      }),
+      Code.Cancelled,
+    );
+    assert.deepEqual(await readdir(dir), []);
+  });
+
+  it("retries stop at the deadline with DEADLINE_EXCEEDED", async () => {
+    // Nothing listens on port 1: every attempt is UNAVAILABLE.
+    const unreachable = createPluginClient({ address: "127.0.0.1:1" });
+    try {
+      await rejectsWith(
+        unreachable.pull(key("blob"), {
+          to: join(work, "never.bin"),
+          timeoutMs: 300,
+          retry: { maxAttempts: 1000, initialDelayMs: 20, maxDelayMs: 100 },
+        }),
+        Code.DeadlineExceeded,
+      );
+      await rejectsWith(
+        unreachable.compile(key("blob"), { retry: { maxAttempts: 2, initialDelayMs: 1 } }),
+        Code.Unavailable,
+      );
+      await rejectsWith(
+        unreachable.compile(key("blob"), {
+          timeoutMs: 200,
+          retry: { maxAttempts: 1000, initialDelayMs: 20, maxDelayMs: 100 },
+        }),
+        Code.DeadlineExceeded,
+      );
+    } finally {
+      unreachable.close();
+    }
+  });
+
+  it("compile returns the parsed reference of the stored artifact", async () => {
+    const reference = await client.compile(key("blob"));
+    assert.deepEqual(reference, { key: key("blob"), digest: sha256(artifact) });
+  });
+});
+
+describe("loadPlugin", () => {
+  let server: TestServer;
+  let client: PluginClient;
+  let cacheDir: string;
+  const source = 'export const driver = { name: "echo", call: (x) => "echo:" + x };\nexport default 42;\n';
+
+  before(async () => {
+    server = await startTestServer();
+    client = createPluginClient({ address: server.address });
+    cacheDir = await mkdtemp(join(tmpdir(), "atomix-load-"));
+    await client.push(key("echo"), [Buffer.from(source)]);
+  });
+  after(async () => {
+    client.close();
+    await server.close();
+    await rm(cacheDir, { recursive: true, force: true });
+  });
+
+  it("pulls, verifies, imports and returns the required export", async () => {
+    type Driver = { name: string; call(x: string): string };
+    const isDriver = (value: unknown): value is Driver =>
+      typeof (value as Driver).call === "function" && typeof (value as Driver).name === "string";
+    const loaded = await loadPlugin(key("echo"), { client, cacheDir, exportName: "driver", check: isDriver });
+    assert.equal(loaded.plugin.call("hi"), "echo:hi");
+    assert.equal(loaded.fromCache, false);
+    assert.equal((await stat(loaded.path)).size, source.length);
+
+    const again = await loadPlugin(key("echo"), { server: { address: server.address }, cacheDir });
+    assert.equal(again.plugin, 42);
+    assert.equal(again.fromCache, true);
+    assert.equal(again.path, loaded.path);
+  });
+
+  it("loads by reference, and refuses a plugin without the export or built for another runtime", async () => {
+    const reference = await client.compile(key("echo"));
+    const loaded = await loadPlugin(
+      `atomix-plugin://1.0.0/${key("echo").runtime.buildVersion}/echo@1.0.0@${reference.digest}`,
+      { client, cacheDir, exportName: "driver" },
+    );
+    assert.equal(loaded.digest, reference.digest);
+    await rejectsWith(
+      loadPlugin(key("echo"), { client, cacheDir, exportName: "createDriver" }),
+      Code.FailedPrecondition,
+      /does not export "createDriver"; it exports "default", "driver"/,
+    );
+    await rejectsWith(
+      loadPlugin(
+        { ...key("echo"), runtime: { version: "1.0.0", buildVersion: "go1.19.8" } },
+        { client, cacheDir },
+      ),
+      Code.FailedPrecondition,
+      /not a Node\.js runtime/,
+    );
+  });
+});

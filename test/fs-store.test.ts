@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import type { BuildKey } from "../src/model/build-key.js";
+import type { ArtifactStore } from "../src/store/artifact-store.js";
+import { createFsStore } from "../src/store/fs-store.js";
+import { tempDir } from "./helpers/server-process.js";
+
+const key: BuildKey = {
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name: "counter", version: "1.0.0" },
+};
+
+async function readAll(store: ArtifactStore, key: BuildKey): Promise<Buffer> {
+  const manifest = await store.get(key);
+  assert.ok(manifest, "manifest stored");
+  const chunks: Buffer[] = [];
+  for await (const chunk of store.read(manifest, { chunkSize: 4096 })) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+async function* failingAfter(data: Buffer): AsyncGenerator<Uint8Array> {
+  yield data;
+  throw new Error("connection lost");
+}
+
+describe("filesystem store across crashes and restarts", () => {
+  it("keeps what it stored across a restart", async () => {
+    const dir = await tempDir();
+    try {
+      const data = randomBytes(100_000);
+      const first = await createFsStore({ dir: dir.path });
+      await first.put(key, [data]);
+      await first.close();
+      const second = await createFsStore({ dir: dir.path });
+      assert.deepEqual(await readAll(second, key), data);
+      assert.equal((await second.list()).length, 1);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("never serves a leftover temporary file of a crashed write, and removes it at start-up", async () => {
+    const dir = await tempDir();
+    try {
+      // What a crash midway through a put leaves: a half-written file in tmp/.
+      await mkdir(join(dir.path, "tmp"), { recursive: true });
+      await writeFile(join(dir.path, "tmp", "0b7c1f2e-crashed-write"), randomBytes(5000));
+      const store = await createFsStore({ dir: dir.path });
+      assert.equal(await store.get(key), undefined);
+      assert.deepEqual(await store.list(), []);
+      assert.deepEqual(await readdir(join(dir.path, "tmp")), []);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("leaves no artifact and no temporary file when the data stream fails midway", async () => {
+    const dir = await tempDir();
+    try {
+      const store = await createFsStore({ dir: dir.path });
+      await assert.rejects(store.put(key, failingAfter(randomBytes(1000))), /connection lost/);
+      assert.equal(await store.get(key), undefined);
+      assert.deepEqual(await readdir(join(dir.path, "tmp")), []);
+      assert.deepEqual(await readdir(join(dir.path, "blobs", "sha256")), []);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("keeps the previous artifact of a key when a replacing write fails", async () => {
+    const dir = await tempDir();
+    try {
+      const store = await createFsStore({ dir: dir.path });
+      const old = randomBytes(2000);
+      await store.put(key, [old]);
+      await assert.rejects(store.put(key, failingAfter(randomBytes(1000))));
+      assert.deepEqual(await readAll(store, key), old);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("refuses to serve a blob whose size differs from its manifest", async () => {
+    const dir = await tempDir();
+    try {
+      const store = await createFsStore({ dir: dir.path });
+      const manifest = await store.put(key, [randomBytes(3000)]);
+      const hex = manifest.digest.slice("sha256:".length);
+      await writeFile(join(dir.path, "blobs", "sha256", hex.slice(0, 2), hex), randomBytes(10));
+      await assert.rejects(readAll(store, key), (error: Error) => /manifest says 3000/.test(error.message));
+    } finally {
+      await dir.remove();
+    }
+  });
+});

@@ -1,0 +1,95 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+
+export interface ServerProcess {
+  address: string;
+  /** host:port of the HTTP side port, or "off". */
+  http: string;
+  dataDir: string;
+  child: ChildProcess;
+  /** Every log line the server printed so far, parsed. */
+  logs: Record<string, unknown>[];
+  /** SIGTERM, wait for exit; resolves to the exit code. */
+  stop(): Promise<number | null>;
+  kill(): Promise<void>;
+}
+
+export interface StartOptions {
+  dataDir?: string;
+  listen?: string;
+  /** HTTP side port; an ephemeral port by default. */
+  http?: string;
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Runs `atomix-plugins serve` as a real process and waits until it listens. */
+export async function startServerProcess(options: StartOptions = {}): Promise<ServerProcess> {
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "atomix-data-")));
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      "serve",
+      ...["--listen", options.listen ?? "127.0.0.1:0"],
+      ...["--http", options.http ?? "127.0.0.1:0"],
+      ...["--data", dataDir],
+      ...(options.args ?? []),
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } },
+  );
+  const logs: Record<string, unknown>[] = [];
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const onExit = (code: number | null) =>
+      reject(new Error(`server exited with ${code} before listening: ${stderr}`));
+    child.once("exit", onExit);
+    lines.on("line", (line) => {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        logs.push(entry);
+        if (entry.msg === "serving") {
+          child.off("exit", onExit);
+          resolve(entry);
+        }
+      } catch {
+        // not a log line
+      }
+    });
+  });
+  const exited = once(child, "exit").then(([code]) => code as number | null);
+  return {
+    address: String(ready.address),
+    http: String(ready.http),
+    dataDir,
+    child,
+    logs,
+    async stop() {
+      if (!child.killed && child.exitCode === null) child.kill("SIGTERM");
+      return exited;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+/** A temporary directory removed by the returned cleanup. */
+export async function tempDir(
+  prefix = "atomix-test-",
+): Promise<{ path: string; remove: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), prefix));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}

@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { credentials } from "@grpc/grpc-js";
+import { createPluginClient } from "../src/client/plugin-client.js";
+import { Code, PluginError } from "../src/errors/plugin-error.js";
+import type { BuildKey } from "../src/model/build-key.js";
+import { startServerProcess, tempDir } from "./helpers/server-process.js";
+
+const key: BuildKey = {
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name: "counter", version: "1.0.0" },
+};
+
+const rejectsWith = (code: Code) => (error: unknown) => error instanceof PluginError && error.code === code;
+
+describe("admin token", () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  before(async () => {
+    dir = await tempDir();
+    await writeFile(join(dir.path, "token"), "s3cret-admin-token\n");
+  });
+  after(() => dir.remove());
+
+  it("guards push, remove and gc, and leaves pulls and listing open", async () => {
+    const server = await startServerProcess({ args: ["--admin-token-file", join(dir.path, "token")] });
+    const anonymous = createPluginClient({ address: server.address });
+    const wrong = createPluginClient({ address: server.address, token: "guess" });
+    const admin = createPluginClient({ address: server.address, token: "s3cret-admin-token" });
+    try {
+      await assert.rejects(anonymous.push(key, [randomBytes(100)]), rejectsWith(Code.Unauthenticated));
+      await assert.rejects(wrong.push(key, [randomBytes(100)]), rejectsWith(Code.PermissionDenied));
+      await assert.rejects(anonymous.remove(key), rejectsWith(Code.Unauthenticated));
+      await assert.rejects(wrong.collectGarbage(), rejectsWith(Code.PermissionDenied));
+      await admin.push(key, [randomBytes(100)]);
+      assert.equal((await anonymous.list()).length, 1);
+      const to = join(dir.path, "pulled");
+      assert.equal((await anonymous.pull(key, { to })).size, 100);
+      assert.equal(await admin.remove(key), true);
+    } finally {
+      for (const c of [anonymous, wrong, admin]) c.close();
+      await server.stop();
+    }
+  });
+});
+
+describe("TLS", () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  before(async () => {
+    dir = await tempDir();
+    // A self-signed certificate for 127.0.0.1, as a private CA would issue.
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=atomix-plugins-test",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        join(dir.path, "key.pem"),
+        "-out",
+        join(dir.path, "cert.pem"),
+      ],
+      { stdio: "ignore" },
+    );
+  });
+  after(() => dir.remove());
+
+  it("serves pulls over TLS to clients that trust its CA, and not to plaintext clients", async () => {
+    const server = await startServerProcess({
+      args: ["--tls-cert", join(dir.path, "cert.pem"), "--tls-key", join(dir.path, "key.pem")],
+    });
+    const ca = await readFile(join(dir.path, "cert.pem"));
+    const secure = createPluginClient({ address: server.address, credentials: credentials.createSsl(ca) });
+    const plaintext = createPluginClient({ address: server.address });
+    try {
+      const data = randomBytes(300_000);
+      await secure.push(key, [data]);
+      const to = join(dir.path, "pulled");
+      const pulled = await secure.pull(key, { to });
+      assert.deepEqual(await readFile(pulled.path), data);
+      await assert.rejects(plaintext.list({}, { timeoutMs: 3000 }), rejectsWith(Code.Unavailable));
+    } finally {
+      secure.close();
+      plaintext.close();
+      await server.stop();
+    }
+  });
+});
