@@ -1,5 +1,5 @@
 import { availableParallelism } from "node:os";
-import { delimiter } from "node:path";
+import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import type { StoreConfig } from "./store/create-store.js";
@@ -188,6 +188,11 @@ export function splitHostPort(address: string): { host: string; port: number } {
 /** The store a serve config asks for: the OCI registry if `store` is set, else the data directory. */
 export function storeConfigOf(config: ServeConfig): StoreConfig {
   return config.store
-    ? { kind: "oci", url: config.store, credentialsFile: config.ociCredentialsFile }
+    ? {
+        kind: "oci",
+        url: config.store,
+        credentialsFile: config.ociCredentialsFile,
+        spoolDir: join(config.dataDir, "oci-spool"),
+      }
     : { kind: "fs", dir: config.dataDir };
 }

@@ -105,6 +105,7 @@ describe("OCI store URLs", () => {
       kind: "oci",
       url: "oci://127.0.0.1:5000/a",
       credentialsFile: undefined,
+      spoolDir: "data/oci-spool",
     });
     const fromFlag = parseServeConfig(
       { store: "oci://127.0.0.1:5000/b", ociCredentialsFile: "/etc/atomix/config.json" },
@@ -114,6 +115,7 @@ describe("OCI store URLs", () => {
       kind: "oci",
       url: "oci://127.0.0.1:5000/b",
       credentialsFile: "/etc/atomix/config.json",
+      spoolDir: "data/oci-spool",
     });
     assert.throws(
       () => parseServeConfig({ store: "s3://bucket" }, {}),

@@ -260,6 +260,18 @@ describe("OCI store shared by two server replicas", () => {
       await c.stop();
       await relay.close();
     }
+    // C's spooled copy outlived it; the next replica to start on this data
+    // directory removes it, and leaves the spool files of live replicas alone.
+    const spool = join(dataDir, "oci-spool");
+    const leftover = `atomix-oci-${c.child.pid}-`;
+    assert.ok(
+      (await readdir(spool)).some((name) => name.startsWith(leftover)),
+      "C left its spool file",
+    );
+    const d = await startReplica(`oci://${registry.address}/${repository}`, dataDir, children);
+    await d.stop();
+    assert.ok(!(await readdir(spool)).some((name) => name.startsWith(leftover)), "the spool file is gone");
+
     const after = await pullStatus(b.address, key);
     assert.equal(after.code, Code.NotFound, after.details);
     assert.deepEqual(await b.client.list({ pluginName: "interrupted" }), []);

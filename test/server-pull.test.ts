@@ -10,7 +10,7 @@ import type { PullPluginResponse } from "../src/gen/atomix/runtime/v1/plugin.js"
 import type { BuildKey } from "../src/model/build-key.js";
 import { PULL_METADATA } from "../src/protocol/metadata.js";
 import { checkHealth, listServicesByReflection } from "./helpers/grpc-probes.js";
-import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
+import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
 
 const MiB = 1024 * 1024;
 
@@ -187,7 +187,8 @@ describe("PullPlugin over a real server process", () => {
 
 describe("server lifecycle", () => {
   it("keeps its store across a restart", async () => {
-    const first = await startServerProcess();
+    const dir = await tempDir("atomix-data-");
+    const first = await startServerProcess({ dataDir: dir.path });
     const data = randomBytes(50_000);
     const pusher = createPluginClient({ address: first.address });
     await pusher.push(keyFor("durable"), [data]);
@@ -201,6 +202,7 @@ describe("server lifecycle", () => {
     } finally {
       clients.close();
       await second.stop();
+      await dir.remove();
     }
   });
 

@@ -16,6 +16,8 @@ export type StoreConfig =
       url: string;
       /** docker-style config.json; ATOMIX_PLUGINS_OCI_USERNAME/PASSWORD win over it. */
       credentialsFile?: string | undefined;
+      /** Local directory where artifacts are spooled and hashed before upload. */
+      spoolDir?: string | undefined;
       env?: NodeJS.ProcessEnv;
     };
 
@@ -30,7 +32,7 @@ export async function createStore(config: StoreConfig): Promise<ArtifactStore> {
         file: config.credentialsFile,
         ...(config.env ? { env: config.env } : {}),
       });
-      return createOciStore({ ...location, credentials });
+      return createOciStore({ ...location, credentials, tmpDir: config.spoolDir });
     }
   }
 }

@@ -12,6 +12,7 @@ export interface ServerProcess {
   address: string;
   /** host:port of the HTTP side port, or "off". */
   http: string;
+  /** Removed when the server stops, unless the caller passed it in. */
   dataDir: string;
   child: ChildProcess;
   /** Every log line the server printed so far, parsed. */
@@ -68,7 +69,11 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
       }
     });
   });
-  const exited = once(child, "exit").then(([code]) => code as number | null);
+  const ownsDataDir = options.dataDir === undefined;
+  const exited = once(child, "exit").then(async ([code]) => {
+    if (ownsDataDir) await rm(dataDir, { recursive: true, force: true });
+    return code as number | null;
+  });
   return {
     address: String(ready.address),
     http: String(ready.http),

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
-import { open, rm } from "node:fs/promises";
+import { mkdir, open, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, PluginError } from "../../errors/plugin-error.js";
@@ -37,7 +37,11 @@ export interface OciStoreOptions extends OciLocation {
    * per upload stays at this bound. Default 8 MiB.
    */
   uploadChunkSize?: number | undefined;
-  /** Where incoming artifacts are spooled while being hashed. Default: the OS temporary directory. */
+  /**
+   * Where incoming artifacts are spooled while being hashed; created if
+   * missing. Spool files of processes no longer running (a replica killed
+   * mid-push) are removed at start. Default: the OS temporary directory.
+   */
   tmpDir?: string | undefined;
   /** See RegistryClientOptions.requestTimeoutMs. Default 30 s. */
   requestTimeoutMs?: number | undefined;
@@ -78,6 +82,8 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
   const client = new RegistryClient(options);
   const chunkLimit = options.uploadChunkSize ?? 8 * 1024 * 1024;
   const tmpDir = options.tmpDir ?? tmpdir();
+  await mkdir(tmpDir, { recursive: true });
+  await removeStaleSpoolFiles(tmpDir);
   const where = `${client.origin}/${client.repository}`;
   /** Digests being written by this process: collectGarbage leaves them alone. */
   const writing = new Map<string, number>();
@@ -249,7 +255,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     },
 
     async put(key, data, putOptions = {}) {
-      const tmp = join(tmpDir, `atomix-oci-${randomUUID()}`);
+      const tmp = join(tmpDir, `${SPOOL_PREFIX}${process.pid}-${randomUUID()}`);
       let release: (() => void) | undefined;
       try {
         const written = await writeHashedFile(tmp, data, { ...putOptions, durable: false, mode: 0o600 });
@@ -498,4 +504,27 @@ export function nextLink(link: string | null, origin: string): string | undefine
 
 function compareManifests(a: ArtifactManifest, b: ArtifactManifest): number {
   return formatBuildKey(a.key).localeCompare(formatBuildKey(b.key));
+}
+
+const SPOOL_PREFIX = "atomix-oci-";
+
+/**
+ * Spool files are named after the process writing them, so replicas sharing
+ * a spool directory only ever remove the leftovers of processes that are gone.
+ */
+async function removeStaleSpoolFiles(dir: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    const pid = Number(/^atomix-oci-(\d+)-/.exec(name)?.[1]);
+    if (!pid || pid === process.pid || isRunning(pid)) continue;
+    await rm(join(dir, name), { force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
