@@ -121,7 +121,6 @@ export const serveConfigSchema = z
   });
 
 export type ServeConfig = z.infer<typeof serveConfigSchema>;
-export type ServeConfigInput = z.input<typeof serveConfigSchema>;
 
 /** Environment variables that set serve options, and the option each sets. */
 export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
