@@ -62,6 +62,22 @@ describe("client pull", () => {
     assert.deepEqual(await readdir(dir), ["blob.bin"]);
   });
 
+  it("pulls the same over grpc-js, for targets the client's own reader does not take", async () => {
+    const viaGrpcJs = createPluginClient({ address: server.address, pullTransport: "grpc-js" });
+    try {
+      const to = join(work, "grpc-js.bin");
+      const cacheDir = join(work, "grpc-js-cache");
+      const result = await viaGrpcJs.pull(key("blob"), { to, cacheDir });
+      assert.deepEqual(await readFile(to), artifact);
+      assert.equal(result.digest, sha256(artifact));
+      const again = await viaGrpcJs.pull(key("blob"), { to, cacheDir });
+      assert.equal(again.fromCache, true);
+      await rejectsWith(viaGrpcJs.pull(key("absent"), { to: join(work, "absent.bin") }), Code.NotFound);
+    } finally {
+      viaGrpcJs.close();
+    }
+  });
+
   it("a cache hit transfers no artifact bytes", async () => {
     const cacheDir = join(work, "cache-hit");
     const first = await client.pull(key("blob"), { to: join(work, "first.bin"), cacheDir });

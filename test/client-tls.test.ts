@@ -1,10 +1,21 @@
 import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } from "@grpc/grpc-js";
+import {
+  Metadata,
+  Server,
+  ServerCredentials,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type sendUnaryData,
+} from "@grpc/grpc-js";
 import { Code, createPluginClient, PluginError } from "../src/client/index.js";
-import { PluginCompilerService } from "../src/gen/atomix/runtime/v1/plugin.js";
+import { PluginCompilerService, PluginRegistryService } from "../src/gen/atomix/runtime/v1/plugin.js";
 
 /** test/fixtures/tls, from dist/test/. */
 const fixture = (name: string) => fileURLToPath(new URL(`../../test/fixtures/tls/${name}`, import.meta.url));
@@ -13,6 +24,7 @@ const key = {
   plugin: { name: "counter", version: "1.0.0" },
 };
 const DIGEST = `sha256:${"ab".repeat(32)}`;
+const ARTIFACT = randomBytes(3 * 1024 * 1024 + 5);
 
 async function code(promise: Promise<unknown>): Promise<string> {
   try {
@@ -34,6 +46,19 @@ describe("client TLS options", () => {
     server.addService(PluginCompilerService, {
       compilePlugin(_call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<{ plugin: string }>) {
         callback(null, { plugin: `atomix-plugin://1.0.0/node20/counter@1.0.0@${DIGEST}` });
+      },
+    });
+    // A PluginRegistry serving one artifact in 1 MiB chunks.
+    server.addService(PluginRegistryService, {
+      pullPlugin(call: ServerWritableStream<unknown, { data: Buffer }>) {
+        const headers = new Metadata();
+        headers.set("x-plugin-digest", `sha256:${createHash("sha256").update(ARTIFACT).digest("hex")}`);
+        headers.set("x-plugin-size", String(ARTIFACT.length));
+        call.sendMetadata(headers);
+        for (let at = 0; at < ARTIFACT.length; at += 1024 * 1024) {
+          call.write({ data: ARTIFACT.subarray(at, at + 1024 * 1024) });
+        }
+        call.end();
       },
     });
     const credentials = ServerCredentials.createSsl(
@@ -65,10 +90,15 @@ describe("client TLS options", () => {
         serverName: "registry.test",
       },
     });
+    const dir = await mkdtemp(join(tmpdir(), "atomix-tls-"));
     try {
       assert.equal((await client.compile(key)).digest, DIGEST);
+      // Pulls take the client's own reader, over the same TLS settings.
+      await client.pull(key, { to: join(dir, "artifact") });
+      assert.ok((await readFile(join(dir, "artifact"))).equals(ARTIFACT));
     } finally {
       client.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
@@ -82,6 +112,9 @@ describe("client TLS options", () => {
     try {
       assert.equal(await code(noCert.compile(key, { retry })), "Unavailable");
       assert.equal(await code(plaintext.compile(key, { retry })), "Unavailable");
+      const to = join(tmpdir(), `atomix-tls-never-${process.pid}`);
+      assert.equal(await code(noCert.pull(key, { to, retry })), "Unavailable");
+      assert.equal(await code(plaintext.pull(key, { to, retry })), "Unavailable");
     } finally {
       noCert.close();
       plaintext.close();

@@ -30,6 +30,14 @@ export interface ConnectionOptions {
   token?: string;
   /** Extra grpc-js channel options; they win over the defaults. */
   channelOptions?: Partial<ClientOptions>;
+  /**
+   * What carries PullPlugin. "auto" (the default) reads it straight off
+   * `node:http2`, about twice as fast per byte as grpc-js, whenever the
+   * address and credentials allow (host:port, [v6]:port, dns:, unix:; `tls`
+   * or plaintext; no proxy in the environment) and grpc-js otherwise.
+   * "grpc-js" always uses grpc-js, e.g. to honour `channelOptions` on pulls.
+   */
+  pullTransport?: "auto" | "grpc-js";
 }
 
 /**

@@ -5,6 +5,7 @@ import { stat } from "node:fs/promises";
 import { type CallOptions, Metadata } from "@grpc/grpc-js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { Manifest } from "../gen/atomix/plugins/admin/v1/admin.js";
+import type { PluginRegistryClient } from "../gen/atomix/runtime/v1/plugin.js";
 import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
 import type { Digest } from "../store/artifact-store.js";
@@ -17,7 +18,9 @@ import {
   pullArtifact,
   type RetryControl,
 } from "./pull-artifact.js";
+import { grpcJsPullTransport, type PullTransport } from "./pull-transport.js";
 import { backoffDelay, cancelled, isRetryable, resolveRetryPolicy, sleep } from "./retry-policy.js";
+import { pullTarget, socketPullTransport } from "./socket-pull-transport.js";
 
 export interface PushOptions extends CallControl {
   mediaType?: string;
@@ -85,6 +88,7 @@ const PUSH_CHUNK = 256 * 1024;
 /** Connects (lazily: the first call dials) to the server at `connection.address`. */
 export function createPluginClient(connection: ConnectionOptions): PluginClient {
   const clients = createGrpcClients(connection);
+  const pulls = pullTransportFor(connection, clients.registry);
 
   function callOptions(deadline: number | undefined): Partial<CallOptions> {
     return deadline ? { deadline } : {};
@@ -208,7 +212,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
 
   return {
     async pull(key, options) {
-      return pullArtifact(clients.registry, parseBuildKey(key), options);
+      return pullArtifact(pulls, parseBuildKey(key), options);
     },
 
     push,
@@ -276,9 +280,18 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     },
 
     close() {
+      pulls.close();
       clients.close();
     },
   };
+}
+
+/** Our own reader where it can reach the server as grpc-js would; grpc-js otherwise. */
+function pullTransportFor(connection: ConnectionOptions, registry: PluginRegistryClient): PullTransport {
+  const auto =
+    connection.pullTransport !== "grpc-js" && !connection.credentials && !connection.channelOptions;
+  const target = auto ? pullTarget(connection.address, connection.tls) : undefined;
+  return target ? socketPullTransport(target, { token: connection.token }) : grpcJsPullTransport(registry);
 }
 
 export type { CallControl, PullOptions, PullResult, RetryControl };

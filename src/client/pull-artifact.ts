@@ -1,14 +1,13 @@
 import { createHash, randomUUID } from "node:crypto";
 import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { type CallOptions, Metadata, type StatusObject } from "@grpc/grpc-js";
 import { Code, codeName, PluginError } from "../errors/plugin-error.js";
-import type { PluginRegistryClient, PullPluginResponse } from "../gen/atomix/runtime/v1/plugin.js";
 import { type BuildKey, formatBuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
 import { DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
 import { fromServiceError } from "./call-error.js";
 import { type CacheEntry, openPluginCache } from "./plugin-cache.js";
+import type { AttemptOutcome, PullTransport } from "./pull-transport.js";
 import {
   backoffDelay,
   cancelled,
@@ -85,7 +84,7 @@ export interface PullResult {
  * into place. On any failure `to` is untouched and the temporary file gone.
  */
 export async function pullArtifact(
-  registry: PluginRegistryClient,
+  transport: PullTransport,
   key: BuildKey,
   options: PullOptions,
 ): Promise<PullResult> {
@@ -166,7 +165,7 @@ export async function pullArtifact(
       const ifNoneMatch = received === 0 ? cached?.digest : undefined;
       let outcome: AttemptOutcome;
       try {
-        outcome = await streamOnce(registry, key, {
+        outcome = await transport.pullOnce(key, {
           offset: received,
           ifNoneMatch,
           deadline,
@@ -184,18 +183,22 @@ export async function pullArtifact(
             announced = headers;
             return true;
           },
-          async onData(data) {
+          async onData(chunks) {
             const size = announced?.size ?? 0;
-            if (received + data.byteLength > size) {
+            let bytes = 0;
+            for (const chunk of chunks) {
+              bytes += chunk.byteLength;
+              hash.update(chunk);
+            }
+            if (received + bytes > size) {
               throw new PluginError(
                 Code.DataLoss,
                 `the server sent more than the ${size} bytes it announced for ${what}`,
               );
             }
-            hash.update(data);
-            await writeAll(file as FileHandle, data, received);
-            received += data.byteLength;
-            attempt.bytes += data.byteLength;
+            await writeAll(file as FileHandle, chunks, bytes, received);
+            received += bytes;
+            attempt.bytes += bytes;
             options.onProgress?.({ received, total: size, attempt: attempts.length });
           },
         });
@@ -281,82 +284,20 @@ async function openPartial(partial: string, to: string): Promise<FileHandle> {
   }
 }
 
-async function writeAll(file: FileHandle, data: Uint8Array, position: number): Promise<void> {
-  let written = 0;
-  while (written < data.byteLength) {
-    const { bytesWritten } = await file.write(data, written, data.byteLength - written, position + written);
-    written += bytesWritten;
-  }
-}
-
-type AttemptOutcome = "complete" | "not-modified" | "changed";
-
-interface AttemptOptions {
-  offset: number;
-  ifNoneMatch: Digest | undefined;
-  deadline: number | undefined;
-  signal: AbortSignal | undefined;
-  /** False to abandon the attempt because the artifact changed. */
-  onHeaders(headers: CacheEntry): boolean;
-  onData(data: Buffer): Promise<void>;
-}
-
-/** One PullPlugin call. Resolves when the stream ends with OK; rejects with the call's error. */
-async function streamOnce(
-  registry: PluginRegistryClient,
-  key: BuildKey,
-  options: AttemptOptions,
-): Promise<AttemptOutcome> {
-  const metadata = new Metadata();
-  if (options.offset > 0) metadata.set(PULL_METADATA.offset, String(options.offset));
-  if (options.ifNoneMatch) metadata.set(PULL_METADATA.ifNoneMatch, options.ifNoneMatch);
-  const callOptions: Partial<CallOptions> = options.deadline ? { deadline: options.deadline } : {};
-  const call = registry.pullPlugin(
-    { runtime: { ...key.runtime }, plugin: { ...key.plugin } },
-    metadata,
-    callOptions,
-  );
-  const cancel = () => call.cancel();
-  options.signal?.addEventListener("abort", cancel, { once: true });
-  let headersError: unknown;
-  let changed = false;
-  call.once("metadata", (headers: Metadata) => {
-    try {
-      const digest = String(headers.get(PULL_METADATA.digest)[0] ?? "");
-      const size = Number(headers.get(PULL_METADATA.size)[0] ?? Number.NaN);
-      if (!/^sha256:[0-9a-f]{64}$/.test(digest) || !Number.isSafeInteger(size) || size < 0) {
-        throw new PluginError(
-          Code.DataLoss,
-          `the server announced digest "${digest}" and size "${size}", which are not valid`,
-        );
-      }
-      if (!options.onHeaders({ digest: digest as Digest, size })) {
-        changed = true;
-        call.cancel();
-      }
-    } catch (error) {
-      headersError = error;
-      call.cancel();
+/** Writes `chunks` (`bytes` in all) at `position`, one system call for all of them when the disk allows. */
+async function writeAll(file: FileHandle, chunks: Buffer[], bytes: number, position: number): Promise<void> {
+  let { bytesWritten } = await file.writev(chunks, position);
+  if (bytesWritten === bytes) return;
+  // A short write: finish chunk by chunk from where it stopped.
+  let at = 0;
+  for (const chunk of chunks) {
+    const end = at + chunk.byteLength;
+    let done = Math.max(0, bytesWritten - at);
+    while (done < chunk.byteLength) {
+      const result = await file.write(chunk, done, chunk.byteLength - done, position + at + done);
+      done += result.bytesWritten;
+      bytesWritten += result.bytesWritten;
     }
-  });
-  let trailers: Metadata | undefined;
-  call.on("status", (status: StatusObject) => {
-    trailers = status.metadata;
-  });
-  try {
-    for await (const message of call as AsyncIterable<PullPluginResponse>) {
-      if (headersError || changed) break;
-      await options.onData(message.data as Buffer);
-    }
-  } catch (error) {
-    if (!headersError && !changed) throw error;
-  } finally {
-    options.signal?.removeEventListener("abort", cancel);
-    call.cancel(); // a no-op once the call has ended; frees it when we broke out early
+    at = end;
   }
-  if (headersError) throw headersError;
-  if (changed) return "changed";
-  if (options.signal?.aborted) throw cancelled(options.signal);
-  if (trailers?.get(PULL_METADATA.notModified)[0] === "true") return "not-modified";
-  return "complete";
 }

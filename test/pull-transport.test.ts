@@ -1,0 +1,241 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import {
+  constants,
+  createServer,
+  type Http2Server,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from "node:http2";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Code, createPluginClient, type PluginClient, PluginError } from "../src/client/index.js";
+import { PullPluginRequest } from "../src/gen/atomix/runtime/v1/plugin.js";
+import type { BuildKey } from "../src/model/build-key.js";
+
+/**
+ * The client's own PullPlugin reader against a real HTTP/2 server that
+ * misbehaves on demand: the plugin name in the request picks the behaviour.
+ * The server pads every frame it sends and adds a header larger than one
+ * frame, so padding and CONTINUATION frames are read on every call.
+ */
+const artifact = randomBytes(2_500_000);
+const digest = `sha256:${createHash("sha256").update(artifact).digest("hex")}`;
+const key = (name: string): BuildKey => ({
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name, version: "1.0.0" },
+});
+
+/** gRPC messages of PullPluginResponse{data} for `bytes`, in chunks of 64 KiB. */
+function messages(bytes: Buffer, compressed = false): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at < bytes.length; at += 65_536) {
+    const message = PullPluginResponse(bytes.subarray(at, at + 65_536));
+    const prefix = Buffer.alloc(5);
+    prefix[0] = compressed ? 1 : 0;
+    prefix.writeUInt32BE(message.length, 1);
+    out.push(prefix, message);
+  }
+  return out;
+}
+
+function PullPluginResponse(data: Buffer): Buffer {
+  const length = Buffer.from(varint(data.length));
+  return Buffer.concat([Buffer.from([0x0a]), length, data]);
+}
+
+function varint(value: number): number[] {
+  const bytes: number[] = [];
+  while (value > 0x7f) {
+    bytes.push((value & 0x7f) | 0x80);
+    value >>>= 7;
+  }
+  bytes.push(value);
+  return bytes;
+}
+
+const grpcHeaders = {
+  ":status": 200,
+  "content-type": "application/grpc",
+  "x-plugin-digest": digest,
+  "x-plugin-size": String(artifact.length),
+  "x-large": "x".repeat(40_000),
+};
+
+type Behaviour = (stream: ServerHttp2Stream, offset: number, attempt: number) => void;
+
+const behaviours: Record<string, Behaviour> = {
+  ok(stream, offset) {
+    stream.respond(grpcHeaders, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    for (const part of messages(artifact.subarray(offset))) stream.write(part);
+    stream.end();
+  },
+  "drops-once"(stream, offset, attempt) {
+    if (attempt > 1) return behaviours.ok?.(stream, offset, attempt);
+    stream.respond(grpcHeaders);
+    const parts = messages(artifact);
+    for (const part of parts.slice(0, 2 * 24)) stream.write(part); // 24 chunks of 64 KiB: 1.5 MiB
+    // The whole connection goes, as when a server or a proxy dies.
+    setTimeout(() => stream.session?.destroy(), 50);
+  },
+  reset(stream) {
+    stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+  },
+  refused(stream) {
+    stream.close(constants.NGHTTP2_REFUSED_STREAM);
+  },
+
+  "not-found"(stream) {
+    stream.respond(
+      {
+        ":status": 200,
+        "content-type": "application/grpc",
+        "grpc-status": "5",
+        "grpc-message": encodeURIComponent("no plugin named not-found: é"),
+      },
+      { endStream: true },
+    );
+  },
+  "http-503"(stream) {
+    stream.respond({ ":status": 503, "content-type": "text/plain" });
+    stream.end("busy");
+  },
+  "html-page"(stream) {
+    stream.respond({ ":status": 200, "content-type": "text/html" });
+    stream.end("<html></html>");
+  },
+  "no-status"(stream) {
+    stream.respond(grpcHeaders);
+    for (const part of messages(artifact)) stream.write(part);
+    stream.end();
+  },
+  compressed(stream) {
+    stream.respond(grpcHeaders, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    for (const part of messages(artifact, true)) stream.write(part);
+    stream.end();
+  },
+  "cut-message"(stream) {
+    stream.respond(grpcHeaders, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+    stream.end(Buffer.concat(messages(artifact)).subarray(0, 1000));
+  },
+  silent() {},
+};
+
+describe("the client's PullPlugin reader", () => {
+  let server: Http2Server;
+  let client: PluginClient;
+  let work: string;
+  const attempts = new Map<string, number>();
+  const requests: IncomingHttpHeaders[] = [];
+
+  before(async () => {
+    server = createServer({ paddingStrategy: constants.PADDING_STRATEGY_MAX });
+    server.on("stream", (stream, headers) => {
+      requests.push(headers);
+      const body: Buffer[] = [];
+      stream.on("data", (chunk: Buffer) => body.push(chunk));
+      stream.on("end", () => {
+        const request = PullPluginRequest.decode(Buffer.concat(body).subarray(5));
+        const name = request.plugin?.name ?? "";
+        const attempt = (attempts.get(name) ?? 0) + 1;
+        attempts.set(name, attempt);
+        const offset = Number(headers["x-plugin-offset"] ?? 0);
+        stream.on("error", () => {});
+        behaviours[name]?.(stream, offset, attempt);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    client = createPluginClient({
+      address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+      token: "s3cret",
+    });
+    work = await mkdtemp(join(tmpdir(), "atomix-transport-"));
+  });
+  after(async () => {
+    client.close();
+    await new Promise((resolve) => server.close(resolve));
+    await rm(work, { recursive: true, force: true });
+  });
+
+  async function failure(name: string, options: { timeoutMs?: number } = {}): Promise<PluginError> {
+    const dir = await mkdtemp(join(work, `${name}-`));
+    try {
+      await client.pull(key(name), { to: join(dir, "out"), retry: { maxAttempts: 1 }, ...options });
+    } catch (error) {
+      assert.ok(error instanceof PluginError, String(error));
+      assert.deepEqual(await readdir(dir), [], "nothing is left behind");
+      return error;
+    }
+    assert.fail(`pulling ${name} succeeded`);
+  }
+
+  it("reads padded frames and split header blocks, and sends gRPC's headers and ours", async () => {
+    const to = join(work, "ok.bin");
+    const result = await client.pull(key("ok"), { to, timeoutMs: 60_000 });
+    assert.ok((await readFile(to)).equals(artifact));
+    assert.equal(result.digest, digest);
+    const headers = requests.at(-1) as IncomingHttpHeaders;
+    assert.equal(headers[":method"], "POST");
+    assert.equal(headers[":path"], "/atomix.runtime.v1.PluginRegistry/PullPlugin");
+    assert.equal(headers["content-type"], "application/grpc");
+    assert.equal(headers.te, "trailers");
+    assert.equal(headers.authorization, "Bearer s3cret");
+    assert.match(String(headers["grpc-timeout"]), /^\d+m$/);
+  });
+
+  it("resumes with x-plugin-offset after the connection drops", async () => {
+    const to = join(work, "resumed.bin");
+    const result = await client.pull(key("drops-once"), { to, retry: { initialDelayMs: 1 } });
+    assert.ok((await readFile(to)).equals(artifact));
+    assert.equal(result.attempts.length, 2);
+    assert.match(result.attempts[0]?.error ?? "", /UNAVAILABLE: the connection dropped/);
+    assert.equal(result.attempts[1]?.offset, result.attempts[0]?.bytes);
+    // Every byte received before the drop is kept, the last partial MiB included.
+    assert.ok((result.attempts[0]?.bytes ?? 0) > 1024 * 1024, `kept ${result.attempts[0]?.bytes} bytes`);
+  });
+
+  it("reports every failure with the code grpc-js would give, and leaves nothing behind", async () => {
+    const notFound = await failure("not-found");
+    assert.equal(Code[notFound.code], "NotFound");
+    assert.equal(notFound.message, "no plugin named not-found: é");
+    const cases: [string, keyof typeof Code, RegExp][] = [
+      ["reset", "Internal", /RST_STREAM with code 2/],
+      ["refused", "Unavailable", /refused/],
+      ["http-503", "Unavailable", /HTTP 503/],
+      ["html-page", "Unknown", /content-type "text\/html"/],
+      ["no-status", "Unavailable", /without a gRPC status/],
+      ["compressed", "Internal", /compressed message/],
+      ["cut-message", "Internal", /middle of a message/],
+    ];
+    for (const [name, code, pattern] of cases) {
+      const error = await failure(name);
+      assert.equal(Code[error.code], code, `${name}: ${error.message}`);
+      assert.match(error.message, pattern, name);
+    }
+  });
+
+  it("gives up at the deadline on a server that never answers", async () => {
+    const error = await failure("silent", { timeoutMs: 300 });
+    assert.equal(Code[error.code], "DeadlineExceeded", error.message);
+  });
+
+  it("cannot connect: UNAVAILABLE, naming the address", async () => {
+    const closed = createPluginClient({ address: "127.0.0.1:1" });
+    try {
+      await closed.pull(key("ok"), { to: join(work, "never"), retry: { maxAttempts: 1 } });
+      assert.fail("pulled from a closed port");
+    } catch (error) {
+      assert.ok(error instanceof PluginError);
+      assert.equal(Code[error.code], "Unavailable");
+      assert.match(error.message, /cannot connect to 127\.0\.0\.1:1: .*ECONNREFUSED/);
+    } finally {
+      closed.close();
+    }
+  });
+});
