@@ -28,19 +28,21 @@ import {
   settingsFrame,
   windowUpdateFrame,
 } from "./wire/http2-frames.js";
+import { ReceiveBuffers } from "./wire/receive-buffers.js";
 
 /**
  * PullPlugin as one gRPC call on a connection of its own, spoken by hand
- * over a plain or TLS socket that reads into one reused buffer.
+ * over a plain or TLS socket that reads into reused buffers.
  *
  * Why not grpc-js or `node:http2`: both allocate a fresh buffer for every
  * read and every message, so a 64 MiB artifact passes through 64 MiB of new
  * memory that the allocator first has to fault in and later gives back; on
  * the 2-vCPU machines we measure on that alone cost 150–200 ms per 64 MiB,
  * and grpc-js also concatenates each message out of its frames. Here the
- * bytes go from the socket's read buffer to the hash and into one of three
- * reused 1 MiB write buffers, and nothing per byte is allocated (README,
- * Performance, has the figures). Compile and admin calls stay on grpc-js.
+ * socket reads into one of three 1 MiB buffers, and the artifact bytes are
+ * hashed and written from there as views between the frame headers: nothing
+ * per byte is allocated or copied in JavaScript (README, Performance, has
+ * the figures). Compile and admin calls stay on grpc-js.
  */
 export function socketPullTransport(target: PullTarget, options: SocketPullOptions = {}): PullTransport {
   const spare: BufferSet[] = [];
@@ -71,7 +73,7 @@ export interface PullTarget {
   /** `:authority`, and the name the server's certificate must carry with TLS. */
   authority: string;
   scheme: "http" | "https";
-  connect(onread: { buffer: Buffer; callback: (bytes: number, buffer: Buffer) => boolean }): Socket;
+  connect(onread: { buffer: () => Buffer; callback: (bytes: number, buffer: Buffer) => boolean }): Socket;
 }
 
 /**
@@ -125,12 +127,15 @@ function tlsConnectOptions(tls: TlsOptions) {
   return { ca: read(tls.caFile), cert: read(tls.certFile), key: read(tls.keyFile), ALPNProtocols: ["h2"] };
 }
 
-/** Bytes one read may bring; smaller than a write buffer, so a read fills at most one of them. */
-const READ_BUFFER = 256 * 1024;
-/** Bytes handed to `onData` at once: one hash update and one write per MiB. */
-const WRITE_BUFFER = 1024 * 1024;
+/**
+ * The smallest read worth making; a receive buffer with less room left goes
+ * to the writer. Also the size of the buffer a read gets while all wait.
+ */
+const MIN_READ = 64 * 1024;
+/** Bytes handed to `onData` at once: one write system call per MiB. */
+const RECEIVE_BUFFER = 1024 * 1024;
 /** One filling, one being written, one waiting: the disk and the network both stay busy. */
-const WRITE_BUFFERS = 3;
+const RECEIVE_BUFFERS = 3;
 /** The stream's window; TCP's own window does the backpressure while reading is paused. */
 const STREAM_WINDOW = 16 * 1024 * 1024;
 const CONNECTION_WINDOW = 64 * 1024 * 1024;
@@ -141,18 +146,18 @@ const STREAM_ID = 1;
 const PATH = "/atomix.runtime.v1.PluginRegistry/PullPlugin";
 
 interface BufferSet {
-  read: Buffer;
-  write: Buffer[];
+  receive: Buffer[];
+  overflow: Buffer;
 }
 
 function newBufferSet(): BufferSet {
   return {
-    read: Buffer.allocUnsafe(READ_BUFFER),
-    write: Array.from({ length: WRITE_BUFFERS }, () => Buffer.allocUnsafe(WRITE_BUFFER)),
+    receive: Array.from({ length: RECEIVE_BUFFERS }, () => Buffer.allocUnsafe(RECEIVE_BUFFER)),
+    overflow: Buffer.allocUnsafe(MIN_READ),
   };
 }
 
-/** One attempt: connect, send the request, read the response into the write buffers, end. */
+/** One attempt: connect, send the request, read the response into the receive buffers, end. */
 class PullCall {
   private socket: Socket | undefined;
   private readonly frames: FrameReader;
@@ -170,11 +175,8 @@ class PullCall {
     this.finish = resolve;
   });
 
-  /** Write buffers not in use; `filling` is being filled from the network. */
-  private readonly free: Buffer[];
-  private filling: Buffer;
-  private filled = 0;
-  /** Buffers handed to `onData` one after the other, in order. */
+  private readonly receive: ReceiveBuffers;
+  /** Receive buffers handed to `onData` one after the other, in order. */
   private writes: Promise<void> = Promise.resolve();
   private paused = false;
   private unacknowledged = 0;
@@ -187,11 +189,12 @@ class PullCall {
     private readonly key: BuildKey,
     private readonly attempt: AttemptOptions,
     private readonly options: SocketPullOptions,
-    private readonly buffers: BufferSet,
+    buffers: BufferSet,
   ) {
-    this.free = [...buffers.write];
-    this.filling = this.free.pop() as Buffer;
-    this.parser = new PullStreamParser((data) => this.take(data));
+    this.receive = new ReceiveBuffers(buffers.receive, buffers.overflow, (segments, release) =>
+      this.write(segments, release),
+    );
+    this.parser = new PullStreamParser((data) => this.receive.keep(data));
     this.frames = new FrameReader({
       onFrame: (type, flags, streamId, payload) => this.onFrame(type, flags, streamId, payload),
       onDataStart: (streamId, _flags, length) => this.onDataStart(streamId, length),
@@ -227,8 +230,9 @@ class PullCall {
     if (this.failure) {
       // Bytes in hand before the transport broke are good; keep them for the resumed attempt.
       const transportBroke = !this.writeFailed && this.failure.code !== Code.Cancelled;
-      if (transportBroke && this.filled > 0) {
-        await this.attempt.onData([this.filling.subarray(0, this.filled)]).catch(() => {});
+      if (transportBroke) {
+        this.receive.flush();
+        await this.writes.catch(() => {});
       }
       throw this.failure;
     }
@@ -237,9 +241,9 @@ class PullCall {
 
   private open(): void {
     const socket = this.target.connect({
-      buffer: this.buffers.read,
-      callback: (bytes, buffer) => {
-        this.onRead(buffer.subarray(0, bytes));
+      buffer: () => this.receive.next(),
+      callback: (bytes) => {
+        if (!this.finished) this.onRead(this.receive.received(bytes));
         return true;
       },
     });
@@ -326,8 +330,7 @@ class PullCall {
       );
       this.unacknowledged = 0;
     }
-    // A read fills at most one write buffer; stop reading while none would be free for the next.
-    if (this.free.length === 0 && !this.paused) {
+    if (!this.receive.hasRoom && !this.paused) {
       this.paused = true;
       this.socket?.pause();
     }
@@ -393,36 +396,20 @@ class PullCall {
     }
   }
 
-  /** Copies artifact bytes into the write buffers; a full one goes to `onData`. */
-  private take(data: Buffer): void {
-    let at = 0;
-    while (at < data.length) {
-      const count = Math.min(data.length - at, WRITE_BUFFER - this.filled);
-      data.copy(this.filling, this.filled, at, at + count);
-      this.filled += count;
-      at += count;
-      if (this.filled === WRITE_BUFFER) this.handOver();
-    }
-  }
-
-  private handOver(): void {
-    const full = this.filling;
-    const bytes = this.filled;
-    const next = this.free.pop();
-    if (!next) throw new Error("no free write buffer: reading should have paused");
-    this.filling = next;
-    this.filled = 0;
+  /** Hands a full receive buffer's artifact bytes to `onData`, after those before it. */
+  private write(segments: Buffer[], release: () => void): void {
     this.writes = this.writes.then(async () => {
       // A broken connection does not spoil bytes already in hand: they are still written.
-      if (this.writeFailed || this.changed) return;
-      try {
-        await this.attempt.onData([full.subarray(0, bytes)]);
-      } catch (error) {
-        // Ours (the disk, too many bytes), not the transport's.
-        this.writeFailed = true;
-        this.fail(PluginError.from(error));
+      if (!this.writeFailed && !this.changed) {
+        try {
+          await this.attempt.onData(segments);
+        } catch (error) {
+          // Ours (the disk, too many bytes), not the transport's.
+          this.writeFailed = true;
+          this.fail(PluginError.from(error));
+        }
       }
-      this.free.push(full);
+      release();
       if (this.paused && !this.finished) {
         this.paused = false;
         this.socket?.resume();
@@ -474,7 +461,9 @@ class PullCall {
     if (!this.parser.atMessageBoundary) {
       throw new PluginError(Code.Internal, "the stream ended with OK in the middle of a message");
     }
-    if (this.filled > 0) await this.attempt.onData([this.filling.subarray(0, this.filled)]);
+    this.receive.flush();
+    await this.writes;
+    if (this.failure) throw this.failure;
     if (status.get(PULL_METADATA.notModified) === "true") return "not-modified";
     return "complete";
   }
