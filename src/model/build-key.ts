@@ -63,6 +63,25 @@ interface KeyInput {
  * Throws INVALID_ARGUMENT naming the field (as in the proto) and the rule.
  */
 export function parseBuildKey(input: KeyInput): BuildKey {
+  // Fields joined by NUL: a valid key has no NUL in its fields, so no other input joins to its string.
+  const joined = `${input.runtime?.version}\0${input.runtime?.buildVersion}\0${input.plugin?.name}\0${input.plugin?.version}`;
+  const known = validKeys.get(joined);
+  if (known) return known;
+  const key = checkBuildKey(input);
+  if (validKeys.size >= VALID_KEYS_KEPT) validKeys.clear();
+  validKeys.set(joined, key);
+  return key;
+}
+
+/**
+ * Keys that passed the checks, so that a fleet asking for the same few keys
+ * does not run them (the npm name check above all) on every call: the
+ * cache-hit CompilePlugin is a hot path. Bounded; cleared when full.
+ */
+const validKeys = new Map<string, BuildKey>();
+const VALID_KEYS_KEPT = 4096;
+
+function checkBuildKey(input: KeyInput): BuildKey {
   const runtimeVersion = field("runtime.version", input.runtime?.version);
   const buildVersion = field("runtime.build_version", input.runtime?.buildVersion);
   const name = field("plugin.name", input.plugin?.name);
@@ -77,7 +96,10 @@ export function parseBuildKey(input: KeyInput): BuildKey {
     );
   }
   checkPluginName(name);
-  return { runtime: { version: runtimeVersion, buildVersion }, plugin: { name, version: pluginVersion } };
+  return Object.freeze({
+    runtime: Object.freeze({ version: runtimeVersion, buildVersion }),
+    plugin: Object.freeze({ name, version: pluginVersion }),
+  });
 }
 
 /** Splits `name@version` (a scoped npm name keeps its leading `@`). */

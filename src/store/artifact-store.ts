@@ -87,6 +87,13 @@ export interface ArtifactStore {
   get(key: BuildKey, options?: { signal?: AbortSignal }): Promise<ArtifactManifest | undefined>;
 
   /**
+   * The manifest of `key` when this process knows it without any I/O, for
+   * the cache-hit CompilePlugin; undefined says nothing (call `get`). Stores
+   * shared between replicas leave it out: only the registry knows.
+   */
+  getCached?(key: BuildKey): ArtifactManifest | undefined;
+
+  /**
    * Streams a blob from `offset`. Yields fresh buffers (callers may keep
    * them) unless the caller supplies them with `allocate`; reads lazily, so a consumer that stops pulling holds the store to
    * at most one chunk, and breaking out of the loop releases the underlying

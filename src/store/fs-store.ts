@@ -84,6 +84,10 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
       return manifest;
     },
 
+    getCached(key) {
+      return manifests.get(cacheKey(key));
+    },
+
     read(manifest, options) {
       return readBlob(blobPath(manifest.digest), manifest, options);
     },
