@@ -22,6 +22,7 @@ import {
   killAll,
   lifetimePeakRss,
   run,
+  SERVER_NODE_FLAGS,
   type ServerProcess,
   startServer,
   watchPeakRss,
@@ -114,9 +115,10 @@ async function main(): Promise<void> {
       rows.push(
         ...(await compileRows({
           root: ROOT,
+          goClient: ctx.go.client,
           work,
           goCache: join(ROOT, "dist/bench-go/go-cache"),
-          rounds: options.rssRounds,
+          rounds: options.quick ? 1 : 3,
           concurrency: options.concurrency,
           log,
         })),
@@ -202,6 +204,7 @@ function startOurs(ctx: Context, dataDir: string): Promise<ServerProcess> {
     name: "atomix-plugins",
     command: process.execPath,
     args: [
+      ...SERVER_NODE_FLAGS,
       CLI,
       "serve",
       "--listen",

@@ -192,3 +192,6 @@ export async function watchPeakRss(pid: number): Promise<{ stop(): Promise<numbe
 export function lifetimePeakRss(pid: number): Promise<number> {
   return statusField(pid, "VmHWM");
 }
+
+/** Node.js flags our server runs with: those of the `atomix-plugins` command's shebang (src/cli/main.ts). */
+export const SERVER_NODE_FLAGS = ["--max-semi-space-size=4"];

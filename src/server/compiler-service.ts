@@ -51,27 +51,24 @@ export function createCompilerService(deps: {
         answer(known.digest);
         return;
       }
-      deps.store.get(key).then((stored) => {
-        if (stored) {
-          answer(stored.digest);
-          return;
-        }
-        const controller = new AbortController();
-        let done = false;
-        call.on("cancelled", () => {
-          if (!done) controller.abort();
-        });
-        deps.compiler.compile(key, { signal: controller.signal }).then(
-          (manifest) => {
-            done = true;
-            answer(manifest.digest);
-          },
-          (error: unknown) => {
-            done = true;
-            fail(error);
-          },
-        );
-      }, fail);
+      // Anything else (a key not built yet, or a store shared with other
+      // replicas) goes to the compiler, which looks the key up in the store
+      // once for all concurrent callers and builds it if needed.
+      const controller = new AbortController();
+      let done = false;
+      call.on("cancelled", () => {
+        if (!done) controller.abort();
+      });
+      deps.compiler.compile(key, { signal: controller.signal }).then(
+        (manifest) => {
+          done = true;
+          answer(manifest.digest);
+        },
+        (error: unknown) => {
+          done = true;
+          fail(error);
+        },
+      );
     },
   };
 }

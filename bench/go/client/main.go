@@ -3,6 +3,7 @@
 //
 //	client -mode pull  -addr A -name N [-n 100] [-rate 5000000]
 //	client -mode unary -addr A -name N [-c 64] [-duration 3s]
+//	client -mode compile -addr A -name N [-n 100]
 //
 // It prints one JSON object on stdout.
 package main
@@ -26,13 +27,13 @@ import (
 )
 
 var (
-	mode     = flag.String("mode", "pull", "pull or unary")
+	mode     = flag.String("mode", "pull", "pull, unary or compile")
 	addr     = flag.String("addr", "127.0.0.1:5679", "server host:port")
 	name     = flag.String("name", "bench", "plugin name")
 	version  = flag.String("version", "1.0.0", "plugin version")
 	runtime  = flag.String("runtime", "1.0.0", "runtime version")
 	build    = flag.String("build", "go1.19.8", "runtime build version")
-	pulls    = flag.Int("n", 1, "concurrent pulls, each on its own connection")
+	pulls    = flag.Int("n", 1, "concurrent pulls (or compiles), each on its own connection")
 	rate     = flag.Float64("rate", 0, "bytes per second each pull reads at (0: as fast as it can)")
 	callers  = flag.Int("c", 1, "concurrent unary callers on one connection")
 	duration = flag.Duration("duration", 3*time.Second, "how long unary callers call")
@@ -197,6 +198,60 @@ func runUnary() map[string]any {
 	}
 }
 
+// runCompiles makes one CompilePlugin call from each of n connections, all
+// at once, as a fleet of runtimes does when a new key is rolled out; the
+// clock starts once every connection is up.
+func runCompiles() map[string]any {
+	conns := make([]*grpc.ClientConn, *pulls)
+	for i := range conns {
+		conns[i] = dial()
+	}
+	rt, pl := request()
+	req := &pb.CompilePluginRequest{Runtime: rt, Plugin: pl}
+	durations := make([]float64, *pulls)
+	references := make([]string, *pulls)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	start := time.Now()
+	for i, conn := range conns {
+		wg.Add(1)
+		go func(i int, conn *grpc.ClientConn) {
+			defer wg.Done()
+			began := time.Now()
+			res, err := pb.NewPluginCompilerClient(conn).CompilePlugin(context.Background(), req)
+			durations[i] = float64(time.Since(began).Microseconds()) / 1000
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				return
+			}
+			references[i] = res.GetPlugin()
+		}(i, conn)
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	for _, conn := range conns {
+		conn.Close()
+	}
+	if firstErr != nil {
+		fail(firstErr)
+	}
+	distinct := map[string]bool{}
+	for _, r := range references {
+		distinct[r] = true
+	}
+	sort.Float64s(durations)
+	return map[string]any{
+		"wallMs":     float64(wall.Microseconds()) / 1000,
+		"p50Ms":      percentile(durations, 0.5),
+		"references": len(distinct),
+	}
+}
+
 func main() {
 	flag.Parse()
 	var result map[string]any
@@ -205,6 +260,8 @@ func main() {
 		result = runPulls()
 	case "unary":
 		result = runUnary()
+	case "compile":
+		result = runCompiles()
 	default:
 		fail(fmt.Errorf("unknown -mode %q", *mode))
 	}
