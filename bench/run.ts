@@ -205,6 +205,7 @@ function startOurs(ctx: Context, dataDir: string): Promise<ServerProcess> {
     command: process.execPath,
     args: [
       ...SERVER_NODE_FLAGS,
+      ...ctx.options.serverNodeArgs,
       CLI,
       "serve",
       "--listen",

@@ -20,6 +20,8 @@ export interface BenchOptions {
   peerChunk: number;
   /** Extra flags for `atomix-plugins serve` (e.g. "--chunk-size 1048576"). */
   serverArgs: string[];
+  /** Extra Node.js flags for our server (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"). */
+  serverNodeArgs: string[];
   /** Run only these sections (single, concurrent, slow, unary, rss, compile); all when empty. */
   only: string[];
 }
@@ -27,6 +29,7 @@ export interface BenchOptions {
 const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,unary,rss,compile]
   [--single-pulls N] [--concurrency N] [--slow-rate BYTES_PER_S] [--rss-sizes 1,64,512]
   [--unary-seconds S] [--peer-chunk BYTES] [--server-args "--chunk-size 1048576"]
+  [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"]
 Every flag also reads BENCH_<FLAG> from the environment (BENCH_ROUNDS=3).`;
 
 /** Flags win over BENCH_* environment variables, which win over the defaults (full or --quick). */
@@ -45,6 +48,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
       "unary-seconds": { type: "string" },
       "peer-chunk": { type: "string" },
       "server-args": { type: "string" },
+      "server-node-args": { type: "string" },
       only: { type: "string" },
     },
   });
@@ -79,6 +83,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
     unaryCallers: 64,
     peerChunk: number("peer-chunk", 0),
     serverArgs: (read("server-args") ?? "").split(/\s+/).filter(Boolean),
+    serverNodeArgs: (read("server-node-args") ?? "").split(/\s+/).filter(Boolean),
     only: (read("only") ?? "").split(",").filter(Boolean),
   };
 }
