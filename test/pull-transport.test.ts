@@ -225,6 +225,22 @@ describe("the client's PullPlugin reader", () => {
     assert.equal(Code[error.code], "DeadlineExceeded", error.message);
   });
 
+  it("reaches a server on a unix socket", async () => {
+    const path = join(work, "registry.sock");
+    const local = createServer();
+    local.on("stream", server.listeners("stream")[0] as (...args: unknown[]) => void);
+    await new Promise<void>((resolve) => local.listen(path, resolve));
+    const overUnix = createPluginClient({ address: `unix:${path}` });
+    try {
+      const to = join(work, "unix.bin");
+      await overUnix.pull(key("ok"), { to });
+      assert.ok((await readFile(to)).equals(artifact));
+    } finally {
+      overUnix.close();
+      await new Promise((resolve) => local.close(resolve));
+    }
+  });
+
   it("cannot connect: UNAVAILABLE, naming the address", async () => {
     const closed = createPluginClient({ address: "127.0.0.1:1" });
     try {
