@@ -5,7 +5,7 @@
  * table and writes the same figures as JSON to bench/results/.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, rmSync } from "node:fs";
+import { appendFileSync, existsSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { cpus, hostname, release, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -216,6 +216,9 @@ function startOurs(ctx: Context, dataDir: string): Promise<ServerProcess> {
       "info",
       ...ctx.options.serverArgs,
     ],
+    onLine: ctx.options.serverLog
+      ? (line) => appendFileSync(ctx.options.serverLog as string, `${Date.now()} ${line}\n`)
+      : undefined,
   });
 }
 

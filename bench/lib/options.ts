@@ -22,6 +22,8 @@ export interface BenchOptions {
   serverArgs: string[];
   /** Extra Node.js flags for our server (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"). */
   serverNodeArgs: string[];
+  /** A file our server's stdout (its logs, `--trace-gc` lines) is appended to. */
+  serverLog: string | undefined;
   /** Run only these sections (single, concurrent, slow, unary, rss, compile); all when empty. */
   only: string[];
 }
@@ -29,7 +31,7 @@ export interface BenchOptions {
 const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,unary,rss,compile]
   [--single-pulls N] [--concurrency N] [--slow-rate BYTES_PER_S] [--rss-sizes 1,64,512]
   [--unary-seconds S] [--peer-chunk BYTES] [--server-args "--chunk-size 1048576"]
-  [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"]
+  [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"] [--server-log FILE]
 Every flag also reads BENCH_<FLAG> from the environment (BENCH_ROUNDS=3).`;
 
 /** Flags win over BENCH_* environment variables, which win over the defaults (full or --quick). */
@@ -49,6 +51,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
       "peer-chunk": { type: "string" },
       "server-args": { type: "string" },
       "server-node-args": { type: "string" },
+      "server-log": { type: "string" },
       only: { type: "string" },
     },
   });
@@ -84,6 +87,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
     peerChunk: number("peer-chunk", 0),
     serverArgs: (read("server-args") ?? "").split(/\s+/).filter(Boolean),
     serverNodeArgs: (read("server-node-args") ?? "").split(/\s+/).filter(Boolean),
+    serverLog: read("server-log"),
     only: (read("only") ?? "").split(",").filter(Boolean),
   };
 }
