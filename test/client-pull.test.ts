@@ -91,6 +91,30 @@ describe("client pull", () => {
     assert.deepEqual(server.pulls.slice(pullsBefore), [{ code: Code.Ok, bytes: 0 }]);
   });
 
+  it("a cache with a size limit evicts the least recently used artifacts", async () => {
+    const cacheDir = join(work, "cache-lru");
+    const bodies = new Map(["lru-a", "lru-b", "lru-c"].map((name) => [name, randomBytes(100_000)]));
+    for (const [name, body] of bodies) await client.push(key(name), [body]);
+    const pull = async (name: string) => {
+      await new Promise((resolve) => setTimeout(resolve, 20)); // distinct mtimes
+      return client.pull(key(name), { to: join(work, `${name}.bin`), cacheDir, cacheMaxBytes: 250_000 });
+    };
+    const cached = async () =>
+      (await readdir(join(cacheDir, "blobs", "sha256"))).map((hex) => `sha256:${hex}`).sort();
+    await pull("lru-a");
+    await pull("lru-b");
+    assert.equal((await pull("lru-a")).fromCache, true); // a is now the more recently used
+    await pull("lru-c"); // 300 kB > 250 kB: b goes
+    const [a, b, c] = [...bodies.values()].map(sha256);
+    assert.deepEqual(await cached(), [a, c].sort());
+    assert.equal((await readdir(join(cacheDir, "keys"))).length, 2, "b's key file went with its blob");
+    const again = await pull("lru-b");
+    assert.equal(again.fromCache, false);
+    assert.deepEqual(await readFile(join(work, "lru-b.bin")), bodies.get("lru-b"));
+    assert.ok(!(await cached()).includes(a as string), "then a, the least recently used, went");
+    assert.ok((await cached()).includes(b as string));
+  });
+
   it("a digest pinned by the caller and cached makes no call at all", async () => {
     const cacheDir = join(work, "cache-pinned");
     await client.pull(key("blob"), { to: join(work, "pin-1.bin"), cacheDir });

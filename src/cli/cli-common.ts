@@ -59,6 +59,7 @@ export function exitCodeFor(code: Code): number {
 
 export const SERVER_ENV = "ATOMIX_PLUGINS_SERVER";
 export const CACHE_ENV = "ATOMIX_PLUGINS_CACHE";
+export const CACHE_MAX_ENV = "ATOMIX_PLUGINS_CACHE_MAX_BYTES";
 /** The admin token, for servers run with --admin-token-file. */
 export const TOKEN_ENV = "ATOMIX_PLUGINS_TOKEN";
 

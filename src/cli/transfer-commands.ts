@@ -7,6 +7,7 @@ import { DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
 import {
   action,
   CACHE_ENV,
+  CACHE_MAX_ENV,
   type ClientFlags,
   formatBytes,
   keyFromArgs,
@@ -96,6 +97,10 @@ export function pullCommand(): Command {
         `local cache: a current cached copy is not transferred again [env ${CACHE_ENV}]`,
       )
       .option(
+        "--cache-max-bytes <bytes>",
+        `evict the least recently used cached artifacts beyond this size [env ${CACHE_MAX_ENV}]`,
+      )
+      .option(
         "--retries <n>",
         "retries after UNAVAILABLE or a broken stream, each resuming where it broke",
         "5",
@@ -114,7 +119,13 @@ Examples:
       action(
         async (
           spec: string,
-          flags: KeyFlags & { output: string; digest?: string; cache?: string; retries: string },
+          flags: KeyFlags & {
+            output: string;
+            digest?: string;
+            cache?: string;
+            cacheMaxBytes?: string;
+            retries: string;
+          },
         ) => {
           const { key, digest: pinned } = keyFromArgs(spec, flags);
           const expectedDigest = expectedDigestFrom(flags.digest, pinned);
@@ -126,6 +137,13 @@ Examples:
           }
           const maxAttempts = Number(flags.retries) + 1;
           const cacheDir = flags.cache ?? process.env[CACHE_ENV];
+          const cacheMax = flags.cacheMaxBytes ?? process.env[CACHE_MAX_ENV];
+          if (cacheMax !== undefined && !/^\d{1,15}$/.test(cacheMax)) {
+            throw new PluginError(
+              Code.InvalidArgument,
+              `--cache-max-bytes "${cacheMax}" must be a whole number of bytes`,
+            );
+          }
           const result = await withClient(flags, async (client, control) => {
             const progress = transferProgress(`pull ${key.plugin.name}@${key.plugin.version}`);
             try {
@@ -135,6 +153,7 @@ Examples:
                 retry: { maxAttempts },
                 ...(expectedDigest ? { expectedDigest } : {}),
                 ...(cacheDir ? { cacheDir } : {}),
+                ...(cacheMax !== undefined ? { cacheMaxBytes: Number(cacheMax) } : {}),
                 onProgress: ({ received, total }) => progress.update(received, total),
               });
             } finally {

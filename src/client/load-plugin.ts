@@ -19,6 +19,8 @@ export interface LoadPluginOptions<T> extends CallControl, RetryControl {
    * still current is loaded without transferring them again.
    */
   cacheDir: string;
+  /** Bytes the cache's artifacts may take (least recently used evicted first); unbounded by default. */
+  cacheMaxBytes?: number;
   /**
    * Where the verified module is written and imported from, as
    * `<modulesDir>/<hex>.mjs`. A plugin imports the modules its runtime
@@ -86,6 +88,7 @@ export async function loadPlugin<T = unknown>(
     pulled = await client.pull(key, {
       to: join(modules, `.${randomUUID()}.mjs`),
       cacheDir: options.cacheDir,
+      ...(options.cacheMaxBytes !== undefined ? { cacheMaxBytes: options.cacheMaxBytes } : {}),
       ...(expectedDigest ? { expectedDigest } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),

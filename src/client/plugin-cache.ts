@@ -1,8 +1,19 @@
 import { createHash, randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import {
+  copyFile,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
-import { PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "../errors/plugin-error.js";
 import { type BuildKey, buildKeyId } from "../model/build-key.js";
 import type { Digest } from "../store/artifact-store.js";
 
@@ -23,6 +34,12 @@ export interface CacheEntry {
  * Nothing read from it is trusted: a blob is hashed again as it is copied
  * out, and one that no longer matches its name is evicted. So the cache
  * needs no fsync and survives crashes and meddling alike.
+ *
+ * With `maxBytes`, every `add` evicts the least recently used blobs (a blob's
+ * mtime is touched each time it is used) until the blobs fit, never the one
+ * just added, and removes the key files left pointing at nothing. A process
+ * copying out a blob another one evicts sees it missing and fetches the
+ * artifact again, as for a damaged blob.
  */
 export interface PluginCache {
   readonly dir: string;
@@ -38,9 +55,30 @@ export interface PluginCache {
    * longer hashes to its digest.
    */
   copyOut(entry: CacheEntry, to: string): Promise<boolean>;
+  /**
+   * Evicts least recently used blobs until they take at most `maxBytes`
+   * (`keep` is never evicted), removes key files whose blob is gone and
+   * temporary files a crashed process left; returns the bytes freed.
+   */
+  prune(maxBytes: number, keep?: Digest): Promise<number>;
 }
 
-export async function openPluginCache(dir: string): Promise<PluginCache> {
+export interface PluginCacheOptions {
+  /** Bytes the cached blobs may take; evicted least recently used first. Unbounded by default. */
+  maxBytes?: number;
+}
+
+/** Temporary files older than this are a crashed writer's leftovers. */
+const STALE_TMP_MS = 24 * 60 * 60 * 1000;
+
+export async function openPluginCache(dir: string, options: PluginCacheOptions = {}): Promise<PluginCache> {
+  const { maxBytes } = options;
+  if (maxBytes !== undefined && (!Number.isSafeInteger(maxBytes) || maxBytes < 0)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `the cache size limit must be a whole number of bytes ≥ 0, not ${maxBytes}`,
+    );
+  }
   const blobs = join(dir, "blobs", "sha256");
   const keys = join(dir, "keys");
   const tmp = join(dir, "tmp");
@@ -63,8 +101,59 @@ export async function openPluginCache(dir: string): Promise<PluginCache> {
     }
   }
 
+  /** Marks a blob used now: eviction goes by mtime, which every file system keeps (atime may be off). */
+  const touch = (digest: Digest) => {
+    const now = new Date();
+    return utimes(blobPath(digest), now, now).catch(() => {});
+  };
+
+  async function prune(limit: number, keep?: Digest): Promise<number> {
+    const names = await readdir(blobs).catch(() => [] as string[]);
+    const found = await Promise.all(
+      names.map(async (name) => {
+        const info = await stat(join(blobs, name)).catch(() => undefined);
+        return info && { name, size: info.size, used: info.mtimeMs };
+      }),
+    );
+    const present = found.filter((b): b is { name: string; size: number; used: number } => b !== undefined);
+    let total = present.reduce((sum, b) => sum + b.size, 0);
+    let freed = 0;
+    const gone = new Set<string>();
+    for (const blob of present.sort((a, b) => a.used - b.used)) {
+      if (total <= limit) break;
+      if (`sha256:${blob.name}` === keep) continue;
+      await rm(join(blobs, blob.name), { force: true });
+      total -= blob.size;
+      freed += blob.size;
+      gone.add(blob.name);
+    }
+    for (const name of await readdir(keys).catch(() => [] as string[])) {
+      const entry = await readFile(join(keys, name), "utf8").then(
+        (text) => JSON.parse(text) as Partial<CacheEntry>,
+        () => undefined,
+      );
+      const digest = entry?.digest;
+      const valid = typeof digest === "string" && /^sha256:[0-9a-f]{64}$/.test(digest);
+      // Checked now, not from the listing above: another process may have added it since.
+      const blobThere =
+        valid &&
+        (await stat(blobPath(digest as Digest)).then(
+          () => true,
+          () => false,
+        ));
+      if (!blobThere) await rm(join(keys, name), { force: true });
+    }
+    const now = Date.now();
+    for (const name of await readdir(tmp).catch(() => [] as string[])) {
+      const info = await stat(join(tmp, name)).catch(() => undefined);
+      if (info && now - info.mtimeMs > STALE_TMP_MS) await rm(join(tmp, name), { force: true });
+    }
+    return freed;
+  }
+
   return {
     dir,
+    prune,
 
     async lookup(key) {
       let entry: CacheEntry;
@@ -95,6 +184,7 @@ export async function openPluginCache(dir: string): Promise<PluginCache> {
       await replace(keyPath(key), (tmpPath) =>
         writeFile(tmpPath, `${JSON.stringify({ digest: entry.digest, size: entry.size })}\n`),
       );
+      if (maxBytes !== undefined) await prune(maxBytes, entry.digest);
     },
 
     async copyOut(entry, to) {
@@ -115,7 +205,10 @@ export async function openPluginCache(dir: string): Promise<PluginCache> {
         return false;
       }
       await out.close();
-      if (size === entry.size && `sha256:${hash.digest("hex")}` === entry.digest) return true;
+      if (size === entry.size && `sha256:${hash.digest("hex")}` === entry.digest) {
+        await touch(entry.digest);
+        return true;
+      }
       await rm(to, { force: true });
       await rm(blobPath(entry.digest), { force: true });
       return false;

@@ -52,6 +52,11 @@ export interface PullOptions extends CallControl, RetryControl {
    * cached copy of that digest, it makes no call at all.
    */
   cacheDir?: string;
+  /**
+   * Bytes the cache's artifacts may take; least recently used ones are
+   * evicted after each pull that adds one. Unbounded by default.
+   */
+  cacheMaxBytes?: number;
   /** Called after every chunk written. */
   onProgress?: (progress: PullProgress) => void;
 }
@@ -98,7 +103,9 @@ export async function pullArtifact(
   }
   const policy = resolveRetryPolicy(options.retry);
   const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : undefined;
-  const cache = options.cacheDir ? await openPluginCache(options.cacheDir) : undefined;
+  const cache = options.cacheDir
+    ? await openPluginCache(options.cacheDir, { maxBytes: options.cacheMaxBytes })
+    : undefined;
   const partial = join(dirname(options.to), `.${basename(options.to)}.${randomUUID()}.partial`);
   const what = formatBuildKey(key);
 
