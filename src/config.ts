@@ -55,6 +55,11 @@ export const serveConfigSchema = z
     store: ociStoreUrl.optional(),
     /** A docker-style config.json holding the OCI registry's credentials. */
     ociCredentialsFile: z.string().min(1).optional(),
+    /**
+     * How often a store behind a network (an OCI registry) is probed; health
+     * checks answer NOT_SERVING while it cannot be reached.
+     */
+    storeProbeIntervalMs: z.coerce.number().int().positive().default(5_000),
     /** Bytes per PullPluginResponse message. */
     chunkSize: byteSize.max(MAX_CHUNK_SIZE).default(DEFAULT_CHUNK_SIZE),
     /**
@@ -129,6 +134,7 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_DATA: "dataDir",
   ATOMIX_PLUGINS_STORE: "store",
   ATOMIX_PLUGINS_OCI_CREDENTIALS: "ociCredentialsFile",
+  ATOMIX_PLUGINS_STORE_PROBE_INTERVAL_MS: "storeProbeIntervalMs",
   ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
   ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
   ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE: "maxArtifactBytes",

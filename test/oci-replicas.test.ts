@@ -15,6 +15,7 @@ import { Code, PluginError } from "../src/errors/plugin-error.js";
 import { PluginRegistryClient } from "../src/gen/atomix/runtime/v1/plugin.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { buildKeyTag } from "../src/store/oci/build-key-tag.js";
+import { checkHealth } from "./helpers/grpc-probes.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
 
 const CLI = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
@@ -33,6 +34,7 @@ async function startReplica(
   children: Set<ChildProcess>,
 ): Promise<Replica> {
   const args = ["--listen", "127.0.0.1:0", "--http", "off", "--data", dataDir, "--store", storeUrl];
+  args.push("--store-probe-interval", "100"); // health follows the registry within a test's patience
   const child = spawn(process.execPath, [CLI, "serve", ...args, "--shutdown-grace", "0"], {
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -63,6 +65,16 @@ async function startReplica(
       await exited;
     },
   };
+}
+
+/** Asks `probe` until it answers `wanted` or 10 s pass; returns the last answer. */
+async function eventually(probe: () => Promise<string>, wanted: string): Promise<string> {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    const answer = await probe();
+    if (answer === wanted || Date.now() > until) return answer;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 function keyOf(name: string, version = "1.0.0"): BuildKey {
@@ -332,8 +344,15 @@ describe("OCI store shared by two server replicas", () => {
     const data = randomBytes(50_000);
     const key = keyOf("outage");
     await a.client.push(key, chunksOf(data));
+    assert.equal(await checkHealth(a.address), "SERVING");
     await registry.stop();
     try {
+      // Health follows the registry, so that a balancer or an orchestrator can tell.
+      assert.equal(await eventually(() => checkHealth(a.address), "NOT_SERVING"), "NOT_SERVING");
+      assert.equal(
+        await eventually(() => checkHealth(b.address, "atomix.runtime.v1.PluginRegistry"), "NOT_SERVING"),
+        "NOT_SERVING",
+      );
       const pull = await pullStatus(a.address, key);
       assert.equal(pull.code, Code.Unavailable, pull.details);
       assert.match(pull.details, new RegExp(`OCI registry http://${registry.address.replace(/\./g, "\\.")}`));
@@ -347,6 +366,7 @@ describe("OCI store shared by two server replicas", () => {
     } finally {
       await registry.start();
     }
+    assert.equal(await eventually(() => checkHealth(a.address), "SERVING"), "SERVING");
     const to = join(dataDir, "pulled-outage");
     await a.client.pull(key, { to });
     assert.deepEqual(await readFile(to), data);

@@ -51,6 +51,11 @@ const SERVE_FLAGS: ServeFlag[] = [
     option: "ociCredentialsFile",
     what: "docker-style config.json with the OCI registry's credentials (or ATOMIX_PLUGINS_OCI_USERNAME/PASSWORD)",
   },
+  {
+    flags: "--store-probe-interval <ms>",
+    option: "storeProbeIntervalMs",
+    what: "how often the OCI registry is probed; health is NOT_SERVING while it is unreachable",
+  },
   { flags: "--chunk-size <bytes>", option: "chunkSize", what: "bytes per pull message" },
   { flags: "--stream-buffer <bytes>", option: "streamBufferBytes", what: "bytes in flight per pull stream" },
   { flags: "--max-artifact-size <bytes>", option: "maxArtifactBytes", what: "largest artifact accepted" },

@@ -44,7 +44,7 @@ export interface RunningServer {
    * for `graceMs`, then cancels what is left.
    */
   shutdown(graceMs: number): Promise<void>;
-  /** False once shutdown began. */
+  /** False once shutdown began, or while the store cannot be reached. */
   isServing(): boolean;
 }
 
@@ -88,13 +88,20 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   const address = `${hostPart}:${bound}`;
 
   let stopping: Promise<void> | undefined;
+  const setHealth = (status: "SERVING" | "NOT_SERVING") => {
+    for (const name of ["", ...SERVICE_NAMES]) health.setStatus(name, status);
+  };
+  const store = watchStoreReachable(deps, (reachable) => {
+    if (stopping === undefined) setHealth(reachable ? "SERVING" : "NOT_SERVING");
+  });
   return {
     address,
     port: bound,
-    isServing: () => stopping === undefined,
+    isServing: () => stopping === undefined && store.reachable(),
     shutdown(graceMs) {
       stopping ??= new Promise<void>((resolve) => {
-        for (const name of ["", ...SERVICE_NAMES]) health.setStatus(name, "NOT_SERVING");
+        store.stop();
+        setHealth("NOT_SERVING");
         const timer = setTimeout(() => {
           deps.log.warn({ graceMs }, "grace period over: cancelling the calls still running");
           server.forceShutdown();
@@ -107,5 +114,54 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
       });
       return stopping;
     },
+  };
+}
+
+/** A probe slower than this counts as a failure: a registry that slow fails calls too. */
+const STORE_PROBE_TIMEOUT_MS = 3_000;
+
+/**
+ * Probes a store behind a network (an OCI registry) every few seconds and
+ * reports each change, so that health checks answer NOT_SERVING while every
+ * call would fail with UNAVAILABLE, and a load balancer or an orchestrator
+ * can tell. A store on local disk is always reachable.
+ */
+function watchStoreReachable(
+  deps: Pick<ServerDeps, "store" | "log" | "config">,
+  onChange: (reachable: boolean) => void,
+): { reachable(): boolean; stop(): void } {
+  const check = deps.store.checkReachable?.bind(deps.store);
+  if (!check) return { reachable: () => true, stop() {} };
+  let reachable = true;
+  let probing = false;
+  const probe = async () => {
+    if (probing) return;
+    probing = true;
+    let failure: unknown;
+    try {
+      await check(AbortSignal.timeout(STORE_PROBE_TIMEOUT_MS));
+    } catch (error) {
+      failure = error;
+    } finally {
+      probing = false;
+    }
+    const now = failure === undefined;
+    if (now === reachable) return;
+    reachable = now;
+    if (now) deps.log.info({ store: deps.store.description }, "store reachable again: serving");
+    else {
+      const reason = failure instanceof Error ? failure.message : String(failure);
+      deps.log.warn(
+        { store: deps.store.description, error: reason },
+        "store unreachable: health NOT_SERVING",
+      );
+    }
+    onChange(now);
+  };
+  const timer = setInterval(probe, deps.config.storeProbeIntervalMs);
+  timer.unref();
+  return {
+    reachable: () => reachable,
+    stop: () => clearInterval(timer),
   };
 }

@@ -94,6 +94,13 @@ export interface ArtifactStore {
   getCached?(key: BuildKey): ArtifactManifest | undefined;
 
   /**
+   * Resolves when the store can be reached now; rejects (UNAVAILABLE, naming
+   * the reason) when it cannot. For stores behind a network, which health
+   * checks probe; a store on local disk leaves it out.
+   */
+  checkReachable?(signal: AbortSignal): Promise<void>;
+
+  /**
    * Streams a blob from `offset`. Yields fresh buffers (callers may keep
    * them) unless the caller supplies them with `allocate`; reads lazily, so a consumer that stops pulling holds the store to
    * at most one chunk, and breaking out of the loop releases the underlying

@@ -244,6 +244,11 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
   return {
     description: `OCI registry store at ${where}`,
 
+    async checkReachable(signal) {
+      // The API's base answers 200, or 401 with the challenge; either way the registry is there.
+      await discard(await client.request("GET", `${client.origin}/v2/`, { expect: [200, 401], signal }));
+    },
+
     async get(key, getOptions) {
       const tag = buildKeyTag(key);
       const fetched = await fetchManifest(tag, getOptions?.signal);
