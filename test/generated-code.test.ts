@@ -16,19 +16,46 @@ async function files(dir: string): Promise<string[]> {
     .sort();
 }
 
-describe("generated code", () => {
-  it("matches what the code generator makes from proto/ (run `npm run generate` if this fails)", async () => {
-    const out = await tempDir("atomix-gen-");
-    try {
-      execFileSync("bash", [join(ROOT, "scripts/generate.sh"), out.path], { stdio: "pipe" });
-      const committed = join(ROOT, "src/gen");
-      assert.deepEqual(await files(out.path), await files(committed));
-      for (const file of await files(committed)) {
-        const fresh = await readFile(join(out.path, file), "utf8");
-        assert.equal(await readFile(join(committed, file), "utf8"), fresh, `src/gen/${file} is stale`);
-      }
-    } finally {
-      await out.remove();
+/**
+ * Runs `script <temporary dir>` and checks that `inOutput` there holds
+ * exactly the files committed in `committed`.
+ */
+async function assertFresh(
+  script: string,
+  inOutput: string,
+  committed: string,
+  advice: string,
+): Promise<void> {
+  const out = await tempDir("atomix-gen-");
+  try {
+    execFileSync("bash", [join(ROOT, script), out.path], { stdio: "pipe" });
+    const fresh = join(out.path, inOutput);
+    const where = relative(ROOT, committed);
+    assert.deepEqual(await files(fresh), await files(committed), `${where}: other files (${advice})`);
+    for (const file of await files(committed)) {
+      const made = await readFile(join(fresh, file), "utf8");
+      assert.equal(
+        await readFile(join(committed, file), "utf8"),
+        made,
+        `${where}/${file} is stale (${advice})`,
+      );
     }
+  } finally {
+    await out.remove();
+  }
+}
+
+describe("generated code", () => {
+  it("src/gen matches what ts-proto makes from proto/", async () => {
+    await assertFresh("scripts/generate.sh", ".", join(ROOT, "src/gen"), "run `npm run generate`");
+  });
+
+  it("the example Go runtime's client matches what protoc-gen-go makes from proto/", async () => {
+    await assertFresh(
+      "examples/go-runtime/generate.sh",
+      "internal/runtimev1",
+      join(ROOT, "examples/go-runtime/internal/runtimev1"),
+      "run examples/go-runtime/generate.sh",
+    );
   });
 });

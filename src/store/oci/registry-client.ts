@@ -1,3 +1,4 @@
+import { setTimeout as delay } from "node:timers/promises";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { OciLocation } from "./oci-location.js";
 import type { RegistryCredentials } from "./registry-credentials.js";
@@ -39,6 +40,11 @@ type AccessSlot = "pull" | "push";
  * credentials if any, for a token of that scope), and the request is sent
  * once more. Bodies are buffers, so a retried request is sent whole again.
  */
+const READS = new Set(["GET", "HEAD"]);
+const TRANSIENT = new Set([500, 502, 503, 504]);
+const READ_RETRIES = 3;
+const READ_RETRY_DELAY_MS = 50;
+
 export class RegistryClient {
   readonly origin: string;
   readonly repository: string;
@@ -67,6 +73,19 @@ export class RegistryClient {
     const url = target.startsWith("http") ? target : this.url(target);
     const slot: AccessSlot = method === "GET" || method === "HEAD" ? "pull" : "push";
     let response = await this.#send(method, url, slot, options);
+    // Reads are idempotent: a registry's passing 5xx (Distribution answers 500
+    // to a GET racing a PUT of the same tag; S3-backed registries have their
+    // own) is retried a few times before it becomes the caller's failure.
+    for (
+      let retry = 0;
+      READS.has(method) && TRANSIENT.has(response.status) && retry < READ_RETRIES;
+      retry++
+    ) {
+      if (options.expect.includes(response.status)) break;
+      await discard(response);
+      await delay(READ_RETRY_DELAY_MS * 2 ** retry, undefined, { signal: options.signal });
+      response = await this.#send(method, url, slot, options);
+    }
     if (response.status === 401 && !options.expect.includes(401)) {
       const challenge = response.headers.get("www-authenticate");
       await discard(response);

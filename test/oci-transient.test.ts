@@ -1,0 +1,78 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { createServer, request as httpRequest, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { createStore } from "../src/store/create-store.js";
+import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
+import { chunksOf, keyOf, readAll } from "./store-suite.js";
+
+/**
+ * The OCI store behind a proxy that answers 500 to as many manifest GETs as
+ * the test asks, as Distribution does to a GET racing a PUT of the same tag,
+ * and passes everything else to a real registry.
+ */
+describe("OCI store and a registry's passing 5xx", () => {
+  let registry: RegistryProcess;
+  let proxy: Server;
+  let proxyAddress: string;
+  let failNextManifestGets = 0;
+  let failedGets = 0;
+
+  before(async () => {
+    registry = await startRegistry();
+    const [host, port] = registry.address.split(":") as [string, string];
+    proxy = createServer((incoming, outgoing) => {
+      if (incoming.method === "GET" && incoming.url?.includes("/manifests/") && failNextManifestGets > 0) {
+        failNextManifestGets -= 1;
+        failedGets += 1;
+        outgoing.writeHead(500, { "content-type": "application/json" });
+        outgoing.end('{"errors":[{"code":"UNKNOWN","message":"unknown error"}]}');
+        return;
+      }
+      const forwarded = httpRequest(
+        { host, port: Number(port), method: incoming.method, path: incoming.url, headers: incoming.headers },
+        (answer) => {
+          outgoing.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(outgoing);
+        },
+      );
+      incoming.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    proxyAddress = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    proxy?.closeAllConnections();
+    await new Promise((resolve) => proxy?.close(resolve));
+    await registry?.dispose();
+  });
+
+  it("retries a read the registry failed with 500 and gets the artifact", async () => {
+    const store = await createStore({ kind: "oci", url: `oci://${proxyAddress}/transient/retried`, env: {} });
+    const data = randomBytes(30_000);
+    await store.put(keyOf("flaky"), chunksOf(data));
+    failNextManifestGets = 2;
+    failedGets = 0;
+    const manifest = await store.get(keyOf("flaky"));
+    assert.equal(failedGets, 2, "the proxy failed two GETs");
+    assert.ok(manifest);
+    assert.deepEqual((await readAll(store, manifest)).data, data);
+  });
+
+  it("gives up with UNAVAILABLE naming the 500 when the registry keeps failing", async () => {
+    const store = await createStore({ kind: "oci", url: `oci://${proxyAddress}/transient/broken`, env: {} });
+    failNextManifestGets = 100;
+    try {
+      await store.get(keyOf("flaky"));
+      assert.fail("the get succeeded");
+    } catch (error) {
+      assert.ok(error instanceof PluginError, String(error));
+      assert.equal(Code[error.code], "Unavailable");
+      assert.match(error.message, /answered 500 to GET/);
+    } finally {
+      failNextManifestGets = 0;
+    }
+  });
+});
