@@ -301,7 +301,7 @@ class PullCall {
       ["user-agent", options.userAgent ?? "atomix-plugins-client"],
     ];
     if (attempt.deadline !== undefined) {
-      headers.push(["grpc-timeout", `${Math.max(1, Math.ceil(attempt.deadline - Date.now()))}m`]);
+      headers.push(["grpc-timeout", grpcTimeout(attempt.deadline - Date.now())]);
     }
     if (attempt.offset > 0) headers.push([PULL_METADATA.offset, String(attempt.offset)]);
     if (attempt.ifNoneMatch) headers.push([PULL_METADATA.ifNoneMatch, attempt.ifNoneMatch]);
@@ -480,6 +480,12 @@ function headersContent(flags: number, payload: Buffer): Buffer {
   if (flags & Flag.Priority) start += 5;
   if (start > end) throw new Http2ProtocolError("HEADERS padding longer than the frame");
   return payload.subarray(start, end);
+}
+
+/** gRPC's timeout header: at most 8 digits, so long deadlines go in seconds. */
+function grpcTimeout(ms: number): string {
+  const millis = Math.max(1, Math.ceil(ms));
+  return millis <= 99_999_999 ? `${millis}m` : `${Math.min(99_999_999, Math.ceil(millis / 1000))}S`;
 }
 
 function requestMessage(key: BuildKey): Buffer {
