@@ -21,7 +21,9 @@ const { address, key, dir, count } = JSON.parse(process.argv[2] ?? "{}") as {
 const client = createPluginClient({ address });
 const results: { ms: number; bytes: number }[] = [];
 try {
-  await client.inspect(key); // connect before the clock starts
+  // Loads the modules a pull needs before the clock starts; each pull then
+  // opens its own connection, as curl does.
+  await client.inspect(key);
   for (let i = 0; i < count; i++) {
     const to = join(dir, `ts-pull-${process.pid}-${i}`);
     const started = performance.now();
