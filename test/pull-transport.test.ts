@@ -85,6 +85,13 @@ const behaviours: Record<string, Behaviour> = {
   reset(stream) {
     stream.close(constants.NGHTTP2_INTERNAL_ERROR);
   },
+  "going-away-once"(stream, offset, attempt) {
+    if (attempt > 1) return behaviours.ok?.(stream, offset, attempt);
+    // A server shutting down: GOAWAY, then the connection closes with the call unanswered.
+    const session = stream.session;
+    session?.goaway(constants.NGHTTP2_NO_ERROR, 0);
+    setTimeout(() => session?.destroy(), 50);
+  },
   refused(stream) {
     stream.close(constants.NGHTTP2_REFUSED_STREAM);
   },
@@ -198,6 +205,15 @@ describe("the client's PullPlugin reader", () => {
     assert.equal(result.attempts[1]?.offset, result.attempts[0]?.bytes);
     // Every byte received before the drop is kept, the last partial MiB included.
     assert.ok((result.attempts[0]?.bytes ?? 0) > 1024 * 1024, `kept ${result.attempts[0]?.bytes} bytes`);
+  });
+
+  it("retries on a new connection when the server goes away without answering", async () => {
+    const to = join(work, "goaway.bin");
+    const result = await client.pull(key("going-away-once"), { to, retry: { initialDelayMs: 1 } });
+    assert.ok((await readFile(to)).equals(artifact));
+    assert.equal(result.attempts.length, 2);
+    assert.match(result.attempts[0]?.error ?? "", /^UNAVAILABLE: .*(going away|GOAWAY)/);
+    assert.equal(result.attempts[0]?.bytes, 0);
   });
 
   it("reports every failure with the code grpc-js would give, and leaves nothing behind", async () => {
