@@ -38,6 +38,12 @@ describe("build key validation", () => {
     rejects({ runtime: valid.runtime, plugin: { name: "counter" } }, "plugin.version");
   });
 
+  it("still rejects a missing field once a key spelling it out is valid", () => {
+    // "undefined" is a valid npm name; a missing name must not pass for it.
+    parseBuildKey({ ...valid, plugin: { name: "undefined", version: "1.0.0" } });
+    rejects({ runtime: valid.runtime, plugin: { version: "1.0.0" } }, "plugin.name");
+  });
+
   it("rejects versions that are not semver", () => {
     rejects({ ...valid, runtime: { version: "1.x", buildVersion: "node20" } }, "runtime.version");
     rejects({ ...valid, plugin: { name: "counter", version: "latest" } }, "plugin.version");

@@ -63,8 +63,10 @@ interface KeyInput {
  * Throws INVALID_ARGUMENT naming the field (as in the proto) and the rule.
  */
 export function parseBuildKey(input: KeyInput): BuildKey {
-  // Fields joined by NUL: a valid key has no NUL in its fields, so no other input joins to its string.
-  const joined = `${input.runtime?.version}\0${input.runtime?.buildVersion}\0${input.plugin?.name}\0${input.plugin?.version}`;
+  // Fields joined by NUL, a missing one as "": a valid key has neither NULs
+  // nor empty fields, so no other input joins to its string.
+  const { runtime, plugin } = input;
+  const joined = `${runtime?.version ?? ""}\0${runtime?.buildVersion ?? ""}\0${plugin?.name ?? ""}\0${plugin?.version ?? ""}`;
   const known = validKeys.get(joined);
   if (known) return known;
   const key = checkBuildKey(input);
