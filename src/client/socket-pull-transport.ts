@@ -88,32 +88,31 @@ export function pullTarget(
   env: NodeJS.ProcessEnv = process.env,
 ): PullTarget | undefined {
   if (env.grpc_proxy || env.https_proxy || env.http_proxy) return undefined;
-  const secure = tls ? tlsConnectOptions(tls) : undefined;
-  const scheme = tls ? "https" : "http";
+  let where: { path: string } | { host: string; port: number };
+  let authority: string;
+  let servername = tls?.serverName;
   if (address.startsWith("unix:")) {
     const path = address.slice(address.startsWith("unix://") ? 7 : 5);
     if (!path) return undefined;
-    const authority = tls?.serverName ?? "localhost";
-    return {
-      authority,
-      scheme,
-      connect: (onread) =>
-        secure
-          ? tlsSocket({ ...secure, path, servername: tls?.serverName, onread })
-          : connectTcp({ path, onread }),
-    };
+    where = { path };
+    authority = servername ?? "localhost";
+  } else {
+    const match = /^(\[[0-9a-fA-F:.]+\]|[^:/[\]]+)(?::(\d{1,5}))?$/.exec(
+      address.replace(/^dns:(\/\/\/)?/, ""),
+    );
+    if (!match) return undefined;
+    const host = (match[1] as string).replace(/^\[|\]$/g, "");
+    const port = Number(match[2] ?? 443); // grpc-js's default, TLS or not
+    where = { host, port };
+    authority = servername ?? `${match[1]}:${port}`;
+    servername ??= isIP(host) ? undefined : host;
   }
-  const match = /^(\[[0-9a-fA-F:.]+\]|[^:/[\]]+)(?::(\d{1,5}))?$/.exec(address.replace(/^dns:(\/\/\/)?/, ""));
-  if (!match) return undefined;
-  const host = (match[1] as string).replace(/^\[|\]$/g, "");
-  const port = Number(match[2] ?? 443); // grpc-js's default, TLS or not
-  const authority = tls?.serverName ?? `${match[1]}:${port}`;
-  const servername = tls?.serverName ?? (isIP(host) ? undefined : host);
+  const secure = tls ? { ...tlsConnectOptions(tls), servername } : undefined;
   return {
     authority,
-    scheme,
+    scheme: secure ? "https" : "http",
     connect: (onread) =>
-      secure ? tlsSocket({ ...secure, host, port, servername, onread }) : connectTcp({ host, port, onread }),
+      secure ? tlsSocket({ ...secure, ...where, onread }) : connectTcp({ ...where, onread }),
   };
 }
 

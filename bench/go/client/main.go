@@ -105,13 +105,15 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[i]
 }
 
-func runPulls() map[string]any {
-	conns := make([]*grpc.ClientConn, *pulls)
+// onConnections dials n connections, then runs call once on each, all at
+// once, and returns the wall time (the clock starts once every connection is
+// up) and each call's duration in ms, sorted. The first error ends the run.
+func onConnections(n int, call func(i int, conn *grpc.ClientConn) error) (time.Duration, []float64) {
+	conns := make([]*grpc.ClientConn, n)
 	for i := range conns {
 		conns[i] = dial()
 	}
-	durations := make([]float64, *pulls)
-	var total int64
+	durations := make([]float64, n)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var firstErr error
@@ -121,14 +123,15 @@ func runPulls() map[string]any {
 		go func(i int, conn *grpc.ClientConn) {
 			defer wg.Done()
 			began := time.Now()
-			n, err := pull(conn)
+			err := call(i, conn)
 			durations[i] = float64(time.Since(began).Microseconds()) / 1000
-			mu.Lock()
-			total += n
-			if err != nil && firstErr == nil {
-				firstErr = err
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
 			}
-			mu.Unlock()
 		}(i, conn)
 	}
 	wg.Wait()
@@ -140,6 +143,19 @@ func runPulls() map[string]any {
 		fail(firstErr)
 	}
 	sort.Float64s(durations)
+	return wall, durations
+}
+
+func runPulls() map[string]any {
+	var total int64
+	var mu sync.Mutex
+	wall, durations := onConnections(*pulls, func(_ int, conn *grpc.ClientConn) error {
+		n, err := pull(conn)
+		mu.Lock()
+		total += n
+		mu.Unlock()
+		return err
+	})
 	return map[string]any{
 		"wallMs": float64(wall.Microseconds()) / 1000,
 		"bytes":  total,
@@ -202,49 +218,18 @@ func runUnary() map[string]any {
 // at once, as a fleet of runtimes does when a new key is rolled out; the
 // clock starts once every connection is up.
 func runCompiles() map[string]any {
-	conns := make([]*grpc.ClientConn, *pulls)
-	for i := range conns {
-		conns[i] = dial()
-	}
 	rt, pl := request()
 	req := &pb.CompilePluginRequest{Runtime: rt, Plugin: pl}
-	durations := make([]float64, *pulls)
 	references := make([]string, *pulls)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	start := time.Now()
-	for i, conn := range conns {
-		wg.Add(1)
-		go func(i int, conn *grpc.ClientConn) {
-			defer wg.Done()
-			began := time.Now()
-			res, err := pb.NewPluginCompilerClient(conn).CompilePlugin(context.Background(), req)
-			durations[i] = float64(time.Since(began).Microseconds()) / 1000
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-				return
-			}
-			references[i] = res.GetPlugin()
-		}(i, conn)
-	}
-	wg.Wait()
-	wall := time.Since(start)
-	for _, conn := range conns {
-		conn.Close()
-	}
-	if firstErr != nil {
-		fail(firstErr)
-	}
+	wall, durations := onConnections(*pulls, func(i int, conn *grpc.ClientConn) error {
+		res, err := pb.NewPluginCompilerClient(conn).CompilePlugin(context.Background(), req)
+		references[i] = res.GetPlugin()
+		return err
+	})
 	distinct := map[string]bool{}
 	for _, r := range references {
 		distinct[r] = true
 	}
-	sort.Float64s(durations)
 	return map[string]any{
 		"wallMs":     float64(wall.Microseconds()) / 1000,
 		"p50Ms":      percentile(durations, 0.5),

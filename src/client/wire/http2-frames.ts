@@ -28,13 +28,10 @@ export const Flag = {
 export const Setting = {
   EnablePush: 0x2,
   InitialWindowSize: 0x4,
-  MaxFrameSize: 0x5,
 } as const;
 
-/** RST_STREAM and GOAWAY error codes this client tells apart. */
+/** RST_STREAM error codes this client tells apart. */
 export const ErrorCode = {
-  NoError: 0x0,
-  ProtocolError: 0x1,
   RefusedStream: 0x7,
   Cancel: 0x8,
   EnhanceYourCalm: 0xb,

@@ -76,12 +76,8 @@ export class RegistryClient {
     // Reads are idempotent: a registry's passing 5xx (Distribution answers 500
     // to a GET racing a PUT of the same tag; S3-backed registries have their
     // own) is retried a few times before it becomes the caller's failure.
-    for (
-      let retry = 0;
-      READS.has(method) && TRANSIENT.has(response.status) && retry < READ_RETRIES;
-      retry++
-    ) {
-      if (options.expect.includes(response.status)) break;
+    const passing = (status: number) => TRANSIENT.has(status) && !options.expect.includes(status);
+    for (let retry = 0; READS.has(method) && passing(response.status) && retry < READ_RETRIES; retry++) {
       await discard(response);
       await delay(READ_RETRY_DELAY_MS * 2 ** retry, undefined, { signal: options.signal });
       response = await this.#send(method, url, slot, options);
