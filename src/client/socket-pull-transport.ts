@@ -165,7 +165,8 @@ class PullCall {
   private headerBlock: Buffer[] = [];
   private response: Map<string, string> | undefined;
   private trailers: Map<string, string> | undefined;
-  private streamEnded = false;
+  /** The HEADERS frame being continued carried END_STREAM: the stream ends with its block. */
+  private headersEndStream = false;
   private failure: PluginError | undefined;
   private changed = false;
   private finished = false;
@@ -361,13 +362,13 @@ class PullCall {
     }
     if (type !== FrameType.Headers && type !== FrameType.Continuation) return;
     this.headerBlock.push(type === FrameType.Headers ? headersContent(flags, payload) : payload);
-    if (type === FrameType.Headers && flags & Flag.EndStream) this.streamEnded = true;
+    if (type === FrameType.Headers) this.headersEndStream = (flags & Flag.EndStream) !== 0;
     if (!(flags & Flag.EndHeaders)) return;
     const fields = this.headers.decode(Buffer.concat(this.headerBlock));
     this.headerBlock = [];
     if (this.response === undefined) this.onResponse(fields);
     else this.trailers = fields;
-    if (this.streamEnded) this.endStream();
+    if (this.headersEndStream) this.endStream();
   }
 
   private onResponse(fields: Map<string, string>): void {
@@ -417,7 +418,6 @@ class PullCall {
   }
 
   private endStream(): void {
-    this.streamEnded = true;
     this.finished = true;
     this.socket?.end();
     this.finish();
