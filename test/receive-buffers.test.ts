@@ -83,4 +83,22 @@ describe("ReceiveBuffers", () => {
     assert.ok(kept.subarray(-97).equals(Buffer.alloc(97, 7)), "the overflow's bytes come last");
     assert.ok(kept.subarray(0, 397).equals(Buffer.alloc(397, 1)));
   });
+
+  it("keeps a read that arrives while paused and every buffer is held, as a TLS socket may deliver one", () => {
+    const { receive, written, read } = setup(1);
+    assert.deepEqual(
+      [1, 2, 3].map((fill) => read(Buffer.alloc(400, fill))),
+      [400, 400, 200],
+    );
+    assert.equal(receive.hasRoom, false);
+    // No buffer was released, yet the (paused) socket delivers into the overflow buffer.
+    const memory = receive.next();
+    assert.equal(memory.length, OVERFLOW);
+    memory.fill(9);
+    receive.keep(receive.received(OVERFLOW).subarray(3));
+    receive.flush();
+    const kept = Buffer.concat(written);
+    assert.equal(kept.length, 397 + 397 + 197 + 97);
+    assert.ok(kept.subarray(-97).equals(Buffer.alloc(97, 9)), "the read is kept, after the bytes before it");
+  });
 });

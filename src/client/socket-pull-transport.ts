@@ -243,7 +243,7 @@ class PullCall {
     const socket = this.target.connect({
       buffer: () => this.receive.next(),
       callback: (bytes) => {
-        if (!this.finished) this.onRead(this.receive.received(bytes));
+        if (!this.finished) this.onRead(bytes);
         return true;
       },
     });
@@ -309,10 +309,11 @@ class PullCall {
     return headers;
   }
 
-  private onRead(bytes: Buffer): void {
+  /** `bytes` were read into the receive buffers; nothing thrown here may escape into the socket's callback. */
+  private onRead(bytes: number): void {
     if (this.finished) return;
     try {
-      this.frames.push(bytes);
+      this.frames.push(this.receive.received(bytes));
     } catch (error) {
       this.fail(
         error instanceof Http2ProtocolError

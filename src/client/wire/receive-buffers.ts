@@ -19,6 +19,7 @@ export class ReceiveBuffers {
   private segments: Buffer[] = [];
   private readInto: "filling" | "overflow" = "filling";
   private closed = false;
+  private readonly bufferSize: number;
 
   constructor(
     buffers: Buffer[],
@@ -26,6 +27,7 @@ export class ReceiveBuffers {
     private readonly onFull: (segments: Buffer[], release: () => void) => void,
   ) {
     this.free = [...buffers];
+    this.bufferSize = buffers[0]?.length ?? overflow.length;
   }
 
   /** For the socket: where the next read goes. */
@@ -42,10 +44,15 @@ export class ReceiveBuffers {
   /** `bytes` were read into what `next` returned; their view, valid until the writer releases it. */
   received(bytes: number): Buffer {
     if (this.readInto === "overflow") {
-      // Only the first read after a pause; a buffer was freed meanwhile, or the socket would not have resumed.
+      // The first read after a pause, when a buffer was freed meanwhile. A TLS
+      // socket may also hand over what it already decrypted while paused:
+      // then every buffer may still be waiting, and this call gets one more
+      // rather than lose the read.
       if (!this.filling || this.room() < bytes) this.rotate();
-      if (!this.filling)
-        throw new Error("a read arrived while every receive buffer was waiting to be written");
+      if (!this.filling) {
+        this.filling = Buffer.allocUnsafe(this.bufferSize);
+        this.placed = 0;
+      }
       this.overflow.copy(this.filling, this.placed, 0, bytes);
     }
     const filling = this.filling as Buffer;
