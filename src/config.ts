@@ -104,6 +104,19 @@ export const serveConfigSchema = z
     buildQueue: z.coerce.number().int().nonnegative().default(64),
     /** A build running longer is killed and reported as DEADLINE_EXCEEDED. */
     buildTimeoutMs: z.coerce.number().int().positive().default(120_000),
+    /**
+     * What contains each build step: `bwrap` (bubblewrap: no network, own
+     * PID namespace, only the toolchain and the build directory; builds are
+     * refused when it cannot start) or `off` (steps run on the host: only
+     * for hosts that contain the server some other way; logged as a warning).
+     */
+    sandbox: z.enum(["bwrap", "off"]).default("bwrap"),
+    /** All memory one build step may use (cgroup): heap, buffers, children, its tmpfs. */
+    buildMemoryBytes: byteSize.default(2 * 1024 * 1024 * 1024),
+    /** Bytes a plugin source may unpack to; a larger one is refused. */
+    maxSourceBytes: byteSize.default(64 * 1024 * 1024),
+    /** Files and folders a plugin source may hold; more is refused. */
+    maxSourceFiles: z.coerce.number().int().positive().default(10_000),
     /** How long in-flight calls may run after SIGTERM before they are cancelled. */
     shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
     /** PEM certificate chain and key: serve gRPC over TLS. */
@@ -150,6 +163,10 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_BUILD_CONCURRENCY: "buildConcurrency",
   ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
   ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",
+  ATOMIX_PLUGINS_SANDBOX: "sandbox",
+  ATOMIX_PLUGINS_BUILD_MEMORY: "buildMemoryBytes",
+  ATOMIX_PLUGINS_MAX_SOURCE_SIZE: "maxSourceBytes",
+  ATOMIX_PLUGINS_MAX_SOURCE_FILES: "maxSourceFiles",
   ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
   ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
   ATOMIX_PLUGINS_TLS_KEY: "tlsKey",

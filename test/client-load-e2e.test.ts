@@ -13,6 +13,7 @@ import { EXAMPLE_PLUGINS_DIR, EXAMPLE_RUNTIMES_DIR, parseServeConfig } from "../
 import { type RunningServer, startServer } from "../src/server/server.js";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";
+import { testSandbox } from "./helpers/sandbox.js";
 
 interface Driver {
   name: string;
@@ -38,7 +39,12 @@ describe("loadPlugin with the real Node.js compiler", () => {
     compiler = createBuildCompiler({
       store,
       runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
-      toolchains: [createNodeToolchain({ sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)] })],
+      toolchains: [
+        createNodeToolchain({
+          sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)],
+          sandbox: await testSandbox(),
+        }),
+      ],
     });
     const config = parseServeConfig({ listen: "127.0.0.1:0", dataDir: join(dir, "store") }, {});
     server = await startServer({ config, store, compiler, log: pino({ level: "silent" }) });

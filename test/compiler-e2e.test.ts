@@ -21,6 +21,7 @@ import { formatReference } from "../src/model/reference.js";
 import { type RunningServer, startServer } from "../src/server/server.js";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";
+import { testSandbox } from "./helpers/sandbox.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const HOST = join(ROOT, "examples", "node-host", "host.mjs");
@@ -65,7 +66,12 @@ describe("compile and pull over gRPC", () => {
     compiler = createBuildCompiler({
       store,
       runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
-      toolchains: [createNodeToolchain({ sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)] })],
+      toolchains: [
+        createNodeToolchain({
+          sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)],
+          sandbox: await testSandbox(),
+        }),
+      ],
       onBuild: () => toolchainRuns++,
     });
     const config = parseServeConfig({ listen: "127.0.0.1:0", dataDir: join(dir, "store") }, {});

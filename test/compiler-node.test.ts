@@ -17,6 +17,7 @@ import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import type { ArtifactManifest, ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";
+import { testSandbox } from "./helpers/sandbox.js";
 
 const PEER_ANY = { "@atomix/runtime-sdk": ">=1.0.0" };
 
@@ -120,6 +121,7 @@ describe("node toolchain", () => {
             createCatalogSource(catalog),
             createNpmRegistrySource({ url: registryUrl }),
           ],
+          sandbox: await testSandbox(),
         }),
       ],
       workRoot: root,
@@ -142,10 +144,7 @@ describe("node toolchain", () => {
         manifest.annotations["dev.atomix.toolchain.version"] ?? "",
         /^typescript 7\.\d+\.\d+, esbuild \d+\.\d+\.\d+, target node20/,
       );
-      assert.match(
-        manifest.annotations["dev.atomix.source"] ?? "",
-        /^catalog:.*examples\/plugins\/@atomix\/echo\/1\.0\.0$/,
-      );
+      assert.match(manifest.annotations["dev.atomix.source"] ?? "", /^catalog:@atomix\/echo\/1\.0\.0$/);
       assert.match(manifest.annotations["dev.atomix.source.integrity"] ?? "", /^sha512-/);
       const code = await artifactText(store, manifest);
       assert.match(code, /from "@atomix\/runtime-sdk"/);
@@ -158,7 +157,12 @@ describe("node toolchain", () => {
     const second = createBuildCompiler({
       store: other,
       runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
-      toolchains: [createNodeToolchain({ sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)] })],
+      toolchains: [
+        createNodeToolchain({
+          sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)],
+          sandbox: await testSandbox(),
+        }),
+      ],
       workRoot: root,
     });
     try {
@@ -252,7 +256,13 @@ describe("node toolchain", () => {
     const impatient = createBuildCompiler({
       store,
       runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
-      toolchains: [createNodeToolchain({ sources: [createCatalogSource(catalog)], verifyTimeoutMs: 1000 })],
+      toolchains: [
+        createNodeToolchain({
+          sources: [createCatalogSource(catalog)],
+          verifyTimeoutMs: 1000,
+          sandbox: await testSandbox(),
+        }),
+      ],
       workRoot: root,
     });
     try {
@@ -269,7 +279,12 @@ describe("node toolchain", () => {
     const hurried = createBuildCompiler({
       store,
       runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
-      toolchains: [createNodeToolchain({ sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)] })],
+      toolchains: [
+        createNodeToolchain({
+          sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)],
+          sandbox: await testSandbox(),
+        }),
+      ],
       workRoot,
       timeoutMs: 100,
     });
@@ -308,7 +323,7 @@ describe("node toolchain", () => {
     await mkdir(dirname(tgz), { recursive: true });
     await createTar({ gzip: true, cwd: dir, file: tgz, portable: true }, ["package"]);
     const manifest = await compiler.compile(key("packed"));
-    assert.equal(manifest.annotations["dev.atomix.source"], `catalog:${tgz}`);
+    assert.equal(manifest.annotations["dev.atomix.source"], "catalog:packed/1.0.0/packed-1.0.0.tgz");
     assert.equal(
       manifest.annotations["dev.atomix.source.integrity"],
       ssri.fromData(await readFile(tgz), { algorithms: ["sha512"] }).toString(),

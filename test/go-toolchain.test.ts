@@ -25,6 +25,7 @@ import {
   goTestDir,
   writeModule,
 } from "./helpers/go-fixtures.js";
+import { testSandbox } from "./helpers/sandbox.js";
 
 const SDK = "example.com/atomix/sdk";
 
@@ -38,12 +39,14 @@ describe("Go toolchain", () => {
   before(async () => {
     test = await goTestDir();
     toolchain = createGoToolchain({
+      sandbox: await testSandbox(),
       cacheDir: test.cacheDir,
       sources: [EXAMPLE_PLUGINS],
       proxy: EXAMPLE_GOPROXY,
     });
     scratch = join(test.dir, "catalog");
     scratchToolchain = createGoToolchain({
+      sandbox: await testSandbox(),
       cacheDir: test.cacheDir,
       sources: [scratch],
       proxy: EXAMPLE_GOPROXY,
@@ -116,7 +119,11 @@ describe("Go toolchain", () => {
   });
 
   it("answers NOT_FOUND for a module in neither the catalog nor the proxy", async () => {
-    const offline = createGoToolchain({ cacheDir: test.cacheDir, sources: [EXAMPLE_PLUGINS] });
+    const offline = createGoToolchain({
+      sandbox: await testSandbox(),
+      cacheDir: test.cacheDir,
+      sources: [EXAMPLE_PLUGINS],
+    });
     const noProxy = await buildError(offline, goKey(ECHO, "v1.0.0"));
     assert.equal(noProxy.code, Code.NotFound);
     assert.match(noProxy.message, /no Go module proxy is configured \(GOPROXY=off\)/);
@@ -131,6 +138,7 @@ describe("Go toolchain", () => {
     });
     const goroot = probe.stdout.trim();
     const chain = createGoToolchain({
+      sandbox: await testSandbox(),
       cacheDir: test.cacheDir,
       sources: [EXAMPLE_PLUGINS],
       proxy: EXAMPLE_GOPROXY,

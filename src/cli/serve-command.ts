@@ -1,10 +1,12 @@
 import { join } from "node:path";
 import { Command, Option } from "commander";
-import pino from "pino";
+import pino, { type Logger } from "pino";
 import { createBuildCompiler } from "../compiler/build-compiler.js";
 import { loadRuntimeCatalog } from "../compiler/runtime-catalog.js";
+import { createSandbox, type Sandbox } from "../compiler/sandbox/sandbox.js";
 import { createCatalogSource } from "../compiler/sources/catalog-source.js";
 import { createNpmRegistrySource } from "../compiler/sources/npm-registry-source.js";
+import { createSourceUnpacker } from "../compiler/sources/source-unpacker.js";
 import { createGoToolchain } from "../compiler/toolchains/go/go-toolchain.js";
 import { createNodeToolchain } from "../compiler/toolchains/node/node-toolchain.js";
 import {
@@ -109,6 +111,18 @@ const SERVE_FLAGS: ServeFlag[] = [
   { flags: "--build-queue <n>", option: "buildQueue", what: "builds waiting before RESOURCE_EXHAUSTED" },
   { flags: "--build-timeout <ms>", option: "buildTimeoutMs", what: "time limit of one build" },
   {
+    flags: "--sandbox <bwrap|off>",
+    option: "sandbox",
+    what: "what contains build steps: bubblewrap, or off (steps run on the host)",
+  },
+  { flags: "--build-memory <bytes>", option: "buildMemoryBytes", what: "all memory of one build step" },
+  {
+    flags: "--max-source-size <bytes>",
+    option: "maxSourceBytes",
+    what: "bytes a plugin source may unpack to",
+  },
+  { flags: "--max-source-files <n>", option: "maxSourceFiles", what: "files a plugin source may hold" },
+  {
     flags: "--shutdown-grace <ms>",
     option: "shutdownGraceMs",
     what: "grace for in-flight calls after SIGTERM",
@@ -170,6 +184,14 @@ export function serveCommand(): Command {
     );
 }
 
+/** Says at start what contains the builds; a missing or disabled sandbox is a warning an operator must see. */
+function logSandbox(log: Logger, sandbox: Sandbox): void {
+  if (sandbox.kind === "bwrap") log.info({ sandbox: sandbox.kind }, `build sandbox: ${sandbox.description}`);
+  else if (sandbox.kind === "off")
+    log.warn({ sandbox: sandbox.kind }, `build sandbox ${sandbox.description}`);
+  else log.error({ sandbox: sandbox.kind }, `builds will be refused: ${sandbox.description}`);
+}
+
 /** Runs the server until SIGTERM or SIGINT, then shuts down gracefully and exits 0. */
 export async function serve(config: ServeConfig): Promise<void> {
   const log = pino({ level: config.logLevel, base: { service: "atomix-plugins" } });
@@ -178,12 +200,24 @@ export async function serve(config: ServeConfig): Promise<void> {
     ...config.sources.map((dir) => createCatalogSource(dir)),
     ...(config.npmRegistry ? [createNpmRegistrySource({ url: config.npmRegistry })] : []),
   ];
+  const sandbox = await createSandbox({
+    mode: config.sandbox,
+    limits: { memoryBytes: config.buildMemoryBytes, cpuSeconds: Math.ceil(config.buildTimeoutMs / 1000) },
+  });
+  logSandbox(log, sandbox);
+  const unpacker = createSourceUnpacker({
+    sandbox,
+    limits: { maxBytes: config.maxSourceBytes, maxFiles: config.maxSourceFiles },
+  });
   const compiler = createBuildCompiler({
     store,
     runtimes: await loadRuntimeCatalog(config.runtimes),
+    sandbox,
     toolchains: [
-      createNodeToolchain({ sources }),
+      createNodeToolchain({ sources, sandbox, unpacker, maxArtifactBytes: config.maxArtifactBytes }),
       createGoToolchain({
+        sandbox,
+        unpacker,
         sources: config.sources,
         installations: config.goInstallations,
         proxy: config.goProxy,

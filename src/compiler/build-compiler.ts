@@ -9,10 +9,17 @@ import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js
 import { createBuildPool } from "./build-pool.js";
 import type { Compiler } from "./compiler.js";
 import type { RuntimeCatalog } from "./runtime-catalog.js";
+import type { Sandbox } from "./sandbox/sandbox.js";
 import { ANNOTATIONS, type BuildOutput, type RuntimeDescriptor, type Toolchain } from "./toolchain.js";
 
 export const DEFAULT_BUILD_QUEUE = 64;
 export const DEFAULT_BUILD_TIMEOUT_MS = 120_000;
+/**
+ * After a build is stopped, how long its toolchain may take to return
+ * before the slot is freed anyway: every step runs in a child process that
+ * is killed with the build, so this only bounds a toolchain bug.
+ */
+const STOPPED_BUILD_GRACE_MS = 5_000;
 
 export interface BuildCompilerOptions {
   store: ArtifactStore;
@@ -29,6 +36,12 @@ export interface BuildCompilerOptions {
   /** Where builds get their private work directories; os.tmpdir() by default. */
   workRoot?: string;
   log?: Logger;
+  /**
+   * The sandbox the toolchains run their steps in: when it is unavailable
+   * every build is refused at once (FAILED_PRECONDITION naming the fix), and
+   * when it is off every build logs a warning.
+   */
+  sandbox?: Sandbox;
   /** Called when a toolchain run starts: tests and benchmarks count builds with it. */
   onBuild?: (key: BuildKey) => void;
 }
@@ -82,6 +95,12 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
         cause: error,
       });
     }
+    if (options.sandbox?.kind === "unavailable") {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `cannot build ${formatBuildKey(key)}: builds are refused on this server: ${options.sandbox.description}`,
+      );
+    }
     const toolchain = toolchains.get(runtime.toolchain);
     if (!toolchain) {
       throw new PluginError(
@@ -93,7 +112,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
     // once); the pool slot and the work directory are released only when the
     // toolchain has really stopped, so the pool bounds work actually running.
     return new Promise<ArtifactManifest>((resolve, reject) => {
-      pool
+      const task = pool
         .run(async () => {
           // A build that finished while this one queued (or another replica's) wins.
           const stored = await store.get(key);
@@ -103,6 +122,9 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
           }
           counts.builds++;
           options.onBuild?.(key);
+          if (options.sandbox?.kind === "off") {
+            log?.warn({ key: formatBuildKey(key) }, "building without a sandbox (--sandbox off)");
+          }
           const controller = new AbortController();
           running.add(controller);
           const timer = setTimeout(
@@ -122,13 +144,16 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
           const cleanUp = () =>
             (cleaned ??= (async () => {
               clearTimeout(timer);
-              await built?.then(
-                () => {},
-                () => {},
+              await settledWithin(built, controller.signal.aborted ? STOPPED_BUILD_GRACE_MS : undefined, () =>
+                log?.warn(
+                  { key: formatBuildKey(key) },
+                  "a stopped build did not return in time; its slot is freed",
+                ),
               );
               running.delete(controller);
               if (workDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
             })());
+
           try {
             workDir = await mkdtemp(join(options.workRoot ?? tmpdir(), "atomix-build-"));
             const aborted = new Promise<never>((_, rejectAbort) => {
@@ -172,6 +197,8 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
           }
         })
         .catch(reject);
+      tasks.add(task);
+      void task.finally(() => tasks.delete(task));
     });
   }
 
@@ -223,6 +250,29 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
       await Promise.allSettled([...flights.values(), ...tasks]);
     },
   };
+}
+
+/** Waits for `promise` to settle, or at most `limitMs` (then calls `onLate`). */
+async function settledWithin(
+  promise: Promise<unknown> | undefined,
+  limitMs: number | undefined,
+  onLate: () => void,
+): Promise<void> {
+  if (!promise) return;
+  const settled = promise.then(
+    () => true,
+    () => true,
+  );
+  if (limitMs === undefined) {
+    await settled;
+    return;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), limitMs);
+  });
+  if (!(await Promise.race([settled, late]))) onLate();
+  clearTimeout(timer);
 }
 
 /** `promise`, unless `signal` aborts first: then this caller stops waiting (CANCELLED). */

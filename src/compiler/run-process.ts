@@ -11,6 +11,11 @@ export interface RunOptions {
   readonly timeoutMs?: number;
   /** Output kept per stream; the rest is dropped (a runaway child cannot fill memory). */
   readonly maxOutputBytes?: number;
+  /**
+   * Called when the child is killed (abort or timeout): a sandbox kills
+   * what the child left in its cgroup, which a process group cannot reach.
+   */
+  readonly onKill?: () => unknown;
 }
 
 export interface RunResult {
@@ -50,6 +55,7 @@ export function runProcess(file: string, args: readonly string[], options: RunOp
     const stdout = collect(child.stdout, limit);
     const stderr = collect(child.stderr, limit);
     const kill = () => {
+      void Promise.resolve(options.onKill?.()).catch(() => {});
       if (child.pid !== undefined && child.exitCode === null) {
         try {
           process.kill(-child.pid, "SIGKILL");

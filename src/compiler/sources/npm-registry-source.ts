@@ -1,8 +1,11 @@
+import { createWriteStream } from "node:fs";
+import { join } from "node:path";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import ssri from "ssri";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { PluginRef } from "../../model/build-key.js";
 import type { PluginSource } from "./plugin-source.js";
-import { unpackTarball } from "./unpack-tarball.js";
 
 /** Largest package tarball fetched; a plugin is a small thing. */
 const MAX_TARBALL_BYTES = 64 * 1024 * 1024;
@@ -73,26 +76,55 @@ export function createNpmRegistrySource(options: { url: string; fetchTimeoutMs?:
           `npm registry answered ${tarballResponse.status} for the tarball ${dist.tarball}`,
         );
       }
-      const chunks: Uint8Array[] = [];
+      // Streamed to the build's scratch folder through the integrity check:
+      // a tarball never sits in the server's memory, and nothing is unpacked
+      // before all of it matched the registry's integrity.
+      const file = join(fetchOptions.scratchDir, "package.tgz");
       let size = 0;
-      for await (const chunk of tarballResponse.body) {
-        size += chunk.byteLength;
-        if (size > MAX_TARBALL_BYTES) {
+      const limit = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          size += chunk.length;
+          if (size > MAX_TARBALL_BYTES) {
+            done(
+              new PluginError(
+                Code.ResourceExhausted,
+                `the tarball of ${plugin.name}@${plugin.version} is over ${MAX_TARBALL_BYTES} bytes`,
+              ),
+            );
+            return;
+          }
+          done(null, chunk);
+        },
+      });
+      try {
+        await pipeline(
+          Readable.fromWeb(tarballResponse.body as import("node:stream/web").ReadableStream<Uint8Array>),
+          limit,
+          ssri.integrityStream({ integrity }),
+          createWriteStream(file),
+          ...(signal ? [{ signal }] : []),
+        );
+      } catch (error) {
+        if (error instanceof PluginError || signal?.aborted) throw error;
+        if ((error as NodeJS.ErrnoException).code === "EINTEGRITY") {
           throw new PluginError(
-            Code.ResourceExhausted,
-            `the tarball of ${plugin.name}@${plugin.version} is over ${MAX_TARBALL_BYTES} bytes`,
+            Code.DataLoss,
+            `the tarball of ${plugin.name}@${plugin.version} from ${dist.tarball} does not match the registry's integrity ${integrity}`,
           );
         }
-        chunks.push(chunk);
-      }
-      const data = Buffer.concat(chunks);
-      if (!ssri.checkData(data, integrity)) {
         throw new PluginError(
-          Code.DataLoss,
-          `the tarball of ${plugin.name}@${plugin.version} from ${dist.tarball} does not match the registry's integrity ${integrity}`,
+          Code.Unavailable,
+          `the tarball of ${plugin.name}@${plugin.version} could not be downloaded from ${dist.tarball}: ${(error as Error).message}`,
+          { cause: error },
         );
       }
-      await unpackTarball(data, fetchOptions.destDir, { what: dist.tarball, ...(signal ? { signal } : {}) });
+      await fetchOptions.unpacker.unpack({
+        kind: "tarball",
+        from: file,
+        to: fetchOptions.destDir,
+        what: `${plugin.name}@${plugin.version}`,
+        ...(signal ? { signal } : {}),
+      });
       return { dir: fetchOptions.destDir, origin: `npm:${dist.tarball}`, integrity };
     },
   };

@@ -1,14 +1,24 @@
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { PluginRef } from "../../model/build-key.js";
+import type { SourceUnpacker } from "./source-unpacker.js";
 
 /** A plugin package, unpacked into a build's work directory. */
 export interface FetchedPackage {
   /** The package folder (its package.json at the top). */
   readonly dir: string;
-  /** Where it came from, for the manifest: `catalog:/srv/plugins/counter/1.0.0`, `npm:https://...tgz`. */
+  /** Where it came from, for the manifest: `catalog:counter/1.0.0`, `npm:https://...tgz`. */
   readonly origin: string;
   /** Subresource-integrity string of what was fetched (`sha512-...`). */
   readonly integrity: string;
+}
+
+export interface FetchOptions {
+  /** Created by the unpacker: the package folder the build works on. */
+  readonly destDir: string;
+  /** Where the source's bytes land before they are unpacked (a tarball download). */
+  readonly scratchDir: string;
+  readonly unpacker: SourceUnpacker;
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -18,17 +28,14 @@ export interface FetchedPackage {
  */
 export interface PluginSource {
   readonly description: string;
-  fetch(
-    plugin: PluginRef,
-    options: { destDir: string; signal?: AbortSignal },
-  ): Promise<FetchedPackage | undefined>;
+  fetch(plugin: PluginRef, options: FetchOptions): Promise<FetchedPackage | undefined>;
 }
 
 /** Asks each source in turn; NOT_FOUND naming every place looked in. */
 export async function fetchPlugin(
   sources: readonly PluginSource[],
   plugin: PluginRef,
-  options: { destDir: string; signal?: AbortSignal },
+  options: FetchOptions,
 ): Promise<FetchedPackage> {
   for (const source of sources) {
     const fetched = await source.fetch(plugin, options);

@@ -1,20 +1,34 @@
+import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { type RunResult, runProcess } from "../../run-process.js";
+import { fileURLToPath } from "node:url";
+import type { RunResult } from "../../run-process.js";
+import type { Sandbox } from "../../sandbox/sandbox.js";
 import type { GoInstallation } from "./go-installations.js";
 
-/** The `go` command of one installation, bound to one build's environment and signal. */
+/**
+ * The `go` command of one installation, bound to one build: its environment,
+ * its signal, and what its sandbox shows. Two ways to run it, so that only
+ * steps that fetch modules ever reach the proxy or write the shared module
+ * cache.
+ */
 export interface GoCommand {
   readonly installation: GoInstallation;
-  readonly env: Readonly<Record<string, string>>;
+  /** go offline: GOPROXY=off, no network, the module cache read-only. */
   run(args: readonly string[], cwd: string): Promise<RunResult>;
+  /** go resolving and downloading modules: the proxy reachable, the module cache writable. */
+  download(args: readonly string[], cwd: string): Promise<RunResult>;
+  /** The same command with more folders readable (the runtime's replacement directories). */
+  withReadable(paths: readonly string[]): GoCommand;
 }
 
 export interface GoEnvironmentOptions {
   readonly installation: GoInstallation;
   /** The build's private directory: HOME, TMPDIR and GOPATH live in it. */
   readonly workDir: string;
-  /** Persistent GOCACHE (`<cacheDir>/build`) and GOMODCACHE (`<cacheDir>/mod`). */
-  readonly cacheDir: string;
+  /** GOCACHE: the plugin module's own build cache (see goBuildCache). */
+  readonly buildCache: string;
+  /** GOMODCACHE, shared by every build; written only by downloading steps. */
+  readonly modCache: string;
   /** GOPROXY as go reads it; `off` keeps every build off the network. */
   readonly proxy: string;
   /** GOSUMDB; `off` for air-gapped sites (go.sum files still pin what they list). */
@@ -29,7 +43,7 @@ export interface GoEnvironmentOptions {
  * shell), and nothing the build does leaks out except into the caches.
  */
 export function goEnvironment(options: GoEnvironmentOptions): Record<string, string> {
-  const { installation, workDir, cacheDir } = options;
+  const { installation, workDir } = options;
   const env: Record<string, string> = {
     // gcc (cgo: plugins need it) and the chosen go first.
     PATH: `${join(installation.goroot, "bin")}:/usr/local/bin:/usr/bin:/bin`,
@@ -38,8 +52,8 @@ export function goEnvironment(options: GoEnvironmentOptions): Record<string, str
     LANG: "C",
     GOROOT: installation.goroot,
     GOPATH: join(workDir, "gopath"),
-    GOCACHE: join(cacheDir, "build"),
-    GOMODCACHE: join(cacheDir, "mod"),
+    GOCACHE: options.buildCache,
+    GOMODCACHE: options.modCache,
     GOPROXY: options.proxy,
     GOSUMDB: options.sumdb,
     // The plugin's go.mod is rewritten to the runtime's versions, so go must
@@ -57,15 +71,55 @@ export function goEnvironment(options: GoEnvironmentOptions): Record<string, str
   return env;
 }
 
+/**
+ * Go's build cache trusts what it finds: an entry written by one build is
+ * used by the next without being checked. So each plugin module gets its
+ * own: a build (whatever its source manages to do inside the sandbox) can
+ * only ever reach later builds of the same module, never another plugin's.
+ */
+export function goBuildCache(cacheDir: string, module: string): string {
+  return join(cacheDir, "build-by-module", createHash("sha256").update(module).digest("hex").slice(0, 32));
+}
+
+/** The folders of `file://` entries of a GOPROXY list: a downloading step reads them. */
+export function proxyFolders(proxy: string): string[] {
+  return proxy
+    .split(/[,|]/)
+    .filter((entry) => entry.startsWith("file://"))
+    .map((entry) => fileURLToPath(entry));
+}
+
 export function goCommand(options: {
   installation: GoInstallation;
-  env: Readonly<Record<string, string>>;
+  env: GoEnvironmentOptions;
+  sandbox: Sandbox;
   signal?: AbortSignal;
+  readable?: readonly string[];
 }): GoCommand {
-  const { installation, env, signal } = options;
+  const { installation, sandbox, signal } = options;
+  const online = goEnvironment(options.env);
+  const offline = { ...online, GOPROXY: "off" };
+  const readable = [installation.goroot, ...(options.readable ?? [])];
+  const network =
+    /^(https?:\/\/|direct)/.test(options.env.proxy) || /[,|](https?:\/\/|direct)/.test(options.env.proxy);
+  const writable = [options.env.workDir, options.env.buildCache];
+  const run = (args: readonly string[], cwd: string, downloading: boolean) =>
+    sandbox.run({
+      file: installation.go,
+      args,
+      cwd,
+      env: downloading ? online : offline,
+      readable: downloading
+        ? [...readable, ...proxyFolders(options.env.proxy)]
+        : [...readable, options.env.modCache],
+      writable: downloading ? [...writable, options.env.modCache] : writable,
+      network: downloading && network,
+      ...(signal ? { signal } : {}),
+    });
   return {
     installation,
-    env,
-    run: (args, cwd) => runProcess(installation.go, args, signal ? { cwd, env, signal } : { cwd, env }),
+    run: (args, cwd) => run(args, cwd, false),
+    download: (args, cwd) => run(args, cwd, true),
+    withReadable: (paths) => goCommand({ ...options, readable: [...(options.readable ?? []), ...paths] }),
   };
 }

@@ -1,4 +1,4 @@
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, posix, resolve } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { GoCommand } from "./go-command.js";
 
@@ -131,4 +131,51 @@ function isDirectoryPath(path: string): boolean {
 
 function moduleVersion(module: GoModuleVersion): string {
   return module.Version ? `${module.Path}@${module.Version}` : module.Path;
+}
+
+/**
+ * A plugin may replace a module only with another module version or a
+ * folder inside its own module: a directory replacement that leaves it
+ * (absolute, or `../`) would compile whatever the build host has there.
+ */
+export function checkPluginReplacements(plugin: GoMod, what: string): void {
+  for (const replacement of plugin.Replace ?? []) {
+    const path = replacement.New.Path;
+    if (!isDirectoryPath(path)) continue;
+    const normalized = posix.normalize(path);
+    if (posix.isAbsolute(normalized) || normalized === ".." || normalized.startsWith("../")) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${what}: go.mod replaces ${replacement.Old.Path} with the directory ${path}, outside the module; a plugin may replace a module only with a module version or a folder inside the module`,
+      );
+    }
+  }
+}
+
+/** The folders the runtime's go.mod replaces modules with, as absolute paths. */
+export function runtimeReplacementDirs(runtime: GoMod, runtimeGoModPath: string): string[] {
+  return (runtime.Replace ?? [])
+    .filter((replacement) => isDirectoryPath(replacement.New.Path))
+    .map((replacement) => resolve(dirname(runtimeGoModPath), replacement.New.Path));
+}
+
+const NOT_SHOWN = "(a line about a file outside the module, not shown)";
+
+/**
+ * Tool output as a caller may see it: gcc's quoted source lines are dropped
+ * (they may quote any file an `#include` reached), and a line naming an
+ * absolute path outside `allowed` is replaced, so no message shows a file
+ * of the build host or its contents.
+ */
+export function redactOutsidePaths(text: string, allowed: readonly string[]): string {
+  const lines: string[] = [];
+  for (const line of text.split("\n")) {
+    if (/^\s*\d*\s*\|/.test(line)) continue;
+    const paths = [...line.matchAll(/(?:^|[\s"'(=:])(\/[^\s"'():,]+)/g)].map((match) => match[1] ?? "");
+    const outside = paths.some((path) => !allowed.some((dir) => path === dir || path.startsWith(`${dir}/`)));
+    const shown = outside ? NOT_SHOWN : line;
+    if (shown === NOT_SHOWN && lines[lines.length - 1] === NOT_SHOWN) continue;
+    lines.push(shown);
+  }
+  return lines.join("\n");
 }

@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { createReadStream } from "node:fs";
+import { mkdir, readdir, rm, stat } from "node:fs/promises";
+import { join, relative } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
+import type { SourceUnpacker } from "../../sources/source-unpacker.js";
 import type { GoCommand } from "./go-command.js";
 import { firstLines } from "./go-mod.js";
 
@@ -24,8 +26,11 @@ export interface FetchGoModuleOptions {
   readonly catalogs: readonly string[];
   readonly proxy: string;
   readonly go: GoCommand;
+  /** Copies the module into the build, in the sandbox, within the source limits. */
+  readonly unpacker: SourceUnpacker;
   /** The copy is made at `<workDir>/module`. */
   readonly workDir: string;
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -42,14 +47,12 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
     for (const candidate of new Set([options.version, version])) {
       const dir = join(catalogDir, name, candidate);
       if (await isFile(join(dir, "go.mod"))) {
-        const integrity = await copyModule(dir, target, `${name}@${version}`);
-        return { dir: target, origin: `catalog:${dir}`, integrity, version };
+        const integrity = await copyModule(options, dir, target, `${name}@${version}`);
+        return { dir: target, origin: `catalog:${relative(catalogDir, dir)}`, integrity, version };
       }
     }
   }
-  const where = catalogs.length
-    ? `in the source catalogs (${catalogs.map((dir) => join(dir, name, options.version)).join(", ")})`
-    : "";
+  const where = catalogs.length ? "in the source catalogs" : "";
   if (options.proxy === "off") {
     throw new PluginError(
       Code.NotFound,
@@ -58,7 +61,7 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
   }
   const downloadDir = join(workDir, "download");
   await mkdir(downloadDir, { recursive: true });
-  const result = await options.go.run(["mod", "download", "-json", `${name}@${version}`], downloadDir);
+  const result = await options.go.download(["mod", "download", "-json", `${name}@${version}`], downloadDir);
   let info: { Dir?: string; Sum?: string; Error?: string } = {};
   try {
     info = JSON.parse(result.stdout) as typeof info;
@@ -69,35 +72,55 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
     const message = info.Error ?? firstLines(result.stderr);
     const missing =
       /not found|no such file|404|410|unknown revision|no matching versions|invalid version/i.test(message);
+    // Only a proxy that cannot be reached is worth a retry: a malformed or
+    // mismatching module fails the same way every time.
+    const unreachable =
+      /dial tcp|connection refused|connection reset|i\/o timeout|TLS handshake|no such host|\b50[234]\b|Service Unavailable|Bad Gateway|Gateway Time-?out/i.test(
+        message,
+      );
     throw new PluginError(
-      missing ? Code.NotFound : Code.Unavailable,
+      missing ? Code.NotFound : unreachable ? Code.Unavailable : Code.FailedPrecondition,
       `Go module ${name}@${version} is not ${where ? `${where} nor ` : ""}available from GOPROXY=${options.proxy}: ${message}`,
     );
   }
-  await copyModule(info.Dir, target, `${name}@${version}`);
+  await copyModule(options, info.Dir, target, `${name}@${version}`);
   return { dir: target, origin: `goproxy:${options.proxy}`, integrity: info.Sum, version };
 }
 
 /**
- * Copies a module tree (regular files only, no VCS metadata; the module
- * cache's read-only modes are not kept) and returns Go's dirhash `h1:` of
- * what it copied. For a tree without nested modules that is the hash go.sum
- * records for the module, so catalog and proxy origins read alike.
+ * Copies a module tree into the build with the source unpacker (in the
+ * sandbox: regular files only, no link out, within the source limits), drops
+ * VCS metadata, and returns Go's dirhash `h1:` of what is left. For a tree
+ * without nested modules that is the hash go.sum records for the module, so
+ * catalog and proxy origins read alike.
  */
-async function copyModule(from: string, to: string, prefix: string): Promise<string> {
+async function copyModule(
+  options: FetchGoModuleOptions,
+  from: string,
+  to: string,
+  prefix: string,
+): Promise<string> {
+  await options.unpacker.unpack({
+    kind: "folder",
+    from,
+    to,
+    what: prefix,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
   const files: { name: string; sha256: string }[] = [];
-  const walk = async (relative: string): Promise<void> => {
-    const source = join(from, relative);
-    await mkdir(join(to, relative), { recursive: true, mode: 0o755 });
-    for (const entry of await readdir(source, { withFileTypes: true })) {
-      const path = relative ? `${relative}/${entry.name}` : entry.name;
+  const walk = async (relativeDir: string): Promise<void> => {
+    for (const entry of await readdir(join(to, relativeDir), { withFileTypes: true })) {
+      const path = relativeDir ? `${relativeDir}/${entry.name}` : entry.name;
       if (entry.isDirectory()) {
-        if (entry.name === ".git" || entry.name === ".hg" || entry.name === ".svn") continue;
+        if (VCS_FOLDERS.has(entry.name)) {
+          await rm(join(to, path), { recursive: true, force: true });
+          continue;
+        }
         await walk(path);
       } else if (entry.isFile()) {
-        const bytes = await readFile(join(from, path));
-        await writeFile(join(to, path), bytes, { mode: 0o644 });
-        files.push({ name: `${prefix}/${path}`, sha256: createHash("sha256").update(bytes).digest("hex") });
+        const hash = createHash("sha256");
+        for await (const chunk of createReadStream(join(to, path))) hash.update(chunk as Buffer);
+        files.push({ name: `${prefix}/${path}`, sha256: hash.digest("hex") });
       }
     }
   };
@@ -106,6 +129,8 @@ async function copyModule(from: string, to: string, prefix: string): Promise<str
   const summary = files.map((file) => `${file.sha256}  ${file.name}\n`).join("");
   return `h1:${createHash("sha256").update(summary).digest("base64")}`;
 }
+
+const VCS_FOLDERS = new Set([".git", ".hg", ".svn"]);
 
 async function isFile(path: string): Promise<boolean> {
   return stat(path).then(

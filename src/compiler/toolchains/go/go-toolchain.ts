@@ -1,12 +1,23 @@
 import { mkdir } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { formatBuildKey } from "../../../model/build-key.js";
+import type { Sandbox } from "../../sandbox/sandbox.js";
+import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
 import { ANNOTATIONS, type BuildJob, type BuildOutput, type Toolchain } from "../../toolchain.js";
-import { type GoCommand, goCommand, goEnvironment } from "./go-command.js";
+import { type GoCommand, goBuildCache, goCommand } from "./go-command.js";
 import { type GoInstallations, probeGoInstallations, selectGoInstallation } from "./go-installations.js";
-import { findVersionConflicts, firstLines, type GoMod, planAlignment, readGoMod } from "./go-mod.js";
+import {
+  checkPluginReplacements,
+  findVersionConflicts,
+  firstLines,
+  type GoMod,
+  planAlignment,
+  readGoMod,
+  redactOutsidePaths,
+  runtimeReplacementDirs,
+} from "./go-mod.js";
 import { fetchGoModule } from "./go-module-source.js";
 import { checkGoPlugin } from "./go-plugin-check.js";
 import { GO_RELEASE, type GoRuntimeSpec, parseGoRuntimeSpec } from "./go-runtime-spec.js";
@@ -23,10 +34,14 @@ export const GO_ANNOTATIONS = {
 } as const;
 
 export interface GoToolchainOptions {
+  /** The sandbox every go run (and the gcc it starts) runs in. */
+  readonly sandbox: Sandbox;
+  /** Copies plugin modules into builds; default limits in the sandbox if unset. */
+  readonly unpacker?: SourceUnpacker;
   /**
-   * Persistent caches: GOCACHE in `<cacheDir>/build` (a warm cache makes a
-   * build take under a second instead of about ten) and GOMODCACHE in
-   * `<cacheDir>/mod`.
+   * Persistent caches: GOCACHE per plugin module in
+   * `<cacheDir>/build-by-module/` (a warm cache makes a build take under a
+   * second instead of about ten) and GOMODCACHE in `<cacheDir>/mod`.
    */
   readonly cacheDir: string;
   /** Source catalogs, asked in order: `<dir>/<module path>/<version>/` holds a plugin module. */
@@ -60,6 +75,8 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
   const sumdb = options.sumdb ?? "off";
   const cacheDir = resolve(options.cacheDir);
   const catalogs = (options.sources ?? []).map((dir) => resolve(dir));
+  const { sandbox } = options;
+  const unpacker = options.unpacker ?? createSourceUnpacker({ sandbox });
   let installations: Promise<GoInstallations> | undefined;
   // Probed once: installing another Go release takes a restart to be seen.
   const installed = () => {
@@ -78,32 +95,49 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
 
       await mkdir(join(workDir, "home"), { recursive: true });
       await mkdir(join(workDir, "tmp"), { recursive: true });
-      const env = goEnvironment({
-        installation,
-        workDir,
-        cacheDir,
-        proxy,
-        sumdb,
-        ...(options.noSumCheck ? { noSumCheck: options.noSumCheck } : {}),
-      });
-      const go = goCommand({ installation, env, signal });
+      const buildCache = goBuildCache(cacheDir, key.plugin.name);
+      const modCache = join(cacheDir, "mod");
+      await mkdir(buildCache, { recursive: true });
+      await mkdir(modCache, { recursive: true });
       const what = formatBuildKey(key);
+      const goMod = goCommand({
+        installation,
+        sandbox,
+        signal,
+        env: {
+          installation,
+          workDir,
+          buildCache,
+          modCache,
+          proxy,
+          sumdb,
+          ...(options.noSumCheck ? { noSumCheck: options.noSumCheck } : {}),
+        },
+        readable: [dirname(spec.goModPath)],
+      });
 
-      const runtimeMod = await readGoMod(
-        go,
-        spec.goModPath,
-        `runtime ${runtime.version}'s go.mod (${spec.goModPath})`,
-      );
+      const runtimeMod = await readGoMod(goMod, spec.goModPath, `runtime ${runtime.version}'s go.mod`);
+      // The runtime's directory replacements (operator-trusted) are what
+      // every later step may read beyond the module, the caches and Go.
+      const go = goMod.withReadable(runtimeReplacementDirs(runtimeMod, spec.goModPath));
       const source = await fetchGoModule({
         name: key.plugin.name,
         version: key.plugin.version,
         catalogs,
         proxy,
         go,
+        unpacker,
         workDir,
+        signal,
       });
       const tidy = (text: string) =>
-        firstLines(text.replaceAll(`${source.dir}/`, "").replaceAll(workDir, "."));
+        firstLines(
+          redactOutsidePaths(text.replaceAll(`${source.dir}/`, "").replaceAll(workDir, "."), [
+            installation.goroot,
+            modCache,
+            ...runtimeReplacementDirs(runtimeMod, spec.goModPath),
+          ]),
+        );
       const pluginMod = await readGoMod(go, join(source.dir, "go.mod"), `${key.plugin.name}'s go.mod`);
       if (pluginMod.Module.Path !== key.plugin.name) {
         throw new PluginError(
@@ -112,6 +146,7 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
         );
       }
 
+      checkPluginReplacements(pluginMod, what);
       const plan = planAlignment(pluginMod, runtimeMod, spec.goModPath);
       if (plan.editArgs.length > 0) {
         const edit = await go.run(["mod", "edit", ...plan.editArgs, "go.mod"], source.dir);
@@ -210,7 +245,8 @@ async function checkLinkedVersions(options: {
   const { go, dir, flags, runtimeMod, what, tidy, alignedNote } = options;
   const format = "{{with .Module}}{{if .Version}}{{.Path}} {{.Version}}{{end}}{{end}}";
   const listFlags = flags.filter((flag) => flag !== "-buildmode=plugin");
-  const list = await go.run(["list", "-deps", ...listFlags, "-f", format, "."], dir);
+  // The one step that may fetch the plugin's dependencies (module cache writable, proxy reachable).
+  const list = await go.download(["list", "-deps", ...listFlags, "-f", format, "."], dir);
   if (list.exitCode !== 0) {
     throw new PluginError(
       Code.FailedPrecondition,

@@ -1,54 +1,94 @@
-import { build, version as esbuildVersion } from "esbuild";
+import { readFile } from "node:fs/promises";
+import { version as esbuildVersion } from "esbuild";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { nodeProgram } from "../../sandbox/node-program.js";
+import type { Sandbox } from "../../sandbox/sandbox.js";
+import { lastJsonLine } from "../../sources/source-unpacker.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
+import { isOutside, OUTSIDE_FILE } from "./package-rules.js";
 import type { PluginPackage } from "./plugin-package.js";
 
 export const ESBUILD_VERSION = esbuildVersion;
 
+const MAX_ERRORS = 5;
+
 /**
- * Bundles the plugin into one ESM module for the runtime's Node.js release.
- * The runtime's modules (and their subpaths) stay imports, Node built-ins
- * stay imports, everything else is inlined. Deterministic: esbuild writes
- * paths relative to the package folder, no timestamps and no source maps, so
- * equal inputs give equal bytes.
+ * Bundles the plugin into one ES module for the runtime's Node.js release,
+ * with esbuild in the sandbox. The runtime's modules (and their subpaths)
+ * stay imports, Node built-ins stay imports, everything else is inlined, and
+ * everything inlined must come from inside the package: a bundle that read
+ * any other file is refused, whatever resolved it (an absolute or `../`
+ * import, a tsconfig path, a link). Deterministic: esbuild writes paths
+ * relative to the package folder, no timestamps and no source maps.
  */
 export async function bundlePlugin(options: {
   pkg: PluginPackage;
   runtime: NodeRuntime;
   target: string;
+  tsconfig: string;
+  outfile: string;
+  sandbox: Sandbox;
+  signal: AbortSignal;
+  timeoutMs: number;
+  maxBytes: number;
 }): Promise<Uint8Array> {
   const { pkg, runtime, target } = options;
-  try {
-    const result = await build({
-      entryPoints: [pkg.entry],
-      absWorkingDir: pkg.dir,
-      bundle: true,
-      format: "esm",
-      platform: "node",
-      target: [target],
-      external: runtime.modules.flatMap((module) => [module.name, `${module.name}/*`]),
-      write: false,
-      outfile: "plugin.mjs",
-      sourcemap: false,
-      charset: "utf8",
-      legalComments: "eof",
-      logLevel: "silent",
-    });
-    const output = result.outputFiles[0];
-    if (!output) throw new Error("esbuild produced no output");
-    return output.contents;
-  } catch (error) {
-    const errors = (
-      error as { errors?: { text: string; location?: { file: string; line: number } | null }[] }
-    ).errors;
-    if (!errors) throw error;
-    const shown = errors
-      .slice(0, 5)
-      .map((e) => (e.location ? `${e.location.file}:${e.location.line}: ${e.text}` : e.text));
+  const what = `${pkg.name}@${pkg.version}`;
+  const request = {
+    entry: pkg.entry,
+    dir: pkg.dir,
+    outfile: options.outfile,
+    target,
+    external: runtime.modules.flatMap((module) => [module.name, `${module.name}/*`]),
+    tsconfig: options.tsconfig,
+  };
+  const program = nodeProgram(new URL("./bundle-step.js", import.meta.url), [JSON.stringify(request)]);
+  const outDir = options.outfile.slice(0, options.outfile.lastIndexOf("/"));
+  const result = await options.sandbox.run({
+    ...program,
+    cwd: pkg.dir,
+    readable: [...program.readable, pkg.dir],
+    writable: [outDir],
+    limits: { fileBytes: options.maxBytes },
+    signal: options.signal,
+    timeoutMs: options.timeoutMs,
+    maxOutputBytes: 256 * 1024,
+  });
+  if (result.timedOut) {
     throw new PluginError(
-      Code.FailedPrecondition,
-      `${pkg.name}@${pkg.version} does not bundle for ${target}: ${shown.join("; ")}`,
-      { cause: error },
+      Code.DeadlineExceeded,
+      `bundling ${what} took longer than ${options.timeoutMs} ms and was stopped`,
     );
   }
+  const report = lastJsonLine(result.stdout) as
+    | { ok?: boolean; inputs?: string[]; errors?: { text: string; file?: string; line?: number }[] }
+    | undefined;
+  if (report?.ok) {
+    const outside = (report.inputs ?? []).filter((input) => isOutside(input));
+    if (outside.length > 0) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${what} does not bundle for ${target}: it imports ${outside.length} ${outside.length === 1 ? "file" : "files"} from outside the package; imports must resolve inside the package or to a module the runtime supplies`,
+      );
+    }
+    return readFile(options.outfile);
+  }
+  if (report?.errors) {
+    const shown = report.errors.slice(0, MAX_ERRORS).map((error) =>
+      // A message about a file outside the package may quote it: not shown.
+      error.file && isOutside(error.file)
+        ? OUTSIDE_FILE
+        : error.file
+          ? `${error.file}:${error.line ?? 0}: ${error.text}`
+          : error.text,
+    );
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `${what} does not bundle for ${target}: ${[...new Set(shown)].join("; ")}`,
+    );
+  }
+  throw new PluginError(
+    Code.FailedPrecondition,
+    `${what} does not bundle for ${target}: ${result.outOfMemory ? "esbuild ran out of memory" : `esbuild stopped (exit ${result.exitCode ?? result.signal}) without a report`}`,
+  );
 }

@@ -1,12 +1,15 @@
-import { cp, rm, writeFile } from "node:fs/promises";
+import { cp, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { Sandbox } from "../../sandbox/sandbox.js";
 import { fetchPlugin, type PluginSource } from "../../sources/plugin-source.js";
+import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
 import { ANNOTATIONS, type BuildJob, type BuildOutput, type Toolchain } from "../../toolchain.js";
 import { alignDependencies } from "./align-dependencies.js";
 import { bundlePlugin, ESBUILD_VERSION } from "./bundle-plugin.js";
 import { nodeTarget, readNodeRuntime } from "./node-runtime-spec.js";
+import { checkConfigFiles } from "./package-rules.js";
 import { readPluginPackage } from "./plugin-package.js";
-import { TYPESCRIPT_VERSION, typeCheck } from "./type-check.js";
+import { TYPESCRIPT_VERSION, typeCheck, typeCheckConfigPath } from "./type-check.js";
 import { verifyBundle } from "./verify-bundle.js";
 
 /** Media type of a Node.js plugin artifact: one ES module. */
@@ -15,31 +18,53 @@ export const NODE_PLUGIN_MEDIA_TYPE = "text/javascript";
 export interface NodeToolchainOptions {
   /** Where plugin packages come from, asked in order. */
   sources: readonly PluginSource[];
+  /** The sandbox every step that reads the package runs in. */
+  sandbox: Sandbox;
+  /** Unpacks sources into the build, within the source limits; default limits in the sandbox if unset. */
+  unpacker?: SourceUnpacker;
   /** Time the sandboxed load of a bundle may take; 10 s by default. */
   verifyTimeoutMs?: number;
+  /** Time the type check and the bundle may each take; 60 s by default. */
+  stepTimeoutMs?: number;
+  /** Largest bundle written (a process writing a larger file is stopped). */
+  maxArtifactBytes?: number;
 }
 
 /**
- * Builds Node.js plugins: fetch the package → align its dependencies with
- * the modules the runtime supplies → type-check it against the runtime's
- * declarations → bundle it into one ES module for the runtime's Node.js
- * release → load it in a sandbox and check the export the runtime calls.
+ * Builds Node.js plugins: fetch and unpack the package (sandbox) → check its
+ * rules (no link, import or config pointing outside it) → align its
+ * dependencies with the modules the runtime supplies → type-check it against
+ * the runtime's declarations and bundle it into one ES module for the
+ * runtime's Node.js release, side by side (sandbox) → load it and check the
+ * export the runtime calls (sandbox).
  */
 export function createNodeToolchain(options: NodeToolchainOptions): Toolchain {
   const verifyTimeoutMs = options.verifyTimeoutMs ?? 10_000;
+  const stepTimeoutMs = options.stepTimeoutMs ?? 60_000;
+  const { sandbox } = options;
+  const unpacker = options.unpacker ?? createSourceUnpacker({ sandbox });
   return {
     name: "node",
     async build(job: BuildJob): Promise<BuildOutput> {
-      const { key, signal, workDir } = job;
+      const { key, workDir } = job;
       const runtime = await readNodeRuntime(job.runtime);
       const target = nodeTarget(runtime, key.runtime.buildVersion);
+      const scratchDir = join(workDir, "download");
+      await mkdir(scratchDir, { recursive: true });
       const fetched = await fetchPlugin(options.sources, key.plugin, {
         destDir: join(workDir, "package"),
-        signal,
+        scratchDir,
+        unpacker,
+        signal: job.signal,
       });
+      await rm(scratchDir, { recursive: true, force: true });
       const pkg = await readPluginPackage(fetched.dir, key.plugin);
       await alignDependencies(pkg, runtime);
-      signal.throwIfAborted();
+      await checkConfigFiles(
+        pkg,
+        runtime.modules.map((module) => module.name),
+      );
+      job.signal.throwIfAborted();
 
       // The runtime's copies of its modules replace whatever the package
       // shipped: the plugin is checked against what it will really meet.
@@ -48,15 +73,51 @@ export function createNodeToolchain(options: NodeToolchainOptions): Toolchain {
         await rm(into, { recursive: true, force: true });
         await cp(module.dir, into, { recursive: true });
       }
-      await typeCheck({ pkg, runtime, signal, timeoutMs: 60_000 });
-      const bundle = await bundlePlugin({ pkg, runtime, target });
-      signal.throwIfAborted();
+      const hasOwnConfig =
+        (await stat(join(pkg.dir, "tsconfig.json")).catch(() => undefined))?.isFile() ?? false;
+      // Both only read the package: they run side by side, and the first
+      // failure stops the other.
+      const steps = new AbortController();
+      const stopOnAbort = () => steps.abort(job.signal.reason);
+      job.signal.addEventListener("abort", stopOnAbort, { once: true });
+      const outDir = join(workDir, "out");
+      await mkdir(outDir);
+      let bundle: Uint8Array;
+      try {
+        const checked = typeCheck({ pkg, runtime, sandbox, signal: steps.signal, timeoutMs: stepTimeoutMs });
+        const bundled = bundlePlugin({
+          pkg,
+          runtime,
+          target,
+          sandbox,
+          tsconfig: hasOwnConfig ? join(pkg.dir, "tsconfig.json") : typeCheckConfigPath(pkg),
+          outfile: join(outDir, "plugin.mjs"),
+          signal: steps.signal,
+          timeoutMs: stepTimeoutMs,
+          maxBytes: options.maxArtifactBytes ?? 1024 * 1024 * 1024,
+        });
+        let firstFailure: { error: unknown } | undefined;
+        const failFast = (error: unknown): never => {
+          firstFailure ??= { error };
+          steps.abort(error);
+          throw error;
+        };
+        const [, bundled$] = await Promise.allSettled([checked.catch(failFast), bundled.catch(failFast)]);
+        if (firstFailure) throw firstFailure.error;
+        if (bundled$.status === "rejected") throw bundled$.reason;
+        const bundledBytes = bundled$.value;
+        bundle = bundledBytes;
+      } finally {
+        job.signal.removeEventListener("abort", stopOnAbort);
+      }
+      job.signal.throwIfAborted();
       await verifyBundle({
         bundle,
         runtime,
         dir: join(workDir, "verify"),
         name: `${pkg.name}@${pkg.version}`,
-        signal,
+        sandbox,
+        signal: job.signal,
         timeoutMs: verifyTimeoutMs,
       });
 

@@ -1,9 +1,12 @@
 import { writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
+import { pathToFileURL } from "node:url";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
-import { runProcess } from "../../run-process.js";
+import { nodeProgram } from "../../sandbox/node-program.js";
+import type { Sandbox } from "../../sandbox/sandbox.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
+import { isOutside, OUTSIDE_FILE } from "./package-rules.js";
 import type { PluginPackage } from "./plugin-package.js";
 
 const require = createRequire(import.meta.url);
@@ -25,6 +28,7 @@ const MAX_DIAGNOSTICS = 5;
 export async function typeCheck(options: {
   pkg: PluginPackage;
   runtime: NodeRuntime;
+  sandbox: Sandbox;
   signal: AbortSignal;
   timeoutMs: number;
 }): Promise<void> {
@@ -66,30 +70,61 @@ export async function typeCheck(options: {
     include: ["**/*.ts", "**/*.mts", "**/*.cts"],
     exclude: ["node_modules", "**/*.test.ts", "test", "dist"],
   };
-  const configFile = join(pkg.dir, "tsconfig.atomix-check.json");
+  const configFile = typeCheckConfigPath(pkg);
   await writeFile(configFile, JSON.stringify(tsconfig, null, 2));
-  const result = await runProcess(process.execPath, [TSC, "-p", configFile, "--pretty", "false"], {
+  const program = nodeProgram(pathToFileURL(TSC), ["-p", configFile, "--pretty", "false", "--listFiles"]);
+  // The package is read-only here: the check writes nothing (noEmit).
+  const result = await options.sandbox.run({
+    ...program,
     cwd: pkg.dir,
-    env: { PATH: process.env.PATH ?? "" },
+    readable: [...program.readable, pkg.dir],
+    env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
     signal: options.signal,
     timeoutMs: options.timeoutMs,
   });
+  if (result.timedOut) {
+    throw new PluginError(
+      Code.DeadlineExceeded,
+      `type-checking ${pkg.name}@${pkg.version} took longer than ${options.timeoutMs} ms and was stopped`,
+    );
+  }
+  // Diagnostics first, then (--listFiles) every file the program read.
+  const listed = result.stdout.split("\n").filter((line) => line.startsWith("/") && !DIAGNOSTIC.test(line));
+  const toolchainFiles = program.readable;
+  const outside = listed.filter(
+    (file) => isOutside(relative(pkg.dir, file)) && !toolchainFiles.some((dir) => file.startsWith(`${dir}/`)),
+  );
+  if (outside.length > 0) {
+    // Any diagnostic could quote such a file (a literal type, a suggested name): none is shown.
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `${pkg.name}@${pkg.version} does not type-check against runtime ${runtime.version}: ${OUTSIDE_FILE}`,
+    );
+  }
   if (result.exitCode === 0) return;
   // The work directory is a temporary detail: messages name files as the package does.
   const output = result.stdout.split(`${pkg.dir}/`).join("");
   const diagnostics = parseDiagnostics(output, { spec, runtime });
   if (diagnostics.length === 0) {
+    // Whatever stopped it, the input is the plugin's: not a fault of the server.
     throw new PluginError(
-      Code.Internal,
-      `the TypeScript compiler failed without diagnostics (exit ${result.exitCode ?? result.signal}${result.timedOut ? ", timed out" : ""}): ${result.stderr.slice(0, 500)}`,
+      Code.FailedPrecondition,
+      `${pkg.name}@${pkg.version} could not be type-checked: ${result.outOfMemory ? "the TypeScript compiler ran out of memory" : `the TypeScript compiler stopped (exit ${result.exitCode ?? result.signal}) without diagnostics`}`,
     );
   }
-  const shown = diagnostics.slice(0, MAX_DIAGNOSTICS);
+  const shown = [...new Set(diagnostics)].slice(0, MAX_DIAGNOSTICS);
   const more = diagnostics.length > shown.length ? `; and ${diagnostics.length - shown.length} more` : "";
   throw new PluginError(
     Code.FailedPrecondition,
     `${pkg.name}@${pkg.version} does not type-check against runtime ${runtime.version}: ${shown.join("; ")}${more}`,
   );
+}
+
+const DIAGNOSTIC = /^(.+?)\((\d+),\d+\): error (TS\d+): (.*)$/;
+
+/** The generated configuration the check runs with; esbuild uses it too when the package has none. */
+export function typeCheckConfigPath(pkg: PluginPackage): string {
+  return join(pkg.dir, "tsconfig.atomix-check.json");
 }
 
 /** `file(line,col): error TS1234: message` plus indented continuation lines → `file:line: message`. */
@@ -98,8 +133,9 @@ function parseDiagnostics(
   context: { spec: NodeRuntime["export"]; runtime: NodeRuntime },
 ): string[] {
   const diagnostics: string[] = [];
+  let outside = false;
   for (const line of output.split("\n")) {
-    const match = /^(.+?)\((\d+),\d+\): error (TS\d+): (.*)$/.exec(line);
+    const match = DIAGNOSTIC.exec(line);
     if (match) {
       const [, file, lineNo, , message] = match;
       if (file === CHECK_FILE) {
@@ -107,10 +143,16 @@ function parseDiagnostics(
         diagnostics.push(
           `export "${context.spec.name}" is not a ${context.spec.type} of ${context.spec.from}${from ? `@${from.version}` : ""}: ${message}`,
         );
+      } else if (file !== undefined && isOutside(file)) {
+        // Its message may quote the file (an identifier, a line): not shown.
+        diagnostics.push(OUTSIDE_FILE);
+        outside = true;
+        continue;
       } else {
         diagnostics.push(`${file}:${lineNo}: ${message}`);
       }
-    } else if (/^\s+\S/.test(line) && diagnostics.length > 0) {
+      outside = false;
+    } else if (/^\s+\S/.test(line) && diagnostics.length > 0 && !outside) {
       diagnostics[diagnostics.length - 1] += ` ${line.trim()}`;
     }
   }

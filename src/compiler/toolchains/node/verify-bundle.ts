@@ -1,8 +1,13 @@
+import { randomBytes } from "node:crypto";
 import { cp, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
-import { runProcess } from "../../run-process.js";
+import type { Sandbox } from "../../sandbox/sandbox.js";
+import { lastJsonLine } from "../../sources/source-unpacker.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
+
+/** All the memory a verification load may use: heap, buffers, code. */
+const VERIFY_MEMORY_BYTES = 512 * 1024 * 1024;
 
 /**
  * Runs in the sandbox: imports the bundle and reports, as one JSON line,
@@ -13,7 +18,11 @@ const CHECKER = `
 import { pathToFileURL } from "node:url";
 const [bundle, specText] = process.argv.slice(1);
 const spec = JSON.parse(specText);
-const report = (result) => { process.stdout.write(JSON.stringify(result) + "\\n", () => process.exit(0)); };
+// The report carries a nonce the plugin cannot read (it is gone from the
+// environment before the plugin loads), so a plugin cannot print a false one.
+const nonce = process.env.ATOMIX_VERIFY_NONCE;
+delete process.env.ATOMIX_VERIFY_NONCE;
+const report = (result) => { process.stdout.write(JSON.stringify({ ...result, nonce }) + "\\n", () => process.exit(0)); };
 let plugin;
 try {
   plugin = await import(pathToFileURL(bundle).href);
@@ -37,18 +46,20 @@ if (plugin) {
 `;
 
 /**
- * Loads the bundle in a child Node.js process under the permission model:
- * it may read only its own folder (the bundle and the runtime's modules,
- * resolvable as in the runtime), and may not write files, spawn processes
- * or start workers. Node 20's permission model does not cover the network;
- * the child gets an empty environment, a memory cap and a time limit.
- * This is the only place plugin code runs on the server.
+ * Loads the bundle in a child Node.js process, in the build sandbox (no
+ * network, its own PID namespace, a filesystem of its own folder and the
+ * OS, a memory limit on everything it allocates) and under Node's permission
+ * model besides: it may read only its own folder (the bundle and the
+ * runtime's modules, resolvable as in the runtime), and may not write files,
+ * spawn processes or start workers. This is the only place plugin code runs
+ * on the server.
  */
 export async function verifyBundle(options: {
   bundle: Uint8Array;
   runtime: NodeRuntime;
   dir: string;
   name: string;
+  sandbox: Sandbox;
   signal: AbortSignal;
   timeoutMs: number;
 }): Promise<void> {
@@ -59,9 +70,10 @@ export async function verifyBundle(options: {
   }
   const bundlePath = join(dir, "plugin.mjs");
   await writeFile(bundlePath, options.bundle);
-  const result = await runProcess(
-    process.execPath,
-    [
+  const nonce = randomBytes(16).toString("hex");
+  const result = await options.sandbox.run({
+    file: process.execPath,
+    args: [
       "--experimental-permission",
       `--allow-fs-read=${dir}/`,
       "--disable-warning=ExperimentalWarning",
@@ -72,25 +84,28 @@ export async function verifyBundle(options: {
       bundlePath,
       JSON.stringify(runtime.export),
     ],
-    { cwd: dir, env: {}, signal: options.signal, timeoutMs: options.timeoutMs, maxOutputBytes: 64 * 1024 },
-  );
+    cwd: dir,
+    env: { ATOMIX_VERIFY_NONCE: nonce },
+    readable: [dir],
+    limits: { memoryBytes: VERIFY_MEMORY_BYTES, processes: 32, tmpBytes: 16 * 1024 * 1024 },
+    signal: options.signal,
+    timeoutMs: options.timeoutMs,
+    maxOutputBytes: 64 * 1024,
+  });
   if (result.timedOut) {
     throw new PluginError(
       Code.FailedPrecondition,
       `${options.name} did not finish loading within ${options.timeoutMs} ms (a top-level await that never settles, or an endless loop)`,
     );
   }
-  const line = result.stdout.trim().split("\n").pop() ?? "";
-  let report: { ok?: boolean; problem?: string } | undefined;
-  try {
-    report = JSON.parse(line) as typeof report;
-  } catch {
-    report = undefined;
-  }
+  const last = lastJsonLine(result.stdout) as { ok?: boolean; problem?: string; nonce?: string } | undefined;
+  const report = last?.nonce === nonce ? last : undefined;
   if (report?.ok) return;
   const problem =
     report?.problem ??
-    `loading it ended the process (exit ${result.exitCode ?? result.signal}): ${lastLines(result.stderr)}`;
+    (result.outOfMemory
+      ? `loading it used more than ${VERIFY_MEMORY_BYTES / 1024 / 1024} MiB of memory`
+      : `loading it ended the process (exit ${result.exitCode ?? result.signal}): ${lastLines(result.stderr)}`);
   throw new PluginError(
     Code.FailedPrecondition,
     `${options.name} fails verification for runtime ${runtime.version}: ${problem}`,

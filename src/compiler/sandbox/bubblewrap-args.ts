@@ -1,0 +1,85 @@
+import { lstatSync, readlinkSync } from "node:fs";
+import type { SandboxStep, StepLimits } from "./sandbox.js";
+
+/** The unprivileged user a step runs as: it owns the writable paths inside, nothing else. */
+const SANDBOX_UID = "65534";
+
+/**
+ * Top-level folders that on merged-/usr systems are links into /usr (Debian
+ * 12): recreated as the same links, else bound read-only as they are.
+ */
+const SYSTEM_DIRS = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+/**
+ * Files of /etc the toolchains need: the dynamic linker's cache and Debian's
+ * alternatives (`cc` is a link through /etc/alternatives). Nothing else of
+ * /etc: no passwd, no host names, no operator configuration.
+ */
+const ETC_FILES = ["/etc/ld.so.cache", "/etc/alternatives"];
+
+/** What a downloading step needs to reach a proxy: name resolution and CA roots. */
+const NETWORK_ETC_FILES = [
+  "/etc/resolv.conf",
+  "/etc/hosts",
+  "/etc/nsswitch.conf",
+  "/etc/ssl",
+  "/etc/ca-certificates",
+  "/etc/pki",
+];
+
+/**
+ * bubblewrap's arguments for one step: every namespace unshared (no network
+ * unless the step downloads, its own PID namespace, IPC and UTS, a user
+ * namespace mapping an unprivileged uid), no capabilities, no new user
+ * namespaces inside, killed with its parent, a new session (no terminal to
+ * inject into), an empty environment but the step's, and a filesystem made
+ * only of /usr, the dynamic linker's cache, a fresh /proc and /dev, a /tmp
+ * tmpfs of the step's size, and the paths the step names.
+ */
+export function bubblewrapArgs(step: SandboxStep, limits: StepLimits): string[] {
+  const args = [
+    "--unshare-all",
+    "--unshare-user",
+    "--uid",
+    SANDBOX_UID,
+    "--gid",
+    SANDBOX_UID,
+    "--disable-userns",
+    "--die-with-parent",
+    "--new-session",
+    "--clearenv",
+  ];
+  for (const [name, value] of Object.entries(step.env ?? {})) args.push("--setenv", name, value);
+  if (step.network) args.push("--share-net");
+  args.push("--ro-bind", "/usr", "/usr");
+  for (const dir of SYSTEM_DIRS) {
+    const link = linkTarget(dir);
+    if (link !== undefined) args.push("--symlink", link, dir);
+    else args.push("--ro-bind-try", dir, dir);
+  }
+  for (const file of [...ETC_FILES, ...(step.network ? NETWORK_ETC_FILES : [])]) {
+    args.push("--ro-bind-try", file, file);
+  }
+  args.push("--proc", "/proc", "--dev", "/dev", "--size", String(limits.tmpBytes), "--tmpfs", "/tmp");
+  // Parents before children, so that a writable folder inside a readable one stays writable.
+  const binds = [
+    ...(process.execPath.startsWith("/usr/") ? [] : [{ path: process.execPath, writable: false }]),
+    ...(step.readable ?? []).map((path) => ({ path, writable: false })),
+    ...(step.writable ?? []).map((path) => ({ path, writable: true })),
+  ].sort((a, b) => depth(a.path) - depth(b.path));
+  for (const { path, writable } of binds) args.push(writable ? "--bind" : "--ro-bind", path, path);
+  args.push("--chdir", step.cwd);
+  return args;
+}
+
+function linkTarget(path: string): string | undefined {
+  try {
+    return lstatSync(path).isSymbolicLink() ? readlinkSync(path) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function depth(path: string): number {
+  return path.split("/").length;
+}

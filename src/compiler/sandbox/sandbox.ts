@@ -1,0 +1,214 @@
+import { execFile } from "node:child_process";
+import { access, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { delimiter, isAbsolute, join } from "node:path";
+import { promisify } from "node:util";
+import { Code, PluginError } from "../../errors/plugin-error.js";
+import { type RunResult, runProcess } from "../run-process.js";
+import { bubblewrapArgs } from "./bubblewrap-args.js";
+import { type CgroupLimiter, createCgroupLimiter } from "./cgroup-limiter.js";
+
+/**
+ * What one build step may use up. Memory and processes are enforced by a
+ * cgroup (all memory: heap, buffers, tmpfs pages, every child); the rest by
+ * rlimits on every process of the step and by the size of its scratch tmpfs.
+ */
+export interface StepLimits {
+  /** All memory of the step's processes together, /tmp's tmpfs included. */
+  readonly memoryBytes: number;
+  /** Processes and threads the step may have at once. */
+  readonly processes: number;
+  /** CPU seconds each process may use. */
+  readonly cpuSeconds: number;
+  /** Largest file any process of the step may write. */
+  readonly fileBytes: number;
+  /** Size of the step's private /tmp (a tmpfs, counted in memoryBytes too). */
+  readonly tmpBytes: number;
+  /** Open files per process. */
+  readonly openFiles: number;
+}
+
+export const DEFAULT_STEP_LIMITS: StepLimits = {
+  memoryBytes: 2 * 1024 * 1024 * 1024,
+  processes: 512,
+  cpuSeconds: 300,
+  fileBytes: 1024 * 1024 * 1024,
+  tmpBytes: 512 * 1024 * 1024,
+  openFiles: 1024,
+};
+
+/** One program run of a build: tsc, esbuild, the verification load, go, the unpacker. */
+export interface SandboxStep {
+  readonly file: string;
+  readonly args: readonly string[];
+  readonly cwd: string;
+  /** The step's whole environment: nothing of the server's is passed on. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Paths the step may read, visible at the same path; everything else of the host is absent. */
+  readonly readable?: readonly string[];
+  /** Paths the step may write (and read), visible at the same path. */
+  readonly writable?: readonly string[];
+  /**
+   * Only for a step that downloads through a network proxy the operator
+   * configured (`go mod download`); every other step has no network at all.
+   */
+  readonly network?: boolean;
+  readonly limits?: Partial<StepLimits>;
+  readonly signal?: AbortSignal;
+  readonly timeoutMs?: number;
+  readonly maxOutputBytes?: number;
+}
+
+export interface StepResult extends RunResult {
+  /** The step was killed for using more memory than its limit. */
+  readonly outOfMemory: boolean;
+}
+
+export type SandboxMode = "bwrap" | "off";
+
+export interface Sandbox {
+  /** `bwrap`, `off` (the operator's choice), or `unavailable` (every step refused). */
+  readonly kind: SandboxMode | "unavailable";
+  /** One line for the start-up log: what contains the builds, and how. */
+  readonly description: string;
+  /** Runs a step; FAILED_PRECONDITION naming the fix when the sandbox is unavailable. */
+  run(step: SandboxStep): Promise<StepResult>;
+}
+
+const execFileAsync = promisify(execFile);
+
+/**
+ * The sandbox every step that reads plugin-controlled input runs in.
+ * `bwrap`: bubblewrap with every namespace unshared (no network, its own PID
+ * namespace, a non-root user), a filesystem of the OS's /usr plus the paths
+ * the step names, in a cgroup with the step's limits. It is probed here: when
+ * it cannot start (no bubblewrap, user namespaces off), the sandbox is
+ * `unavailable` and every build is refused with the reason. `off` runs steps
+ * directly (still under rlimits and the cgroup), for hosts that contain the
+ * whole server some other way.
+ */
+export async function createSandbox(
+  options: { mode?: SandboxMode; limits?: Partial<StepLimits>; bwrap?: string } = {},
+): Promise<Sandbox> {
+  const mode = options.mode ?? "bwrap";
+  const limits = { ...DEFAULT_STEP_LIMITS, ...options.limits };
+  const cgroups = await createCgroupLimiter();
+  const prlimit = await findProgram("prlimit");
+  const limitNote = cgroups
+    ? `memory and processes limited by ${cgroups.description}`
+    : "no writable cgroup: memory and process limits are not enforced";
+  const run =
+    (wrap: ((step: SandboxStep, limits: StepLimits) => string[]) | undefined) => (step: SandboxStep) =>
+      runStep(step, { ...limits, ...step.limits }, { cgroups, prlimit, wrap });
+  if (mode === "off") {
+    return {
+      kind: "off",
+      description: `off: builds run unsandboxed on the host (${limitNote})`,
+      run: run(undefined),
+    };
+  }
+  const bwrap = await findProgram(options.bwrap ?? "bwrap");
+  const problem = await probeBubblewrap(bwrap);
+  if (problem) {
+    const reason = `the build sandbox (bubblewrap) cannot start: ${problem}. Install bubblewrap (Debian: apt-get install bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1, or run as root), or pass --sandbox off if this host contains builds some other way`;
+    return {
+      kind: "unavailable",
+      description: reason,
+      run: () => Promise.reject(new PluginError(Code.FailedPrecondition, `builds are refused: ${reason}`)),
+    };
+  }
+  return {
+    kind: "bwrap",
+    description: `bubblewrap: no network, own PID namespace, read-only toolchain, writable build directory only; ${limitNote}`,
+    run: run((step, stepLimits) => [
+      bwrap,
+      ...bubblewrapArgs(step, stepLimits),
+      "--",
+      step.file,
+      ...step.args,
+    ]),
+  };
+}
+
+/** Starts one empty sandbox; the reason it cannot start, or undefined. */
+async function probeBubblewrap(bwrap: string): Promise<string | undefined> {
+  const dir = await mkdtemp(join(tmpdir(), "atomix-sandbox-probe-"));
+  try {
+    const args = bubblewrapArgs(
+      { file: "/bin/sh", args: [], cwd: dir, writable: [dir] },
+      DEFAULT_STEP_LIMITS,
+    );
+    await execFileAsync(bwrap, [...args, "--", "/bin/sh", "-c", "exit 0"], { timeout: 10_000 });
+    return undefined;
+  } catch (error) {
+    const failure = error as NodeJS.ErrnoException & { stderr?: string };
+    if (failure.code === "ENOENT") return `${bwrap} is not installed`;
+    return (failure.stderr?.trim() || failure.message).split("\n")[0];
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function runStep(
+  step: SandboxStep,
+  limits: StepLimits,
+  tools: {
+    cgroups: CgroupLimiter | undefined;
+    prlimit: string;
+    wrap: ((step: SandboxStep, limits: StepLimits) => string[]) | undefined;
+  },
+): Promise<StepResult> {
+  const { cgroups, prlimit, wrap } = tools;
+  const command = wrap ? wrap(step, limits) : [step.file, ...step.args];
+  const rlimits = [
+    `--cpu=${limits.cpuSeconds}`,
+    `--fsize=${limits.fileBytes}`,
+    `--nofile=${limits.openFiles}`,
+    "--core=0",
+  ];
+  const cgroup = await cgroups?.create(limits);
+  try {
+    // A tiny trusted shell joins the cgroup and sets the rlimits, then
+    // becomes the step: every process the step starts inherits both.
+    const joiner = cgroup
+      ? `for f in ${cgroup.procsFiles.map(shellQuote).join(" ")}; do echo $$ > "$f" || exit 125; done; `
+      : "";
+    const result = await runProcess(
+      "/bin/sh",
+      ["-c", `${joiner}exec "$@"`, "sh", prlimit, ...rlimits, "--", ...command],
+      {
+        cwd: step.cwd,
+        env: step.env ?? {},
+        ...(step.signal ? { signal: step.signal } : {}),
+        ...(step.timeoutMs === undefined ? {} : { timeoutMs: step.timeoutMs }),
+        ...(step.maxOutputBytes === undefined ? {} : { maxOutputBytes: step.maxOutputBytes }),
+        onKill: () => cgroup?.kill(),
+      },
+    );
+    const outOfMemory = (await cgroup?.outOfMemory()) ?? false;
+    return { ...result, outOfMemory };
+  } finally {
+    await cgroup?.remove();
+  }
+}
+
+/** `name` as an absolute path from PATH (and the usual system folders), or `name` itself. */
+async function findProgram(name: string): Promise<string> {
+  if (isAbsolute(name)) return name;
+  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+  for (const dir of dirs.filter(Boolean)) {
+    const path = join(dir, name);
+    if (
+      await access(path).then(
+        () => true,
+        () => false,
+      )
+    )
+      return path;
+  }
+  return name;
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", "'\\''")}'`;
+}

@@ -1,0 +1,56 @@
+/**
+ * A program of its own, run inside the build sandbox: bundles a plugin with
+ * esbuild (which starts its own esbuild process, in the same sandbox) and
+ * prints one JSON line, `{ ok, inputs }` with every file the bundle read, or
+ * `{ errors }` with esbuild's messages. Imports nothing of the server.
+ *
+ * argv: one JSON object with `entry`, `dir` (the package), `outfile`,
+ * `target`, `external` and `tsconfig`.
+ */
+import { build } from "esbuild";
+
+interface BundleRequest {
+  entry: string;
+  dir: string;
+  outfile: string;
+  target: string;
+  external: string[];
+  tsconfig: string;
+}
+
+const request = JSON.parse(process.argv[2] ?? "{}") as BundleRequest;
+
+function report(result: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
+}
+
+try {
+  const result = await build({
+    entryPoints: [request.entry],
+    absWorkingDir: request.dir,
+    bundle: true,
+    format: "esm",
+    platform: "node",
+    target: [request.target],
+    external: request.external,
+    // The package's own tsconfig.json was checked by the server; without one
+    // a generated config stands in, so no folder above the package is searched.
+    tsconfig: request.tsconfig,
+    outfile: request.outfile,
+    write: true,
+    metafile: true,
+    sourcemap: false,
+    charset: "utf8",
+    legalComments: "eof",
+    logLevel: "silent",
+  });
+  report({ ok: true, inputs: Object.keys(result.metafile.inputs) });
+} catch (error) {
+  const errors = (error as { errors?: { text: string; location?: { file: string; line: number } | null }[] })
+    .errors;
+  report({
+    errors: errors
+      ? errors.map((e) => ({ text: e.text, file: e.location?.file, line: e.location?.line }))
+      : [{ text: (error as Error).message }],
+  });
+}

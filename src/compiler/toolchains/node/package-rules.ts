@@ -1,0 +1,107 @@
+import { readdir, readFile } from "node:fs/promises";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { Code, PluginError } from "../../../errors/plugin-error.js";
+import type { PluginPackage } from "./plugin-package.js";
+
+/**
+ * Rules a plugin package must follow, checked by the server on the build's
+ * copy of the package whether or not the sandbox is on: a build reads only
+ * the package and the modules the runtime supplies, and a message never
+ * quotes a file outside the package.
+ */
+
+/** What a message says instead of a diagnostic about a file outside the package. */
+export const OUTSIDE_FILE =
+  "a file outside the package was referenced (refused: imports must stay inside the package)";
+
+/** A path as a tool reports it relative to the package folder: does it leave the package? */
+export function isOutside(path: string): boolean {
+  const normalized = path.replaceAll("\\", "/");
+  return isAbsolute(normalized) || normalized === ".." || normalized.startsWith("../");
+}
+
+/** TypeScript configuration files esbuild or tsc might read. */
+const CONFIG_FILE = /^(tsconfig(\..+)?|jsconfig)\.json$/;
+
+/**
+ * Every tsconfig/jsconfig in the package (supplied modules aside) may only
+ * point inside the package: `extends`, `baseUrl`, `paths`, `rootDirs`,
+ * `typeRoots` and `references`. A config that does not parse is refused too:
+ * esbuild would read it.
+ */
+export async function checkConfigFiles(pkg: PluginPackage, supplied: readonly string[]): Promise<void> {
+  const entries = await readdir(pkg.dir, { recursive: true, withFileTypes: true });
+  for (const entry of entries) {
+    if (!entry.isFile() || !CONFIG_FILE.test(entry.name)) continue;
+    const file = join(entry.parentPath, entry.name);
+    const name = relative(pkg.dir, file);
+    if (supplied.some((module) => name.startsWith(`node_modules/${module}/`))) continue;
+    if (name === "tsconfig.atomix-check.json") continue;
+    let config: Record<string, unknown>;
+    try {
+      config = parseJsonc(await readFile(file, "utf8")) as Record<string, unknown>;
+    } catch (error) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${name} is not valid JSON: ${(error as Error).message}`,
+      );
+    }
+    const base = dirname(file);
+    const options = (config.compilerOptions ?? {}) as Record<string, unknown>;
+    const checks: [string, unknown][] = [
+      ...strings(config.extends).map((path): [string, unknown] => ["extends", path]),
+      ["compilerOptions.baseUrl", options.baseUrl],
+      ...strings(options.rootDirs).map((path): [string, unknown] => ["compilerOptions.rootDirs", path]),
+      ...strings(options.typeRoots).map((path): [string, unknown] => ["compilerOptions.typeRoots", path]),
+      ...(Array.isArray(config.references) ? config.references : []).map((reference): [string, unknown] => [
+        "references",
+        (reference as { path?: unknown })?.path,
+      ]),
+    ];
+    const pathsBase = typeof options.baseUrl === "string" ? resolve(base, options.baseUrl) : base;
+    for (const targets of Object.values((options.paths ?? {}) as Record<string, unknown>)) {
+      for (const target of strings(targets))
+        checks.push(["compilerOptions.paths", resolve(pathsBase, target)]);
+    }
+    for (const [field, value] of checks) {
+      if (typeof value !== "string") continue;
+      const bare = field === "extends" && !value.startsWith(".") && !isAbsolute(value);
+      // `extends: "@tsconfig/node20/tsconfig.json"` is a package: it must ship inside this one.
+      const target = bare ? join(pkg.dir, "node_modules", value) : resolve(base, value);
+      if (isOutside(relative(pkg.dir, target))) {
+        throw new PluginError(
+          Code.FailedPrecondition,
+          `${name}: ${field} points outside the package (refused: a build reads only the package and the modules the runtime supplies)`,
+        );
+      }
+    }
+  }
+}
+
+function strings(value: unknown): string[] {
+  if (typeof value === "string") return [value];
+  return Array.isArray(value) ? value.filter((item): item is string => typeof item === "string") : [];
+}
+
+/** JSON with comments and trailing commas, as TypeScript reads its configuration. */
+export function parseJsonc(text: string): unknown {
+  let out = "";
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      const start = i;
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === "\\") i++;
+      out += text.slice(start, i + 1);
+    } else if (c === "/" && text[i + 1] === "/") {
+      while (i < text.length && text[i] !== "\n") i++;
+      out += "\n";
+    } else if (c === "/" && text[i + 1] === "*") {
+      i = text.indexOf("*/", i + 2);
+      if (i < 0) throw new Error("unterminated comment");
+      i++;
+    } else {
+      out += c;
+    }
+  }
+  return JSON.parse(out.replace(/,(\s*[}\]])/g, "$1"));
+}
