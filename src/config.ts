@@ -111,6 +111,8 @@ export const serveConfigSchema = z
      * for hosts that contain the server some other way; logged as a warning).
      */
     sandbox: z.enum(["bwrap", "off"]).default("bwrap"),
+    /** The bubblewrap program: a name looked up on PATH, or a path. */
+    bwrap: z.string().min(1).default("bwrap"),
     /** All memory one build step may use (cgroup): heap, buffers, children, its tmpfs. */
     buildMemoryBytes: byteSize.default(2 * 1024 * 1024 * 1024),
     /** Bytes a plugin source may unpack to; a larger one is refused. */
@@ -164,6 +166,7 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
   ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",
   ATOMIX_PLUGINS_SANDBOX: "sandbox",
+  ATOMIX_PLUGINS_BWRAP: "bwrap",
   ATOMIX_PLUGINS_BUILD_MEMORY: "buildMemoryBytes",
   ATOMIX_PLUGINS_MAX_SOURCE_SIZE: "maxSourceBytes",
   ATOMIX_PLUGINS_MAX_SOURCE_FILES: "maxSourceFiles",

@@ -115,6 +115,7 @@ const SERVE_FLAGS: ServeFlag[] = [
     option: "sandbox",
     what: "what contains build steps: bubblewrap, or off (steps run on the host)",
   },
+  { flags: "--bwrap <path>", option: "bwrap", what: "the bubblewrap program" },
   { flags: "--build-memory <bytes>", option: "buildMemoryBytes", what: "all memory of one build step" },
   {
     flags: "--max-source-size <bytes>",
@@ -202,6 +203,7 @@ export async function serve(config: ServeConfig): Promise<void> {
   ];
   const sandbox = await createSandbox({
     mode: config.sandbox,
+    bwrap: config.bwrap,
     limits: { memoryBytes: config.buildMemoryBytes, cpuSeconds: Math.ceil(config.buildTimeoutMs / 1000) },
   });
   logSandbox(log, sandbox);

@@ -76,7 +76,7 @@ export async function bundlePlugin(options: {
   if (report?.errors) {
     const shown = report.errors.slice(0, MAX_ERRORS).map((error) =>
       // A message about a file outside the package may quote it: not shown.
-      error.file && isOutside(error.file)
+      (error.file && isOutside(error.file)) || error.text.startsWith("outside the package:")
         ? OUTSIDE_FILE
         : error.file
           ? `${error.file}:${error.line ?? 0}: ${error.text}`

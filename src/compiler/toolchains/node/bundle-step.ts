@@ -7,7 +7,8 @@
  * argv: one JSON object with `entry`, `dir` (the package), `outfile`,
  * `target`, `external` and `tsconfig`.
  */
-import { build } from "esbuild";
+import { isAbsolute, relative, resolve } from "node:path";
+import { build, type Plugin } from "esbuild";
 
 interface BundleRequest {
   entry: string;
@@ -24,8 +25,31 @@ function report(result: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
 }
 
+/**
+ * Refuses, by name, an import that leaves the package by its path (absolute
+ * or `../` too far): the server checks every file read afterwards anyway,
+ * this only gives the author the rule instead of "could not resolve".
+ */
+const stayInside: Plugin = {
+  name: "stay-inside-the-package",
+  setup(build) {
+    build.onResolve({ filter: /^(\/|\.\.?(\/|$))/ }, (args) => {
+      if (args.kind === "entry-point") return undefined;
+      const target = resolve(args.resolveDir, args.path);
+      const rel = relative(request.dir, target);
+      if (rel === ".." || rel.startsWith("../") || isAbsolute(rel)) {
+        return {
+          errors: [{ text: `outside the package: ${args.path} (imports must stay inside the package)` }],
+        };
+      }
+      return undefined;
+    });
+  },
+};
+
 try {
   const result = await build({
+    plugins: [stayInside],
     entryPoints: [request.entry],
     absWorkingDir: request.dir,
     bundle: true,

@@ -1,6 +1,6 @@
 import { writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { dirname, join, relative } from "node:path";
+import { dirname, join, posix, relative } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { nodeProgram } from "../../sandbox/node-program.js";
@@ -122,6 +122,14 @@ export async function typeCheck(options: {
 
 const DIAGNOSTIC = /^(.+?)\((\d+),\d+\): error (TS\d+): (.*)$/;
 
+/** "Cannot find module '/abs'" or "'../../x'" from a file of the package: the rule, not the symptom. */
+function importsOutside(file: string, message: string): boolean {
+  const specifier = /^Cannot find module '([^']+)'/.exec(message)?.[1];
+  if (!specifier) return false;
+  if (specifier.startsWith("/")) return true;
+  return specifier.startsWith(".") && isOutside(posix.join(posix.dirname(file), specifier));
+}
+
 /** The generated configuration the check runs with; esbuild uses it too when the package has none. */
 export function typeCheckConfigPath(pkg: PluginPackage): string {
   return join(pkg.dir, "tsconfig.atomix-check.json");
@@ -148,6 +156,8 @@ function parseDiagnostics(
         diagnostics.push(OUTSIDE_FILE);
         outside = true;
         continue;
+      } else if (importsOutside(file ?? "", message ?? "")) {
+        diagnostics.push(OUTSIDE_FILE);
       } else {
         diagnostics.push(`${file}:${lineNo}: ${message}`);
       }

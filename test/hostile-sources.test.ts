@@ -1,0 +1,433 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { dirname, join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { create as createTar } from "tar";
+import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
+import { EXAMPLE_PLUGINS_DIR } from "../src/config.js";
+import { Code, codeName, PluginError } from "../src/errors/plugin-error.js";
+import type { BuildKey } from "../src/model/build-key.js";
+import { GO_RELEASE, goKey } from "./helpers/go-fixtures.js";
+import { checkHealth } from "./helpers/grpc-probes.js";
+import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
+
+/**
+ * Plugin sources written by an attacker, compiled by a real server over
+ * gRPC. Each tries to get a file of the server (a canary planted in its data
+ * directory, in its admin token, beside it, in its environment) into an
+ * artifact or a message, to reach the host, or to exhaust it. Each must be
+ * refused with the right code, the canary must appear in no message and no
+ * artifact, and the server must stay healthy and build the next plugin.
+ */
+const canary = `CANARY${randomBytes(12).toString("hex")}`;
+
+const nodeKey = (name: string): BuildKey => ({
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name, version: "1.0.0" },
+});
+
+const PEER = { "@atomix/runtime-sdk": ">=1.0.0" };
+const DRIVER = 'export const driver = { name: "x", handle: (r: { key: string }) => r.key };\n';
+const pkgJson = (name: string, extra: object = {}) =>
+  JSON.stringify({ name, version: "1.0.0", type: "module", peerDependencies: PEER, ...extra });
+
+interface HostileCase {
+  readonly name: string;
+  /** What it tries. */
+  readonly attack: string;
+  readonly code: Code;
+  /** A part of the message that says which rule refused it. */
+  readonly says?: RegExp;
+}
+
+describe("hostile plugin sources", { timeout: 600_000 }, () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  let catalog: string;
+  let dataDir: string;
+  let secretFile: string;
+  let secretTs: string;
+  let tokenFile: string;
+  let canaryServer: Server;
+  let canaryUrl: string;
+  let server: ServerProcess;
+  let client: PluginClient;
+  const cases: HostileCase[] = [];
+
+  async function plant(
+    name: string,
+    files: Record<string, string>,
+    attack: string,
+    code: Code,
+    says?: RegExp,
+  ) {
+    const root = join(catalog, name, "1.0.0");
+    for (const [file, content] of Object.entries(files)) {
+      await mkdir(dirname(join(root, file)), { recursive: true });
+      await writeFile(join(root, file), content);
+    }
+    cases.push({ name, attack, code, ...(says ? { says } : {}) });
+    return root;
+  }
+
+  before(async () => {
+    dir = await tempDir("atomix-hostile-");
+    catalog = join(dir.path, "catalog");
+    dataDir = join(dir.path, "data");
+    await mkdir(join(dir.path, "secret"), { recursive: true });
+    await mkdir(dataDir, { recursive: true });
+    secretFile = join(dir.path, "secret", "canary.txt");
+    secretTs = join(dir.path, "secret", "secret.ts");
+    tokenFile = join(dir.path, "secret", "admin-token");
+    await writeFile(secretFile, canary);
+    await writeFile(join(dataDir, "canary.txt"), canary);
+    await writeFile(secretTs, `export const ${canary} = "${canary}";\nexport type Secret = "${canary}";\n`);
+    await writeFile(tokenFile, `${canary}\n`);
+    canaryServer = createServer((_request, response) => response.end(canary));
+    await new Promise<void>((resolve) => canaryServer.listen(0, "127.0.0.1", resolve));
+    canaryUrl = `http://127.0.0.1:${(canaryServer.address() as AddressInfo).port}/`;
+
+    const textImport = (path: string, type = "text") =>
+      `// @ts-ignore\nimport secret from ${JSON.stringify(path)} with { type: "${type}" };\nexport const driver = { name: String(secret), handle: (r: { key: string }) => r.key };\n`;
+    await plant(
+      "abs-import",
+      { "package.json": pkgJson("abs-import"), "src/index.ts": textImport(secretFile) },
+      "imports a server file by absolute path as text",
+      Code.FailedPrecondition,
+      /outside the package/,
+    );
+    await plant(
+      "relative-escape",
+      {
+        "package.json": pkgJson("relative-escape"),
+        "src/index.ts": textImport(`../../../../../../../../../..${secretFile}`),
+      },
+      "climbs out of the package with ../",
+      Code.FailedPrecondition,
+      /outside the package/,
+    );
+    await plant(
+      "proc-environ",
+      { "package.json": pkgJson("proc-environ"), "src/index.ts": textImport("/proc/self/environ") },
+      "reads the server's environment from /proc/self/environ",
+      Code.FailedPrecondition,
+    );
+    await plant(
+      "token-file",
+      {
+        "package.json": pkgJson("token-file"),
+        "src/index.ts": textImport(tokenFile),
+        "src/text.d.ts": 'declare module "*" { const text: string; export default text; }\n',
+      },
+      "reads the admin token file, its type declared by a .d.ts",
+      Code.FailedPrecondition,
+    );
+    await plant(
+      "data-dir",
+      { "package.json": pkgJson("data-dir"), "src/index.ts": textImport(join(dataDir, "canary.txt")) },
+      "reads the server's data directory",
+      Code.FailedPrecondition,
+    );
+    await plant(
+      "json-on-text",
+      { "package.json": pkgJson("json-on-text"), "src/index.ts": textImport(secretFile, "json") },
+      "imports a text file as JSON, so that the parse error quotes it",
+      Code.FailedPrecondition,
+    );
+    await plant(
+      "tsconfig-paths",
+      {
+        "package.json": pkgJson("tsconfig-paths"),
+        "tsconfig.json": JSON.stringify({ compilerOptions: { paths: { "secret-alias": [secretFile] } } }),
+        "src/index.ts": textImport("secret-alias"),
+      },
+      "maps an import to a server file with tsconfig paths",
+      Code.FailedPrecondition,
+      /tsconfig\.json: compilerOptions\.paths points outside the package/,
+    );
+    await plant(
+      "tsconfig-extends",
+      {
+        "package.json": pkgJson("tsconfig-extends"),
+        "tsconfig.json": JSON.stringify({ extends: secretFile }),
+        "src/index.ts": DRIVER,
+      },
+      "extends a server file from tsconfig.json, so that the parse error quotes it",
+      Code.FailedPrecondition,
+      /tsconfig\.json: extends points outside the package/,
+    );
+    await plant(
+      "plain-js",
+      {
+        "package.json": pkgJson("plain-js", { main: "index.js" }),
+        "index.js": `import secret from ${JSON.stringify(secretFile)} with { type: "text" };\nexport const driver = { name: secret, handle: (r) => r.key };\n`,
+      },
+      "a JavaScript entry, which is not type-checked",
+      Code.FailedPrecondition,
+      /outside the package/,
+    );
+    await plant(
+      "type-leak",
+      {
+        "package.json": pkgJson("type-leak"),
+        "src/index.ts": `import type { Secret } from ${JSON.stringify(secretTs)};\nconst leak: number = "" as unknown as Secret;\n${DRIVER}export { leak };\n`,
+      },
+      "a type-only import whose type error would quote the file",
+      Code.FailedPrecondition,
+      /outside the package/,
+    );
+    const linked = await plant(
+      "symlink-out",
+      { "package.json": pkgJson("symlink-out"), "src/index.ts": textImport("./secret.txt") },
+      "a link in the catalog folder to a server file",
+      Code.FailedPrecondition,
+      /src\/secret\.txt is a link that leaves the package/,
+    );
+    await symlink(secretFile, join(linked, "src", "secret.txt"));
+    const linkedTs = await plant(
+      "symlink-ts",
+      { "package.json": pkgJson("symlink-ts"), "src/index.ts": `export * from "./secret.js";\n${DRIVER}` },
+      "a link to a TypeScript file of the server",
+      Code.FailedPrecondition,
+      /link that leaves the package/,
+    );
+    await symlink(secretTs, join(linkedTs, "src", "secret.ts"));
+    const fifo = await plant(
+      "fifo",
+      { "package.json": pkgJson("fifo"), "src/index.ts": `import "./blocked.js";\n${DRIVER}` },
+      "a FIFO as a source file, which blocks whoever reads it",
+      Code.FailedPrecondition,
+      /src\/blocked\.ts is not a regular file or folder/,
+    );
+    execFileSync("mkfifo", [join(fifo, "src", "blocked.ts")]);
+    await plant(
+      "verify-fetch",
+      {
+        "package.json": pkgJson("verify-fetch"),
+        "src/index.ts": `// @ts-nocheck\nconst answer = await fetch(${JSON.stringify(canaryUrl)}).then((r) => r.text(), (e: Error) => "fetch failed: " + String((e as { cause?: unknown }).cause));\nthrow new Error("got " + answer);\n${DRIVER}`,
+      },
+      "fetches a loopback service while it is loaded, and puts the answer in its error",
+      Code.FailedPrecondition,
+      /fails verification.*fetch failed/,
+    );
+    await plant(
+      "verify-memory",
+      {
+        "package.json": pkgJson("verify-memory"),
+        "src/index.ts": `// @ts-nocheck\nconst kept: Uint8Array[] = [];\nfor (let i = 0; i < 32; i++) kept.push(new Uint8Array(64 * 1024 * 1024).fill(1));\n${DRIVER}`,
+      },
+      "holds 2 GiB of buffers while it is loaded (outside the JavaScript heap)",
+      Code.FailedPrecondition,
+      /fails verification/,
+    );
+    await plant(
+      "verify-spawn",
+      {
+        "package.json": pkgJson("verify-spawn"),
+        "src/index.ts": `// @ts-nocheck\nimport { execSync } from "node:child_process";\nexecSync("cat ${secretFile}");\n${DRIVER}`,
+      },
+      "starts a process while it is loaded",
+      Code.FailedPrecondition,
+      /fails verification/,
+    );
+
+    // The tarball cases: a bomb (small, unpacking to far more than the limit) and a swarm of files.
+    await mkdir(join(dir.path, "bomb", "package"), { recursive: true });
+    await writeFile(join(dir.path, "bomb", "package", "package.json"), pkgJson("bomb"));
+    await writeFile(join(dir.path, "bomb", "package", "zeros.bin"), Buffer.alloc(64 * 1024 * 1024));
+    await mkdir(join(catalog, "bomb", "1.0.0"), { recursive: true });
+    await createTar(
+      { gzip: true, cwd: join(dir.path, "bomb"), file: join(catalog, "bomb", "1.0.0", "bomb.tgz") },
+      ["package"],
+    );
+    cases.push({
+      name: "bomb",
+      attack: "a tarball that unpacks to 64 MiB",
+      code: Code.FailedPrecondition,
+      says: /more than 8388608 bytes \(--max-source-size\)/,
+    });
+    await mkdir(join(dir.path, "swarm", "package"), { recursive: true });
+    await writeFile(join(dir.path, "swarm", "package", "package.json"), pkgJson("swarm"));
+    for (let i = 0; i < 3000; i++) await writeFile(join(dir.path, "swarm", "package", `f${i}.txt`), "");
+    await mkdir(join(catalog, "swarm", "1.0.0"), { recursive: true });
+    await createTar(
+      { gzip: true, cwd: join(dir.path, "swarm"), file: join(catalog, "swarm", "1.0.0", "swarm.tgz") },
+      ["package"],
+    );
+    cases.push({
+      name: "swarm",
+      attack: "a tarball of 3,000 files",
+      code: Code.FailedPrecondition,
+      says: /more than 2000 entries \(--max-source-files\)/,
+    });
+
+    server = await startServerProcess({
+      dataDir,
+      args: [
+        ...["--sources", catalog, "--sources", EXAMPLE_PLUGINS_DIR],
+        ...["--admin-token-file", tokenFile],
+        ...["--max-source-size", String(8 * 1024 * 1024), "--max-source-files", "2000"],
+      ],
+      env: { ATOMIX_HOSTILE_CANARY: canary },
+    });
+    client = createPluginClient({ address: server.address });
+    // The one that kills: it needs the server's PID.
+    await plant(
+      "verify-kill",
+      {
+        "package.json": pkgJson("verify-kill"),
+        "src/index.ts": `// @ts-nocheck\nconst tried = [${server.child.pid}, 1, process.ppid].map((pid) => { try { process.kill(pid, "SIGKILL"); return "killed " + pid; } catch (e) { return e.code; } });\nthrow new Error(tried.join(", "));\n${DRIVER}`,
+      },
+      "kills the server from inside its verification load",
+      Code.FailedPrecondition,
+    );
+  });
+
+  after(async () => {
+    client?.close();
+    await server?.stop();
+    canaryServer?.close();
+    await dir?.remove();
+  });
+
+  async function compileFailure(key: BuildKey): Promise<PluginError> {
+    try {
+      const reference = await client.compile(key);
+      // Built after all: then at least nothing of the server may be in it.
+      const to = join(dir.path, `${key.plugin.name}.out`);
+      await client.pull(key, { to });
+      assert.ok(!(await readFile(to)).includes(canary), `${key.plugin.name}: the artifact holds the canary`);
+      assert.fail(`${key.plugin.name} built (${reference.digest}) but should have been refused`);
+    } catch (error) {
+      if (!(error instanceof PluginError)) throw error;
+      return error;
+    }
+  }
+
+  it("refuses every Node.js attack with the right code, quoting nothing of the server", async (t) => {
+    for (const hostile of cases) {
+      const error = await compileFailure(nodeKey(hostile.name));
+      const line = `${hostile.name} (${hostile.attack}): ${codeName(error.code)}: ${error.message}`;
+      t.diagnostic(line);
+      assert.equal(error.code, hostile.code, line);
+      if (hostile.says) assert.match(error.message, hostile.says, line);
+      assert.ok(!error.message.includes(canary), `${line}\nquotes the canary`);
+      assert.equal(await checkHealth(server.address), "SERVING", `after ${hostile.name}`);
+    }
+    assert.equal(server.child.exitCode, null, "the server is still running");
+  });
+
+  it("still builds a normal plugin afterwards, and no stored artifact holds the canary", async () => {
+    const reference = await client.compile(nodeKey("counter"));
+    assert.match(reference.digest, /^sha256:/);
+    const stored = await client.list();
+    assert.ok(stored.length >= 1);
+    for (const manifest of stored) {
+      assert.ok(manifest.runtime && manifest.plugin);
+      const key = { runtime: manifest.runtime, plugin: manifest.plugin };
+      const to = join(dir.path, "stored.out");
+      await client.pull(key, { to });
+      assert.ok(!(await readFile(to)).includes(canary), `${manifest.plugin.name} holds the canary`);
+    }
+  });
+
+  describe("Go", () => {
+    const HOSTILE = "example.com/hostile";
+    const goCases: { version: string; attack: string; files: Record<string, string>; says?: RegExp }[] = [];
+    let goCatalog: string;
+    let goServer: ServerProcess;
+    let goClient: PluginClient;
+
+    before(async () => {
+      goCatalog = join(dir.path, "go-catalog");
+      const main = (body: string) =>
+        `package main\n\n/*\n${body}\n*/\nimport "C"\n\nvar Plugin = 1\n\nfunc main() {}\n`;
+      goCases.push(
+        {
+          version: "v1.0.1",
+          attack: "replaces a module with an absolute directory of the host",
+          files: {
+            "go.mod": `module ${HOSTILE}\n\ngo 1.19\n\nreplace example.com/x => ${dirname(secretFile)}\n`,
+            "main.go": "package main\n\nvar Plugin = 1\n",
+          },
+          says: /replaces example\.com\/x with the directory .*outside the module/,
+        },
+        {
+          version: "v1.0.2",
+          attack: "replaces a module with a directory above the module",
+          files: {
+            "go.mod": `module ${HOSTILE}\n\ngo 1.19\n\nreplace example.com/x => ../../..\n`,
+            "main.go": "package main\n\nvar Plugin = 1\n",
+          },
+          says: /outside the module/,
+        },
+        {
+          version: "v1.0.3",
+          attack: "includes a host file from cgo, so that gcc quotes it",
+          files: { "go.mod": `module ${HOSTILE}\n\ngo 1.19\n`, "main.go": main(`#include "${secretFile}"`) },
+        },
+        {
+          version: "v1.0.4",
+          attack: "embeds a host file into the shared object with .incbin",
+          files: {
+            "go.mod": `module ${HOSTILE}\n\ngo 1.19\n`,
+            "main.go": main(`__asm__(".section .rodata\\n.incbin \\"${secretFile}\\"\\n.previous");`),
+          },
+        },
+      );
+      for (const hostile of goCases) {
+        for (const [file, content] of Object.entries(hostile.files)) {
+          await mkdir(dirname(join(goCatalog, HOSTILE, hostile.version, file)), { recursive: true });
+          await writeFile(join(goCatalog, HOSTILE, hostile.version, file), content);
+        }
+      }
+      goServer = await startServerProcess({
+        args: ["--sources", goCatalog, "--sources", EXAMPLE_PLUGINS_DIR, "--admin-token-file", tokenFile],
+        env: {
+          ATOMIX_HOSTILE_CANARY: canary,
+          ...(process.env.ATOMIX_PLUGINS_TEST_GO_CACHE
+            ? { ATOMIX_PLUGINS_GO_CACHE: process.env.ATOMIX_PLUGINS_TEST_GO_CACHE }
+            : {}),
+        },
+      });
+      goClient = createPluginClient({ address: goServer.address });
+    });
+    after(async () => {
+      goClient?.close();
+      await goServer?.stop();
+    });
+
+    it("refuses every Go attack, quoting nothing of the server, and builds the example driver afterwards", async (t) => {
+      for (const hostile of goCases) {
+        const key = goKey(HOSTILE, hostile.version, GO_RELEASE);
+        let error: PluginError | undefined;
+        try {
+          await goClient.compile(key);
+          const to = join(dir.path, "go.out");
+          await goClient.pull(key, { to });
+          assert.ok(
+            !(await readFile(to)).includes(canary),
+            `${hostile.version}: the artifact holds the canary`,
+          );
+        } catch (caught) {
+          if (!(caught instanceof PluginError)) throw caught;
+          error = caught;
+        }
+        assert.ok(error, `${hostile.version} (${hostile.attack}) built`);
+        const line = `${hostile.version} (${hostile.attack}): ${codeName(error.code)}: ${error.message}`;
+        t.diagnostic(line);
+        assert.equal(error.code, Code.FailedPrecondition, line);
+        if (hostile.says) assert.match(error.message, hostile.says, line);
+        assert.ok(!error.message.includes(canary), `${line}\nquotes the canary`);
+        assert.equal(await checkHealth(goServer.address), "SERVING");
+      }
+      const reference = await goClient.compile(
+        goKey("example.com/atomix/drivers/counter", "v1.0.0", GO_RELEASE),
+      );
+      assert.match(reference.digest, /^sha256:/);
+    });
+  });
+});
