@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { runProcess } from "../src/compiler/run-process.js";
@@ -253,6 +253,21 @@ describe("Go toolchain", () => {
       exampleGoRuntime({ buildFlags: ["-o=x"] }),
     );
     assert.match(flags.message, /buildFlags\.0: the toolchain sets -o/);
+  });
+
+  it("answers FAILED_PRECONDITION, not a retryable UNAVAILABLE, for a malformed module zip", async () => {
+    const proxy = join(test.dir, "broken-proxy");
+    const module = "example.com/malformed";
+    const at = join(proxy, module, "@v");
+    await mkdir(at, { recursive: true });
+    await writeFile(join(at, "list"), "v1.0.0\n");
+    await writeFile(join(at, "v1.0.0.info"), '{"Version":"v1.0.0","Time":"2026-01-01T00:00:00Z"}\n');
+    await writeFile(join(at, "v1.0.0.mod"), `module ${module}\n\ngo 1.19\n`);
+    await writeFile(join(at, "v1.0.0.zip"), "this is not a zip file");
+    const chain = createGoToolchain({ sandbox: await testSandbox(), cacheDir: test.cacheDir, proxy });
+    const error = await buildError(chain, goKey(module, "v1.0.0"));
+    assert.equal(error.code, Code.FailedPrecondition, error.message);
+    assert.match(error.message, /zip/);
   });
 
   it("stops a build when its signal aborts", async () => {

@@ -98,7 +98,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
     if (options.sandbox?.kind === "unavailable") {
       throw new PluginError(
         Code.FailedPrecondition,
-        `cannot build ${formatBuildKey(key)}: builds are refused on this server: ${options.sandbox.description}`,
+        `cannot build ${formatBuildKey(key)}: builds are refused: ${options.sandbox.refusal ?? "the build sandbox cannot start"}`,
       );
     }
     const toolchain = toolchains.get(runtime.toolchain);

@@ -71,6 +71,8 @@ export interface Sandbox {
   readonly kind: SandboxMode | "unavailable";
   /** One line for the start-up log: what contains the builds, and how. */
   readonly description: string;
+  /** When unavailable: why builds are refused, in words for callers (no server paths). */
+  readonly refusal?: string;
   /** Runs a step; FAILED_PRECONDITION naming the fix when the sandbox is unavailable. */
   run(step: SandboxStep): Promise<StepResult>;
 }
@@ -110,11 +112,15 @@ export async function createSandbox(
   const bwrap = await findProgram(options.bwrap ?? "bwrap");
   const problem = await probeBubblewrap(bwrap);
   if (problem) {
-    const reason = `the build sandbox (bubblewrap) cannot start: ${problem}. Install bubblewrap (Debian: apt-get install bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1, or run as root), or pass --sandbox off if this host contains builds some other way`;
+    const fix =
+      "install bubblewrap (Debian: apt-get install bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1, or run the server as root), or pass --sandbox off if this host contains builds some other way";
+    const refusal = `the build sandbox (bubblewrap) cannot start on this server; the operator must ${fix}`;
     return {
       kind: "unavailable",
-      description: reason,
-      run: () => Promise.reject(new PluginError(Code.FailedPrecondition, `builds are refused: ${reason}`)),
+      // The log says what failed (it may name server paths); callers get the fix.
+      description: `the build sandbox (bubblewrap) cannot start: ${problem}; ${fix}`,
+      refusal,
+      run: () => Promise.reject(new PluginError(Code.FailedPrecondition, `builds are refused: ${refusal}`)),
     };
   }
   return {
