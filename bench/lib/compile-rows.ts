@@ -40,7 +40,7 @@ export interface CompileOptions {
 export async function compileRows(options: CompileOptions): Promise<Row[]> {
   const cli = join(options.root, "dist/src/cli/main.js");
   let builds = 0;
-  const start = async (): Promise<ServerProcess> =>
+  const start = async (sandbox: Sandboxing): Promise<ServerProcess> =>
     startServer({
       name: "atomix-plugins (compiler)",
       command: process.execPath,
@@ -54,14 +54,20 @@ export async function compileRows(options: CompileOptions): Promise<Row[]> {
         await mkdtemp(join(options.work, "compile-")),
         "--go-cache",
         options.goCache,
+        "--sandbox",
+        sandbox,
       ],
       cwd: options.root,
       onLine(line) {
         if (line.includes('"msg":"built"')) builds += 1;
       },
     });
-  const timed = async (key: BuildKey, callers = 1): Promise<{ seconds: number; builds: number }> => {
-    const server = await start();
+  const timed = async (
+    key: BuildKey,
+    callers = 1,
+    sandbox: Sandboxing = "bwrap",
+  ): Promise<{ seconds: number; builds: number }> => {
+    const server = await start(sandbox);
     try {
       builds = 0;
       const out = await run(options.goClient, [
@@ -91,11 +97,13 @@ export async function compileRows(options: CompileOptions): Promise<Row[]> {
   const rows: Row[] = [];
   try {
     const node: number[] = [];
+    const nodeUnsandboxed: number[] = [];
     const many: { seconds: number; builds: number; ratio: number }[] = [];
     for (let round = 0; round < options.rounds; round++) {
       options.log(`cold compiles, round ${round + 1}/${options.rounds}`);
       const one = await timed(NODE_EXAMPLE);
       node.push(one.seconds);
+      nodeUnsandboxed.push((await timed(NODE_EXAMPLE, 1, "off")).seconds);
       const all = await timed(NODE_EXAMPLE, options.concurrency);
       many.push({ ...all, ratio: all.seconds / one.seconds });
     }
@@ -106,6 +114,7 @@ export async function compileRows(options: CompileOptions): Promise<Row[]> {
         unit: "s",
         target: { oursAtMost: 1.5 },
       },
+      sandboxOverhead(node, nodeUnsandboxed),
       {
         figure: `${options.concurrency} identical cold compiles at once: wall, / one compile`,
         ours: median(many.map((m) => m.seconds)),
@@ -127,16 +136,35 @@ export async function compileRows(options: CompileOptions): Promise<Row[]> {
     options.log("cold compile of the example Go driver (warming the Go build cache first)");
     await timed(GO_EXAMPLE);
     const go: number[] = [];
-    for (let round = 0; round < options.rounds; round++) go.push((await timed(GO_EXAMPLE)).seconds);
-    rows.push({
-      figure: "cold compile, example Go driver (warm Go build cache)",
-      ours: median(go),
-      unit: "s",
-    });
+    const goUnsandboxed: number[] = [];
+    for (let round = 0; round < options.rounds; round++) {
+      go.push((await timed(GO_EXAMPLE)).seconds);
+      goUnsandboxed.push((await timed(GO_EXAMPLE, 1, "off")).seconds);
+    }
+    rows.push(
+      {
+        figure: "cold compile, example Go driver (warm Go build cache)",
+        ours: median(go),
+        unit: "s",
+      },
+      sandboxOverhead(go, goUnsandboxed),
+    );
   } catch (error) {
     rows.push(unavailable("cold compile, example Go driver", error));
   }
   return rows;
+}
+
+type Sandboxing = "bwrap" | "off";
+
+/** What the build sandbox adds to a compile: the same compile with `--sandbox off`, side by side. */
+function sandboxOverhead(sandboxed: number[], unsandboxed: number[]): Row {
+  return {
+    figure: "  the build sandbox's share: bubblewrap - --sandbox off",
+    ours: Math.round((median(sandboxed) - median(unsandboxed)) * 1000),
+    unit: "ms",
+    target: { oursAtMost: 150 },
+  };
 }
 
 function unavailable(figure: string, error: unknown): Row {
