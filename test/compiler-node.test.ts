@@ -274,6 +274,28 @@ describe("node toolchain", () => {
     }
   });
 
+  it("answers DEADLINE_EXCEEDED naming the plugin when its type check or bundle runs out of time", async () => {
+    const hasty = createBuildCompiler({
+      store,
+      runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
+      toolchains: [
+        createNodeToolchain({
+          sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)],
+          stepTimeoutMs: 1,
+          sandbox: await testSandbox(),
+        }),
+      ],
+      workRoot: root,
+    });
+    try {
+      const error = await failure(hasty.compile(key("@atomix/echo", "1.0.0", "1.0.0", "node20.2")));
+      assert.equal(error.code, Code.DeadlineExceeded, error.message);
+      assert.match(error.message, /^(type-checking|bundling) @atomix\/echo@1\.0\.0 took longer than 1 ms/);
+    } finally {
+      await hasty.close();
+    }
+  });
+
   it("stops a build that passes its time limit and leaves nothing behind", async () => {
     const workRoot = await mkdtemp(join(root, "deadline-"));
     const hurried = createBuildCompiler({
