@@ -62,6 +62,16 @@ export class PluginError extends Error {
   }
 }
 
+/**
+ * `value` as a message shows it: in double quotes, with control characters
+ * escaped, and cut after `max` characters ("…" then says so), so that a
+ * caller's 10 KiB value is not echoed whole in a status or a log line.
+ */
+export function quoted(value: string, max = 64): string {
+  const cut = value.length > max ? `${value.slice(0, max)}…` : value;
+  return JSON.stringify(cut);
+}
+
 const ERRNO_CODES: Record<string, Code> = {
   ENOENT: Code.NotFound,
   ENOSPC: Code.ResourceExhausted,
