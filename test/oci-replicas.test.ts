@@ -304,7 +304,7 @@ describe("OCI store shared by two server replicas", () => {
     const pushed = await a.client.push(key, chunksOf(data), {
       size: data.byteLength,
       mediaType: "text/javascript",
-      annotations: { "dev.atomix.toolchain": "node" },
+      annotations: { "org.example.reviewed-by": "ops" },
     });
     const base = `http://${registry.address}/v2/${repository}`;
     const tags = (await (await fetch(`${base}/tags/list`)).json()) as { tags: string[] };
@@ -334,7 +334,7 @@ describe("OCI store shared by two server replicas", () => {
     assert.equal(manifest.annotations["dev.atomix.key.plugin.version"], "1.2.0");
     assert.equal(manifest.annotations["dev.atomix.key.runtime.version"], "1.0.0");
     assert.equal(manifest.annotations["dev.atomix.key.runtime.build-version"], "node20");
-    assert.equal(manifest.annotations["dev.atomix.toolchain"], "node");
+    assert.equal(manifest.annotations["org.example.reviewed-by"], "ops");
     assert.equal(manifest.annotations["org.opencontainers.image.created"], pushed.createdAt);
 
     const blob = Buffer.from(await (await fetch(`${base}/blobs/${pushed.digest}`)).arrayBuffer());

@@ -199,6 +199,24 @@ function headerSizeField(bytes: Uint8Array): bigint | undefined {
   return undefined;
 }
 
+/** Annotation keys the server writes itself and the catalog page shows as facts. */
+const RESERVED_ANNOTATION_PREFIX = "dev.atomix.";
+
+const MAX_MEDIA_TYPE_LENGTH = 255;
+/** RFC 6838 §4.2 restricted-name: 1 to 127 characters, the first a letter or digit. */
+const RESTRICTED_NAME = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}";
+/** RFC 9110 §5.6.2 token and §5.6.4 quoted-string, for parameter values. */
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const QUOTED_STRING = '"(?:[\\t !#-\\[\\]-~]|\\\\[\\t -~])*"';
+const MEDIA_TYPE = new RegExp(
+  `^${RESTRICTED_NAME}/${RESTRICTED_NAME}(?:[ \\t]*;[ \\t]*${TOKEN}=(?:${TOKEN}|${QUOTED_STRING}))*$`,
+);
+
+/** type/subtype with optional parameters, as RFC 6838 and RFC 9110 write them; no CR, LF or other controls. */
+function isMediaType(value: string): boolean {
+  return value.length <= MAX_MEDIA_TYPE_LENGTH && MEDIA_TYPE.test(value);
+}
+
 /**
  * What the header announces, checked before any byte is read. A push must
  * announce its size or its digest: the store commits only once the bytes
@@ -221,6 +239,20 @@ function checkPushHeader(
       Code.InvalidArgument,
       "size is required when digest is not set: announce the artifact's size in bytes (or its digest), so that a push cut short is not stored",
     );
+  }
+  if (header.mediaType && !isMediaType(header.mediaType)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `media_type ${quoted(header.mediaType)} must be a media type (RFC 6838) such as text/javascript or application/octet-stream; parameters as ;name=value, at most ${MAX_MEDIA_TYPE_LENGTH} characters`,
+    );
+  }
+  for (const name of Object.keys(header.annotations)) {
+    if (name.toLowerCase().startsWith(RESERVED_ANNOTATION_PREFIX)) {
+      throw new PluginError(
+        Code.InvalidArgument,
+        `annotations ${quoted(name)}: keys under ${RESERVED_ANNOTATION_PREFIX} are set by the server (toolchain, source, build), not by a push`,
+      );
+    }
   }
   if (header.size > maxArtifactBytes) {
     throw new PluginError(

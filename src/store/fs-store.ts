@@ -63,7 +63,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
       return JSON.parse(await readFile(path, "utf8")) as ArtifactManifest;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw PluginError.from(error, `reading ${path}`);
+      throw PluginError.from(error, "reading a manifest of the store");
     }
   }
 

@@ -47,13 +47,13 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
       }
     }
   }
-  const where = catalogs.length
-    ? `in the source catalogs (${catalogs.map((dir) => join(dir, name, options.version)).join(", ")})`
-    : "";
+  const where = catalogs.length ? "in the source catalog" : "";
+  const looked = `looked in ${catalogs.map((dir) => join(dir, name, options.version)).join(", ") || "no catalog"}`;
   if (options.proxy === "off") {
     throw new PluginError(
       Code.NotFound,
       `Go module ${name}@${version} is not ${where || "in any source"} and no Go module proxy is configured (GOPROXY=off)`,
+      { detail: looked },
     );
   }
   const downloadDir = join(workDir, "download");
@@ -71,7 +71,8 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
       /not found|no such file|404|410|unknown revision|no matching versions|invalid version/i.test(message);
     throw new PluginError(
       missing ? Code.NotFound : Code.Unavailable,
-      `Go module ${name}@${version} is not ${where ? `${where} nor ` : ""}available from GOPROXY=${options.proxy}: ${message}`,
+      `Go module ${name}@${version} is not ${where ? `${where} nor ` : ""}available from the Go module proxy`,
+      { detail: `${looked}; GOPROXY=${options.proxy}: ${message}` },
     );
   }
   await copyModule(info.Dir, target, `${name}@${version}`);

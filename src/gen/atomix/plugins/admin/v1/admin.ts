@@ -42,9 +42,12 @@ export interface PushHeader {
    * with its digest).
    */
   size: number;
-  /** Media type of the artifact; empty means application/octet-stream. */
+  /** Media type of the artifact (RFC 6838); empty means application/octet-stream. */
   mediaType: string;
-  /** Free-form annotations stored with the manifest. */
+  /**
+   * Annotations stored with the manifest; keys under dev.atomix. are the
+   * server's own (INVALID_ARGUMENT).
+   */
   annotations: { [key: string]: string };
 }
 
