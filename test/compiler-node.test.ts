@@ -326,13 +326,15 @@ describe("node toolchain", () => {
     assert.match(error.message, /^runtime 1\.0\.0 does not run on node18; it runs on node20 /);
   });
 
-  it("answers NOT_FOUND for a plugin no source has, naming the places looked in", async () => {
+  it("answers NOT_FOUND for a plugin no source has, naming the kinds of source looked in and leaving their paths to the log", async () => {
     const error = await failure(key("nowhere"));
     assert.equal(error.code, Code.NotFound);
     assert.match(
       error.message,
-      /^plugin nowhere@1\.0\.0 was found in no source \(looked in catalog .*; npm registry http:\/\/127\.0\.0\.1:\d+\)/,
+      /^plugin nowhere@1\.0\.0 was found in no source \(looked in the source catalog; the npm registry\)/,
     );
+    assert.doesNotMatch(error.message, /(^|[\s(])\/\w|127\.0\.0\.1/, "no server path or URL");
+    assert.match(error.detail ?? "", /^looked in catalog \/.*; npm registry http:\/\/127\.0\.0\.1:\d+$/);
   });
 
   it("builds from a .tgz in a catalog and records its integrity", async () => {

@@ -118,7 +118,7 @@ describe("Go toolchain", () => {
     assert.equal(output.annotations["dev.atomix.go.alignment"], "none");
   });
 
-  it("answers NOT_FOUND for a module in neither the catalog nor the proxy", async () => {
+  it("answers NOT_FOUND for a module in neither the catalog nor the proxy, with the server's paths only in the log detail", async () => {
     const offline = createGoToolchain({
       sandbox: await testSandbox(),
       cacheDir: test.cacheDir,
@@ -126,9 +126,19 @@ describe("Go toolchain", () => {
     });
     const noProxy = await buildError(offline, goKey(ECHO, "v1.0.0"));
     assert.equal(noProxy.code, Code.NotFound);
-    assert.match(noProxy.message, /no Go module proxy is configured \(GOPROXY=off\)/);
+    assert.match(
+      noProxy.message,
+      /is not in the source catalog and no Go module proxy is configured \(GOPROXY=off\)/,
+    );
+    assert.ok(!noProxy.message.includes(EXAMPLE_PLUGINS), `no path in: ${noProxy.message}`);
+    assert.ok(noProxy.detail?.includes(EXAMPLE_PLUGINS), "the log detail names the catalog");
     const unknown = await buildError(toolchain, goKey("example.com/atomix/drivers/missing", "v1.0.0"));
     assert.equal(unknown.code, Code.NotFound);
+    assert.match(unknown.message, /is not in the source catalog nor available from the Go module proxy$/);
+    for (const path of [EXAMPLE_PLUGINS, EXAMPLE_GOPROXY]) {
+      assert.ok(!unknown.message.includes(path), `${path} not in: ${unknown.message}`);
+      assert.ok(unknown.detail?.includes(path), `the log detail names ${path}`);
+    }
   });
 
   it("selects the installation whose go version is the build_version, and lists the installed ones otherwise", async () => {

@@ -78,6 +78,7 @@ describe("pull path with in-place framing", () => {
         (async function* () {
           yield artifact;
         })(),
+        { size: artifact.byteLength },
       );
     } finally {
       client.close();

@@ -183,6 +183,55 @@ export function describeStore(name: string, makeStore: () => Promise<StoreFixtur
     );
 
     it(
+      "keeps the previous artifact when a put is aborted, even after its data has ended",
+      withStore(async (store) => {
+        const good = randomBytes(20_000);
+        const previous = await store.put(keyOf("counter"), chunksOf(good));
+        const reason = new PluginError(Code.Cancelled, "the push was cancelled");
+        const midway = new AbortController();
+        async function* abortedMidway(): AsyncGenerator<Uint8Array> {
+          yield randomBytes(1000);
+          midway.abort(reason);
+          yield randomBytes(1000);
+        }
+        await rejectsWith(
+          store.put(keyOf("counter"), abortedMidway(), { signal: midway.signal }),
+          Code.Cancelled,
+        );
+        const atTheEnd = new AbortController();
+        async function* abortedAtTheEnd(): AsyncGenerator<Uint8Array> {
+          yield randomBytes(1000);
+          atTheEnd.abort(reason);
+        }
+        await rejectsWith(
+          store.put(keyOf("counter"), abortedAtTheEnd(), { signal: atTheEnd.signal }),
+          Code.Cancelled,
+        );
+        assert.deepEqual(await store.get(keyOf("counter")), previous);
+        assert.deepEqual((await readAll(store, previous)).data, good);
+      }),
+    );
+
+    it(
+      "refuses data longer than expectedSize as soon as it is, without reading the rest",
+      withStore(async (store) => {
+        let produced = 0;
+        async function* endless(): AsyncGenerator<Uint8Array> {
+          for (;;) {
+            produced += 1000;
+            yield randomBytes(1000);
+          }
+        }
+        await rejectsWith(
+          store.put(keyOf("counter"), endless(), { expectedSize: 2500 }),
+          Code.InvalidArgument,
+        );
+        assert.equal(produced, 3000);
+        assert.equal(await store.get(keyOf("counter")), undefined);
+      }),
+    );
+
+    it(
       "lists what it holds, filtered by plugin name and runtime version",
       withStore(async (store) => {
         await store.put(keyOf("counter", "1.0.0", "1.0.0"), chunksOf(randomBytes(10)));

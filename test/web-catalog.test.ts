@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { chromium } from "playwright-core";
@@ -7,6 +8,15 @@ import type { BuildKey } from "../src/model/build-key.js";
 import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 
 const key = (name: string, runtime = "1.0.0"): BuildKey => ({
   runtime: { version: runtime, buildVersion: "node20" },
@@ -31,18 +41,7 @@ describe("catalog page and metrics on the HTTP port", () => {
   });
 
   it("lists the stored artifacts in a real browser, and filters them", async () => {
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
     try {
       const page = await browser.newPage();
       await page.goto(`http://${server.http}/`);
@@ -75,7 +74,63 @@ describe("catalog page and metrics on the HTTP port", () => {
     const metrics = await (await fetch(`http://${server.http}/metrics`)).text();
     assert.match(metrics, /atomix_plugins_pulls_total\{code="OK"\} [1-9]/);
     assert.match(metrics, /atomix_plugins_pulled_bytes_total [1-9]/);
+    // Process metrics under one prefix, as prom-client names them after it.
+    assert.match(metrics, /^atomix_plugins_process_cpu_seconds_total \d/m);
+    assert.match(metrics, /^atomix_plugins_nodejs_heap_size_used_bytes \d/m);
+    assert.doesNotMatch(metrics, /process_process_|^process_|^nodejs_/m);
     const health = await fetch(`http://${server.http}/healthz`);
     assert.equal(health.status, 200);
+  });
+});
+
+describe("the pull command on the catalog page", () => {
+  let server: ServerProcess;
+  let client: PluginClient;
+  // Valid npm names (of old packages) that a POSIX shell reads specially.
+  const names = ["x'(1)!*~", "@acme/driver's(v2)"];
+
+  before(async () => {
+    server = await startServerProcess();
+    client = createPluginClient({ address: server.address });
+    for (const name of names) await client.push(key(name), [randomBytes(10)]);
+  });
+  after(async () => {
+    client.close();
+    await server.stop();
+  });
+
+  it("pastes into bash as one word per argument, the plugin's exact name among them", async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`http://${server.http}/`);
+      for (const name of names) {
+        const command = await page
+          .locator("tr", { has: page.locator("td.plugin", { hasText: `${name}@1.0.0` }) })
+          .locator("code.command")
+          .textContent();
+        assert.ok(command, `a command for ${name}`);
+        execFileSync("bash", ["-n", "-c", command]); // throws on a syntax error
+        // A stub in place of the CLI prints the words it receives, NUL-terminated.
+        const received = execFileSync("bash", ["-c", `atomix-plugins() { printf '%s\\0' "$@"; }\n${command}`])
+          .toString()
+          .split("\0")
+          .slice(0, -1);
+        assert.deepEqual(received, [
+          "pull",
+          `${name}@1.0.0`,
+          "--runtime",
+          "1.0.0",
+          "--build",
+          "node20",
+          "--server",
+          server.address,
+          "-o",
+          "plugin",
+        ]);
+      }
+    } finally {
+      await browser.close();
+    }
   });
 });

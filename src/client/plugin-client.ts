@@ -25,9 +25,13 @@ import { pullTarget, socketPullTransport } from "./socket-pull-transport.js";
 export interface PushOptions extends CallControl {
   mediaType?: string;
   annotations?: Record<string, string>;
-  /** Digest the server must find; computed from the file when pushing a file. */
+  /**
+   * Digest the server must find. Computed when pushing a file or an array of
+   * chunks; a stream of chunks needs `digest` or `size`, so that the server
+   * can tell a push cut short from a whole one.
+   */
   digest?: Digest;
-  /** Size the server must find; with `digest`. */
+  /** Size in bytes the server must find; see `digest`. */
   size?: number;
   /** Called after every chunk handed to the transport, with the bytes sent so far. */
   onProgress?: (sent: number) => void;
@@ -84,6 +88,43 @@ export interface PluginClient {
 }
 
 const PUSH_CHUNK = 256 * 1024;
+
+function iterate(data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncIterator<Uint8Array> {
+  if (Symbol.asyncIterator in data) return data[Symbol.asyncIterator]();
+  return (async function* () {
+    yield* data;
+  })();
+}
+
+/**
+ * The digest and size a push announces: the caller's, or computed from an
+ * array of chunks in memory. A stream with neither is refused here, as the
+ * server would refuse it.
+ */
+function announce(
+  data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  options: Pick<PushOptions, "digest" | "size">,
+): { digest?: Digest; size?: number } {
+  if (options.digest !== undefined || options.size !== undefined) {
+    return {
+      ...(options.digest ? { digest: options.digest } : {}),
+      ...(options.size ? { size: options.size } : {}),
+    };
+  }
+  if (!Array.isArray(data)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      "push of a stream needs options.size or options.digest, so that the server stores it only whole",
+    );
+  }
+  const hash = createHash("sha256");
+  let size = 0;
+  for (const chunk of data as Uint8Array[]) {
+    hash.update(chunk);
+    size += chunk.byteLength;
+  }
+  return { digest: `sha256:${hash.digest("hex")}`, size };
+}
 
 /** Connects (lazily: the first call dials) to the server at `connection.address`. */
 export function createPluginClient(connection: ConnectionOptions): PluginClient {
@@ -158,6 +199,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
   ) {
     if (options.signal?.aborted) throw cancelled(options.signal);
     const header = request(key);
+    const announced = announce(data, options);
     let settle!: { resolve: (m: PluginManifest) => void; reject: (e: unknown) => void };
     const done = new Promise<PluginManifest>((resolve, reject) => {
       settle = { resolve, reject };
@@ -172,21 +214,34 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     done.catch(() => {}); // observed below; a failure before then must not go unhandled
     const cancel = () => call.cancel();
     options.signal?.addEventListener("abort", cancel, { once: true });
+    let chunks: AsyncIterator<Uint8Array> | undefined;
+    let chunksDone = false;
     try {
       call.write({
         part: {
           $case: "header",
           value: {
             ...header,
-            digest: options.digest ?? "",
-            size: options.size ?? 0,
+            digest: announced.digest ?? "",
+            size: announced.size ?? 0,
             mediaType: options.mediaType ?? "",
             annotations: options.annotations ?? {},
           },
         },
       });
       let sent = 0;
-      for await (const chunk of data) {
+      chunks = iterate(data);
+      // The call may end (cancelled, deadline, refused) while the data is
+      // still being produced: that ends the push at once, not when the next
+      // chunk comes.
+      const answered = done.then(() => {
+        throw new PluginError(Code.Internal, "the server answered the push before it ended");
+      });
+      answered.catch(() => {});
+      for (;;) {
+        const next = await Promise.race([chunks.next(), answered]);
+        if (next.done) break;
+        const chunk = next.value;
         for (let at = 0; at < chunk.byteLength; at += PUSH_CHUNK) {
           const part = Buffer.from(
             chunk.buffer,
@@ -200,12 +255,15 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
           options.onProgress?.(sent);
         }
       }
+      chunksDone = true;
       call.end();
       return await done;
     } catch (error) {
       call.cancel();
       throw fromServiceError(error);
     } finally {
+      // A producer still suspended finishes when it next resumes; not awaited.
+      if (!chunksDone) chunks?.return?.().catch(() => {});
       options.signal?.removeEventListener("abort", cancel);
     }
   }

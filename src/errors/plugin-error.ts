@@ -36,11 +36,18 @@ export function codeName(code: Code): string {
  */
 export class PluginError extends Error {
   readonly code: Code;
+  /**
+   * What the operator needs beside the message and the caller must not see
+   * (server paths, configured URLs): the server logs it, the status leaves
+   * it out.
+   */
+  readonly detail: string | undefined;
 
-  constructor(code: Code, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: Code, message: string, options?: { cause?: unknown; detail?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "PluginError";
     this.code = code;
+    this.detail = options?.detail;
   }
 
   /**
@@ -56,10 +63,26 @@ export class PluginError extends Error {
     if (error instanceof Error) {
       const errno = (error as NodeJS.ErrnoException).code;
       const code = errno ? (ERRNO_CODES[errno] ?? Code.Internal) : Code.Internal;
+      if ((error as NodeJS.ErrnoException).path !== undefined) {
+        // "ENOENT: no such file or directory, open '/srv/...'": the path is
+        // the server's, for its log; the caller gets what happened.
+        const what = /^\w+: ([^,]+)/.exec(error.message)?.[1] ?? "file system error";
+        return new PluginError(code, `${prefix}${what} (${errno})`, { cause: error, detail: error.message });
+      }
       return new PluginError(code, `${prefix}${error.message}`, { cause: error });
     }
     return new PluginError(Code.Internal, `${prefix}${String(error)}`, { cause: error });
   }
+}
+
+/**
+ * `value` as a message shows it: in double quotes, with control characters
+ * escaped, and cut after `max` characters ("…" then says so), so that a
+ * caller's 10 KiB value is not echoed whole in a status or a log line.
+ */
+export function quoted(value: string, max = 64): string {
+  const cut = value.length > max ? `${value.slice(0, max)}…` : value;
+  return JSON.stringify(cut);
 }
 
 const ERRNO_CODES: Record<string, Code> = {

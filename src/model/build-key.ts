@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import semver from "semver";
 import validateNpmPackageName from "validate-npm-package-name";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 
 /** The runtime a plugin is built for: a release and the toolchain build of it. */
 export interface RuntimeRef {
@@ -110,7 +110,7 @@ export function parsePluginSpec(spec: string): PluginRef {
   if (at <= 0) {
     throw new PluginError(
       Code.InvalidArgument,
-      `plugin "${spec}" must be written name@version, for example counter@1.0.0 or @acme/driver@1.2.0`,
+      `plugin ${quoted(spec)} must be written name@version, for example counter@1.0.0 or @acme/driver@1.2.0`,
     );
   }
   return { name: spec.slice(0, at), version: spec.slice(at + 1) };
@@ -119,11 +119,11 @@ export function parsePluginSpec(spec: string): PluginRef {
 function field(name: string, value: string | undefined): string {
   if (value === undefined || value === "") throw invalid(name, "", "is required");
   if (Buffer.byteLength(value) > MAX_FIELD_BYTES) {
-    throw invalid(name, `${value.slice(0, 40)}...`, `must be at most ${MAX_FIELD_BYTES} bytes`);
+    throw invalid(name, value, `must be at most ${MAX_FIELD_BYTES} bytes`);
   }
   // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
   if (/[\u0000-\u001f\u007f\\]/.test(value)) {
-    throw invalid(name, JSON.stringify(value), "must not contain control characters or backslashes");
+    throw invalid(name, value, "must not contain control characters or backslashes");
   }
   return value;
 }
@@ -150,6 +150,6 @@ function checkPluginName(name: string): void {
 }
 
 function invalid(field: string, value: string, rule: string): PluginError {
-  const shown = value === "" ? "" : ` "${value}"`;
+  const shown = value === "" ? "" : ` ${quoted(value)}`;
   return new PluginError(Code.InvalidArgument, `${field}${shown} ${rule}`);
 }

@@ -1,3 +1,4 @@
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type {
   ServerReadableStream,
   ServerUnaryCall,
@@ -6,11 +7,12 @@ import type {
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { ServeConfig } from "../config.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import type {
-  PushHeader,
+import { Code, PluginError, quoted } from "../errors/plugin-error.js";
+import {
+  PluginAdminService,
+  type PushHeader,
   PushPluginRequest,
-  PushPluginResponse,
+  type PushPluginResponse,
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import { type ArtifactStore, DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
@@ -51,34 +53,35 @@ export function createAdminService(deps: AdminDeps): UntypedServiceImplementatio
     };
   }
 
-  async function pushPlugin(call: ServerReadableStream<PushPluginRequest, PushPluginResponse>) {
+  async function pushPlugin(
+    call: ServerReadableStream<DecodedPushRequest, PushPluginResponse>,
+    signal: AbortSignal,
+  ) {
     deps.auth.check(call.metadata);
-    const messages = call[Symbol.asyncIterator]() as AsyncIterator<PushPluginRequest>;
+    const messages = call[Symbol.asyncIterator]() as AsyncIterator<DecodedPushRequest>;
     const first = await messages.next();
-    if (first.done || first.value.part?.$case !== "header") {
+    const part = first.done ? undefined : decoded(first.value).part;
+    if (part?.$case !== "header") {
       throw new PluginError(Code.InvalidArgument, "the first PushPluginRequest must carry the header");
     }
-    const header: PushHeader = first.value.part.value;
+    const header: PushHeader = part.value;
     const key = parseBuildKey(header);
-    if (header.digest && !DIGEST_PATTERN.test(header.digest)) {
-      throw new PluginError(
-        Code.InvalidArgument,
-        `digest "${header.digest}" must be sha256:<64 lowercase hex>`,
-      );
-    }
+    const expected = checkPushHeader(header, deps.config.maxArtifactBytes);
     async function* data(): AsyncGenerator<Uint8Array> {
       for (let next = await messages.next(); !next.done; next = await messages.next()) {
-        if (next.value.part?.$case !== "data") {
+        const { part } = decoded(next.value);
+        if (part?.$case !== "data") {
           throw new PluginError(Code.InvalidArgument, "only the first PushPluginRequest may carry a header");
         }
-        yield next.value.part.value;
+        yield part.value;
       }
     }
     const manifest = await store.put(key, data(), {
       mediaType: header.mediaType,
       annotations: header.annotations,
       maxSize: deps.config.maxArtifactBytes,
-      ...(header.digest ? { expectedDigest: header.digest as Digest, expectedSize: header.size } : {}),
+      ...expected,
+      signal,
     });
     log.info({ key: formatBuildKey(key), digest: manifest.digest, size: manifest.size }, "artifact pushed");
     return { manifest: toManifestMessage(manifest) };
@@ -86,12 +89,21 @@ export function createAdminService(deps: AdminDeps): UntypedServiceImplementatio
 
   return {
     pushPlugin: (
-      call: ServerReadableStream<PushPluginRequest, PushPluginResponse>,
+      call: ServerReadableStream<DecodedPushRequest, PushPluginResponse>,
       callback: sendUnaryData<PushPluginResponse>,
     ) => {
-      pushPlugin(call).then(
-        (response) => callback(null, response),
-        (error: unknown) => callback(toServiceError(error, log)),
+      const abort = abortWithCall(call);
+      pushPlugin(call, abort.signal).then(
+        (response) => {
+          abort.done();
+          callback(null, response);
+        },
+        (error: unknown) => {
+          abort.done();
+          // Once the call is cancelled or past its deadline, what failed is
+          // the stream, and the reason is the signal's.
+          callback(toServiceError(abort.signal.aborted ? abort.signal.reason : error, log));
+        },
       );
     },
     listPlugins: unary("read", async (request: { pluginName: string; runtimeVersion: string }) => {
@@ -118,5 +130,174 @@ export function createAdminService(deps: AdminDeps): UntypedServiceImplementatio
       log.info(report, "garbage collected");
       return report;
     }),
+  };
+}
+
+/**
+ * PushPlugin's requests as the handler receives them: decoded here rather
+ * than by grpc-js, so that a message that cannot be decoded (a header
+ * `size` past 2^53, which a JavaScript number cannot hold) is answered
+ * INVALID_ARGUMENT naming the field instead of INTERNAL.
+ */
+type DecodedPushRequest = PushPluginRequest | { undecodable: PluginError };
+
+/** PluginAdmin, with PushPlugin's requests decoded by `decodePushRequest`. */
+export const pluginAdminDefinition = {
+  ...PluginAdminService,
+  pushPlugin: { ...PluginAdminService.pushPlugin, requestDeserialize: decodePushRequest },
+};
+
+function decoded(request: DecodedPushRequest): PushPluginRequest {
+  if ("undecodable" in request) throw request.undecodable;
+  return request;
+}
+
+function decodePushRequest(bytes: Buffer): DecodedPushRequest {
+  try {
+    return PushPluginRequest.decode(bytes);
+  } catch (error) {
+    const size = headerSizeField(bytes);
+    if (size !== undefined && size > BigInt(Number.MAX_SAFE_INTEGER)) {
+      return {
+        undecodable: new PluginError(
+          Code.InvalidArgument,
+          `size ${size} is larger than any artifact can be (at most ${Number.MAX_SAFE_INTEGER} bytes)`,
+        ),
+      };
+    }
+    return {
+      undecodable: new PluginError(
+        Code.InvalidArgument,
+        `a PushPluginRequest is not a valid protobuf message: ${(error as Error).message}`,
+        { cause: error },
+      ),
+    };
+  }
+}
+
+/** PushHeader.size (field 4 of field 1) read as a bigint, or undefined. */
+function headerSizeField(bytes: Uint8Array): bigint | undefined {
+  try {
+    const request = new BinaryReader(bytes);
+    while (request.pos < request.len) {
+      const [field, wireType] = request.tag();
+      if (field !== 1 || wireType !== WireType.LengthDelimited) {
+        request.skip(wireType);
+        continue;
+      }
+      const header = new BinaryReader(request.bytes());
+      while (header.pos < header.len) {
+        const [headerField, headerWireType] = header.tag();
+        if (headerField === 4 && headerWireType === WireType.Varint) return BigInt(header.uint64());
+        header.skip(headerWireType);
+      }
+      return undefined;
+    }
+  } catch {
+    // not even the header's size can be read: the caller says so
+  }
+  return undefined;
+}
+
+/** Annotation keys the server writes itself and the catalog page shows as facts. */
+const RESERVED_ANNOTATION_PREFIX = "dev.atomix.";
+
+const MAX_MEDIA_TYPE_LENGTH = 255;
+/** RFC 6838 §4.2 restricted-name: 1 to 127 characters, the first a letter or digit. */
+const RESTRICTED_NAME = "[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}";
+/** RFC 9110 §5.6.2 token and §5.6.4 quoted-string, for parameter values. */
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const QUOTED_STRING = '"(?:[\\t !#-\\[\\]-~]|\\\\[\\t -~])*"';
+const MEDIA_TYPE = new RegExp(
+  `^${RESTRICTED_NAME}/${RESTRICTED_NAME}(?:[ \\t]*;[ \\t]*${TOKEN}=(?:${TOKEN}|${QUOTED_STRING}))*$`,
+);
+
+/** type/subtype with optional parameters, as RFC 6838 and RFC 9110 write them; no CR, LF or other controls. */
+function isMediaType(value: string): boolean {
+  return value.length <= MAX_MEDIA_TYPE_LENGTH && MEDIA_TYPE.test(value);
+}
+
+/**
+ * What the header announces, checked before any byte is read. A push must
+ * announce its size or its digest: the store commits only once the bytes
+ * received match them, so a stream cut short by a cancelled, timed-out or
+ * killed client never replaces the key's artifact. `size` 0 is proto3's
+ * "not set"; an empty artifact is pushed with its digest.
+ */
+function checkPushHeader(
+  header: PushHeader,
+  maxArtifactBytes: number,
+): { expectedDigest?: Digest; expectedSize?: number } {
+  if (header.digest && !DIGEST_PATTERN.test(header.digest)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `digest ${quoted(header.digest)} must be sha256:<64 lowercase hex>`,
+    );
+  }
+  if (!header.digest && header.size === 0) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      "size is required when digest is not set: announce the artifact's size in bytes (or its digest), so that a push cut short is not stored",
+    );
+  }
+  if (header.mediaType && !isMediaType(header.mediaType)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `media_type ${quoted(header.mediaType)} must be a media type (RFC 6838) such as text/javascript or application/octet-stream; parameters as ;name=value, at most ${MAX_MEDIA_TYPE_LENGTH} characters`,
+    );
+  }
+  for (const name of Object.keys(header.annotations)) {
+    if (name.toLowerCase().startsWith(RESERVED_ANNOTATION_PREFIX)) {
+      throw new PluginError(
+        Code.InvalidArgument,
+        `annotations ${quoted(name)}: keys under ${RESERVED_ANNOTATION_PREFIX} are set by the server (toolchain, source, build), not by a push`,
+      );
+    }
+  }
+  if (header.size > maxArtifactBytes) {
+    throw new PluginError(
+      Code.ResourceExhausted,
+      `size ${header.size} is larger than the limit of ${maxArtifactBytes} bytes`,
+    );
+  }
+  return {
+    ...(header.digest ? { expectedDigest: header.digest as Digest } : {}),
+    ...(header.size > 0 ? { expectedSize: header.size } : {}),
+  };
+}
+
+/**
+ * An AbortSignal for one client-streaming call: aborted with CANCELLED when
+ * the client cancels (or its connection drops), with DEADLINE_EXCEEDED when
+ * the call's deadline passes. `done()` once the handler has answered: grpc-js
+ * also reports "cancelled" after a call that ended well.
+ */
+function abortWithCall(call: ServerReadableStream<unknown, unknown>): {
+  signal: AbortSignal;
+  done(): void;
+} {
+  const controller = new AbortController();
+  let finished = false;
+  call.on("cancelled", () => {
+    if (!finished) {
+      controller.abort(new PluginError(Code.Cancelled, "the push was cancelled; nothing was stored"));
+    }
+  });
+  const deadline = Number(call.getDeadline());
+  const timer = Number.isFinite(deadline)
+    ? setTimeout(
+        () =>
+          controller.abort(
+            new PluginError(Code.DeadlineExceeded, "the push's deadline passed; nothing was stored"),
+          ),
+        Math.max(0, deadline - Date.now()),
+      )
+    : undefined;
+  return {
+    signal: controller.signal,
+    done() {
+      finished = true;
+      clearTimeout(timer);
+    },
   };
 }

@@ -11,7 +11,9 @@ export interface ServerMetrics {
 
 export function createMetrics(): ServerMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "atomix_plugins_process_" });
+  // prom-client's names already start with process_ or nodejs_:
+  // atomix_plugins_process_cpu_seconds_total, atomix_plugins_nodejs_heap_size_used_bytes.
+  collectDefaultMetrics({ register: registry, prefix: "atomix_plugins_" });
   const pullsInFlight = new Gauge({
     name: "atomix_plugins_pulls_in_flight",
     help: "PullPlugin streams being served now",

@@ -2,7 +2,7 @@ import { Metadata, type ServerWritableStream, type UntypedServiceImplementation 
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import type { ServeConfig } from "../config.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import {
   PluginRegistryService,
   type PullPluginRequest,
@@ -65,14 +65,15 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
     deps.metrics.pullStarted();
     try {
       const key = parseBuildKey(call.request);
+      const requested = parseOffset(call.metadata);
       const manifest = await resolve(key, controller.signal);
-      const offset = parseOffset(call.metadata);
-      if (offset > manifest.size) {
+      if (requested > BigInt(manifest.size)) {
         throw new PluginError(
           Code.OutOfRange,
-          `${PULL_METADATA.offset} ${offset} is past the end of ${formatBuildKey(key)} (${manifest.size} bytes)`,
+          `${PULL_METADATA.offset} ${quoted(String(requested), 24)} is past the end of ${formatBuildKey(key)} (${manifest.size} bytes)`,
         );
       }
+      const offset = Number(requested);
       const headers = new Metadata();
       headers.set(PULL_METADATA.digest, manifest.digest);
       headers.set(PULL_METADATA.size, String(manifest.size));
@@ -123,15 +124,20 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
   return { pullPlugin };
 }
 
-function parseOffset(metadata: Metadata): number {
-  const [raw] = metadata.get(PULL_METADATA.offset);
-  if (raw === undefined) return 0;
-  const text = String(raw);
-  if (!/^\d{1,15}$/.test(text)) {
+/**
+ * The `x-plugin-offset` asked for, 0 without one: any whole number of bytes
+ * (one past the end is OUT_OF_RANGE, however large); anything else (a sign,
+ * a fraction, two values, hex) is INVALID_ARGUMENT, never read as 0.
+ */
+function parseOffset(metadata: Metadata): bigint {
+  const values = metadata.get(PULL_METADATA.offset);
+  if (values.length === 0) return 0n;
+  const text = values.map(String).join(", ");
+  if (values.length !== 1 || !/^\d+$/.test(text)) {
     throw new PluginError(
       Code.InvalidArgument,
-      `${PULL_METADATA.offset} "${text}" must be a non-negative whole number of bytes`,
+      `${PULL_METADATA.offset} ${quoted(text)} must be one non-negative whole number of bytes, in decimal digits only`,
     );
   }
-  return Number(text);
+  return BigInt(text);
 }

@@ -6,11 +6,10 @@ import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import { type ServeConfig, splitHostPort } from "../config.js";
-import { PluginAdminService } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { PluginCompilerService } from "../gen/atomix/runtime/v1/plugin.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
-import { createAdminService } from "./admin-service.js";
+import { createAdminService, pluginAdminDefinition } from "./admin-service.js";
 import { createCompilerService } from "./compiler-service.js";
 import { createMetrics, type ServerMetrics } from "./metrics.js";
 import { PROTO_DIR } from "./paths.js";
@@ -62,7 +61,7 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   });
   server.addService(pluginRegistryDefinition, createRegistryService({ ...deps, metrics }));
   server.addService(PluginCompilerService, createCompilerService({ ...deps, metrics }));
-  server.addService(PluginAdminService, createAdminService({ ...deps, auth }));
+  server.addService(pluginAdminDefinition, createAdminService({ ...deps, auth }));
 
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...SERVICE_NAMES.map((name) => [name, "SERVING"])]),

@@ -29,10 +29,17 @@ export interface PutOptions {
   annotations?: Record<string, string>;
   /** Refuse the artifact (INVALID_ARGUMENT) unless its bytes hash to this. */
   expectedDigest?: Digest;
-  /** Refuse the artifact (INVALID_ARGUMENT) unless it has exactly this size. */
+  /**
+   * Refuse the artifact (INVALID_ARGUMENT) unless it has exactly this size;
+   * refused as soon as a byte more arrives.
+   */
   expectedSize?: number;
   /** Refuse the artifact (RESOURCE_EXHAUSTED) once it grows past this. */
   maxSize?: number;
+  /**
+   * Aborting it stops the put, up to the moment the key is switched over:
+   * the put rejects with the signal's reason and the key keeps what it had.
+   */
   signal?: AbortSignal;
 }
 

@@ -63,7 +63,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
       return JSON.parse(await readFile(path, "utf8")) as ArtifactManifest;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw PluginError.from(error, `reading ${path}`);
+      throw PluginError.from(error, "reading a manifest of the store");
     }
   }
 
@@ -113,6 +113,8 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
           annotations: { ...options.annotations },
         };
         const id = buildKeyId(key);
+        // The index entry is the commit: a put cancelled until now leaves the key as it was.
+        options.signal?.throwIfAborted();
         await writeFileAtomic(indexPath(id), `${JSON.stringify(manifest, null, 2)}\n`, tmpDir);
         manifests.set(cacheKey(key), manifest);
         return manifest;

@@ -7,6 +7,16 @@ const escapeHtml = (text: string) =>
     (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c] ?? c,
   );
 
+/**
+ * `word` as one word of a POSIX shell command: as is when it holds only
+ * characters no shell treats specially, else in single quotes (a quote
+ * inside written '\''). npm names may hold ' ( ) ! * ~.
+ */
+export function shellQuote(word: string): string {
+  if (/^[A-Za-z0-9@%+=:,./_-]+$/.test(word)) return word;
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
 function formatSize(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   const units = ["KiB", "MiB", "GiB"];
@@ -45,7 +55,14 @@ export function renderCatalogPage(view: CatalogView): string {
     .map((m) => {
       const spec = `${m.key.plugin.name}@${m.key.plugin.version}`;
       const toolchain = m.annotations[ANNOTATIONS.toolchain] ?? "pushed";
-      const command = `atomix-plugins pull ${spec} --runtime ${m.key.runtime.version} --build ${m.key.runtime.buildVersion} --server ${view.grpcAddress} -o plugin`;
+      const command = [
+        "atomix-plugins pull",
+        shellQuote(spec),
+        `--runtime ${shellQuote(m.key.runtime.version)}`,
+        `--build ${shellQuote(m.key.runtime.buildVersion)}`,
+        `--server ${shellQuote(view.grpcAddress)}`,
+        "-o plugin",
+      ].join(" ");
       return `<tr>
   <td class="plugin">${escapeHtml(spec)}</td>
   <td>${escapeHtml(m.key.runtime.version)}</td>

@@ -15,6 +15,7 @@ export function createCatalogSource(root: string): PluginSource {
   const base = resolve(root);
   return {
     description: `catalog ${base}`,
+    label: "the source catalog",
     async fetch(plugin: PluginRef, options) {
       const versionDir = join(base, plugin.name, plugin.version);
       // The name was validated (no "..", no leading "/"), but keep the promise explicit.

@@ -42,6 +42,7 @@ export function createNpmRegistrySource(options: { url: string; fetchTimeoutMs?:
 
   return {
     description: `npm registry ${registry}`,
+    label: "the npm registry",
     async fetch(plugin: PluginRef, fetchOptions) {
       const { signal } = fetchOptions;
       // Scoped names keep their "@" and escape the "/": @acme%2fdriver.

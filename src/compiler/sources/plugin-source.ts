@@ -27,11 +27,17 @@ export interface FetchOptions {
  * it throws for anything else (unreachable, corrupt, ...).
  */
 export interface PluginSource {
+  /** Where it is (a directory, a URL), for the operator's logs. */
   readonly description: string;
+  /** What it is, for callers, who must not learn server paths: "the source catalog". */
+  readonly label: string;
   fetch(plugin: PluginRef, options: FetchOptions): Promise<FetchedPackage | undefined>;
 }
 
-/** Asks each source in turn; NOT_FOUND naming every place looked in. */
+/**
+ * Asks each source in turn; NOT_FOUND naming the kinds of source looked in
+ * (their directories and URLs go to the log, not to the caller).
+ */
 export async function fetchPlugin(
   sources: readonly PluginSource[],
   plugin: PluginRef,
@@ -41,9 +47,10 @@ export async function fetchPlugin(
     const fetched = await source.fetch(plugin, options);
     if (fetched) return fetched;
   }
-  const places = sources.map((source) => source.description);
+  const places = [...new Set(sources.map((source) => source.label))];
   throw new PluginError(
     Code.NotFound,
     `plugin ${plugin.name}@${plugin.version} was found in no source (looked in ${places.length ? places.join("; ") : "nothing: no source is configured"}); add it to a --sources catalog or configure --npm-registry`,
+    { detail: `looked in ${sources.map((source) => source.description).join("; ") || "nothing"}` },
   );
 }

@@ -285,6 +285,8 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
           if (error instanceof PluginError && error.code === Code.DataLoss) return undefined; // overwritten below
           throw error;
         });
+        // The manifest is the commit: a put cancelled until now leaves the tag as it was.
+        signal?.throwIfAborted();
         let outcome = await putManifest(tag, manifest, signal);
         if (outcome === "blob-unknown") {
           // A garbage collection unlinked a blob between our check and the

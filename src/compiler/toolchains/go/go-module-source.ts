@@ -52,11 +52,13 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
       }
     }
   }
-  const where = catalogs.length ? "in the source catalogs" : "";
+  const where = catalogs.length ? "in the source catalog" : "";
+  const looked = `looked in ${catalogs.map((dir) => join(dir, name, options.version)).join(", ") || "no catalog"}`;
   if (options.proxy === "off") {
     throw new PluginError(
       Code.NotFound,
       `Go module ${name}@${version} is not ${where || "in any source"} and no Go module proxy is configured (GOPROXY=off)`,
+      { detail: looked },
     );
   }
   const downloadDir = join(workDir, "download");
@@ -80,7 +82,8 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
       );
     throw new PluginError(
       missing ? Code.NotFound : unreachable ? Code.Unavailable : Code.FailedPrecondition,
-      `Go module ${name}@${version} is not ${where ? `${where} nor ` : ""}available from GOPROXY=${options.proxy}: ${message}`,
+      `Go module ${name}@${version} is not ${where ? `${where} nor ` : ""}available from the Go module proxy${unreachable || missing ? "" : `: ${redactedReason(message)}`}`,
+      { detail: `${looked}; GOPROXY=${options.proxy}: ${message}` },
     );
   }
   await copyModule(options, info.Dir, target, `${name}@${version}`);
@@ -137,4 +140,9 @@ async function isFile(path: string): Promise<boolean> {
     (info) => info.isFile(),
     () => false,
   );
+}
+
+/** Go's reason, with every absolute path (the proxy's folder, the module cache) left out. */
+function redactedReason(message: string): string {
+  return firstLines(message.replace(/(^|[\s"'(=])\/[^\s"'():,]+/g, "$1…"), 3);
 }

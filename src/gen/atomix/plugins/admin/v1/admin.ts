@@ -31,13 +31,23 @@ export interface PushHeader {
   plugin:
     | PluginInfo
     | undefined;
-  /** Expected digest "sha256:<64 hex>"; empty means "whatever arrives". */
+  /**
+   * Expected digest "sha256:<64 hex>". A header needs digest or size: the
+   * artifact is stored only when the stream half-closes with bytes that match
+   * them, so a push cut short stores nothing (INVALID_ARGUMENT without either).
+   */
   digest: string;
-  /** Expected size in bytes; checked when digest is set. */
+  /**
+   * Expected size in bytes; 0 means not announced (push an empty artifact
+   * with its digest).
+   */
   size: number;
-  /** Media type of the artifact; empty means application/octet-stream. */
+  /** Media type of the artifact (RFC 6838); empty means application/octet-stream. */
   mediaType: string;
-  /** Free-form annotations stored with the manifest. */
+  /**
+   * Annotations stored with the manifest; keys under dev.atomix. are the
+   * server's own (INVALID_ARGUMENT).
+   */
   annotations: { [key: string]: string };
 }
 

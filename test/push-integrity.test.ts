@@ -1,0 +1,179 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
+import { Code, PluginError } from "../src/errors/plugin-error.js";
+import type { BuildKey } from "../src/model/build-key.js";
+import { rawPush } from "./helpers/raw-push.js";
+import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
+import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
+
+const PUSH_AND_HANG = fileURLToPath(new URL("./helpers/push-and-hang.js", import.meta.url));
+const MiB = 1024 * 1024;
+
+const keyOf = (name: string): BuildKey => ({
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name, version: "1.0.0" },
+});
+const sha256 = (data: Uint8Array) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Sends `head`, then holds the stream open without ending it until `release` settles. */
+async function* stalledAfter(head: Buffer, release: Promise<unknown>): AsyncGenerator<Uint8Array> {
+  yield head;
+  await release.catch(() => {});
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<PluginError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof PluginError, `a PluginError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail("the push was stored");
+}
+
+/**
+ * Every way a push without a digest can end early, over one store: each
+ * leaves the key's previous artifact in place, served byte for byte.
+ */
+function describePushIntegrity(storeName: string, start: () => Promise<ServerProcess>): void {
+  describe(`a push that does not end whole stores nothing (${storeName} store)`, () => {
+    let server: ServerProcess;
+    let client: PluginClient;
+    let dir: { path: string; remove: () => Promise<void> };
+    const good = randomBytes(3 * MiB + 17);
+    let pulls = 0;
+
+    /** The good artifact is what the key holds, and what a pull delivers. */
+    async function assertGoodArtifactServed(key: BuildKey): Promise<void> {
+      const manifest = await client.inspect(key);
+      assert.equal(manifest.digest, sha256(good));
+      assert.equal(manifest.size, good.byteLength);
+      const to = join(dir.path, `pulled-${++pulls}`);
+      await client.pull(key, { to });
+      assert.ok((await readFile(to)).equals(good), "the pulled bytes are the good artifact's");
+    }
+
+    /** A key holding the good artifact, pushed whole. */
+    async function keyWithGoodArtifact(name: string): Promise<BuildKey> {
+      const key = keyOf(name);
+      await client.push(key, [good]);
+      await assertGoodArtifactServed(key);
+      return key;
+    }
+
+    before(async () => {
+      dir = await tempDir("atomix-push-integrity-");
+      server = await start();
+      client = createPluginClient({ address: server.address });
+    });
+    after(async () => {
+      client.close();
+      await server.stop();
+      await dir.remove();
+    });
+
+    it("keeps the previous artifact when the client cancels mid-stream", async () => {
+      const key = await keyWithGoodArtifact("cancelled");
+      const controller = new AbortController();
+      const pushing = client.push(key, stalledAfter(randomBytes(MiB), sleep(5_000)), {
+        size: good.byteLength,
+        signal: controller.signal,
+      });
+      setTimeout(() => controller.abort(), 300);
+      assert.equal((await codeOf(pushing)).code, Code.Cancelled);
+      await sleep(300); // time for the server to see the stream end
+      await assertGoodArtifactServed(key);
+    });
+
+    it("keeps the previous artifact when the push's deadline passes mid-stream", async () => {
+      const key = await keyWithGoodArtifact("deadline");
+      const pushing = client.push(key, stalledAfter(randomBytes(MiB), sleep(5_000)), {
+        size: good.byteLength,
+        timeoutMs: 400,
+      });
+      assert.equal((await codeOf(pushing)).code, Code.DeadlineExceeded);
+      await sleep(300);
+      await assertGoodArtifactServed(key);
+    });
+
+    it("keeps the previous artifact when the pushing process is killed mid-stream", async () => {
+      const key = await keyWithGoodArtifact("killed");
+      const child = spawn(
+        process.execPath,
+        [PUSH_AND_HANG, server.address, "killed", String(good.byteLength), String(2 * MiB)],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      const exited = once(child, "exit");
+      const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+      const [line] = (await once(lines, "line")) as [string];
+      assert.equal(line, "sent");
+      child.kill("SIGKILL");
+      await exited;
+      await sleep(500); // time for the server to see the connection drop
+      await assertGoodArtifactServed(key);
+    });
+
+    it("keeps the previous artifact when the stream half-closes short of the announced size", async () => {
+      const key = await keyWithGoodArtifact("short");
+      const failure = await codeOf(
+        client.push(key, [randomBytes(good.byteLength - 1)].values(), { size: good.byteLength }),
+      );
+      assert.equal(failure.code, Code.InvalidArgument);
+      assert.match(failure.message, new RegExp(`expected ${good.byteLength}`));
+      await assertGoodArtifactServed(key);
+    });
+
+    it("refuses a stream longer than announced as soon as it is, keeping the previous artifact", async () => {
+      const key = await keyWithGoodArtifact("long");
+      const failure = await codeOf(
+        client.push(key, [randomBytes(good.byteLength + 5000)].values(), { size: good.byteLength }),
+      );
+      assert.equal(failure.code, Code.InvalidArgument);
+      assert.match(failure.message, new RegExp(`more than the announced ${good.byteLength} bytes`));
+      await assertGoodArtifactServed(key);
+    });
+
+    it("refuses a header that announces neither size nor digest, naming the field", async () => {
+      const key = await keyWithGoodArtifact("unannounced");
+      const failure = await rawPush(server.address, key, [randomBytes(1000)]);
+      assert.equal(failure?.code, Code.InvalidArgument);
+      assert.match(failure.message, /^size is required when digest is not set/);
+      await assertGoodArtifactServed(key);
+    });
+
+    it("stores a push without a digest once it half-closes with exactly the announced size", async () => {
+      const key = await keyWithGoodArtifact("whole");
+      const next = randomBytes(MiB + 3);
+      const stored = await client.push(key, [next.subarray(0, 1000), next.subarray(1000)].values(), {
+        size: next.byteLength,
+      });
+      assert.equal(stored.digest, sha256(next));
+      assert.equal((await client.inspect(key)).digest, sha256(next));
+    });
+  });
+}
+
+describePushIntegrity("fs", () => startServerProcess({ args: ["--shutdown-grace", "0"] }));
+
+let registry: RegistryProcess | undefined;
+before(async () => {
+  registry = await startRegistry();
+});
+after(async () => {
+  await registry?.dispose();
+});
+describePushIntegrity("oci", () => {
+  assert.ok(registry, "the registry runs");
+  return startServerProcess({
+    args: ["--store", registry.storeUrl("push-integrity/artifacts"), "--shutdown-grace", "0"],
+  });
+});

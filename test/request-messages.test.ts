@@ -1,0 +1,174 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { credentials, Metadata, type StatusObject } from "@grpc/grpc-js";
+import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
+import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { PluginRegistryClient } from "../src/gen/atomix/runtime/v1/plugin.js";
+import type { BuildKey } from "../src/model/build-key.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
+import { rawPush } from "./helpers/raw-push.js";
+
+const keyOf = (name: string): BuildKey => ({
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name, version: "1.0.0" },
+});
+const LONG = "x".repeat(10 * 1024);
+
+/** The final status of a PullPlugin call with `x-plugin-offset` values, and the bytes it sent. */
+async function pullWithOffset(
+  address: string,
+  key: BuildKey,
+  offsets: string[],
+): Promise<StatusObject & { bytes: number }> {
+  const client = new PluginRegistryClient(address, credentials.createInsecure());
+  const metadata = new Metadata();
+  for (const offset of offsets) metadata.add("x-plugin-offset", offset);
+  try {
+    const call = client.pullPlugin({ runtime: key.runtime, plugin: key.plugin }, metadata);
+    let bytes = 0;
+    const status = await new Promise<StatusObject>((resolve) => {
+      call.on("data", (message: { data: Buffer }) => {
+        bytes += message.data.byteLength;
+      });
+      call.on("error", () => {}); // the status event carries it
+      call.on("status", resolve);
+    });
+    return { ...status, bytes };
+  } finally {
+    client.close();
+  }
+}
+
+/** Asserts a message is short and does not echo `value` whole. */
+function assertCut(message: string, value: string): void {
+  assert.ok(message.length < 400, `a message of ${message.length} characters`);
+  assert.ok(!message.includes(value), "the value is not echoed whole");
+  assert.ok(message.includes("…"), `the cut is marked: ${message}`);
+}
+
+describe("codes and messages for what a caller sends", () => {
+  let server: TestServer;
+  let client: PluginClient;
+  const artifact = randomBytes(1000);
+  const stored = keyOf("stored");
+
+  before(async () => {
+    server = await startTestServer();
+    client = createPluginClient({ address: server.address });
+    await client.push(stored, [artifact]);
+  });
+  after(async () => {
+    client.close();
+    await server.close();
+  });
+
+  it("answers INVALID_ARGUMENT naming size for a PushHeader size no artifact can have (2^53 and up)", async () => {
+    for (const size of ["9007199254740992", "18446744073709551615"]) {
+      const failure = await rawPush(server.address, {
+        ...keyOf("huge"),
+        // A uint64 past 2^53: the encoder takes its decimal digits.
+        size: size as unknown as number,
+      });
+      assert.equal(failure?.code, Code.InvalidArgument, failure?.message);
+      assert.match(failure.message, new RegExp(`^size ${size} is larger than any artifact can be`));
+    }
+    assert.equal(await server.store.get(keyOf("huge")), undefined);
+  });
+
+  it("answers OUT_OF_RANGE for any whole number of bytes past the end as x-plugin-offset", async () => {
+    for (const offset of ["1001", "1000000000000000", "99999999999999999999999999", "1".repeat(10 * 1024)]) {
+      const status = await pullWithOffset(server.address, stored, [offset]);
+      assert.equal(status.code, Code.OutOfRange, `${offset.slice(0, 30)}: ${status.details}`);
+      assert.match(
+        status.details,
+        /^x-plugin-offset "\d+(…)?" is past the end of stored@1\.0\.0 .*\(1000 bytes\)$/,
+      );
+      assert.ok(status.details.length < 200, "a long number is cut");
+    }
+    const atTheEnd = await pullWithOffset(server.address, stored, ["1000"]);
+    assert.equal(atTheEnd.code, Code.Ok);
+    assert.equal(atTheEnd.bytes, 0);
+    const fromFive = await pullWithOffset(server.address, stored, ["5"]);
+    assert.equal(fromFive.bytes, 995);
+  });
+
+  it("refuses a malformed x-plugin-offset with INVALID_ARGUMENT instead of streaming from byte 0", async () => {
+    for (const offsets of [["+5"], ["-1"], ["5.0"], ["0x10"], ["1e3"], [""], ["5", "6"], ["five"]]) {
+      const status = await pullWithOffset(server.address, stored, offsets);
+      assert.equal(status.code, Code.InvalidArgument, `${JSON.stringify(offsets)}: ${status.details}`);
+      assert.match(status.details, /^x-plugin-offset ".*" must be one non-negative whole number of bytes/);
+      assert.equal(status.bytes, 0);
+    }
+    const status = await pullWithOffset(server.address, stored, [LONG]);
+    assert.equal(status.code, Code.InvalidArgument);
+    assertCut(status.details, LONG);
+  });
+
+  it("cuts long values in messages instead of echoing them whole", async () => {
+    const name = await rawPush(server.address, { ...keyOf(LONG), size: 1 });
+    assert.equal(name?.code, Code.InvalidArgument);
+    assertCut(name.message, LONG);
+    const digest = await rawPush(server.address, { ...keyOf("digest"), digest: `sha256:${LONG}` });
+    assert.equal(digest?.code, Code.InvalidArgument);
+    assertCut(digest.message, LONG);
+    const mediaType = await rawPush(server.address, {
+      ...keyOf("media"),
+      size: 1,
+      mediaType: `text/${LONG}`,
+    });
+    assert.equal(mediaType?.code, Code.InvalidArgument);
+    assertCut(mediaType.message, LONG);
+  });
+
+  it("checks media_type against RFC 6838 and stores the ones that are media types", async () => {
+    for (const mediaType of [
+      "text/plain\r\nx-injected: 1",
+      "text/plain\n",
+      "text",
+      "/javascript",
+      "text/java script",
+      "text/plain; charset",
+      `application/${"a".repeat(130)}`,
+      `text/plain; a=${"b".repeat(100 * 1024)}`,
+    ]) {
+      const failure = await rawPush(server.address, { ...keyOf("media"), size: 1, mediaType }, [
+        Buffer.from("x"),
+      ]);
+      assert.equal(failure?.code, Code.InvalidArgument, JSON.stringify(mediaType.slice(0, 40)));
+      assert.match(failure.message, /^media_type ".*" must be a media type \(RFC 6838\)/);
+      assert.ok(failure.message.length < 400);
+    }
+    assert.equal(await server.store.get(keyOf("media")), undefined);
+    for (const mediaType of [
+      "text/javascript",
+      "application/vnd.atomix.plugin.v1+wasm",
+      'text/plain; charset="utf-8"',
+    ]) {
+      const manifest = await client.push(keyOf("media"), [Buffer.from("x")], { mediaType });
+      assert.equal(manifest.mediaType, mediaType);
+    }
+  });
+
+  it("reserves dev.atomix.* annotations to the server, naming the key a push set", async () => {
+    for (const name of ["dev.atomix.toolchain", "dev.atomix.key.plugin.name", "DEV.Atomix.source"]) {
+      const failure = await client
+        .push(keyOf("annotated"), [Buffer.from("x")], { annotations: { team: "storage", [name]: "forged" } })
+        .then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+      assert.ok(failure instanceof PluginError, `${name} was accepted`);
+      assert.equal(failure.code, Code.InvalidArgument);
+      assert.match(
+        failure.message,
+        new RegExp(`^annotations "${name}": keys under dev\\.atomix\\. are set by the server`),
+      );
+    }
+    assert.equal(await server.store.get(keyOf("annotated")), undefined);
+    const manifest = await client.push(keyOf("annotated"), [Buffer.from("x")], {
+      annotations: { team: "storage", "org.example.atomix": "ok" },
+    });
+    assert.deepEqual(manifest.annotations, { team: "storage", "org.example.atomix": "ok" });
+  });
+});
