@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { runProcess } from "../src/compiler/run-process.js";
@@ -263,6 +263,40 @@ describe("Go toolchain", () => {
       exampleGoRuntime({ buildFlags: ["-o=x"] }),
     );
     assert.match(flags.message, /buildFlags\.0: the toolchain sets -o/);
+  });
+
+  it("gives each plugin module a build cache of its own, seeded from a base no plugin wrote", async () => {
+    const cacheOf = (module: string) =>
+      join(test.cacheDir, "build-by-module", createHash("sha256").update(module).digest("hex").slice(0, 32));
+    await build(toolchain, goKey(COUNTER, "v1.0.0"));
+    // Whatever a build leaves in its cache (here: planted by hand) stays with its module.
+    await writeFile(join(cacheOf(COUNTER), "planted"), "left by counter's build");
+    const isolated = "example.com/isolated";
+    await writeModule(scratch, isolated, "v0.1.0", {
+      "go.mod": `module ${isolated}\n\ngo 1.19\n`,
+      "main.go": "package main\n\nvar Plugin = 1\n",
+    });
+    await build(scratchToolchain, goKey(isolated, "v0.1.0"));
+    const entries = await readdir(cacheOf(isolated));
+    assert.ok(!entries.includes("planted"), "another module's build never sees it");
+    const bases = await readdir(join(test.cacheDir, "build-base"));
+    assert.ok(bases.length >= 1);
+    for (const base of bases) {
+      const baseEntries = await readdir(join(test.cacheDir, "build-base", base));
+      assert.ok(!baseEntries.includes("planted"), "nor does the base");
+    }
+    // The new module's cache started from the base: the standard library was not compiled again.
+    const files = async (dir: string) =>
+      (await readdir(dir, { recursive: true, withFileTypes: true }))
+        .filter((entry) => entry.isFile())
+        .map((entry) => join(entry.parentPath, entry.name).slice(dir.length));
+    const baseFiles = await files(join(test.cacheDir, "build-base", bases[0] ?? ""));
+    const moduleFiles = new Set(await files(cacheOf(isolated)));
+    assert.ok(baseFiles.length > 100, `the base holds the standard library (${baseFiles.length} files)`);
+    assert.ok(
+      baseFiles.filter((file) => moduleFiles.has(file)).length >= baseFiles.length - 1,
+      "the module's cache holds every entry of the base",
+    );
   });
 
   it("answers FAILED_PRECONDITION, not a retryable UNAVAILABLE, for a malformed module zip", async () => {

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { RunResult } from "../../run-process.js";
@@ -25,7 +24,7 @@ export interface GoEnvironmentOptions {
   readonly installation: GoInstallation;
   /** The build's private directory: HOME, TMPDIR and GOPATH live in it. */
   readonly workDir: string;
-  /** GOCACHE: the plugin module's own build cache (see goBuildCache). */
+  /** GOCACHE: the plugin module's own build cache (see go-build-cache.ts). */
   readonly buildCache: string;
   /** GOMODCACHE, shared by every build; written only by downloading steps. */
   readonly modCache: string;
@@ -69,16 +68,6 @@ export function goEnvironment(options: GoEnvironmentOptions): Record<string, str
   };
   if (options.noSumCheck) env.GONOSUMDB = options.noSumCheck;
   return env;
-}
-
-/**
- * Go's build cache trusts what it finds: an entry written by one build is
- * used by the next without being checked. So each plugin module gets its
- * own: a build (whatever its source manages to do inside the sandbox) can
- * only ever reach later builds of the same module, never another plugin's.
- */
-export function goBuildCache(cacheDir: string, module: string): string {
-  return join(cacheDir, "build-by-module", createHash("sha256").update(module).digest("hex").slice(0, 32));
 }
 
 /** The folders of `file://` entries of a GOPROXY list: a downloading step reads them. */

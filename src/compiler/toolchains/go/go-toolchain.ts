@@ -6,7 +6,8 @@ import { formatBuildKey } from "../../../model/build-key.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
 import { ANNOTATIONS, type BuildJob, type BuildOutput, type Toolchain } from "../../toolchain.js";
-import { type GoCommand, goBuildCache, goCommand } from "./go-command.js";
+import { createGoBuildCaches } from "./go-build-cache.js";
+import { type GoCommand, goCommand } from "./go-command.js";
 import { type GoInstallations, probeGoInstallations, selectGoInstallation } from "./go-installations.js";
 import {
   checkPluginReplacements,
@@ -77,6 +78,7 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
   const catalogs = (options.sources ?? []).map((dir) => resolve(dir));
   const { sandbox } = options;
   const unpacker = options.unpacker ?? createSourceUnpacker({ sandbox });
+  const buildCaches = createGoBuildCaches(cacheDir);
   let installations: Promise<GoInstallations> | undefined;
   // Probed once: installing another Go release takes a restart to be seen.
   const installed = () => {
@@ -95,9 +97,14 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
 
       await mkdir(join(workDir, "home"), { recursive: true });
       await mkdir(join(workDir, "tmp"), { recursive: true });
-      const buildCache = goBuildCache(cacheDir, key.plugin.name);
+      const flags = ["-buildmode=plugin", "-trimpath", "-buildvcs=false", ...spec.buildFlags];
+      const buildCache = await buildCaches.forModule(key.plugin.name, {
+        installation,
+        flags,
+        sandbox,
+        signal,
+      });
       const modCache = join(cacheDir, "mod");
-      await mkdir(buildCache, { recursive: true });
       await mkdir(modCache, { recursive: true });
       const what = formatBuildKey(key);
       const goMod = goCommand({
@@ -162,7 +169,6 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
         : "none";
       const alignedNote = plan.changes.length ? ` (requirements set to the runtime's: ${alignment})` : "";
 
-      const flags = ["-buildmode=plugin", "-trimpath", "-buildvcs=false", ...spec.buildFlags];
       await checkLinkedVersions({ go, dir: source.dir, flags, runtimeMod, what, tidy, alignedNote });
 
       const artifactPath = join(workDir, "out", "plugin.so");
