@@ -1,4 +1,4 @@
-import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -92,6 +92,7 @@ async function unifiedLimiter(
   } catch {
     return undefined;
   }
+  await removeStale([base]);
   return {
     description: `cgroup v2 (${base})`,
     async create(limits) {
@@ -135,6 +136,7 @@ async function legacyLimiter(
   if (!memoryMount || !pidsMount || memoryPath === undefined || pidsPath === undefined) return undefined;
   const memoryBase = join(memoryMount.path, memoryPath);
   const pidsBase = join(pidsMount.path, pidsPath);
+  await removeStale([memoryBase, pidsBase]);
   const limiter: CgroupLimiter = {
     description: `cgroup v1 (${memoryBase}, ${pidsBase})`,
     async create(limits) {
@@ -210,6 +212,30 @@ async function killAll(dirs: string[]): Promise<void> {
     }
     if (!found) return;
     await sleep(10);
+  }
+}
+
+/**
+ * Step cgroups of servers that died mid-step (SIGKILL, a crash): their
+ * processes are gone with the sandbox, the empty cgroups are removed here.
+ */
+async function removeStale(bases: string[]): Promise<void> {
+  for (const base of bases) {
+    for (const name of await readdir(base).catch(() => [])) {
+      const owner = /^atomix-step-(\d+)-\d+$/.exec(name)?.[1];
+      if (owner === undefined || isAlive(Number(owner))) continue;
+      await killAll([join(base, name)]);
+      await rmdir(join(base, name)).catch(() => {});
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
