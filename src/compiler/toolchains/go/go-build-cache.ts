@@ -103,8 +103,11 @@ async function buildBase(dir: string, options: BaseOptions): Promise<string> {
     const result = await go.run(["build", ...options.flags, "-o", join(work, "base.so"), "."], module);
     if (result.exitCode !== 0) throw new Error(`the base build failed: ${result.stderr.slice(0, 500)}`);
     await writeFile(join(cache, COMPLETE), "");
-    await rm(dir, { recursive: true, force: true });
-    await rename(cache, dir);
+    // A base is complete whenever its folder exists (it arrives by rename),
+    // and is never replaced: another server sharing the cache may be copying it.
+    await rename(cache, dir).catch(async (error: NodeJS.ErrnoException) => {
+      if (!(await exists(join(dir, COMPLETE)))) throw error;
+    });
     return dir;
   } finally {
     await rm(work, { recursive: true, force: true });
