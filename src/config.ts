@@ -115,6 +115,8 @@ export const serveConfigSchema = z
     bwrap: z.string().min(1).default("bwrap"),
     /** All memory one build step may use (cgroup): heap, buffers, children, its tmpfs. */
     buildMemoryBytes: byteSize.default(2 * 1024 * 1024 * 1024),
+    /** Largest file a build may produce (a bundle, a Go plugin); larger is FAILED_PRECONDITION. */
+    maxBuildOutputBytes: byteSize.default(128 * 1024 * 1024),
     /** Bytes a plugin source may unpack to; a larger one is refused. */
     maxSourceBytes: byteSize.default(64 * 1024 * 1024),
     /** Files and folders a plugin source may hold; more is refused. */
@@ -169,6 +171,7 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_BWRAP: "bwrap",
   ATOMIX_PLUGINS_BUILD_MEMORY: "buildMemoryBytes",
   ATOMIX_PLUGINS_MAX_SOURCE_SIZE: "maxSourceBytes",
+  ATOMIX_PLUGINS_MAX_BUILD_OUTPUT: "maxBuildOutputBytes",
   ATOMIX_PLUGINS_MAX_SOURCE_FILES: "maxSourceFiles",
   ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
   ATOMIX_PLUGINS_TLS_CERT: "tlsCert",

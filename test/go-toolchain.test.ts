@@ -308,7 +308,8 @@ describe("Go toolchain", () => {
 
   it("answers FAILED_PRECONDITION, not a retryable UNAVAILABLE, for a malformed module zip", async () => {
     const proxy = join(test.dir, "broken-proxy");
-    const module = "example.com/malformed";
+    // Named as a proxy error would read: the code must not follow the name.
+    const module = "example.com/malformed-502-bad-gateway";
     const at = join(proxy, module, "@v");
     await mkdir(at, { recursive: true });
     await writeFile(join(at, "list"), "v1.0.0\n");

@@ -6,6 +6,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { create as createTar } from "tar";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { EXAMPLE_PLUGINS_DIR } from "../src/config.js";
@@ -23,6 +24,9 @@ import { type ServerProcess, startServerProcess, tempDir } from "./helpers/serve
  * refused with the right code, the canary must appear in no message and no
  * artifact, and the server must stay healthy and build the next plugin.
  */
+/** Declarations of the server's own code, which a plugin must not be able to read either. */
+const SERVER_DECLARATIONS = fileURLToPath(new URL("../src/compiler/build-compiler.d.ts", import.meta.url));
+
 const canary = `CANARY${randomBytes(12).toString("hex")}`;
 
 const nodeKey = (name: string): BuildKey => ({
@@ -234,6 +238,82 @@ describe("hostile plugin sources", { timeout: 600_000 }, () => {
       /fails verification/,
     );
 
+    await plant(
+      "fake-report",
+      {
+        "package.json": pkgJson("fake-report"),
+        "src/index.ts":
+          '// @ts-nocheck\nconst stringify = JSON.stringify;\nJSON.stringify = (v, ...rest) => stringify(v && typeof v === "object" && "nonce" in v ? { ok: true, nonce: v.nonce } : v, ...rest);\nconst write = process.stdout.write.bind(process.stdout);\nprocess.stdout.write = (chunk, ...rest) => write(String(chunk).replace(/"problem":"[^"]*"/, \'"ok":true\'), ...rest);\nexport const notADriver = 1;\n',
+      },
+      "rewrites the checker's JSON.stringify and stdout to pass verification without the export",
+      Code.FailedPrecondition,
+      /it has no export "driver" \(its exports: notADriver\)/,
+    );
+    const repeated = Array.from({ length: 64 }, () => "E.M13").join(", ");
+    await plant(
+      "amplifier",
+      {
+        "package.json": pkgJson("amplifier"),
+        "src/index.ts": `const enum E { A = "0123456789abcdef", ${Array.from({ length: 14 }, (_, i) => `M${i} = ${i === 0 ? "A + A" : `M${i - 1} + M${i - 1}`}`).join(", ")} }\nexport function big() { return [${repeated}]; }\n${DRIVER}`,
+      },
+      "4 KB of source that folds into a 16 MiB bundle",
+      Code.FailedPrecondition,
+      /over the limit of 1048576 \(--max-build-output\)/,
+    );
+    await plant(
+      "server-types",
+      {
+        "package.json": pkgJson("server-types"),
+        "src/index.ts": `import type { DEFAULT_BUILD_QUEUE } from ${JSON.stringify(SERVER_DECLARATIONS)};\nconst leak: "x" = null as unknown as typeof DEFAULT_BUILD_QUEUE;\n${DRIVER}export { leak };\n`,
+      },
+      "quotes the server's own declarations through a type error",
+      Code.FailedPrecondition,
+      /outside the package/,
+    );
+    await plant(
+      "dependency-path",
+      {
+        "package.json": pkgJson("dependency-path", {
+          dependencies: { "../../../../../../../../etc": "1.0.0" },
+        }),
+        "src/index.ts": DRIVER,
+      },
+      "probes server folders through a dependency name",
+      Code.FailedPrecondition,
+      /not a valid npm package name/,
+    );
+    await plant(
+      "null-package",
+      { "package.json": "null", "src/index.ts": DRIVER },
+      "a package.json that is not an object",
+      Code.FailedPrecondition,
+    );
+    await plant(
+      "null-tsconfig",
+      { "package.json": pkgJson("null-tsconfig"), "tsconfig.json": "null", "src/index.ts": DRIVER },
+      "a tsconfig.json that is not an object",
+      Code.FailedPrecondition,
+      /tsconfig\.json is not a JSON object/,
+    );
+    await plant(
+      "file-node-modules",
+      { "package.json": pkgJson("file-node-modules"), node_modules: "not a folder", "src/index.ts": DRIVER },
+      "node_modules as a file, where the runtime's modules go",
+      Code.FailedPrecondition,
+      /node_modules must be a folder/,
+    );
+    await plant(
+      "reserved-name",
+      {
+        "package.json": pkgJson("reserved-name"),
+        "__atomix_export_check__.ts/x.ts": "",
+        "src/index.ts": DRIVER,
+      },
+      "a folder where the build writes its own check",
+      Code.FailedPrecondition,
+      /reserved for the build/,
+    );
+
     // The tarball cases: a bomb (small, unpacking to far more than the limit) and a swarm of files.
     await mkdir(join(dir.path, "bomb", "package"), { recursive: true });
     await writeFile(join(dir.path, "bomb", "package", "package.json"), pkgJson("bomb"));
@@ -270,6 +350,7 @@ describe("hostile plugin sources", { timeout: 600_000 }, () => {
         ...["--sources", catalog, "--sources", EXAMPLE_PLUGINS_DIR],
         ...["--admin-token-file", tokenFile],
         ...["--max-source-size", String(8 * 1024 * 1024), "--max-source-files", "2000"],
+        ...["--max-build-output", String(1024 * 1024)],
       ],
       env: { ATOMIX_HOSTILE_CANARY: canary },
     });

@@ -118,6 +118,11 @@ const SERVE_FLAGS: ServeFlag[] = [
   { flags: "--bwrap <path>", option: "bwrap", what: "the bubblewrap program" },
   { flags: "--build-memory <bytes>", option: "buildMemoryBytes", what: "all memory of one build step" },
   {
+    flags: "--max-build-output <bytes>",
+    option: "maxBuildOutputBytes",
+    what: "largest file a build may produce (a bundle, a Go plugin)",
+  },
+  {
     flags: "--max-source-size <bytes>",
     option: "maxSourceBytes",
     what: "bytes a plugin source may unpack to",
@@ -216,10 +221,11 @@ export async function serve(config: ServeConfig): Promise<void> {
     runtimes: await loadRuntimeCatalog(config.runtimes),
     sandbox,
     toolchains: [
-      createNodeToolchain({ sources, sandbox, unpacker, maxArtifactBytes: config.maxArtifactBytes }),
+      createNodeToolchain({ sources, sandbox, unpacker, maxOutputBytes: config.maxBuildOutputBytes }),
       createGoToolchain({
         sandbox,
         unpacker,
+        maxOutputBytes: config.maxBuildOutputBytes,
         sources: config.sources,
         installations: config.goInstallations,
         proxy: config.goProxy,

@@ -49,6 +49,12 @@ export interface Toolchain {
   build(job: BuildJob): Promise<BuildOutput>;
 }
 
+/**
+ * Largest file a build may produce (--max-build-output): a plugin is small,
+ * and a few bytes of source can fold into a huge output.
+ */
+export const DEFAULT_MAX_BUILD_OUTPUT = 128 * 1024 * 1024;
+
 /** Annotation keys the compiler and toolchains write into manifests. */
 export const ANNOTATIONS = {
   toolchain: "dev.atomix.toolchain",

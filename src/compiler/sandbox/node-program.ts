@@ -1,5 +1,6 @@
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join, sep } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const require = createRequire(import.meta.url);
@@ -7,41 +8,49 @@ const require = createRequire(import.meta.url);
 /** This package's root: dist/src/compiler/sandbox/ is four levels down. */
 const PACKAGE_ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 
+/** The folder of an installed package (`typescript`). */
+export function packageDir(name: string): string {
+  return dirname(require.resolve(`${name}/package.json`));
+}
+
 /**
- * The node_modules folders that hold what step programs import (tar,
- * esbuild, the TypeScript compiler), wherever npm hoisted them: a step sees
- * these, read-only, and nothing else of the installation.
+ * An installed package's folder with the scope folder beside it that holds
+ * its platform binary (`esbuild` and `@esbuild`, `typescript` and
+ * `@typescript`): what a step needs to run that tool, and nothing else of
+ * the installation.
  */
-const MODULE_FOLDERS = [
-  ...new Set(
-    ["tar/package.json", "esbuild/package.json", "typescript/package.json"].map((name) => {
-      const path = require.resolve(name);
-      return path.slice(0, path.lastIndexOf(`${sep}node_modules${sep}`) + `${sep}node_modules`.length);
-    }),
-  ),
-];
+export function toolFolders(name: string): string[] {
+  const dir = packageDir(name);
+  return [dir, join(dirname(dir), `@${name}`)].filter((path) => existsSync(path));
+}
+
+/** The node_modules folder that holds `tar` and what it needs. */
+function tarModules(): string {
+  const dir = packageDir("tar");
+  return dirname(dir);
+}
 
 /**
  * What a step needs to run one of this package's own programs with Node.js
- * inside the sandbox: the compiled program folder (`dist/src`), the package
- * manifest (it makes `.js` files ES modules), and the module folders.
+ * inside the sandbox: the program's own folder, the package manifest (it
+ * makes `.js` files ES modules), and the folders of the packages it
+ * imports (`tar` and its dependencies, `esbuild`), read-only. Nothing else
+ * of the server's installation: a plugin that names a server file finds
+ * nothing there.
  */
 export function nodeProgram(
   programUrl: URL,
   args: readonly string[],
-): {
-  file: string;
-  args: string[];
-  readable: string[];
-} {
+  imports: "tar" | "esbuild",
+): { file: string; args: string[]; readable: string[] } {
+  const program = fileURLToPath(programUrl);
   return {
     file: process.execPath,
-    args: [fileURLToPath(programUrl), ...args],
-    readable: [join(PACKAGE_ROOT, "dist", "src"), join(PACKAGE_ROOT, "package.json"), ...MODULE_FOLDERS],
+    args: [program, ...args],
+    readable: [
+      dirname(program),
+      join(PACKAGE_ROOT, "package.json"),
+      ...(imports === "tar" ? [tarModules()] : toolFolders("esbuild")),
+    ],
   };
-}
-
-/** The folder of an installed package (`typescript`), for steps that run its programs. */
-export function packageDir(name: string): string {
-  return dirname(require.resolve(`${name}/package.json`));
 }

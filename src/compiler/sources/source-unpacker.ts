@@ -54,7 +54,11 @@ export function createSourceUnpacker(options: {
     async unpack(input) {
       await mkdir(input.to, { recursive: true });
       const request = { kind: input.kind, from: input.from, to: input.to, ...limits };
-      const program = nodeProgram(new URL("./unpack-step.js", import.meta.url), [JSON.stringify(request)]);
+      const program = nodeProgram(
+        new URL("./unpack-step.js", import.meta.url),
+        [JSON.stringify(request)],
+        "tar",
+      );
       const result = await options.sandbox.run({
         ...program,
         cwd: input.to,

@@ -84,6 +84,8 @@ export function goCommand(options: {
   sandbox: Sandbox;
   signal?: AbortSignal;
   readable?: readonly string[];
+  /** Largest file any go step (the compiler, the linker, gcc) may write. */
+  maxFileBytes?: number;
 }): GoCommand {
   const { installation, sandbox, signal } = options;
   const online = goEnvironment(options.env);
@@ -103,6 +105,7 @@ export function goCommand(options: {
         : [...readable, options.env.modCache],
       writable: downloading ? [...writable, options.env.modCache] : writable,
       network: downloading && network,
+      ...(options.maxFileBytes === undefined ? {} : { limits: { fileBytes: options.maxFileBytes } }),
       ...(signal ? { signal } : {}),
     });
   return {

@@ -72,13 +72,15 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
   }
   if (result.exitCode !== 0 || !info.Dir || !info.Sum) {
     const message = info.Error ?? firstLines(result.stderr);
+    // Judged without the module's own name and version, which its author chose.
+    const reason = message.replaceAll(name, "").replaceAll(version, "");
     const missing =
-      /not found|no such file|404|410|unknown revision|no matching versions|invalid version/i.test(message);
+      /not found|no such file|404|410|unknown revision|no matching versions|invalid version/i.test(reason);
     // Only a proxy that cannot be reached is worth a retry: a malformed or
     // mismatching module fails the same way every time.
     const unreachable =
-      /dial tcp|connection refused|connection reset|i\/o timeout|TLS handshake|no such host|\b50[234]\b|Service Unavailable|Bad Gateway|Gateway Time-?out/i.test(
-        message,
+      /dial tcp|connection refused|connection reset|i\/o timeout|TLS handshake|no such host|: 50[234] |Service Unavailable|Bad Gateway|Gateway Time-?out/i.test(
+        reason,
       );
     throw new PluginError(
       missing ? Code.NotFound : unreachable ? Code.Unavailable : Code.FailedPrecondition,

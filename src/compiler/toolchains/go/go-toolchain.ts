@@ -5,7 +5,13 @@ import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { formatBuildKey } from "../../../model/build-key.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
-import { ANNOTATIONS, type BuildJob, type BuildOutput, type Toolchain } from "../../toolchain.js";
+import {
+  ANNOTATIONS,
+  type BuildJob,
+  type BuildOutput,
+  DEFAULT_MAX_BUILD_OUTPUT,
+  type Toolchain,
+} from "../../toolchain.js";
 import { createGoBuildCaches } from "./go-build-cache.js";
 import { type GoCommand, goCommand } from "./go-command.js";
 import { type GoInstallations, probeGoInstallations, selectGoInstallation } from "./go-installations.js";
@@ -37,6 +43,8 @@ export const GO_ANNOTATIONS = {
 export interface GoToolchainOptions {
   /** The sandbox every go run (and the gcc it starts) runs in. */
   readonly sandbox: Sandbox;
+  /** Largest file a build may write, the plugin included (--max-build-output); 128 MiB by default. */
+  readonly maxOutputBytes?: number;
   /** Copies plugin modules into builds; default limits in the sandbox if unset. */
   readonly unpacker?: SourceUnpacker;
   /**
@@ -121,6 +129,7 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
           ...(options.noSumCheck ? { noSumCheck: options.noSumCheck } : {}),
         },
         readable: [dirname(spec.goModPath)],
+        maxFileBytes: options.maxOutputBytes ?? DEFAULT_MAX_BUILD_OUTPUT,
       });
 
       const runtimeMod = await readGoMod(goMod, spec.goModPath, `runtime ${runtime.version}'s go.mod`);

@@ -1,6 +1,7 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import semver from "semver";
+import validateName from "validate-npm-package-name";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
 import type { PluginPackage } from "./plugin-package.js";
@@ -24,6 +25,13 @@ export async function alignDependencies(pkg: PluginPackage, runtime: NodeRuntime
     ]),
   ];
   for (const [name, range, kind] of declared) {
+    // A name is a path below node_modules: one that is not a package name could name any folder.
+    if (!validateName(name).validForOldPackages) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${pkg.name}@${pkg.version}: package.json lists ${kind} ${JSON.stringify(name.slice(0, 100))}, which is not a valid npm package name`,
+      );
+    }
     const module = supplied.get(name);
     if (module) {
       if (semver.validRange(range) === null || !semver.satisfies(module.version, range)) {

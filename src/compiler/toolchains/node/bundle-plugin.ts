@@ -1,4 +1,3 @@
-import { readFile } from "node:fs/promises";
 import { version as esbuildVersion } from "esbuild";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { nodeProgram } from "../../sandbox/node-program.js";
@@ -13,7 +12,7 @@ export const ESBUILD_VERSION = esbuildVersion;
 const MAX_ERRORS = 5;
 
 /**
- * Bundles the plugin into one ES module for the runtime's Node.js release,
+ * Bundles the plugin into one ES module (written to `outfile`, whose path is returned) for the runtime's Node.js release,
  * with esbuild in the sandbox. The runtime's modules (and their subpaths)
  * stay imports, Node built-ins stay imports, everything else is inlined, and
  * everything inlined must come from inside the package: a bundle that read
@@ -30,8 +29,9 @@ export async function bundlePlugin(options: {
   sandbox: Sandbox;
   signal: AbortSignal;
   timeoutMs: number;
+  /** Largest bundle (--max-build-output): refused before it is written. */
   maxBytes: number;
-}): Promise<Uint8Array> {
+}): Promise<string> {
   const { pkg, runtime, target } = options;
   const what = `${pkg.name}@${pkg.version}`;
   const request = {
@@ -41,8 +41,13 @@ export async function bundlePlugin(options: {
     target,
     external: runtime.modules.flatMap((module) => [module.name, `${module.name}/*`]),
     tsconfig: options.tsconfig,
+    maxBytes: options.maxBytes,
   };
-  const program = nodeProgram(new URL("./bundle-step.js", import.meta.url), [JSON.stringify(request)]);
+  const program = nodeProgram(
+    new URL("./bundle-step.js", import.meta.url),
+    [JSON.stringify(request)],
+    "esbuild",
+  );
   const outDir = options.outfile.slice(0, options.outfile.lastIndexOf("/"));
   const result = await options.sandbox.run({
     ...program,
@@ -71,7 +76,7 @@ export async function bundlePlugin(options: {
         `${what} does not bundle for ${target}: it imports ${outside.length} ${outside.length === 1 ? "file" : "files"} from outside the package; imports must resolve inside the package or to a module the runtime supplies`,
       );
     }
-    return readFile(options.outfile);
+    return options.outfile;
   }
   if (report?.errors) {
     const shown = report.errors.slice(0, MAX_ERRORS).map((error) =>

@@ -7,10 +7,12 @@
  * argv: one JSON object with `entry`, `dir` (the package), `outfile`,
  * `target`, `external` and `tsconfig`.
  */
+import { writeFile } from "node:fs/promises";
 import { isAbsolute, relative, resolve } from "node:path";
 import { build, type Plugin } from "esbuild";
 
 interface BundleRequest {
+  maxBytes: number;
   entry: string;
   dir: string;
   outfile: string;
@@ -61,14 +63,29 @@ try {
     // a generated config stands in, so no folder above the package is searched.
     tsconfig: request.tsconfig,
     outfile: request.outfile,
-    write: true,
+    write: false,
     metafile: true,
     sourcemap: false,
     charset: "utf8",
     legalComments: "eof",
     logLevel: "silent",
   });
-  report({ ok: true, inputs: Object.keys(result.metafile.inputs) });
+  const output = result.outputFiles[0];
+  if (!output) throw new Error("esbuild produced no output");
+  // A few bytes of source can fold into a huge bundle (constant strings
+  // repeated at every use): refused before anything is written.
+  if (output.contents.byteLength > request.maxBytes) {
+    report({
+      errors: [
+        {
+          text: `the bundle would be ${output.contents.byteLength} bytes, over the limit of ${request.maxBytes} (--max-build-output)`,
+        },
+      ],
+    });
+  } else {
+    await writeFile(request.outfile, output.contents);
+    report({ ok: true, inputs: Object.keys(result.metafile.inputs) });
+  }
 } catch (error) {
   const errors = (error as { errors?: { text: string; location?: { file: string; line: number } | null }[] })
     .errors;

@@ -1,13 +1,19 @@
-import { cp, mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { fetchPlugin, type PluginSource } from "../../sources/plugin-source.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
-import { ANNOTATIONS, type BuildJob, type BuildOutput, type Toolchain } from "../../toolchain.js";
+import {
+  ANNOTATIONS,
+  type BuildJob,
+  type BuildOutput,
+  DEFAULT_MAX_BUILD_OUTPUT,
+  type Toolchain,
+} from "../../toolchain.js";
 import { alignDependencies } from "./align-dependencies.js";
 import { bundlePlugin, ESBUILD_VERSION } from "./bundle-plugin.js";
 import { nodeTarget, readNodeRuntime } from "./node-runtime-spec.js";
-import { checkConfigFiles } from "./package-rules.js";
+import { checkConfigFiles, checkReservedNames, installSuppliedModules } from "./package-rules.js";
 import { readPluginPackage } from "./plugin-package.js";
 import { TYPESCRIPT_VERSION, typeCheck, typeCheckConfigPath } from "./type-check.js";
 import { verifyBundle } from "./verify-bundle.js";
@@ -26,8 +32,8 @@ export interface NodeToolchainOptions {
   verifyTimeoutMs?: number;
   /** Time the type check and the bundle may each take; 60 s by default. */
   stepTimeoutMs?: number;
-  /** Largest bundle written (a process writing a larger file is stopped). */
-  maxArtifactBytes?: number;
+  /** Largest bundle (--max-build-output); 128 MiB by default. */
+  maxOutputBytes?: number;
 }
 
 /**
@@ -60,19 +66,14 @@ export function createNodeToolchain(options: NodeToolchainOptions): Toolchain {
       await rm(scratchDir, { recursive: true, force: true });
       const pkg = await readPluginPackage(fetched.dir, key.plugin);
       await alignDependencies(pkg, runtime);
+      await checkReservedNames(pkg);
       await checkConfigFiles(
         pkg,
         runtime.modules.map((module) => module.name),
       );
       job.signal.throwIfAborted();
 
-      // The runtime's copies of its modules replace whatever the package
-      // shipped: the plugin is checked against what it will really meet.
-      for (const module of runtime.modules) {
-        const into = join(pkg.dir, "node_modules", module.name);
-        await rm(into, { recursive: true, force: true });
-        await cp(module.dir, into, { recursive: true });
-      }
+      await installSuppliedModules(pkg, runtime.modules);
       const hasOwnConfig =
         (await stat(join(pkg.dir, "tsconfig.json")).catch(() => undefined))?.isFile() ?? false;
       // Both only read the package: they run side by side, and the first
@@ -82,7 +83,7 @@ export function createNodeToolchain(options: NodeToolchainOptions): Toolchain {
       job.signal.addEventListener("abort", stopOnAbort, { once: true });
       const outDir = join(workDir, "out");
       await mkdir(outDir);
-      let bundle: Uint8Array;
+      let bundle: string;
       try {
         const checked = typeCheck({ pkg, runtime, sandbox, signal: steps.signal, timeoutMs: stepTimeoutMs });
         const bundled = bundlePlugin({
@@ -94,7 +95,7 @@ export function createNodeToolchain(options: NodeToolchainOptions): Toolchain {
           outfile: join(outDir, "plugin.mjs"),
           signal: steps.signal,
           timeoutMs: stepTimeoutMs,
-          maxBytes: options.maxArtifactBytes ?? 1024 * 1024 * 1024,
+          maxBytes: options.maxOutputBytes ?? DEFAULT_MAX_BUILD_OUTPUT,
         });
         let firstFailure: { error: unknown } | undefined;
         const failFast = (error: unknown): never => {
@@ -121,10 +122,8 @@ export function createNodeToolchain(options: NodeToolchainOptions): Toolchain {
         timeoutMs: verifyTimeoutMs,
       });
 
-      const artifactPath = join(workDir, "plugin.mjs");
-      await writeFile(artifactPath, bundle);
       return {
-        artifactPath,
+        artifactPath: bundle,
         mediaType: NODE_PLUGIN_MEDIA_TYPE,
         annotations: {
           [ANNOTATIONS.toolchainVersion]: `typescript ${TYPESCRIPT_VERSION}, esbuild ${ESBUILD_VERSION}, target ${target}, verified on node ${process.versions.node}`,

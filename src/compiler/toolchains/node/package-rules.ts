@@ -1,4 +1,4 @@
-import { readdir, readFile } from "node:fs/promises";
+import { cp, lstat, readdir, readFile, rm } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { PluginPackage } from "./plugin-package.js";
@@ -36,7 +36,6 @@ export async function checkConfigFiles(pkg: PluginPackage, supplied: readonly st
     const file = join(entry.parentPath, entry.name);
     const name = relative(pkg.dir, file);
     if (supplied.some((module) => name.startsWith(`node_modules/${module}/`))) continue;
-    if (name === "tsconfig.atomix-check.json") continue;
     let config: Record<string, unknown>;
     try {
       config = parseJsonc(await readFile(file, "utf8")) as Record<string, unknown>;
@@ -46,8 +45,12 @@ export async function checkConfigFiles(pkg: PluginPackage, supplied: readonly st
         `${name} is not valid JSON: ${(error as Error).message}`,
       );
     }
+    if (!isObject(config)) throw new PluginError(Code.FailedPrecondition, `${name} is not a JSON object`);
     const base = dirname(file);
-    const options = (config.compilerOptions ?? {}) as Record<string, unknown>;
+    const options = (isObject(config.compilerOptions) ? config.compilerOptions : {}) as Record<
+      string,
+      unknown
+    >;
     const checks: [string, unknown][] = [
       ...strings(config.extends).map((path): [string, unknown] => ["extends", path]),
       ["compilerOptions.baseUrl", options.baseUrl],
@@ -59,7 +62,7 @@ export async function checkConfigFiles(pkg: PluginPackage, supplied: readonly st
       ]),
     ];
     const pathsBase = typeof options.baseUrl === "string" ? resolve(base, options.baseUrl) : base;
-    for (const targets of Object.values((options.paths ?? {}) as Record<string, unknown>)) {
+    for (const targets of Object.values(isObject(options.paths) ? options.paths : {})) {
       for (const target of strings(targets))
         checks.push(["compilerOptions.paths", resolve(pathsBase, target)]);
     }
@@ -76,6 +79,51 @@ export async function checkConfigFiles(pkg: PluginPackage, supplied: readonly st
       }
     }
   }
+}
+
+/** Names the build writes into the package: a package that ships one is refused, not overwritten. */
+export const RESERVED_NAMES = ["tsconfig.atomix-check.json", "__atomix_export_check__.ts"];
+
+export async function checkReservedNames(pkg: PluginPackage): Promise<void> {
+  for (const name of RESERVED_NAMES) {
+    if (
+      await lstat(join(pkg.dir, name)).then(
+        () => true,
+        () => false,
+      )
+    ) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${name}: the package uses a name reserved for the build; rename it`,
+      );
+    }
+  }
+}
+
+/**
+ * The runtime's copies of its modules replace whatever the package shipped
+ * under their names: the plugin is checked against what it will really meet.
+ */
+export async function installSuppliedModules(
+  pkg: PluginPackage,
+  modules: readonly { name: string; dir: string }[],
+): Promise<void> {
+  for (const module of modules) {
+    const into = join(pkg.dir, "node_modules", module.name);
+    try {
+      await rm(into, { recursive: true, force: true });
+      await cp(module.dir, into, { recursive: true });
+    } catch (error) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `node_modules/${module.name}: the package's node_modules cannot take the runtime's ${module.name} (${(error as NodeJS.ErrnoException).code ?? "error"}); node_modules must be a folder`,
+      );
+    }
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function strings(value: unknown): string[] {

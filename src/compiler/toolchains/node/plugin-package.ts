@@ -47,6 +47,12 @@ export async function readPluginPackage(dir: string, plugin: PluginRef): Promise
       { cause: error },
     );
   }
+  if (!pkg || typeof pkg !== "object" || Array.isArray(pkg)) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `plugin ${plugin.name}@${plugin.version} has no valid package.json: it is not a JSON object`,
+    );
+  }
   if (pkg.name !== plugin.name || pkg.version !== plugin.version) {
     throw new PluginError(
       Code.FailedPrecondition,

@@ -1,9 +1,8 @@
 import { writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join, posix, relative } from "node:path";
-import { pathToFileURL } from "node:url";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
-import { nodeProgram } from "../../sandbox/node-program.js";
+import { toolFolders } from "../../sandbox/node-program.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
 import { isOutside, OUTSIDE_FILE } from "./package-rules.js";
@@ -11,6 +10,7 @@ import type { PluginPackage } from "./plugin-package.js";
 
 const require = createRequire(import.meta.url);
 const TYPESCRIPT_DIR = dirname(require.resolve("typescript/package.json"));
+const TYPESCRIPT_FOLDERS = toolFolders("typescript");
 /** typescript@7 is a native compiler with no JavaScript API: its `tsc` is run as a process. */
 const TSC = join(TYPESCRIPT_DIR, "bin", "tsc");
 export const TYPESCRIPT_VERSION = (require("typescript/package.json") as { version: string }).version;
@@ -72,12 +72,13 @@ export async function typeCheck(options: {
   };
   const configFile = typeCheckConfigPath(pkg);
   await writeFile(configFile, JSON.stringify(tsconfig, null, 2));
-  const program = nodeProgram(pathToFileURL(TSC), ["-p", configFile, "--pretty", "false", "--listFiles"]);
-  // The package is read-only here: the check writes nothing (noEmit).
+  // The package is read-only here: the check writes nothing (noEmit). The
+  // compiler sees its own folders and the package, nothing else of the server.
   const result = await options.sandbox.run({
-    ...program,
+    file: process.execPath,
+    args: [TSC, "-p", configFile, "--pretty", "false", "--listFiles"],
     cwd: pkg.dir,
-    readable: [...program.readable, pkg.dir],
+    readable: [...TYPESCRIPT_FOLDERS, pkg.dir],
     env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
     signal: options.signal,
     timeoutMs: options.timeoutMs,
@@ -90,10 +91,7 @@ export async function typeCheck(options: {
   }
   // Diagnostics first, then (--listFiles) every file the program read.
   const listed = result.stdout.split("\n").filter((line) => line.startsWith("/") && !DIAGNOSTIC.test(line));
-  const toolchainFiles = program.readable;
-  const outside = listed.filter(
-    (file) => isOutside(relative(pkg.dir, file)) && !toolchainFiles.some((dir) => file.startsWith(`${dir}/`)),
-  );
+  const outside = listed.filter((file) => isOutside(relative(pkg.dir, file)) && !isStandardLibrary(file));
   if (outside.length > 0) {
     // Any diagnostic could quote such a file (a literal type, a suggested name): none is shown.
     throw new PluginError(
@@ -117,6 +115,16 @@ export async function typeCheck(options: {
   throw new PluginError(
     Code.FailedPrecondition,
     `${pkg.name}@${pkg.version} does not type-check against runtime ${runtime.version}: ${shown.join("; ")}${more}`,
+  );
+}
+
+/** TypeScript's own declarations of the language (`lib.es2023.d.ts`): the only files outside the package a check may read. */
+function isStandardLibrary(file: string): boolean {
+  return (
+    /\/lib\.[\w.]+\.d\.ts$/.test(file) &&
+    TYPESCRIPT_FOLDERS.some(
+      (dir) => file.startsWith(`${dir}/`) && !file.slice(dir.length).includes("/node_modules/"),
+    )
   );
 }
 

@@ -1,9 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { cp, mkdir, writeFile } from "node:fs/promises";
+import { copyFile, cp, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
-import { lastJsonLine } from "../../sources/source-unpacker.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
 
 /** All the memory a verification load may use: heap, buffers, code. */
@@ -11,36 +10,58 @@ const VERIFY_MEMORY_BYTES = 512 * 1024 * 1024;
 
 /**
  * Runs in the sandbox: imports the bundle and reports, as one JSON line,
- * whether the required export is there with the right shape. It exits
- * explicitly, so a plugin that leaves a timer running cannot hold it open.
+ * whether the required export is there with the right shape. The plugin
+ * runs in this same process and may replace any global (JSON, Object,
+ * Array.prototype, process.stdout, fs.writeSync), so everything the checker
+ * uses after the import is taken before it, the report is written with
+ * those copies, and it carries a nonce the plugin cannot read (gone from the
+ * environment before the import; the permission model keeps it from
+ * /proc/self/environ). A plugin can make its check fail, never pass.
  */
 const CHECKER = `
+import * as fs from "node:fs";
 import { pathToFileURL } from "node:url";
+const write = fs.writeSync;
+const stringify = JSON.stringify;
+const keysOf = Object.keys;
+const exit = process.exit.bind(process);
+const toText = String;
 const [bundle, specText] = process.argv.slice(1);
 const spec = JSON.parse(specText);
-// The report carries a nonce the plugin cannot read (it is gone from the
-// environment before the plugin loads), so a plugin cannot print a false one.
+const members = [];
+for (const member of keysOf(spec.members)) members[members.length] = [member, spec.members[member]];
 const nonce = process.env.ATOMIX_VERIFY_NONCE;
 delete process.env.ATOMIX_VERIFY_NONCE;
-const report = (result) => { process.stdout.write(JSON.stringify({ ...result, nonce }) + "\\n", () => process.exit(0)); };
+const url = pathToFileURL(bundle).href;
+const report = (problem) => {
+  const body = problem === undefined ? '"ok":true' : '"problem":' + stringify(toText(problem));
+  write(1, "\\n{" + body + ',"nonce":' + stringify(nonce) + "}\\n");
+  exit(0);
+};
 let plugin;
 try {
-  plugin = await import(pathToFileURL(bundle).href);
+  plugin = await import(url);
 } catch (error) {
-  report({ problem: "loading it threw " + (error?.name ?? "an error") + ": " + (error?.message ?? String(error)) });
+  let what = "an error";
+  try { what = toText(error?.name ?? "an error") + ": " + toText(error?.message ?? error); } catch {}
+  report("loading it threw " + what);
 }
 if (plugin) {
   const value = plugin[spec.name];
-  const exported = Object.keys(plugin).sort();
   if (value === undefined) {
-    report({ problem: 'it has no export "' + spec.name + '" (its exports: ' + (exported.join(", ") || "none") + ")" });
+    let exported = "";
+    const names = keysOf(plugin);
+    for (let i = 0; i < names.length; i++) exported += (i ? ", " : "") + names[i];
+    report('it has no export "' + spec.name + '" (its exports: ' + (exported || "none") + ")");
   } else if (spec.kind === "object" ? typeof value !== "object" || value === null : typeof value !== "function") {
-    report({ problem: 'its export "' + spec.name + '" is ' + (value === null ? "null" : "a " + typeof value) + ", not " + (spec.kind === "object" ? "an object" : "a function") });
+    report('its export "' + spec.name + '" is ' + (value === null ? "null" : "a " + typeof value) + ", not " + (spec.kind === "object" ? "an object" : "a function"));
   } else {
-    const wrong = Object.entries(spec.members).filter(([member, type]) => typeof value[member] !== type);
-    report(wrong.length
-      ? { problem: 'its export "' + spec.name + '" lacks ' + wrong.map(([m, t]) => m + " (" + t + ", found " + typeof value[m] + ")").join(", ") }
-      : { ok: true });
+    let wrong = "";
+    for (let i = 0; i < members.length; i++) {
+      const found = typeof value[members[i][0]];
+      if (found !== members[i][1]) wrong += (wrong ? ", " : "") + members[i][0] + " (" + members[i][1] + ", found " + found + ")";
+    }
+    report(wrong ? 'its export "' + spec.name + '" lacks ' + wrong : undefined);
   }
 }
 `;
@@ -55,7 +76,8 @@ if (plugin) {
  * on the server.
  */
 export async function verifyBundle(options: {
-  bundle: Uint8Array;
+  /** The bundle's file: copied next to the runtime's modules, never read into memory. */
+  bundle: string;
   runtime: NodeRuntime;
   dir: string;
   name: string;
@@ -69,7 +91,7 @@ export async function verifyBundle(options: {
     await cp(module.dir, join(dir, "node_modules", module.name), { recursive: true });
   }
   const bundlePath = join(dir, "plugin.mjs");
-  await writeFile(bundlePath, options.bundle);
+  await copyFile(options.bundle, bundlePath);
   const nonce = randomBytes(16).toString("hex");
   const result = await options.sandbox.run({
     file: process.execPath,
@@ -98,8 +120,11 @@ export async function verifyBundle(options: {
       `${options.name} did not finish loading within ${options.timeoutMs} ms (a top-level await that never settles, or an endless loop)`,
     );
   }
-  const last = lastJsonLine(result.stdout) as { ok?: boolean; problem?: string; nonce?: string } | undefined;
-  const report = last?.nonce === nonce ? last : undefined;
+  // Only the checker knows the nonce: a line without it is the plugin's.
+  const report = result.stdout
+    .split("\n")
+    .map((line) => parseReport(line))
+    .find((candidate) => candidate?.nonce === nonce);
   if (report?.ok) return;
   const problem =
     report?.problem ??
@@ -110,6 +135,17 @@ export async function verifyBundle(options: {
     Code.FailedPrecondition,
     `${options.name} fails verification for runtime ${runtime.version}: ${problem}`,
   );
+}
+
+function parseReport(line: string): { ok?: boolean; problem?: string; nonce?: string } | undefined {
+  try {
+    const value: unknown = JSON.parse(line);
+    return value && typeof value === "object"
+      ? (value as { ok?: boolean; problem?: string; nonce?: string })
+      : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function lastLines(text: string): string {
