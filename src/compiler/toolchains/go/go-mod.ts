@@ -38,8 +38,13 @@ export interface AlignmentPlan {
  * installed release accepts is understood. A file go cannot parse is
  * FAILED_PRECONDITION.
  */
-export async function readGoMod(go: GoCommand, file: string, what: string): Promise<GoMod> {
-  const result = await go.run(["mod", "edit", "-json", file], dirname(file));
+export async function readGoMod(
+  go: GoCommand,
+  file: string,
+  what: string,
+  cwd = dirname(file),
+): Promise<GoMod> {
+  const result = await go.run(["mod", "edit", "-json", file], cwd);
   if (result.exitCode !== 0) {
     throw new PluginError(
       Code.FailedPrecondition,

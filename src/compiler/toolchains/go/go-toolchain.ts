@@ -128,11 +128,17 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
           sumdb,
           ...(options.noSumCheck ? { noSumCheck: options.noSumCheck } : {}),
         },
-        readable: [dirname(spec.goModPath)],
+        // The runtime's go.mod alone: not the rest of the folder it sits in.
+        readable: [spec.goModPath],
         maxFileBytes: options.maxOutputBytes ?? DEFAULT_MAX_BUILD_OUTPUT,
       });
 
-      const runtimeMod = await readGoMod(goMod, spec.goModPath, `runtime ${runtime.version}'s go.mod`);
+      const runtimeMod = await readGoMod(
+        goMod,
+        spec.goModPath,
+        `runtime ${runtime.version}'s go.mod`,
+        workDir,
+      );
       // The runtime's directory replacements (operator-trusted) are what
       // every later step may read beyond the module, the caches and Go.
       const go = goMod.withReadable(runtimeReplacementDirs(runtimeMod, spec.goModPath));
