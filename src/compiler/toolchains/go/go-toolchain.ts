@@ -1,5 +1,5 @@
 import { mkdir } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { formatBuildKey } from "../../../model/build-key.js";
