@@ -126,8 +126,33 @@ describe("the command line", () => {
 
   it("exits with a code per class of failure, one line naming the gRPC code", async () => {
     await runCli(["push", "exits@1.0.0", artifactFile, ...RUNTIME], env());
-    expectExit(await runCli(["pull", "--bogus"], env()), EXIT.usage, /error: /);
-    expectExit(await runCli(["ls", "--bogus"], env()), EXIT.usage, /error: unknown option '--bogus'/);
+    expectExit(
+      await runCli(["pull", "--bogus"], env()),
+      EXIT.usage,
+      /^atomix-plugins: INVALID_ARGUMENT: .* \(run with --help for usage\)$/,
+    );
+    expectExit(
+      await runCli(["ls", "--bogus"], env()),
+      EXIT.usage,
+      /^atomix-plugins: INVALID_ARGUMENT: unknown option '--bogus'/,
+    );
+    const usageJson = await runCli(["ls", "--bogus", "--json"], env());
+    expectExit(usageJson, EXIT.usage);
+    assert.deepEqual(JSON.parse(usageJson.stderr), {
+      error: {
+        code: "INVALID_ARGUMENT",
+        message: "unknown option '--bogus' (run with --help for usage)",
+        exitCode: 2,
+      },
+    });
+    expectExit(
+      await runCli(["frobnicate"], env()),
+      EXIT.usage,
+      /^atomix-plugins: INVALID_ARGUMENT: unknown command/,
+    );
+    const version = await runCli(["--version"], env());
+    expectExit(version, EXIT.ok);
+    assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
     expectExit(
       await runCli(["pull", "exits@1.0.0", "-o", join(work, "x")], env()),
       EXIT.usage,

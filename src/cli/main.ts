@@ -3,21 +3,37 @@
 // MiB, and a long pull touches all of it, so a server's resident memory grew
 // with the size of what it streamed (README, Performance). Measured: no loss
 // of pull or CompilePlugin throughput. `npm start` and the benchmark pass it too.
+import { readFileSync } from "node:fs";
 import { Command, type CommanderError } from "commander";
+import { Code, PluginError } from "../errors/plugin-error.js";
 import { gcCommand, inspectCommand, lsCommand, rmCommand } from "./admin-commands.js";
-import { EXIT } from "./cli-common.js";
+import { EXIT, fail } from "./cli-common.js";
 import { compileCommand } from "./compile-command.js";
 import { serveCommand } from "./serve-command.js";
 import { pullCommand, pushCommand } from "./transfer-commands.js";
 
-/** commander's own exits: help and version are success, the rest are usage errors. */
+const { version } = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
+  version: string;
+};
+
+/**
+ * commander's own exits: help and version are success; a usage error is
+ * reported like every other failure (`atomix-plugins: INVALID_ARGUMENT: ...`,
+ * or JSON on stderr under --json) and exits 2.
+ */
 function exitFor(error: CommanderError): never {
   const success = ["commander.helpDisplayed", "commander.version", "commander.help"];
-  process.exit(success.includes(error.code) ? EXIT.ok : EXIT.usage);
+  if (success.includes(error.code)) process.exit(EXIT.ok);
+  const message = error.message.replace(/^error: /, "");
+  fail(
+    new PluginError(Code.InvalidArgument, `${message} (run with --help for usage)`),
+    process.argv.includes("--json"),
+  );
 }
 
 const program = new Command("atomix-plugins")
   .description("plugin registry and compiler for atomix runtime proxies")
+  .version(version, "-V, --version", "print the version")
   .addCommand(pullCommand())
   .addCommand(compileCommand())
   .addCommand(pushCommand())
@@ -44,7 +60,8 @@ Examples:
 
 // addCommand does not pass these settings down: every command gets them.
 for (const command of [program, ...program.commands]) {
-  command.exitOverride(exitFor).showHelpAfterError("(run with --help for usage)");
+  // commander prints nothing of its own for an error: exitFor reports it.
+  command.exitOverride(exitFor).configureOutput({ outputError: () => {} });
 }
 
 await program.parseAsync(process.argv);
