@@ -1,7 +1,4 @@
-import { join } from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
@@ -12,8 +9,13 @@ import type { ArtifactStore } from "../store/artifact-store.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
 import { createAdminService } from "./admin-service.js";
 import { createCompilerService } from "./compiler-service.js";
+import { addHealthList, type ServingStatus } from "./health-list.js";
 import { createMetrics, type ServerMetrics } from "./metrics.js";
-import { PROTO_DIR } from "./paths.js";
+import {
+  addReflectionService,
+  createReflectionIndex,
+  REFLECTION_SERVICE_NAMES,
+} from "./reflection-service.js";
 import { createRegistryService, pluginRegistryDefinition } from "./registry-service.js";
 
 export const SERVICE_NAMES = [
@@ -21,6 +23,8 @@ export const SERVICE_NAMES = [
   "atomix.runtime.v1.PluginCompiler",
   "atomix.plugins.admin.v1.PluginAdmin",
 ] as const;
+
+const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
 
 export interface ServerDeps {
   config: ServeConfig;
@@ -68,13 +72,14 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     Object.fromEntries([["", "SERVING"], ...SERVICE_NAMES.map((name) => [name, "SERVING"])]),
   );
   health.addToServer(server);
+  let serving: ServingStatus = "SERVING";
+  addHealthList(server, () => new Map(["", ...SERVICE_NAMES].map((name) => [name, serving])));
 
-  const protoFiles = ["atomix/runtime/v1/plugin.proto", "atomix/plugins/admin/v1/admin.proto"];
-  const descriptors = loadSync(
-    protoFiles.map((file) => join(PROTO_DIR, file)),
-    { includeDirs: [PROTO_DIR] },
+  addReflectionService(
+    server,
+    createReflectionIndex([...SERVICE_NAMES, HEALTH_SERVICE_NAME, ...REFLECTION_SERVICE_NAMES]),
+    deps.log,
   );
-  new ReflectionService(descriptors).addToServer(server);
 
   const { host, port } = splitHostPort(config.listen);
   const hostPart = host.includes(":") ? `[${host}]` : host;
@@ -88,7 +93,8 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   const address = `${hostPart}:${bound}`;
 
   let stopping: Promise<void> | undefined;
-  const setHealth = (status: "SERVING" | "NOT_SERVING") => {
+  const setHealth = (status: ServingStatus) => {
+    serving = status;
     for (const name of ["", ...SERVICE_NAMES]) health.setStatus(name, status);
   };
   const store = watchStoreReachable(deps, (reachable) => {
