@@ -104,8 +104,19 @@ export const serveConfigSchema = z
     buildQueue: z.coerce.number().int().nonnegative().default(64),
     /** A build running longer is killed and reported as DEADLINE_EXCEEDED. */
     buildTimeoutMs: z.coerce.number().int().positive().default(120_000),
-    /** How long in-flight calls may run after SIGTERM before they are cancelled. */
+    /** How long in-flight calls may run after SIGTERM before they end with UNAVAILABLE. */
     shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
+    /**
+     * A connection that has not finished TLS and sent the HTTP/2 preface this
+     * long after it was accepted is closed: a peer that says nothing holds a
+     * socket for this long, not for ever.
+     */
+    handshakeTimeoutMs: z.coerce.number().int().positive().default(10_000),
+    /**
+     * A connection with no call for this long is closed (GOAWAY): a fleet of
+     * sidecars keeps connections it uses, and gives back the others.
+     */
+    idleTimeoutMs: z.coerce.number().int().positive().default(300_000),
     /** PEM certificate chain and key: serve gRPC over TLS. */
     tlsCert: z.string().min(1).optional(),
     tlsKey: z.string().min(1).optional(),
@@ -151,6 +162,8 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
   ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",
   ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
+  ATOMIX_PLUGINS_HANDSHAKE_TIMEOUT_MS: "handshakeTimeoutMs",
+  ATOMIX_PLUGINS_IDLE_TIMEOUT_MS: "idleTimeoutMs",
   ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
   ATOMIX_PLUGINS_TLS_KEY: "tlsKey",
   ATOMIX_PLUGINS_TLS_CLIENT_CA: "tlsClientCa",
