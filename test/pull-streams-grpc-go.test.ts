@@ -96,7 +96,9 @@ describe("pull streams from grpc-go under cancellation", () => {
     const report = JSON.parse(run.stdout) as StressReport;
     const { failures, ...counts } = report;
     t.diagnostic(JSON.stringify({ ...counts, failures: failures.length }));
-    assert.deepEqual(failures.slice(0, 5), [], `${failures.length} pulls failed`);
+    const kinds = new Map<string, number>();
+    for (const failure of failures) kinds.set(failure.error, (kinds.get(failure.error) ?? 0) + 1);
+    assert.equal(failures.length, 0, `pulls failed: ${JSON.stringify(Object.fromEntries(kinds))}`);
     assert.equal(report.whole + report.cancelled, 20_000);
     assert.ok(report.whole >= 10_000, `only ${report.whole} pulls were not cancelled`);
     assert.ok(report.cancelled >= 2_000, `only ${report.cancelled} pulls were cancelled in time`);

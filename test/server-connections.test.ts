@@ -91,6 +91,56 @@ describe("connections", () => {
   });
 });
 
+describe("connections whose client cancels a lot", () => {
+  let server: ServerProcess;
+
+  before(async () => {
+    server = await startServerProcess();
+  });
+
+  after(async () => {
+    await server.stop();
+  });
+
+  it("are retired (no new streams, then GOAWAY NO_ERROR) before nghttp2 ends them with INTERNAL_ERROR", async () => {
+    const session = http2Connect(`http://${server.address}`);
+    session.on("error", () => {});
+    await once(session, "remoteSettings");
+    const goaway = once(session, "goaway") as Promise<[number]>;
+    let noNewStreams = false;
+    session.on("remoteSettings", (settings) => {
+      if (settings.maxConcurrentStreams === 0) noNewStreams = true;
+    });
+    // Calls cancelled as soon as they are sent: one RST_STREAM each, much
+    // faster than the 33 a second nghttp2 refills. nghttp2 alone answers the
+    // 1001st with GOAWAY(INTERNAL_ERROR).
+    let sent = 0;
+    let ended = false;
+    void goaway.then(() => {
+      ended = true;
+    });
+    while (!ended && sent < 1_500) {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/atomix.runtime.v1.PluginRegistry/PullPlugin",
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      stream.on("error", () => {});
+      stream.close(http2Constants.NGHTTP2_CANCEL);
+      sent += 1;
+      // About a thousand a second, a reader between each few as a client has.
+      if (sent % 5 === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const [code] = await goaway;
+    session.destroy();
+    assert.equal(code, http2Constants.NGHTTP2_NO_ERROR);
+    assert.ok(noNewStreams, "GOAWAY came without SETTINGS_MAX_CONCURRENT_STREAMS 0 first");
+    assert.ok(sent < 1_000, `retired only after ${sent} resets`);
+    assert.ok(sent > 400, `retired after ${sent} resets already`);
+  });
+});
+
 describe("shutdown", () => {
   it("ends an open health Watch with UNAVAILABLE at once and exits without waiting for the grace", async () => {
     const server = await startServerProcess({ args: ["--shutdown-grace", "20000"] });

@@ -19,7 +19,7 @@ const RESET_BURST = 1000;
 /** ...refilled at this many a second (nghttp2_option_set_stream_reset_rate_limit defaults). */
 const RESET_RATE_PER_SECOND = 33;
 /** Resets left in the budget when a connection is closed gracefully. */
-const RESET_MARGIN = 400;
+const RESET_MARGIN = 500;
 /** How long a retired connection waits for its client to acknowledge "no new streams" before GOAWAY. */
 const RETIRE_ACK_TIMEOUT_MS = 5_000;
 /** Bytes a PING ACK (and the server's own keepalive PING) may add to a connection's output. */
@@ -123,10 +123,15 @@ export function guardConnections(
     http2Server.on("stream", (stream: ServerHttp2Stream) => {
       const session = stream.session;
       if (!session) return;
-      stream.once("close", () => {
-        // A stream the client reset (a cancelled call) closes with its code.
-        if (stream.rstCode !== http2Constants.NGHTTP2_NO_ERROR) spendReset(session);
-      });
+      // A stream the client reset (a cancelled call) closes with its code;
+      // one reset right after its HEADERS is closed before this event.
+      const counted = () => {
+        if (stream.rstCode !== undefined && stream.rstCode !== http2Constants.NGHTTP2_NO_ERROR) {
+          spendReset(session);
+        }
+      };
+      if (stream.closed) counted();
+      else stream.once("close", counted);
     });
   }
 
