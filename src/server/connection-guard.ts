@@ -18,7 +18,7 @@ const MAX_PING_STRIKES = 2;
 const RESET_BURST = 1000;
 /** ...refilled at this many a second (nghttp2_option_set_stream_reset_rate_limit defaults). */
 const RESET_RATE_PER_SECOND = 33;
-/** Resets left in the budget when a connection is closed gracefully. */
+/** Resets left in the budget when a connection is retired. */
 const RESET_MARGIN = 500;
 /** How long a retired connection waits for its client to acknowledge "no new streams" before GOAWAY. */
 const RETIRE_ACK_TIMEOUT_MS = 5_000;
@@ -26,8 +26,6 @@ const RETIRE_ACK_TIMEOUT_MS = 5_000;
 const PING_ACK_ALLOWANCE = 96;
 
 export interface ConnectionGuard {
-  /** Connections open now, handshake done or not. */
-  open(): number;
   /** Closes every connection at once, without a frame: clients see a dropped connection (UNAVAILABLE). */
   dropAll(): void;
 }
@@ -62,7 +60,9 @@ export function guardConnections(
   const target = server as unknown as { createHttp2Server?: (credentials: unknown) => unknown };
   const original = target.createHttp2Server;
   if (typeof original !== "function") {
-    options.log.warn("this grpc-js has no createHttp2Server: no handshake timeout or ping limit");
+    options.log.warn(
+      "this grpc-js has no createHttp2Server: no handshake timeout, reset budget or ping limit",
+    );
   } else {
     target.createHttp2Server = function (this: unknown, credentials: unknown) {
       const http2Server = original.call(this, credentials) as Http2Server | Http2SecureServer;
@@ -206,7 +206,6 @@ export function guardConnections(
   }
 
   return {
-    open: () => sockets.size,
     dropAll() {
       for (const socket of sockets) socket.destroy();
     },
