@@ -121,8 +121,19 @@ export const serveConfigSchema = z
     maxSourceBytes: byteSize.default(64 * 1024 * 1024),
     /** Files and folders a plugin source may hold; more is refused. */
     maxSourceFiles: z.coerce.number().int().positive().default(10_000),
-    /** How long in-flight calls may run after SIGTERM before they are cancelled. */
+    /** How long in-flight calls may run after SIGTERM before they end with UNAVAILABLE. */
     shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
+    /**
+     * A connection that has not finished TLS and sent the HTTP/2 preface this
+     * long after it was accepted is closed: a peer that says nothing holds a
+     * socket for this long, not for ever.
+     */
+    handshakeTimeoutMs: z.coerce.number().int().positive().default(10_000),
+    /**
+     * A connection with no call for this long is closed (GOAWAY): a fleet of
+     * sidecars keeps connections it uses, and gives back the others.
+     */
+    idleTimeoutMs: z.coerce.number().int().positive().default(300_000),
     /** PEM certificate chain and key: serve gRPC over TLS. */
     tlsCert: z.string().min(1).optional(),
     tlsKey: z.string().min(1).optional(),
@@ -174,6 +185,8 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_MAX_BUILD_OUTPUT: "maxBuildOutputBytes",
   ATOMIX_PLUGINS_MAX_SOURCE_FILES: "maxSourceFiles",
   ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
+  ATOMIX_PLUGINS_HANDSHAKE_TIMEOUT_MS: "handshakeTimeoutMs",
+  ATOMIX_PLUGINS_IDLE_TIMEOUT_MS: "idleTimeoutMs",
   ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
   ATOMIX_PLUGINS_TLS_KEY: "tlsKey",
   ATOMIX_PLUGINS_TLS_CLIENT_CA: "tlsClientCa",

@@ -229,8 +229,8 @@ describe("server lifecycle", () => {
     }
   });
 
-  it("cancels pulls still running when the grace period is over, and exits 0", async () => {
-    const server = await startServerProcess({ args: ["--shutdown-grace", "200"] });
+  it("ends a pull whose client stopped reading with UNAVAILABLE once the grace period is over, and exits 0", async () => {
+    const server = await startServerProcess({ args: ["--shutdown-grace", "300"] });
     const pusher = createPluginClient({ address: server.address });
     await pusher.push(keyFor("stalled"), [randomBytes(32 * MiB)]);
     pusher.close();
@@ -240,16 +240,20 @@ describe("server lifecycle", () => {
       channelOptions: { "grpc-node.flow_control_window": 65_535 },
     });
     try {
-      const outcome = new Promise<string>((resolve) => {
+      let signalled = 0;
+      const outcome = new Promise<{ code: number; details: string }>((resolve) => {
         const call = clients.registry.pullPlugin(keyFor("stalled") as never);
         call.once("data", () => {
           call.pause();
+          signalled = performance.now();
           server.child.kill("SIGTERM");
-          server.child.once("exit", () => resolve("server exited while the pull was stalled"));
         });
-        call.on("error", () => resolve("server exited while the pull was stalled"));
+        call.on("error", (error: { code: number; details: string }) => resolve(error));
       });
-      assert.equal(await outcome, "server exited while the pull was stalled");
+      const error = await outcome;
+      assert.equal(error.code, status.UNAVAILABLE, `${status[error.code]}: ${error.details}`);
+      const waited = performance.now() - signalled;
+      assert.ok(waited >= 250 && waited < 5_000, `ended ${Math.round(waited)} ms after SIGTERM`);
       assert.equal(await server.stop(), 0);
     } finally {
       clients.close();

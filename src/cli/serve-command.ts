@@ -133,6 +133,16 @@ const SERVE_FLAGS: ServeFlag[] = [
     option: "shutdownGraceMs",
     what: "grace for in-flight calls after SIGTERM",
   },
+  {
+    flags: "--handshake-timeout <ms>",
+    option: "handshakeTimeoutMs",
+    what: "close a connection that has not sent the HTTP/2 preface (after TLS) by then",
+  },
+  {
+    flags: "--idle-timeout <ms>",
+    option: "idleTimeoutMs",
+    what: "close a connection with no call for this long",
+  },
   { flags: "--tls-cert <file>", option: "tlsCert", what: "PEM certificate chain: serve gRPC over TLS" },
   { flags: "--tls-key <file>", option: "tlsKey", what: "PEM private key of --tls-cert" },
   {

@@ -1,18 +1,23 @@
-import { join } from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import { type ServeConfig, splitHostPort } from "../config.js";
+import { Code, PluginError } from "../errors/plugin-error.js";
 import { PluginCompilerService } from "../gen/atomix/runtime/v1/plugin.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
 import { createAdminService, pluginAdminDefinition } from "./admin-service.js";
+import { CallTracker } from "./call-tracker.js";
 import { createCompilerService } from "./compiler-service.js";
+import { guardConnections } from "./connection-guard.js";
+import { addHealthList, type ServingStatus } from "./health-list.js";
 import { createMetrics, type ServerMetrics } from "./metrics.js";
-import { PROTO_DIR } from "./paths.js";
+import {
+  addReflectionService,
+  createReflectionIndex,
+  REFLECTION_SERVICE_NAMES,
+} from "./reflection-service.js";
 import { createRegistryService, pluginRegistryDefinition } from "./registry-service.js";
 
 export const SERVICE_NAMES = [
@@ -20,6 +25,8 @@ export const SERVICE_NAMES = [
   "atomix.runtime.v1.PluginCompiler",
   "atomix.plugins.admin.v1.PluginAdmin",
 ] as const;
+
+const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
 
 export interface ServerDeps {
   config: ServeConfig;
@@ -39,8 +46,9 @@ export interface RunningServer {
   readonly address: string;
   readonly port: number;
   /**
-   * Stops accepting calls, reports NOT_SERVING, lets in-flight calls finish
-   * for `graceMs`, then cancels what is left.
+   * Stops accepting calls, reports NOT_SERVING, ends health watches, lets
+   * in-flight calls finish for `graceMs`, then ends what is left with
+   * UNAVAILABLE (dropping the connections of clients that stopped reading).
    */
   shutdown(graceMs: number): Promise<void>;
   /** False once shutdown began, or while the store cannot be reached. */
@@ -52,12 +60,25 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   const { config } = deps;
   const metrics = deps.metrics ?? createMetrics();
   const auth = deps.auth ?? createAdminAuth(undefined);
+  const calls = new CallTracker();
   const server = new Server({
     // Chunks are at most 4 MiB; pushes stream in messages of the same size.
     "grpc.max_receive_message_length": 8 * 1024 * 1024,
     "grpc.max_send_message_length": 8 * 1024 * 1024,
-    // Clients of a sidecar fleet hold connections for a long time.
+    // Clients of a sidecar fleet hold connections for a long time, and may
+    // ping them meanwhile (connection-guard.ts limits how often).
     "grpc.keepalive_permit_without_calls": 1,
+    // A connection with no call for this long gets GOAWAY and is closed.
+    "grpc.max_connection_idle_ms": config.idleTimeoutMs,
+    // The server pings too: a peer that vanished without a FIN (a node lost,
+    // a NAT entry dropped) frees its connection and its calls in minutes.
+    "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
+    "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
+    interceptors: [calls.interceptor],
+  });
+  const connections = guardConnections(server, {
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
+    log: deps.log,
   });
   server.addService(pluginRegistryDefinition, createRegistryService({ ...deps, metrics }));
   server.addService(PluginCompilerService, createCompilerService({ ...deps, metrics }));
@@ -67,13 +88,14 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     Object.fromEntries([["", "SERVING"], ...SERVICE_NAMES.map((name) => [name, "SERVING"])]),
   );
   health.addToServer(server);
+  let serving: ServingStatus = "SERVING";
+  addHealthList(server, () => new Map(["", ...SERVICE_NAMES].map((name) => [name, serving])));
 
-  const protoFiles = ["atomix/runtime/v1/plugin.proto", "atomix/plugins/admin/v1/admin.proto"];
-  const descriptors = loadSync(
-    protoFiles.map((file) => join(PROTO_DIR, file)),
-    { includeDirs: [PROTO_DIR] },
+  addReflectionService(
+    server,
+    createReflectionIndex([...SERVICE_NAMES, HEALTH_SERVICE_NAME, ...REFLECTION_SERVICE_NAMES]),
+    deps.log,
   );
-  new ReflectionService(descriptors).addToServer(server);
 
   const { host, port } = splitHostPort(config.listen);
   const hostPart = host.includes(":") ? `[${host}]` : host;
@@ -87,7 +109,8 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   const address = `${hostPart}:${bound}`;
 
   let stopping: Promise<void> | undefined;
-  const setHealth = (status: "SERVING" | "NOT_SERVING") => {
+  const setHealth = (status: ServingStatus) => {
+    serving = status;
     for (const name of ["", ...SERVICE_NAMES]) health.setStatus(name, status);
   };
   const store = watchStoreReachable(deps, (reachable) => {
@@ -98,22 +121,55 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     port: bound,
     isServing: () => stopping === undefined && store.reachable(),
     shutdown(graceMs) {
-      stopping ??= new Promise<void>((resolve) => {
+      stopping ??= (async () => {
         store.stop();
         setHealth("NOT_SERVING");
-        const timer = setTimeout(() => {
-          deps.log.warn({ graceMs }, "grace period over: cancelling the calls still running");
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+        // A watcher has just been told NOT_SERVING; left open, its stream
+        // would hold its connection, and the process, for the whole grace.
+        calls.endCalls(
+          new PluginError(Code.Unavailable, "the server is shutting down"),
+          (path) => path === HEALTH_WATCH_PATH,
+        );
+        const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+        if (await settlesWithin(drained, graceMs)) return;
+        const ended = calls.endCalls(
+          new PluginError(Code.Unavailable, "the server is shutting down; retry on another replica"),
+        );
+        deps.log.warn(
+          { graceMs, calls: ended },
+          "grace period over: ending the calls still running with UNAVAILABLE",
+        );
+        // A call whose client stopped reading cannot take its trailers (they
+        // queue behind its data): its connection is dropped, which gRPC
+        // clients report as UNAVAILABLE too, where grpc-js's stream resets
+        // read as CANCELLED.
+        if (!(await settlesWithin(drained, TRAILERS_FLUSH_MS))) connections.dropAll();
+        server.forceShutdown();
+      })();
       return stopping;
     },
   };
+}
+
+/** How long calls ended by shutdown get to send their status before their connections are dropped. */
+const TRAILERS_FLUSH_MS = 200;
+const HEALTH_WATCH_PATH = "/grpc.health.v1.Health/Watch";
+/** The server pings a connection this long after the last frame it received on it... */
+const KEEPALIVE_TIME_MS = 120_000;
+/** ...and closes it if the answer takes longer than this. */
+const KEEPALIVE_TIMEOUT_MS = 20_000;
+
+/** Whether `promise` settles within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** A probe slower than this counts as a failure: a registry that slow fails calls too. */

@@ -1,0 +1,213 @@
+import type {
+  Http2SecureServer,
+  Http2Server,
+  Http2Session,
+  ServerHttp2Session,
+  ServerHttp2Stream,
+} from "node:http2";
+import { constants as http2Constants } from "node:http2";
+import type { Socket } from "node:net";
+import type { Server } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+
+/** Pings closer together than this, on a connection the server sent nothing on meanwhile, are strikes. */
+export const MIN_PING_INTERVAL_MS = 5_000;
+/** Strikes a connection may collect before it is closed with GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"). */
+const MAX_PING_STRIKES = 2;
+/** nghttp2's stream reset budget: a burst of this many resets... */
+const RESET_BURST = 1000;
+/** ...refilled at this many a second (nghttp2_option_set_stream_reset_rate_limit defaults). */
+const RESET_RATE_PER_SECOND = 33;
+/** Resets left in the budget when a connection is retired. */
+const RESET_MARGIN = 500;
+/** How long a retired connection waits for its client to acknowledge "no new streams" before GOAWAY. */
+const RETIRE_ACK_TIMEOUT_MS = 5_000;
+/** Bytes a PING ACK (and the server's own keepalive PING) may add to a connection's output. */
+const PING_ACK_ALLOWANCE = 96;
+
+export interface ConnectionGuard {
+  /** Closes every connection at once, without a frame: clients see a dropped connection (UNAVAILABLE). */
+  dropAll(): void;
+}
+
+/**
+ * Watches every connection of a grpc-js server, which bounds none of these
+ * itself:
+ *
+ * - **Handshake**: a connection that has not completed TLS (if any) and sent
+ *   the HTTP/2 client preface with its SETTINGS within `handshakeTimeoutMs`
+ *   of being accepted is closed. A peer that connects and says nothing costs
+ *   a socket until then, not for ever.
+ * - **Stream resets**: see spendReset.
+ * - **Ping flood**: grpc-js answers every PING; this counts pings that come
+ *   closer than MIN_PING_INTERVAL_MS while the server sent nothing in
+ *   between (as grpc-go's server does: pings during a transfer are fine)
+ *   and closes the connection with GOAWAY(ENHANCE_YOUR_CALM,
+ *   "too_many_pings") past MAX_PING_STRIKES, which gRPC clients read as
+ *   "ping less often".
+ *
+ * Idle connections (preface sent, no calls) are closed by grpc-js itself
+ * (`grpc.max_connection_idle_ms`). Must be called before `bindAsync`: it
+ * wraps grpc-js's `createHttp2Server` to see each HTTP/2 server it makes.
+ * If a grpc-js release no longer has that method, nothing is watched and a
+ * warning is logged (test/server-connections.test.ts would fail).
+ */
+export function guardConnections(
+  server: Server,
+  options: { handshakeTimeoutMs: number; log: Logger },
+): ConnectionGuard {
+  const sockets = new Set<Socket>();
+  const target = server as unknown as { createHttp2Server?: (credentials: unknown) => unknown };
+  const original = target.createHttp2Server;
+  if (typeof original !== "function") {
+    options.log.warn(
+      "this grpc-js has no createHttp2Server: no handshake timeout, reset budget or ping limit",
+    );
+  } else {
+    target.createHttp2Server = function (this: unknown, credentials: unknown) {
+      const http2Server = original.call(this, credentials) as Http2Server | Http2SecureServer;
+      watch(http2Server);
+      return http2Server;
+    };
+  }
+
+  const peerOf = new WeakMap<Http2Session, string>();
+  /** Raw sockets still in their handshake, by remote address and port (TLS wraps the raw socket). */
+  const handshaking = new Map<string, { socket: Socket; timer: NodeJS.Timeout }>();
+  const peer = (socket: { remoteAddress?: string; remotePort?: number }) =>
+    `${socket.remoteAddress}|${socket.remotePort}`;
+
+  function watch(http2Server: Http2Server | Http2SecureServer): void {
+    http2Server.on("connection", (socket: Socket) => {
+      sockets.add(socket);
+      const key = peer(socket);
+      const timer = setTimeout(() => {
+        handshaking.delete(key);
+        options.log.debug({ peer: key }, "connection closed: no HTTP/2 handshake in time");
+        socket.destroy();
+      }, options.handshakeTimeoutMs);
+      timer.unref();
+      handshaking.set(key, { socket, timer });
+      socket.once("close", () => {
+        sockets.delete(socket);
+        const pending = handshaking.get(key);
+        if (pending?.socket === socket) {
+          clearTimeout(pending.timer);
+          handshaking.delete(key);
+        }
+      });
+    });
+    http2Server.on("session", (session: ServerHttp2Session) => {
+      // The session forgets its socket once destroyed: name the peer now.
+      const key = peer(session.socket);
+      peerOf.set(session, key);
+      session.once("remoteSettings", () => {
+        const pending = handshaking.get(key);
+        if (pending) {
+          clearTimeout(pending.timer);
+          handshaking.delete(key);
+        }
+      });
+      // A connection that fails (a protocol error, a flood nghttp2 refused, a
+      // reset socket) takes every call on it down: say which and why.
+      session.on("error", (error: NodeJS.ErrnoException) => {
+        // A peer that went away (reset, broken pipe) is no news.
+        const gone = error.code === "ECONNRESET" || error.code === "EPIPE";
+        options.log[gone ? "debug" : "warn"](
+          { peer: key, error: error.message, code: error.code },
+          "connection failed",
+        );
+      });
+      limitPings(session, key);
+    });
+    http2Server.on("stream", (stream: ServerHttp2Stream) => {
+      const session = stream.session;
+      if (!session) return;
+      // A stream the client reset (a cancelled call) closes with its code;
+      // one reset right after its HEADERS is closed before this event.
+      const counted = () => {
+        if (stream.rstCode !== undefined && stream.rstCode !== http2Constants.NGHTTP2_NO_ERROR) {
+          spendReset(session);
+        }
+      };
+      if (stream.closed) counted();
+      else stream.once("close", counted);
+    });
+  }
+
+  /** Each session's model of nghttp2's stream reset budget. */
+  const resetBudgets = new WeakMap<Http2Session, { tokens: number; at: number; closing: boolean }>();
+
+  /**
+   * nghttp2 (1.57 and later, its "rapid reset" defence) lets a client reset
+   * at most 1000 streams at once, refilled at 33 a second, and past that
+   * sends GOAWAY(INTERNAL_ERROR); Node.js 20 offers no way to change those
+   * numbers. A client that cancels many pulls over one connection (runtimes
+   * with deadlines, a load test) gets there without any ill intent. Worse,
+   * after any GOAWAY a grpc-go client may reset a stream it had numbered but
+   * not yet opened (cancelled while its transport drained): an RST_STREAM
+   * on an idle stream, which nghttp2 takes for a protocol error and Node.js
+   * answers by destroying the whole connection, resetting every stream on
+   * it with INTERNAL_ERROR. grpc-go reports those as INTERNAL "unexpected
+   * EOF" (cut inside a message) or "RST_STREAM ... INTERNAL_ERROR".
+   *
+   * So the same budget is kept here, and a connection that has spent most
+   * of it is retired safely: SETTINGS_MAX_CONCURRENT_STREAMS 0 first, so the
+   * client opens (and numbers) no new stream on it, and once the client has
+   * acknowledged that, GOAWAY(NO_ERROR): its open calls finish, and its next
+   * ones go to a new connection. The margin covers resets this cannot see
+   * (of streams that had already ended) and those of the streams still open.
+   */
+  function spendReset(session: Http2Session): void {
+    const now = Math.floor(performance.now() / 1000);
+    const budget = resetBudgets.get(session) ?? { tokens: RESET_BURST, at: now, closing: false };
+    budget.tokens = Math.min(RESET_BURST, budget.tokens + (now - budget.at) * RESET_RATE_PER_SECOND) - 1;
+    budget.at = now;
+    resetBudgets.set(session, budget);
+    if (budget.tokens > RESET_MARGIN || budget.closing || session.closed || session.destroyed) return;
+    budget.closing = true;
+    options.log.info(
+      { peer: peerOf.get(session), resetsLeft: budget.tokens },
+      "connection retired: its client reset streams close to nghttp2's limit",
+    );
+    const close = () => {
+      clearTimeout(timer);
+      if (!session.closed && !session.destroyed) session.close();
+    };
+    // A client that never acknowledges the settings is sent GOAWAY anyway.
+    const timer = setTimeout(close, RETIRE_ACK_TIMEOUT_MS);
+    timer.unref();
+    try {
+      session.settings({ maxConcurrentStreams: 0 }, close);
+    } catch {
+      close(); // too many settings unacknowledged already
+    }
+  }
+
+  function limitPings(session: ServerHttp2Session, key: string): void {
+    let lastPing = 0;
+    let lastWritten = Number.NEGATIVE_INFINITY;
+    let strikes = 0;
+    session.on("ping", () => {
+      const now = Date.now();
+      const written = session.socket?.bytesWritten ?? 0;
+      // More than a PING ACK (17 bytes, a little more under TLS) written since
+      // the last ping: the server sent something, and the ping is welcome.
+      if (written - lastWritten > PING_ACK_ALLOWANCE) strikes = 0;
+      else if (now - lastPing < MIN_PING_INTERVAL_MS) strikes += 1;
+      lastWritten = written;
+      lastPing = now;
+      if (strikes > MAX_PING_STRIKES) {
+        options.log.warn({ peer: key }, "connection closed: too many pings");
+        session.goaway(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM, undefined, Buffer.from("too_many_pings"));
+        session.close();
+      }
+    });
+  }
+
+  return {
+    dropAll() {
+      for (const socket of sockets) socket.destroy();
+    },
+  };
+}

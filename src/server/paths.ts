@@ -1,3 +1,0 @@
-import { fileURLToPath } from "node:url";
-
-export const PROTO_DIR = fileURLToPath(new URL("../../../proto/", import.meta.url));
