@@ -2,6 +2,7 @@ import { availableParallelism } from "node:os";
 import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { Code, PluginError } from "./errors/plugin-error.js";
 import type { StoreConfig } from "./store/create-store.js";
 import { parseOciLocation } from "./store/oci/oci-location.js";
 
@@ -196,11 +197,13 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
 
 /**
  * Builds the config from environment variables overlaid by explicit options
- * (flags win). Throws an Error whose message names each bad option.
+ * (flags win). Throws INVALID_ARGUMENT naming each bad option as the person
+ * wrote it: the flag (`flagOf` gives it), or the environment variable.
  */
 export function parseServeConfig(
   options: Record<string, unknown>,
   env: NodeJS.ProcessEnv = process.env,
+  flagOf: (option: string) => string | undefined = () => undefined,
 ): ServeConfig {
   const input: Record<string, unknown> = {};
   for (const [variable, option] of Object.entries(SERVE_ENVIRONMENT)) {
@@ -212,10 +215,16 @@ export function parseServeConfig(
   }
   const parsed = serveConfigSchema.safeParse(input);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map(
-      (issue) => `${issue.path.join(".") || "config"}: ${issue.message}`,
-    );
-    throw new Error(`invalid configuration: ${problems.join("; ")}`);
+    const fromEnv = (option: string) =>
+      options[option] === undefined
+        ? Object.entries(SERVE_ENVIRONMENT).find(([variable, o]) => o === option && env[variable])?.[0]
+        : undefined;
+    const problems = parsed.error.issues.map((issue) => {
+      const option = String(issue.path[0] ?? "");
+      const name = fromEnv(option) ?? flagOf(option) ?? (issue.path.join(".") || "config");
+      return `${name}: ${issue.message}`;
+    });
+    throw new PluginError(Code.InvalidArgument, `invalid configuration: ${problems.join("; ")}`);
   }
   return parsed.data;
 }

@@ -150,6 +150,11 @@ describe("the command line", () => {
       EXIT.usage,
       /^atomix-plugins: INVALID_ARGUMENT: unknown command/,
     );
+    expectExit(
+      await runCli(["serve", "--chunk-size", "abc"], env()),
+      EXIT.usage,
+      /^atomix-plugins: INVALID_ARGUMENT: invalid configuration: --chunk-size: /,
+    );
     const version = await runCli(["--version"], env());
     expectExit(version, EXIT.ok);
     assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);

@@ -194,6 +194,8 @@ export function serveCommand(): Command {
       action(async (options: Record<string, string | string[] | undefined>) => {
         const config = parseServeConfig(
           Object.fromEntries(SERVE_FLAGS.map((flag) => [flag.option, options[flagKey(flag.flags)]])),
+          process.env,
+          (option) => SERVE_FLAGS.find((flag) => flag.option === option)?.flags.split(" ")[0],
         );
         await serve(config);
       }),
