@@ -6,7 +6,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import type { Sandbox } from "../src/compiler/sandbox/sandbox.js";
+import { createSandbox, type Sandbox } from "../src/compiler/sandbox/sandbox.js";
 import { testSandbox } from "./helpers/sandbox.js";
 import { tempDir } from "./helpers/server-process.js";
 
@@ -111,6 +111,25 @@ describe("build sandbox", () => {
     });
     assert.ok(!result.stdout.includes("allocated"), "1 GiB of buffers did not fit in 256 MiB");
     assert.equal(result.outOfMemory, true);
+  });
+
+  it("bounds a step's memory by its address space where no cgroup can be had", async () => {
+    const uncontained = await createSandbox({ mode: "bwrap", cgroups: false });
+    assert.match(uncontained.description, /RLIMIT_AS/);
+    const result = await uncontained.run({
+      file: process.execPath,
+      args: [
+        "-e",
+        "const kept = []; try { for (let i = 0; i < 64; i++) kept.push(Buffer.alloc(16 * 1024 * 1024, 1)); console.log('allocated') } catch { console.log('refused at', kept.length * 16, 'MiB') }",
+      ],
+      cwd: "/tmp",
+      limits: { memoryBytes: 256 * 1024 * 1024 },
+      timeoutMs: 30_000,
+    });
+    assert.ok(
+      !result.stdout.includes("allocated"),
+      `1 GiB of buffers did not fit: ${result.stdout}${result.stderr}`,
+    );
   });
 
   it("bounds the processes of a step", async () => {

@@ -79,6 +79,8 @@ export interface Sandbox {
 
 const execFileAsync = promisify(execFile);
 
+const ADDRESS_SPACE_RESERVE = 1024 * 1024 * 1024;
+
 /**
  * The sandbox every step that reads plugin-controlled input runs in.
  * `bwrap`: bubblewrap with every namespace unshared (no network, its own PID
@@ -90,15 +92,21 @@ const execFileAsync = promisify(execFile);
  * whole server some other way.
  */
 export async function createSandbox(
-  options: { mode?: SandboxMode; limits?: Partial<StepLimits>; bwrap?: string } = {},
+  options: {
+    mode?: SandboxMode;
+    limits?: Partial<StepLimits>;
+    bwrap?: string;
+    /** false: do without cgroups even where they are writable (what a server without them gets). */
+    cgroups?: boolean;
+  } = {},
 ): Promise<Sandbox> {
   const mode = options.mode ?? "bwrap";
   const limits = { ...DEFAULT_STEP_LIMITS, ...options.limits };
-  const cgroups = await createCgroupLimiter();
+  const cgroups = options.cgroups === false ? undefined : await createCgroupLimiter();
   const prlimit = await findProgram("prlimit");
   const limitNote = cgroups
     ? `memory and processes limited by ${cgroups.description}`
-    : "no writable cgroup: memory and process limits are not enforced";
+    : "no writable cgroup: memory bounded by each process's address space (RLIMIT_AS), the number of processes not limited";
   const run =
     (wrap: ((step: SandboxStep, limits: StepLimits) => string[]) | undefined) => (step: SandboxStep) =>
       runStep(step, { ...limits, ...step.limits }, { cgroups, prlimit, wrap });
@@ -171,6 +179,9 @@ async function runStep(
     `--fsize=${limits.fileBytes}`,
     `--nofile=${limits.openFiles}`,
     "--core=0",
+    // Without a cgroup, each process's address space is the bound: V8 and
+    // Go reserve about 1 GiB of it before they allocate anything.
+    ...(cgroups ? [] : [`--as=${limits.memoryBytes + ADDRESS_SPACE_RESERVE}`]),
   ];
   const cgroup = await cgroups?.create(limits);
   try {
