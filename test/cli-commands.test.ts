@@ -155,6 +155,14 @@ describe("the command line", () => {
       EXIT.usage,
       /^atomix-plugins: INVALID_ARGUMENT: invalid configuration: --chunk-size: /,
     );
+    expectExit(
+      await runCli(
+        ["serve", "--listen", server.address, "--http", "off", "--data", join(work, "second")],
+        env(),
+      ),
+      EXIT.unavailable,
+      /^atomix-plugins: UNAVAILABLE: cannot listen on 127\.0\.0\.1:\d+ \(gRPC\): the address is in use/,
+    );
     const version = await runCli(["--version"], env());
     expectExit(version, EXIT.ok);
     assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);

@@ -1,4 +1,6 @@
 import { join } from "node:path";
+import { format } from "node:util";
+import { setLogger } from "@grpc/grpc-js";
 import { Command, Option } from "commander";
 import pino, { type Logger } from "pino";
 import { createBuildCompiler } from "../compiler/build-compiler.js";
@@ -213,6 +215,12 @@ function logSandbox(log: Logger, sandbox: Sandbox): void {
 /** Runs the server until SIGTERM or SIGINT, then shuts down gracefully and exits 0. */
 export async function serve(config: ServeConfig): Promise<void> {
   const log = pino({ level: config.logLevel, base: { service: "atomix-plugins" } });
+  // grpc-js's own messages become log lines like ours, not raw text on stderr.
+  setLogger({
+    error: (...parts: unknown[]) => log.warn({ grpc: format(...parts) }, "grpc-js"),
+    info: (...parts: unknown[]) => log.debug({ grpc: format(...parts) }, "grpc-js"),
+    debug: (...parts: unknown[]) => log.trace({ grpc: format(...parts) }, "grpc-js"),
+  });
   const store = await createStore(storeConfigOf(config));
   const sources = [
     ...config.sources.map((dir) => createCatalogSource(dir)),

@@ -12,6 +12,7 @@ import { CallTracker } from "./call-tracker.js";
 import { createCompilerService } from "./compiler-service.js";
 import { guardConnections } from "./connection-guard.js";
 import { addHealthList, type ServingStatus } from "./health-list.js";
+import { listenError } from "./listen-error.js";
 import { createMetrics, type ServerMetrics } from "./metrics.js";
 import {
   addReflectionService,
@@ -74,6 +75,9 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     // a NAT entry dropped) frees its connection and its calls in minutes.
     "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
     "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
+    // grpc-js binds with SO_REUSEPORT by default: a second server on a port
+    // in use would start and silently take half its connections.
+    "grpc.so_reuseport": 0,
     interceptors: [calls.interceptor],
   });
   const connections = guardConnections(server, {
@@ -103,7 +107,7 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     server.bindAsync(
       `${hostPart}:${port}`,
       deps.credentials ?? ServerCredentials.createInsecure(),
-      (error, p) => (error ? reject(error) : resolve(p)),
+      (error, p) => (error ? reject(listenError(`${hostPart}:${port}`, "gRPC", error)) : resolve(p)),
     );
   });
   const address = `${hostPart}:${bound}`;

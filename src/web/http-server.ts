@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
 import { splitHostPort } from "../config.js";
+import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { renderCatalogPage } from "./catalog-page.js";
@@ -66,7 +67,7 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
   });
   const { host, port } = splitHostPort(deps.listen);
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", (error) => reject(listenError(deps.listen, "HTTP", error)));
     server.listen(port, host, () => resolve());
   });
   const bound = server.address();
