@@ -163,6 +163,18 @@ describe("the command line", () => {
       EXIT.unavailable,
       /^atomix-plugins: UNAVAILABLE: cannot listen on 127\.0\.0\.1:\d+ \(gRPC\): the address is in use/,
     );
+    // The targets the client library takes, the CLI takes too.
+    expectExit(await runCli(["ls", "--server", `dns:${server.address}`]), EXIT.ok);
+    expectExit(
+      await runCli(["ls", "--server", `unix:${join(work, "nobody.sock")}`, "--timeout", "5"]),
+      EXIT.unavailable,
+      /UNAVAILABLE/,
+    );
+    expectExit(
+      await runCli(["ls", "--server", "http://x"]),
+      EXIT.usage,
+      /must be host:port, dns:host:port or unix:\/path/,
+    );
     const version = await runCli(["--version"], env());
     expectExit(version, EXIT.ok);
     assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);

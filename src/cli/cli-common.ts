@@ -3,7 +3,7 @@ import { type Command, Option } from "commander";
 import type { ConnectionOptions } from "../client/grpc-clients.js";
 import { createPluginClient, type PluginClient } from "../client/plugin-client.js";
 import { DEFAULT_LISTEN } from "../config.js";
-import { Code, codeName, PluginError } from "../errors/plugin-error.js";
+import { Code, codeName, PluginError, quoted } from "../errors/plugin-error.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
 import { parseReference } from "../model/reference.js";
 import type { Digest } from "../store/artifact-store.js";
@@ -64,7 +64,7 @@ export const CACHE_MAX_ENV = "ATOMIX_PLUGINS_CACHE_MAX_BYTES";
 export const TOKEN_ENV = "ATOMIX_PLUGINS_TOKEN";
 
 export function serverOption(): Option {
-  return new Option("-s, --server <address>", "server host:port").env(SERVER_ENV).default(DEFAULT_LISTEN);
+  return new Option("-s, --server <address>", "server host:port, dns:host:port or unix:/path").env(SERVER_ENV).default(DEFAULT_LISTEN);
 }
 
 /** Options every command that talks to a server shares. */
@@ -111,10 +111,17 @@ export function withClientOptions(command: Command): Command {
 }
 
 export function connectionFrom(flags: ClientFlags): ConnectionOptions {
-  if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s/]+):\d{1,5}$/.test(flags.server)) {
+  // What the client library takes: host:port, [v6]:port, dns:[///]host:port, unix:path.
+  const hostPort = /^(\[[0-9a-fA-F:.]+\]|[^:\s/]+):\d{1,5}$/;
+  const server = flags.server;
+  const valid =
+    hostPort.test(server) ||
+    hostPort.test(server.replace(/^dns:(\/\/\/)?/, "")) ||
+    /^unix:(\/\/)?\/\S+$/.test(server);
+  if (!valid) {
     throw new PluginError(
       Code.InvalidArgument,
-      `--server "${flags.server}" must be host:port (flag or ${SERVER_ENV})`,
+      `--server ${quoted(server)} must be host:port, dns:host:port or unix:/path (flag or ${SERVER_ENV})`,
     );
   }
   const tls = flags.tls || flags.ca || flags.cert || flags.key || flags.tlsServerName;
