@@ -64,7 +64,9 @@ export const CACHE_MAX_ENV = "ATOMIX_PLUGINS_CACHE_MAX_BYTES";
 export const TOKEN_ENV = "ATOMIX_PLUGINS_TOKEN";
 
 export function serverOption(): Option {
-  return new Option("-s, --server <address>", "server host:port, dns:host:port or unix:/path").env(SERVER_ENV).default(DEFAULT_LISTEN);
+  return new Option("-s, --server <address>", "server host:port, dns:host:port or unix:/path")
+    .env(SERVER_ENV)
+    .default(DEFAULT_LISTEN);
 }
 
 /** Options every command that talks to a server shares. */

@@ -35,6 +35,14 @@ export interface RegistryDeps {
 export function createRegistryService(deps: RegistryDeps): UntypedServiceImplementation {
   const { config, store, compiler, log } = deps;
   const framedInPlace = installInPlaceFraming();
+  // The wrap reaches into grpc-js's internals: say at start whether it holds with this release.
+  if (framedInPlace)
+    log.info({ framing: "in place" }, "pull chunks are framed in place (grpc-js internals wrapped)");
+  else
+    log.warn(
+      { framing: "copied" },
+      "pull chunks are copied by grpc-js: this release's internals are not the ones wrapped",
+    );
 
   async function resolve(key: BuildKey, signal: AbortSignal): Promise<ArtifactManifest> {
     const stored = await store.get(key, { signal });
