@@ -224,6 +224,26 @@ describe("build compiler", () => {
     await compiler.close();
   });
 
+  it("close() returns only once every running build has stopped and its work directory is gone", async () => {
+    const gate = deferred();
+    let started: (() => void) | undefined;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const compiler = compilerWith(textToolchain({ gate: gate.promise, started: () => started?.() }));
+    const call = compiler.compile(key("closing"));
+    call.catch(() => {});
+    await running;
+    assert.equal((await readdir(workRoot)).length, 1, "the build has its work directory");
+    const closed = compiler.close();
+    // The toolchain ignores its signal for a while, as a slow step would.
+    setTimeout(gate.resolve, 200);
+    await closed;
+    assert.deepEqual(await readdir(workRoot), [], "nothing of the build is left when close() returns");
+    const error = await rejection(call);
+    assert.equal(error.code, Code.Unavailable);
+  });
+
   it("refuses new builds with UNAVAILABLE once closed", async () => {
     const compiler = compilerWith(textToolchain());
     await compiler.close();
