@@ -14,8 +14,9 @@ import { createNpmRegistrySource } from "../src/compiler/sources/npm-registry-so
 import { createNodeToolchain } from "../src/compiler/toolchains/node/node-toolchain.js";
 import { EXAMPLE_PLUGINS_DIR, EXAMPLE_RUNTIMES_DIR } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
+import type { ArtifactManifest } from "../src/model/artifact.js";
 import type { BuildKey } from "../src/model/build-key.js";
-import type { ArtifactManifest, ArtifactStore } from "../src/store/artifact-store.js";
+import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";
 import { testSandbox } from "./helpers/sandbox.js";
 

@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
+import type { ArtifactManifest, Digest } from "../src/model/artifact.js";
 import type { BuildKey } from "../src/model/build-key.js";
-import type { ArtifactManifest, ArtifactStore, Digest } from "../src/store/artifact-store.js";
+import type { ArtifactStore } from "../src/store/artifact-store.js";
 
 /** A store under test and how to throw it away. */
 export interface StoreFixture {

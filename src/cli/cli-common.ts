@@ -4,9 +4,9 @@ import type { ConnectionOptions } from "../client/grpc-clients.js";
 import { createPluginClient, type PluginClient } from "../client/plugin-client.js";
 import { DEFAULT_LISTEN } from "../config.js";
 import { Code, codeName, PluginError, quoted } from "../errors/plugin-error.js";
+import type { Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
 import { parseReference } from "../model/reference.js";
-import type { Digest } from "../store/artifact-store.js";
 
 /** Exit codes, one per class of failure, so scripts can tell them apart. */
 export const EXIT = {

@@ -2,8 +2,8 @@ import { stat } from "node:fs/promises";
 import { Command } from "commander";
 import type { PluginManifest } from "../client/plugin-client.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
+import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import { formatBuildKey } from "../model/build-key.js";
-import { DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
 import {
   action,
   CACHE_ENV,

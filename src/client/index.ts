@@ -3,12 +3,12 @@
  * `import { createPluginClient, loadPlugin } from "atomix-plugins"`.
  */
 export { Code, codeName, PluginError } from "../errors/plugin-error.js";
+export type { Digest } from "../model/artifact.js";
 export type { BuildKey, PluginRef, RuntimeRef } from "../model/build-key.js";
 export { formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
 export type { PluginReference } from "../model/reference.js";
 export { formatReference, parseReference } from "../model/reference.js";
 export { PULL_METADATA } from "../protocol/metadata.js";
-export type { Digest } from "../store/artifact-store.js";
 export type { TlsOptions } from "./channel-credentials.js";
 export type { ConnectionOptions } from "./grpc-clients.js";
 export type { LoadedPlugin, LoadPluginOptions } from "./load-plugin.js";

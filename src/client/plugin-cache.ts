@@ -14,8 +14,8 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, PluginError } from "../errors/plugin-error.js";
+import type { Digest } from "../model/artifact.js";
 import { type BuildKey, buildKeyId } from "../model/build-key.js";
-import type { Digest } from "../store/artifact-store.js";
 
 /** What the cache remembers of one build key: the digest it last pulled. */
 export interface CacheEntry {

@@ -6,9 +6,9 @@ import { type CallOptions, Metadata } from "@grpc/grpc-js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { Manifest } from "../gen/atomix/plugins/admin/v1/admin.js";
 import type { PluginRegistryClient } from "../gen/atomix/runtime/v1/plugin.js";
+import type { Digest } from "../model/artifact.js";
 import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
-import type { Digest } from "../store/artifact-store.js";
 import { fromServiceError } from "./call-error.js";
 import { type ConnectionOptions, createGrpcClients } from "./grpc-clients.js";
 import {

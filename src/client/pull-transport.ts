@@ -1,9 +1,9 @@
 import { type CallOptions, Metadata, type StatusObject } from "@grpc/grpc-js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { PluginRegistryClient, PullPluginResponse } from "../gen/atomix/runtime/v1/plugin.js";
+import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import type { BuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
-import { DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
 import type { CacheEntry } from "./plugin-cache.js";
 import { cancelled } from "./retry-policy.js";
 

@@ -4,13 +4,15 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { Code, PluginError } from "../errors/plugin-error.js";
+import { ANNOTATIONS } from "../model/annotations.js";
+import type { ArtifactManifest } from "../model/artifact.js";
 import { type BuildKey, buildKeyId, formatBuildKey } from "../model/build-key.js";
-import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js";
+import type { ArtifactStore } from "../store/artifact-store.js";
 import { createBuildPool } from "./build-pool.js";
 import type { Compiler } from "./compiler.js";
 import type { RuntimeCatalog } from "./runtime-catalog.js";
 import type { Sandbox } from "./sandbox/sandbox.js";
-import { ANNOTATIONS, type BuildOutput, type RuntimeDescriptor, type Toolchain } from "./toolchain.js";
+import type { BuildOutput, RuntimeDescriptor, Toolchain } from "./toolchain.js";
 
 export const DEFAULT_BUILD_QUEUE = 64;
 export const DEFAULT_BUILD_TIMEOUT_MS = 120_000;

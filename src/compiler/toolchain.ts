@@ -54,13 +54,3 @@ export interface Toolchain {
  * and a few bytes of source can fold into a huge output.
  */
 export const DEFAULT_MAX_BUILD_OUTPUT = 128 * 1024 * 1024;
-
-/** Annotation keys the compiler and toolchains write into manifests. */
-export const ANNOTATIONS = {
-  toolchain: "dev.atomix.toolchain",
-  toolchainVersion: "dev.atomix.toolchain.version",
-  source: "dev.atomix.source",
-  sourceIntegrity: "dev.atomix.source.integrity",
-  buildDurationMs: "dev.atomix.build.duration-ms",
-  builtAt: "dev.atomix.build.time",
-} as const;

@@ -1,5 +1,5 @@
 import { Code, PluginError } from "../errors/plugin-error.js";
-import type { Digest } from "../store/artifact-store.js";
+import type { Digest } from "../model/artifact.js";
 import { type BuildKey, parsePluginSpec } from "./build-key.js";
 
 /**

@@ -14,8 +14,10 @@ import {
   PushPluginRequest,
   type PushPluginResponse,
 } from "../gen/atomix/plugins/admin/v1/admin.js";
+import { RESERVED_ANNOTATION_PREFIX } from "../model/annotations.js";
+import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
-import { type ArtifactStore, DIGEST_PATTERN, type Digest } from "../store/artifact-store.js";
+import type { ArtifactStore } from "../store/artifact-store.js";
 import type { AdminAuth } from "./admin-auth.js";
 import { toManifestMessage } from "./manifest-message.js";
 import { toServiceError } from "./status.js";
@@ -200,7 +202,6 @@ function headerSizeField(bytes: Uint8Array): bigint | undefined {
 }
 
 /** Annotation keys the server writes itself and the catalog page shows as facts. */
-const RESERVED_ANNOTATION_PREFIX = "dev.atomix.";
 
 const MAX_MEDIA_TYPE_LENGTH = 255;
 /** RFC 6838 §4.2 restricted-name: 1 to 127 characters, the first a letter or digit. */

@@ -3,9 +3,10 @@ import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { CompilePluginRequest, CompilePluginResponse } from "../gen/atomix/runtime/v1/plugin.js";
+import type { Digest } from "../model/artifact.js";
 import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { formatReference } from "../model/reference.js";
-import type { ArtifactStore, Digest } from "../store/artifact-store.js";
+import type { ArtifactStore } from "../store/artifact-store.js";
 import type { ServerMetrics } from "./metrics.js";
 import { toServiceError } from "./status.js";
 

@@ -1,5 +1,5 @@
 import type { Manifest } from "../gen/atomix/plugins/admin/v1/admin.js";
-import type { ArtifactManifest } from "../store/artifact-store.js";
+import type { ArtifactManifest } from "../model/artifact.js";
 
 /** A store manifest as the admin API sends it. */
 export function toManifestMessage(manifest: ArtifactManifest): Manifest {

@@ -8,10 +8,11 @@ import {
   type PullPluginRequest,
   type PullPluginResponse,
 } from "../gen/atomix/runtime/v1/plugin.js";
+import type { ArtifactManifest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
 import { encodePullPluginResponse, frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
-import type { ArtifactManifest, ArtifactStore } from "../store/artifact-store.js";
+import type { ArtifactStore } from "../store/artifact-store.js";
 import { BufferPool } from "./buffer-pool.js";
 import { GRPC_PREFIX_BYTES, installInPlaceFraming, sendInPlace } from "./grpc-framing.js";
 import type { ServerMetrics } from "./metrics.js";

@@ -2,16 +2,10 @@ import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Code, PluginError } from "../errors/plugin-error.js";
+import type { ArtifactManifest, Digest, GarbageReport } from "../model/artifact.js";
+import { DEFAULT_MEDIA_TYPE } from "../model/artifact.js";
 import { type BuildKey, buildKeyId, formatBuildKey } from "../model/build-key.js";
-import type {
-  ArtifactManifest,
-  ArtifactStore,
-  Digest,
-  GarbageReport,
-  ListFilter,
-  ReadOptions,
-} from "./artifact-store.js";
-import { DEFAULT_MEDIA_TYPE } from "./artifact-store.js";
+import type { ArtifactStore, ListFilter, ReadOptions } from "./artifact-store.js";
 import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
 import { writeHashedFile } from "./hashed-file.js";
 import { checkPut, matchesFilter, outOfRange } from "./store-checks.js";

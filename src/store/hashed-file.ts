@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
 import { Code, PluginError } from "../errors/plugin-error.js";
-import type { Digest, PutOptions } from "./artifact-store.js";
+import type { Digest } from "../model/artifact.js";
+import type { PutOptions } from "./artifact-store.js";
 
 /**
  * Writes `data` to a new file at `path` while hashing it, so that every store

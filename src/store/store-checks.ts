@@ -1,6 +1,7 @@
 import { Code, PluginError } from "../errors/plugin-error.js";
+import type { ArtifactManifest, Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../model/build-key.js";
-import type { ArtifactManifest, Digest, ListFilter, PutOptions } from "./artifact-store.js";
+import type { ListFilter, PutOptions } from "./artifact-store.js";
 
 /** Checks shared by every store: what `put` promised its caller. */
 export function checkPut(

@@ -1,5 +1,5 @@
-import { ANNOTATIONS } from "../compiler/toolchain.js";
-import type { ArtifactManifest } from "../store/artifact-store.js";
+import { ANNOTATIONS } from "../model/annotations.js";
+import type { ArtifactManifest } from "../model/artifact.js";
 
 const escapeHtml = (text: string) =>
   text.replace(

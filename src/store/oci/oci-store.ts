@@ -3,16 +3,10 @@ import { mkdir, open, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, PluginError } from "../../errors/plugin-error.js";
+import type { ArtifactManifest, Digest, GarbageReport } from "../../model/artifact.js";
+import { DEFAULT_MEDIA_TYPE } from "../../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../../model/build-key.js";
-import type {
-  ArtifactManifest,
-  ArtifactStore,
-  Digest,
-  GarbageReport,
-  ListFilter,
-  ReadOptions,
-} from "../artifact-store.js";
-import { DEFAULT_MEDIA_TYPE } from "../artifact-store.js";
+import type { ArtifactStore, ListFilter, ReadOptions } from "../artifact-store.js";
 import { writeHashedFile } from "../hashed-file.js";
 import { checkPut, matchesFilter, outOfRange } from "../store-checks.js";
 import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "./build-key-tag.js";

@@ -2,11 +2,11 @@ import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { ANNOTATIONS } from "../../../model/annotations.js";
 import { formatBuildKey } from "../../../model/build-key.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
 import {
-  ANNOTATIONS,
   type BuildJob,
   type BuildOutput,
   DEFAULT_MAX_BUILD_OUTPUT,

@@ -1,10 +1,10 @@
 import { mkdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { ANNOTATIONS } from "../../../model/annotations.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { fetchPlugin, type PluginSource } from "../../sources/plugin-source.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
 import {
-  ANNOTATIONS,
   type BuildJob,
   type BuildOutput,
   DEFAULT_MAX_BUILD_OUTPUT,
