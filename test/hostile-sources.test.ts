@@ -249,6 +249,38 @@ describe("hostile plugin sources", { timeout: 600_000 }, () => {
       Code.FailedPrecondition,
       /it has no export "driver" \(its exports: notADriver\)/,
     );
+    await plant(
+      "heap-thief",
+      {
+        "package.json": pkgJson("heap-thief", { main: "index.js" }),
+        "index.js":
+          'import { getHeapSnapshot } from "node:v8";\nimport { writeSync } from "node:fs";\nlet text = "";\ntry { const chunks = []; for await (const c of getHeapSnapshot()) chunks.push(c); text = Buffer.concat(chunks).toString(); } catch {}\nfor (const nonce of new Set(text.match(/"[0-9a-f]{32}"/g) || [])) writeSync(1, `\\n{"ok":true,"nonce":${nonce}}\\n`);\nexport const notADriver = 1;\n',
+      },
+      "reads the checker's nonce from a heap snapshot to forge its report",
+      Code.FailedPrecondition,
+      /fails verification/,
+    );
+    await plant(
+      "huge-tsconfig",
+      {
+        "package.json": pkgJson("huge-tsconfig"),
+        "tsconfig.json": `{${" ".repeat(4 * 1024 * 1024)}}`,
+        "src/index.ts": DRIVER,
+      },
+      "a 4 MiB tsconfig.json, parsed in the server's own process",
+      Code.FailedPrecondition,
+      /tsconfig\.json is larger than 1048576 bytes/,
+    );
+    await plant(
+      "huge-package-json",
+      {
+        "package.json": `{"name":"huge-package-json","version":"1.0.0","x":${"[".repeat(4 * 1024 * 1024)}`,
+        "src/index.ts": DRIVER,
+      },
+      "a 4 MiB package.json, parsed in the server's own process",
+      Code.FailedPrecondition,
+      /package\.json of \d+ bytes, over 1048576/,
+    );
     const repeated = Array.from({ length: 64 }, () => "E.M13").join(", ");
     await plant(
       "amplifier",

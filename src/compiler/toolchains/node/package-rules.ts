@@ -1,4 +1,4 @@
-import { cp, lstat, readdir, readFile, rm } from "node:fs/promises";
+import { cp, lstat, readdir, readFile, rm, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { PluginPackage } from "./plugin-package.js";
@@ -20,6 +20,9 @@ export function isOutside(path: string): boolean {
   return isAbsolute(normalized) || normalized === ".." || normalized.startsWith("../");
 }
 
+/** Largest package.json or tsconfig the server parses: they are read in its own process. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
 /** TypeScript configuration files esbuild or tsc might read. */
 const CONFIG_FILE = /^(tsconfig(\..+)?|jsconfig)\.json$/;
 
@@ -36,6 +39,12 @@ export async function checkConfigFiles(pkg: PluginPackage, supplied: readonly st
     const file = join(entry.parentPath, entry.name);
     const name = relative(pkg.dir, file);
     if (supplied.some((module) => name.startsWith(`node_modules/${module}/`))) continue;
+    if ((await stat(file)).size > MAX_CONFIG_BYTES) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${name} is larger than ${MAX_CONFIG_BYTES} bytes; a TypeScript configuration is a small file`,
+      );
+    }
     let config: Record<string, unknown>;
     try {
       config = parseJsonc(await readFile(file, "utf8")) as Record<string, unknown>;
@@ -133,23 +142,27 @@ function strings(value: unknown): string[] {
 
 /** JSON with comments and trailing commas, as TypeScript reads its configuration. */
 export function parseJsonc(text: string): unknown {
-  let out = "";
+  // Slices, not characters, are collected: a config is read in the server's
+  // process, so this stays linear in time and memory whatever the input.
+  const parts: string[] = [];
+  let from = 0;
   for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (c === '"') {
-      const start = i;
-      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === "\\") i++;
-      out += text.slice(start, i + 1);
-    } else if (c === "/" && text[i + 1] === "/") {
-      while (i < text.length && text[i] !== "\n") i++;
-      out += "\n";
-    } else if (c === "/" && text[i + 1] === "*") {
-      i = text.indexOf("*/", i + 2);
-      if (i < 0) throw new Error("unterminated comment");
-      i++;
-    } else {
-      out += c;
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x2f /* / */ && text.charCodeAt(i + 1) === 0x2f) {
+      parts.push(text.slice(from, i));
+      const end = text.indexOf("\n", i);
+      i = end < 0 ? text.length : end - 1;
+      from = i + 1;
+    } else if (c === 0x2f && text.charCodeAt(i + 1) === 0x2a /* * */) {
+      parts.push(text.slice(from, i));
+      const end = text.indexOf("*/", i + 2);
+      if (end < 0) throw new Error("unterminated comment");
+      i = end + 1;
+      from = i + 1;
     }
   }
-  return JSON.parse(out.replace(/,(\s*[}\]])/g, "$1"));
+  parts.push(text.slice(from));
+  return JSON.parse(parts.join("").replace(/,(\s*[}\]])/g, "$1"));
 }

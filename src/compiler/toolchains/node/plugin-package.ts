@@ -2,6 +2,7 @@ import { readFile, stat } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { PluginRef } from "../../../model/build-key.js";
+import { MAX_CONFIG_BYTES } from "./package-rules.js";
 
 /** The parts of a plugin's package.json the build reads. */
 export interface PluginPackage {
@@ -37,6 +38,14 @@ const DEFAULT_ENTRIES = ["src/index.ts", "index.ts", "src/index.mts", "index.mjs
  * `module`, `main`, then the usual index files.
  */
 export async function readPluginPackage(dir: string, plugin: PluginRef): Promise<PluginPackage> {
+  // Parsed in the server's process: a size first, so a huge one costs nothing.
+  const size = (await stat(join(dir, "package.json")).catch(() => undefined))?.size ?? 0;
+  if (size > MAX_CONFIG_BYTES) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `plugin ${plugin.name}@${plugin.version} has a package.json of ${size} bytes, over ${MAX_CONFIG_BYTES}`,
+    );
+  }
   let pkg: PackageJson;
   try {
     pkg = JSON.parse(await readFile(join(dir, "package.json"), "utf8")) as PackageJson;

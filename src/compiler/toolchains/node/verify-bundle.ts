@@ -16,11 +16,21 @@ const VERIFY_MEMORY_BYTES = 512 * 1024 * 1024;
  * uses after the import is taken before it, the report is written with
  * those copies, and it carries a nonce the plugin cannot read (gone from the
  * environment before the import; the permission model keeps it from
- * /proc/self/environ). A plugin can make its check fail, never pass.
+ * /proc/self/environ and the inspector, and heap snapshots are disabled).
+ * A plugin can make its check fail, never pass.
  */
 const CHECKER = `
 import * as fs from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
 import { pathToFileURL } from "node:url";
+// Heap snapshots would show the plugin this process's memory, the nonce
+// included; Node's permission model does not cover them (it does the
+// inspector), so they are gone before the plugin loads.
+const v8 = process.getBuiltinModule("v8");
+for (const name of ["getHeapSnapshot", "writeHeapSnapshot"]) {
+  v8[name] = () => { throw new Error("heap snapshots are not available while a plugin is verified"); };
+}
+syncBuiltinESMExports();
 const write = fs.writeSync;
 const stringify = JSON.stringify;
 const keysOf = Object.keys;
