@@ -254,7 +254,7 @@ describe("hostile plugin sources", { timeout: 600_000 }, () => {
       {
         "package.json": pkgJson("heap-thief", { main: "index.js" }),
         "index.js":
-          'import { getHeapSnapshot } from "node:v8";\nimport { writeSync } from "node:fs";\nlet text = "";\ntry { const chunks = []; for await (const c of getHeapSnapshot()) chunks.push(c); text = Buffer.concat(chunks).toString(); } catch {}\nfor (const nonce of new Set(text.match(/"[0-9a-f]{32}"/g) || [])) writeSync(1, `\\n{"ok":true,"nonce":${nonce}}\\n`);\nexport const notADriver = 1;\n',
+          'import { getHeapSnapshot } from "node:v8";\nimport { writeSync } from "node:fs";\nlet text = "";\ntry { const chunks = []; for await (const c of getHeapSnapshot()) chunks.push(c); text = Buffer.concat(chunks).toString(); } catch {}\nfor (const nonce of new Set(text.match(/"[0-9a-f]{32}"/g) || [])) writeSync(1, "\\n{\\"ok\\":true,\\"nonce\\":" + nonce + "}\\n");\nexport const notADriver = 1;\n',
       },
       "reads the checker's nonce from a heap snapshot to forge its report",
       Code.FailedPrecondition,
