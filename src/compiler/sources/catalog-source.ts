@@ -20,47 +20,45 @@ export function createCatalogSource(root: string): PluginSource {
       const versionDir = join(base, plugin.name, plugin.version);
       // The name was validated (no "..", no leading "/"), but keep the promise explicit.
       if (relative(base, versionDir).startsWith("..")) return undefined;
-      const what = `${plugin.name}@${plugin.version}`;
-      // Named from the catalog's root: a manifest shows no server path.
-      const origin = `catalog:${relative(base, versionDir)}`;
-      if (await isFile(join(versionDir, "package.json"))) {
-        const unpacked = await options.unpacker.unpack({
-          kind: "folder",
-          from: versionDir,
-          to: options.destDir,
-          what,
-          ...(options.signal ? { signal: options.signal } : {}),
-        });
-        return { dir: options.destDir, origin, integrity: unpacked.integrity };
-      }
-      const tarball = (await isDirectory(versionDir))
-        ? (await readdir(versionDir))
-            .filter((name) => name.endsWith(".tgz"))
-            .map((name) => join(versionDir, name))
-        : [];
-      if (tarball.length === 0 && (await isFile(`${versionDir}.tgz`))) tarball.push(`${versionDir}.tgz`);
-      if (tarball.length > 1) {
-        throw new PluginError(
-          Code.FailedPrecondition,
-          `the catalog's ${plugin.name}/${plugin.version} holds ${tarball.length} tarballs; a catalog version directory holds one package`,
-        );
-      }
-      const file = tarball[0];
-      if (!file) return undefined;
+      const source = (await isFile(join(versionDir, "package.json")))
+        ? ({ kind: "folder", from: versionDir } as const)
+        : await catalogTarball(versionDir, plugin);
+      if (!source) return undefined;
       const unpacked = await options.unpacker.unpack({
-        kind: "tarball",
-        from: file,
+        ...source,
         to: options.destDir,
-        what,
+        what: `${plugin.name}@${plugin.version}`,
         ...(options.signal ? { signal: options.signal } : {}),
       });
+      // Named from the catalog's root: a manifest shows no server path.
       return {
         dir: options.destDir,
-        origin: `catalog:${relative(base, file)}`,
+        origin: `catalog:${relative(base, source.from)}`,
         integrity: unpacked.integrity,
       };
     },
   };
+}
+
+/** The one `.tgz` of a catalog version: in its folder, or beside it as `<version>.tgz`. */
+async function catalogTarball(
+  versionDir: string,
+  plugin: PluginRef,
+): Promise<{ kind: "tarball"; from: string } | undefined> {
+  const tarballs = (await isDirectory(versionDir))
+    ? (await readdir(versionDir))
+        .filter((name) => name.endsWith(".tgz"))
+        .map((name) => join(versionDir, name))
+    : [];
+  if (tarballs.length === 0 && (await isFile(`${versionDir}.tgz`))) tarballs.push(`${versionDir}.tgz`);
+  if (tarballs.length > 1) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `the catalog's ${plugin.name}/${plugin.version} holds ${tarballs.length} tarballs; a catalog version directory holds one package`,
+    );
+  }
+  const file = tarballs[0];
+  return file ? { kind: "tarball", from: file } : undefined;
 }
 
 async function isFile(path: string): Promise<boolean> {

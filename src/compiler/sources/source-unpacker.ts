@@ -2,6 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import { nodeProgram } from "../sandbox/node-program.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
+import { stepReports } from "../sandbox/step-report.js";
 
 export const DEFAULT_MAX_SOURCE_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_SOURCE_FILES = 10_000;
@@ -75,7 +76,7 @@ export function createSourceUnpacker(options: {
           `the source of ${input.what} took longer than ${UNPACK_TIMEOUT_MS} ms to unpack and was stopped`,
         );
       }
-      const report = lastJsonLine(result.stdout) as
+      const report = stepReports(result.stdout).at(-1) as
         | { ok?: boolean; problem?: string; integrity?: string; files?: number; bytes?: number }
         | undefined;
       if (report?.ok && report.integrity) {
@@ -89,17 +90,4 @@ export function createSourceUnpacker(options: {
       throw new PluginError(Code.FailedPrecondition, `the source of ${input.what} is refused: ${problem}`);
     },
   };
-}
-
-/** The last line of a step's output that parses as JSON: the step's report. */
-export function lastJsonLine(text: string): unknown {
-  const lines = text.trim().split("\n");
-  for (let i = lines.length - 1; i >= 0; i--) {
-    try {
-      return JSON.parse(lines[i] ?? "");
-    } catch {
-      // Not the report: plugin code may print anything before it.
-    }
-  }
-  return undefined;
 }

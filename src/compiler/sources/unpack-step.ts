@@ -37,7 +37,7 @@ function report(result: Record<string, unknown>): void {
 
 try {
   const counted = request.kind === "tarball" ? await unpackTarball(request) : await copyFolder(request);
-  report({ ok: true, ...counted, integrity: await folderIntegrity(request.kind, request) });
+  report({ ok: true, ...counted, integrity: await sourceIntegrity(request) });
 } catch (error) {
   report({
     problem: error instanceof Refused ? error.message : `cannot read it: ${(error as Error).message}`,
@@ -168,9 +168,9 @@ function inside(root: string, path: string): boolean {
  * The integrity the manifest records: of the tarball as fetched, or of a
  * folder's files (sha512 over sorted paths and contents of the copy).
  */
-async function folderIntegrity(kind: UnpackRequest["kind"], req: UnpackRequest): Promise<string> {
+async function sourceIntegrity(req: UnpackRequest): Promise<string> {
   const hash = createHash("sha512");
-  if (kind === "tarball") {
+  if (req.kind === "tarball") {
     for await (const chunk of createReadStream(req.from)) hash.update(chunk as Buffer);
     return `sha512-${hash.digest("base64")}`;
   }

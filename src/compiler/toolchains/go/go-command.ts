@@ -91,8 +91,8 @@ export function goCommand(options: {
   const online = goEnvironment(options.env);
   const offline = { ...online, GOPROXY: "off" };
   const readable = [installation.goroot, ...(options.readable ?? [])];
-  const network =
-    /^(https?:\/\/|direct)/.test(options.env.proxy) || /[,|](https?:\/\/|direct)/.test(options.env.proxy);
+  // A proxy list naming a network proxy (or `direct`): its download steps need the network.
+  const network = /(^|[,|])(https?:\/\/|direct)/.test(options.env.proxy);
   const writable = [options.env.workDir, options.env.buildCache];
   const run = (args: readonly string[], cwd: string, downloading: boolean) =>
     sandbox.run({

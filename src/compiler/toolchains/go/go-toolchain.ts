@@ -141,7 +141,8 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
       );
       // The runtime's directory replacements (operator-trusted) are what
       // every later step may read beyond the module, the caches and Go.
-      const go = goMod.withReadable(runtimeReplacementDirs(runtimeMod, spec.goModPath));
+      const replacementDirs = runtimeReplacementDirs(runtimeMod, spec.goModPath);
+      const go = goMod.withReadable(replacementDirs);
       const source = await fetchGoModule({
         name: key.plugin.name,
         version: key.plugin.version,
@@ -157,7 +158,7 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
           redactOutsidePaths(text.replaceAll(`${source.dir}/`, "").replaceAll(workDir, "."), [
             installation.goroot,
             modCache,
-            ...runtimeReplacementDirs(runtimeMod, spec.goModPath),
+            ...replacementDirs,
           ]),
         );
       const pluginMod = await readGoMod(go, join(source.dir, "go.mod"), `${key.plugin.name}'s go.mod`);

@@ -1,8 +1,9 @@
+import { dirname } from "node:path";
 import { version as esbuildVersion } from "esbuild";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { nodeProgram } from "../../sandbox/node-program.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
-import { lastJsonLine } from "../../sources/source-unpacker.js";
+import { stepReports } from "../../sandbox/step-report.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
 import { isOutside, OUTSIDE_FILE } from "./package-rules.js";
 import type { PluginPackage } from "./plugin-package.js";
@@ -48,12 +49,11 @@ export async function bundlePlugin(options: {
     [JSON.stringify(request)],
     "esbuild",
   );
-  const outDir = options.outfile.slice(0, options.outfile.lastIndexOf("/"));
   const result = await options.sandbox.run({
     ...program,
     cwd: pkg.dir,
     readable: [...program.readable, pkg.dir],
-    writable: [outDir],
+    writable: [dirname(options.outfile)],
     limits: { fileBytes: options.maxBytes },
     signal: options.signal,
     timeoutMs: options.timeoutMs,
@@ -65,7 +65,7 @@ export async function bundlePlugin(options: {
       `bundling ${what} took longer than ${options.timeoutMs} ms and was stopped`,
     );
   }
-  const report = lastJsonLine(result.stdout) as
+  const report = stepReports(result.stdout).at(-1) as
     | { ok?: boolean; inputs?: string[]; errors?: { text: string; file?: string; line?: number }[] }
     | undefined;
   if (report?.ok) {

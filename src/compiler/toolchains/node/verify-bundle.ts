@@ -3,6 +3,7 @@ import { copyFile, cp, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
+import { stepReports } from "../../sandbox/step-report.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
 
 /** All the memory a verification load may use: heap, buffers, code. */
@@ -131,10 +132,9 @@ export async function verifyBundle(options: {
     );
   }
   // Only the checker knows the nonce: a line without it is the plugin's.
-  const report = result.stdout
-    .split("\n")
-    .map((line) => parseReport(line))
-    .find((candidate) => candidate?.nonce === nonce);
+  const report = stepReports(result.stdout).find((candidate) => candidate.nonce === nonce) as
+    | { ok?: boolean; problem?: string }
+    | undefined;
   if (report?.ok) return;
   const problem =
     report?.problem ??
@@ -145,17 +145,6 @@ export async function verifyBundle(options: {
     Code.FailedPrecondition,
     `${options.name} fails verification for runtime ${runtime.version}: ${problem}`,
   );
-}
-
-function parseReport(line: string): { ok?: boolean; problem?: string; nonce?: string } | undefined {
-  try {
-    const value: unknown = JSON.parse(line);
-    return value && typeof value === "object"
-      ? (value as { ok?: boolean; problem?: string; nonce?: string })
-      : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function lastLines(text: string): string {
