@@ -3,18 +3,15 @@
 // MiB, and a long pull touches all of it, so a server's resident memory grew
 // with the size of what it streamed (README, Performance). Measured: no loss
 // of pull or CompilePlugin throughput. `npm start` and the benchmark pass it too.
-import { readFileSync } from "node:fs";
 import { Command, type CommanderError } from "commander";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import { gcCommand, inspectCommand, lsCommand, rmCommand } from "./admin-commands.js";
 import { EXIT, fail } from "./cli-common.js";
 import { compileCommand } from "./compile-command.js";
+import { SERVER_VERSION } from "../version.js";
 import { serveCommand } from "./serve-command.js";
 import { pullCommand, pushCommand } from "./transfer-commands.js";
 
-const { version } = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
-  version: string;
-};
 
 /**
  * commander's own exits: help and version are success; a usage error is
@@ -33,7 +30,7 @@ function exitFor(error: CommanderError): never {
 
 const program = new Command("atomix-plugins")
   .description("plugin registry and compiler for atomix runtime proxies")
-  .version(version, "-V, --version", "print the version")
+  .version(SERVER_VERSION, "-V, --version", "print the version")
   .addCommand(pullCommand())
   .addCommand(compileCommand())
   .addCommand(pushCommand())

@@ -108,3 +108,17 @@ export function isAbortError(error: unknown): boolean {
     (error.name === "AbortError" || (error as { code?: string }).code === "ABORT_ERR")
   );
 }
+
+/**
+ * An artifact whose signed provenance is missing, signed by no trusted key,
+ * or made for other bytes or another build key: the client refuses it before
+ * anything is written or loaded. Its own class (and the CLI's own exit code)
+ * because it is not a transport failure: retrying from the same server gives
+ * the same answer, and an operator must look.
+ */
+export class UntrustedArtifactError extends PluginError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(Code.PermissionDenied, message, options);
+    this.name = "UntrustedArtifactError";
+  }
+}

@@ -113,6 +113,23 @@ export interface CollectGarbageResponse {
   freedBytes: number;
 }
 
+export interface GetProvenanceRequest {
+  runtime: RuntimeInfo | undefined;
+  plugin: PluginInfo | undefined;
+}
+
+export interface GetProvenanceResponse {
+  /**
+   * Digest of the artifact the provenance is for ("sha256:<64 hex>"), the
+   * one stored for the key when the call was answered.
+   */
+  digest: string;
+  /** Media type of the bundle: application/vnd.dev.sigstore.bundle.v0.3+json. */
+  mediaType: string;
+  /** The bundle, JSON as the Sigstore protobuf-specs define it. */
+  bundle: Buffer;
+}
+
 function createBasePushHeader(): PushHeader {
   return { runtime: undefined, plugin: undefined, digest: "", size: 0, mediaType: "", annotations: {} };
 }
@@ -1401,6 +1418,200 @@ export const CollectGarbageResponse: MessageFns<CollectGarbageResponse> = {
   },
 };
 
+function createBaseGetProvenanceRequest(): GetProvenanceRequest {
+  return { runtime: undefined, plugin: undefined };
+}
+
+export const GetProvenanceRequest: MessageFns<GetProvenanceRequest> = {
+  encode(message: GetProvenanceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.runtime !== undefined) {
+      RuntimeInfo.encode(message.runtime, writer.uint32(10).fork()).join();
+    }
+    if (message.plugin !== undefined) {
+      PluginInfo.encode(message.plugin, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetProvenanceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetProvenanceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runtime = RuntimeInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.plugin = PluginInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetProvenanceRequest {
+    return {
+      runtime: isSet(object.runtime) ? RuntimeInfo.fromJSON(object.runtime) : undefined,
+      plugin: isSet(object.plugin) ? PluginInfo.fromJSON(object.plugin) : undefined,
+    };
+  },
+
+  toJSON(message: GetProvenanceRequest): unknown {
+    const obj: any = {};
+    if (message.runtime !== undefined) {
+      obj.runtime = RuntimeInfo.toJSON(message.runtime);
+    }
+    if (message.plugin !== undefined) {
+      obj.plugin = PluginInfo.toJSON(message.plugin);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetProvenanceRequest>, I>>(base?: I): GetProvenanceRequest {
+    return GetProvenanceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetProvenanceRequest>, I>>(object: I): GetProvenanceRequest {
+    const message = createBaseGetProvenanceRequest();
+    message.runtime = (object.runtime !== undefined && object.runtime !== null)
+      ? RuntimeInfo.fromPartial(object.runtime)
+      : undefined;
+    message.plugin = (object.plugin !== undefined && object.plugin !== null)
+      ? PluginInfo.fromPartial(object.plugin)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseGetProvenanceResponse(): GetProvenanceResponse {
+  return { digest: "", mediaType: "", bundle: Buffer.alloc(0) };
+}
+
+export const GetProvenanceResponse: MessageFns<GetProvenanceResponse> = {
+  encode(message: GetProvenanceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.digest !== "") {
+      writer.uint32(10).string(message.digest);
+    }
+    if (message.mediaType !== "") {
+      writer.uint32(18).string(message.mediaType);
+    }
+    if (message.bundle.length !== 0) {
+      writer.uint32(26).bytes(message.bundle);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetProvenanceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetProvenanceResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mediaType = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.bundle = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetProvenanceResponse {
+    return {
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      mediaType: isSet(object.mediaType)
+        ? globalThis.String(object.mediaType)
+        : isSet(object.media_type)
+        ? globalThis.String(object.media_type)
+        : "",
+      bundle: isSet(object.bundle) ? Buffer.from(bytesFromBase64(object.bundle)) : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: GetProvenanceResponse): unknown {
+    const obj: any = {};
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    if (message.mediaType !== "") {
+      obj.mediaType = message.mediaType;
+    }
+    if (message.bundle.length !== 0) {
+      obj.bundle = base64FromBytes(message.bundle);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetProvenanceResponse>, I>>(base?: I): GetProvenanceResponse {
+    return GetProvenanceResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetProvenanceResponse>, I>>(object: I): GetProvenanceResponse {
+    const message = createBaseGetProvenanceResponse();
+    message.digest = object.digest ?? "";
+    message.mediaType = object.mediaType ?? "";
+    message.bundle = object.bundle ?? Buffer.alloc(0);
+    return message;
+  },
+};
+
 /** Publishes, lists, inspects and removes stored plugin artifacts. */
 export type PluginAdminService = typeof PluginAdminService;
 export const PluginAdminService = {
@@ -1462,6 +1673,23 @@ export const PluginAdminService = {
       Buffer.from(CollectGarbageResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CollectGarbageResponse => CollectGarbageResponse.decode(value),
   },
+  /**
+   * Returns the signed provenance of the artifact stored for one build key: a
+   * Sigstore bundle (DSSE envelope of an in-toto Statement v1 with a SLSA
+   * Provenance v1 predicate). NOT_FOUND when no artifact is stored, or when it
+   * has no provenance (stored by a server without a signing key). Open to
+   * every caller, like InspectPlugin: runtimes verify what they pull with it.
+   */
+  getProvenance: {
+    path: "/atomix.plugins.admin.v1.PluginAdmin/GetProvenance" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetProvenanceRequest): Buffer => Buffer.from(GetProvenanceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetProvenanceRequest => GetProvenanceRequest.decode(value),
+    responseSerialize: (value: GetProvenanceResponse): Buffer =>
+      Buffer.from(GetProvenanceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetProvenanceResponse => GetProvenanceResponse.decode(value),
+  },
 } as const;
 
 export interface PluginAdminServer extends UntypedServiceImplementation {
@@ -1480,6 +1708,14 @@ export interface PluginAdminServer extends UntypedServiceImplementation {
   removePlugin: handleUnaryCall<RemovePluginRequest, RemovePluginResponse>;
   /** Removes blobs no build key refers to. */
   collectGarbage: handleUnaryCall<CollectGarbageRequest, CollectGarbageResponse>;
+  /**
+   * Returns the signed provenance of the artifact stored for one build key: a
+   * Sigstore bundle (DSSE envelope of an in-toto Statement v1 with a SLSA
+   * Provenance v1 predicate). NOT_FOUND when no artifact is stored, or when it
+   * has no provenance (stored by a server without a signing key). Open to
+   * every caller, like InspectPlugin: runtimes verify what they pull with it.
+   */
+  getProvenance: handleUnaryCall<GetProvenanceRequest, GetProvenanceResponse>;
 }
 
 export interface PluginAdminClient extends Client {
@@ -1568,6 +1804,28 @@ export interface PluginAdminClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CollectGarbageResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Returns the signed provenance of the artifact stored for one build key: a
+   * Sigstore bundle (DSSE envelope of an in-toto Statement v1 with a SLSA
+   * Provenance v1 predicate). NOT_FOUND when no artifact is stored, or when it
+   * has no provenance (stored by a server without a signing key). Open to
+   * every caller, like InspectPlugin: runtimes verify what they pull with it.
+   */
+  getProvenance(
+    request: GetProvenanceRequest,
+    callback: (error: ServiceError | null, response: GetProvenanceResponse) => void,
+  ): ClientUnaryCall;
+  getProvenance(
+    request: GetProvenanceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetProvenanceResponse) => void,
+  ): ClientUnaryCall;
+  getProvenance(
+    request: GetProvenanceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetProvenanceResponse) => void,
   ): ClientUnaryCall;
 }
 

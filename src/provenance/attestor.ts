@@ -1,0 +1,41 @@
+import { bundleToJSON } from "@sigstore/bundle";
+import { DSSEBundleBuilder, type Signer } from "@sigstore/sign";
+import type { ArtifactManifest } from "../model/artifact.js";
+import { PROVENANCE } from "../model/provenance.js";
+import type { SigningKey } from "./signing-key.js";
+import { type Origin, provenanceStatement } from "./statement.js";
+
+/** Signs the provenance of what the server stores. */
+export interface Attestor {
+  readonly keyId: string;
+  readonly builderId: string;
+  /** The Sigstore bundle (JSON bytes) of `manifest`'s provenance. */
+  attest(manifest: ArtifactManifest, origin: Origin): Promise<Buffer>;
+}
+
+/**
+ * DSSE bundles signed with the server's own key. The bundle names the key by
+ * its hint and carries no certificate, transparency-log entry or timestamp:
+ * it is meant to verify offline, against keys a runtime is configured with.
+ */
+export function createAttestor(key: SigningKey, builderId: string = PROVENANCE.defaultBuilderId): Attestor {
+  const signer: Signer = {
+    sign: async (data) => ({
+      signature: key.sign(data),
+      key: { $case: "publicKey", publicKey: key.publicKeyPem, hint: key.keyId },
+    }),
+  };
+  const builder = new DSSEBundleBuilder({ signer, witnesses: [] });
+  return {
+    keyId: key.keyId,
+    builderId,
+    async attest(manifest, origin) {
+      const statement = provenanceStatement(manifest, origin, builderId);
+      const bundle = await builder.create({
+        data: Buffer.from(JSON.stringify(statement)),
+        type: PROVENANCE.payloadType,
+      });
+      return Buffer.from(JSON.stringify(bundleToJSON(bundle)));
+    },
+  };
+}
