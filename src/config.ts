@@ -142,6 +142,15 @@ export const serveConfigSchema = z
     tlsClientCa: z.string().min(1).optional(),
     /** File holding the token admin calls that change the store must present. */
     adminTokenFile: z.string().min(1).optional(),
+    /**
+     * PEM private key (ECDSA P-256 or Ed25519, `atomix-plugins keygen`) that
+     * signs the provenance of every artifact built or pushed. Replicas of one
+     * deployment share it. Absent, artifacts are stored without provenance
+     * and runtimes that verify refuse them.
+     */
+    signingKey: z.string().min(1).optional(),
+    /** builder.id of the provenance this deployment signs: a URI naming it. */
+    builderId: z.string().url().default("https://atomix.dev/plugins/server"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict()
@@ -192,6 +201,8 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_TLS_KEY: "tlsKey",
   ATOMIX_PLUGINS_TLS_CLIENT_CA: "tlsClientCa",
   ATOMIX_PLUGINS_ADMIN_TOKEN_FILE: "adminTokenFile",
+  ATOMIX_PLUGINS_SIGNING_KEY: "signingKey",
+  ATOMIX_PLUGINS_BUILDER_ID: "builderId",
   ATOMIX_PLUGINS_LOG_LEVEL: "logLevel",
 };
 

@@ -3,7 +3,7 @@ import { type Command, Option } from "commander";
 import type { ConnectionOptions } from "../client/grpc-clients.js";
 import { createPluginClient, type PluginClient } from "../client/plugin-client.js";
 import { DEFAULT_LISTEN } from "../config.js";
-import { Code, codeName, PluginError, quoted } from "../errors/plugin-error.js";
+import { Code, codeName, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";
 import type { Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
 import { parseReference } from "../model/reference.js";
@@ -26,6 +26,8 @@ export const EXIT = {
   denied: 7,
   /** RESOURCE_EXHAUSTED: queue full, disk full, artifact too large. */
   resourceExhausted: 8,
+  /** The artifact's signed provenance is missing, untrusted or for other bytes; nothing was written. */
+  untrusted: 9,
   /** CANCELLED: interrupted (Ctrl-C), as shells report SIGINT. */
   cancelled: 130,
 } as const;
@@ -60,6 +62,8 @@ export function exitCodeFor(code: Code): number {
 export const SERVER_ENV = "ATOMIX_PLUGINS_SERVER";
 export const CACHE_ENV = "ATOMIX_PLUGINS_CACHE";
 export const CACHE_MAX_ENV = "ATOMIX_PLUGINS_CACHE_MAX_BYTES";
+/** Files of the public keys whose signed provenance pulls require, separated by ":". */
+export const TRUSTED_KEYS_ENV = "ATOMIX_PLUGINS_TRUSTED_KEYS";
 /** The admin token, for servers run with --admin-token-file. */
 export const TOKEN_ENV = "ATOMIX_PLUGINS_TOKEN";
 
@@ -81,6 +85,8 @@ export interface ClientFlags {
   tlsServerName?: string;
   token?: string;
   tokenFile?: string;
+  /** Set by commands that verify provenance (withTrustOptions). */
+  trustKey?: string[];
 }
 
 /** Adds `--server`, `--json`, `--timeout` and the TLS flags. */
@@ -128,9 +134,11 @@ export function connectionFrom(flags: ClientFlags): ConnectionOptions {
   }
   const tls = flags.tls || flags.ca || flags.cert || flags.key || flags.tlsServerName;
   const token = flags.tokenFile ? readToken(flags.tokenFile) : flags.token;
+  const trustedKeys = (flags.trustKey ?? []).map(readTrustedKey);
   return {
     address: flags.server,
     ...(token ? { token } : {}),
+    ...(trustedKeys.length > 0 ? { trustedKeys } : {}),
     ...(tls
       ? {
           tls: {
@@ -142,6 +150,30 @@ export function connectionFrom(flags: ClientFlags): ConnectionOptions {
         }
       : {}),
   };
+}
+
+/**
+ * Adds `--trust-key FILE` (repeatable; or $ATOMIX_PLUGINS_TRUSTED_KEYS):
+ * the command then refuses an artifact without provenance signed by one of
+ * these keys (exit 9).
+ */
+export function withTrustOptions(command: Command): Command {
+  const fromEnvironment = (process.env[TRUSTED_KEYS_ENV] ?? "").split(":").filter(Boolean);
+  return command.option(
+    "--trust-key <file>",
+    `PEM public key whose signed provenance the artifact must carry (repeatable) [env ${TRUSTED_KEYS_ENV}, files separated by ":"]`,
+    (value: string, previous: string[] | undefined) =>
+      previous === fromEnvironment ? [value] : [...(previous ?? []), value],
+    fromEnvironment,
+  );
+}
+
+function readTrustedKey(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw PluginError.from(error, `reading the trusted key ${path}`);
+  }
 }
 
 function readToken(path: string): string {
@@ -234,7 +266,8 @@ export function keyFromArgs(
  */
 export function fail(error: unknown, json = false): never {
   const pluginError = PluginError.from(error);
-  const exitCode = exitCodeFor(pluginError.code);
+  const exitCode =
+    pluginError instanceof UntrustedArtifactError ? EXIT.untrusted : exitCodeFor(pluginError.code);
   const code = codeName(pluginError.code);
   const message = pluginError.message.replace(/\s*\n\s*/g, " ");
   process.stderr.write(

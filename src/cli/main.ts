@@ -5,13 +5,13 @@
 // of pull or CompilePlugin throughput. `npm start` and the benchmark pass it too.
 import { Command, type CommanderError } from "commander";
 import { Code, PluginError } from "../errors/plugin-error.js";
+import { SERVER_VERSION } from "../version.js";
 import { gcCommand, inspectCommand, lsCommand, rmCommand } from "./admin-commands.js";
 import { EXIT, fail } from "./cli-common.js";
 import { compileCommand } from "./compile-command.js";
-import { SERVER_VERSION } from "../version.js";
+import { keygenCommand, provenanceCommand } from "./provenance-commands.js";
 import { serveCommand } from "./serve-command.js";
 import { pullCommand, pushCommand } from "./transfer-commands.js";
-
 
 /**
  * commander's own exits: help and version are success; a usage error is
@@ -38,6 +38,8 @@ const program = new Command("atomix-plugins")
   .addCommand(inspectCommand())
   .addCommand(rmCommand())
   .addCommand(gcCommand())
+  .addCommand(provenanceCommand())
+  .addCommand(keygenCommand())
   .addCommand(serveCommand())
   .addHelpText(
     "after",
@@ -46,7 +48,8 @@ Client commands find the server with --server host:port or $ATOMIX_PLUGINS_SERVE
 (default 127.0.0.1:5679), print JSON with --json, and exit with a code per failure:
   0 ok  1 other  2 usage/INVALID_ARGUMENT  3 NOT_FOUND  4 FAILED_PRECONDITION
   5 UNAVAILABLE/DEADLINE_EXCEEDED  6 DATA_LOSS  7 UNAUTHENTICATED/PERMISSION_DENIED
-  8 RESOURCE_EXHAUSTED  130 CANCELLED (interrupted)
+  8 RESOURCE_EXHAUSTED  9 untrusted (provenance missing, unsigned or not matching)
+  130 CANCELLED (interrupted)
 
 Examples:
   atomix-plugins serve --data ./data

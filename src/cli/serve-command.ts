@@ -18,6 +18,8 @@ import {
   serveConfigSchema,
   storeConfigOf,
 } from "../config.js";
+import { type Attestor, createAttestor } from "../provenance/attestor.js";
+import { loadSigningKey } from "../provenance/signing-key.js";
 import { loadAdminAuth, loadServerCredentials } from "../server/credentials.js";
 import { createMetrics } from "../server/metrics.js";
 import { startServer } from "../server/server.js";
@@ -157,6 +159,12 @@ const SERVE_FLAGS: ServeFlag[] = [
     option: "adminTokenFile",
     what: "token that push, rm and gc must present (or ATOMIX_PLUGINS_ADMIN_TOKEN)",
   },
+  {
+    flags: "--signing-key <file>",
+    option: "signingKey",
+    what: "PEM private key (ECDSA P-256 or Ed25519) that signs the provenance of every artifact",
+  },
+  { flags: "--builder-id <uri>", option: "builderId", what: "builder.id of the signed provenance" },
   { flags: "--log-level <level>", option: "logLevel", what: "log level" },
 ];
 
@@ -212,6 +220,22 @@ function logSandbox(log: Logger, sandbox: Sandbox): void {
   else log.error({ sandbox: sandbox.kind }, `builds will be refused: ${sandbox.description}`);
 }
 
+/** The signer of provenance, and a start-up line that says whether runtimes can verify what they pull. */
+async function loadAttestor(config: ServeConfig, log: Logger): Promise<Attestor | undefined> {
+  if (!config.signingKey) {
+    log.warn(
+      "no --signing-key: artifacts are stored without signed provenance, and runtimes that verify will refuse them",
+    );
+    return undefined;
+  }
+  const key = await loadSigningKey(config.signingKey);
+  if (key.readableByOthers) {
+    log.warn({ file: config.signingKey }, "the signing key file is readable by other users: chmod 600 it");
+  }
+  log.info({ keyId: key.keyId, algorithm: key.algorithm, builderId: config.builderId }, "signing provenance");
+  return createAttestor(key, config.builderId);
+}
+
 /** Runs the server until SIGTERM or SIGINT, then shuts down gracefully and exits 0. */
 export async function serve(config: ServeConfig): Promise<void> {
   const log = pino({ level: config.logLevel, base: { service: "atomix-plugins" } });
@@ -236,8 +260,10 @@ export async function serve(config: ServeConfig): Promise<void> {
     sandbox,
     limits: { maxBytes: config.maxSourceBytes, maxFiles: config.maxSourceFiles },
   });
+  const attestor = await loadAttestor(config, log);
   const compiler = createBuildCompiler({
     store,
+    attestor,
     runtimes: await loadRuntimeCatalog(config.runtimes),
     sandbox,
     toolchains: [
@@ -263,7 +289,7 @@ export async function serve(config: ServeConfig): Promise<void> {
   const metrics = createMetrics();
   const auth = await loadAdminAuth(config);
   const credentials = await loadServerCredentials(config);
-  const server = await startServer({ config, store, compiler, log, metrics, auth, credentials });
+  const server = await startServer({ config, store, compiler, log, metrics, auth, credentials, attestor });
   const http =
     config.httpListen === "off"
       ? undefined

@@ -16,6 +16,7 @@ import {
   withClient,
   withClientOptions,
   withRuntimeOptions,
+  withTrustOptions,
 } from "./cli-common.js";
 import { transferProgress } from "./progress.js";
 
@@ -82,29 +83,31 @@ Examples:
 }
 
 export function pullCommand(): Command {
-  return withClientOptions(
-    withRuntimeOptions(
-      new Command("pull")
-        .description(
-          "download a plugin artifact, verified against its digest (resumes after network failures)",
+  return withTrustOptions(
+    withClientOptions(
+      withRuntimeOptions(
+        new Command("pull")
+          .description(
+            "download a plugin artifact, verified against its digest (resumes after network failures)",
+          )
+          .argument("<plugin>", PLUGIN_ARGUMENT_HELP),
+      )
+        .requiredOption("-o, --output <file>", "where to write the artifact (replaced only once verified)")
+        .option("--digest <sha256:hex>", "refuse any other artifact (implied by a reference)")
+        .option(
+          "--cache <dir>",
+          `local cache: a current cached copy is not transferred again [env ${CACHE_ENV}]`,
         )
-        .argument("<plugin>", PLUGIN_ARGUMENT_HELP),
-    )
-      .requiredOption("-o, --output <file>", "where to write the artifact (replaced only once verified)")
-      .option("--digest <sha256:hex>", "refuse any other artifact (implied by a reference)")
-      .option(
-        "--cache <dir>",
-        `local cache: a current cached copy is not transferred again [env ${CACHE_ENV}]`,
-      )
-      .option(
-        "--cache-max-bytes <bytes>",
-        `evict the least recently used cached artifacts beyond this size [env ${CACHE_MAX_ENV}]`,
-      )
-      .option(
-        "--retries <n>",
-        "retries after UNAVAILABLE or a broken stream, each resuming where it broke",
-        "5",
-      ),
+        .option(
+          "--cache-max-bytes <bytes>",
+          `evict the least recently used cached artifacts beyond this size [env ${CACHE_MAX_ENV}]`,
+        )
+        .option(
+          "--retries <n>",
+          "retries after UNAVAILABLE or a broken stream, each resuming where it broke",
+          "5",
+        ),
+    ),
   )
     .addHelpText(
       "after",
@@ -112,6 +115,7 @@ export function pullCommand(): Command {
 Examples:
   atomix-plugins pull counter@1.0.0 --runtime 1.0.0 --build node20 -o counter.mjs
   atomix-plugins pull atomix-plugin://1.0.0/node20/counter@1.0.0@sha256:9f86d0... -o counter.mjs
+  atomix-plugins pull counter@1.0.0 -r 1.0.0 -b node20 -o counter.mjs --trust-key signing.pub
   ATOMIX_PLUGINS_SERVER=registry:5679 atomix-plugins pull counter@1.0.0 -r 1.0.0 -b node20 \\
       -o counter.mjs --cache ~/.cache/atomix-plugins --json`,
     )

@@ -15,6 +15,7 @@ import {
 } from "../gen/atomix/runtime/v1/plugin.js";
 import { decodePullPluginResponse } from "../protocol/pull-codec.js";
 import { type TlsOptions, tlsCredentials } from "./channel-credentials.js";
+import type { TrustedKey } from "./provenance-check.js";
 
 export interface ConnectionOptions {
   /** host:port of the server. */
@@ -38,6 +39,15 @@ export interface ConnectionOptions {
    * "grpc-js" always uses grpc-js, e.g. to honour `channelOptions` on pulls.
    */
   pullTransport?: "auto" | "grpc-js";
+  /**
+   * Public keys (PEM) whose signed provenance this client requires: every
+   * pull, and every loadPlugin, fetches the artifact's provenance bundle and
+   * refuses (UntrustedArtifactError) an artifact that is unsigned, signed by
+   * no key here, or whose statement names other bytes or another build key,
+   * before anything is written in place or loaded. Several keys at once let
+   * a deployment rotate its key. None: no provenance is checked.
+   */
+  trustedKeys?: readonly TrustedKey[];
 }
 
 /**

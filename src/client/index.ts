@@ -2,10 +2,12 @@
  * The client library for runtimes and pipelines:
  * `import { createPluginClient, loadPlugin } from "atomix-plugins"`.
  */
-export { Code, codeName, PluginError } from "../errors/plugin-error.js";
+export { Code, codeName, PluginError, UntrustedArtifactError } from "../errors/plugin-error.js";
 export type { Digest } from "../model/artifact.js";
 export type { BuildKey, PluginRef, RuntimeRef } from "../model/build-key.js";
 export { formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
+export type { ProvenanceStatement } from "../model/provenance.js";
+export { PROVENANCE, subjectName } from "../model/provenance.js";
 export type { PluginReference } from "../model/reference.js";
 export { formatReference, parseReference } from "../model/reference.js";
 export { PULL_METADATA } from "../protocol/metadata.js";
@@ -17,9 +19,12 @@ export type {
   GarbageReport,
   PluginClient,
   PluginManifest,
+  ProvenanceAnswer,
   PushOptions,
 } from "./plugin-client.js";
 export { createPluginClient } from "./plugin-client.js";
+export type { TrustedKey, TrustedKeySet } from "./provenance-check.js";
+export { trustedKeySet, verifyProvenance } from "./provenance-check.js";
 export type {
   CallControl,
   PullAttempt,

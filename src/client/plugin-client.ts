@@ -3,14 +3,16 @@ import { once } from "node:events";
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { type CallOptions, Metadata } from "@grpc/grpc-js";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";
 import type { Manifest } from "../gen/atomix/plugins/admin/v1/admin.js";
 import type { PluginRegistryClient } from "../gen/atomix/runtime/v1/plugin.js";
-import type { Digest } from "../model/artifact.js";
-import { type BuildKey, parseBuildKey } from "../model/build-key.js";
+import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
+import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
+import type { ProvenanceStatement } from "../model/provenance.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
 import { fromServiceError } from "./call-error.js";
 import { type ConnectionOptions, createGrpcClients } from "./grpc-clients.js";
+import { type TrustedKeySet, trustedKeySet, verifyProvenance } from "./provenance-check.js";
 import {
   type CallControl,
   type PullOptions,
@@ -35,6 +37,15 @@ export interface PushOptions extends CallControl {
   size?: number;
   /** Called after every chunk handed to the transport, with the bytes sent so far. */
   onProgress?: (sent: number) => void;
+}
+
+export interface ProvenanceAnswer {
+  digest: Digest;
+  mediaType: string;
+  /** The Sigstore bundle, JSON. */
+  bundle: Buffer;
+  /** The verified statement, when the client has trusted keys. */
+  statement?: ProvenanceStatement;
 }
 
 /** A stored artifact's manifest as the admin API returns it. */
@@ -84,6 +95,12 @@ export interface PluginClient {
   remove(key: BuildKey, options?: CallControl): Promise<boolean>;
   /** Removes the blobs no key refers to. */
   collectGarbage(options?: CallControl): Promise<GarbageReport>;
+  /**
+   * The signed provenance of the artifact stored for `key` (a Sigstore
+   * bundle) and the digest it is for; NOT_FOUND if none. Checked against
+   * `trustedKeys` when the client has them.
+   */
+  provenance(key: BuildKey, options?: CallControl): Promise<ProvenanceAnswer>;
   close(): void;
 }
 
@@ -130,6 +147,7 @@ function announce(
 export function createPluginClient(connection: ConnectionOptions): PluginClient {
   const clients = createGrpcClients(connection);
   const pulls = pullTransportFor(connection, clients.registry);
+  const trusted = connection.trustedKeys?.length ? trustedKeySet(connection.trustedKeys) : undefined;
 
   function callOptions(deadline: number | undefined): Partial<CallOptions> {
     return deadline ? { deadline } : {};
@@ -191,6 +209,45 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     const valid = parseBuildKey(key);
     return { runtime: { ...valid.runtime }, plugin: { ...valid.plugin } };
   };
+
+  async function fetchProvenance(key: BuildKey, options: CallControl | undefined) {
+    const body = request(key);
+    const answer = await unary<{ digest: string; mediaType: string; bundle: Buffer }>(options, (md, o, cb) =>
+      clients.admin.getProvenance(body, md, o, cb),
+    );
+    if (!DIGEST_PATTERN.test(answer.digest)) {
+      throw new PluginError(
+        Code.DataLoss,
+        `the server answered a provenance for digest ${quoted(answer.digest)}`,
+      );
+    }
+    return {
+      digest: answer.digest as Digest,
+      mediaType: answer.mediaType,
+      bundle: Buffer.from(answer.bundle),
+    };
+  }
+
+  /** The provenance check of a pull: the signed statement must name exactly these bytes and this key. */
+  async function checkProvenance(key: BuildKey, digest: Digest, options: CallControl): Promise<void> {
+    let answer: Awaited<ReturnType<typeof fetchProvenance>>;
+    try {
+      answer = await fetchProvenance(key, options);
+    } catch (error) {
+      const failure = fromServiceError(error);
+      if (failure.code !== Code.NotFound) throw failure;
+      throw new UntrustedArtifactError(
+        `refusing ${formatBuildKey(key)} (${digest}): the server has no signed provenance for it: ${failure.message}`,
+      );
+    }
+    if (answer.digest !== digest) {
+      throw new PluginError(
+        Code.Aborted,
+        `${formatBuildKey(key)} was replaced on the server during the pull (${digest}, now ${answer.digest}); pull again`,
+      );
+    }
+    verifyProvenance(answer.bundle, { key, digest }, trusted as TrustedKeySet);
+  }
 
   async function push(
     key: BuildKey,
@@ -270,7 +327,16 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
 
   return {
     async pull(key, options) {
-      return pullArtifact(pulls, parseBuildKey(key), options);
+      const valid = parseBuildKey(key);
+      if (!trusted) return pullArtifact(pulls, valid, options);
+      const before = options.accept;
+      return pullArtifact(pulls, valid, {
+        ...options,
+        accept: async (artifact) => {
+          await before?.(artifact);
+          await checkProvenance(valid, artifact.digest, options);
+        },
+      });
     },
 
     push,
@@ -328,6 +394,16 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         clients.admin.removePlugin(body, md, o, cb),
       );
       return response.removed;
+    },
+
+    async provenance(key, options) {
+      const valid = parseBuildKey(key);
+      const answer = await fetchProvenance(valid, options);
+      if (!trusted) return answer;
+      return {
+        ...answer,
+        statement: verifyProvenance(answer.bundle, { key: valid, digest: answer.digest }, trusted),
+      };
     },
 
     async collectGarbage(options) {

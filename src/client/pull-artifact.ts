@@ -59,6 +59,13 @@ export interface PullOptions extends CallControl, RetryControl {
   cacheMaxBytes?: number;
   /** Called after every chunk written. */
   onProgress?: (progress: PullProgress) => void;
+  /**
+   * Last word before the artifact is put in place, whether its bytes came
+   * from the network or the cache: called with its verified digest and size,
+   * a rejection refuses it (nothing is written to `to` or cached). The
+   * client's provenance check (`trustedKeys`) is one.
+   */
+  accept?: (artifact: { digest: Digest; size: number }) => Promise<void>;
 }
 
 /** One request to the server, as it went. */
@@ -115,6 +122,7 @@ export async function pullArtifact(
     if (cache && options.expectedDigest) {
       const entry = await cache.lookupDigest(options.expectedDigest);
       if (entry && (await cache.copyOut(entry, partial))) {
+        await options.accept?.(entry);
         await rename(partial, options.to);
         return { path: options.to, ...entry, fromCache: true, transferredBytes: 0, attempts: [] };
       }
@@ -242,6 +250,7 @@ export async function pullArtifact(
         file = undefined;
         await rm(partial, { force: true });
         if (await cache.copyOut(cached, partial)) {
+          await options.accept?.(cached);
           await rename(partial, options.to);
           return { path: options.to, ...cached, fromCache: true, transferredBytes: 0, attempts };
         }
@@ -268,6 +277,7 @@ export async function pullArtifact(
       await file.sync();
       await file.close();
       file = undefined;
+      await options.accept?.(announced);
       await cache?.add(key, partial, announced);
       await rename(partial, options.to);
       const transferredBytes = attempts.reduce((sum, a) => sum + a.bytes, 0);

@@ -7,6 +7,7 @@ import { Code, PluginError } from "../errors/plugin-error.js";
 import { ANNOTATIONS } from "../model/annotations.js";
 import type { ArtifactManifest } from "../model/artifact.js";
 import { type BuildKey, buildKeyId, formatBuildKey } from "../model/build-key.js";
+import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { createBuildPool } from "./build-pool.js";
 import type { Compiler } from "./compiler.js";
@@ -44,6 +45,8 @@ export interface BuildCompilerOptions {
    * when it is off every build logs a warning.
    */
   sandbox?: Sandbox;
+  /** Signs the provenance of every artifact built; absent, artifacts are stored unsigned. */
+  attestor?: Attestor | undefined;
   /** Called when a toolchain run starts: tests and benchmarks count builds with it. */
   onBuild?: (key: BuildKey) => void;
 }
@@ -140,6 +143,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
             timeoutMs,
           );
           const started = performance.now();
+          const startedOn = new Date();
           let workDir: string | undefined;
           let built: Promise<BuildOutput> | undefined;
           let cleaned: Promise<void> | undefined;
@@ -180,6 +184,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
                 [ANNOTATIONS.builtAt]: new Date().toISOString(),
               },
               ...(options.maxArtifactBytes === undefined ? {} : { maxSize: options.maxArtifactBytes }),
+              ...(options.attestor ? { attest: attestBuild(options.attestor, startedOn) } : {}),
             });
             log?.info(
               { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, durationMs },
@@ -298,4 +303,9 @@ function abandonable<T>(promise: Promise<T>, signal: AbortSignal | undefined): P
       },
     );
   });
+}
+
+function attestBuild(attestor: Attestor, startedOn: Date) {
+  return (manifest: ArtifactManifest) =>
+    attestor.attest(manifest, { kind: "built", startedOn, finishedOn: new Date() });
 }

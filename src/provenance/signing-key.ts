@@ -66,7 +66,8 @@ export function signingKey(privateKey: KeyObject, where = "the signing key"): Si
   const type = privateKey.asymmetricKeyType;
   let algorithm: KeyAlgorithm;
   if (type === "ed25519") algorithm = "ed25519";
-  else if (type === "ec" && privateKey.asymmetricKeyDetails?.namedCurve === "prime256v1") algorithm = "ecdsa-p256";
+  else if (type === "ec" && privateKey.asymmetricKeyDetails?.namedCurve === "prime256v1")
+    algorithm = "ecdsa-p256";
   else {
     throw new PluginError(
       Code.InvalidArgument,

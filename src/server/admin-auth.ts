@@ -9,14 +9,19 @@ import { Code, PluginError } from "../errors/plugin-error.js";
  */
 export interface AdminAuth {
   readonly required: boolean;
-  /** Throws UNAUTHENTICATED (no credentials) or PERMISSION_DENIED (wrong ones). */
-  check(metadata: Metadata): void;
+  /**
+   * Throws UNAUTHENTICATED (no credentials) or PERMISSION_DENIED (wrong ones);
+   * otherwise names the credential for provenance and logs: a fingerprint of
+   * the token, never the token.
+   */
+  check(metadata: Metadata): string;
 }
 
 export function createAdminAuth(token: string | undefined): AdminAuth {
-  if (!token) return { required: false, check() {} };
+  if (!token) return { required: false, check: () => "anyone (the server has no admin token)" };
   // Compare digests: equal length, so timingSafeEqual never throws and leaks no length.
   const expected = createHash("sha256").update(token).digest();
+  const fingerprint = `admin token sha256:${expected.toString("hex").slice(0, 16)}`;
   return {
     required: true,
     check(metadata) {
@@ -34,6 +39,7 @@ export function createAdminAuth(token: string | undefined): AdminAuth {
           "the admin token presented is not valid for this server",
         );
       }
+      return fingerprint;
     },
   };
 }

@@ -15,8 +15,10 @@ import {
   type PushPluginResponse,
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { RESERVED_ANNOTATION_PREFIX } from "../model/annotations.js";
-import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
+import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
+import { PROVENANCE } from "../model/provenance.js";
+import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { AdminAuth } from "./admin-auth.js";
 import { toManifestMessage } from "./manifest-message.js";
@@ -27,6 +29,8 @@ export interface AdminDeps {
   auth: AdminAuth;
   store: ArtifactStore;
   log: Logger;
+  /** Signs the provenance of pushed artifacts; absent, they are stored unsigned. */
+  attestor?: Attestor | undefined;
 }
 
 /** atomix.plugins.admin.v1.PluginAdmin: push, list, inspect, remove, gc. */
@@ -59,7 +63,7 @@ export function createAdminService(deps: AdminDeps): UntypedServiceImplementatio
     call: ServerReadableStream<DecodedPushRequest, PushPluginResponse>,
     signal: AbortSignal,
   ) {
-    deps.auth.check(call.metadata);
+    const credential = deps.auth.check(call.metadata);
     const messages = call[Symbol.asyncIterator]() as AsyncIterator<DecodedPushRequest>;
     const first = await messages.next();
     const part = first.done ? undefined : decoded(first.value).part;
@@ -84,8 +88,12 @@ export function createAdminService(deps: AdminDeps): UntypedServiceImplementatio
       maxSize: deps.config.maxArtifactBytes,
       ...expected,
       signal,
+      ...(deps.attestor ? { attest: attestPush(deps.attestor, credential) } : {}),
     });
-    log.info({ key: formatBuildKey(key), digest: manifest.digest, size: manifest.size }, "artifact pushed");
+    log.info(
+      { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, by: credential },
+      "artifact pushed",
+    );
     return { manifest: toManifestMessage(manifest) };
   }
 
@@ -120,6 +128,18 @@ export function createAdminService(deps: AdminDeps): UntypedServiceImplementatio
       const manifest = await store.get(key);
       if (!manifest) throw new PluginError(Code.NotFound, `no artifact stored for ${formatBuildKey(key)}`);
       return toManifestMessage(manifest);
+    }),
+    getProvenance: unary("read", async (request: Parameters<typeof parseBuildKey>[0]) => {
+      const key = parseBuildKey(request);
+      const found = await store.getProvenance(key);
+      if (!found) throw new PluginError(Code.NotFound, `no artifact stored for ${formatBuildKey(key)}`);
+      if (!found.bundle) {
+        throw new PluginError(
+          Code.NotFound,
+          `the artifact stored for ${formatBuildKey(key)} (${found.manifest.digest}) has no provenance: it was stored by a server without a signing key; build or push it again on one that has --signing-key`,
+        );
+      }
+      return { digest: found.manifest.digest, mediaType: PROVENANCE.bundleMediaType, bundle: found.bundle };
     }),
     removePlugin: unary("write", async (request: Parameters<typeof parseBuildKey>[0]) => {
       const key = parseBuildKey(request);
@@ -301,4 +321,10 @@ function abortWithCall(call: ServerReadableStream<unknown, unknown>): {
       clearTimeout(timer);
     },
   };
+}
+
+function attestPush(attestor: Attestor, credential: string) {
+  const receivedOn = new Date();
+  return (manifest: ArtifactManifest) =>
+    attestor.attest(manifest, { kind: "pushed", credential, receivedOn });
 }

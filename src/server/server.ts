@@ -5,6 +5,7 @@ import type { Compiler } from "../compiler/compiler.js";
 import { type ServeConfig, splitHostPort } from "../config.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import { PluginCompilerService } from "../gen/atomix/runtime/v1/plugin.js";
+import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
 import { createAdminService, pluginAdminDefinition } from "./admin-service.js";
@@ -40,6 +41,8 @@ export interface ServerDeps {
   auth?: AdminAuth;
   /** TLS or plaintext (the default); see loadServerCredentials. */
   credentials?: ServerCredentials;
+  /** Signs the provenance of pushed artifacts (the compiler has its own for builds). */
+  attestor?: Attestor | undefined;
 }
 
 export interface RunningServer {

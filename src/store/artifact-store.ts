@@ -18,6 +18,21 @@ export interface PutOptions {
    * the put rejects with the signal's reason and the key keeps what it had.
    */
   signal?: AbortSignal;
+  /**
+   * Signs the provenance of the manifest about to be committed (its digest
+   * and size are final). The store keeps what it returns beside the manifest
+   * and commits both together: a reader never finds the new manifest without
+   * its provenance, and a failure here leaves the key as it was.
+   */
+  attest?: (manifest: ArtifactManifest) => Promise<Uint8Array>;
+}
+
+/** The signed provenance of the artifact stored for a key. */
+export interface StoredProvenance {
+  /** The artifact the provenance is for: the key's manifest when it was read. */
+  readonly manifest: ArtifactManifest;
+  /** A Sigstore bundle, JSON (model/provenance.ts); undefined when stored without one. */
+  readonly bundle: Buffer | undefined;
 }
 
 export interface ReadOptions {
@@ -96,7 +111,13 @@ export interface ArtifactStore {
 
   list(filter?: ListFilter): Promise<ArtifactManifest[]>;
 
-  /** Forgets `key`; its blob stays until `collectGarbage`. False if absent. */
+  /**
+   * The provenance stored with the artifact of `key`, read together with its
+   * manifest; undefined when no artifact is stored.
+   */
+  getProvenance(key: BuildKey, options?: { signal?: AbortSignal }): Promise<StoredProvenance | undefined>;
+
+  /** Forgets `key` and its provenance; its blob stays until `collectGarbage`. False if absent. */
   remove(key: BuildKey): Promise<boolean>;
 
   /** Removes blobs no stored key refers to. */

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { ArtifactManifest, Digest, GarbageReport } from "../model/artifact.js";
@@ -20,6 +20,9 @@ export interface FsStoreOptions {
  *
  *   <dir>/blobs/sha256/<2 hex>/<64 hex>   artifact bytes, immutable
  *   <dir>/index/<sha256 of build key>.json  manifest of one build key
+ *   <dir>/provenance/<sha256 of build key>/<64 hex>.json
+ *                                         signed provenance of that key's
+ *                                         artifact with that digest
  *   <dir>/tmp/                            writes in progress; emptied at start
  *
  * Index files are named by a hash of the key, so no field of a request ever
@@ -29,8 +32,9 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
   const root = options.dir;
   const blobsDir = join(root, "blobs", "sha256");
   const indexDir = join(root, "index");
+  const provenanceDir = join(root, "provenance");
   const tmpDir = join(root, "tmp");
-  await Promise.all([blobsDir, indexDir, tmpDir].map((d) => mkdir(d, { recursive: true })));
+  await Promise.all([blobsDir, indexDir, provenanceDir, tmpDir].map((d) => mkdir(d, { recursive: true })));
   // Leftovers of writes interrupted by a crash: never visible, now removed.
   for (const leftover of await readdir(tmpDir))
     await rm(join(tmpDir, leftover), { recursive: true, force: true });
@@ -51,6 +55,21 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     return join(blobsDir, hex.slice(0, 2), hex);
   };
   const indexPath = (id: string) => join(indexDir, `${id}.json`);
+  const provenancePath = (id: string, digest: Digest) =>
+    join(provenanceDir, id, `${digest.slice("sha256:".length)}.json`);
+
+  /** Removes the provenance files of key `id` but the one of `keep`. */
+  async function pruneProvenance(id: string, keep: Digest | undefined): Promise<void> {
+    const dir = join(provenanceDir, id);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names) {
+      const digest = `sha256:${name.replace(/\.json$/, "")}` as Digest;
+      if (digest === keep || writing.has(digest)) continue;
+      await rm(join(dir, name), { force: true });
+    }
+    // Gone once empty; a put still writing into it keeps it.
+    if (keep === undefined) await rmdir(dir).catch(() => {});
+  }
 
   async function readManifest(path: string): Promise<ArtifactManifest | undefined> {
     try {
@@ -107,10 +126,18 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
           annotations: { ...options.annotations },
         };
         const id = buildKeyId(key);
+        // Provenance first, named by the digest it is for: until the index
+        // entry switches, it belongs to no manifest and no reader finds it.
+        if (options.attest) {
+          const bundle = await options.attest(manifest);
+          await mkdir(join(provenanceDir, id), { recursive: true });
+          await writeFileAtomic(provenancePath(id, digest), bundle, tmpDir);
+        }
         // The index entry is the commit: a put cancelled until now leaves the key as it was.
         options.signal?.throwIfAborted();
         await writeFileAtomic(indexPath(id), `${JSON.stringify(manifest, null, 2)}\n`, tmpDir);
         manifests.set(cacheKey(key), manifest);
+        await pruneProvenance(id, digest);
         return manifest;
       } catch (error) {
         await rm(tmp, { force: true });
@@ -121,6 +148,20 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
           if (left === 0) writing.delete(digest);
           else writing.set(digest, left);
         }
+      }
+    },
+
+    async getProvenance(key) {
+      const id = buildKeyId(key);
+      // Read from disk, not from this process's cache: provenance is what a
+      // runtime checks the store against, so it must see what is there now.
+      const manifest = await readManifest(indexPath(id));
+      if (!manifest) return undefined;
+      try {
+        return { manifest, bundle: await readFile(provenancePath(id, manifest.digest)) };
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return { manifest, bundle: undefined };
+        throw PluginError.from(error, `reading the provenance of ${formatBuildKey(key)}`);
       }
     },
 
@@ -135,6 +176,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
       try {
         await unlink(indexPath(id));
         await syncDirectory(indexDir);
+        await pruneProvenance(id, undefined);
         return true;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
@@ -143,7 +185,11 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     },
 
     async collectGarbage(): Promise<GarbageReport> {
-      const referenced = new Set((await allManifests()).map((m) => m.digest));
+      const stored = await allManifests();
+      const referenced = new Set(stored.map((m) => m.digest));
+      // Provenance of keys removed or replaced while a put failed midway.
+      const current = new Map(stored.map((m) => [buildKeyId(m.key), m.digest]));
+      for (const id of await readdir(provenanceDir)) await pruneProvenance(id, current.get(id));
       const report: GarbageReport = { removedBlobs: 0, freedBytes: 0 };
       for (const prefix of await readdir(blobsDir)) {
         for (const hex of await readdir(join(blobsDir, prefix))) {

@@ -19,6 +19,7 @@ import {
   type OciImageManifest,
   toOciManifest,
 } from "./oci-manifest.js";
+import { createReferrers } from "./oci-referrers.js";
 import { discard, RegistryClient } from "./registry-client.js";
 import type { RegistryCredentials } from "./registry-credentials.js";
 
@@ -167,6 +168,16 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     }
   }
 
+  const referrers = createReferrers({
+    client,
+    ensureBlob: (digest, bytes, signal) => ensureBlob(digest, bytes.byteLength, { bytes }, signal),
+  });
+
+  /** Deletes the provenance of a manifest no longer tagged; its bundle blobs become garbage. */
+  async function detachProvenance(manifestDigest: string): Promise<void> {
+    for (const blob of await referrers.detachAll(manifestDigest)) orphans.set(blob.digest, blob.size);
+  }
+
   async function putManifest(tag: string, manifest: ArtifactManifest, signal?: AbortSignal) {
     const body = JSON.stringify(toOciManifest(manifest));
     const response = await client.request("PUT", `manifests/${tag}`, {
@@ -279,6 +290,19 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
           if (error instanceof PluginError && error.code === Code.DataLoss) return undefined; // overwritten below
           throw error;
         });
+        if (putOptions.attest) {
+          // Provenance is attached to the manifest before the manifest is
+          // tagged, so the tag never names an artifact without it. The
+          // manifest's digest is known before it is pushed: its bytes are ours.
+          const bundle = Buffer.from(await putOptions.attest(manifest));
+          const body = JSON.stringify(toOciManifest(manifest));
+          const subject = {
+            mediaType: MEDIA_TYPES.imageManifest,
+            digest: `sha256:${createHash("sha256").update(body).digest("hex")}`,
+            size: Buffer.byteLength(body),
+          };
+          await referrers.attach(subject, bundle, manifest.createdAt, signal);
+        }
         // The manifest is the commit: a put cancelled until now leaves the tag as it was.
         signal?.throwIfAborted();
         let outcome = await putManifest(tag, manifest, signal);
@@ -311,6 +335,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
             .catch(() => {});
           const replaced = previous.oci.layers?.[0];
           if (replaced && replaced.digest !== written.digest) orphans.set(replaced.digest, replaced.size);
+          await detachProvenance(previous.digest);
         }
         orphans.delete(written.digest);
         return manifest;
@@ -324,6 +349,14 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
 
     list: listManifests,
 
+    async getProvenance(key, options) {
+      const tag = buildKeyTag(key);
+      const fetched = await fetchManifest(tag, options?.signal);
+      if (!fetched) return undefined;
+      const manifest = fromOciManifest(fetched.oci, key, `tag ${tag} of ${where}`);
+      return { manifest, bundle: await referrers.read(fetched.digest, options?.signal) };
+    },
+
     async remove(key: BuildKey) {
       const tag = buildKeyTag(key);
       const fetched = await fetchManifest(tag);
@@ -334,6 +367,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
       await discard(response);
       const layer = fetched.oci.layers?.[0];
       if (layer) orphans.set(layer.digest, layer.size);
+      await detachProvenance(fetched.digest);
       return response.status === 202;
     },
 

@@ -1,0 +1,418 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { loadPlugin } from "../src/client/load-plugin.js";
+import { createPluginClient } from "../src/client/plugin-client.js";
+import { Code, PluginError, UntrustedArtifactError } from "../src/errors/plugin-error.js";
+import type { ArtifactManifest, Digest } from "../src/model/artifact.js";
+import { type BuildKey, buildKeyId } from "../src/model/build-key.js";
+import { PROVENANCE, type ProvenanceStatement, subjectName } from "../src/model/provenance.js";
+import { buildKeyTag } from "../src/store/oci/build-key-tag.js";
+import { MEDIA_TYPES, toOciManifest } from "../src/store/oci/oci-manifest.js";
+import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
+import { runCli } from "./helpers/run-cli.js";
+import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
+
+const run = promisify(execFile);
+const TOKEN = "provenance-test-token";
+const COUNTER: BuildKey = {
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name: "counter", version: "1.0.0" },
+};
+const PUSHED: BuildKey = {
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name: "prebuilt", version: "2.0.0" },
+};
+/** A plugin an attacker with write access to the store wants every runtime to load. */
+const EVIL = Buffer.from(
+  'export const driver = { name: "counter", handle: () => "owned" };\nexport default driver;\n',
+);
+
+const sha256 = (bytes: Buffer) => `sha256:${createHash("sha256").update(bytes).digest("hex")}` as Digest;
+
+/**
+ * Replaces the artifact of `key` in the store directly, bytes and manifest
+ * together, as whoever holds the store's credentials could: the digest the
+ * server announces then matches the forged bytes.
+ */
+type Forge = (key: BuildKey, bytes: Buffer) => Promise<void>;
+
+interface Fixture {
+  dir: string;
+  server: ServerProcess;
+  trusted: string;
+  other: string;
+  forge: Forge;
+  /** Provenance bundles the store holds, all keys together, read off its storage. */
+  provenanceCount(): Promise<number>;
+}
+
+/**
+ * The same behaviour over both stores: what is signed, what a trusting
+ * client refuses, what an independent verifier says.
+ */
+function provenanceSuite(name: string, setUp: () => Promise<Fixture>, tearDown: () => Promise<void>) {
+  describe(`signed provenance (${name})`, () => {
+    let f: Fixture;
+    before(async () => {
+      f = await setUp();
+    });
+    after(tearDown);
+
+    const cli = (args: string[]) =>
+      runCli([...args, "--server", f.server.address], { ATOMIX_PLUGINS_TOKEN: TOKEN });
+
+    it("signs what it builds: a SLSA provenance statement naming the key, the bytes, the source and the toolchain", async () => {
+      const compiled = await cli(["compile", "counter@1.0.0", "-r", "1.0.0", "-b", "node20"]);
+      assert.equal(compiled.code, 0, compiled.stderr);
+      const out = join(f.dir, `${name}-counter.mjs`);
+      const pulled = await cli([
+        "pull",
+        "counter@1.0.0",
+        "-r",
+        "1.0.0",
+        "-b",
+        "node20",
+        "-o",
+        out,
+        "--trust-key",
+        f.trusted,
+      ]);
+      assert.equal(pulled.code, 0, pulled.stderr);
+
+      const shown = await cli([
+        "provenance",
+        "counter@1.0.0",
+        "-r",
+        "1.0.0",
+        "-b",
+        "node20",
+        "--trust-key",
+        f.trusted,
+        "--json",
+        "-o",
+        join(f.dir, `${name}.bundle.json`),
+      ]);
+      assert.equal(shown.code, 0, shown.stderr);
+      const answer = JSON.parse(shown.stdout) as {
+        digest: string;
+        verified: boolean;
+        statement: ProvenanceStatement;
+      };
+      assert.equal(answer.verified, true);
+      assert.equal(answer.digest, sha256(await readFile(out)));
+      const { statement } = answer;
+      assert.equal(statement._type, PROVENANCE.statementType);
+      assert.equal(statement.predicateType, PROVENANCE.predicateType);
+      assert.deepEqual(statement.subject, [
+        { name: subjectName(COUNTER), digest: { sha256: answer.digest.slice(7) } },
+      ]);
+      const definition = statement.predicate.buildDefinition;
+      assert.equal(definition.buildType, PROVENANCE.builtType);
+      assert.deepEqual(definition.externalParameters, {
+        runtime: { version: "1.0.0", buildVersion: "node20" },
+        plugin: { name: "counter", version: "1.0.0" },
+      });
+      const roles = new Map(definition.resolvedDependencies?.map((d) => [d.annotations?.role, d]));
+      assert.match(Object.keys(roles.get("source")?.digest ?? {})[0] ?? "", /^sha(256|512)$/);
+      assert.match(roles.get("toolchain")?.annotations?.version ?? "", /typescript .*esbuild/);
+      assert.ok(roles.has("runtime"));
+      assert.equal(statement.predicate.runDetails.builder.id, "https://builds.example.com/atomix");
+      const { startedOn = "", finishedOn = "" } = statement.predicate.runDetails.metadata ?? {};
+      assert.ok(Date.parse(startedOn) <= Date.parse(finishedOn));
+    });
+
+    it("writes bundles an independent verifier accepts: openssl checks the DSSE signature with the public key", async () => {
+      const bundle = JSON.parse(await readFile(join(f.dir, `${name}.bundle.json`), "utf8")) as {
+        mediaType: string;
+        dsseEnvelope: { payload: string; payloadType: string; signatures: { sig: string }[] };
+      };
+      assert.equal(bundle.mediaType, PROVENANCE.bundleMediaType);
+      const payload = Buffer.from(bundle.dsseEnvelope.payload, "base64");
+      const type = bundle.dsseEnvelope.payloadType;
+      // DSSE v1 pre-authentication encoding, written from the spec, not from our code.
+      const pae = Buffer.concat([
+        Buffer.from(`DSSEv1 ${Buffer.byteLength(type)} ${type} ${payload.byteLength} `),
+        payload,
+      ]);
+      await writeFile(join(f.dir, "pae"), pae);
+      await writeFile(
+        join(f.dir, "sig"),
+        Buffer.from(bundle.dsseEnvelope.signatures[0]?.sig ?? "", "base64"),
+      );
+      const verified = await run("openssl", [
+        "dgst",
+        "-sha256",
+        "-verify",
+        f.trusted,
+        "-signature",
+        join(f.dir, "sig"),
+        join(f.dir, "pae"),
+      ]);
+      assert.match(verified.stdout, /Verified OK/);
+      await writeFile(join(f.dir, "pae"), Buffer.concat([pae, Buffer.from(" ")]));
+      await assert.rejects(
+        run("openssl", [
+          "dgst",
+          "-sha256",
+          "-verify",
+          f.trusted,
+          "-signature",
+          join(f.dir, "sig"),
+          join(f.dir, "pae"),
+        ]),
+      );
+    });
+
+    it("signs what an operator pushes, naming the credential (never the token) and saying it was not built here", async () => {
+      const file = join(f.dir, "prebuilt.mjs");
+      await writeFile(file, "export const driver = { name: 'prebuilt', handle: () => 'ok' };\n");
+      const pushed = await cli(["push", "prebuilt@2.0.0", file, "-r", "1.0.0", "-b", "node20"]);
+      assert.equal(pushed.code, 0, pushed.stderr);
+      const client = createPluginClient({
+        address: f.server.address,
+        trustedKeys: [await readFile(f.trusted, "utf8")],
+      });
+      try {
+        const answer = await client.provenance(PUSHED);
+        const definition = answer.statement?.predicate.buildDefinition;
+        assert.equal(definition?.buildType, PROVENANCE.pushedType);
+        const pushedBy = String(definition?.internalParameters?.pushedBy);
+        assert.match(pushedBy, /^admin token sha256:[0-9a-f]{16}$/);
+        assert.ok(!answer.bundle.toString().includes(TOKEN));
+        const to = join(f.dir, "prebuilt-pulled.mjs");
+        const pulled = await client.pull(PUSHED, { to });
+        assert.equal(pulled.digest, sha256(await readFile(file)));
+      } finally {
+        client.close();
+      }
+    });
+
+    it("refuses an artifact replaced in the store, bytes and manifest, which a client that verifies nothing loads", async () => {
+      await f.forge(COUNTER, EVIL);
+      const naive = await loadPlugin<{ handle: () => string }>(COUNTER, {
+        server: { address: f.server.address },
+        cacheDir: join(f.dir, `${name}-naive`),
+        exportName: "driver",
+      });
+      assert.equal(naive.plugin.handle(), "owned", "without trusted keys the forged plugin loads");
+
+      const out = join(f.dir, `${name}-forged.mjs`);
+      const refused = await cli([
+        "pull",
+        "counter@1.0.0",
+        "-r",
+        "1.0.0",
+        "-b",
+        "node20",
+        "-o",
+        out,
+        "--trust-key",
+        f.trusted,
+      ]);
+      assert.equal(refused.code, 9, refused.stderr);
+      assert.match(refused.stderr, /PERMISSION_DENIED: refusing counter@1\.0\.0 .*provenance/);
+      await assert.rejects(stat(out), { code: "ENOENT" });
+      assert.deepEqual(
+        (await readdir(f.dir)).filter((n) => n.includes("forged")),
+        [],
+        "no partial file left",
+      );
+
+      await assert.rejects(
+        loadPlugin(COUNTER, {
+          server: { address: f.server.address, trustedKeys: [await readFile(f.trusted, "utf8")] },
+          cacheDir: join(f.dir, `${name}-careful`),
+          exportName: "driver",
+        }),
+        (error: unknown) => error instanceof UntrustedArtifactError,
+      );
+    });
+
+    it("refuses provenance signed by a key it does not trust, and takes several keys at once for rotation", async () => {
+      const out = join(f.dir, `${name}-prebuilt.mjs`);
+      const other = await cli([
+        "pull",
+        "prebuilt@2.0.0",
+        "-r",
+        "1.0.0",
+        "-b",
+        "node20",
+        "-o",
+        out,
+        "--trust-key",
+        f.other,
+      ]);
+      assert.equal(other.code, 9, other.stderr);
+      assert.match(other.stderr, /not trusted/);
+      await assert.rejects(stat(out), { code: "ENOENT" });
+      const unverified = await cli(["pull", "prebuilt@2.0.0", "-r", "1.0.0", "-b", "node20", "-o", out]);
+      assert.equal(unverified.code, 0, unverified.stderr);
+      const rotated = await runCli(
+        ["pull", "prebuilt@2.0.0", "-r", "1.0.0", "-b", "node20", "-o", out, "--server", f.server.address],
+        { ATOMIX_PLUGINS_TRUSTED_KEYS: `${f.other}:${f.trusted}` },
+      );
+      assert.equal(rotated.code, 0, rotated.stderr);
+    });
+
+    it("removes provenance with its artifact", async () => {
+      const before = await f.provenanceCount();
+      const removed = await cli(["rm", "prebuilt@2.0.0", "-r", "1.0.0", "-b", "node20"]);
+      assert.equal(removed.code, 0, removed.stderr);
+      const client = createPluginClient({ address: f.server.address });
+      try {
+        await assert.rejects(client.provenance(PUSHED), (error: unknown) => {
+          return error instanceof PluginError && error.code === Code.NotFound;
+        });
+      } finally {
+        client.close();
+      }
+      assert.equal(await f.provenanceCount(), before - 1);
+    });
+  });
+}
+
+async function keyPairs(dir: string): Promise<{ trusted: string; other: string }> {
+  for (const [prefix, algorithm] of [
+    ["trusted", "ecdsa-p256"],
+    ["other", "ed25519"],
+  ] as const) {
+    const made = await runCli(["keygen", "-o", join(dir, prefix), "--algorithm", algorithm]);
+    assert.equal(made.code, 0, made.stderr);
+  }
+  const again = await runCli(["keygen", "-o", join(dir, "trusted")]);
+  assert.equal(again.code, 4, "keygen never overwrites a key");
+  assert.equal((await stat(join(dir, "trusted.key"))).mode & 0o777, 0o600);
+  return { trusted: join(dir, "trusted.pub"), other: join(dir, "other.pub") };
+}
+
+function serverArgs(dir: string): string[] {
+  return ["--signing-key", join(dir, "trusted.key"), "--builder-id", "https://builds.example.com/atomix"];
+}
+
+{
+  let dir = "";
+  let server: ServerProcess | undefined;
+  provenanceSuite(
+    "embedded store",
+    async () => {
+      dir = await mkdtemp(join(tmpdir(), "atomix-provenance-"));
+      const keys = await keyPairs(dir);
+      const tokenFile = join(dir, "token");
+      await writeFile(tokenFile, TOKEN);
+      const dataDir = join(dir, "data");
+      await mkdir(dataDir);
+      const args = [...serverArgs(dir), "--admin-token-file", tokenFile];
+      server = await startServerProcess({ dataDir, args });
+      const fixture: Fixture = {
+        dir,
+        server,
+        ...keys,
+        async forge(key, bytes) {
+          // The forger copies the genuine bundle under the new digest too: it
+          // is validly signed, but for other bytes.
+          const id = buildKeyId(key);
+          const index = join(dataDir, "index", `${id}.json`);
+          const manifest = JSON.parse(await readFile(index, "utf8")) as ArtifactManifest;
+          const digest = sha256(bytes);
+          const hex = digest.slice(7);
+          await mkdir(join(dataDir, "blobs", "sha256", hex.slice(0, 2)), { recursive: true });
+          await writeFile(join(dataDir, "blobs", "sha256", hex.slice(0, 2), hex), bytes);
+          await copyFile(
+            join(dataDir, "provenance", id, `${manifest.digest.slice(7)}.json`),
+            join(dataDir, "provenance", id, `${hex}.json`),
+          );
+          await writeFile(index, JSON.stringify({ ...manifest, digest, size: bytes.byteLength }));
+          // The server caches manifests it has read: restart it on the forged store.
+          await fixture.server.stop();
+          fixture.server = await startServerProcess({ dataDir, args });
+          server = fixture.server;
+        },
+        async provenanceCount() {
+          let count = 0;
+          for (const id of await readdir(join(dataDir, "provenance"))) {
+            count += (await readdir(join(dataDir, "provenance", id))).length;
+          }
+          return count;
+        },
+      };
+      return fixture;
+    },
+    async () => {
+      await server?.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  );
+}
+
+{
+  let dir = "";
+  let registry: RegistryProcess | undefined;
+  let server: ServerProcess | undefined;
+  provenanceSuite(
+    "OCI store",
+    async () => {
+      dir = await mkdtemp(join(tmpdir(), "atomix-provenance-oci-"));
+      const keys = await keyPairs(dir);
+      registry = await startRegistry();
+      const tokenFile = join(dir, "token");
+      await writeFile(tokenFile, TOKEN);
+      const storeUrl = registry.storeUrl("atomix/plugins");
+      server = await startServerProcess({
+        args: [...serverArgs(dir), "--admin-token-file", tokenFile, "--store", storeUrl],
+      });
+      const base = `http://${registry.address}/v2/atomix/plugins`;
+      return {
+        dir,
+        server,
+        ...keys,
+        async forge(key, bytes) {
+          // With the registry's credentials: upload the blob, retag the key.
+          const digest = sha256(bytes);
+          const started = await fetch(`${base}/blobs/uploads/`, { method: "POST" });
+          const location = new URL(started.headers.get("location") ?? "", base);
+          location.searchParams.set("digest", digest);
+          const uploaded = await fetch(location, { method: "PUT", body: bytes });
+          assert.equal(uploaded.status, 201);
+          const manifest: ArtifactManifest = {
+            key,
+            digest,
+            size: bytes.byteLength,
+            mediaType: "text/javascript",
+            createdAt: new Date().toISOString(),
+            annotations: {},
+          };
+          const put = await fetch(`${base}/manifests/${buildKeyTag(key)}`, {
+            method: "PUT",
+            headers: { "content-type": MEDIA_TYPES.imageManifest },
+            body: JSON.stringify(toOciManifest(manifest)),
+          });
+          assert.equal(put.status, 201);
+        },
+        async provenanceCount() {
+          // CNCF Distribution 2.x has no referrers API: the store keeps the
+          // fallback tags sha256-<subject>, each an index of referrers.
+          const tags = ((await (await fetch(`${base}/tags/list`)).json()) as { tags: string[] }).tags;
+          let count = 0;
+          for (const tag of tags.filter((t) => /^sha256-[0-9a-f]{64}$/.test(t))) {
+            const index = await fetch(`${base}/manifests/${tag}`, {
+              headers: { accept: "application/vnd.oci.image.index.v1+json" },
+            });
+            count += ((await index.json()) as { manifests: unknown[] }).manifests.length;
+          }
+          return count;
+        },
+      };
+    },
+    async () => {
+      await server?.stop();
+      await registry?.dispose();
+      await rm(dir, { recursive: true, force: true });
+    },
+  );
+}
