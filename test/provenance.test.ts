@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { loadPlugin } from "../src/client/load-plugin.js";
 import { createPluginClient } from "../src/client/plugin-client.js";
+import { trustedKeySet, verifyProvenance } from "../src/client/provenance-check.js";
 import { Code, PluginError, UntrustedArtifactError } from "../src/errors/plugin-error.js";
 import type { ArtifactManifest, Digest } from "../src/model/artifact.js";
 import { type BuildKey, buildKeyId } from "../src/model/build-key.js";
@@ -125,6 +126,19 @@ function provenanceSuite(name: string, setUp: () => Promise<Fixture>, tearDown: 
       assert.equal(statement.predicate.runDetails.builder.id, "https://builds.example.com/atomix");
       const { startedOn = "", finishedOn = "" } = statement.predicate.runDetails.metadata ?? {};
       assert.ok(Date.parse(startedOn) <= Date.parse(finishedOn));
+
+      // The HTTP port serves the same bundle, and the catalog page links to it.
+      const http = `http://${f.server.http}`;
+      const served = await fetch(`${http}/provenance?plugin=counter@1.0.0&runtime=1.0.0&build=node20`);
+      assert.equal(served.status, 200);
+      assert.equal(served.headers.get("content-type"), PROVENANCE.bundleMediaType);
+      const bytes = Buffer.from(await served.arrayBuffer());
+      const trusted = trustedKeySet([await readFile(f.trusted, "utf8")]);
+      verifyProvenance(bytes, { key: COUNTER, digest: answer.digest as Digest }, trusted);
+      const page = await (await fetch(`${http}/`)).text();
+      assert.match(page, /built by node from catalog:counter.*href="\/provenance\?plugin=counter%401\.0\.0&amp;runtime=1\.0\.0&amp;build=node20"/);
+      assert.equal((await fetch(`${http}/provenance?plugin=counter@1.0.0&runtime=9.9.9&build=node20`)).status, 404);
+      assert.equal((await fetch(`${http}/provenance?plugin=..%2F..&runtime=1.0.0&build=node20`)).status, 400);
     });
 
     it("writes bundles an independent verifier accepts: openssl checks the DSSE signature with the public key", async () => {

@@ -54,7 +54,14 @@ export function renderCatalogPage(view: CatalogView): string {
   const rows = shown
     .map((m) => {
       const spec = `${m.key.plugin.name}@${m.key.plugin.version}`;
-      const toolchain = m.annotations[ANNOTATIONS.toolchain] ?? "pushed";
+      const toolchain = m.annotations[ANNOTATIONS.toolchain];
+      const source = m.annotations[ANNOTATIONS.source];
+      const origin = toolchain ? `built by ${toolchain}${source ? ` from ${source}` : ""}` : "pushed";
+      const provenance = `/provenance?${new URLSearchParams({
+        plugin: spec,
+        runtime: m.key.runtime.version,
+        build: m.key.runtime.buildVersion,
+      }).toString()}`;
       const command = [
         "atomix-plugins pull",
         shellQuote(spec),
@@ -69,7 +76,7 @@ export function renderCatalogPage(view: CatalogView): string {
   <td>${escapeHtml(m.key.runtime.buildVersion)}</td>
   <td class="num">${formatSize(m.size)}</td>
   <td><code title="${escapeHtml(m.digest)}">${escapeHtml(m.digest.slice(0, 19))}…</code></td>
-  <td>${escapeHtml(toolchain)}</td>
+  <td class="origin">${escapeHtml(origin)} · <a href="${escapeHtml(provenance)}">provenance</a></td>
   <td><time datetime="${escapeHtml(m.createdAt)}">${escapeHtml(m.createdAt.replace("T", " ").slice(0, 19))}</time></td>
   <td><code class="command">${escapeHtml(command)}</code></td>
 </tr>`;
@@ -113,7 +120,7 @@ ${
   shown.length === 0
     ? `<p class="empty">No artifacts${query ? " match this filter" : " yet: compile or push one"}.</p>`
     : `<table>
-<thead><tr><th>Plugin</th><th>Runtime</th><th>Build</th><th>Size</th><th>Digest</th><th>Toolchain</th><th>Stored</th><th>Pull with</th></tr></thead>
+<thead><tr><th>Plugin</th><th>Runtime</th><th>Build</th><th>Size</th><th>Digest</th><th>Origin</th><th>Stored</th><th>Pull with</th></tr></thead>
 <tbody>
 ${rows}
 </tbody>

@@ -1,6 +1,9 @@
 import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
 import { splitHostPort } from "../config.js";
+import { PluginError } from "../errors/plugin-error.js";
+import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
+import { PROVENANCE } from "../model/provenance.js";
 import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
@@ -24,7 +27,8 @@ export interface RunningHttpServer {
 
 /**
  * The HTTP side port: the catalog page at /, Prometheus metrics at /metrics,
- * and /healthz for probes that do not speak gRPC.
+ * signed provenance at /provenance, and /healthz for probes that do not
+ * speak gRPC.
  */
 export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer> {
   const server: Server = createServer((request, response) => {
@@ -37,6 +41,29 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
       send(405, "text/plain; charset=utf-8", "method not allowed\n");
       return;
     }
+    /**
+     * The signed provenance of one artifact, as the Sigstore bundle itself:
+     * `/provenance?plugin=name@version&runtime=V&build=B`, for verifiers
+     * that speak HTTP rather than gRPC.
+     */
+    const sendProvenance = async (params: URLSearchParams) => {
+      let key: BuildKey;
+      try {
+        key = parseBuildKey({
+          runtime: { version: params.get("runtime") ?? "", buildVersion: params.get("build") ?? "" },
+          plugin: parsePluginSpec(params.get("plugin") ?? ""),
+        });
+      } catch (error) {
+        return send(400, "text/plain; charset=utf-8", `${PluginError.from(error).message}\n`);
+      }
+      const found = await deps.store.getProvenance(key);
+      if (!found?.bundle) {
+        const why = found ? "it was stored without provenance (no --signing-key)" : "no artifact is stored";
+        return send(404, "text/plain; charset=utf-8", `no provenance for ${formatBuildKey(key)}: ${why}\n`);
+      }
+      response.setHeader("x-plugin-digest", found.manifest.digest);
+      return send(200, PROVENANCE.bundleMediaType, found.bundle.toString("utf8"));
+    };
     const route = async () => {
       switch (url.pathname) {
         case "/":
@@ -50,6 +77,8 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
               grpcAddress: deps.grpcAddress,
             }),
           );
+        case "/provenance":
+          return sendProvenance(url.searchParams);
         case "/metrics":
           return send(200, deps.metrics.registry.contentType, await deps.metrics.registry.metrics());
         case "/healthz":
