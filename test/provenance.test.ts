@@ -136,8 +136,14 @@ function provenanceSuite(name: string, setUp: () => Promise<Fixture>, tearDown: 
       const trusted = trustedKeySet([await readFile(f.trusted, "utf8")]);
       verifyProvenance(bytes, { key: COUNTER, digest: answer.digest as Digest }, trusted);
       const page = await (await fetch(`${http}/`)).text();
-      assert.match(page, /built by node from catalog:counter.*href="\/provenance\?plugin=counter%401\.0\.0&amp;runtime=1\.0\.0&amp;build=node20"/);
-      assert.equal((await fetch(`${http}/provenance?plugin=counter@1.0.0&runtime=9.9.9&build=node20`)).status, 404);
+      assert.match(
+        page,
+        /built by node from catalog:counter.*href="\/provenance\?plugin=counter%401\.0\.0&amp;runtime=1\.0\.0&amp;build=node20"/,
+      );
+      assert.equal(
+        (await fetch(`${http}/provenance?plugin=counter@1.0.0&runtime=9.9.9&build=node20`)).status,
+        404,
+      );
       assert.equal((await fetch(`${http}/provenance?plugin=..%2F..&runtime=1.0.0&build=node20`)).status, 400);
     });
 
