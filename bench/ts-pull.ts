@@ -12,13 +12,15 @@ import { performance } from "node:perf_hooks";
 import { createPluginClient } from "../src/client/index.js";
 import type { BuildKey } from "../src/model/build-key.js";
 
-const { address, key, dir, count } = JSON.parse(process.argv[2] ?? "{}") as {
+const { address, key, dir, count, trustedKeys } = JSON.parse(process.argv[2] ?? "{}") as {
   address: string;
   key: BuildKey;
   dir: string;
   count: number;
+  /** PEM public keys: each pull then verifies the artifact's signed provenance too. */
+  trustedKeys?: string[];
 };
-const client = createPluginClient({ address });
+const client = createPluginClient({ address, ...(trustedKeys ? { trustedKeys } : {}) });
 const results: { ms: number; bytes: number }[] = [];
 try {
   // Loads the modules a pull needs before the clock starts; each pull then
