@@ -3,7 +3,7 @@ import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from 
 import { dirname, join } from "node:path";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { ArtifactManifest, Digest, GarbageReport } from "../model/artifact.js";
-import { DEFAULT_MEDIA_TYPE } from "../model/artifact.js";
+import { DEFAULT_MEDIA_TYPE, DIGEST_PATTERN } from "../model/artifact.js";
 import { type BuildKey, buildKeyId, formatBuildKey } from "../model/build-key.js";
 import type { ArtifactStore, ListFilter, ReadOptions } from "./artifact-store.js";
 import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
@@ -73,8 +73,17 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
 
   async function readManifest(path: string): Promise<ArtifactManifest | undefined> {
     try {
-      return JSON.parse(await readFile(path, "utf8")) as ArtifactManifest;
+      const manifest = JSON.parse(await readFile(path, "utf8")) as ArtifactManifest;
+      // The digest names files (blob, provenance): never a path of someone's choosing.
+      if (!DIGEST_PATTERN.test(String(manifest?.digest))) {
+        throw new PluginError(
+          Code.DataLoss,
+          `a manifest of the store has a malformed digest; remove its key`,
+        );
+      }
+      return manifest;
     } catch (error) {
+      if (error instanceof PluginError) throw error;
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw PluginError.from(error, "reading a manifest of the store");
     }
