@@ -3,6 +3,7 @@ import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { Code, PluginError } from "./errors/plugin-error.js";
+import { Secret } from "./model/secret.js";
 import type { StoreConfig } from "./store/create-store.js";
 import { parseOciLocation } from "./store/oci/oci-location.js";
 
@@ -27,6 +28,15 @@ const ociStoreUrl = z.string().superRefine((value, context) => {
     context.addIssue({ code: "custom", message: (error as Error).message });
   }
 });
+
+/**
+ * The admin token: printable ASCII without spaces, so that it travels in an
+ * `authorization: Bearer` header as written. No message shows the value.
+ */
+export const adminTokenSchema = z
+  .string()
+  .regex(/^[\x21-\x7e]+$/, "expected printable ASCII characters without spaces (the value is not shown)")
+  .transform((value) => new Secret(value));
 
 /** The bundled examples: what `npm start` and the tests build from when no directory is given. */
 export const EXAMPLE_RUNTIMES_DIR = fileURLToPath(new URL("../../examples/runtimes", import.meta.url));
@@ -56,6 +66,16 @@ export const serveConfigSchema = z
     store: ociStoreUrl.optional(),
     /** A docker-style config.json holding the OCI registry's credentials. */
     ociCredentialsFile: z.string().min(1).optional(),
+    /**
+     * The OCI registry's user name and password, from the environment only
+     * (a flag would show in every process listing); they win over the file.
+     */
+    ociUsername: z.string().min(1).optional(),
+    ociPassword: z
+      .string()
+      .min(1)
+      .transform((value) => new Secret(value))
+      .optional(),
     /**
      * How often a store behind a network (an OCI registry) is probed; health
      * checks answer NOT_SERVING while it cannot be reached.
@@ -140,7 +160,12 @@ export const serveConfigSchema = z
     tlsKey: z.string().min(1).optional(),
     /** PEM CA bundle: require client certificates signed by it (mutual TLS). */
     tlsClientCa: z.string().min(1).optional(),
-    /** File holding the token admin calls that change the store must present. */
+    /**
+     * The token admin calls that change the store must present, from the
+     * environment only (a flag would show in every process listing)...
+     */
+    adminToken: adminTokenSchema.optional(),
+    /** ...or from a file (read at start; see loadAdminAuth). */
     adminTokenFile: z.string().min(1).optional(),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
@@ -152,6 +177,14 @@ export const serveConfigSchema = z
   .refine((c) => c.tlsClientCa === undefined || c.tlsCert !== undefined, {
     message: "tlsClientCa needs tlsCert and tlsKey",
     path: ["tlsClientCa"],
+  })
+  .refine((c) => c.adminToken === undefined || c.adminTokenFile === undefined, {
+    message: "give the admin token in the environment or in a file (--admin-token-file), not both",
+    path: ["adminToken"],
+  })
+  .refine((c) => (c.ociUsername === undefined) === (c.ociPassword === undefined), {
+    message: "set both ATOMIX_PLUGINS_OCI_USERNAME and ATOMIX_PLUGINS_OCI_PASSWORD, or neither",
+    path: ["ociPassword"],
   });
 
 export type ServeConfig = z.infer<typeof serveConfigSchema>;
@@ -163,6 +196,8 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_DATA: "dataDir",
   ATOMIX_PLUGINS_STORE: "store",
   ATOMIX_PLUGINS_OCI_CREDENTIALS: "ociCredentialsFile",
+  ATOMIX_PLUGINS_OCI_USERNAME: "ociUsername",
+  ATOMIX_PLUGINS_OCI_PASSWORD: "ociPassword",
   ATOMIX_PLUGINS_STORE_PROBE_INTERVAL_MS: "storeProbeIntervalMs",
   ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
   ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
@@ -191,6 +226,7 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
   ATOMIX_PLUGINS_TLS_KEY: "tlsKey",
   ATOMIX_PLUGINS_TLS_CLIENT_CA: "tlsClientCa",
+  ATOMIX_PLUGINS_ADMIN_TOKEN: "adminToken",
   ATOMIX_PLUGINS_ADMIN_TOKEN_FILE: "adminTokenFile",
   ATOMIX_PLUGINS_LOG_LEVEL: "logLevel",
 };
@@ -198,7 +234,8 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
 /**
  * Builds the config from environment variables overlaid by explicit options
  * (flags win). Throws INVALID_ARGUMENT naming each bad option as the person
- * wrote it: the flag (`flagOf` gives it), or the environment variable.
+ * wrote it: the flag (`flagOf` gives it), or the environment variable. No
+ * message quotes a secret's value (the schema's messages never quote input).
  */
 export function parseServeConfig(
   options: Record<string, unknown>,
@@ -215,13 +252,17 @@ export function parseServeConfig(
   }
   const parsed = serveConfigSchema.safeParse(input);
   if (!parsed.success) {
+    const variableOf = (option: string, set: boolean) =>
+      Object.entries(SERVE_ENVIRONMENT).find(([variable, o]) => o === option && (!set || env[variable]))?.[0];
     const fromEnv = (option: string) =>
-      options[option] === undefined
-        ? Object.entries(SERVE_ENVIRONMENT).find(([variable, o]) => o === option && env[variable])?.[0]
-        : undefined;
+      options[option] === undefined ? variableOf(option, true) : undefined;
     const problems = parsed.error.issues.map((issue) => {
       const option = String(issue.path[0] ?? "");
-      const name = fromEnv(option) ?? flagOf(option) ?? (issue.path.join(".") || "config");
+      const name =
+        fromEnv(option) ??
+        flagOf(option) ??
+        (options[option] === undefined ? variableOf(option, false) : undefined) ??
+        (issue.path.join(".") || "config");
       return `${name}: ${issue.message}`;
     });
     throw new PluginError(Code.InvalidArgument, `invalid configuration: ${problems.join("; ")}`);
@@ -242,6 +283,9 @@ export function storeConfigOf(config: ServeConfig): StoreConfig {
         kind: "oci",
         url: config.store,
         credentialsFile: config.ociCredentialsFile,
+        ...(config.ociUsername && config.ociPassword
+          ? { credentials: { username: config.ociUsername, password: config.ociPassword } }
+          : {}),
         spoolDir: join(config.dataDir, "oci-spool"),
       }
     : { kind: "fs", dir: config.dataDir };

@@ -6,6 +6,7 @@ import { createBuildCompiler } from "../../src/compiler/build-compiler.js";
 import { loadRuntimeCatalog } from "../../src/compiler/runtime-catalog.js";
 import { parseServeConfig } from "../../src/config.js";
 import type { Code } from "../../src/errors/plugin-error.js";
+import { Secret } from "../../src/model/secret.js";
 import { createAdminAuth } from "../../src/server/admin-auth.js";
 import { createMetrics, type ServerMetrics } from "../../src/server/metrics.js";
 import { type RunningServer, startServer } from "../../src/server/server.js";
@@ -54,7 +55,7 @@ export async function startTestServer(
     compiler,
     log: pino({ level: "silent" }),
     metrics: counting,
-    auth: createAdminAuth(options.adminToken),
+    auth: createAdminAuth(options.adminToken === undefined ? undefined : new Secret(options.adminToken)),
   });
   return {
     address: server.address,
