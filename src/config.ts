@@ -3,6 +3,7 @@ import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { Code, PluginError } from "./errors/plugin-error.js";
+import { Secret } from "./model/secret.js";
 import type { StoreConfig } from "./store/create-store.js";
 import { parseOciLocation } from "./store/oci/oci-location.js";
 
@@ -28,6 +29,15 @@ const ociStoreUrl = z.string().superRefine((value, context) => {
   }
 });
 
+/**
+ * The admin token: printable ASCII without spaces, so that it travels in an
+ * `authorization: Bearer` header as written. No message shows the value.
+ */
+export const adminTokenSchema = z
+  .string()
+  .regex(/^[\x21-\x7e]+$/, "expected printable ASCII characters without spaces (the value is not shown)")
+  .transform((value) => new Secret(value));
+
 /** The bundled examples: what `npm start` and the tests build from when no directory is given. */
 export const EXAMPLE_RUNTIMES_DIR = fileURLToPath(new URL("../../examples/runtimes", import.meta.url));
 export const EXAMPLE_PLUGINS_DIR = fileURLToPath(new URL("../../examples/plugins", import.meta.url));
@@ -40,118 +50,335 @@ const directories = z.preprocess(
   z.array(z.string().min(1)).min(1),
 );
 
+/**
+ * How a person writes one serve option. Each option's schema below carries
+ * its text, so that adding an option is one entry: the flag, the
+ * environment variable, `serve --help` and error messages follow from it.
+ */
+export interface ServeOptionText {
+  /**
+   * commander's syntax, e.g. "-l, --listen <host:port>". None for a secret:
+   * every user of the host sees a process's flags.
+   */
+  flag?: string;
+  env: string;
+  /** What it does, for `serve --help`. */
+  what: string;
+  /** The flag may be given more than once; the values form a list. */
+  repeatable?: boolean;
+  /** Shown instead of the schema's default value. */
+  defaultText?: string;
+}
+
+/** The text of each serve option, attached where the option is defined. */
+const serveOptionText = z.registry<ServeOptionText>();
+
 export const serveConfigSchema = z
   .object({
     /** host:port of the gRPC server. */
-    listen: listenAddress.default(DEFAULT_LISTEN),
+    listen: listenAddress.default(DEFAULT_LISTEN).register(serveOptionText, {
+      flag: "-l, --listen <host:port>",
+      env: "ATOMIX_PLUGINS_LISTEN",
+      what: "gRPC address to listen on",
+    }),
     /** host:port of the HTTP side port (catalog page, /metrics, /healthz), or "off". */
-    httpListen: z.union([z.literal("off"), listenAddress]).default(DEFAULT_HTTP_LISTEN),
+    httpListen: z
+      .union([z.literal("off"), listenAddress])
+      .default(DEFAULT_HTTP_LISTEN)
+      .register(serveOptionText, {
+        flag: "--http <host:port|off>",
+        env: "ATOMIX_PLUGINS_HTTP",
+        what: "catalog page, /metrics and /healthz address",
+      }),
     /** The filesystem store's directory. */
-    dataDir: z.string().min(1).default("./data"),
+    dataDir: z.string().min(1).default("./data").register(serveOptionText, {
+      flag: "-d, --data <dir>",
+      env: "ATOMIX_PLUGINS_DATA",
+      what: "data directory of the embedded store",
+    }),
     /**
      * An OCI registry repository to keep artifacts in instead of dataDir:
      * `oci://host:port/repository` (https; plain http for loopback hosts),
      * `oci+http://...` or `oci+https://...`. Unset: the filesystem store.
      */
-    store: ociStoreUrl.optional(),
+    store: ociStoreUrl.optional().register(serveOptionText, {
+      flag: "--store <url>",
+      env: "ATOMIX_PLUGINS_STORE",
+      what: "keep artifacts in an OCI registry, oci://host:port/repository, instead of --data",
+      defaultText: "the embedded store in --data",
+    }),
     /** A docker-style config.json holding the OCI registry's credentials. */
-    ociCredentialsFile: z.string().min(1).optional(),
+    ociCredentialsFile: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--oci-credentials <file>",
+      env: "ATOMIX_PLUGINS_OCI_CREDENTIALS",
+      what: "docker-style config.json with the OCI registry's credentials (or ATOMIX_PLUGINS_OCI_USERNAME/PASSWORD)",
+    }),
+    /**
+     * The OCI registry's user name and password, from the environment only
+     * (a flag would show in every process listing); they win over the file.
+     */
+    ociUsername: z.string().min(1).optional().register(serveOptionText, {
+      env: "ATOMIX_PLUGINS_OCI_USERNAME",
+      what: "the OCI registry's user name",
+    }),
+    ociPassword: z
+      .string()
+      .min(1)
+      .transform((value) => new Secret(value))
+      .optional()
+      .register(serveOptionText, { env: "ATOMIX_PLUGINS_OCI_PASSWORD", what: "the OCI registry's password" }),
     /**
      * How often a store behind a network (an OCI registry) is probed; health
      * checks answer NOT_SERVING while it cannot be reached.
      */
-    storeProbeIntervalMs: z.coerce.number().int().positive().default(5_000),
+    storeProbeIntervalMs: z.coerce.number().int().positive().default(5_000).register(serveOptionText, {
+      flag: "--store-probe-interval <ms>",
+      env: "ATOMIX_PLUGINS_STORE_PROBE_INTERVAL_MS",
+      what: "how often the OCI registry is probed; health is NOT_SERVING while it is unreachable",
+    }),
     /** Bytes per PullPluginResponse message. */
-    chunkSize: byteSize.max(MAX_CHUNK_SIZE).default(DEFAULT_CHUNK_SIZE),
+    chunkSize: byteSize.max(MAX_CHUNK_SIZE).default(DEFAULT_CHUNK_SIZE).register(serveOptionText, {
+      flag: "--chunk-size <bytes>",
+      env: "ATOMIX_PLUGINS_CHUNK_SIZE",
+      what: "bytes per pull message",
+    }),
     /**
      * Artifact bytes one pull stream may have handed to the transport and not
      * yet seen written: the bound on the server's memory per stream. 512 KiB
      * (two default chunks) keeps 100 concurrent pulls near 200 MiB of RSS
      * and was no slower than 1 MiB in the benchmark (bench/, README).
      */
-    streamBufferBytes: byteSize.default(512 * 1024),
+    streamBufferBytes: byteSize.default(512 * 1024).register(serveOptionText, {
+      flag: "--stream-buffer <bytes>",
+      env: "ATOMIX_PLUGINS_STREAM_BUFFER",
+      what: "bytes in flight per pull stream",
+    }),
     /** Largest artifact accepted by push or produced by a build. */
-    maxArtifactBytes: byteSize.default(1024 * 1024 * 1024),
+    maxArtifactBytes: byteSize.default(1024 * 1024 * 1024).register(serveOptionText, {
+      flag: "--max-artifact-size <bytes>",
+      env: "ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE",
+      what: "largest artifact accepted",
+    }),
     /** What PullPlugin does when the store has no artifact for the key. */
-    pullPolicy: z.enum(["build", "never"]).default("build"),
+    pullPolicy: z.enum(["build", "never"]).default("build").register(serveOptionText, {
+      flag: "--pull-policy <build|never>",
+      env: "ATOMIX_PLUGINS_PULL_POLICY",
+      what: "on a pull miss: build it, or answer NOT_FOUND",
+    }),
     /** Directories of runtime descriptors (`<dir>/<version>/runtime.json`). */
-    runtimes: directories.default([EXAMPLE_RUNTIMES_DIR]),
+    runtimes: directories.default([EXAMPLE_RUNTIMES_DIR]).register(serveOptionText, {
+      flag: "--runtimes <dir>",
+      env: "ATOMIX_PLUGINS_RUNTIMES",
+      what: "runtime descriptors, <dir>/<version>/runtime.json; repeatable",
+      repeatable: true,
+      defaultText: "the bundled examples/runtimes",
+    }),
     /** Plugin source catalogs (`<dir>/<name>/<version>/`), asked in order before the npm registry. */
-    sources: directories.default([EXAMPLE_PLUGINS_DIR]),
+    sources: directories.default([EXAMPLE_PLUGINS_DIR]).register(serveOptionText, {
+      flag: "--sources <dir>",
+      env: "ATOMIX_PLUGINS_SOURCES",
+      what: "plugin source catalog, <dir>/<name>/<version>/; repeatable",
+      repeatable: true,
+      defaultText: "the bundled examples/plugins",
+    }),
     /** npm registry to fetch plugins from when no catalog has them; none by default. */
-    npmRegistry: z.url({ protocol: /^https?$/ }).optional(),
+    npmRegistry: z
+      .url({ protocol: /^https?$/ })
+      .optional()
+      .register(serveOptionText, {
+        flag: "--npm-registry <url>",
+        env: "ATOMIX_PLUGINS_NPM_REGISTRY",
+        what: "fetch plugins from this npm registry too",
+      }),
     /**
      * Go installations (GOROOT directories or `go` commands) that build Go
      * plugins; a build uses the one whose `go version` is the request's
      * build_version. Default: the `go` on PATH.
      */
-    goInstallations: directories.default(["go"]),
+    goInstallations: directories.default(["go"]).register(serveOptionText, {
+      flag: "--go <goroot-or-command>",
+      env: "ATOMIX_PLUGINS_GO",
+      what: "a Go installation for Go plugins (GOROOT or go binary); repeatable",
+      repeatable: true,
+      defaultText: "the go on PATH",
+    }),
     /**
      * GOPROXY for Go plugin modules no catalog has and for their dependencies:
      * `off`, URLs, or directories in the proxy layout (made `file://` URLs).
      * Default: the bundled examples' proxy on disk; builds never reach the
      * network unless this names a network proxy.
      */
-    goProxy: z.string().min(1).default(EXAMPLE_GOPROXY_URL),
+    goProxy: z.string().min(1).default(EXAMPLE_GOPROXY_URL).register(serveOptionText, {
+      flag: "--go-proxy <GOPROXY>",
+      env: "ATOMIX_PLUGINS_GO_PROXY",
+      what: "Go module proxy: off, URLs or directories",
+      defaultText: "the bundled examples/goproxy",
+    }),
     /** GOSUMDB for Go builds; `off` by default (go.sum files still pin what they list). */
-    goSumdb: z.string().min(1).default("off"),
+    goSumdb: z.string().min(1).default("off").register(serveOptionText, {
+      flag: "--go-sumdb <GOSUMDB>",
+      env: "ATOMIX_PLUGINS_GO_SUMDB",
+      what: "Go checksum database",
+    }),
     /** GONOSUMDB patterns: modules never looked up in the sum database. */
-    goNoSumdb: z.string().min(1).optional(),
+    goNoSumdb: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--go-nosumdb <patterns>",
+      env: "ATOMIX_PLUGINS_GO_NOSUMDB",
+      what: "GONOSUMDB for Go builds",
+    }),
     /** GOCACHE and GOMODCACHE of Go builds (warm: about 1 s a build, cold: 10 s or more). Default `<data>/go-cache`. */
-    goCacheDir: z.string().min(1).optional(),
+    goCacheDir: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--go-cache <dir>",
+      env: "ATOMIX_PLUGINS_GO_CACHE",
+      what: "GOCACHE and GOMODCACHE of Go builds",
+      defaultText: "<data>/go-cache",
+    }),
     /** Builds that run at once. */
-    buildConcurrency: z.coerce.number().int().positive().default(availableParallelism()),
+    buildConcurrency: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(availableParallelism())
+      .register(serveOptionText, {
+        flag: "--build-concurrency <n>",
+        env: "ATOMIX_PLUGINS_BUILD_CONCURRENCY",
+        what: "builds running at once",
+        defaultText: "the number of cores",
+      }),
     /** Builds that may wait for a slot; one more is refused with RESOURCE_EXHAUSTED. */
-    buildQueue: z.coerce.number().int().nonnegative().default(64),
+    buildQueue: z.coerce.number().int().nonnegative().default(64).register(serveOptionText, {
+      flag: "--build-queue <n>",
+      env: "ATOMIX_PLUGINS_BUILD_QUEUE",
+      what: "builds waiting before RESOURCE_EXHAUSTED",
+    }),
     /** A build running longer is killed and reported as DEADLINE_EXCEEDED. */
-    buildTimeoutMs: z.coerce.number().int().positive().default(120_000),
+    buildTimeoutMs: z.coerce.number().int().positive().default(120_000).register(serveOptionText, {
+      flag: "--build-timeout <ms>",
+      env: "ATOMIX_PLUGINS_BUILD_TIMEOUT_MS",
+      what: "time limit of one build",
+    }),
     /**
      * What contains each build step: `bwrap` (bubblewrap: no network, own
      * PID namespace, only the toolchain and the build directory; builds are
      * refused when it cannot start) or `off` (steps run on the host: only
      * for hosts that contain the server some other way; logged as a warning).
      */
-    sandbox: z.enum(["bwrap", "off"]).default("bwrap"),
+    sandbox: z.enum(["bwrap", "off"]).default("bwrap").register(serveOptionText, {
+      flag: "--sandbox <bwrap|off>",
+      env: "ATOMIX_PLUGINS_SANDBOX",
+      what: "what contains build steps: bubblewrap, or off (steps run on the host)",
+    }),
     /** The bubblewrap program: a name looked up on PATH, or a path. */
-    bwrap: z.string().min(1).default("bwrap"),
+    bwrap: z.string().min(1).default("bwrap").register(serveOptionText, {
+      flag: "--bwrap <path>",
+      env: "ATOMIX_PLUGINS_BWRAP",
+      what: "the bubblewrap program",
+    }),
     /** All memory one build step may use (cgroup): heap, buffers, children, its tmpfs. */
-    buildMemoryBytes: byteSize.default(2 * 1024 * 1024 * 1024),
+    buildMemoryBytes: byteSize.default(2 * 1024 * 1024 * 1024).register(serveOptionText, {
+      flag: "--build-memory <bytes>",
+      env: "ATOMIX_PLUGINS_BUILD_MEMORY",
+      what: "all memory of one build step",
+    }),
     /** Largest file a build may produce (a bundle, a Go plugin); larger is FAILED_PRECONDITION. */
-    maxBuildOutputBytes: byteSize.default(128 * 1024 * 1024),
+    maxBuildOutputBytes: byteSize.default(128 * 1024 * 1024).register(serveOptionText, {
+      flag: "--max-build-output <bytes>",
+      env: "ATOMIX_PLUGINS_MAX_BUILD_OUTPUT",
+      what: "largest file a build may produce (a bundle, a Go plugin)",
+    }),
     /** Bytes a plugin source may unpack to; a larger one is refused. */
-    maxSourceBytes: byteSize.default(64 * 1024 * 1024),
+    maxSourceBytes: byteSize.default(64 * 1024 * 1024).register(serveOptionText, {
+      flag: "--max-source-size <bytes>",
+      env: "ATOMIX_PLUGINS_MAX_SOURCE_SIZE",
+      what: "bytes a plugin source may unpack to",
+    }),
     /** Files and folders a plugin source may hold; more is refused. */
-    maxSourceFiles: z.coerce.number().int().positive().default(10_000),
+    maxSourceFiles: z.coerce.number().int().positive().default(10_000).register(serveOptionText, {
+      flag: "--max-source-files <n>",
+      env: "ATOMIX_PLUGINS_MAX_SOURCE_FILES",
+      what: "files a plugin source may hold",
+    }),
     /** How long in-flight calls may run after SIGTERM before they end with UNAVAILABLE. */
-    shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000),
+    shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000).register(serveOptionText, {
+      flag: "--shutdown-grace <ms>",
+      env: "ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS",
+      what: "grace for in-flight calls after SIGTERM",
+    }),
     /**
      * A connection that has not finished TLS and sent the HTTP/2 preface this
      * long after it was accepted is closed: a peer that says nothing holds a
      * socket for this long, not for ever.
      */
-    handshakeTimeoutMs: z.coerce.number().int().positive().default(10_000),
+    handshakeTimeoutMs: z.coerce.number().int().positive().default(10_000).register(serveOptionText, {
+      flag: "--handshake-timeout <ms>",
+      env: "ATOMIX_PLUGINS_HANDSHAKE_TIMEOUT_MS",
+      what: "close a connection that has not sent the HTTP/2 preface (after TLS) by then",
+    }),
     /**
      * A connection with no call for this long is closed (GOAWAY): a fleet of
      * sidecars keeps connections it uses, and gives back the others.
      */
-    idleTimeoutMs: z.coerce.number().int().positive().default(300_000),
+    idleTimeoutMs: z.coerce.number().int().positive().default(300_000).register(serveOptionText, {
+      flag: "--idle-timeout <ms>",
+      env: "ATOMIX_PLUGINS_IDLE_TIMEOUT_MS",
+      what: "close a connection with no call for this long",
+    }),
     /** PEM certificate chain and key: serve gRPC over TLS. */
-    tlsCert: z.string().min(1).optional(),
-    tlsKey: z.string().min(1).optional(),
+    tlsCert: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--tls-cert <file>",
+      env: "ATOMIX_PLUGINS_TLS_CERT",
+      what: "PEM certificate chain: serve gRPC over TLS",
+    }),
+    tlsKey: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--tls-key <file>",
+      env: "ATOMIX_PLUGINS_TLS_KEY",
+      what: "PEM private key of --tls-cert",
+    }),
     /** PEM CA bundle: require client certificates signed by it (mutual TLS). */
-    tlsClientCa: z.string().min(1).optional(),
-    /** File holding the token admin calls that change the store must present. */
-    adminTokenFile: z.string().min(1).optional(),
+    tlsClientCa: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--tls-client-ca <file>",
+      env: "ATOMIX_PLUGINS_TLS_CLIENT_CA",
+      what: "PEM CA bundle: require client certificates (mutual TLS)",
+    }),
+    /**
+     * The token admin calls that change the store must present, from the
+     * environment only (a flag would show in every process listing)...
+     */
+    adminToken: adminTokenSchema.optional().register(serveOptionText, {
+      env: "ATOMIX_PLUGINS_ADMIN_TOKEN",
+      what: "the token push, rm and gc must present",
+    }),
+    /** ...or from a file (read at start; see loadAdminAuth). */
+    adminTokenFile: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--admin-token-file <file>",
+      env: "ATOMIX_PLUGINS_ADMIN_TOKEN_FILE",
+      what: "token that push, rm and gc must present (or ATOMIX_PLUGINS_ADMIN_TOKEN)",
+    }),
     /**
      * PEM private key (ECDSA P-256 or Ed25519, `atomix-plugins keygen`) that
      * signs the provenance of every artifact built or pushed. Replicas of one
      * deployment share it. Absent, artifacts are stored without provenance
      * and runtimes that verify refuse them.
      */
-    signingKey: z.string().min(1).optional(),
+    signingKey: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--signing-key <file>",
+      env: "ATOMIX_PLUGINS_SIGNING_KEY",
+      what: "PEM private key (ECDSA P-256 or Ed25519) that signs the provenance of every artifact",
+    }),
     /** builder.id of the provenance this deployment signs: a URI naming it. */
-    builderId: z.string().url().default("https://atomix.dev/plugins/server"),
-    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    builderId: z.string().url().default("https://atomix.dev/plugins/server").register(serveOptionText, {
+      flag: "--builder-id <uri>",
+      env: "ATOMIX_PLUGINS_BUILDER_ID",
+      what: "builder.id of the signed provenance",
+    }),
+    logLevel: z
+      .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+      .default("info")
+      .register(serveOptionText, {
+        flag: "--log-level <level>",
+        env: "ATOMIX_PLUGINS_LOG_LEVEL",
+        what: "log level",
+      }),
   })
   .strict()
   .refine((c) => (c.tlsCert === undefined) === (c.tlsKey === undefined), {
@@ -161,55 +388,37 @@ export const serveConfigSchema = z
   .refine((c) => c.tlsClientCa === undefined || c.tlsCert !== undefined, {
     message: "tlsClientCa needs tlsCert and tlsKey",
     path: ["tlsClientCa"],
+  })
+  .refine((c) => c.adminToken === undefined || c.adminTokenFile === undefined, {
+    message: "give the admin token in the environment or in a file (--admin-token-file), not both",
+    path: ["adminToken"],
+  })
+  .refine((c) => (c.ociUsername === undefined) === (c.ociPassword === undefined), {
+    message: "set both ATOMIX_PLUGINS_OCI_USERNAME and ATOMIX_PLUGINS_OCI_PASSWORD, or neither",
+    path: ["ociPassword"],
   });
 
 export type ServeConfig = z.infer<typeof serveConfigSchema>;
 
+/** Every serve option as a person writes it: its flag, environment variable and help. */
+export const SERVE_OPTIONS: readonly ({ option: keyof ServeConfig } & ServeOptionText)[] = Object.entries(
+  serveConfigSchema.shape,
+).map(([option, schema]) => {
+  const text = serveOptionText.get(schema);
+  if (!text) throw new Error(`serve option ${option} has no flag or environment text (config.ts)`);
+  return { option: option as keyof ServeConfig, ...text };
+});
+
 /** Environment variables that set serve options, and the option each sets. */
-export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
-  ATOMIX_PLUGINS_LISTEN: "listen",
-  ATOMIX_PLUGINS_HTTP: "httpListen",
-  ATOMIX_PLUGINS_DATA: "dataDir",
-  ATOMIX_PLUGINS_STORE: "store",
-  ATOMIX_PLUGINS_OCI_CREDENTIALS: "ociCredentialsFile",
-  ATOMIX_PLUGINS_STORE_PROBE_INTERVAL_MS: "storeProbeIntervalMs",
-  ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
-  ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
-  ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE: "maxArtifactBytes",
-  ATOMIX_PLUGINS_PULL_POLICY: "pullPolicy",
-  ATOMIX_PLUGINS_RUNTIMES: "runtimes",
-  ATOMIX_PLUGINS_SOURCES: "sources",
-  ATOMIX_PLUGINS_NPM_REGISTRY: "npmRegistry",
-  ATOMIX_PLUGINS_GO: "goInstallations",
-  ATOMIX_PLUGINS_GO_PROXY: "goProxy",
-  ATOMIX_PLUGINS_GO_SUMDB: "goSumdb",
-  ATOMIX_PLUGINS_GO_NOSUMDB: "goNoSumdb",
-  ATOMIX_PLUGINS_GO_CACHE: "goCacheDir",
-  ATOMIX_PLUGINS_BUILD_CONCURRENCY: "buildConcurrency",
-  ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
-  ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",
-  ATOMIX_PLUGINS_SANDBOX: "sandbox",
-  ATOMIX_PLUGINS_BWRAP: "bwrap",
-  ATOMIX_PLUGINS_BUILD_MEMORY: "buildMemoryBytes",
-  ATOMIX_PLUGINS_MAX_SOURCE_SIZE: "maxSourceBytes",
-  ATOMIX_PLUGINS_MAX_BUILD_OUTPUT: "maxBuildOutputBytes",
-  ATOMIX_PLUGINS_MAX_SOURCE_FILES: "maxSourceFiles",
-  ATOMIX_PLUGINS_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
-  ATOMIX_PLUGINS_HANDSHAKE_TIMEOUT_MS: "handshakeTimeoutMs",
-  ATOMIX_PLUGINS_IDLE_TIMEOUT_MS: "idleTimeoutMs",
-  ATOMIX_PLUGINS_TLS_CERT: "tlsCert",
-  ATOMIX_PLUGINS_TLS_KEY: "tlsKey",
-  ATOMIX_PLUGINS_TLS_CLIENT_CA: "tlsClientCa",
-  ATOMIX_PLUGINS_ADMIN_TOKEN_FILE: "adminTokenFile",
-  ATOMIX_PLUGINS_SIGNING_KEY: "signingKey",
-  ATOMIX_PLUGINS_BUILDER_ID: "builderId",
-  ATOMIX_PLUGINS_LOG_LEVEL: "logLevel",
-};
+export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = Object.fromEntries(
+  SERVE_OPTIONS.map((option) => [option.env, option.option]),
+);
 
 /**
  * Builds the config from environment variables overlaid by explicit options
  * (flags win). Throws INVALID_ARGUMENT naming each bad option as the person
- * wrote it: the flag (`flagOf` gives it), or the environment variable.
+ * wrote it: the flag (`flagOf` gives it), or the environment variable. No
+ * message quotes a secret's value (the schema's messages never quote input).
  */
 export function parseServeConfig(
   options: Record<string, unknown>,
@@ -226,13 +435,17 @@ export function parseServeConfig(
   }
   const parsed = serveConfigSchema.safeParse(input);
   if (!parsed.success) {
+    const variableOf = (option: string, set: boolean) =>
+      Object.entries(SERVE_ENVIRONMENT).find(([variable, o]) => o === option && (!set || env[variable]))?.[0];
     const fromEnv = (option: string) =>
-      options[option] === undefined
-        ? Object.entries(SERVE_ENVIRONMENT).find(([variable, o]) => o === option && env[variable])?.[0]
-        : undefined;
+      options[option] === undefined ? variableOf(option, true) : undefined;
     const problems = parsed.error.issues.map((issue) => {
       const option = String(issue.path[0] ?? "");
-      const name = fromEnv(option) ?? flagOf(option) ?? (issue.path.join(".") || "config");
+      const name =
+        fromEnv(option) ??
+        flagOf(option) ??
+        (options[option] === undefined ? variableOf(option, false) : undefined) ??
+        (issue.path.join(".") || "config");
       return `${name}: ${issue.message}`;
     });
     throw new PluginError(Code.InvalidArgument, `invalid configuration: ${problems.join("; ")}`);
@@ -253,6 +466,9 @@ export function storeConfigOf(config: ServeConfig): StoreConfig {
         kind: "oci",
         url: config.store,
         credentialsFile: config.ociCredentialsFile,
+        ...(config.ociUsername && config.ociPassword
+          ? { credentials: { username: config.ociUsername, password: config.ociPassword } }
+          : {}),
         spoolDir: join(config.dataDir, "oci-spool"),
       }
     : { kind: "fs", dir: config.dataDir };

@@ -3,17 +3,9 @@ import { cp, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import pino from "pino";
 import { Code, createPluginClient, loadPlugin, type PluginClient, PluginError } from "../src/client/index.js";
-import { type BuildCompiler, createBuildCompiler } from "../src/compiler/build-compiler.js";
-import { loadRuntimeCatalog } from "../src/compiler/runtime-catalog.js";
-import { createCatalogSource } from "../src/compiler/sources/catalog-source.js";
-import { createNodeToolchain } from "../src/compiler/toolchains/node/node-toolchain.js";
-import { EXAMPLE_PLUGINS_DIR, EXAMPLE_RUNTIMES_DIR, parseServeConfig } from "../src/config.js";
-import { type RunningServer, startServer } from "../src/server/server.js";
-import type { ArtifactStore } from "../src/store/artifact-store.js";
-import { createFsStore } from "../src/store/fs-store.js";
-import { testSandbox } from "./helpers/sandbox.js";
+import { EXAMPLE_RUNTIMES_DIR } from "../src/config.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 
 interface Driver {
   name: string;
@@ -27,27 +19,13 @@ const isDriver = (value: unknown): value is Driver =>
 
 describe("loadPlugin with the real Node.js compiler", () => {
   let dir: string;
-  let store: ArtifactStore;
-  let compiler: BuildCompiler;
-  let server: RunningServer;
+  let server: TestServer;
   let client: PluginClient;
   let runtimeRoot: string;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "atomix-load-e2e-"));
-    store = await createFsStore({ dir: join(dir, "store") });
-    compiler = createBuildCompiler({
-      store,
-      runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
-      toolchains: [
-        createNodeToolchain({
-          sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)],
-          sandbox: await testSandbox(),
-        }),
-      ],
-    });
-    const config = parseServeConfig({ listen: "127.0.0.1:0", dataDir: join(dir, "store") }, {});
-    server = await startServer({ config, store, compiler, log: pino({ level: "silent" }) });
+    server = await startTestServer({ config: { runtimes: [EXAMPLE_RUNTIMES_DIR] } });
     client = createPluginClient({ address: server.address });
     // A runtime 1.0.0 installation: its SDK where plugins' bare imports find it.
     runtimeRoot = join(dir, "runtime");
@@ -60,9 +38,7 @@ describe("loadPlugin with the real Node.js compiler", () => {
   });
   after(async () => {
     client.close();
-    await server.shutdown(1000);
-    await compiler.close();
-    await store.close();
+    await server.close();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -85,7 +61,7 @@ describe("loadPlugin with the real Node.js compiler", () => {
     assert.equal(await loaded.plugin.handle({ key: "a" }), "key:a=1");
 
     // Pinned and cached: loads again without a call (the server is no longer needed).
-    await server.shutdown(0);
+    await server.server.shutdown(0);
     const again = await loadPlugin(reference, options);
     assert.equal(again.fromCache, true);
     assert.equal(again.plugin, loaded.plugin, "the same bytes are the same module");

@@ -36,7 +36,7 @@ describe("client pull", () => {
   const artifact = randomBytes(3 * 1024 * 1024 + 17);
 
   before(async () => {
-    server = await startTestServer({ chunkSize: 64 * 1024 });
+    server = await startTestServer({ config: { chunkSize: 64 * 1024 } });
     client = createPluginClient({ address: server.address });
     work = await mkdtemp(join(tmpdir(), "atomix-pull-"));
     await client.push(key("blob"), [artifact]);

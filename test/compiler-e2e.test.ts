@@ -1,31 +1,20 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import pino from "pino";
 import { createPluginClient, type PluginClient } from "../src/client/index.js";
-import { type BuildCompiler, createBuildCompiler } from "../src/compiler/build-compiler.js";
 import { runProcess } from "../src/compiler/run-process.js";
-import { loadRuntimeCatalog } from "../src/compiler/runtime-catalog.js";
-import { createCatalogSource } from "../src/compiler/sources/catalog-source.js";
-import { createNodeToolchain } from "../src/compiler/toolchains/node/node-toolchain.js";
-import { EXAMPLE_PLUGINS_DIR, EXAMPLE_RUNTIMES_DIR, parseServeConfig } from "../src/config.js";
+import { EXAMPLE_PLUGINS_DIR, EXAMPLE_RUNTIMES_DIR } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { formatReference } from "../src/model/reference.js";
-import { type RunningServer, startServer } from "../src/server/server.js";
-import type { ArtifactStore } from "../src/store/artifact-store.js";
-import { createFsStore } from "../src/store/fs-store.js";
-import { testSandbox } from "./helpers/sandbox.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
+import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const HOST = join(ROOT, "examples", "node-host", "host.mjs");
-const CLI = join(ROOT, "dist", "src", "cli", "main.js");
 
 function key(name: string, version: string, runtime: string, buildVersion = "node20"): BuildKey {
   return { runtime: { version: runtime, buildVersion }, plugin: { name, version } };
@@ -54,36 +43,22 @@ async function failure(promise: Promise<unknown>): Promise<PluginError> {
 
 describe("compile and pull over gRPC", () => {
   let dir: string;
-  let store: ArtifactStore;
-  let compiler: BuildCompiler;
-  let server: RunningServer;
+  let server: TestServer;
   let client: PluginClient;
   let toolchainRuns = 0;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "atomix-compiler-e2e-"));
-    store = await createFsStore({ dir: join(dir, "store") });
-    compiler = createBuildCompiler({
-      store,
-      runtimes: await loadRuntimeCatalog([EXAMPLE_RUNTIMES_DIR]),
-      toolchains: [
-        createNodeToolchain({
-          sources: [createCatalogSource(EXAMPLE_PLUGINS_DIR)],
-          sandbox: await testSandbox(),
-        }),
-      ],
+    server = await startTestServer({
+      config: { runtimes: [EXAMPLE_RUNTIMES_DIR] },
       onBuild: () => toolchainRuns++,
     });
-    const config = parseServeConfig({ listen: "127.0.0.1:0", dataDir: join(dir, "store") }, {});
-    server = await startServer({ config, store, compiler, log: pino({ level: "silent" }) });
     client = createPluginClient({ address: server.address });
   });
 
   after(async () => {
     client.close();
-    await server.shutdown(1000);
-    await compiler.close();
-    await store.close();
+    await server.close();
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -161,26 +136,13 @@ describe("compile and pull over gRPC", () => {
 
 describe("serve command", () => {
   let dir: string;
-  const children: ChildProcess[] = [];
+  const servers: ServerProcess[] = [];
 
-  /** Starts `atomix-plugins serve` and waits for its "serving" line. */
-  async function serve(args: string[]): Promise<{ address: string; child: ChildProcess }> {
-    const child = spawn(
-      process.execPath,
-      [CLI, "serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", ...args],
-      {
-        stdio: ["ignore", "pipe", "inherit"],
-      },
-    );
-    children.push(child);
-    for await (const line of createInterface({ input: child.stdout as NodeJS.ReadableStream })) {
-      const entry = JSON.parse(line) as { msg?: string; address?: string };
-      if (entry.msg === "serving" && entry.address) {
-        child.stdout?.resume();
-        return { address: entry.address, child };
-      }
-    }
-    throw new Error("the server exited before serving");
+  /** `atomix-plugins serve` as a process, over `dataDir`. */
+  async function serve(dataDir: string, args: string[]): Promise<{ address: string }> {
+    const server = await startServerProcess({ dataDir, args });
+    servers.push(server);
+    return server;
   }
 
   before(async () => {
@@ -188,17 +150,12 @@ describe("serve command", () => {
   });
 
   after(async () => {
-    for (const child of children) {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        await once(child, "exit");
-      }
-    }
+    for (const server of servers) await server.stop();
     await rm(dir, { recursive: true, force: true });
   });
 
   it("builds on a pull miss with the bundled examples, and the artifact runs in the host", async () => {
-    const { address } = await serve(["--data", join(dir, "build"), "--build-concurrency", "1"]);
+    const { address } = await serve(join(dir, "build"), ["--build-concurrency", "1"]);
     const client = createPluginClient({ address });
     try {
       const to = join(dir, "counter.mjs");
@@ -210,9 +167,7 @@ describe("serve command", () => {
   });
 
   it("answers NOT_FOUND on a pull miss with --pull-policy never, and builds with CompilePlugin", async () => {
-    const { address } = await serve([
-      "--data",
-      join(dir, "never"),
+    const { address } = await serve(join(dir, "never"), [
       "--pull-policy",
       "never",
       "--runtimes",

@@ -9,8 +9,10 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { Secret } from "../src/model/secret.js";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createStore } from "../src/store/create-store.js";
+import type { RegistryCredentials } from "../src/store/oci/registry-credentials.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
 import { chunksOf, keyOf, readAll } from "./store-suite.js";
 
@@ -21,10 +23,10 @@ const PASSWORD_BCRYPT = "$2b$04$yEQTD1oaX3YOicc7YLWda.1JdKefvtTrYTyx6A9mejFs5/Vy
 
 async function storeFor(
   url: string,
-  env: NodeJS.ProcessEnv,
+  credentials: RegistryCredentials | undefined,
   credentialsFile?: string,
 ): Promise<ArtifactStore> {
-  return createStore({ kind: "oci", url, env, credentialsFile });
+  return createStore({ kind: "oci", url, credentials, credentialsFile });
 }
 
 async function roundTrip(store: ArtifactStore): Promise<void> {
@@ -48,7 +50,8 @@ async function failure(promise: Promise<unknown>): Promise<PluginError> {
   assert.fail("expected a failure");
 }
 
-const credentials = { ATOMIX_PLUGINS_OCI_USERNAME: USER, ATOMIX_PLUGINS_OCI_PASSWORD: PASSWORD };
+const credentials: RegistryCredentials = { username: USER, password: new Secret(PASSWORD) };
+const wrongPassword: RegistryCredentials = { username: USER, password: new Secret("not-it") };
 
 describe("OCI store against a registry with Basic auth", () => {
   let dir: string;
@@ -65,7 +68,7 @@ describe("OCI store against a registry with Basic auth", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("stores and reads with credentials from the environment", async () => {
+  it("stores and reads with the configured credentials", async () => {
     await roundTrip(await storeFor(registry.storeUrl("basic/env"), credentials));
   });
 
@@ -73,18 +76,15 @@ describe("OCI store against a registry with Basic auth", () => {
     const file = join(dir, "config.json");
     const auth = Buffer.from(`${USER}:${PASSWORD}`).toString("base64");
     await writeFile(file, JSON.stringify({ auths: { [registry.address]: { auth } } }));
-    await roundTrip(await storeFor(registry.storeUrl("basic/file"), {}, file));
+    await roundTrip(await storeFor(registry.storeUrl("basic/file"), undefined, file));
   });
 
   it("answers UNAVAILABLE saying credentials are needed, or were refused", async () => {
-    const anonymous = await storeFor(registry.storeUrl("basic/anonymous"), {});
+    const anonymous = await storeFor(registry.storeUrl("basic/anonymous"), undefined);
     const missing = await failure(anonymous.get(keyOf("guarded")));
     assert.equal(missing.code, Code.Unavailable);
     assert.match(missing.message, /requires credentials; set ATOMIX_PLUGINS_OCI_USERNAME/);
-    const wrong = await storeFor(registry.storeUrl("basic/wrong"), {
-      ...credentials,
-      ATOMIX_PLUGINS_OCI_PASSWORD: "not-it",
-    });
+    const wrong = await storeFor(registry.storeUrl("basic/wrong"), wrongPassword);
     const refused = await failure(wrong.put(keyOf("guarded"), chunksOf(randomBytes(10))));
     assert.equal(refused.code, Code.Unavailable);
     assert.match(refused.message, /refused the configured credentials/);
@@ -187,14 +187,11 @@ describe("OCI store against a registry with Bearer token auth", () => {
   });
 
   it("answers UNAVAILABLE when the token endpoint refuses the credentials", async () => {
-    const anonymous = await storeFor(registry.storeUrl("bearer/anonymous"), {});
+    const anonymous = await storeFor(registry.storeUrl("bearer/anonymous"), undefined);
     const missing = await failure(anonymous.get(keyOf("guarded")));
     assert.equal(missing.code, Code.Unavailable);
     assert.match(missing.message, /requires credentials/);
-    const wrong = await storeFor(registry.storeUrl("bearer/wrong"), {
-      ...credentials,
-      ATOMIX_PLUGINS_OCI_PASSWORD: "not-it",
-    });
+    const wrong = await storeFor(registry.storeUrl("bearer/wrong"), wrongPassword);
     const refused = await failure(wrong.get(keyOf("guarded")));
     assert.equal(refused.code, Code.Unavailable);
     assert.match(refused.message, /refused the configured credentials/);

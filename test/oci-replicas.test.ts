@@ -1,14 +1,12 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { credentials, type StatusObject } from "@grpc/grpc-js";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
@@ -17,8 +15,7 @@ import type { BuildKey } from "../src/model/build-key.js";
 import { buildKeyTag } from "../src/store/oci/build-key-tag.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
-
-const CLI = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
+import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
 interface Replica {
   address: string;
@@ -31,38 +28,23 @@ interface Replica {
 async function startReplica(
   storeUrl: string,
   dataDir: string,
-  children: Set<ChildProcess>,
+  started: Set<ServerProcess>,
 ): Promise<Replica> {
-  const args = ["--listen", "127.0.0.1:0", "--http", "off", "--data", dataDir, "--store", storeUrl];
-  args.push("--store-probe-interval", "100"); // health follows the registry within a test's patience
-  const child = spawn(process.execPath, [CLI, "serve", ...args, "--shutdown-grace", "0"], {
-    stdio: ["ignore", "pipe", "pipe"],
+  const server = await startServerProcess({
+    dataDir,
+    http: "off",
+    // Health follows the registry within a test's patience.
+    args: ["--store", storeUrl, "--store-probe-interval", "100", "--shutdown-grace", "0"],
   });
-  // Killed in after() even when this replica never got to listen.
-  children.add(child);
-  let stderr = "";
-  child.stderr?.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-  const address = await new Promise<string>((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`serve exited with ${code}: ${stderr}`)));
-    lines.on("line", (line) => {
-      if (line.includes('"msg":"serving"'))
-        resolve(String((JSON.parse(line) as { address: string }).address));
-    });
-  });
-  const client = createPluginClient({ address });
+  started.add(server);
+  const client = createPluginClient({ address: server.address });
   return {
-    address,
-    child,
+    address: server.address,
+    child: server.child,
     client,
     async stop() {
       client.close();
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = once(child, "exit");
-      child.kill("SIGKILL");
-      await exited;
+      await server.kill();
     },
   };
 }
@@ -163,7 +145,7 @@ describe("OCI store shared by two server replicas", () => {
   let b: Replica;
   const repository = "atomix/plugins";
 
-  const children = new Set<ChildProcess>();
+  const children = new Set<ServerProcess>();
 
   before(async () => {
     registry = await startRegistry();
@@ -177,12 +159,7 @@ describe("OCI store shared by two server replicas", () => {
   after(async () => {
     a?.client.close();
     b?.client.close();
-    for (const child of children) {
-      if (child.exitCode !== null || child.signalCode !== null) continue;
-      const exited = once(child, "exit");
-      child.kill("SIGKILL");
-      await exited;
-    }
+    for (const server of children) await server.kill();
     await registry?.dispose();
     await rm(dataDir, { recursive: true, force: true });
   });

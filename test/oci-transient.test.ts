@@ -50,7 +50,7 @@ describe("OCI store and a registry's passing 5xx", () => {
   });
 
   it("retries a read the registry failed with 500 and gets the artifact", async () => {
-    const store = await createStore({ kind: "oci", url: `oci://${proxyAddress}/transient/retried`, env: {} });
+    const store = await createStore({ kind: "oci", url: `oci://${proxyAddress}/transient/retried` });
     const data = randomBytes(30_000);
     await store.put(keyOf("flaky"), chunksOf(data));
     failNextManifestGets = 2;
@@ -62,7 +62,7 @@ describe("OCI store and a registry's passing 5xx", () => {
   });
 
   it("gives up with UNAVAILABLE naming the 500 when the registry keeps failing", async () => {
-    const store = await createStore({ kind: "oci", url: `oci://${proxyAddress}/transient/broken`, env: {} });
+    const store = await createStore({ kind: "oci", url: `oci://${proxyAddress}/transient/broken` });
     failNextManifestGets = 100;
     try {
       await store.get(keyOf("flaky"));

@@ -1,19 +1,11 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { credentials, Metadata } from "@grpc/grpc-js";
-import pino from "pino";
 import { createPluginClient } from "../src/client/index.js";
-import type { Compiler } from "../src/compiler/compiler.js";
-import { parseServeConfig } from "../src/config.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
 import { PluginRegistryClient, type PullPluginResponse } from "../src/gen/atomix/runtime/v1/plugin.js";
 import { installInPlaceFraming } from "../src/server/grpc-framing.js";
-import { type RunningServer, startServer } from "../src/server/server.js";
-import { createFsStore } from "../src/store/fs-store.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 
 const key = {
   runtime: { version: "1.0.0", buildVersion: "node20" },
@@ -40,37 +32,13 @@ function pullWithGeneratedClient(address: string, offset = 0): Promise<Buffer> {
   });
 }
 
-/** A compiler with no toolchains: the pull path under test only serves what was pushed. */
-function storeOnly(store: Awaited<ReturnType<typeof createFsStore>>): Compiler {
-  return {
-    async compile(k) {
-      const manifest = await store.get(k);
-      if (!manifest) throw new PluginError(Code.NotFound, "nothing pushed for this key");
-      return manifest;
-    },
-    async close() {},
-  };
-}
-
 describe("pull path with in-place framing", () => {
-  let dir: string;
-  let server: RunningServer;
+  let server: TestServer;
   // Not a multiple of any chunk size, so the last chunk is short and buffers are reused at other sizes.
   const artifact = randomBytes(3 * 1024 * 1024 + 12345);
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "pull-path-test-"));
-    const config = parseServeConfig(
-      { listen: "127.0.0.1:0", dataDir: dir, chunkSize: 65536, streamBufferBytes: 131072 },
-      {},
-    );
-    const store = await createFsStore({ dir });
-    server = await startServer({
-      config,
-      store,
-      compiler: storeOnly(store),
-      log: pino({ level: "silent" }),
-    });
+    server = await startTestServer({ config: { chunkSize: 65536, streamBufferBytes: 131072 } });
     const client = createPluginClient({ address: server.address });
     try {
       await client.push(
@@ -85,10 +53,7 @@ describe("pull path with in-place framing", () => {
     }
   });
 
-  after(async () => {
-    await server.shutdown(1000);
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => server.close());
 
   it("frames messages in place on this grpc-js", () => {
     assert.equal(installInPlaceFraming(), true);

@@ -4,10 +4,14 @@ import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { inspect } from "node:util";
 import { credentials } from "@grpc/grpc-js";
 import { createPluginClient } from "../src/client/plugin-client.js";
+import { parseServeConfig } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
+import { loadAdminAuth } from "../src/server/credentials.js";
+import { runCli } from "./helpers/run-cli.js";
 import { startServerProcess, tempDir } from "./helpers/server-process.js";
 
 const key: BuildKey = {
@@ -97,5 +101,89 @@ describe("TLS", () => {
       plaintext.close();
       await server.stop();
     }
+  });
+});
+
+describe("secrets", () => {
+  const token = `admin-${randomBytes(12).toString("hex")}`;
+  const password = `oci-${randomBytes(12).toString("hex")}`;
+  const secretEnv = {
+    ATOMIX_PLUGINS_ADMIN_TOKEN: token,
+    ATOMIX_PLUGINS_OCI_USERNAME: "atomix",
+    ATOMIX_PLUGINS_OCI_PASSWORD: password,
+  };
+  const assertHidden = (text: string) => {
+    assert.ok(!text.includes(token), "the admin token was printed");
+    assert.ok(!text.includes(password), "the registry password was printed");
+  };
+  const messageOf = (run: () => unknown): string => {
+    try {
+      run();
+    } catch (error) {
+      assert.ok(error instanceof PluginError && error.code === Code.InvalidArgument, String(error));
+      return error.message;
+    }
+    assert.fail("expected INVALID_ARGUMENT");
+  };
+
+  it("come from the environment through the schema, and print as [secret]", () => {
+    const config = parseServeConfig({ store: "oci://127.0.0.1:5000/a" }, secretEnv);
+    assert.equal(config.adminToken?.reveal(), token);
+    assert.equal(config.ociPassword?.reveal(), password);
+    for (const shown of [inspect(config, { depth: 5 }), JSON.stringify(config), `${config.ociPassword}`]) {
+      assertHidden(shown);
+      assert.match(shown, /\[secret\]/);
+    }
+  });
+
+  it("are named, never shown, in configuration errors", () => {
+    assertHidden(messageOf(() => parseServeConfig({ chunkSize: "abc" }, secretEnv)));
+    const spaced = messageOf(() => parseServeConfig({}, { ATOMIX_PLUGINS_ADMIN_TOKEN: `${token} x` }));
+    assert.match(spaced, /ATOMIX_PLUGINS_ADMIN_TOKEN: expected printable ASCII/);
+    assertHidden(spaced);
+    const alone = messageOf(() => parseServeConfig({}, { ATOMIX_PLUGINS_OCI_PASSWORD: password }));
+    assert.match(alone, /ATOMIX_PLUGINS_OCI_PASSWORD: set both ATOMIX_PLUGINS_OCI_USERNAME and/);
+    assertHidden(alone);
+    const twice = messageOf(() => parseServeConfig({ adminTokenFile: "/etc/token" }, secretEnv));
+    assert.match(twice, /ATOMIX_PLUGINS_ADMIN_TOKEN: give the admin token in the environment or in a file/);
+    const inUrl = messageOf(() =>
+      parseServeConfig({ store: `oci://atomix:${password}@127.0.0.1:5000/a` }, {}),
+    );
+    assert.match(inUrl, /must not carry credentials/);
+    assertHidden(inUrl);
+  });
+
+  it("a token file that holds no valid token is refused without showing it", async () => {
+    const dir = await tempDir();
+    try {
+      await writeFile(join(dir.path, "token"), `${token}\u0000\n`);
+      const error = await loadAdminAuth({ adminTokenFile: join(dir.path, "token") }).then(
+        () => assert.fail("expected a refusal"),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof PluginError && error.code === Code.InvalidArgument, String(error));
+      assert.match(error.message, /the admin token in .*token: expected printable ASCII/);
+      assertHidden(error.message);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("reach neither the start-up log nor a usage error of serve", async () => {
+    const server = await startServerProcess({ args: ["--log-level", "trace"], env: secretEnv });
+    const admin = createPluginClient({ address: server.address, token });
+    try {
+      await admin.push(key, [randomBytes(100)]);
+      assert.equal(await admin.remove(key), true);
+    } finally {
+      admin.close();
+      await server.stop();
+    }
+    assert.ok(server.logs.some((line) => line.msg === "serving" && line.adminToken === true));
+    assertHidden(JSON.stringify(server.logs) + server.stderr());
+    const usage = await runCli(["serve", "--chunk-size", "abc"], secretEnv);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /INVALID_ARGUMENT: invalid configuration: --chunk-size: /);
+    assertHidden(usage.stdout + usage.stderr);
   });
 });

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Metadata } from "@grpc/grpc-js";
 import { Code, PluginError } from "../errors/plugin-error.js";
+import type { Secret } from "../model/secret.js";
 
 /**
  * Guards the admin API (push, remove, gc): whoever can push can replace what
@@ -17,10 +18,10 @@ export interface AdminAuth {
   check(metadata: Metadata): string;
 }
 
-export function createAdminAuth(token: string | undefined): AdminAuth {
+export function createAdminAuth(token: Secret | undefined): AdminAuth {
   if (!token) return { required: false, check: () => "anyone (the server has no admin token)" };
   // Compare digests: equal length, so timingSafeEqual never throws and leaks no length.
-  const expected = createHash("sha256").update(token).digest();
+  const expected = createHash("sha256").update(token.reveal()).digest();
   const fingerprint = `admin token sha256:${expected.toString("hex").slice(0, 16)}`;
   return {
     required: true,

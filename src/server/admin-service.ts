@@ -1,14 +1,15 @@
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type {
+  handleClientStreamingCall,
   ServerReadableStream,
   ServerUnaryCall,
   sendUnaryData,
-  UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { ServeConfig } from "../config.js";
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import {
+  type PluginAdminServer,
   PluginAdminService,
   type PushHeader,
   PushPluginRequest,
@@ -33,8 +34,21 @@ export interface AdminDeps {
   attestor?: Attestor | undefined;
 }
 
+/** The generated server interface's methods, without grpc-js's catch-all index signature. */
+type MethodsOf<Server> = { [Name in keyof Server as string extends Name ? never : Name]: Server[Name] };
+
+/**
+ * PluginAdminServer as generated, except that PushPlugin's requests arrive
+ * as `decodePushRequest` leaves them (a request, or the reason it could not
+ * be decoded): the one place the admin service departs from the generated
+ * types, so that a bad push is answered INVALID_ARGUMENT, not INTERNAL.
+ */
+export type AdminServer = Omit<MethodsOf<PluginAdminServer>, "pushPlugin"> & {
+  pushPlugin: handleClientStreamingCall<DecodedPushRequest, PushPluginResponse>;
+};
+
 /** atomix.plugins.admin.v1.PluginAdmin: push, list, inspect, remove, gc. */
-export function createAdminService(deps: AdminDeps): UntypedServiceImplementation {
+export function createAdminService(deps: AdminDeps): AdminServer {
   const { store, log } = deps;
 
   /**

@@ -1,8 +1,12 @@
-import type { ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from "@grpc/grpc-js";
+import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
-import type { CompilePluginRequest, CompilePluginResponse } from "../gen/atomix/runtime/v1/plugin.js";
+import type {
+  CompilePluginRequest,
+  CompilePluginResponse,
+  PluginCompilerServer,
+} from "../gen/atomix/runtime/v1/plugin.js";
 import type { Digest } from "../model/artifact.js";
 import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { formatReference } from "../model/reference.js";
@@ -16,7 +20,7 @@ export function createCompilerService(deps: {
   store: ArtifactStore;
   log: Logger;
   metrics: ServerMetrics;
-}): UntypedServiceImplementation {
+}): PluginCompilerServer {
   return {
     compilePlugin(
       call: ServerUnaryCall<CompilePluginRequest, CompilePluginResponse>,

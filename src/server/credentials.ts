@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { ServerCredentials } from "@grpc/grpc-js";
-import type { ServeConfig } from "../config.js";
+import { adminTokenSchema, type ServeConfig } from "../config.js";
+import { Code, PluginError } from "../errors/plugin-error.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
 
 /** Plaintext, TLS, or mutual TLS, from the PEM files the config names. */
@@ -20,13 +21,27 @@ export async function loadServerCredentials(
   );
 }
 
-/** The admin token from its file (ATOMIX_PLUGINS_ADMIN_TOKEN wins, for containers' secrets). */
+/**
+ * The admin token: the configuration's (ATOMIX_PLUGINS_ADMIN_TOKEN) or the
+ * one in `adminTokenFile`, checked by the same rule. No message shows it.
+ */
 export async function loadAdminAuth(
-  config: Pick<ServeConfig, "adminTokenFile">,
-  env: NodeJS.ProcessEnv = process.env,
+  config: Pick<ServeConfig, "adminToken" | "adminTokenFile">,
 ): Promise<AdminAuth> {
-  const direct = env.ATOMIX_PLUGINS_ADMIN_TOKEN;
-  if (direct) return createAdminAuth(direct);
+  if (config.adminToken) return createAdminAuth(config.adminToken);
   if (!config.adminTokenFile) return createAdminAuth(undefined);
-  return createAdminAuth((await readFile(config.adminTokenFile, "utf8")).trim());
+  let text: string;
+  try {
+    text = await readFile(config.adminTokenFile, "utf8");
+  } catch (error) {
+    throw PluginError.from(error, `reading the admin token file ${config.adminTokenFile}`);
+  }
+  const token = adminTokenSchema.safeParse(text.trim());
+  if (!token.success) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `the admin token in ${config.adminTokenFile}: ${token.error.issues.map((issue) => issue.message).join("; ")}`,
+    );
+  }
+  return createAdminAuth(token.data);
 }

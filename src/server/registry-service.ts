@@ -1,9 +1,10 @@
-import { Metadata, type ServerWritableStream, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { Metadata, type ServerWritableStream } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import type { ServeConfig } from "../config.js";
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import {
+  type PluginRegistryServer,
   PluginRegistryService,
   type PullPluginRequest,
   type PullPluginResponse,
@@ -19,8 +20,12 @@ import type { ServerMetrics } from "./metrics.js";
 import { toServiceError } from "./status.js";
 import { WriteBudget } from "./write-budget.js";
 
-/** PluginRegistry with the hand-written encoder on the hot path. */
-export const pluginRegistryDefinition = {
+/**
+ * PluginRegistry with the hand-written encoder on the hot path. It takes
+ * every PullPluginResponse (and sends a `frame` already encoded as it is),
+ * so the definition keeps the generated one's type.
+ */
+export const pluginRegistryDefinition: PluginRegistryService = {
   ...PluginRegistryService,
   pullPlugin: { ...PluginRegistryService.pullPlugin, responseSerialize: encodePullPluginResponse },
 };
@@ -33,7 +38,7 @@ export interface RegistryDeps {
   metrics: ServerMetrics;
 }
 
-export function createRegistryService(deps: RegistryDeps): UntypedServiceImplementation {
+export function createRegistryService(deps: RegistryDeps): PluginRegistryServer {
   const { config, store, compiler, log } = deps;
   const framedInPlace = installInPlaceFraming();
   // The wrap reaches into grpc-js's internals: say at start whether it holds with this release.

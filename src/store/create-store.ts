@@ -2,7 +2,7 @@ import type { ArtifactStore } from "./artifact-store.js";
 import { createFsStore } from "./fs-store.js";
 import { parseOciLocation } from "./oci/oci-location.js";
 import { createOciStore } from "./oci/oci-store.js";
-import { loadRegistryCredentials } from "./oci/registry-credentials.js";
+import { loadRegistryCredentials, type RegistryCredentials } from "./oci/registry-credentials.js";
 
 /**
  * Which store to use: `fs` (the embedded default) or `oci`, a repository in
@@ -14,11 +14,12 @@ export type StoreConfig =
       kind: "oci";
       /** `oci://host:port/repository`; see parseOciLocation. */
       url: string;
-      /** docker-style config.json; ATOMIX_PLUGINS_OCI_USERNAME/PASSWORD win over it. */
+      /** The registry's user name and password; they win over credentialsFile. */
+      credentials?: RegistryCredentials | undefined;
+      /** docker-style config.json. */
       credentialsFile?: string | undefined;
       /** Local directory where artifacts are spooled and hashed before upload. */
       spoolDir?: string | undefined;
-      env?: NodeJS.ProcessEnv;
     };
 
 export async function createStore(config: StoreConfig): Promise<ArtifactStore> {
@@ -29,8 +30,8 @@ export async function createStore(config: StoreConfig): Promise<ArtifactStore> {
       const location = parseOciLocation(config.url);
       const credentials = await loadRegistryCredentials({
         host: new URL(location.origin).host,
+        given: config.credentials,
         file: config.credentialsFile,
-        ...(config.env ? { env: config.env } : {}),
       });
       return createOciStore({ ...location, credentials, tmpDir: config.spoolDir });
     }

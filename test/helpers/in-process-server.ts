@@ -1,44 +1,54 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pino from "pino";
-import { createBuildCompiler } from "../../src/compiler/build-compiler.js";
-import { loadRuntimeCatalog } from "../../src/compiler/runtime-catalog.js";
 import { parseServeConfig } from "../../src/config.js";
 import type { Code } from "../../src/errors/plugin-error.js";
-import { createAdminAuth } from "../../src/server/admin-auth.js";
+import type { BuildKey } from "../../src/model/build-key.js";
 import { createMetrics, type ServerMetrics } from "../../src/server/metrics.js";
-import { type RunningServer, startServer } from "../../src/server/server.js";
+import type { RunningServer } from "../../src/server/server.js";
+import { type RunningService, startService } from "../../src/start-service.js";
 import type { ArtifactStore } from "../../src/store/artifact-store.js";
-import { createStore } from "../../src/store/create-store.js";
 
 export interface TestServer {
   readonly address: string;
   readonly dataDir: string;
   readonly store: ArtifactStore;
   readonly server: RunningServer;
+  readonly service: RunningService;
   /** Every finished pull as the server saw it: code and artifact bytes sent. */
   readonly pulls: { code: Code; bytes: number }[];
   close(): Promise<void>;
 }
 
-/** The real gRPC server on 127.0.0.1:0 over a fresh data directory, in this process. */
-export async function startTestServer(
-  options: { chunkSize?: number; adminToken?: string } = {},
-): Promise<TestServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), "atomix-client-"));
+export interface TestServerOptions {
+  /**
+   * Serve options by their config names, as flags would give them. By
+   * default the server listens on 127.0.0.1:0 with no HTTP port, over a
+   * fresh data directory, and knows no runtimes: it serves what is pushed,
+   * and a miss is NOT_FOUND.
+   */
+  config?: Record<string, unknown>;
+  /** ATOMIX_PLUGINS_ADMIN_TOKEN, as an operator would give it. */
+  adminToken?: string;
+  /** Told of every build the compiler starts. */
+  onBuild?: (key: BuildKey) => void;
+}
+
+/** The server as `serve` wires it (startService), in this process, over a fresh data directory. */
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), "atomix-server-"));
+  await mkdir(join(dataDir, "no-runtimes"));
   const config = parseServeConfig(
     {
       listen: "127.0.0.1:0",
+      httpListen: "off",
       dataDir,
+      runtimes: [join(dataDir, "no-runtimes")],
       logLevel: "silent",
-      ...(options.chunkSize ? { chunkSize: options.chunkSize } : {}),
+      ...options.config,
     },
-    {},
+    options.adminToken === undefined ? {} : { ATOMIX_PLUGINS_ADMIN_TOKEN: options.adminToken },
   );
-  const store = await createStore({ kind: "fs", dir: dataDir });
-  // No runtimes, no toolchains: the server serves what is pushed, and a miss is NOT_FOUND.
-  const compiler = createBuildCompiler({ store, runtimes: await loadRuntimeCatalog([]), toolchains: [] });
   const pulls: { code: Code; bytes: number }[] = [];
   const metrics = createMetrics();
   const counting: ServerMetrics = {
@@ -48,24 +58,25 @@ export async function startTestServer(
       metrics.pullFinished(outcome);
     },
   };
-  const server = await startServer({
-    config,
-    store,
-    compiler,
-    log: pino({ level: "silent" }),
-    metrics: counting,
-    auth: createAdminAuth(options.adminToken),
-  });
+  let service: RunningService;
+  try {
+    service = await startService(config, {
+      metrics: counting,
+      ...(options.onBuild ? { onBuild: options.onBuild } : {}),
+    });
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
   return {
-    address: server.address,
+    address: service.address,
     dataDir,
-    store,
-    server,
+    store: service.store,
+    server: service.server,
+    service,
     pulls,
     async close() {
-      await server.shutdown(0);
-      await compiler.close();
-      await store.close();
+      await service.close(0);
       await rm(dataDir, { recursive: true, force: true });
     },
   };

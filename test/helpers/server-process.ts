@@ -17,6 +17,8 @@ export interface ServerProcess {
   child: ChildProcess;
   /** Every log line the server printed so far, parsed. */
   logs: Record<string, unknown>[];
+  /** What the server printed on stderr so far. */
+  stderr(): string;
   /** SIGTERM, wait for exit; resolves to the exit code. */
   stop(): Promise<number | null>;
   kill(): Promise<void>;
@@ -80,6 +82,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     dataDir,
     child,
     logs,
+    stderr: () => stderr,
     async stop() {
       if (!child.killed && child.exitCode === null) child.kill("SIGTERM");
       return exited;

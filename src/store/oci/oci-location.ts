@@ -49,8 +49,9 @@ export function parseOciLocation(url: string): OciLocation {
   }
   if (!parsed.host) throw invalid(url, "names no registry host");
   if (parsed.username || parsed.password) {
+    // The URL as written holds the password: the message shows it without.
     throw invalid(
-      url,
+      `${parsed.protocol}//${parsed.host}${parsed.pathname}`,
       "must not carry credentials; set ATOMIX_PLUGINS_OCI_USERNAME and ATOMIX_PLUGINS_OCI_PASSWORD or a credentials file",
     );
   }

@@ -264,7 +264,7 @@ export async function discard(response: Response): Promise<void> {
 }
 
 function basicToken(credentials: RegistryCredentials): string {
-  return Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64");
+  return Buffer.from(`${credentials.username}:${credentials.password.reveal()}`).toString("base64");
 }
 
 /** Parses `Bearer realm="...",service="...",scope="..."` or `Basic realm="..."`. */

@@ -1,0 +1,188 @@
+import { join } from "node:path";
+import pino, { type Logger } from "pino";
+import { type BuildCompiler, createBuildCompiler } from "./compiler/build-compiler.js";
+import { loadRuntimeCatalog } from "./compiler/runtime-catalog.js";
+import { createSandbox, type Sandbox } from "./compiler/sandbox/sandbox.js";
+import { createCatalogSource } from "./compiler/sources/catalog-source.js";
+import { createNpmRegistrySource } from "./compiler/sources/npm-registry-source.js";
+import { createSourceUnpacker } from "./compiler/sources/source-unpacker.js";
+import { createGoToolchain } from "./compiler/toolchains/go/go-toolchain.js";
+import { createNodeToolchain } from "./compiler/toolchains/node/node-toolchain.js";
+import { type ServeConfig, storeConfigOf } from "./config.js";
+import type { BuildKey } from "./model/build-key.js";
+import { type Attestor, createAttestor } from "./provenance/attestor.js";
+import { loadSigningKey } from "./provenance/signing-key.js";
+import { loadAdminAuth, loadServerCredentials } from "./server/credentials.js";
+import { createMetrics, type ServerMetrics } from "./server/metrics.js";
+import { type RunningServer, startServer } from "./server/server.js";
+import type { ArtifactStore } from "./store/artifact-store.js";
+import { createStore } from "./store/create-store.js";
+import { type RunningHttpServer, startHttpServer } from "./web/http-server.js";
+
+/** What a caller may supply instead of what the config implies. */
+export interface ServiceOptions {
+  /** Default: JSON lines on stdout at `config.logLevel`. */
+  log?: Logger;
+  /** Default: a fresh registry, served on the HTTP port's /metrics. */
+  metrics?: ServerMetrics;
+  /** Told of every build the compiler starts. */
+  onBuild?: (key: BuildKey) => void;
+}
+
+/** The whole server, running: the gRPC services, the HTTP side port, and what they share. */
+export interface RunningService {
+  /** The bound gRPC host:port (the real port when the config asked for 0). */
+  readonly address: string;
+  /** The bound HTTP host:port, or "off". */
+  readonly http: string;
+  readonly store: ArtifactStore;
+  readonly compiler: BuildCompiler;
+  readonly server: RunningServer;
+  readonly log: Logger;
+  /**
+   * Stops in order: gRPC (in-flight calls get `graceMs`, by default the
+   * config's shutdown grace), the HTTP port, running builds, the store.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** The signer of provenance, and a start-up line that says whether runtimes can verify what they pull. */
+async function loadAttestor(config: ServeConfig, log: Logger): Promise<Attestor | undefined> {
+  if (!config.signingKey) {
+    log.warn(
+      "no --signing-key: artifacts are stored without signed provenance, and runtimes that verify will refuse them",
+    );
+    return undefined;
+  }
+  const key = await loadSigningKey(config.signingKey);
+  if (key.readableByOthers) {
+    log.warn({ file: config.signingKey }, "the signing key file is readable by other users: chmod 600 it");
+  }
+  log.info({ keyId: key.keyId, algorithm: key.algorithm, builderId: config.builderId }, "signing provenance");
+  return createAttestor(key, config.builderId);
+}
+
+/**
+ * Wires and starts the server from one config: store, sandbox, toolchains,
+ * compiler, the gRPC services and the HTTP port. `serve` runs this, and so do
+ * the tests, so what they check is what runs. A new option is read here from
+ * the config (defined once in config.ts).
+ */
+export async function startService(
+  config: ServeConfig,
+  options: ServiceOptions = {},
+): Promise<RunningService> {
+  const log = options.log ?? serviceLog(config);
+  // Before anything opens: a key that does not load stops the start.
+  const attestor = await loadAttestor(config, log);
+  const store = await createStore(storeConfigOf(config));
+  const sources = [
+    ...config.sources.map((dir) => createCatalogSource(dir)),
+    ...(config.npmRegistry ? [createNpmRegistrySource({ url: config.npmRegistry })] : []),
+  ];
+  const sandbox = await createSandbox({
+    mode: config.sandbox,
+    bwrap: config.bwrap,
+    limits: { memoryBytes: config.buildMemoryBytes, cpuSeconds: Math.ceil(config.buildTimeoutMs / 1000) },
+  });
+  logSandbox(log, sandbox);
+  const unpacker = createSourceUnpacker({
+    sandbox,
+    limits: { maxBytes: config.maxSourceBytes, maxFiles: config.maxSourceFiles },
+  });
+  const compiler = createBuildCompiler({
+    store,
+    attestor,
+    runtimes: await loadRuntimeCatalog(config.runtimes),
+    sandbox,
+    toolchains: [
+      createNodeToolchain({ sources, sandbox, unpacker, maxOutputBytes: config.maxBuildOutputBytes }),
+      createGoToolchain({
+        sandbox,
+        unpacker,
+        maxOutputBytes: config.maxBuildOutputBytes,
+        sources: config.sources,
+        installations: config.goInstallations,
+        proxy: config.goProxy,
+        sumdb: config.goSumdb,
+        cacheDir: config.goCacheDir ?? join(config.dataDir, "go-cache"),
+        ...(config.goNoSumdb ? { noSumCheck: config.goNoSumdb } : {}),
+      }),
+    ],
+    concurrency: config.buildConcurrency,
+    queueLimit: config.buildQueue,
+    timeoutMs: config.buildTimeoutMs,
+    maxArtifactBytes: config.maxArtifactBytes,
+    log,
+    ...(options.onBuild ? { onBuild: options.onBuild } : {}),
+  });
+  const metrics = options.metrics ?? createMetrics();
+  const auth = await loadAdminAuth(config);
+  const credentials = await loadServerCredentials(config);
+  let server: RunningServer | undefined;
+  let http: RunningHttpServer | undefined;
+  try {
+    server = await startServer({ config, store, compiler, log, metrics, auth, credentials, attestor });
+    const grpc = server;
+    http =
+      config.httpListen === "off"
+        ? undefined
+        : await startHttpServer({
+            listen: config.httpListen,
+            store,
+            metrics,
+            log,
+            grpcAddress: grpc.address,
+            isServing: () => grpc.isServing(),
+          });
+  } catch (error) {
+    // A port in use, say: what started is stopped, so a caller that goes on (a test) leaks nothing.
+    await server?.shutdown(0);
+    await compiler.close();
+    await store.close();
+    throw error;
+  }
+  log.info(
+    {
+      address: server.address,
+      http: http?.address ?? "off",
+      store: store.description,
+      pullPolicy: config.pullPolicy,
+      tls: config.tlsCert ? (config.tlsClientCa ? "mutual" : "server") : "off",
+      adminToken: auth.required,
+    },
+    "serving",
+  );
+  const running = server;
+  let closing: Promise<void> | undefined;
+  return {
+    address: server.address,
+    http: http?.address ?? "off",
+    store,
+    compiler,
+    server,
+    log,
+    close(graceMs = config.shutdownGraceMs) {
+      closing ??= (async () => {
+        await running.shutdown(graceMs);
+        await http?.close();
+        await compiler.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The server's log: JSON lines on stdout at the config's level. */
+export function serviceLog(config: Pick<ServeConfig, "logLevel">): Logger {
+  return pino({ level: config.logLevel, base: { service: "atomix-plugins" } });
+}
+
+/** Says at start what contains the builds; a missing or disabled sandbox is a warning an operator must see. */
+function logSandbox(log: Logger, sandbox: Sandbox): void {
+  if (sandbox.kind === "bwrap") log.info({ sandbox: sandbox.kind }, `build sandbox: ${sandbox.description}`);
+  else if (sandbox.kind === "off")
+    log.warn({ sandbox: sandbox.kind }, `build sandbox ${sandbox.description}`);
+  else log.error({ sandbox: sandbox.kind }, `builds will be refused: ${sandbox.description}`);
+}
