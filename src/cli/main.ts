@@ -9,6 +9,7 @@ import { Code, PluginError } from "../errors/plugin-error.js";
 import { gcCommand, inspectCommand, lsCommand, rmCommand } from "./admin-commands.js";
 import { EXIT, fail } from "./cli-common.js";
 import { compileCommand } from "./compile-command.js";
+import { runtimeCommand } from "./runtime-commands.js";
 import { serveCommand } from "./serve-command.js";
 import { pullCommand, pushCommand } from "./transfer-commands.js";
 
@@ -41,6 +42,7 @@ const program = new Command("atomix-plugins")
   .addCommand(inspectCommand())
   .addCommand(rmCommand())
   .addCommand(gcCommand())
+  .addCommand(runtimeCommand())
   .addCommand(serveCommand())
   .addHelpText(
     "after",
@@ -59,7 +61,7 @@ Examples:
   );
 
 // addCommand does not pass these settings down: every command gets them.
-for (const command of [program, ...program.commands]) {
+for (const command of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
   // commander prints nothing of its own for an error: exitFor reports it.
   command.exitOverride(exitFor).configureOutput({ outputError: () => {} });
 }

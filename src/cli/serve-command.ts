@@ -4,7 +4,7 @@ import { setLogger } from "@grpc/grpc-js";
 import { Command, Option } from "commander";
 import pino, { type Logger } from "pino";
 import { createBuildCompiler } from "../compiler/build-compiler.js";
-import { loadRuntimeCatalog } from "../compiler/runtime-catalog.js";
+import { createRuntimeReleases } from "../compiler/runtime-releases.js";
 import { createSandbox, type Sandbox } from "../compiler/sandbox/sandbox.js";
 import { createCatalogSource } from "../compiler/sources/catalog-source.js";
 import { createNpmRegistrySource } from "../compiler/sources/npm-registry-source.js";
@@ -21,6 +21,7 @@ import {
 import { loadAdminAuth, loadServerCredentials } from "../server/credentials.js";
 import { createMetrics } from "../server/metrics.js";
 import { startServer } from "../server/server.js";
+import { createRuntimeReleaseStore } from "../store/create-runtime-release-store.js";
 import { createStore } from "../store/create-store.js";
 import { startHttpServer } from "../web/http-server.js";
 import { action } from "./cli-common.js";
@@ -236,9 +237,18 @@ export async function serve(config: ServeConfig): Promise<void> {
     sandbox,
     limits: { maxBytes: config.maxSourceBytes, maxFiles: config.maxSourceFiles },
   });
+  // Runtime releases live in the store; --runtimes directories are registered there at start.
+  const runtimes = await createRuntimeReleases({
+    store: await createRuntimeReleaseStore(storeConfigOf(config), {
+      cacheDir: join(config.dataDir, "runtime-cache"),
+    }),
+    log,
+    ...(config.store ? { refreshIntervalMs: config.storeProbeIntervalMs } : {}),
+  });
+  await runtimes.registerDirectories(config.runtimes);
   const compiler = createBuildCompiler({
     store,
-    runtimes: await loadRuntimeCatalog(config.runtimes),
+    runtimes,
     sandbox,
     toolchains: [
       createNodeToolchain({ sources, sandbox, unpacker, maxOutputBytes: config.maxBuildOutputBytes }),
@@ -263,7 +273,7 @@ export async function serve(config: ServeConfig): Promise<void> {
   const metrics = createMetrics();
   const auth = await loadAdminAuth(config);
   const credentials = await loadServerCredentials(config);
-  const server = await startServer({ config, store, compiler, log, metrics, auth, credentials });
+  const server = await startServer({ config, store, compiler, log, metrics, auth, credentials, runtimes });
   const http =
     config.httpListen === "off"
       ? undefined
@@ -298,6 +308,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     await server.shutdown(config.shutdownGraceMs);
     await http?.close();
     await compiler.close();
+    runtimes.close();
     await store.close();
     log.info("stopped");
     log.flush();

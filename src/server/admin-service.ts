@@ -273,7 +273,7 @@ function checkPushHeader(
  * the call's deadline passes. `done()` once the handler has answered: grpc-js
  * also reports "cancelled" after a call that ended well.
  */
-function abortWithCall(call: ServerReadableStream<unknown, unknown>): {
+export function abortWithCall(call: ServerReadableStream<unknown, unknown>): {
   signal: AbortSignal;
   done(): void;
 } {

@@ -20,6 +20,11 @@ import {
   REFLECTION_SERVICE_NAMES,
 } from "./reflection-service.js";
 import { createRegistryService, pluginRegistryDefinition } from "./registry-service.js";
+import {
+  createRuntimeAdminService,
+  type RuntimeAdminDeps,
+  registerRuntimeDefinition,
+} from "./runtime-admin-service.js";
 
 export const SERVICE_NAMES = [
   "atomix.runtime.v1.PluginRegistry",
@@ -40,6 +45,9 @@ export interface ServerDeps {
   auth?: AdminAuth;
   /** TLS or plaintext (the default); see loadServerCredentials. */
   credentials?: ServerCredentials;
+  /** Runtime releases behind the admin API's runtime calls; UNIMPLEMENTED without. */
+  runtimes?: RuntimeAdminDeps["runtimes"];
+  prewarmProgress?: RuntimeAdminDeps["prewarmProgress"];
 }
 
 export interface RunningServer {
@@ -86,7 +94,10 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   });
   server.addService(pluginRegistryDefinition, createRegistryService({ ...deps, metrics }));
   server.addService(PluginCompilerService, createCompilerService({ ...deps, metrics }));
-  server.addService(pluginAdminDefinition, createAdminService({ ...deps, auth }));
+  server.addService(
+    { ...pluginAdminDefinition, registerRuntime: registerRuntimeDefinition },
+    { ...createAdminService({ ...deps, auth }), ...createRuntimeAdminService({ ...deps, auth }) },
+  );
 
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...SERVICE_NAMES.map((name) => [name, "SERVING"])]),
