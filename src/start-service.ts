@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import { type BuildCompiler, createBuildCompiler } from "./compiler/build-compiler.js";
-import { loadRuntimeCatalog } from "./compiler/runtime-catalog.js";
+import { createRuntimeReleases } from "./compiler/runtime-releases.js";
 import { createSandbox, type Sandbox } from "./compiler/sandbox/sandbox.js";
 import { createCatalogSource } from "./compiler/sources/catalog-source.js";
 import { createNpmRegistrySource } from "./compiler/sources/npm-registry-source.js";
@@ -16,6 +16,7 @@ import { loadAdminAuth, loadServerCredentials } from "./server/credentials.js";
 import { createMetrics, type ServerMetrics } from "./server/metrics.js";
 import { type RunningServer, startServer } from "./server/server.js";
 import type { ArtifactStore } from "./store/artifact-store.js";
+import { createRuntimeReleaseStore } from "./store/create-runtime-release-store.js";
 import { createStore } from "./store/create-store.js";
 import { type RunningHttpServer, startHttpServer } from "./web/http-server.js";
 
@@ -90,10 +91,19 @@ export async function startService(
     sandbox,
     limits: { maxBytes: config.maxSourceBytes, maxFiles: config.maxSourceFiles },
   });
+  // Runtime releases live in the store; --runtimes directories are registered there at start.
+  const runtimes = await createRuntimeReleases({
+    store: await createRuntimeReleaseStore(storeConfigOf(config), {
+      cacheDir: join(config.dataDir, "runtime-cache"),
+    }),
+    log,
+    ...(config.store ? { refreshIntervalMs: config.storeProbeIntervalMs } : {}),
+  });
+  await runtimes.registerDirectories(config.runtimes);
   const compiler = createBuildCompiler({
     store,
     attestor,
-    runtimes: await loadRuntimeCatalog(config.runtimes),
+    runtimes,
     sandbox,
     toolchains: [
       createNodeToolchain({ sources, sandbox, unpacker, maxOutputBytes: config.maxBuildOutputBytes }),
@@ -122,7 +132,17 @@ export async function startService(
   let server: RunningServer | undefined;
   let http: RunningHttpServer | undefined;
   try {
-    server = await startServer({ config, store, compiler, log, metrics, auth, credentials, attestor });
+    server = await startServer({
+      config,
+      store,
+      compiler,
+      log,
+      metrics,
+      auth,
+      credentials,
+      attestor,
+      runtimes,
+    });
     const grpc = server;
     http =
       config.httpListen === "off"
@@ -139,6 +159,7 @@ export async function startService(
     // A port in use, say: what started is stopped, so a caller that goes on (a test) leaks nothing.
     await server?.shutdown(0);
     await compiler.close();
+    runtimes.close();
     await store.close();
     throw error;
   }
@@ -167,6 +188,7 @@ export async function startService(
         await running.shutdown(graceMs);
         await http?.close();
         await compiler.close();
+        runtimes.close();
         await store.close();
       })();
       return closing;

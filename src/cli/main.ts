@@ -10,6 +10,7 @@ import { gcCommand, inspectCommand, lsCommand, rmCommand } from "./admin-command
 import { EXIT, fail } from "./cli-common.js";
 import { compileCommand } from "./compile-command.js";
 import { keygenCommand, provenanceCommand } from "./provenance-commands.js";
+import { runtimeCommand } from "./runtime-commands.js";
 import { serveCommand } from "./serve-command.js";
 import { pullCommand, pushCommand } from "./transfer-commands.js";
 
@@ -40,6 +41,7 @@ const program = new Command("atomix-plugins")
   .addCommand(gcCommand())
   .addCommand(provenanceCommand())
   .addCommand(keygenCommand())
+  .addCommand(runtimeCommand())
   .addCommand(serveCommand())
   .addHelpText(
     "after",
@@ -59,7 +61,7 @@ Examples:
   );
 
 // addCommand does not pass these settings down: every command gets them.
-for (const command of [program, ...program.commands]) {
+for (const command of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
   // commander prints nothing of its own for an error: exitFor reports it.
   command.exitOverride(exitFor).configureOutput({ outputError: () => {} });
 }

@@ -93,7 +93,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
     // toolchain is answered at once instead of after a wait for a slot.
     let runtime: RuntimeDescriptor;
     try {
-      runtime = runtimes.get(key.runtime.version);
+      runtime = await runtimes.get(key.runtime.version);
     } catch (error) {
       const failure = PluginError.from(error);
       throw new PluginError(failure.code, `cannot build ${formatBuildKey(key)}: ${failure.message}`, {
@@ -180,6 +180,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
               annotations: {
                 [ANNOTATIONS.toolchain]: toolchain.name,
                 ...output.annotations,
+                ...(runtime.digest ? { [ANNOTATIONS.runtimeDigest]: runtime.digest } : {}),
                 [ANNOTATIONS.buildDurationMs]: String(durationMs),
                 [ANNOTATIONS.builtAt]: new Date().toISOString(),
               },

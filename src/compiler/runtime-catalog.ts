@@ -7,7 +7,16 @@ import type { RuntimeDescriptor } from "./toolchain.js";
 
 /** The runtime releases the compiler knows, by version. */
 export interface RuntimeCatalog {
-  /** The descriptor of runtime `version`; NOT_FOUND listing the known versions. */
+  /**
+   * The descriptor of runtime `version`; NOT_FOUND listing the known
+   * versions. A catalog over a shared store looks there first, so it may
+   * answer later.
+   */
+  get(version: string): RuntimeDescriptor | Promise<RuntimeDescriptor>;
+}
+
+/** A catalog read from directories once: it knows all its descriptors up front. */
+export interface DirectoryRuntimeCatalog extends RuntimeCatalog {
   get(version: string): RuntimeDescriptor;
   list(): RuntimeDescriptor[];
 }
@@ -20,7 +29,7 @@ const descriptorSchema = z.looseObject({ toolchain: z.string().min(1) });
  * the server at start, not fail builds later. A version found in two
  * directories is an error rather than a silent choice.
  */
-export async function loadRuntimeCatalog(dirs: readonly string[]): Promise<RuntimeCatalog> {
+export async function loadRuntimeCatalog(dirs: readonly string[]): Promise<DirectoryRuntimeCatalog> {
   const byVersion = new Map<string, RuntimeDescriptor>();
   for (const root of dirs.map((dir) => resolve(dir))) {
     let entries: string[];
@@ -48,19 +57,7 @@ export async function loadRuntimeCatalog(dirs: readonly string[]): Promise<Runti
           `${dir}: a runtime directory must be named by its version`,
         );
       }
-      let json: unknown;
-      try {
-        json = JSON.parse(text);
-      } catch (error) {
-        throw new PluginError(Code.FailedPrecondition, `${file}: ${(error as Error).message}`);
-      }
-      const parsed = descriptorSchema.safeParse(json);
-      if (!parsed.success) {
-        const problems = parsed.error.issues.map(
-          (issue) => `${issue.path.join(".") || "$"}: ${issue.message}`,
-        );
-        throw new PluginError(Code.FailedPrecondition, `${file}: ${problems.join("; ")}`);
-      }
+      const parsed = parseRuntimeDescriptor(text, file);
       const existing = byVersion.get(version);
       if (existing) {
         throw new PluginError(
@@ -68,8 +65,7 @@ export async function loadRuntimeCatalog(dirs: readonly string[]): Promise<Runti
           `runtime ${version} is described twice: in ${existing.dir} and ${dir}`,
         );
       }
-      const { toolchain, ...spec } = parsed.data;
-      byVersion.set(version, { version, toolchain, dir, spec });
+      byVersion.set(version, { version, dir, ...parsed });
     }
   }
   const sorted = () =>
@@ -88,4 +84,27 @@ export async function loadRuntimeCatalog(dirs: readonly string[]): Promise<Runti
     },
     list: sorted,
   };
+}
+
+/**
+ * Parses the text of a runtime.json: a JSON object naming its `toolchain`;
+ * the rest is the toolchain's to check. FAILED_PRECONDITION naming `file`.
+ */
+export function parseRuntimeDescriptor(
+  text: string,
+  file: string,
+): { toolchain: string; spec: Record<string, unknown> } {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new PluginError(Code.FailedPrecondition, `${file}: ${(error as Error).message}`);
+  }
+  const parsed = descriptorSchema.safeParse(json);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".") || "$"}: ${issue.message}`);
+    throw new PluginError(Code.FailedPrecondition, `${file}: ${problems.join("; ")}`);
+  }
+  const { toolchain, ...spec } = parsed.data;
+  return { toolchain, spec };
 }

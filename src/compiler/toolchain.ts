@@ -1,3 +1,4 @@
+import type { Digest } from "../model/artifact.js";
 import type { BuildKey } from "../model/build-key.js";
 
 /**
@@ -13,6 +14,12 @@ export interface RuntimeDescriptor {
   /** The descriptor's directory: SDK folders and go.mod files are found from here. */
   readonly dir: string;
   readonly spec: Readonly<Record<string, unknown>>;
+  /**
+   * The digest of the registered release (model/runtime-release.ts): what
+   * every artifact built for it records. Absent for a descriptor read
+   * straight from a directory.
+   */
+  readonly digest?: Digest;
 }
 
 /** Everything one build may use. */

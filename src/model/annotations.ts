@@ -13,4 +13,9 @@ export const ANNOTATIONS = {
   sourceIntegrity: "dev.atomix.source.integrity",
   buildDurationMs: "dev.atomix.build.duration-ms",
   builtAt: "dev.atomix.build.time",
+  /**
+   * The digest (`sha256:<hex>`) of the runtime release the artifact was
+   * built for: its runtime.json and every file it supplies to builds.
+   */
+  runtimeDigest: "dev.atomix.runtime.digest",
 } as const;

@@ -41,9 +41,13 @@ type MethodsOf<Server> = { [Name in keyof Server as string extends Name ? never 
  * PluginAdminServer as generated, except that PushPlugin's requests arrive
  * as `decodePushRequest` leaves them (a request, or the reason it could not
  * be decoded): the one place the admin service departs from the generated
- * types, so that a bad push is answered INVALID_ARGUMENT, not INTERNAL.
+ * types, so that a bad push is answered INVALID_ARGUMENT, not INTERNAL. The
+ * runtime-release calls are served by runtime-admin-service.ts.
  */
-export type AdminServer = Omit<MethodsOf<PluginAdminServer>, "pushPlugin"> & {
+export type AdminServer = Omit<
+  MethodsOf<PluginAdminServer>,
+  "pushPlugin" | "registerRuntime" | "listRuntimes" | "inspectRuntime" | "getBuildLog"
+> & {
   pushPlugin: handleClientStreamingCall<DecodedPushRequest, PushPluginResponse>;
 };
 
@@ -307,7 +311,7 @@ function checkPushHeader(
  * the call's deadline passes. `done()` once the handler has answered: grpc-js
  * also reports "cancelled" after a call that ended well.
  */
-function abortWithCall(call: ServerReadableStream<unknown, unknown>): {
+export function abortWithCall(call: ServerReadableStream<unknown, unknown>): {
   signal: AbortSignal;
   done(): void;
 } {

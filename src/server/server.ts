@@ -21,6 +21,11 @@ import {
   REFLECTION_SERVICE_NAMES,
 } from "./reflection-service.js";
 import { createRegistryService, pluginRegistryDefinition } from "./registry-service.js";
+import {
+  createRuntimeAdminService,
+  type RuntimeAdminDeps,
+  registerRuntimeDefinition,
+} from "./runtime-admin-service.js";
 
 export const SERVICE_NAMES = [
   "atomix.runtime.v1.PluginRegistry",
@@ -43,6 +48,9 @@ export interface ServerDeps {
   credentials?: ServerCredentials;
   /** Signs the provenance of pushed artifacts (the compiler has its own for builds). */
   attestor?: Attestor | undefined;
+  /** Runtime releases behind the admin API's runtime calls; UNIMPLEMENTED without. */
+  runtimes?: RuntimeAdminDeps["runtimes"];
+  prewarmProgress?: RuntimeAdminDeps["prewarmProgress"];
 }
 
 export interface RunningServer {
@@ -89,7 +97,10 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   });
   server.addService(pluginRegistryDefinition, createRegistryService({ ...deps, metrics }));
   server.addService(PluginCompilerService, createCompilerService({ ...deps, metrics }));
-  server.addService(pluginAdminDefinition, createAdminService({ ...deps, auth }));
+  server.addService(
+    { ...pluginAdminDefinition, registerRuntime: registerRuntimeDefinition },
+    { ...createAdminService({ ...deps, auth }), ...createRuntimeAdminService({ ...deps, auth }) },
+  );
 
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...SERVICE_NAMES.map((name) => [name, "SERVING"])]),

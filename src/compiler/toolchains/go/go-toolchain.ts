@@ -142,6 +142,7 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
       // The runtime's directory replacements (operator-trusted) are what
       // every later step may read beyond the module, the caches and Go.
       const replacementDirs = runtimeReplacementDirs(runtimeMod, spec.goModPath);
+      if (runtime.digest) checkRegisteredReplacements(replacementDirs, runtime.dir, runtime.version);
       const go = goMod.withReadable(replacementDirs);
       const source = await fetchGoModule({
         name: key.plugin.name,
@@ -281,6 +282,22 @@ async function checkLinkedVersions(options: {
     throw new PluginError(
       Code.FailedPrecondition,
       `${what} needs module versions the runtime does not contain: ${listed}; a dependency of the plugin requires them. Build the plugin against the runtime's versions`,
+    );
+  }
+}
+
+/**
+ * A registered release was uploaded, not installed by the operator: as Go
+ * itself reads its go.mod, every replacement folder must be one of its own
+ * or lie in the OS tree under /usr that every build sees anyway (the same
+ * rule registration checks, held here against Go's own parse).
+ */
+function checkRegisteredReplacements(dirs: readonly string[], releaseDir: string, version: string): void {
+  for (const dir of dirs) {
+    if (dir.startsWith(`${releaseDir}/`) || dir.startsWith("/usr/")) continue;
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `runtime ${version}'s go.mod replaces a module with a folder outside the release and outside /usr; register a release that carries it`,
     );
   }
 }

@@ -113,6 +113,121 @@ export interface CollectGarbageResponse {
   freedBytes: number;
 }
 
+export interface RuntimeHeader {
+  /** The release's version (semver), as its directory is named under --runtimes. */
+  version: string;
+}
+
+/** Starts one file of a runtime release; its bytes follow in data messages. */
+export interface RuntimeFile {
+  /** Relative path inside the release, `/`-separated, no `.` or `..` parts. */
+  path: string;
+  size: number;
+  executable: boolean;
+}
+
+export interface RegisterRuntimeRequest {
+  part: { $case: "header"; value: RuntimeHeader } | { $case: "file"; value: RuntimeFile } | {
+    $case: "data";
+    value: Buffer;
+  } | undefined;
+}
+
+export interface RegisterRuntimeResponse {
+  release:
+    | RuntimeRelease
+    | undefined;
+  /** False when the same release was registered before. */
+  created: boolean;
+}
+
+/** A registered runtime release. */
+export interface RuntimeRelease {
+  version: string;
+  /** Who builds for it: node, go. */
+  toolchain: string;
+  /**
+   * sha256 of the release's index (every file's path, digest and size, its
+   * runtime.json among them): what each artifact built for it records.
+   */
+  digest: string;
+  /** RFC 3339 time it was first registered. */
+  registeredAt: string;
+  fileCount: number;
+  size: number;
+  description: string;
+  /** The build_versions it accepts: node20, go1.19.8, ... */
+  buildVersions: string[];
+  /** Background builds of the previous release's plugins, as this server knows them. */
+  prewarm: PrewarmProgress | undefined;
+}
+
+export interface PrewarmProgress {
+  /** none, running, done, off. */
+  state: string;
+  /** The release whose plugins are built again for this one. */
+  previousVersion: string;
+  planned: number;
+  built: number;
+  failed: number;
+  /** Already stored when their turn came. */
+  skipped: number;
+  failures: PrewarmFailure[];
+}
+
+export interface PrewarmFailure {
+  plugin: PluginInfo | undefined;
+  buildVersion: string;
+  code: string;
+  message: string;
+}
+
+export interface ListRuntimesRequest {
+}
+
+export interface ListRuntimesResponse {
+  releases: RuntimeRelease[];
+}
+
+export interface InspectRuntimeRequest {
+  version: string;
+}
+
+export interface GetBuildLogRequest {
+  runtime: RuntimeInfo | undefined;
+  plugin: PluginInfo | undefined;
+}
+
+/** What one build left behind, success or failure. */
+export interface BuildRecord {
+  runtime: RuntimeInfo | undefined;
+  plugin:
+    | PluginInfo
+    | undefined;
+  /** success or failure. */
+  outcome: string;
+  /** The gRPC code name the build ended with: OK, FAILED_PRECONDITION, ... */
+  code: string;
+  message: string;
+  durationMs: number;
+  /** RFC 3339. */
+  finishedAt: string;
+  /** The toolchain and its versions, as the artifact's manifest records them. */
+  toolchain: { [key: string]: string };
+  /** The digest of the runtime release it was built for. */
+  runtimeDigest: string;
+  /** The artifact's digest, for a success. */
+  artifactDigest: string;
+  /** The last 64 KiB of the toolchain's output. */
+  output: string;
+  outputTruncated: boolean;
+}
+
+export interface BuildRecord_ToolchainEntry {
+  key: string;
+  value: string;
+}
+
 export interface GetProvenanceRequest {
   runtime: RuntimeInfo | undefined;
   plugin: PluginInfo | undefined;
@@ -1418,6 +1533,1574 @@ export const CollectGarbageResponse: MessageFns<CollectGarbageResponse> = {
   },
 };
 
+function createBaseRuntimeHeader(): RuntimeHeader {
+  return { version: "" };
+}
+
+export const RuntimeHeader: MessageFns<RuntimeHeader> = {
+  encode(message: RuntimeHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== "") {
+      writer.uint32(10).string(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RuntimeHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRuntimeHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RuntimeHeader {
+    return { version: isSet(object.version) ? globalThis.String(object.version) : "" };
+  },
+
+  toJSON(message: RuntimeHeader): unknown {
+    const obj: any = {};
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RuntimeHeader>, I>>(base?: I): RuntimeHeader {
+    return RuntimeHeader.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RuntimeHeader>, I>>(object: I): RuntimeHeader {
+    const message = createBaseRuntimeHeader();
+    message.version = object.version ?? "";
+    return message;
+  },
+};
+
+function createBaseRuntimeFile(): RuntimeFile {
+  return { path: "", size: 0, executable: false };
+}
+
+export const RuntimeFile: MessageFns<RuntimeFile> = {
+  encode(message: RuntimeFile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.path !== "") {
+      writer.uint32(10).string(message.path);
+    }
+    if (message.size !== 0) {
+      writer.uint32(16).uint64(message.size);
+    }
+    if (message.executable !== false) {
+      writer.uint32(24).bool(message.executable);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RuntimeFile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRuntimeFile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.executable = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RuntimeFile {
+    return {
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+      executable: isSet(object.executable) ? globalThis.Boolean(object.executable) : false,
+    };
+  },
+
+  toJSON(message: RuntimeFile): unknown {
+    const obj: any = {};
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.executable !== false) {
+      obj.executable = message.executable;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RuntimeFile>, I>>(base?: I): RuntimeFile {
+    return RuntimeFile.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RuntimeFile>, I>>(object: I): RuntimeFile {
+    const message = createBaseRuntimeFile();
+    message.path = object.path ?? "";
+    message.size = object.size ?? 0;
+    message.executable = object.executable ?? false;
+    return message;
+  },
+};
+
+function createBaseRegisterRuntimeRequest(): RegisterRuntimeRequest {
+  return { part: undefined };
+}
+
+export const RegisterRuntimeRequest: MessageFns<RegisterRuntimeRequest> = {
+  encode(message: RegisterRuntimeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.part?.$case) {
+      case "header":
+        RuntimeHeader.encode(message.part.value, writer.uint32(10).fork()).join();
+        break;
+      case "file":
+        RuntimeFile.encode(message.part.value, writer.uint32(18).fork()).join();
+        break;
+      case "data":
+        writer.uint32(26).bytes(message.part.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegisterRuntimeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegisterRuntimeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.part = { $case: "header", value: RuntimeHeader.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.part = { $case: "file", value: RuntimeFile.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.part = { $case: "data", value: Buffer.from(reader.bytes()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RegisterRuntimeRequest {
+    return {
+      part: isSet(object.header)
+        ? { $case: "header", value: RuntimeHeader.fromJSON(object.header) }
+        : isSet(object.file)
+        ? { $case: "file", value: RuntimeFile.fromJSON(object.file) }
+        : isSet(object.data)
+        ? { $case: "data", value: Buffer.from(bytesFromBase64(object.data)) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: RegisterRuntimeRequest): unknown {
+    const obj: any = {};
+    if (message.part?.$case === "header") {
+      obj.header = RuntimeHeader.toJSON(message.part.value);
+    } else if (message.part?.$case === "file") {
+      obj.file = RuntimeFile.toJSON(message.part.value);
+    } else if (message.part?.$case === "data") {
+      obj.data = base64FromBytes(message.part.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RegisterRuntimeRequest>, I>>(base?: I): RegisterRuntimeRequest {
+    return RegisterRuntimeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RegisterRuntimeRequest>, I>>(object: I): RegisterRuntimeRequest {
+    const message = createBaseRegisterRuntimeRequest();
+    switch (object.part?.$case) {
+      case "header": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "header", value: RuntimeHeader.fromPartial(object.part.value) };
+        }
+        break;
+      }
+      case "file": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "file", value: RuntimeFile.fromPartial(object.part.value) };
+        }
+        break;
+      }
+      case "data": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "data", value: object.part.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseRegisterRuntimeResponse(): RegisterRuntimeResponse {
+  return { release: undefined, created: false };
+}
+
+export const RegisterRuntimeResponse: MessageFns<RegisterRuntimeResponse> = {
+  encode(message: RegisterRuntimeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.release !== undefined) {
+      RuntimeRelease.encode(message.release, writer.uint32(10).fork()).join();
+    }
+    if (message.created !== false) {
+      writer.uint32(16).bool(message.created);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegisterRuntimeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRegisterRuntimeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.release = RuntimeRelease.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.created = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RegisterRuntimeResponse {
+    return {
+      release: isSet(object.release) ? RuntimeRelease.fromJSON(object.release) : undefined,
+      created: isSet(object.created) ? globalThis.Boolean(object.created) : false,
+    };
+  },
+
+  toJSON(message: RegisterRuntimeResponse): unknown {
+    const obj: any = {};
+    if (message.release !== undefined) {
+      obj.release = RuntimeRelease.toJSON(message.release);
+    }
+    if (message.created !== false) {
+      obj.created = message.created;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RegisterRuntimeResponse>, I>>(base?: I): RegisterRuntimeResponse {
+    return RegisterRuntimeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RegisterRuntimeResponse>, I>>(object: I): RegisterRuntimeResponse {
+    const message = createBaseRegisterRuntimeResponse();
+    message.release = (object.release !== undefined && object.release !== null)
+      ? RuntimeRelease.fromPartial(object.release)
+      : undefined;
+    message.created = object.created ?? false;
+    return message;
+  },
+};
+
+function createBaseRuntimeRelease(): RuntimeRelease {
+  return {
+    version: "",
+    toolchain: "",
+    digest: "",
+    registeredAt: "",
+    fileCount: 0,
+    size: 0,
+    description: "",
+    buildVersions: [],
+    prewarm: undefined,
+  };
+}
+
+export const RuntimeRelease: MessageFns<RuntimeRelease> = {
+  encode(message: RuntimeRelease, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== "") {
+      writer.uint32(10).string(message.version);
+    }
+    if (message.toolchain !== "") {
+      writer.uint32(18).string(message.toolchain);
+    }
+    if (message.digest !== "") {
+      writer.uint32(26).string(message.digest);
+    }
+    if (message.registeredAt !== "") {
+      writer.uint32(34).string(message.registeredAt);
+    }
+    if (message.fileCount !== 0) {
+      writer.uint32(40).uint32(message.fileCount);
+    }
+    if (message.size !== 0) {
+      writer.uint32(48).uint64(message.size);
+    }
+    if (message.description !== "") {
+      writer.uint32(58).string(message.description);
+    }
+    for (const v of message.buildVersions) {
+      writer.uint32(66).string(v!);
+    }
+    if (message.prewarm !== undefined) {
+      PrewarmProgress.encode(message.prewarm, writer.uint32(74).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RuntimeRelease {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRuntimeRelease();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.toolchain = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.registeredAt = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.fileCount = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.buildVersions.push(reader.string());
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.prewarm = PrewarmProgress.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RuntimeRelease {
+    return {
+      version: isSet(object.version) ? globalThis.String(object.version) : "",
+      toolchain: isSet(object.toolchain) ? globalThis.String(object.toolchain) : "",
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      registeredAt: isSet(object.registeredAt)
+        ? globalThis.String(object.registeredAt)
+        : isSet(object.registered_at)
+        ? globalThis.String(object.registered_at)
+        : "",
+      fileCount: isSet(object.fileCount)
+        ? globalThis.Number(object.fileCount)
+        : isSet(object.file_count)
+        ? globalThis.Number(object.file_count)
+        : 0,
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      buildVersions: globalThis.Array.isArray(object?.buildVersions)
+        ? object.buildVersions.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.build_versions)
+        ? object.build_versions.map((e: any) => globalThis.String(e))
+        : [],
+      prewarm: isSet(object.prewarm) ? PrewarmProgress.fromJSON(object.prewarm) : undefined,
+    };
+  },
+
+  toJSON(message: RuntimeRelease): unknown {
+    const obj: any = {};
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
+    if (message.toolchain !== "") {
+      obj.toolchain = message.toolchain;
+    }
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    if (message.registeredAt !== "") {
+      obj.registeredAt = message.registeredAt;
+    }
+    if (message.fileCount !== 0) {
+      obj.fileCount = Math.round(message.fileCount);
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.buildVersions?.length) {
+      obj.buildVersions = message.buildVersions;
+    }
+    if (message.prewarm !== undefined) {
+      obj.prewarm = PrewarmProgress.toJSON(message.prewarm);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RuntimeRelease>, I>>(base?: I): RuntimeRelease {
+    return RuntimeRelease.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RuntimeRelease>, I>>(object: I): RuntimeRelease {
+    const message = createBaseRuntimeRelease();
+    message.version = object.version ?? "";
+    message.toolchain = object.toolchain ?? "";
+    message.digest = object.digest ?? "";
+    message.registeredAt = object.registeredAt ?? "";
+    message.fileCount = object.fileCount ?? 0;
+    message.size = object.size ?? 0;
+    message.description = object.description ?? "";
+    message.buildVersions = object.buildVersions?.map((e) => e) || [];
+    message.prewarm = (object.prewarm !== undefined && object.prewarm !== null)
+      ? PrewarmProgress.fromPartial(object.prewarm)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePrewarmProgress(): PrewarmProgress {
+  return { state: "", previousVersion: "", planned: 0, built: 0, failed: 0, skipped: 0, failures: [] };
+}
+
+export const PrewarmProgress: MessageFns<PrewarmProgress> = {
+  encode(message: PrewarmProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== "") {
+      writer.uint32(10).string(message.state);
+    }
+    if (message.previousVersion !== "") {
+      writer.uint32(18).string(message.previousVersion);
+    }
+    if (message.planned !== 0) {
+      writer.uint32(24).uint32(message.planned);
+    }
+    if (message.built !== 0) {
+      writer.uint32(32).uint32(message.built);
+    }
+    if (message.failed !== 0) {
+      writer.uint32(40).uint32(message.failed);
+    }
+    if (message.skipped !== 0) {
+      writer.uint32(48).uint32(message.skipped);
+    }
+    for (const v of message.failures) {
+      PrewarmFailure.encode(v!, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrewarmProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrewarmProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.previousVersion = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.planned = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.built = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.failed = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.skipped = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.failures.push(PrewarmFailure.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrewarmProgress {
+    return {
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      previousVersion: isSet(object.previousVersion)
+        ? globalThis.String(object.previousVersion)
+        : isSet(object.previous_version)
+        ? globalThis.String(object.previous_version)
+        : "",
+      planned: isSet(object.planned) ? globalThis.Number(object.planned) : 0,
+      built: isSet(object.built) ? globalThis.Number(object.built) : 0,
+      failed: isSet(object.failed) ? globalThis.Number(object.failed) : 0,
+      skipped: isSet(object.skipped) ? globalThis.Number(object.skipped) : 0,
+      failures: globalThis.Array.isArray(object?.failures)
+        ? object.failures.map((e: any) => PrewarmFailure.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PrewarmProgress): unknown {
+    const obj: any = {};
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.previousVersion !== "") {
+      obj.previousVersion = message.previousVersion;
+    }
+    if (message.planned !== 0) {
+      obj.planned = Math.round(message.planned);
+    }
+    if (message.built !== 0) {
+      obj.built = Math.round(message.built);
+    }
+    if (message.failed !== 0) {
+      obj.failed = Math.round(message.failed);
+    }
+    if (message.skipped !== 0) {
+      obj.skipped = Math.round(message.skipped);
+    }
+    if (message.failures?.length) {
+      obj.failures = message.failures.map((e) => PrewarmFailure.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PrewarmProgress>, I>>(base?: I): PrewarmProgress {
+    return PrewarmProgress.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PrewarmProgress>, I>>(object: I): PrewarmProgress {
+    const message = createBasePrewarmProgress();
+    message.state = object.state ?? "";
+    message.previousVersion = object.previousVersion ?? "";
+    message.planned = object.planned ?? 0;
+    message.built = object.built ?? 0;
+    message.failed = object.failed ?? 0;
+    message.skipped = object.skipped ?? 0;
+    message.failures = object.failures?.map((e) => PrewarmFailure.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePrewarmFailure(): PrewarmFailure {
+  return { plugin: undefined, buildVersion: "", code: "", message: "" };
+}
+
+export const PrewarmFailure: MessageFns<PrewarmFailure> = {
+  encode(message: PrewarmFailure, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.plugin !== undefined) {
+      PluginInfo.encode(message.plugin, writer.uint32(10).fork()).join();
+    }
+    if (message.buildVersion !== "") {
+      writer.uint32(18).string(message.buildVersion);
+    }
+    if (message.code !== "") {
+      writer.uint32(26).string(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrewarmFailure {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrewarmFailure();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.plugin = PluginInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.buildVersion = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.code = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrewarmFailure {
+    return {
+      plugin: isSet(object.plugin) ? PluginInfo.fromJSON(object.plugin) : undefined,
+      buildVersion: isSet(object.buildVersion)
+        ? globalThis.String(object.buildVersion)
+        : isSet(object.build_version)
+        ? globalThis.String(object.build_version)
+        : "",
+      code: isSet(object.code) ? globalThis.String(object.code) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: PrewarmFailure): unknown {
+    const obj: any = {};
+    if (message.plugin !== undefined) {
+      obj.plugin = PluginInfo.toJSON(message.plugin);
+    }
+    if (message.buildVersion !== "") {
+      obj.buildVersion = message.buildVersion;
+    }
+    if (message.code !== "") {
+      obj.code = message.code;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PrewarmFailure>, I>>(base?: I): PrewarmFailure {
+    return PrewarmFailure.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PrewarmFailure>, I>>(object: I): PrewarmFailure {
+    const message = createBasePrewarmFailure();
+    message.plugin = (object.plugin !== undefined && object.plugin !== null)
+      ? PluginInfo.fromPartial(object.plugin)
+      : undefined;
+    message.buildVersion = object.buildVersion ?? "";
+    message.code = object.code ?? "";
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseListRuntimesRequest(): ListRuntimesRequest {
+  return {};
+}
+
+export const ListRuntimesRequest: MessageFns<ListRuntimesRequest> = {
+  encode(_: ListRuntimesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRuntimesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRuntimesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListRuntimesRequest {
+    return {};
+  },
+
+  toJSON(_: ListRuntimesRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListRuntimesRequest>, I>>(base?: I): ListRuntimesRequest {
+    return ListRuntimesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListRuntimesRequest>, I>>(_: I): ListRuntimesRequest {
+    const message = createBaseListRuntimesRequest();
+    return message;
+  },
+};
+
+function createBaseListRuntimesResponse(): ListRuntimesResponse {
+  return { releases: [] };
+}
+
+export const ListRuntimesResponse: MessageFns<ListRuntimesResponse> = {
+  encode(message: ListRuntimesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.releases) {
+      RuntimeRelease.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListRuntimesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListRuntimesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.releases.push(RuntimeRelease.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListRuntimesResponse {
+    return {
+      releases: globalThis.Array.isArray(object?.releases)
+        ? object.releases.map((e: any) => RuntimeRelease.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ListRuntimesResponse): unknown {
+    const obj: any = {};
+    if (message.releases?.length) {
+      obj.releases = message.releases.map((e) => RuntimeRelease.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListRuntimesResponse>, I>>(base?: I): ListRuntimesResponse {
+    return ListRuntimesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListRuntimesResponse>, I>>(object: I): ListRuntimesResponse {
+    const message = createBaseListRuntimesResponse();
+    message.releases = object.releases?.map((e) => RuntimeRelease.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseInspectRuntimeRequest(): InspectRuntimeRequest {
+  return { version: "" };
+}
+
+export const InspectRuntimeRequest: MessageFns<InspectRuntimeRequest> = {
+  encode(message: InspectRuntimeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== "") {
+      writer.uint32(10).string(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InspectRuntimeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInspectRuntimeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): InspectRuntimeRequest {
+    return { version: isSet(object.version) ? globalThis.String(object.version) : "" };
+  },
+
+  toJSON(message: InspectRuntimeRequest): unknown {
+    const obj: any = {};
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<InspectRuntimeRequest>, I>>(base?: I): InspectRuntimeRequest {
+    return InspectRuntimeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InspectRuntimeRequest>, I>>(object: I): InspectRuntimeRequest {
+    const message = createBaseInspectRuntimeRequest();
+    message.version = object.version ?? "";
+    return message;
+  },
+};
+
+function createBaseGetBuildLogRequest(): GetBuildLogRequest {
+  return { runtime: undefined, plugin: undefined };
+}
+
+export const GetBuildLogRequest: MessageFns<GetBuildLogRequest> = {
+  encode(message: GetBuildLogRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.runtime !== undefined) {
+      RuntimeInfo.encode(message.runtime, writer.uint32(10).fork()).join();
+    }
+    if (message.plugin !== undefined) {
+      PluginInfo.encode(message.plugin, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetBuildLogRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetBuildLogRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runtime = RuntimeInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.plugin = PluginInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetBuildLogRequest {
+    return {
+      runtime: isSet(object.runtime) ? RuntimeInfo.fromJSON(object.runtime) : undefined,
+      plugin: isSet(object.plugin) ? PluginInfo.fromJSON(object.plugin) : undefined,
+    };
+  },
+
+  toJSON(message: GetBuildLogRequest): unknown {
+    const obj: any = {};
+    if (message.runtime !== undefined) {
+      obj.runtime = RuntimeInfo.toJSON(message.runtime);
+    }
+    if (message.plugin !== undefined) {
+      obj.plugin = PluginInfo.toJSON(message.plugin);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetBuildLogRequest>, I>>(base?: I): GetBuildLogRequest {
+    return GetBuildLogRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetBuildLogRequest>, I>>(object: I): GetBuildLogRequest {
+    const message = createBaseGetBuildLogRequest();
+    message.runtime = (object.runtime !== undefined && object.runtime !== null)
+      ? RuntimeInfo.fromPartial(object.runtime)
+      : undefined;
+    message.plugin = (object.plugin !== undefined && object.plugin !== null)
+      ? PluginInfo.fromPartial(object.plugin)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseBuildRecord(): BuildRecord {
+  return {
+    runtime: undefined,
+    plugin: undefined,
+    outcome: "",
+    code: "",
+    message: "",
+    durationMs: 0,
+    finishedAt: "",
+    toolchain: {},
+    runtimeDigest: "",
+    artifactDigest: "",
+    output: "",
+    outputTruncated: false,
+  };
+}
+
+export const BuildRecord: MessageFns<BuildRecord> = {
+  encode(message: BuildRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.runtime !== undefined) {
+      RuntimeInfo.encode(message.runtime, writer.uint32(10).fork()).join();
+    }
+    if (message.plugin !== undefined) {
+      PluginInfo.encode(message.plugin, writer.uint32(18).fork()).join();
+    }
+    if (message.outcome !== "") {
+      writer.uint32(26).string(message.outcome);
+    }
+    if (message.code !== "") {
+      writer.uint32(34).string(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(42).string(message.message);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(48).uint64(message.durationMs);
+    }
+    if (message.finishedAt !== "") {
+      writer.uint32(58).string(message.finishedAt);
+    }
+    globalThis.Object.entries(message.toolchain).forEach(([key, value]: [string, string]) => {
+      BuildRecord_ToolchainEntry.encode({ key: key as any, value }, writer.uint32(66).fork()).join();
+    });
+    if (message.runtimeDigest !== "") {
+      writer.uint32(74).string(message.runtimeDigest);
+    }
+    if (message.artifactDigest !== "") {
+      writer.uint32(82).string(message.artifactDigest);
+    }
+    if (message.output !== "") {
+      writer.uint32(90).string(message.output);
+    }
+    if (message.outputTruncated !== false) {
+      writer.uint32(96).bool(message.outputTruncated);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runtime = RuntimeInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.plugin = PluginInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.outcome = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.code = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.durationMs = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.finishedAt = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            const entry8 = BuildRecord_ToolchainEntry.decode(reader, reader.uint32());
+            if (entry8.value !== undefined) {
+              message.toolchain[entry8.key] = entry8.value;
+            }
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.runtimeDigest = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.artifactDigest = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.output = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.outputTruncated = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildRecord {
+    return {
+      runtime: isSet(object.runtime) ? RuntimeInfo.fromJSON(object.runtime) : undefined,
+      plugin: isSet(object.plugin) ? PluginInfo.fromJSON(object.plugin) : undefined,
+      outcome: isSet(object.outcome) ? globalThis.String(object.outcome) : "",
+      code: isSet(object.code) ? globalThis.String(object.code) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      durationMs: isSet(object.durationMs)
+        ? globalThis.Number(object.durationMs)
+        : isSet(object.duration_ms)
+        ? globalThis.Number(object.duration_ms)
+        : 0,
+      finishedAt: isSet(object.finishedAt)
+        ? globalThis.String(object.finishedAt)
+        : isSet(object.finished_at)
+        ? globalThis.String(object.finished_at)
+        : "",
+      toolchain: isObject(object.toolchain)
+        ? (globalThis.Object.entries(object.toolchain) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      runtimeDigest: isSet(object.runtimeDigest)
+        ? globalThis.String(object.runtimeDigest)
+        : isSet(object.runtime_digest)
+        ? globalThis.String(object.runtime_digest)
+        : "",
+      artifactDigest: isSet(object.artifactDigest)
+        ? globalThis.String(object.artifactDigest)
+        : isSet(object.artifact_digest)
+        ? globalThis.String(object.artifact_digest)
+        : "",
+      output: isSet(object.output) ? globalThis.String(object.output) : "",
+      outputTruncated: isSet(object.outputTruncated)
+        ? globalThis.Boolean(object.outputTruncated)
+        : isSet(object.output_truncated)
+        ? globalThis.Boolean(object.output_truncated)
+        : false,
+    };
+  },
+
+  toJSON(message: BuildRecord): unknown {
+    const obj: any = {};
+    if (message.runtime !== undefined) {
+      obj.runtime = RuntimeInfo.toJSON(message.runtime);
+    }
+    if (message.plugin !== undefined) {
+      obj.plugin = PluginInfo.toJSON(message.plugin);
+    }
+    if (message.outcome !== "") {
+      obj.outcome = message.outcome;
+    }
+    if (message.code !== "") {
+      obj.code = message.code;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.durationMs !== 0) {
+      obj.durationMs = Math.round(message.durationMs);
+    }
+    if (message.finishedAt !== "") {
+      obj.finishedAt = message.finishedAt;
+    }
+    if (message.toolchain) {
+      const entries = globalThis.Object.entries(message.toolchain) as [string, string][];
+      if (entries.length > 0) {
+        obj.toolchain = {};
+        entries.forEach(([k, v]) => {
+          obj.toolchain[k] = v;
+        });
+      }
+    }
+    if (message.runtimeDigest !== "") {
+      obj.runtimeDigest = message.runtimeDigest;
+    }
+    if (message.artifactDigest !== "") {
+      obj.artifactDigest = message.artifactDigest;
+    }
+    if (message.output !== "") {
+      obj.output = message.output;
+    }
+    if (message.outputTruncated !== false) {
+      obj.outputTruncated = message.outputTruncated;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildRecord>, I>>(base?: I): BuildRecord {
+    return BuildRecord.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildRecord>, I>>(object: I): BuildRecord {
+    const message = createBaseBuildRecord();
+    message.runtime = (object.runtime !== undefined && object.runtime !== null)
+      ? RuntimeInfo.fromPartial(object.runtime)
+      : undefined;
+    message.plugin = (object.plugin !== undefined && object.plugin !== null)
+      ? PluginInfo.fromPartial(object.plugin)
+      : undefined;
+    message.outcome = object.outcome ?? "";
+    message.code = object.code ?? "";
+    message.message = object.message ?? "";
+    message.durationMs = object.durationMs ?? 0;
+    message.finishedAt = object.finishedAt ?? "";
+    message.toolchain = (globalThis.Object.entries(object.toolchain ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.runtimeDigest = object.runtimeDigest ?? "";
+    message.artifactDigest = object.artifactDigest ?? "";
+    message.output = object.output ?? "";
+    message.outputTruncated = object.outputTruncated ?? false;
+    return message;
+  },
+};
+
+function createBaseBuildRecord_ToolchainEntry(): BuildRecord_ToolchainEntry {
+  return { key: "", value: "" };
+}
+
+export const BuildRecord_ToolchainEntry: MessageFns<BuildRecord_ToolchainEntry> = {
+  encode(message: BuildRecord_ToolchainEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BuildRecord_ToolchainEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBuildRecord_ToolchainEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BuildRecord_ToolchainEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: BuildRecord_ToolchainEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BuildRecord_ToolchainEntry>, I>>(base?: I): BuildRecord_ToolchainEntry {
+    return BuildRecord_ToolchainEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BuildRecord_ToolchainEntry>, I>>(object: I): BuildRecord_ToolchainEntry {
+    const message = createBaseBuildRecord_ToolchainEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
 function createBaseGetProvenanceRequest(): GetProvenanceRequest {
   return { runtime: undefined, plugin: undefined };
 }
@@ -1690,6 +3373,62 @@ export const PluginAdminService = {
       Buffer.from(GetProvenanceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetProvenanceResponse => GetProvenanceResponse.decode(value),
   },
+  /**
+   * Registers a runtime release: its runtime.json and the files it refers to
+   * (a Node.js runtime's supplied module folders, a Go runtime's go.mod and
+   * its replacement folders), laid out as `runtime add` gathers them. The
+   * first message carries the header, then each file a RuntimeFile followed
+   * by its bytes in data messages. Checked as `--runtimes` directories are,
+   * stored content-addressed in the store every replica shares. A release is
+   * immutable: the same version with other content is ALREADY_EXISTS naming
+   * both digests; the same content again answers the stored release.
+   */
+  registerRuntime: {
+    path: "/atomix.plugins.admin.v1.PluginAdmin/RegisterRuntime" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: RegisterRuntimeRequest): Buffer =>
+      Buffer.from(RegisterRuntimeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RegisterRuntimeRequest => RegisterRuntimeRequest.decode(value),
+    responseSerialize: (value: RegisterRuntimeResponse): Buffer =>
+      Buffer.from(RegisterRuntimeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RegisterRuntimeResponse => RegisterRuntimeResponse.decode(value),
+  },
+  /** Lists the registered runtime releases, oldest version first. */
+  listRuntimes: {
+    path: "/atomix.plugins.admin.v1.PluginAdmin/ListRuntimes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListRuntimesRequest): Buffer => Buffer.from(ListRuntimesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRuntimesRequest => ListRuntimesRequest.decode(value),
+    responseSerialize: (value: ListRuntimesResponse): Buffer =>
+      Buffer.from(ListRuntimesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListRuntimesResponse => ListRuntimesResponse.decode(value),
+  },
+  /** Returns one runtime release (NOT_FOUND if none is registered). */
+  inspectRuntime: {
+    path: "/atomix.plugins.admin.v1.PluginAdmin/InspectRuntime" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: InspectRuntimeRequest): Buffer =>
+      Buffer.from(InspectRuntimeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): InspectRuntimeRequest => InspectRuntimeRequest.decode(value),
+    responseSerialize: (value: RuntimeRelease): Buffer => Buffer.from(RuntimeRelease.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RuntimeRelease => RuntimeRelease.decode(value),
+  },
+  /**
+   * Returns the record of the last build of one build key, success or
+   * failure, with the toolchain's output (NOT_FOUND if it was never built).
+   */
+  getBuildLog: {
+    path: "/atomix.plugins.admin.v1.PluginAdmin/GetBuildLog" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetBuildLogRequest): Buffer => Buffer.from(GetBuildLogRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetBuildLogRequest => GetBuildLogRequest.decode(value),
+    responseSerialize: (value: BuildRecord): Buffer => Buffer.from(BuildRecord.encode(value).finish()),
+    responseDeserialize: (value: Buffer): BuildRecord => BuildRecord.decode(value),
+  },
 } as const;
 
 export interface PluginAdminServer extends UntypedServiceImplementation {
@@ -1716,6 +3455,26 @@ export interface PluginAdminServer extends UntypedServiceImplementation {
    * every caller, like InspectPlugin: runtimes verify what they pull with it.
    */
   getProvenance: handleUnaryCall<GetProvenanceRequest, GetProvenanceResponse>;
+  /**
+   * Registers a runtime release: its runtime.json and the files it refers to
+   * (a Node.js runtime's supplied module folders, a Go runtime's go.mod and
+   * its replacement folders), laid out as `runtime add` gathers them. The
+   * first message carries the header, then each file a RuntimeFile followed
+   * by its bytes in data messages. Checked as `--runtimes` directories are,
+   * stored content-addressed in the store every replica shares. A release is
+   * immutable: the same version with other content is ALREADY_EXISTS naming
+   * both digests; the same content again answers the stored release.
+   */
+  registerRuntime: handleClientStreamingCall<RegisterRuntimeRequest, RegisterRuntimeResponse>;
+  /** Lists the registered runtime releases, oldest version first. */
+  listRuntimes: handleUnaryCall<ListRuntimesRequest, ListRuntimesResponse>;
+  /** Returns one runtime release (NOT_FOUND if none is registered). */
+  inspectRuntime: handleUnaryCall<InspectRuntimeRequest, RuntimeRelease>;
+  /**
+   * Returns the record of the last build of one build key, success or
+   * failure, with the toolchain's output (NOT_FOUND if it was never built).
+   */
+  getBuildLog: handleUnaryCall<GetBuildLogRequest, BuildRecord>;
 }
 
 export interface PluginAdminClient extends Client {
@@ -1826,6 +3585,83 @@ export interface PluginAdminClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetProvenanceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Registers a runtime release: its runtime.json and the files it refers to
+   * (a Node.js runtime's supplied module folders, a Go runtime's go.mod and
+   * its replacement folders), laid out as `runtime add` gathers them. The
+   * first message carries the header, then each file a RuntimeFile followed
+   * by its bytes in data messages. Checked as `--runtimes` directories are,
+   * stored content-addressed in the store every replica shares. A release is
+   * immutable: the same version with other content is ALREADY_EXISTS naming
+   * both digests; the same content again answers the stored release.
+   */
+  registerRuntime(
+    callback: (error: ServiceError | null, response: RegisterRuntimeResponse) => void,
+  ): ClientWritableStream<RegisterRuntimeRequest>;
+  registerRuntime(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RegisterRuntimeResponse) => void,
+  ): ClientWritableStream<RegisterRuntimeRequest>;
+  registerRuntime(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RegisterRuntimeResponse) => void,
+  ): ClientWritableStream<RegisterRuntimeRequest>;
+  registerRuntime(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RegisterRuntimeResponse) => void,
+  ): ClientWritableStream<RegisterRuntimeRequest>;
+  /** Lists the registered runtime releases, oldest version first. */
+  listRuntimes(
+    request: ListRuntimesRequest,
+    callback: (error: ServiceError | null, response: ListRuntimesResponse) => void,
+  ): ClientUnaryCall;
+  listRuntimes(
+    request: ListRuntimesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListRuntimesResponse) => void,
+  ): ClientUnaryCall;
+  listRuntimes(
+    request: ListRuntimesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListRuntimesResponse) => void,
+  ): ClientUnaryCall;
+  /** Returns one runtime release (NOT_FOUND if none is registered). */
+  inspectRuntime(
+    request: InspectRuntimeRequest,
+    callback: (error: ServiceError | null, response: RuntimeRelease) => void,
+  ): ClientUnaryCall;
+  inspectRuntime(
+    request: InspectRuntimeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RuntimeRelease) => void,
+  ): ClientUnaryCall;
+  inspectRuntime(
+    request: InspectRuntimeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RuntimeRelease) => void,
+  ): ClientUnaryCall;
+  /**
+   * Returns the record of the last build of one build key, success or
+   * failure, with the toolchain's output (NOT_FOUND if it was never built).
+   */
+  getBuildLog(
+    request: GetBuildLogRequest,
+    callback: (error: ServiceError | null, response: BuildRecord) => void,
+  ): ClientUnaryCall;
+  getBuildLog(
+    request: GetBuildLogRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: BuildRecord) => void,
+  ): ClientUnaryCall;
+  getBuildLog(
+    request: GetBuildLogRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: BuildRecord) => void,
   ): ClientUnaryCall;
 }
 

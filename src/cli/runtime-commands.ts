@@ -1,0 +1,174 @@
+import { Command } from "commander";
+import { createRuntimeAdminClient, type RuntimeAdminClient } from "../client/runtime-admin-client.js";
+import { gatherRuntimeRelease } from "../compiler/runtime-release-layout.js";
+import { Code, PluginError } from "../errors/plugin-error.js";
+import type { PrewarmProgress, RuntimeRelease } from "../gen/atomix/plugins/admin/v1/admin.js";
+import {
+  action,
+  type ClientFlags,
+  connectionFrom,
+  formatBytes,
+  printJson,
+  table,
+  timeoutMs,
+  withClientOptions,
+} from "./cli-common.js";
+
+/** Like withClient, with the admin API's runtime client; Ctrl-C cancels. */
+export async function withRuntimeClient<T>(
+  flags: ClientFlags,
+  use: (client: RuntimeAdminClient, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
+): Promise<T> {
+  const limit = timeoutMs(flags);
+  const client = createRuntimeAdminClient(connectionFrom(flags));
+  const controller = new AbortController();
+  const interrupt = () => controller.abort(new PluginError(Code.Cancelled, "interrupted"));
+  process.once("SIGINT", interrupt);
+  try {
+    return await use(client, { signal: controller.signal, ...(limit ? { timeoutMs: limit } : {}) });
+  } finally {
+    process.off("SIGINT", interrupt);
+    client.close();
+  }
+}
+
+/** A release as `--json` prints it. */
+export function releaseJson(release: RuntimeRelease) {
+  return {
+    version: release.version,
+    toolchain: release.toolchain,
+    digest: release.digest,
+    registeredAt: release.registeredAt,
+    fileCount: release.fileCount,
+    size: release.size,
+    description: release.description,
+    buildVersions: release.buildVersions,
+    prewarm: release.prewarm ? prewarmJson(release.prewarm) : null,
+  };
+}
+
+function prewarmJson(prewarm: PrewarmProgress) {
+  return {
+    state: prewarm.state,
+    previousVersion: prewarm.previousVersion,
+    planned: prewarm.planned,
+    built: prewarm.built,
+    skipped: prewarm.skipped,
+    failed: prewarm.failed,
+    failures: prewarm.failures.map((failure) => ({
+      plugin: `${failure.plugin?.name}@${failure.plugin?.version}`,
+      buildVersion: failure.buildVersion,
+      code: failure.code,
+      message: failure.message,
+    })),
+  };
+}
+
+function prewarmLine(prewarm: PrewarmProgress | undefined): string {
+  if (!prewarm || prewarm.state === "none") return "none";
+  if (prewarm.state === "off") return "off";
+  const from = prewarm.previousVersion ? ` (plugins of ${prewarm.previousVersion})` : "";
+  return `${prewarm.state}${from}: ${prewarm.built + prewarm.skipped + prewarm.failed}/${prewarm.planned} done, ${prewarm.built} built, ${prewarm.skipped} already stored, ${prewarm.failed} failed`;
+}
+
+function addCommand(): Command {
+  return withClientOptions(
+    new Command("add")
+      .description("register a runtime release: its runtime.json and the files it refers to")
+      .argument(
+        "<dir>",
+        "the release's directory, holding runtime.json; named by its version unless --version",
+      )
+      .option("--version <version>", "the release's version (default: the directory's name)"),
+  )
+    .addHelpText(
+      "after",
+      `
+Examples:
+  atomix-plugins runtime add ./runtimes/2.1.0
+  atomix-plugins runtime add ./build/runtime --version 2.1.0 --json`,
+    )
+    .action(
+      action(async (dir: string, flags: ClientFlags & { version?: string }) => {
+        const release = await gatherRuntimeRelease(dir, flags.version);
+        const outcome = await withRuntimeClient(flags, (client, control) =>
+          client.register(release, control),
+        );
+        const registered = outcome.release as RuntimeRelease;
+        if (flags.json) {
+          printJson({ ...releaseJson(registered), created: outcome.created });
+          return;
+        }
+        process.stdout.write(
+          `${outcome.created ? "registered" : "already registered:"} runtime ${registered.version} (${registered.toolchain}) ${registered.digest}, ${registered.fileCount} files, ${formatBytes(registered.size)}\n`,
+        );
+      }),
+    );
+}
+
+function lsCommand(): Command {
+  return withClientOptions(new Command("ls").description("list the registered runtime releases"))
+    .addHelpText("after", "\nExamples:\n  atomix-plugins runtime ls\n  atomix-plugins runtime ls --json")
+    .action(
+      action(async (flags: ClientFlags) => {
+        const releases = await withRuntimeClient(flags, (client, control) => client.list(control));
+        if (flags.json) {
+          printJson(releases.map(releaseJson));
+          return;
+        }
+        const rows = releases.map((release) => [
+          release.version,
+          release.toolchain,
+          release.buildVersions.join(","),
+          `${release.digest.slice(0, 19)}…`,
+          release.registeredAt,
+          prewarmLine(release.prewarm).split(":")[0] ?? "",
+        ]);
+        process.stdout.write(
+          table(["VERSION", "TOOLCHAIN", "BUILDS", "DIGEST", "REGISTERED", "PREWARM"], rows),
+        );
+      }),
+    );
+}
+
+function inspectCommand(): Command {
+  return withClientOptions(
+    new Command("inspect").description("show one registered runtime release").argument("<version>"),
+  )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  atomix-plugins runtime inspect 2.1.0\n  atomix-plugins runtime inspect 2.1.0 --json",
+    )
+    .action(
+      action(async (version: string, flags: ClientFlags) => {
+        const release = await withRuntimeClient(flags, (client, control) => client.inspect(version, control));
+        if (flags.json) {
+          printJson(releaseJson(release));
+          return;
+        }
+        const fields: [string, string][] = [
+          ["version", release.version],
+          ["toolchain", release.toolchain],
+          ["builds", release.buildVersions.join(", ")],
+          ["digest", release.digest],
+          ["registered", release.registeredAt],
+          ["files", `${release.fileCount} (${formatBytes(release.size)})`],
+          ["description", release.description],
+          ["prewarm", prewarmLine(release.prewarm)],
+        ];
+        let out = fields.map(([name, value]) => `${`${name}:`.padEnd(13)}${value}\n`).join("");
+        for (const failure of release.prewarm?.failures ?? []) {
+          out += `  failed ${failure.plugin?.name}@${failure.plugin?.version} for ${failure.buildVersion}: ${failure.code}: ${failure.message.split("\n")[0]}\n`;
+        }
+        process.stdout.write(out);
+      }),
+    );
+}
+
+export function runtimeCommand(): Command {
+  return new Command("runtime")
+    .description("register, list and inspect runtime releases")
+    .addCommand(addCommand())
+    .addCommand(lsCommand())
+    .addCommand(inspectCommand());
+}

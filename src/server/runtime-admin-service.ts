@@ -1,0 +1,159 @@
+import type {
+  ServerReadableStream,
+  ServerUnaryCall,
+  sendUnaryData,
+  UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { IncomingReleaseFile } from "../compiler/runtime-release-staging.js";
+import type { RuntimeReleases } from "../compiler/runtime-releases.js";
+import { Code, PluginError } from "../errors/plugin-error.js";
+import {
+  PluginAdminService,
+  type PrewarmProgress,
+  RegisterRuntimeRequest,
+  type RegisterRuntimeResponse,
+  type RuntimeRelease,
+} from "../gen/atomix/plugins/admin/v1/admin.js";
+import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+import type { AdminAuth } from "./admin-auth.js";
+import { abortWithCall } from "./admin-service.js";
+import { toServiceError } from "./status.js";
+
+export interface RuntimeAdminDeps {
+  auth: AdminAuth;
+  log: Logger;
+  /** Absent: the runtime calls answer UNIMPLEMENTED. */
+  runtimes?: RuntimeReleases | undefined;
+  /** Pre-warm progress of a release, for listings. */
+  prewarmProgress?: ((version: string) => PrewarmProgress | undefined) | undefined;
+}
+
+/** PluginAdmin's runtime release calls: RegisterRuntime (admin token), ListRuntimes, InspectRuntime. */
+export function createRuntimeAdminService(deps: RuntimeAdminDeps): UntypedServiceImplementation {
+  const { log } = deps;
+  const runtimes = (): RuntimeReleases => {
+    if (!deps.runtimes) throw new PluginError(Code.Unimplemented, "this server keeps no runtime releases");
+    return deps.runtimes;
+  };
+  const message = (release: RuntimeReleaseSummary): RuntimeRelease =>
+    toRuntimeReleaseMessage(release, deps.prewarmProgress?.(release.version));
+
+  async function registerRuntime(
+    call: ServerReadableStream<DecodedRegisterRequest, RegisterRuntimeResponse>,
+    signal: AbortSignal,
+  ): Promise<RegisterRuntimeResponse> {
+    deps.auth.check(call.metadata);
+    const registry = runtimes();
+    const messages = call[Symbol.asyncIterator]() as AsyncIterator<DecodedRegisterRequest>;
+    const first = await messages.next();
+    const part = first.done ? undefined : decoded(first.value).part;
+    if (part?.$case !== "header") {
+      throw new PluginError(Code.InvalidArgument, "the first RegisterRuntimeRequest must carry the header");
+    }
+    const version = part.value.version;
+    async function* files(): AsyncGenerator<IncomingReleaseFile> {
+      let next = await messages.next();
+      while (!next.done) {
+        const current = decoded(next.value).part;
+        if (current?.$case !== "file") {
+          throw new PluginError(
+            Code.InvalidArgument,
+            "file data must follow a RuntimeFile that announces it",
+          );
+        }
+        let after: IteratorResult<DecodedRegisterRequest> | undefined;
+        async function* data(): AsyncGenerator<Uint8Array> {
+          for (;;) {
+            const chunk = await messages.next();
+            const chunkPart = chunk.done ? undefined : decoded(chunk.value).part;
+            if (chunkPart?.$case !== "data") {
+              after = chunk;
+              return;
+            }
+            yield chunkPart.value;
+          }
+        }
+        yield { ...current.value, data: data() };
+        if (!after) throw new PluginError(Code.Internal, "a runtime file was not read to its end");
+        next = after;
+      }
+    }
+    const outcome = await registry.register(version, files(), { signal });
+    return { release: message(outcome.release), created: outcome.created };
+  }
+
+  function unary<Request, Response>(handler: (request: Request) => Promise<Response>) {
+    return (call: ServerUnaryCall<Request, Response>, callback: sendUnaryData<Response>) => {
+      handler(call.request).then(
+        (response) => callback(null, response),
+        (error: unknown) => callback(toServiceError(error, log)),
+      );
+    };
+  }
+
+  return {
+    registerRuntime: (
+      call: ServerReadableStream<DecodedRegisterRequest, RegisterRuntimeResponse>,
+      callback: sendUnaryData<RegisterRuntimeResponse>,
+    ) => {
+      const abort = abortWithCall(call);
+      registerRuntime(call, abort.signal).then(
+        (response) => {
+          abort.done();
+          callback(null, response);
+        },
+        (error: unknown) => {
+          abort.done();
+          callback(toServiceError(abort.signal.aborted ? abort.signal.reason : error, log));
+        },
+      );
+    },
+    listRuntimes: unary(async () => ({ releases: (await runtimes().releases()).map(message) })),
+    inspectRuntime: unary(async (request: { version: string }) =>
+      message(await runtimes().inspect(request.version)),
+    ),
+  };
+}
+
+export function toRuntimeReleaseMessage(
+  release: RuntimeReleaseSummary,
+  prewarm: PrewarmProgress | undefined,
+): RuntimeRelease {
+  return {
+    version: release.version,
+    toolchain: release.toolchain,
+    digest: release.digest,
+    registeredAt: release.registeredAt,
+    fileCount: release.fileCount,
+    size: release.size,
+    description: release.description,
+    buildVersions: [...release.buildVersions],
+    prewarm,
+  };
+}
+
+/** RegisterRuntime's requests, decoded here so that a message that cannot be is INVALID_ARGUMENT, not INTERNAL. */
+type DecodedRegisterRequest = RegisterRuntimeRequest | { undecodable: PluginError };
+
+function decoded(request: DecodedRegisterRequest): RegisterRuntimeRequest {
+  if ("undecodable" in request) throw request.undecodable;
+  return request;
+}
+
+/** The RegisterRuntime method with its requests decoded by the function above. */
+export const registerRuntimeDefinition = {
+  ...PluginAdminService.registerRuntime,
+  requestDeserialize: (bytes: Buffer): DecodedRegisterRequest => {
+    try {
+      return RegisterRuntimeRequest.decode(bytes);
+    } catch (error) {
+      return {
+        undecodable: new PluginError(
+          Code.InvalidArgument,
+          `a RegisterRuntimeRequest is not a valid protobuf message: ${(error as Error).message}`,
+        ),
+      };
+    }
+  },
+};

@@ -1,0 +1,35 @@
+import type { StoreConfig } from "./create-store.js";
+import { createFsRuntimeReleaseStore } from "./fs-runtime-release-store.js";
+import { parseOciLocation } from "./oci/oci-location.js";
+import { createOciRuntimeReleaseStore } from "./oci/oci-runtime-release-store.js";
+import { RegistryClient } from "./oci/registry-client.js";
+import { loadRegistryCredentials } from "./oci/registry-credentials.js";
+import type { RuntimeReleaseStore } from "./runtime-release-store.js";
+
+/**
+ * The runtime releases' part of the store `config` names: in the embedded
+ * store's data directory, or in the OCI repository beside the artifacts.
+ * `cacheDir` is where an OCI store stages uploads and keeps the releases it
+ * downloaded; the embedded store keeps everything in its own directory.
+ */
+export async function createRuntimeReleaseStore(
+  config: StoreConfig,
+  options: { cacheDir: string },
+): Promise<RuntimeReleaseStore> {
+  switch (config.kind) {
+    case "fs":
+      return createFsRuntimeReleaseStore({ dir: config.dir });
+    case "oci": {
+      const location = parseOciLocation(config.url);
+      const credentials = await loadRegistryCredentials({
+        host: new URL(location.origin).host,
+        given: config.credentials,
+        file: config.credentialsFile,
+      });
+      return await createOciRuntimeReleaseStore({
+        client: new RegistryClient({ ...location, credentials }),
+        cacheDir: options.cacheDir,
+      });
+    }
+  }
+}

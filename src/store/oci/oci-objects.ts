@@ -1,0 +1,151 @@
+import { createHash } from "node:crypto";
+import { Code, PluginError } from "../../errors/plugin-error.js";
+import type { Digest } from "../../model/artifact.js";
+import { MEDIA_TYPES, type OciImageManifest } from "./oci-manifest.js";
+import { nextLink } from "./oci-store.js";
+import { discard, type RegistryClient } from "./registry-client.js";
+
+/**
+ * Small documents of our own in the artifacts' repository (runtime releases,
+ * build records): manifests by tag, blobs whole in memory, each checked
+ * against its digest on the way in, since the registry is trusted with
+ * bytes, not with what they say.
+ */
+export class OciObjects {
+  readonly where: string;
+  constructor(readonly client: RegistryClient) {
+    this.where = `${client.origin}/${client.repository}`;
+  }
+
+  async getManifest(
+    reference: string,
+    signal?: AbortSignal,
+  ): Promise<{ oci: OciImageManifest; digest: Digest } | undefined> {
+    const response = await this.client.request("GET", `manifests/${reference}`, {
+      headers: { accept: MEDIA_TYPES.imageManifest },
+      expect: [200, 404],
+      signal,
+    });
+    if (response.status === 404) {
+      await discard(response);
+      return undefined;
+    }
+    const bytes = Buffer.from(await response.arrayBuffer());
+    if (bytes.byteLength > 4 * 1024 * 1024) {
+      throw new PluginError(Code.DataLoss, `the manifest ${reference} in ${this.where} is larger than 4 MiB`);
+    }
+    try {
+      return { oci: JSON.parse(bytes.toString("utf8")) as OciImageManifest, digest: sha256(bytes) };
+    } catch (error) {
+      throw new PluginError(Code.DataLoss, `the manifest ${reference} in ${this.where} is not JSON`, {
+        cause: error,
+      });
+    }
+  }
+
+  /** Puts a manifest under `tag`; its digest. */
+  async putManifest(tag: string, manifest: OciImageManifest, signal?: AbortSignal): Promise<Digest> {
+    const body = JSON.stringify(manifest);
+    const response = await this.client.request("PUT", `manifests/${tag}`, {
+      headers: { "content-type": MEDIA_TYPES.imageManifest },
+      body,
+      expect: [201, 400],
+      signal,
+    });
+    if (response.status !== 201) {
+      const text = await response.text();
+      throw new PluginError(
+        Code.Unavailable,
+        `the OCI registry ${this.client.origin} refused the manifest ${tag}: ${text.slice(0, 300)}`,
+      );
+    }
+    await discard(response);
+    return sha256(Buffer.from(body));
+  }
+
+  async deleteManifest(digest: string): Promise<void> {
+    await this.client
+      .request("DELETE", `manifests/${digest}`, { expect: [202, 404] })
+      .then(discard)
+      .catch(() => {});
+  }
+
+  /** Uploads `bytes` as blob `digest` unless the registry holds it. */
+  async pushBlob(digest: Digest, bytes: Buffer, signal?: AbortSignal): Promise<void> {
+    const head = await this.client.request("HEAD", `blobs/${digest}`, { expect: [200, 404], signal });
+    await discard(head);
+    if (head.status === 200) return;
+    const started = await this.client.request("POST", "blobs/uploads/", { expect: [202], signal });
+    await discard(started);
+    const location = started.headers.get("location");
+    if (!location) {
+      throw new PluginError(
+        Code.Unavailable,
+        `the OCI registry ${this.client.origin} started an upload without a Location`,
+      );
+    }
+    const url = new URL(location, this.client.origin);
+    url.searchParams.set("digest", digest);
+    const done = await this.client.request("PUT", url.toString(), {
+      headers: { "content-type": "application/octet-stream" },
+      body: bytes,
+      expect: [201],
+      signal,
+    });
+    await discard(done);
+  }
+
+  /** Blob `digest`, whole, at most `maxBytes`, checked against its digest. */
+  async getBlob(digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
+    const response = await this.client.request("GET", `blobs/${digest}`, { expect: [200, 404], signal });
+    if (response.status === 404 || !response.body) {
+      await discard(response);
+      throw new PluginError(Code.NotFound, `the blob ${digest} is missing from ${this.where}`);
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const reader = response.body.getReader();
+    try {
+      for (;;) {
+        const next = await reader.read();
+        if (next.done) break;
+        size += next.value.byteLength;
+        if (size > maxBytes) {
+          throw new PluginError(
+            Code.DataLoss,
+            `the blob ${digest} in ${this.where} is larger than ${maxBytes} bytes`,
+          );
+        }
+        chunks.push(Buffer.from(next.value));
+      }
+    } finally {
+      await reader.cancel().catch(() => {});
+    }
+    const bytes = Buffer.concat(chunks, size);
+    if (sha256(bytes) !== digest) {
+      throw new PluginError(Code.DataLoss, `the blob ${digest} in ${this.where} does not hash to its digest`);
+    }
+    return bytes;
+  }
+
+  /** Every tag of the repository (none before its first push). */
+  async listTags(): Promise<string[]> {
+    const tags: string[] = [];
+    let target: string | undefined = "tags/list?n=1000";
+    while (target) {
+      const response: Response = await this.client.request("GET", target, { expect: [200, 404] });
+      if (response.status === 404) {
+        await discard(response);
+        return tags;
+      }
+      const body = await this.client.json<{ tags?: string[] | null }>(response, "a tag list");
+      tags.push(...(body.tags ?? []));
+      target = nextLink(response.headers.get("link"), this.client.origin);
+    }
+    return tags;
+  }
+}
+
+export function sha256(bytes: Uint8Array | string): Digest {
+  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+}

@@ -1,0 +1,305 @@
+import assert from "node:assert/strict";
+import { cp, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Metadata } from "@grpc/grpc-js";
+import { EXIT } from "../src/cli/cli-common.js";
+import { fromServiceError } from "../src/client/call-error.js";
+import { createGrpcClients } from "../src/client/grpc-clients.js";
+import { EXAMPLE_RUNTIMES_DIR } from "../src/config.js";
+import { Code, type PluginError } from "../src/errors/plugin-error.js";
+import type { RegisterRuntimeRequest } from "../src/gen/atomix/plugins/admin/v1/admin.js";
+import { ANNOTATIONS } from "../src/model/annotations.js";
+import { runtimeReleaseTag } from "../src/store/oci/oci-runtime-release-store.js";
+import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
+import { type CliRun, runCli } from "./helpers/run-cli.js";
+import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
+
+const TOKEN = "release-manager-token";
+
+function expectExit(run: CliRun, code: number): void {
+  assert.equal(run.code, code, `exit ${run.code}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`);
+}
+
+/** A RegisterRuntime call made of raw messages, as a hostile client would send them; its error. */
+async function rawRegister(address: string, messages: RegisterRuntimeRequest[]): Promise<PluginError> {
+  const clients = createGrpcClients({ address, token: TOKEN });
+  try {
+    return await new Promise<PluginError>((resolve, reject) => {
+      const call = clients.admin.registerRuntime(new Metadata(), (error) => {
+        if (error) resolve(fromServiceError(error));
+        else reject(new Error("the upload was accepted"));
+      });
+      for (const message of messages) call.write(message);
+      call.end();
+    });
+  } finally {
+    clients.close();
+  }
+}
+
+const header = (version: string): RegisterRuntimeRequest => ({
+  part: { $case: "header", value: { version } },
+});
+const file = (path: string, size: number): RegisterRuntimeRequest => ({
+  part: { $case: "file", value: { path, size, executable: false } },
+});
+const data = (bytes: string | Buffer): RegisterRuntimeRequest => ({
+  part: { $case: "data", value: Buffer.from(bytes) },
+});
+const json = (value: unknown) => Buffer.from(JSON.stringify(value));
+
+/** Asks `probe` until it is true or 10 s pass. */
+async function eventually(probe: () => Promise<boolean>): Promise<boolean> {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    if (await probe()) return true;
+    if (Date.now() > until) return false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+for (const kind of ["fs", "oci"] as const) {
+  describe(`runtime releases over the ${kind} store`, () => {
+    let work: string;
+    let registry: RegistryProcess | undefined;
+    let server: ServerProcess;
+    let tokenFile: string;
+    const env = () => ({ ATOMIX_PLUGINS_SERVER: server.address, ATOMIX_PLUGINS_TOKEN: TOKEN });
+    const storeArgs = () => (registry ? ["--store", registry.storeUrl("atomix/releases")] : []);
+    const serverArgs = () => [
+      ...storeArgs(),
+      ...["--admin-token-file", tokenFile, "--build-concurrency", "1", "--store-probe-interval", "200"],
+    ];
+
+    before(async () => {
+      work = await mkdtemp(join(tmpdir(), "atomix-releases-"));
+      tokenFile = join(work, "token");
+      await writeFile(tokenFile, TOKEN);
+      if (kind === "oci") registry = await startRegistry();
+      server = await startServerProcess({ dataDir: join(work, "data-a"), args: serverArgs() });
+      // A new release of the example runtime 2.0.0, as an operator would ship it.
+      await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "2.1.0"), { recursive: true });
+    });
+    after(async () => {
+      await server?.stop();
+      await registry?.dispose();
+      await rm(work, { recursive: true, force: true });
+    });
+
+    it("registers a release at run time, lists it, and builds for it at once; the artifact records the release's digest", async () => {
+      const added = await runCli(["runtime", "add", join(work, "2.1.0"), "--json"], env());
+      expectExit(added, EXIT.ok);
+      const release = JSON.parse(added.stdout);
+      assert.equal(release.created, true);
+      assert.equal(release.version, "2.1.0");
+      assert.equal(release.toolchain, "node");
+      assert.deepEqual(release.buildVersions, ["node20", "node22"]);
+      assert.match(release.digest, /^sha256:[0-9a-f]{64}$/);
+
+      const listed = await runCli(["runtime", "ls", "--json"], env());
+      expectExit(listed, EXIT.ok);
+      // The --runtimes directories were registered at start, beside it.
+      assert.deepEqual(
+        JSON.parse(listed.stdout).map((r: { version: string }) => r.version),
+        ["1.0.0", "2.0.0", "2.1.0", "3.0.0"],
+      );
+      const inspected = await runCli(["runtime", "inspect", "2.1.0", "--json"], env());
+      expectExit(inspected, EXIT.ok);
+      assert.equal(JSON.parse(inspected.stdout).digest, release.digest);
+      const text = await runCli(["runtime", "inspect", "2.1.0"], env());
+      assert.match(text.stdout, new RegExp(`digest: +${release.digest}`));
+
+      const compiled = await runCli(["compile", "counter@2.0.0", "-r", "2.1.0", "-b", "node20"], env());
+      expectExit(compiled, EXIT.ok);
+      const manifest = JSON.parse(
+        (await runCli(["inspect", "counter@2.0.0", "-r", "2.1.0", "-b", "node20", "--json"], env())).stdout,
+      );
+      assert.equal(manifest.annotations[ANNOTATIONS.runtimeDigest], release.digest);
+      assert.equal(ANNOTATIONS.runtimeDigest, "dev.atomix.runtime.digest");
+
+      const unknown = await runCli(["runtime", "inspect", "9.9.9"], env());
+      expectExit(unknown, EXIT.notFound);
+      assert.match(unknown.stderr, /runtime 9\.9\.9 is unknown.*2\.1\.0/);
+    });
+
+    it("keeps a release immutable: the same content again changes nothing, other content is ALREADY_EXISTS naming both digests", async () => {
+      const first = JSON.parse((await runCli(["runtime", "inspect", "2.1.0", "--json"], env())).stdout);
+      const again = await runCli(["runtime", "add", join(work, "2.1.0"), "--json"], env());
+      expectExit(again, EXIT.ok);
+      assert.equal(JSON.parse(again.stdout).created, false);
+      assert.equal(JSON.parse(again.stdout).digest, first.digest);
+
+      await cp(join(work, "2.1.0"), join(work, "changed", "2.1.0"), { recursive: true });
+      await writeFile(join(work, "changed", "2.1.0", "sdk", "runtime-sdk", "CHANGES"), "patched in place\n");
+      const changed = await runCli(["runtime", "add", join(work, "changed", "2.1.0")], env());
+      expectExit(changed, EXIT.failedPrecondition);
+      assert.match(changed.stderr, /ALREADY_EXISTS: runtime 2\.1\.0 is registered as sha256:[0-9a-f]{64}/);
+      assert.ok(changed.stderr.includes(first.digest), changed.stderr);
+      const other = /this release is (sha256:[0-9a-f]{64})/.exec(changed.stderr)?.[1];
+      assert.ok(other && other !== first.digest, changed.stderr);
+    });
+
+    it("registers only with the admin token", async () => {
+      const run = await runCli(["runtime", "add", join(work, "2.1.0")], {
+        ATOMIX_PLUGINS_SERVER: server.address,
+      });
+      expectExit(run, EXIT.denied);
+      assert.match(run.stderr, /UNAUTHENTICATED/);
+    });
+
+    it("refuses hostile uploads with the code that fits, and registers none of them", async () => {
+      const traversal = await rawRegister(server.address, [header("7.0.1"), file("../escape", 1), data("x")]);
+      assert.equal(traversal.code, Code.InvalidArgument, traversal.message);
+      assert.match(traversal.message, /"\.\.\/escape"/);
+
+      const overlong = await rawRegister(server.address, [
+        header("7.0.2"),
+        file("runtime.json", 4),
+        data("{}{}{}"),
+      ]);
+      assert.equal(overlong.code, Code.InvalidArgument, overlong.message);
+
+      const huge = await rawRegister(server.address, [header("7.0.3"), file("runtime.json", 2 ** 40)]);
+      assert.equal(huge.code, Code.ResourceExhausted, huge.message);
+
+      const descriptor = json({
+        toolchain: "node",
+        node: ["20"],
+        modules: { sdk: { version: "1.0.0", path: "../../../../etc" } },
+        export: { name: "driver" },
+      });
+      const leaving = await rawRegister(server.address, [
+        header("7.0.4"),
+        file("runtime.json", descriptor.byteLength),
+        data(descriptor),
+      ]);
+      assert.equal(leaving.code, Code.FailedPrecondition, leaving.message);
+      assert.match(leaving.message, /modules\.sdk\.path \.\.\/\.\.\/\.\.\/\.\.\/etc leaves the release/);
+
+      const goDescriptor = json({
+        toolchain: "go",
+        goReleases: ["go1.19.8"],
+        goMod: "go/go.mod",
+        symbol: "Plugin",
+      });
+      const goMod = Buffer.from("module example.com/rt\n\ngo 1.19\n\nreplace example.com/x => /etc/ssl\n");
+      const hostFolder = await rawRegister(server.address, [
+        header("7.0.5"),
+        file("runtime.json", goDescriptor.byteLength),
+        data(goDescriptor),
+        file("go/go.mod", goMod.byteLength),
+        data(goMod),
+      ]);
+      assert.equal(hostFolder.code, Code.FailedPrecondition, hostFolder.message);
+      assert.match(hostFolder.message, /\/etc\/ssl; an absolute replacement folder must lie under \/usr/);
+
+      const noDescriptor = await rawRegister(server.address, [header("7.0.6"), file("a/b", 1), data("x")]);
+      assert.equal(noDescriptor.code, Code.InvalidArgument, noDescriptor.message);
+
+      const listed = JSON.parse((await runCli(["runtime", "ls", "--json"], env())).stdout) as {
+        version: string;
+      }[];
+      assert.ok(!listed.some((release) => release.version.startsWith("7.")), JSON.stringify(listed));
+    });
+
+    it("runtime add follows no link out of a module folder", async () => {
+      const dir = join(work, "linked", "2.2.0");
+      await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), dir, { recursive: true });
+      await symlink("/etc/hostname", join(dir, "sdk", "runtime-sdk", "host"));
+      const run = await runCli(["runtime", "add", dir], env());
+      expectExit(run, EXIT.failedPrecondition);
+      assert.match(
+        run.stderr,
+        /is a link to .*a runtime release may hold links only to files inside the folder/,
+      );
+    });
+
+    if (kind === "fs") {
+      it("keeps registered releases across a restart", async () => {
+        await server.stop();
+        server = await startServerProcess({ dataDir: join(work, "data-a"), args: serverArgs() });
+        const compiled = await runCli(
+          ["compile", "@atomix/echo@1.0.0", "-r", "2.1.0", "-b", "node20"],
+          env(),
+        );
+        expectExit(compiled, EXIT.ok);
+      });
+    }
+
+    if (kind === "oci") {
+      it("a release registered through one replica builds on another at once, which lists it within a probe interval", async () => {
+        const other = await startServerProcess({ dataDir: join(work, "data-b"), args: serverArgs() });
+        try {
+          await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "2.3.0"), { recursive: true });
+          const added = await runCli(["runtime", "add", join(work, "2.3.0"), "--json"], env());
+          expectExit(added, EXIT.ok);
+          const { digest } = JSON.parse(added.stdout);
+          const onB = { ATOMIX_PLUGINS_SERVER: other.address };
+          const listedOnB = async () =>
+            (
+              JSON.parse((await runCli(["runtime", "ls", "--json"], onB)).stdout) as { version: string }[]
+            ).some((release) => release.version === "2.3.0");
+          assert.ok(await eventually(listedOnB), "replica B lists 2.3.0");
+          const compiled = await runCli(
+            ["compile", "@atomix/echo@1.0.0", "-r", "2.3.0", "-b", "node20"],
+            onB,
+          );
+          expectExit(compiled, EXIT.ok);
+          const manifest = JSON.parse(
+            (await runCli(["inspect", "@atomix/echo@1.0.0", "-r", "2.3.0", "-b", "node20", "--json"], onB))
+              .stdout,
+          );
+          assert.equal(manifest.annotations[ANNOTATIONS.runtimeDigest], digest);
+        } finally {
+          await other.stop();
+        }
+      });
+
+      it("a replica that never listed a release finds it in the registry before answering NOT_FOUND", async () => {
+        // No probe for a minute: only the lookup on a miss can find it.
+        const other = await startServerProcess({
+          dataDir: join(work, "data-c"),
+          args: [...serverArgs(), "--store-probe-interval", "60000"],
+        });
+        try {
+          await cp(join(EXAMPLE_RUNTIMES_DIR, "1.0.0"), join(work, "1.1.0"), { recursive: true });
+          expectExit(await runCli(["runtime", "add", join(work, "1.1.0")], env()), EXIT.ok);
+          const compiled = await runCli(["compile", "counter@1.0.0", "-r", "1.1.0", "-b", "node20"], {
+            ATOMIX_PLUGINS_SERVER: other.address,
+          });
+          expectExit(compiled, EXIT.ok);
+        } finally {
+          await other.stop();
+        }
+      });
+
+      it("stores a release as an OCI artifact of its own type that OCI tools can list and copy", async () => {
+        const base = `http://${registry?.address}/v2/atomix/releases`;
+        const tags = ((await (await fetch(`${base}/tags/list`)).json()) as { tags: string[] }).tags;
+        const tag = runtimeReleaseTag("2.1.0");
+        assert.ok(tags.includes(tag), tags.join(" "));
+        const manifest = (await (
+          await fetch(`${base}/manifests/${tag}`, {
+            headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+          })
+        ).json()) as {
+          artifactType: string;
+          config: { mediaType: string; digest: string };
+          layers: { annotations: Record<string, string> }[];
+        };
+        assert.equal(manifest.artifactType, "application/vnd.atomix.runtime.v1");
+        assert.equal(manifest.config.mediaType, "application/vnd.atomix.runtime.index.v1+json");
+        const inspected = JSON.parse((await runCli(["runtime", "inspect", "2.1.0", "--json"], env())).stdout);
+        assert.equal(manifest.config.digest, inspected.digest);
+        const titles = manifest.layers.map((layer) => layer.annotations["org.opencontainers.image.title"]);
+        assert.ok(titles.includes("runtime.json"), titles.join(" "));
+        assert.ok(titles.includes("modules/@atomix/runtime-sdk/package.json"), titles.join(" "));
+        // Artifact listings skip it.
+        const ls = await runCli(["ls", "--json"], env());
+        expectExit(ls, EXIT.ok);
+      });
+    }
+  });
+}
