@@ -122,7 +122,12 @@ function provenanceSuite(name: string, setUp: () => Promise<Fixture>, tearDown: 
       const roles = new Map(definition.resolvedDependencies?.map((d) => [d.annotations?.role, d]));
       assert.match(Object.keys(roles.get("source")?.digest ?? {})[0] ?? "", /^sha(256|512)$/);
       assert.match(roles.get("toolchain")?.annotations?.version ?? "", /typescript .*esbuild/);
-      assert.ok(roles.has("runtime"));
+      // The runtime release the artifact was built against, by the digest its manifest records.
+      const inspected = await cli(["inspect", "counter@1.0.0", "-r", "1.0.0", "-b", "node20", "--json"]);
+      const runtimeDigest = (JSON.parse(inspected.stdout) as { annotations: Record<string, string> })
+        .annotations["dev.atomix.runtime.digest"];
+      assert.match(runtimeDigest ?? "", /^sha256:[0-9a-f]{64}$/);
+      assert.deepEqual(roles.get("runtime")?.digest, { sha256: runtimeDigest?.slice(7) });
       assert.equal(statement.predicate.runDetails.builder.id, "https://builds.example.com/atomix");
       const { startedOn = "", finishedOn = "" } = statement.predicate.runDetails.metadata ?? {};
       assert.ok(Date.parse(startedOn) <= Date.parse(finishedOn));

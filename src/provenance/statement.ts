@@ -96,9 +96,10 @@ function resolvedDependencies(manifest: ArtifactManifest): ResourceDescriptor[] 
       annotations: { role: "source", ...(integrity ? { integrity } : {}) },
     });
   }
-  const runtimeDigest = annotations["dev.atomix.runtime.digest"];
+  const runtimeDigest = annotations[ANNOTATIONS.runtimeDigest];
   found.push({
     name: `runtime ${key.runtime.version}`,
+    uri: `atomix-runtime://${key.runtime.version}`,
     ...(runtimeDigest?.startsWith("sha256:")
       ? { digest: { sha256: runtimeDigest.slice("sha256:".length) } }
       : {}),
