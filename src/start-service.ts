@@ -60,6 +60,9 @@ async function loadAttestor(config: ServeConfig, log: Logger): Promise<Attestor 
     log.warn({ file: config.signingKey }, "the signing key file is readable by other users: chmod 600 it");
   }
   log.info({ keyId: key.keyId, algorithm: key.algorithm, builderId: config.builderId }, "signing provenance");
+  if (!config.adminToken && !config.adminTokenFile) {
+    log.warn("no admin token: pushed artifacts are stored without signed provenance, since anyone may push");
+  }
   return createAttestor(key, config.builderId);
 }
 

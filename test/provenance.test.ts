@@ -441,3 +441,37 @@ function serverArgs(dir: string): string[] {
     },
   );
 }
+
+describe("signed provenance without an admin token", () => {
+  it("stores pushes unsigned, since anyone may push, and a verifying client refuses them", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "atomix-provenance-open-"));
+    const keys = await keyPairs(dir);
+    const server = await startServerProcess({ dataDir: join(dir, "data"), args: serverArgs(dir) });
+    try {
+      assert.ok(server.logs.some((line) => String(line.msg).startsWith("no admin token: pushed artifacts")));
+      const file = join(dir, "open.mjs");
+      await writeFile(file, "export const driver = {};\n");
+      const pushed = await runCli([
+        "push",
+        "prebuilt@2.0.0",
+        file,
+        "-r",
+        "1.0.0",
+        "-b",
+        "node20",
+        "--server",
+        server.address,
+      ]);
+      assert.equal(pushed.code, 0, pushed.stderr);
+      const pulled = await runCli([
+        ...["pull", "prebuilt@2.0.0", "-r", "1.0.0", "-b", "node20", "-o", join(dir, "out.mjs")],
+        ...["--trust-key", keys.trusted, "--server", server.address],
+      ]);
+      assert.equal(pulled.code, 9, pulled.stderr);
+      assert.match(pulled.stderr, /no signed provenance: .*pushed to one without an admin token/);
+    } finally {
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

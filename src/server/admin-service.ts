@@ -106,7 +106,9 @@ export function createAdminService(deps: AdminDeps): AdminServer {
       maxSize: deps.config.maxArtifactBytes,
       ...expected,
       signal,
-      ...(deps.attestor ? { attest: attestPush(deps.attestor, credential) } : {}),
+      // A signature vouches for who pushed: without an admin token anyone
+      // could, so such pushes are stored unsigned and verifying runtimes refuse them.
+      ...(deps.attestor && deps.auth.required ? { attest: attestPush(deps.attestor, credential) } : {}),
     });
     log.info(
       { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, by: credential },
@@ -154,7 +156,7 @@ export function createAdminService(deps: AdminDeps): AdminServer {
       if (!found.bundle) {
         throw new PluginError(
           Code.NotFound,
-          `the artifact stored for ${formatBuildKey(key)} (${found.manifest.digest}) has no provenance: it was stored by a server without a signing key; build or push it again on one that has --signing-key`,
+          `the artifact stored for ${formatBuildKey(key)} (${found.manifest.digest}) has no signed provenance: it was stored by a server without --signing-key, or pushed to one without an admin token; build it again, or push it with the admin token to a server that signs`,
         );
       }
       return { digest: found.manifest.digest, mediaType: PROVENANCE.bundleMediaType, bundle: found.bundle };
