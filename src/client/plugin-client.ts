@@ -11,6 +11,7 @@ import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
 import { fromServiceError } from "./call-error.js";
 import { type ConnectionOptions, createGrpcClients } from "./grpc-clients.js";
+import { grpcJsPullTransport } from "./grpc-js-pull-transport.js";
 import {
   type CallControl,
   type PullOptions,
@@ -18,7 +19,7 @@ import {
   pullArtifact,
   type RetryControl,
 } from "./pull-artifact.js";
-import { grpcJsPullTransport, type PullTransport } from "./pull-transport.js";
+import type { PullTransport } from "./pull-transport.js";
 import { backoffDelay, cancelled, isRetryable, resolveRetryPolicy, sleep } from "./retry-policy.js";
 import { pullTarget, socketPullTransport } from "./socket-pull-transport.js";
 
@@ -173,7 +174,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         return await unaryOnce(control?.signal, deadline, start);
       } catch (error) {
         const failure = fromServiceError(error);
-        if (!isRetryable(failure) || attempt >= policy.maxAttempts) throw failure;
+        if (!isRetryable(failure.code) || attempt >= policy.maxAttempts) throw failure;
         const delay = backoffDelay(attempt, policy);
         if (deadline !== undefined && Date.now() + delay >= deadline) {
           throw new PluginError(
