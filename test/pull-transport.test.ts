@@ -95,6 +95,9 @@ const behaviours: Record<string, Behaviour> = {
     session?.goaway(constants.NGHTTP2_NO_ERROR, 0);
     setTimeout(() => session?.destroy(), 50);
   },
+  "going-away-kept"(stream, offset, attempt) {
+    return behaviours["going-away-once"]?.(stream, offset, attempt);
+  },
   refused(stream) {
     stream.close(constants.NGHTTP2_REFUSED_STREAM);
   },
@@ -236,6 +239,25 @@ function describeTransport(transport: Transport) {
         assert.equal(result.attempts[0]?.bytes, 0);
       } finally {
         fresh.close();
+      }
+    });
+
+    it("sends a call again at once when its kept connection turns out to be going away", async () => {
+      const kept = connect();
+      try {
+        await kept.pull(key("ok"), { to: join(work, "warm.bin") });
+        // The server answers the next call on that connection with GOAWAY: the
+        // own reader sends it again on a new connection without spending an
+        // attempt; grpc-js reports the dropped connection, and the retry does it.
+        const to = join(work, "kept-goaway.bin");
+        const result = await kept.pull(key("going-away-kept"), {
+          to,
+          retry: { maxAttempts: 2, initialDelayMs: 1 },
+        });
+        assert.ok((await readFile(to)).equals(artifact));
+        assert.equal(result.attempts.length, transport === "auto" ? 1 : 2);
+      } finally {
+        kept.close();
       }
     });
 
