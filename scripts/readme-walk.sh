@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Walks the README as a newcomer does, in a fresh clone of this checkout:
+# checks that its second command is `bash .ci/run` (which runs this walk),
 # runs its first command (`npm ci && npm start`, the server in the
 # background), waits until the server serves, then runs every shell block
 # marked `<!-- walk -->` in the README, in order, line by line. A line whose
@@ -23,6 +24,12 @@ mkdir -p "$HOME"
 
 first="$(grep -m1 -E '^npm ci && npm start' README.md | sed 's/[[:space:]]*#.*$//')"
 [ -n "$first" ] || { echo "readme-walk: the README does not start with npm ci && npm start"; exit 1; }
+# The second command is .ci/run, which runs this walk: it is checked, not run.
+second="$(grep -m1 -A1 -E '^npm ci && npm start' README.md | tail -n 1 | sed 's/[[:space:]]*#.*$//')"
+[ "$second" = "bash .ci/run" ] || {
+  echo "readme-walk: the README's second command is \"$second\", not bash .ci/run (what CI runs)"
+  exit 1
+}
 echo "readme-walk: $first"
 # Its own process group, so that the server npm starts goes with it.
 setsid bash -c "$first" >"$work/server.log" 2>&1 &

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { Metadata } from "@grpc/grpc-js";
 import { createGrpcClients } from "../src/client/grpc-clients.js";
 import { Code, createPluginClient, loadPlugin, type PluginClient, PluginError } from "../src/client/index.js";
@@ -29,254 +31,317 @@ async function rejectsWith(promise: Promise<unknown>, code: Code, pattern?: RegE
   assert.fail(`expected ${Code[code]}, but the call succeeded`);
 }
 
-describe("client pull", () => {
-  let server: TestServer;
-  let client: PluginClient;
-  let work: string;
-  const artifact = randomBytes(3 * 1024 * 1024 + 17);
-
-  before(async () => {
-    server = await startTestServer({ config: { chunkSize: 64 * 1024 } });
-    client = createPluginClient({ address: server.address });
-    work = await mkdtemp(join(tmpdir(), "atomix-pull-"));
-    await client.push(key("blob"), [artifact]);
+/** A TCP relay to `target` that counts the connections it accepts: each is a handshake the client paid. */
+async function countingRelay(
+  target: string,
+): Promise<{ address: string; accepted(): number; close(): Promise<void> }> {
+  let accepted = 0;
+  const sockets = new Set<Socket>();
+  const relay = createServer((downstream) => {
+    accepted++;
+    const upstream = connect(Number(target.split(":").at(-1)), "127.0.0.1");
+    for (const socket of [downstream, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => sockets.delete(socket));
+    }
+    downstream.pipe(upstream).pipe(downstream);
   });
-  after(async () => {
-    client.close();
-    await server.close();
-    await rm(work, { recursive: true, force: true });
-  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
+    accepted: () => accepted,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => relay.close(() => resolve()));
+    },
+  };
+}
 
-  it("writes the verified artifact and leaves no temporary file", async () => {
-    const dir = await mkdtemp(join(work, "plain-"));
-    const to = join(dir, "blob.bin");
-    const seen: number[] = [];
-    const result = await client.pull(key("blob"), { to, onProgress: (p) => seen.push(p.received) });
-    assert.deepEqual(await readFile(to), artifact);
-    assert.equal(result.digest, sha256(artifact));
-    assert.equal(result.size, artifact.length);
-    assert.equal(result.fromCache, false);
-    assert.equal(result.transferredBytes, artifact.length);
-    assert.deepEqual(result.attempts, [{ offset: 0, bytes: artifact.length }]);
-    assert.equal(seen.at(-1), artifact.length);
-    assert.deepEqual(await readdir(dir), ["blob.bin"]);
-  });
+/** test/fixtures/tls, from dist/test/. */
+const fixture = (name: string) => fileURLToPath(new URL(`../../test/fixtures/tls/${name}`, import.meta.url));
 
-  it("pulls the same over grpc-js, for targets the client's own reader does not take", async () => {
-    const viaGrpcJs = createPluginClient({ address: server.address, pullTransport: "grpc-js" });
-    try {
-      const to = join(work, "grpc-js.bin");
-      const cacheDir = join(work, "grpc-js-cache");
-      const result = await viaGrpcJs.pull(key("blob"), { to, cacheDir });
+/** The client's pulls against the real server, over each of its two transports. */
+function describeClientPull(transport: "auto" | "grpc-js") {
+  describe(`client pull over ${transport === "auto" ? "the client's own reader" : "grpc-js"}`, () => {
+    let server: TestServer;
+    let client: PluginClient;
+    let work: string;
+    const artifact = randomBytes(3 * 1024 * 1024 + 17);
+    const connect = (address: string) => createPluginClient({ address, pullTransport: transport });
+
+    before(async () => {
+      server = await startTestServer({ config: { chunkSize: 64 * 1024 } });
+      client = connect(server.address);
+      work = await mkdtemp(join(tmpdir(), "atomix-pull-"));
+      await client.push(key("blob"), [artifact]);
+    });
+    after(async () => {
+      client.close();
+      await server.close();
+      await rm(work, { recursive: true, force: true });
+    });
+
+    it("writes the verified artifact and leaves no temporary file", async () => {
+      const dir = await mkdtemp(join(work, "plain-"));
+      const to = join(dir, "blob.bin");
+      const seen: number[] = [];
+      const result = await client.pull(key("blob"), { to, onProgress: (p) => seen.push(p.received) });
       assert.deepEqual(await readFile(to), artifact);
       assert.equal(result.digest, sha256(artifact));
-      const again = await viaGrpcJs.pull(key("blob"), { to, cacheDir });
-      assert.equal(again.fromCache, true);
-      await rejectsWith(viaGrpcJs.pull(key("absent"), { to: join(work, "absent.bin") }), Code.NotFound);
-    } finally {
-      viaGrpcJs.close();
-    }
-  });
-
-  it("a cache hit transfers no artifact bytes", async () => {
-    const cacheDir = join(work, "cache-hit");
-    const first = await client.pull(key("blob"), { to: join(work, "first.bin"), cacheDir });
-    assert.equal(first.fromCache, false);
-    const pullsBefore = server.pulls.length;
-    const second = await client.pull(key("blob"), { to: join(work, "second.bin"), cacheDir });
-    assert.equal(second.fromCache, true);
-    assert.equal(second.transferredBytes, 0);
-    assert.deepEqual(await readFile(join(work, "second.bin")), artifact);
-    // The server was asked (x-plugin-if-none-match) and sent no chunk.
-    assert.deepEqual(server.pulls.slice(pullsBefore), [{ code: Code.Ok, bytes: 0 }]);
-  });
-
-  it("a cache with a size limit evicts the least recently used artifacts", async () => {
-    const cacheDir = join(work, "cache-lru");
-    const bodies = new Map(["lru-a", "lru-b", "lru-c"].map((name) => [name, randomBytes(100_000)]));
-    for (const [name, body] of bodies) await client.push(key(name), [body]);
-    const pull = async (name: string) => {
-      await new Promise((resolve) => setTimeout(resolve, 20)); // distinct mtimes
-      return client.pull(key(name), { to: join(work, `${name}.bin`), cacheDir, cacheMaxBytes: 250_000 });
-    };
-    const cached = async () =>
-      (await readdir(join(cacheDir, "blobs", "sha256"))).map((hex) => `sha256:${hex}`).sort();
-    await pull("lru-a");
-    await pull("lru-b");
-    assert.equal((await pull("lru-a")).fromCache, true); // a is now the more recently used
-    await pull("lru-c"); // 300 kB > 250 kB: b goes
-    const [a, b, c] = [...bodies.values()].map(sha256);
-    assert.deepEqual(await cached(), [a, c].sort());
-    assert.equal((await readdir(join(cacheDir, "keys"))).length, 2, "b's key file went with its blob");
-    const again = await pull("lru-b");
-    assert.equal(again.fromCache, false);
-    assert.deepEqual(await readFile(join(work, "lru-b.bin")), bodies.get("lru-b"));
-    assert.ok(!(await cached()).includes(a as string), "then a, the least recently used, went");
-    assert.ok((await cached()).includes(b as string));
-  });
-
-  it("a digest pinned by the caller and cached makes no call at all", async () => {
-    const cacheDir = join(work, "cache-pinned");
-    await client.pull(key("blob"), { to: join(work, "pin-1.bin"), cacheDir });
-    const pullsBefore = server.pulls.length;
-    const result = await client.pull(key("blob"), {
-      to: join(work, "pin-2.bin"),
-      cacheDir,
-      expectedDigest: sha256(artifact) as `sha256:${string}`,
+      assert.equal(result.size, artifact.length);
+      assert.equal(result.fromCache, false);
+      assert.equal(result.transferredBytes, artifact.length);
+      assert.deepEqual(result.attempts, [{ offset: 0, bytes: artifact.length }]);
+      assert.equal(seen.at(-1), artifact.length);
+      assert.deepEqual(await readdir(dir), ["blob.bin"]);
     });
-    assert.equal(result.fromCache, true);
-    assert.deepEqual(result.attempts, []);
-    assert.equal(server.pulls.length, pullsBefore);
-  });
 
-  it("a cached copy that is out of date or damaged is fetched again", async () => {
-    const cacheDir = join(work, "cache-stale");
-    const first = randomBytes(100_000);
-    await client.push(key("changing"), [first]);
-    await client.pull(key("changing"), { to: join(work, "changing-1.bin"), cacheDir });
-    const second = randomBytes(120_000);
-    await client.push(key("changing"), [second]);
-    const updated = await client.pull(key("changing"), { to: join(work, "changing-2.bin"), cacheDir });
-    assert.equal(updated.fromCache, false);
-    assert.deepEqual(await readFile(join(work, "changing-2.bin")), second);
+    it("a cache hit transfers no artifact bytes", async () => {
+      const cacheDir = join(work, "cache-hit");
+      const first = await client.pull(key("blob"), { to: join(work, "first.bin"), cacheDir });
+      assert.equal(first.fromCache, false);
+      const pullsBefore = server.pulls.length;
+      const second = await client.pull(key("blob"), { to: join(work, "second.bin"), cacheDir });
+      assert.equal(second.fromCache, true);
+      assert.equal(second.transferredBytes, 0);
+      assert.deepEqual(await readFile(join(work, "second.bin")), artifact);
+      // The server was asked (x-plugin-if-none-match) and sent no chunk.
+      assert.deepEqual(server.pulls.slice(pullsBefore), [{ code: Code.Ok, bytes: 0 }]);
+    });
 
-    const blob = join(cacheDir, "blobs", "sha256", sha256(second).slice("sha256:".length));
-    const damaged = Buffer.from(second);
-    damaged[5] = (damaged[5] ?? 0) ^ 0xff;
-    await writeFile(blob, damaged);
-    const refetched = await client.pull(key("changing"), { to: join(work, "changing-3.bin"), cacheDir });
-    assert.equal(refetched.fromCache, false);
-    assert.equal(refetched.transferredBytes, second.length);
-    assert.deepEqual(await readFile(join(work, "changing-3.bin")), second);
-  });
+    it("a cache with a size limit evicts the least recently used artifacts", async () => {
+      const cacheDir = join(work, "cache-lru");
+      const bodies = new Map(["lru-a", "lru-b", "lru-c"].map((name) => [name, randomBytes(100_000)]));
+      for (const [name, body] of bodies) await client.push(key(name), [body]);
+      const pull = async (name: string) => {
+        await new Promise((resolve) => setTimeout(resolve, 20)); // distinct mtimes
+        return client.pull(key(name), { to: join(work, `${name}.bin`), cacheDir, cacheMaxBytes: 250_000 });
+      };
+      const cached = async () =>
+        (await readdir(join(cacheDir, "blobs", "sha256"))).map((hex) => `sha256:${hex}`).sort();
+      await pull("lru-a");
+      await pull("lru-b");
+      assert.equal((await pull("lru-a")).fromCache, true); // a is now the more recently used
+      await pull("lru-c"); // 300 kB > 250 kB: b goes
+      const [a, b, c] = [...bodies.values()].map(sha256);
+      assert.deepEqual(await cached(), [a, c].sort());
+      assert.equal((await readdir(join(cacheDir, "keys"))).length, 2, "b's key file went with its blob");
+      const again = await pull("lru-b");
+      assert.equal(again.fromCache, false);
+      assert.deepEqual(await readFile(join(work, "lru-b.bin")), bodies.get("lru-b"));
+      assert.ok(!(await cached()).includes(a as string), "then a, the least recently used, went");
+      assert.ok((await cached()).includes(b as string));
+    });
 
-  it("a tampered stored blob is refused with DATA_LOSS and nothing is written", async () => {
-    const bytes = randomBytes(200_000);
-    const manifest = await client.push(key("tampered"), [bytes]);
-    const hex = manifest.digest.slice("sha256:".length);
-    const stored = join(server.dataDir, "blobs", "sha256", hex.slice(0, 2), hex);
-    const tampered = Buffer.from(bytes);
-    tampered.fill(0x41, 1000, 1100);
-    await writeFile(stored, tampered);
-
-    const dir = await mkdtemp(join(work, "tampered-"));
-    const to = join(dir, "tampered.bin");
-    await rejectsWith(
-      client.pull(key("tampered"), { to }),
-      Code.DataLoss,
-      new RegExp(`hashing to sha256:[0-9a-f]{64}, but the server announced ${manifest.digest}`),
-    );
-    assert.deepEqual(await readdir(dir), [], "neither the artifact nor a temporary file is left");
-  });
-
-  it("an expected digest the server does not hold is refused before any byte is fetched", async () => {
-    const dir = await mkdtemp(join(work, "expected-"));
-    const pullsBefore = server.pulls.length;
-    await rejectsWith(
-      client.pull(key("blob"), { to: join(dir, "x.bin"), expectedDigest: `sha256:${"0".repeat(64)}` }),
-      Code.FailedPrecondition,
-      /not the expected sha256:0{64}/,
-    );
-    assert.deepEqual(await readdir(dir), []);
-    assert.ok(server.pulls.slice(pullsBefore).every((p) => p.bytes < artifact.length));
-  });
-
-  it("a missing key is NOT_FOUND and leaves `to` untouched", async () => {
-    const to = join(work, "kept.bin");
-    await writeFile(to, "previous");
-    await rejectsWith(client.pull(key("absent"), { to }), Code.NotFound, /absent@1\.0\.0/);
-    assert.equal(await readFile(to, "utf8"), "previous");
-  });
-
-  it("an invalid key is refused before any call", async () => {
-    await rejectsWith(
-      client.pull(key("blob", "latest"), { to: join(work, "never.bin") }),
-      Code.InvalidArgument,
-      /plugin\.version "latest"/,
-    );
-  });
-
-  it("an offset past the end is OUT_OF_RANGE; an offset at the end sends nothing", async () => {
-    const clients = createGrpcClients({ address: server.address });
-    const pullWithOffset = (offset: number) =>
-      new Promise<{ bytes: number; digest: string }>((resolve, reject) => {
-        const metadata = new Metadata();
-        metadata.set(PULL_METADATA.offset, String(offset));
-        const call = clients.registry.pullPlugin(key("blob"), metadata);
-        let bytes = 0;
-        let digest = "";
-        call.on("metadata", (m: Metadata) => {
-          digest = String(m.get(PULL_METADATA.digest)[0]);
-        });
-        call.on("data", (m: { data: Uint8Array }) => {
-          bytes += m.data.byteLength;
-        });
-        call.on("error", reject);
-        call.on("end", () => resolve({ bytes, digest }));
+    it("a digest pinned by the caller and cached makes no call at all", async () => {
+      const cacheDir = join(work, "cache-pinned");
+      await client.pull(key("blob"), { to: join(work, "pin-1.bin"), cacheDir });
+      const pullsBefore = server.pulls.length;
+      const result = await client.pull(key("blob"), {
+        to: join(work, "pin-2.bin"),
+        cacheDir,
+        expectedDigest: sha256(artifact) as `sha256:${string}`,
       });
-    try {
-      await assert.rejects(
-        pullWithOffset(artifact.length + 1),
-        (error: { code: number; details: string }) => {
-          assert.equal(error.code, Code.OutOfRange);
-          assert.match(error.details, /past the end/);
-          return true;
-        },
-      );
-      assert.deepEqual(await pullWithOffset(artifact.length), { bytes: 0, digest: sha256(artifact) });
-      assert.deepEqual(await pullWithOffset(artifact.length - 10), { bytes: 10, digest: sha256(artifact) });
-    } finally {
-      clients.close();
-    }
-  });
+      assert.equal(result.fromCache, true);
+      assert.deepEqual(result.attempts, []);
+      assert.equal(server.pulls.length, pullsBefore);
+    });
 
-  it("an aborted pull rejects with CANCELLED and leaves nothing behind", async () => {
-    const dir = await mkdtemp(join(work, "abort-"));
-    const controller = new AbortController();
-    await rejectsWith(
-      client.pull(key("blob"), {
-        to: join(dir, "aborted.bin"),
-        signal: controller.signal,
-        onProgress: () => controller.abort(),
-      }),
-      Code.Cancelled,
-    );
-    assert.deepEqual(await readdir(dir), []);
-  });
+    it("a cached copy that is out of date or damaged is fetched again", async () => {
+      const cacheDir = join(work, "cache-stale");
+      const first = randomBytes(100_000);
+      await client.push(key("changing"), [first]);
+      await client.pull(key("changing"), { to: join(work, "changing-1.bin"), cacheDir });
+      const second = randomBytes(120_000);
+      await client.push(key("changing"), [second]);
+      const updated = await client.pull(key("changing"), { to: join(work, "changing-2.bin"), cacheDir });
+      assert.equal(updated.fromCache, false);
+      assert.deepEqual(await readFile(join(work, "changing-2.bin")), second);
 
-  it("retries stop at the deadline with DEADLINE_EXCEEDED", async () => {
-    // Nothing listens on port 1: every attempt is UNAVAILABLE.
-    const unreachable = createPluginClient({ address: "127.0.0.1:1" });
-    try {
+      const blob = join(cacheDir, "blobs", "sha256", sha256(second).slice("sha256:".length));
+      const damaged = Buffer.from(second);
+      damaged[5] = (damaged[5] ?? 0) ^ 0xff;
+      await writeFile(blob, damaged);
+      const refetched = await client.pull(key("changing"), { to: join(work, "changing-3.bin"), cacheDir });
+      assert.equal(refetched.fromCache, false);
+      assert.equal(refetched.transferredBytes, second.length);
+      assert.deepEqual(await readFile(join(work, "changing-3.bin")), second);
+    });
+
+    it("a tampered stored blob is refused with DATA_LOSS and nothing is written", async () => {
+      const bytes = randomBytes(200_000);
+      const manifest = await client.push(key("tampered"), [bytes]);
+      const hex = manifest.digest.slice("sha256:".length);
+      const stored = join(server.dataDir, "blobs", "sha256", hex.slice(0, 2), hex);
+      const tampered = Buffer.from(bytes);
+      tampered.fill(0x41, 1000, 1100);
+      await writeFile(stored, tampered);
+
+      const dir = await mkdtemp(join(work, "tampered-"));
+      const to = join(dir, "tampered.bin");
       await rejectsWith(
-        unreachable.pull(key("blob"), {
-          to: join(work, "never.bin"),
-          timeoutMs: 300,
-          retry: { maxAttempts: 1000, initialDelayMs: 20, maxDelayMs: 100 },
+        client.pull(key("tampered"), { to }),
+        Code.DataLoss,
+        new RegExp(`hashing to sha256:[0-9a-f]{64}, but the server announced ${manifest.digest}`),
+      );
+      assert.deepEqual(await readdir(dir), [], "neither the artifact nor a temporary file is left");
+    });
+
+    it("an expected digest the server does not hold is refused before any byte is fetched", async () => {
+      const dir = await mkdtemp(join(work, "expected-"));
+      const pullsBefore = server.pulls.length;
+      await rejectsWith(
+        client.pull(key("blob"), { to: join(dir, "x.bin"), expectedDigest: `sha256:${"0".repeat(64)}` }),
+        Code.FailedPrecondition,
+        /not the expected sha256:0{64}/,
+      );
+      assert.deepEqual(await readdir(dir), []);
+      assert.ok(server.pulls.slice(pullsBefore).every((p) => p.bytes < artifact.length));
+    });
+
+    it("a missing key is NOT_FOUND and leaves `to` untouched", async () => {
+      const to = join(work, "kept.bin");
+      await writeFile(to, "previous");
+      await rejectsWith(client.pull(key("absent"), { to }), Code.NotFound, /absent@1\.0\.0/);
+      assert.equal(await readFile(to, "utf8"), "previous");
+    });
+
+    it("an invalid key is refused before any call", async () => {
+      await rejectsWith(
+        client.pull(key("blob", "latest"), { to: join(work, "never.bin") }),
+        Code.InvalidArgument,
+        /plugin\.version "latest"/,
+      );
+    });
+
+    it("an offset past the end is OUT_OF_RANGE; an offset at the end sends nothing", async () => {
+      const clients = createGrpcClients({ address: server.address });
+      const pullWithOffset = (offset: number) =>
+        new Promise<{ bytes: number; digest: string }>((resolve, reject) => {
+          const metadata = new Metadata();
+          metadata.set(PULL_METADATA.offset, String(offset));
+          const call = clients.registry.pullPlugin(key("blob"), metadata);
+          let bytes = 0;
+          let digest = "";
+          call.on("metadata", (m: Metadata) => {
+            digest = String(m.get(PULL_METADATA.digest)[0]);
+          });
+          call.on("data", (m: { data: Uint8Array }) => {
+            bytes += m.data.byteLength;
+          });
+          call.on("error", reject);
+          call.on("end", () => resolve({ bytes, digest }));
+        });
+      try {
+        await assert.rejects(
+          pullWithOffset(artifact.length + 1),
+          (error: { code: number; details: string }) => {
+            assert.equal(error.code, Code.OutOfRange);
+            assert.match(error.details, /past the end/);
+            return true;
+          },
+        );
+        assert.deepEqual(await pullWithOffset(artifact.length), { bytes: 0, digest: sha256(artifact) });
+        assert.deepEqual(await pullWithOffset(artifact.length - 10), { bytes: 10, digest: sha256(artifact) });
+      } finally {
+        clients.close();
+      }
+    });
+
+    it("an aborted pull rejects with CANCELLED and leaves nothing behind", async () => {
+      const dir = await mkdtemp(join(work, "abort-"));
+      const controller = new AbortController();
+      await rejectsWith(
+        client.pull(key("blob"), {
+          to: join(dir, "aborted.bin"),
+          signal: controller.signal,
+          onProgress: () => controller.abort(),
         }),
-        Code.DeadlineExceeded,
+        Code.Cancelled,
       );
-      await rejectsWith(
-        unreachable.compile(key("blob"), { retry: { maxAttempts: 2, initialDelayMs: 1 } }),
-        Code.Unavailable,
-      );
-      await rejectsWith(
-        unreachable.compile(key("blob"), {
-          timeoutMs: 200,
-          retry: { maxAttempts: 1000, initialDelayMs: 20, maxDelayMs: 100 },
-        }),
-        Code.DeadlineExceeded,
-      );
-    } finally {
-      unreachable.close();
-    }
-  });
+      assert.deepEqual(await readdir(dir), []);
+    });
 
-  it("compile returns the parsed reference of the stored artifact", async () => {
-    const reference = await client.compile(key("blob"));
-    assert.deepEqual(reference, { key: key("blob"), digest: sha256(artifact) });
+    it("retries stop at the deadline with DEADLINE_EXCEEDED", async () => {
+      // Nothing listens on port 1: every attempt is UNAVAILABLE.
+      const unreachable = connect("127.0.0.1:1");
+      try {
+        await rejectsWith(
+          unreachable.pull(key("blob"), {
+            to: join(work, "never.bin"),
+            timeoutMs: 300,
+            retry: { maxAttempts: 1000, initialDelayMs: 20, maxDelayMs: 100 },
+          }),
+          Code.DeadlineExceeded,
+        );
+        await rejectsWith(
+          unreachable.compile(key("blob"), { retry: { maxAttempts: 2, initialDelayMs: 1 } }),
+          Code.Unavailable,
+        );
+        await rejectsWith(
+          unreachable.compile(key("blob"), {
+            timeoutMs: 200,
+            retry: { maxAttempts: 1000, initialDelayMs: 20, maxDelayMs: 100 },
+          }),
+          Code.DeadlineExceeded,
+        );
+      } finally {
+        unreachable.close();
+      }
+    });
+
+    it("compile returns the parsed reference of the stored artifact", async () => {
+      const reference = await client.compile(key("blob"));
+      assert.deepEqual(reference, { key: key("blob"), digest: sha256(artifact) });
+    });
+
+    it("keeps one TLS connection for pulls, a cache check and a pull abandoned midway", async () => {
+      const secure = await startTestServer({
+        config: { chunkSize: 64 * 1024, tlsCert: fixture("server.pem"), tlsKey: fixture("server-key.pem") },
+      });
+      const relay = await countingRelay(secure.address);
+      const tlsClient = createPluginClient({
+        address: relay.address,
+        tls: { caFile: fixture("ca.pem"), serverName: "registry.test" },
+        pullTransport: transport,
+      });
+      try {
+        await tlsClient.push(key("kept"), [artifact]);
+        // Push goes over grpc-js's channel; the own reader's pulls dial one connection of their own.
+        const beforePulls = relay.accepted();
+        const cacheDir = join(work, `kept-cache-${transport}`);
+        const to = join(work, `kept-${transport}.bin`);
+        await tlsClient.pull(key("kept"), { to, cacheDir });
+        assert.equal((await tlsClient.pull(key("kept"), { to, cacheDir })).fromCache, true);
+        const controller = new AbortController();
+        await rejectsWith(
+          tlsClient.pull(key("kept"), {
+            to: join(work, `kept-aborted-${transport}.bin`),
+            signal: controller.signal,
+            onProgress: () => controller.abort(),
+          }),
+          Code.Cancelled,
+        );
+        const last = await tlsClient.pull(key("kept"), { to });
+        assert.equal(last.transferredBytes, artifact.length);
+        assert.equal(beforePulls, 1);
+        assert.equal(
+          relay.accepted() - beforePulls,
+          transport === "auto" ? 1 : 0,
+          "four pulls over one TLS connection",
+        );
+      } finally {
+        tlsClient.close();
+        await relay.close();
+        await secure.close();
+      }
+    });
   });
-});
+}
+
+describeClientPull("auto");
+describeClientPull("grpc-js");
 
 describe("loadPlugin", () => {
   let server: TestServer;

@@ -1,21 +1,12 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import {
-  Metadata,
-  Server,
-  ServerCredentials,
-  type ServerUnaryCall,
-  type ServerWritableStream,
-  type sendUnaryData,
-} from "@grpc/grpc-js";
 import { Code, createPluginClient, PluginError } from "../src/client/index.js";
-import { PluginCompilerService, PluginRegistryService } from "../src/gen/atomix/runtime/v1/plugin.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 
 /** test/fixtures/tls, from dist/test/. */
 const fixture = (name: string) => fileURLToPath(new URL(`../../test/fixtures/tls/${name}`, import.meta.url));
@@ -23,8 +14,14 @@ const key = {
   runtime: { version: "1.0.0", buildVersion: "node20" },
   plugin: { name: "counter", version: "1.0.0" },
 };
-const DIGEST = `sha256:${"ab".repeat(32)}`;
 const ARTIFACT = randomBytes(3 * 1024 * 1024 + 5);
+const DIGEST = `sha256:${createHash("sha256").update(ARTIFACT).digest("hex")}`;
+const mutualTls = {
+  caFile: fixture("ca.pem"),
+  certFile: fixture("client.pem"),
+  keyFile: fixture("client-key.pem"),
+  serverName: "registry.test",
+};
 
 async function code(promise: Promise<unknown>): Promise<string> {
   try {
@@ -37,59 +34,30 @@ async function code(promise: Promise<unknown>): Promise<string> {
 }
 
 describe("client TLS options", () => {
-  let server: Server;
+  let server: TestServer;
   let address: string;
 
   before(async () => {
-    // A PluginCompiler that demands mutual TLS, answering with a fixed reference.
-    server = new Server();
-    server.addService(PluginCompilerService, {
-      compilePlugin(_call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<{ plugin: string }>) {
-        callback(null, { plugin: `atomix-plugin://1.0.0/node20/counter@1.0.0@${DIGEST}` });
+    // The server as serve runs it, demanding mutual TLS, holding one artifact.
+    server = await startTestServer({
+      config: {
+        tlsCert: fixture("server.pem"),
+        tlsKey: fixture("server-key.pem"),
+        tlsClientCa: fixture("ca.pem"),
       },
     });
-    // A PluginRegistry serving one artifact in 1 MiB chunks.
-    server.addService(PluginRegistryService, {
-      pullPlugin(call: ServerWritableStream<unknown, { data: Buffer }>) {
-        const headers = new Metadata();
-        headers.set("x-plugin-digest", `sha256:${createHash("sha256").update(ARTIFACT).digest("hex")}`);
-        headers.set("x-plugin-size", String(ARTIFACT.length));
-        call.sendMetadata(headers);
-        for (let at = 0; at < ARTIFACT.length; at += 1024 * 1024) {
-          call.write({ data: ARTIFACT.subarray(at, at + 1024 * 1024) });
-        }
-        call.end();
-      },
-    });
-    const credentials = ServerCredentials.createSsl(
-      readFileSync(fixture("ca.pem")),
-      [
-        {
-          private_key: readFileSync(fixture("server-key.pem")),
-          cert_chain: readFileSync(fixture("server.pem")),
-        },
-      ],
-      true,
-    );
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", credentials, (error, p) => (error ? reject(error) : resolve(p))),
-    );
-    address = `127.0.0.1:${port}`;
+    address = server.address;
+    const admin = createPluginClient({ address, tls: mutualTls });
+    try {
+      await admin.push(key, [ARTIFACT]);
+    } finally {
+      admin.close();
+    }
   });
-  after(() => {
-    server.forceShutdown();
-  });
+  after(() => server.close());
 
   it("connects with a CA, a client certificate and a server name", async () => {
-    const client = createPluginClient({
-      address,
-      tls: {
-        caFile: fixture("ca.pem"),
-        certFile: fixture("client.pem"),
-        keyFile: fixture("client-key.pem"),
-        serverName: "registry.test",
-      },
-    });
+    const client = createPluginClient({ address, tls: mutualTls });
     const dir = await mkdtemp(join(tmpdir(), "atomix-tls-"));
     try {
       assert.equal((await client.compile(key)).digest, DIGEST);

@@ -17,10 +17,13 @@ import { PullPluginRequest } from "../src/gen/atomix/runtime/v1/plugin.js";
 import type { BuildKey } from "../src/model/build-key.js";
 
 /**
- * The client's own PullPlugin reader against a real HTTP/2 server that
- * misbehaves on demand: the plugin name in the request picks the behaviour.
- * The server pads every frame it sends and adds a header larger than one
- * frame, so padding and CONTINUATION frames are read on every call.
+ * Both PullPlugin transports of the client (its own HTTP/2 reader, "auto",
+ * and grpc-js) against a real HTTP/2 server that misbehaves on demand: the
+ * plugin name in the request picks the behaviour. The server pads every
+ * frame it sends and adds a header larger than one frame, so padding and
+ * CONTINUATION frames are read on every call. One suite, both transports:
+ * they must give the same codes, resume the same way and keep their
+ * connection the same way.
  */
 const artifact = randomBytes(2_500_000);
 const digest = `sha256:${createHash("sha256").update(artifact).digest("hex")}`;
@@ -92,8 +95,19 @@ const behaviours: Record<string, Behaviour> = {
     session?.goaway(constants.NGHTTP2_NO_ERROR, 0);
     setTimeout(() => session?.destroy(), 50);
   },
+  "going-away-kept"(stream, offset, attempt) {
+    return behaviours["going-away-once"]?.(stream, offset, attempt);
+  },
   refused(stream) {
     stream.close(constants.NGHTTP2_REFUSED_STREAM);
+  },
+  "unavailable-once"(stream, offset, attempt) {
+    if (attempt > 1) return behaviours.ok?.(stream, offset, attempt);
+    // A server's own UNAVAILABLE (its store unreachable, say): the connection is fine.
+    stream.respond(
+      { ":status": 200, "content-type": "application/grpc", "grpc-status": "14", "grpc-message": "busy" },
+      { endStream: true },
+    );
   },
 
   "not-found"(stream) {
@@ -102,7 +116,8 @@ const behaviours: Record<string, Behaviour> = {
         ":status": 200,
         "content-type": "application/grpc",
         "grpc-status": "5",
-        "grpc-message": encodeURIComponent("no plugin named not-found: é"),
+        // Percent-encoded as gRPC says: only what is not printable ASCII, and "%".
+        "grpc-message": "no plugin named not-found: %C3%A9",
       },
       { endStream: true },
     );
@@ -134,140 +149,199 @@ const behaviours: Record<string, Behaviour> = {
   silent() {},
 };
 
-describe("the client's PullPlugin reader", () => {
-  let server: Http2Server;
-  let client: PluginClient;
-  let work: string;
-  const attempts = new Map<string, number>();
-  const requests: IncomingHttpHeaders[] = [];
+type Transport = "auto" | "grpc-js";
 
-  before(async () => {
-    server = createServer({ paddingStrategy: constants.PADDING_STRATEGY_MAX });
-    server.on("stream", (stream, headers) => {
-      requests.push(headers);
-      const body: Buffer[] = [];
-      stream.on("data", (chunk: Buffer) => body.push(chunk));
-      stream.on("end", () => {
-        const request = PullPluginRequest.decode(Buffer.concat(body).subarray(5));
-        const name = request.plugin?.name ?? "";
-        const attempt = (attempts.get(name) ?? 0) + 1;
-        attempts.set(name, attempt);
-        const offset = Number(headers["x-plugin-offset"] ?? 0);
-        stream.on("error", () => {});
-        behaviours[name]?.(stream, offset, attempt);
+function describeTransport(transport: Transport) {
+  describe(`PullPlugin over ${transport === "auto" ? "the client's own reader" : "grpc-js"}`, () => {
+    let server: Http2Server;
+    let client: PluginClient;
+    let address: string;
+    let work: string;
+    let connections = 0;
+    const attempts = new Map<string, number>();
+    const requests: IncomingHttpHeaders[] = [];
+    const connect = (options: { address?: string; token?: string } = {}) =>
+      createPluginClient({ address, pullTransport: transport, ...options });
+
+    before(async () => {
+      server = createServer({ paddingStrategy: constants.PADDING_STRATEGY_MAX });
+      server.on("session", () => connections++);
+      server.on("stream", (stream, headers) => {
+        requests.push(headers);
+        const body: Buffer[] = [];
+        stream.on("data", (chunk: Buffer) => body.push(chunk));
+        stream.on("end", () => {
+          const request = PullPluginRequest.decode(Buffer.concat(body).subarray(5));
+          const name = request.plugin?.name ?? "";
+          const attempt = (attempts.get(name) ?? 0) + 1;
+          attempts.set(name, attempt);
+          const offset = Number(headers["x-plugin-offset"] ?? 0);
+          stream.on("error", () => {});
+          behaviours[name]?.(stream, offset, attempt);
+        });
       });
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+      client = connect({ token: "s3cret" });
+      work = await mkdtemp(join(tmpdir(), "atomix-transport-"));
     });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    client = createPluginClient({
-      address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
-      token: "s3cret",
+    after(async () => {
+      client.close();
+      await new Promise((resolve) => server.close(resolve));
+      await rm(work, { recursive: true, force: true });
     });
-    work = await mkdtemp(join(tmpdir(), "atomix-transport-"));
-  });
-  after(async () => {
-    client.close();
-    await new Promise((resolve) => server.close(resolve));
-    await rm(work, { recursive: true, force: true });
-  });
 
-  async function failure(name: string, options: { timeoutMs?: number } = {}): Promise<PluginError> {
-    const dir = await mkdtemp(join(work, `${name}-`));
-    try {
-      await client.pull(key(name), { to: join(dir, "out"), retry: { maxAttempts: 1 }, ...options });
-    } catch (error) {
-      assert.ok(error instanceof PluginError, String(error));
-      assert.deepEqual(await readdir(dir), [], "nothing is left behind");
-      return error;
+    async function failure(name: string, options: { timeoutMs?: number } = {}): Promise<PluginError> {
+      const dir = await mkdtemp(join(work, `${name}-`));
+      try {
+        await client.pull(key(name), { to: join(dir, "out"), retry: { maxAttempts: 1 }, ...options });
+      } catch (error) {
+        assert.ok(error instanceof PluginError, String(error));
+        assert.deepEqual(await readdir(dir), [], "nothing is left behind");
+        return error;
+      }
+      assert.fail(`pulling ${name} succeeded`);
     }
-    assert.fail(`pulling ${name} succeeded`);
-  }
 
-  it("reads padded frames and split header blocks, and sends gRPC's headers and ours", async () => {
-    const to = join(work, "ok.bin");
-    const result = await client.pull(key("ok"), { to, timeoutMs: 60_000 });
-    assert.ok((await readFile(to)).equals(artifact));
-    assert.equal(result.digest, digest);
-    const headers = requests.at(-1) as IncomingHttpHeaders;
-    assert.equal(headers[":method"], "POST");
-    assert.equal(headers[":path"], "/atomix.runtime.v1.PluginRegistry/PullPlugin");
-    assert.equal(headers["content-type"], "application/grpc");
-    assert.equal(headers.te, "trailers");
-    assert.equal(headers.authorization, "Bearer s3cret");
-    assert.match(String(headers["grpc-timeout"]), /^\d+m$/);
-  });
-
-  it("resumes with x-plugin-offset after the connection drops", async () => {
-    const to = join(work, "resumed.bin");
-    const result = await client.pull(key("drops-once"), { to, retry: { initialDelayMs: 1 } });
-    assert.ok((await readFile(to)).equals(artifact));
-    assert.equal(result.attempts.length, 2);
-    assert.match(result.attempts[0]?.error ?? "", /UNAVAILABLE: the connection dropped/);
-    assert.equal(result.attempts[1]?.offset, result.attempts[0]?.bytes);
-    // Every byte received before the drop is kept, the last partial MiB included.
-    assert.ok((result.attempts[0]?.bytes ?? 0) > 1024 * 1024, `kept ${result.attempts[0]?.bytes} bytes`);
-  });
-
-  it("retries on a new connection when the server goes away without answering", async () => {
-    const to = join(work, "goaway.bin");
-    const result = await client.pull(key("going-away-once"), { to, retry: { initialDelayMs: 1 } });
-    assert.ok((await readFile(to)).equals(artifact));
-    assert.equal(result.attempts.length, 2);
-    assert.match(result.attempts[0]?.error ?? "", /^UNAVAILABLE: .*(going away|GOAWAY)/);
-    assert.equal(result.attempts[0]?.bytes, 0);
-  });
-
-  it("reports every failure with the code grpc-js would give, and leaves nothing behind", async () => {
-    const notFound = await failure("not-found");
-    assert.equal(Code[notFound.code], "NotFound");
-    assert.equal(notFound.message, "no plugin named not-found: é");
-    const cases: [string, keyof typeof Code, RegExp][] = [
-      ["reset", "Internal", /RST_STREAM with code 2/],
-      ["refused", "Unavailable", /refused/],
-      ["http-503", "Unavailable", /HTTP 503/],
-      ["html-page", "Unknown", /content-type "text\/html"/],
-      ["no-status", "Unavailable", /without a gRPC status/],
-      ["compressed", "Internal", /compressed message/],
-      ["cut-message", "Internal", /middle of a message/],
-    ];
-    for (const [name, code, pattern] of cases) {
-      const error = await failure(name);
-      assert.equal(Code[error.code], code, `${name}: ${error.message}`);
-      assert.match(error.message, pattern, name);
-    }
-  });
-
-  it("gives up at the deadline on a server that never answers", async () => {
-    const error = await failure("silent", { timeoutMs: 300 });
-    assert.equal(Code[error.code], "DeadlineExceeded", error.message);
-  });
-
-  it("reaches a server on a unix socket", async () => {
-    const path = join(work, "registry.sock");
-    const local = createServer();
-    local.on("stream", server.listeners("stream")[0] as (...args: unknown[]) => void);
-    await new Promise<void>((resolve) => local.listen(path, resolve));
-    const overUnix = createPluginClient({ address: `unix:${path}` });
-    try {
-      const to = join(work, "unix.bin");
-      await overUnix.pull(key("ok"), { to });
+    it("reads padded frames and split header blocks, and sends gRPC's headers and ours", async () => {
+      const to = join(work, "ok.bin");
+      const result = await client.pull(key("ok"), { to, timeoutMs: 60_000 });
       assert.ok((await readFile(to)).equals(artifact));
-    } finally {
-      overUnix.close();
-      await new Promise((resolve) => local.close(resolve));
-    }
-  });
+      assert.equal(result.digest, digest);
+      const headers = requests.at(-1) as IncomingHttpHeaders;
+      assert.equal(headers[":method"], "POST");
+      assert.equal(headers[":path"], "/atomix.runtime.v1.PluginRegistry/PullPlugin");
+      assert.equal(headers["content-type"], "application/grpc");
+      assert.equal(headers.te, "trailers");
+      assert.equal(headers.authorization, "Bearer s3cret");
+      assert.match(String(headers["grpc-timeout"]), /^\d+m$/);
+    });
 
-  it("cannot connect: UNAVAILABLE, naming the address", async () => {
-    const closed = createPluginClient({ address: "127.0.0.1:1" });
-    try {
-      await closed.pull(key("ok"), { to: join(work, "never"), retry: { maxAttempts: 1 } });
-      assert.fail("pulled from a closed port");
-    } catch (error) {
-      assert.ok(error instanceof PluginError);
-      assert.equal(Code[error.code], "Unavailable");
-      assert.match(error.message, /cannot connect to 127\.0\.0\.1:1: .*ECONNREFUSED/);
-    } finally {
-      closed.close();
-    }
+    it("resumes with x-plugin-offset after the connection drops", async () => {
+      const to = join(work, "resumed.bin");
+      const result = await client.pull(key("drops-once"), { to, retry: { initialDelayMs: 1 } });
+      assert.ok((await readFile(to)).equals(artifact));
+      assert.equal(result.attempts.length, 2);
+      assert.match(result.attempts[0]?.error ?? "", /^UNAVAILABLE: .*connection dropped/i);
+      assert.equal(result.attempts[1]?.offset, result.attempts[0]?.bytes);
+      // Every byte received before the drop is kept, the last partial MiB included.
+      assert.ok((result.attempts[0]?.bytes ?? 0) > 1024 * 1024, `kept ${result.attempts[0]?.bytes} bytes`);
+    });
+
+    it("retries on a new connection when the server goes away without answering", async () => {
+      const fresh = connect();
+      try {
+        const to = join(work, "goaway.bin");
+        const result = await fresh.pull(key("going-away-once"), { to, retry: { initialDelayMs: 1 } });
+        assert.ok((await readFile(to)).equals(artifact));
+        assert.equal(result.attempts.length, 2);
+        assert.match(result.attempts[0]?.error ?? "", /^UNAVAILABLE: /);
+        assert.equal(result.attempts[0]?.bytes, 0);
+      } finally {
+        fresh.close();
+      }
+    });
+
+    it("sends a call again at once when its kept connection turns out to be going away", async () => {
+      const kept = connect();
+      try {
+        await kept.pull(key("ok"), { to: join(work, "warm.bin") });
+        // The server answers the next call on that connection with GOAWAY: the
+        // own reader sends it again on a new connection without spending an
+        // attempt; grpc-js reports the dropped connection, and the retry does it.
+        const to = join(work, "kept-goaway.bin");
+        const result = await kept.pull(key("going-away-kept"), {
+          to,
+          retry: { maxAttempts: 2, initialDelayMs: 1 },
+        });
+        assert.ok((await readFile(to)).equals(artifact));
+        assert.equal(result.attempts.length, transport === "auto" ? 1 : 2);
+      } finally {
+        kept.close();
+      }
+    });
+
+    it("keeps one connection across a retry and the next pulls", async () => {
+      const kept = connect();
+      const before = connections;
+      try {
+        await kept.pull(key("ok"), { to: join(work, "first.bin") });
+        const retried = await kept.pull(key("unavailable-once"), {
+          to: join(work, "retried.bin"),
+          retry: { initialDelayMs: 1 },
+        });
+        assert.equal(retried.attempts.length, 2);
+        assert.equal(retried.attempts[0]?.error, "UNAVAILABLE: busy");
+        await kept.pull(key("ok"), { to: join(work, "third.bin") });
+        assert.equal(connections - before, 1, "three pulls and a retry over one connection");
+      } finally {
+        kept.close();
+      }
+    });
+
+    it("reports every failure with the code grpc-js gives, and leaves nothing behind", async () => {
+      const notFound = await failure("not-found");
+      assert.equal(Code[notFound.code], "NotFound");
+      assert.equal(notFound.message, "no plugin named not-found: é");
+      // [behaviour, code, the reader's message]; grpc-js's own code where it differs.
+      const cases: [string, keyof typeof Code, RegExp, (keyof typeof Code)?][] = [
+        ["reset", "Internal", /RST_STREAM with code 2/],
+        ["refused", "Unavailable", /refused/],
+        ["http-503", "Unavailable", /HTTP 503/],
+        // grpc-js does not look at the content-type: it reads "<htm" as a length.
+        ["html-page", "Unknown", /content-type "text\/html"/, "ResourceExhausted"],
+        ["no-status", "Internal", /without a gRPC status/],
+        ["compressed", "Internal", /compressed message/],
+        // grpc-js drops the cut message and ends OK: the pull then finds the stream short.
+        ["cut-message", "Internal", /middle of a message/, "Unavailable"],
+      ];
+      for (const [name, code, pattern, grpcJsCode] of cases) {
+        const error = await failure(name);
+        const expected = transport === "grpc-js" ? (grpcJsCode ?? code) : code;
+        assert.equal(Code[error.code], expected, `${name}: ${error.message}`);
+        if (transport === "auto") assert.match(error.message, pattern, name);
+      }
+    });
+
+    it("gives up at the deadline on a server that never answers", async () => {
+      const error = await failure("silent", { timeoutMs: 300 });
+      assert.equal(Code[error.code], "DeadlineExceeded", error.message);
+    });
+
+    it("reaches a server on a unix socket", async () => {
+      const path = join(work, "registry.sock");
+      const local = createServer();
+      local.on("stream", server.listeners("stream")[0] as (...args: unknown[]) => void);
+      await new Promise<void>((resolve) => local.listen(path, resolve));
+      const overUnix = connect({ address: `unix:${path}` });
+      try {
+        const to = join(work, "unix.bin");
+        await overUnix.pull(key("ok"), { to });
+        assert.ok((await readFile(to)).equals(artifact));
+      } finally {
+        overUnix.close();
+        await new Promise((resolve) => local.close(resolve));
+      }
+    });
+
+    it("cannot connect: UNAVAILABLE, naming the address", async () => {
+      const closed = connect({ address: "127.0.0.1:1" });
+      try {
+        await closed.pull(key("ok"), { to: join(work, "never"), retry: { maxAttempts: 1 } });
+        assert.fail("pulled from a closed port");
+      } catch (error) {
+        assert.ok(error instanceof PluginError);
+        assert.equal(Code[error.code], "Unavailable");
+        assert.match(
+          error.message,
+          /connect.*ECONNREFUSED 127\.0\.0\.1:1|cannot connect to 127\.0\.0\.1:1: .*ECONNREFUSED/,
+        );
+      } finally {
+        closed.close();
+      }
+    });
   });
-});
+}
+
+describeTransport("auto");
+describeTransport("grpc-js");

@@ -12,6 +12,7 @@ import type { ProvenanceStatement } from "../model/provenance.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
 import { fromServiceError } from "./call-error.js";
 import { type ConnectionOptions, createGrpcClients } from "./grpc-clients.js";
+import { grpcJsPullTransport } from "./grpc-js-pull-transport.js";
 import { type TrustedKeySet, trustedKeySet, verifyProvenance } from "./provenance-check.js";
 import {
   type CallControl,
@@ -20,7 +21,7 @@ import {
   pullArtifact,
   type RetryControl,
 } from "./pull-artifact.js";
-import { grpcJsPullTransport, type PullTransport } from "./pull-transport.js";
+import type { PullTransport } from "./pull-transport.js";
 import { backoffDelay, cancelled, isRetryable, resolveRetryPolicy, sleep } from "./retry-policy.js";
 import { pullTarget, socketPullTransport } from "./socket-pull-transport.js";
 
@@ -191,7 +192,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         return await unaryOnce(control?.signal, deadline, start);
       } catch (error) {
         const failure = fromServiceError(error);
-        if (!isRetryable(failure) || attempt >= policy.maxAttempts) throw failure;
+        if (!isRetryable(failure.code) || attempt >= policy.maxAttempts) throw failure;
         const delay = backoffDelay(attempt, policy);
         if (deadline !== undefined && Date.now() + delay >= deadline) {
           throw new PluginError(

@@ -226,7 +226,7 @@ export async function pullArtifact(
           await startOver();
           continue;
         }
-        if (!isRetryable(failure)) throw failure;
+        if (!isRetryable(failure.code, "pull")) throw failure;
         await backOff(failure);
         continue;
       }

@@ -1,11 +1,17 @@
-import { type CallOptions, Metadata, type StatusObject } from "@grpc/grpc-js";
 import { Code, PluginError } from "../errors/plugin-error.js";
-import type { PluginRegistryClient, PullPluginResponse } from "../gen/atomix/runtime/v1/plugin.js";
 import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import type { BuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
 import type { CacheEntry } from "./plugin-cache.js";
-import { cancelled } from "./retry-policy.js";
+
+/**
+ * The PullPlugin protocol as the client speaks it, written once for both
+ * transports (socket-pull-transport.ts, its own HTTP/2 reader, and
+ * grpc-js-pull-transport.ts): the request's metadata, the announced
+ * artifact, how a status or a reset stream becomes a code, and how a call
+ * that ended well ended. What to retry is decided from the code alone
+ * (retry-policy.ts), whichever transport reported it.
+ */
 
 /** How one PullPlugin call ended, when it ended well. */
 export type AttemptOutcome = "complete" | "not-modified" | "changed";
@@ -31,14 +37,34 @@ export interface AttemptOptions {
 /**
  * One PullPlugin call, however it travels. Resolves when the stream ends with
  * OK; rejects with a PluginError carrying the call's gRPC code otherwise.
+ * A transport keeps its connection to the server from one call to the next
+ * where it can, so a retry or the next pull pays no new handshake.
  */
 export interface PullTransport {
   pullOnce(key: BuildKey, options: AttemptOptions): Promise<AttemptOutcome>;
+  /** Closes the connections it keeps. */
   close(): void;
 }
 
-/** Checks the response headers every pull starts with. */
-export function announcedArtifact(digest: string, size: string): CacheEntry {
+export const PULL_PATH = "/atomix.runtime.v1.PluginRegistry/PullPlugin";
+
+/** The request metadata of one attempt: where to resume, and the cached copy's digest. */
+export function pullRequestMetadata(
+  options: Pick<AttemptOptions, "offset" | "ifNoneMatch">,
+): [string, string][] {
+  const metadata: [string, string][] = [];
+  if (options.offset > 0) metadata.push([PULL_METADATA.offset, String(options.offset)]);
+  if (options.ifNoneMatch) metadata.push([PULL_METADATA.ifNoneMatch, options.ifNoneMatch]);
+  return metadata;
+}
+
+/**
+ * Checks the response headers every pull starts with. Headers that announce
+ * nothing (no digest, no size) come before an error status, which says why:
+ * undefined then.
+ */
+export function announcedArtifact(digest: string, size: string): CacheEntry | undefined {
+  if (digest === "" && size === "") return undefined;
   const bytes = Number(size);
   if (!DIGEST_PATTERN.test(digest) || size === "" || !Number.isSafeInteger(bytes) || bytes < 0) {
     throw new PluginError(
@@ -49,68 +75,30 @@ export function announcedArtifact(digest: string, size: string): CacheEntry {
   return { digest: digest as Digest, size: bytes };
 }
 
-/**
- * PullPlugin over the generated grpc-js client: for targets and credentials
- * only grpc-js understands (name resolvers, proxies, credentials objects).
- */
-export function grpcJsPullTransport(registry: PluginRegistryClient): PullTransport {
-  return {
-    pullOnce: (key, options) => pullWithGrpcJs(registry, key, options),
-    close() {},
-  };
+/** A call that ended with OK: its trailers say whether the cached copy is current. */
+export function attemptOutcome(notModified: string | undefined): AttemptOutcome {
+  return notModified === "true" ? "not-modified" : "complete";
 }
 
-async function pullWithGrpcJs(
-  registry: PluginRegistryClient,
-  key: BuildKey,
-  options: AttemptOptions,
-): Promise<AttemptOutcome> {
-  const metadata = new Metadata();
-  if (options.offset > 0) metadata.set(PULL_METADATA.offset, String(options.offset));
-  if (options.ifNoneMatch) metadata.set(PULL_METADATA.ifNoneMatch, options.ifNoneMatch);
-  const callOptions: Partial<CallOptions> = options.deadline ? { deadline: options.deadline } : {};
-  const call = registry.pullPlugin(
-    { runtime: { ...key.runtime }, plugin: { ...key.plugin } },
-    metadata,
-    callOptions,
-  );
-  const cancel = () => call.cancel();
-  options.signal?.addEventListener("abort", cancel, { once: true });
-  let headersError: unknown;
-  let changed = false;
-  call.once("metadata", (headers: Metadata) => {
-    try {
-      const announced = announcedArtifact(
-        String(headers.get(PULL_METADATA.digest)[0] ?? ""),
-        String(headers.get(PULL_METADATA.size)[0] ?? ""),
-      );
-      if (!options.onHeaders(announced)) {
-        changed = true;
-        call.cancel();
-      }
-    } catch (error) {
-      headersError = error;
-      call.cancel();
-    }
-  });
-  let trailers: Metadata | undefined;
-  call.on("status", (status: StatusObject) => {
-    trailers = status.metadata;
-  });
-  try {
-    for await (const message of call as AsyncIterable<PullPluginResponse>) {
-      if (headersError || changed) break;
-      await options.onData([message.data as Buffer]);
-    }
-  } catch (error) {
-    if (!headersError && !changed) throw error;
-  } finally {
-    options.signal?.removeEventListener("abort", cancel);
-    call.cancel(); // a no-op once the call has ended; frees it when we broke out early
-  }
-  if (headersError) throw headersError;
-  if (changed) return "changed";
-  if (options.signal?.aborted) throw cancelled(options.signal);
-  if (trailers?.get(PULL_METADATA.notModified)[0] === "true") return "not-modified";
-  return "complete";
+/** A gRPC status as a PluginError: a code outside gRPC's is UNKNOWN. */
+export function statusFailure(code: number, message: string): PluginError {
+  const known = Number.isInteger(code) && code > 0 && code <= 16;
+  return new PluginError(known ? (code as Code) : Code.Unknown, message || "(no message)");
+}
+
+/** RST_STREAM error codes with a gRPC code of their own (RFC 9113 §7). */
+const RESET_CODES: Record<number, [Code, string]> = {
+  7: [Code.Unavailable, "the server refused the stream"],
+  8: [Code.Cancelled, "the server cancelled the stream"],
+  11: [Code.ResourceExhausted, "the server reset the stream: too many requests"],
+  12: [Code.PermissionDenied, "the server reset the stream: inadequate security"],
+};
+
+/** A stream the server reset, with the code grpc-js gives it (INTERNAL for the others). */
+export function resetFailure(errorCode: number): PluginError {
+  const [code, message] = RESET_CODES[errorCode] ?? [
+    Code.Internal,
+    `Received RST_STREAM with code ${errorCode}`,
+  ];
+  return new PluginError(code, message);
 }

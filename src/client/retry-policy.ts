@@ -42,21 +42,19 @@ export function backoffDelay(
   return Math.floor(random() * bound);
 }
 
+/** Codes after which any call is tried again: the server was unreachable, went away, or asked for it. */
+const RETRYABLE = new Set<Code>([Code.Unavailable, Code.Aborted]);
+
 /**
- * Failures worth another attempt: the server was unreachable or went away,
- * or the transport broke the stream (grpc-js reports a reset HTTP/2 stream
- * as INTERNAL with "RST_STREAM" in its message). Everything else is the
- * server's considered answer and is returned to the caller at once.
+ * Whether a failure is worth another attempt, from its code alone, whichever
+ * transport reported it. A pull also retries INTERNAL: gRPC reports a stream
+ * broken in transit that way (reset by the server or a proxy, a message cut
+ * short), and a pull resumes from the bytes in hand, so nothing is sent
+ * twice; a server that answers INTERNAL every time fails after maxAttempts.
+ * Everything else is the server's considered answer, returned at once.
  */
-export function isRetryable(error: PluginError): boolean {
-  if (error.code === Code.Unavailable || error.code === Code.Aborted) return true;
-  if (
-    error.code === Code.Internal &&
-    /RST_STREAM|stream.*(closed|reset)|protocol error/i.test(error.message)
-  ) {
-    return true;
-  }
-  return false;
+export function isRetryable(code: Code, call: "pull" | "unary" = "unary"): boolean {
+  return RETRYABLE.has(code) || (call === "pull" && code === Code.Internal);
 }
 
 /** Waits `ms`, or rejects with CANCELLED as soon as `signal` aborts. */

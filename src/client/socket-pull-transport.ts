@@ -11,7 +11,12 @@ import {
   type AttemptOptions,
   type AttemptOutcome,
   announcedArtifact,
+  attemptOutcome,
+  PULL_PATH,
   type PullTransport,
+  pullRequestMetadata,
+  resetFailure,
+  statusFailure,
 } from "./pull-transport.js";
 import { cancelled } from "./retry-policy.js";
 import { HeaderBlockDecoder } from "./wire/hpack.js";
@@ -31,8 +36,10 @@ import {
 import { ReceiveBuffers } from "./wire/receive-buffers.js";
 
 /**
- * PullPlugin as one gRPC call on a connection of its own, spoken by hand
- * over a plain or TLS socket that reads into reused buffers.
+ * PullPlugin spoken by hand over a plain or TLS socket that reads into
+ * reused buffers: one gRPC stream at a time on a connection the transport
+ * keeps, so a retry or the next pull reuses it (no new TCP or TLS
+ * handshake). Pulls running at once get a connection each; one is kept.
  *
  * Why not grpc-js or `node:http2`: both allocate a fresh buffer for every
  * read and every message, so a 64 MiB artifact passes through 64 MiB of new
@@ -45,19 +52,45 @@ import { ReceiveBuffers } from "./wire/receive-buffers.js";
  * the figures). Compile and admin calls stay on grpc-js.
  */
 export function socketPullTransport(target: PullTarget, options: SocketPullOptions = {}): PullTransport {
-  const spare: BufferSet[] = [];
+  let kept: PullConnection | undefined;
+  let closed = false;
+  const release = (connection: PullConnection) => {
+    if (!closed && kept === undefined && connection.reusable) {
+      connection.idle();
+      kept = connection;
+    } else connection.destroy();
+  };
   return {
     async pullOnce(key, attempt) {
       if (attempt.signal?.aborted) throw cancelled(attempt.signal);
-      const buffers = spare.pop() ?? newBufferSet();
+      const idle = kept;
+      kept = undefined;
+      let connection = idle?.reusable ? idle : undefined;
+      if (idle && !connection) idle.destroy();
       try {
-        return await new PullCall(target, key, attempt, options, buffers).run();
+        for (;;) {
+          const reused = connection !== undefined;
+          connection ??= new PullConnection(target);
+          const call = new PullCall(connection, key, attempt, options);
+          try {
+            return await call.run();
+          } catch (error) {
+            // A kept connection the server closed meanwhile (its idle
+            // timeout, a restart) fails before the call is taken: dial again
+            // at once rather than spend an attempt and a backoff on it.
+            if (!reused || !call.untaken || attempt.signal?.aborted) throw error;
+            connection.destroy();
+            connection = undefined;
+          }
+        }
       } finally {
-        spare.push(buffers);
+        if (connection) release(connection);
       }
     },
     close() {
-      spare.length = 0;
+      closed = true;
+      kept?.destroy();
+      kept = undefined;
     },
   };
 }
@@ -141,130 +174,81 @@ const CONNECTION_WINDOW = 64 * 1024 * 1024;
 /** Window handed back once this much was consumed. */
 const WINDOW_UPDATE_EVERY = 4 * 1024 * 1024;
 const DEFAULT_WINDOW = 65_535;
-const STREAM_ID = 1;
-const PATH = "/atomix.runtime.v1.PluginRegistry/PullPlugin";
+/** Client streams have odd numbers, each higher than the last; past this a connection is not reused. */
+const LAST_STREAM_ID = 2 ** 31 - 1;
 
-interface BufferSet {
-  receive: Buffer[];
-  overflow: Buffer;
-}
-
-function newBufferSet(): BufferSet {
-  return {
-    receive: Array.from({ length: RECEIVE_BUFFERS }, () => Buffer.allocUnsafe(RECEIVE_BUFFER)),
-    overflow: Buffer.allocUnsafe(MIN_READ),
-  };
-}
-
-/** One attempt: connect, send the request, read the response into the receive buffers, end. */
-class PullCall {
-  private socket: Socket | undefined;
+/**
+ * One HTTP/2 connection to the server, carrying one PullPlugin stream at a
+ * time. It owns what lives as long as the connection: the socket, the frame
+ * reader, the HPACK table, the connection's flow-control window, and the
+ * receive buffers (the socket always holds the memory of its next read, so
+ * they cannot change hands between calls).
+ */
+class PullConnection {
+  readonly socket: Socket;
+  readonly authority: string;
+  readonly scheme: "http" | "https";
+  readonly receive: ReceiveBuffers;
   private readonly frames: FrameReader;
   private readonly headers = new HeaderBlockDecoder();
-  private readonly parser: PullStreamParser;
   private headerBlock: Buffer[] = [];
-  private response: Map<string, string> | undefined;
-  private trailers: Map<string, string> | undefined;
-  /** The HEADERS frame being continued carried END_STREAM: the stream ends with its block. */
+  private headerStream = 0;
+  /** The HEADERS frame being continued carried END_STREAM. */
   private headersEndStream = false;
-  private failure: PluginError | undefined;
-  private changed = false;
-  private finished = false;
-  private finish!: () => void;
-  private readonly done = new Promise<void>((resolve) => {
-    this.finish = resolve;
-  });
-
-  private readonly receive: ReceiveBuffers;
-  /** Receive buffers handed to `onData` one after the other, in order. */
-  private writes: Promise<void> = Promise.resolve();
-  private paused = false;
+  /** The stream of the DATA frame being read. */
+  private dataStream = 0;
+  private nextStreamId = 1;
+  private call: PullCall | undefined;
   private unacknowledged = 0;
-  private goAwayError: number | undefined;
+  private paused = false;
   private connected = false;
-  private writeFailed = false;
+  private goAway: { lastStream: number; error: number } | undefined;
+  /** Why the connection can carry no more calls. */
+  private dead: PluginError | undefined;
 
-  constructor(
-    private readonly target: PullTarget,
-    private readonly key: BuildKey,
-    private readonly attempt: AttemptOptions,
-    private readonly options: SocketPullOptions,
-    buffers: BufferSet,
-  ) {
-    this.receive = new ReceiveBuffers(buffers.receive, buffers.overflow, (segments, release) =>
-      this.write(segments, release),
+  constructor(target: PullTarget) {
+    this.authority = target.authority;
+    this.scheme = target.scheme;
+    this.receive = new ReceiveBuffers(
+      Array.from({ length: RECEIVE_BUFFERS }, () => Buffer.allocUnsafe(RECEIVE_BUFFER)),
+      Buffer.allocUnsafe(MIN_READ),
+      (segments, release) => {
+        if (this.call) this.call.write(segments, release);
+        else release();
+      },
     );
-    this.parser = new PullStreamParser((data) => this.receive.keep(data));
     this.frames = new FrameReader({
       onFrame: (type, flags, streamId, payload) => this.onFrame(type, flags, streamId, payload),
-      onDataStart: (streamId, _flags, length) => this.onDataStart(streamId, length),
-      onDataBytes: (bytes) => this.parser.push(bytes),
+      onDataStart: (streamId, _flags, length) => {
+        this.unacknowledged += length;
+        this.dataStream = streamId;
+        this.callOn(streamId)?.onDataStart(length);
+      },
+      onDataBytes: (bytes) => this.callOn(this.dataStream)?.parser.push(bytes),
       onDataEnd: (streamId, flags) => {
-        if (streamId === STREAM_ID && flags & Flag.EndStream) this.endStream();
+        if (flags & Flag.EndStream) this.callOn(streamId)?.endStream();
       },
     });
-  }
-
-  async run(): Promise<AttemptOutcome> {
-    const { signal, deadline } = this.attempt;
-    const onAbort = () => this.fail(cancelled(signal as AbortSignal));
-    signal?.addEventListener("abort", onAbort, { once: true });
-    const timer =
-      deadline === undefined
-        ? undefined
-        : setTimeout(
-            () => this.fail(new PluginError(Code.DeadlineExceeded, "the pull passed its deadline")),
-            Math.max(0, deadline - Date.now()),
-          );
-    try {
-      this.open();
-      await this.done;
-    } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
-      this.socket?.destroy();
-      // Never return while a write of ours may still touch the caller's file.
-      await this.writes.catch(() => {});
-    }
-    if (this.changed) return "changed";
-    if (this.failure) {
-      // Bytes in hand before the transport broke are good; keep them for the resumed attempt.
-      const transportBroke = !this.writeFailed && this.failure.code !== Code.Cancelled;
-      if (transportBroke) {
-        this.receive.flush();
-        await this.writes.catch(() => {});
-      }
-      throw this.failure;
-    }
-    return this.outcome();
-  }
-
-  private open(): void {
-    const socket = this.target.connect({
+    const socket = target.connect({
       buffer: () => this.receive.next(),
       callback: (bytes) => {
-        if (!this.finished) this.onRead(bytes);
+        this.onRead(bytes);
         return true;
       },
     });
     this.socket = socket;
     socket.setNoDelay(true);
-    // After the stream ended, what the socket does no longer matters.
-    socket.on("error", (error) => {
-      if (!this.finished) this.fail(this.connectionFailure(error));
-    });
-    socket.on("close", () => {
-      if (!this.finished) this.fail(this.connectionFailure());
-    });
-    if (this.target.scheme === "https") {
+    socket.on("error", (error) => this.die(this.connectionFailure(error)));
+    socket.on("close", () => this.die(this.connectionFailure()));
+    if (this.scheme === "https") {
       socket.once("secureConnect", () => {
         this.connected = true;
         const protocol = (socket as TLSSocket).alpnProtocol;
         if (protocol !== "h2") {
-          this.fail(
+          this.die(
             new PluginError(
               Code.Unavailable,
-              `${this.target.authority} did not agree to HTTP/2 (ALPN: ${protocol || "none"})`,
+              `${this.authority} did not agree to HTTP/2 (ALPN: ${protocol || "none"})`,
             ),
           );
         }
@@ -282,19 +266,230 @@ class PullCall {
           [Setting.InitialWindowSize, STREAM_WINDOW],
         ]),
         windowUpdateFrame(0, CONNECTION_WINDOW - DEFAULT_WINDOW),
-        ...headerFrames(STREAM_ID, this.requestHeaders()),
-        frame(FrameType.Data, Flag.EndStream, STREAM_ID, requestMessage(this.key)),
       ]),
     );
   }
 
+  /** Whether another call may start here: alive, not told to go away, stream ids left. */
+  get reusable(): boolean {
+    return this.dead === undefined && this.goAway === undefined && this.nextStreamId < LAST_STREAM_ID;
+  }
+
+  /** Opens `call`'s stream and sends its request; throws why if the connection is already gone. */
+  start(call: PullCall, headers: [string, string][], message: Buffer): number {
+    if (this.dead) throw this.dead;
+    const id = this.nextStreamId;
+    this.nextStreamId += 2;
+    this.call = call;
+    this.socket.ref();
+    this.socket.write(
+      Buffer.concat([...headerFrames(id, headers), frame(FrameType.Data, Flag.EndStream, id, message)]),
+    );
+    return id;
+  }
+
+  /** The call is over: what arrives for its stream from now on is read and dropped. */
+  detach(call: PullCall, reset: boolean): void {
+    if (this.call !== call) return;
+    this.call = undefined;
+    if (reset && !this.dead) {
+      const code = Buffer.alloc(4);
+      code.writeUInt32BE(ErrorCode.Cancel, 0);
+      this.socket.write(frame(FrameType.RstStream, 0, call.id, code));
+    }
+    this.resume();
+  }
+
+  /** Kept for the next call: it must not hold the process open meanwhile. */
+  idle(): void {
+    this.socket.unref();
+  }
+
+  destroy(): void {
+    this.die(new PluginError(Code.Unavailable, "the connection was closed by the client"));
+  }
+
+  /** Reading waits while every receive buffer waits for the writer. */
+  resume(): void {
+    if (this.paused && this.receive.hasRoom) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** Window handed back for a stream's DATA once enough was consumed. */
+  windowUpdate(streamId: number, increment: number): void {
+    if (!this.dead) this.socket.write(windowUpdateFrame(streamId, increment));
+  }
+
+  private callOn(streamId: number): PullCall | undefined {
+    return this.call !== undefined && this.call.id === streamId ? this.call : undefined;
+  }
+
+  /** `bytes` were read into the receive buffers; nothing thrown here may escape into the socket's callback. */
+  private onRead(bytes: number): void {
+    if (this.dead) return;
+    try {
+      this.frames.push(this.receive.received(bytes));
+    } catch (error) {
+      this.die(
+        error instanceof Http2ProtocolError
+          ? new PluginError(Code.Internal, `the server broke the HTTP/2 protocol: ${error.message}`)
+          : PluginError.from(error),
+      );
+      return;
+    }
+    if (this.unacknowledged >= WINDOW_UPDATE_EVERY) {
+      this.windowUpdate(0, this.unacknowledged);
+      this.unacknowledged = 0;
+    }
+    this.call?.acknowledge();
+    if (!this.receive.hasRoom && !this.paused && !this.dead) {
+      this.paused = true;
+      this.socket.pause();
+    }
+  }
+
+  private onFrame(type: number, flags: number, streamId: number, payload: Buffer): void {
+    switch (type) {
+      case FrameType.Settings:
+        if (!(flags & Flag.Ack)) this.socket.write(frame(FrameType.Settings, Flag.Ack, 0, Buffer.alloc(0)));
+        return;
+      case FrameType.Ping:
+        if (!(flags & Flag.Ack)) this.socket.write(frame(FrameType.Ping, Flag.Ack, 0, payload));
+        return;
+      case FrameType.GoAway: {
+        const lastStream = payload.readUInt32BE(0) & 0x7fffffff;
+        this.goAway = { lastStream, error: payload.readUInt32BE(4) };
+        if (this.call && lastStream < this.call.id) {
+          this.call.fail(
+            new PluginError(Code.Unavailable, "the server is going away and did not take the call"),
+            true,
+          );
+        }
+        return;
+      }
+      case FrameType.PushPromise:
+        throw new Http2ProtocolError("PUSH_PROMISE, though push was disabled");
+      case FrameType.RstStream:
+        this.callOn(streamId)?.reset(payload.readUInt32BE(0));
+        return;
+      case FrameType.Headers:
+      case FrameType.Continuation:
+        break;
+      default:
+        return;
+    }
+    // Every header block is decoded, a dropped stream's too: the HPACK table is the connection's.
+    if (type === FrameType.Headers) {
+      this.headerStream = streamId;
+      this.headersEndStream = (flags & Flag.EndStream) !== 0;
+    }
+    this.headerBlock.push(type === FrameType.Headers ? headersContent(flags, payload) : payload);
+    if (!(flags & Flag.EndHeaders)) return;
+    const fields = this.headers.decode(Buffer.concat(this.headerBlock));
+    this.headerBlock = [];
+    const call = this.callOn(this.headerStream);
+    call?.onHeaders(fields);
+    if (this.headersEndStream) call?.endStream();
+  }
+
+  /** The connection is gone (or unusable): the call on it fails with `failure`. */
+  private die(failure: PluginError): void {
+    if (this.dead) return;
+    this.dead = failure;
+    this.socket.destroy();
+    this.call?.fail(failure, !this.call.responded);
+  }
+
+  private connectionFailure(error?: Error): PluginError {
+    const why = error?.message ?? "the connection closed";
+    if (!this.connected) {
+      return new PluginError(Code.Unavailable, `cannot connect to ${this.authority}: ${why}`);
+    }
+    const goAway = this.goAway === undefined ? "" : ` (GOAWAY ${this.goAway.error})`;
+    return new PluginError(Code.Unavailable, `the connection dropped: ${why}${goAway}`);
+  }
+}
+
+/** One attempt: a stream on a connection; the response read into the connection's receive buffers. */
+class PullCall {
+  id = 0;
+  readonly parser: PullStreamParser;
+  /** The server sent the response headers: the call was taken. */
+  responded = false;
+  /** The call failed before the server took it, because of the connection: another connection may take it. */
+  untaken = false;
+  private response: Map<string, string> | undefined;
+  private trailers: Map<string, string> | undefined;
+  private failure: PluginError | undefined;
+  private changed = false;
+  private finished = false;
+  /** The server ended the stream (END_STREAM or RST_STREAM): nothing to reset. */
+  private closedByServer = false;
+  private finish!: () => void;
+  private readonly done = new Promise<void>((resolve) => {
+    this.finish = resolve;
+  });
+  /** Receive buffers handed to `onData` one after the other, in order. */
+  private writes: Promise<void> = Promise.resolve();
+  private writeFailed = false;
+  /** This stream's DATA bytes not yet handed back as window. */
+  private unacknowledged = 0;
+
+  constructor(
+    private readonly connection: PullConnection,
+    private readonly key: BuildKey,
+    private readonly attempt: AttemptOptions,
+    private readonly options: SocketPullOptions,
+  ) {
+    this.parser = new PullStreamParser((data) => connection.receive.keep(data));
+  }
+
+  async run(): Promise<AttemptOutcome> {
+    const { signal, deadline } = this.attempt;
+    const onAbort = () => this.fail(cancelled(signal as AbortSignal));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const timer =
+      deadline === undefined
+        ? undefined
+        : setTimeout(
+            () => this.fail(new PluginError(Code.DeadlineExceeded, "the pull passed its deadline")),
+            Math.max(0, deadline - Date.now()),
+          );
+    try {
+      this.id = this.connection.start(this, this.requestHeaders(), requestMessage(this.key));
+      await this.done;
+    } catch (error) {
+      // The connection was gone before the stream opened.
+      this.untaken = true;
+      this.failure ??= PluginError.from(error);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    }
+    // Bytes in hand before the transport broke are good: they are written
+    // for the resumed attempt. Abandoned ones are dropped.
+    const keepBytes =
+      this.failure === undefined ||
+      (!this.writeFailed && !this.changed && this.failure.code !== Code.Cancelled);
+    if (keepBytes) this.connection.receive.handOver();
+    else this.connection.receive.discard();
+    this.connection.detach(this, !this.closedByServer);
+    // Never return while a write of ours may still touch the caller's file.
+    await this.writes.catch(() => {});
+    if (this.changed) return "changed";
+    if (this.failure) throw this.failure;
+    return this.outcome();
+  }
+
   private requestHeaders(): [string, string][] {
-    const { attempt, options, target } = this;
+    const { attempt, options, connection } = this;
     const headers: [string, string][] = [
       [":method", "POST"],
-      [":scheme", target.scheme],
-      [":path", PATH],
-      [":authority", target.authority],
+      [":scheme", connection.scheme],
+      [":path", PULL_PATH],
+      [":authority", connection.authority],
       ["content-type", "application/grpc"],
       ["te", "trailers"],
       ["grpc-accept-encoding", "identity"],
@@ -303,169 +498,110 @@ class PullCall {
     if (attempt.deadline !== undefined) {
       headers.push(["grpc-timeout", grpcTimeout(attempt.deadline - Date.now())]);
     }
-    if (attempt.offset > 0) headers.push([PULL_METADATA.offset, String(attempt.offset)]);
-    if (attempt.ifNoneMatch) headers.push([PULL_METADATA.ifNoneMatch, attempt.ifNoneMatch]);
+    headers.push(...pullRequestMetadata(attempt));
     if (options.token) headers.push(["authorization", `Bearer ${options.token}`]);
     return headers;
   }
 
-  /** `bytes` were read into the receive buffers; nothing thrown here may escape into the socket's callback. */
-  private onRead(bytes: number): void {
+  onHeaders(fields: Map<string, string>): void {
     if (this.finished) return;
-    try {
-      this.frames.push(this.receive.received(bytes));
-    } catch (error) {
-      this.fail(
-        error instanceof Http2ProtocolError
-          ? new PluginError(Code.Internal, `the server broke the HTTP/2 protocol: ${error.message}`)
-          : PluginError.from(error),
-      );
+    if (this.response !== undefined) {
+      this.trailers = fields;
       return;
     }
-    if (this.unacknowledged >= WINDOW_UPDATE_EVERY && !this.finished) {
-      this.socket?.write(
-        Buffer.concat([
-          windowUpdateFrame(0, this.unacknowledged),
-          windowUpdateFrame(STREAM_ID, this.unacknowledged),
-        ]),
-      );
-      this.unacknowledged = 0;
-    }
-    if (!this.receive.hasRoom && !this.paused) {
-      this.paused = true;
-      this.socket?.pause();
-    }
-  }
-
-  private onFrame(type: number, flags: number, streamId: number, payload: Buffer): void {
-    switch (type) {
-      case FrameType.Settings:
-        if (!(flags & Flag.Ack)) this.socket?.write(frame(FrameType.Settings, Flag.Ack, 0, Buffer.alloc(0)));
-        return;
-      case FrameType.Ping:
-        if (!(flags & Flag.Ack)) this.socket?.write(frame(FrameType.Ping, Flag.Ack, 0, payload));
-        return;
-      case FrameType.GoAway: {
-        const lastStream = payload.readUInt32BE(0) & 0x7fffffff;
-        this.goAwayError = payload.readUInt32BE(4);
-        if (lastStream < STREAM_ID) {
-          this.fail(new PluginError(Code.Unavailable, "the server is going away and did not take the call"));
-        }
-        return;
-      }
-      case FrameType.PushPromise:
-        throw new Http2ProtocolError("PUSH_PROMISE, though push was disabled");
-    }
-    if (streamId !== STREAM_ID) return;
-    if (type === FrameType.RstStream) {
-      this.fail(resetFailure(payload.readUInt32BE(0)));
-      return;
-    }
-    if (type !== FrameType.Headers && type !== FrameType.Continuation) return;
-    this.headerBlock.push(type === FrameType.Headers ? headersContent(flags, payload) : payload);
-    if (type === FrameType.Headers) this.headersEndStream = (flags & Flag.EndStream) !== 0;
-    if (!(flags & Flag.EndHeaders)) return;
-    const fields = this.headers.decode(Buffer.concat(this.headerBlock));
-    this.headerBlock = [];
-    if (this.response === undefined) this.onResponse(fields);
-    else this.trailers = fields;
-    if (this.headersEndStream) this.endStream();
-  }
-
-  private onResponse(fields: Map<string, string>): void {
     this.response = fields;
+    this.responded = true;
     const failure = httpFailure(fields);
     if (failure) {
       this.fail(failure);
       return;
     }
     if (fields.has("grpc-status")) return; // trailers-only: an error before any message
-    const announced = announcedArtifact(
-      fields.get(PULL_METADATA.digest) ?? "",
-      fields.get(PULL_METADATA.size) ?? "",
-    );
-    if (!this.attempt.onHeaders(announced)) {
-      this.changed = true;
-      this.stop();
+    try {
+      const announced = announcedArtifact(
+        fields.get(PULL_METADATA.digest) ?? "",
+        fields.get(PULL_METADATA.size) ?? "",
+      );
+      if (announced && !this.attempt.onHeaders(announced)) {
+        this.changed = true;
+        this.stop();
+      }
+    } catch (error) {
+      this.fail(PluginError.from(error));
     }
   }
 
-  private onDataStart(streamId: number, length: number): void {
+  onDataStart(length: number): void {
     this.unacknowledged += length;
-    if (streamId === STREAM_ID && this.response === undefined) {
-      throw new Http2ProtocolError("DATA before the response headers");
+    if (this.response === undefined) throw new Http2ProtocolError("DATA before the response headers");
+  }
+
+  /** Hands back this stream's window once enough was consumed. */
+  acknowledge(): void {
+    if (this.unacknowledged >= WINDOW_UPDATE_EVERY && !this.finished) {
+      this.connection.windowUpdate(this.id, this.unacknowledged);
+      this.unacknowledged = 0;
     }
   }
 
   /** Hands a full receive buffer's artifact bytes to `onData`, after those before it. */
-  private write(segments: Buffer[], release: () => void): void {
+  write(segments: Buffer[], release: () => void): void {
     this.writes = this.writes.then(async () => {
       // A broken connection does not spoil bytes already in hand: they are still written.
       if (!this.writeFailed && !this.changed) {
         try {
           await this.attempt.onData(segments);
         } catch (error) {
-          // Ours (the disk, too many bytes), not the transport's.
+          // Ours (the disk, too many bytes), not the transport's; it fails
+          // the call even after the stream ended well.
           this.writeFailed = true;
-          this.fail(PluginError.from(error));
+          this.failure ??= PluginError.from(error);
+          this.stop();
         }
       }
       release();
-      if (this.paused && !this.finished) {
-        this.paused = false;
-        this.socket?.resume();
-      }
+      this.connection.resume();
     });
   }
 
-  private endStream(): void {
-    this.finished = true;
-    this.socket?.end();
-    this.finish();
+  endStream(): void {
+    this.closedByServer = true;
+    this.stop();
   }
 
-  private fail(failure: PluginError): void {
+  /** The server reset the stream: it is closed, and answered with nothing. */
+  reset(errorCode: number): void {
+    this.closedByServer = true;
+    this.fail(resetFailure(errorCode));
+  }
+
+  /** Ends the call with `failure`; `untaken` when the connection failed before the server took it. */
+  fail(failure: PluginError, untaken = false): void {
+    if (this.finished) return;
     this.failure ??= failure;
+    if (untaken) this.untaken = true;
     this.stop();
   }
 
   private stop(): void {
     if (this.finished) return;
     this.finished = true;
-    this.socket?.destroy();
     this.finish();
-  }
-
-  private connectionFailure(error?: Error): PluginError {
-    const why = error?.message ?? "the connection closed";
-    if (!this.connected) {
-      return new PluginError(Code.Unavailable, `cannot connect to ${this.target.authority}: ${why}`);
-    }
-    const goAway = this.goAwayError === undefined ? "" : ` (GOAWAY ${this.goAwayError})`;
-    return new PluginError(Code.Unavailable, `the connection dropped: ${why}${goAway}`);
   }
 
   /** After the stream ended: the status, and the last bytes handed over. */
   private async outcome(): Promise<AttemptOutcome> {
     const status = this.trailers ?? (this.response?.has("grpc-status") ? this.response : undefined);
     if (!status) {
-      throw new PluginError(Code.Unavailable, "the stream ended without a gRPC status");
+      // grpc-js's code for it too (a reset with NO_ERROR before the trailers).
+      throw new PluginError(Code.Internal, "the stream ended without a gRPC status");
     }
     const code = Number(status.get("grpc-status"));
-    if (code !== Code.Ok) {
-      throw new PluginError(
-        Number.isInteger(code) && code > 0 && code <= 16 ? (code as Code) : Code.Unknown,
-        grpcMessage(status.get("grpc-message")),
-      );
-    }
+    if (code !== Code.Ok) throw statusFailure(code, grpcMessage(status.get("grpc-message")));
     if (!this.parser.atMessageBoundary) {
       throw new PluginError(Code.Internal, "the stream ended with OK in the middle of a message");
     }
-    this.receive.flush();
-    await this.writes;
-    if (this.failure) throw this.failure;
-    if (status.get(PULL_METADATA.notModified) === "true") return "not-modified";
-    return "complete";
+    return attemptOutcome(status.get(PULL_METADATA.notModified));
   }
 }
 
@@ -533,20 +669,6 @@ const HTTP_TO_GRPC: Record<number, Code> = {
   503: Code.Unavailable,
   504: Code.Unavailable,
 };
-
-/** RST_STREAM codes as grpc-js reports them. */
-function resetFailure(code: number): PluginError {
-  switch (code) {
-    case ErrorCode.RefusedStream:
-      return new PluginError(Code.Unavailable, "the server refused the stream");
-    case ErrorCode.Cancel:
-      return new PluginError(Code.Cancelled, "the server cancelled the stream");
-    case ErrorCode.EnhanceYourCalm:
-      return new PluginError(Code.ResourceExhausted, "the server reset the stream: too many requests");
-    default:
-      return new PluginError(Code.Internal, `Received RST_STREAM with code ${code}`);
-  }
-}
 
 function grpcMessage(value: string | undefined): string {
   const raw = value ?? "";

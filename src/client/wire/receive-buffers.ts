@@ -10,6 +10,10 @@
  * socket asks for it before it knows it is paused): it then gets `overflow`,
  * whose bytes are copied into the first buffer freed. That happens once per
  * pause, not per byte.
+ *
+ * A connection keeps its receive buffers from one call to the next (the
+ * socket has always been handed the next read's memory already), so a call
+ * ends with `handOver` or `discard`, not `flush`.
  */
 export class ReceiveBuffers {
   private readonly free: Buffer[];
@@ -20,6 +24,9 @@ export class ReceiveBuffers {
   private readInto: "filling" | "overflow" = "filling";
   private closed = false;
   private readonly bufferSize: number;
+  /** Buffers the writer still reads from after `handOver`; `retired` ones go back to `free` once it is done. */
+  private readonly lent = new Set<Buffer>();
+  private readonly retired = new Set<Buffer>();
 
   constructor(
     buffers: Buffer[],
@@ -77,6 +84,28 @@ export class ReceiveBuffers {
     this.rotate();
   }
 
+  /**
+   * Hands the bytes kept so far to the writer and goes on reading into the
+   * same buffer after them: the call ended, the connection stays. The
+   * buffer is reused only once the writer released it.
+   */
+  handOver(): void {
+    const buffer = this.filling;
+    const segments = this.segments;
+    this.segments = [];
+    if (segments.length === 0 || !buffer) return;
+    this.lent.add(buffer);
+    this.onFull(segments, () => {
+      this.lent.delete(buffer);
+      if (this.retired.delete(buffer)) this.free.push(buffer);
+    });
+  }
+
+  /** Drops the bytes kept so far (the call was abandoned): the next call does not get them. */
+  discard(): void {
+    this.segments = [];
+  }
+
   private room(): number {
     return (this.filling as Buffer).length - this.placed;
   }
@@ -86,7 +115,10 @@ export class ReceiveBuffers {
     if (full) {
       const segments = this.segments;
       this.segments = [];
-      const release = () => this.free.push(full);
+      const release = () => {
+        if (this.lent.has(full)) this.retired.add(full);
+        else this.free.push(full);
+      };
       if (segments.length > 0) this.onFull(segments, release);
       else release();
     }
