@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash, createPublicKey } from "node:crypto";
-import { copyFile, cp, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
@@ -228,16 +228,41 @@ describe("Go runtime end to end", () => {
   /**
    * A second store, served first by a server that signs with an Ed25519 key,
    * then by one without a key, with the store forged in between by someone
-   * who can write to it (bytes and manifest together, the genuine bundle
-   * copied under the new digest).
+   * who can write to it: bytes and manifest together, with the genuine
+   * bundle copied under the new digest, or with its statement rewritten to
+   * name the new bytes under the old signature.
    */
   describe("against another server's store", () => {
     let edKey: KeyFiles;
     let dataDir: string;
     let other: ServerProcess | undefined;
     const SIGNED = goKey(COUNTER, "v1.0.0-ed25519");
+    const REWRITTEN = goKey(COUNTER, "v1.0.0-rewritten");
     const serve = (args: string[] = []) =>
       startServerProcess({ dataDir, args: ["--runtimes", join(EXAMPLES, "runtimes"), ...args] });
+    /** Replaces the artifact of `key` in the stopped server's store with `bytes`; returns the old digest. */
+    const forge = async (key: ReturnType<typeof goKey>, bytes: Buffer, rewriteStatement: boolean) => {
+      const hex = createHash("sha256").update(bytes).digest("hex");
+      const id = buildKeyId(key);
+      const index = join(dataDir, "index", `${id}.json`);
+      const manifest = JSON.parse(await readFile(index, "utf8")) as { digest: string };
+      await mkdir(join(dataDir, "blobs", "sha256", hex.slice(0, 2)), { recursive: true });
+      await writeFile(join(dataDir, "blobs", "sha256", hex.slice(0, 2), hex), bytes);
+      const genuine = join(dataDir, "provenance", id, `${manifest.digest.slice(7)}.json`);
+      const bundle = JSON.parse(await readFile(genuine, "utf8")) as { dsseEnvelope: { payload: string } };
+      if (rewriteStatement) {
+        const payload = Buffer.from(bundle.dsseEnvelope.payload, "base64").toString();
+        bundle.dsseEnvelope.payload = Buffer.from(payload.replace(manifest.digest.slice(7), hex)).toString(
+          "base64",
+        );
+      }
+      await writeFile(join(dataDir, "provenance", id, `${hex}.json`), JSON.stringify(bundle));
+      await writeFile(
+        index,
+        JSON.stringify({ ...manifest, digest: `sha256:${hex}`, size: bytes.byteLength }),
+      );
+      return manifest.digest;
+    };
     const push = async (key: ReturnType<typeof goKey>, file: string | undefined) => {
       assert.ok(file, "the driver was pulled by an earlier test");
       const pusher = createPluginClient({ address: other?.address ?? "" });
@@ -260,6 +285,7 @@ describe("Go runtime end to end", () => {
 
     it("loads a pushed driver signed with an Ed25519 key", async () => {
       await push(SIGNED, loaded.get("counter"));
+      await push(REWRITTEN, loaded.get("counter"));
       const ran = await runtime(`${COUNTER}@v1.0.0-ed25519`, ["7"], {
         at: other?.address,
         trust: [edKey.pub],
@@ -274,20 +300,10 @@ describe("Go runtime end to end", () => {
       assert.ok(echo, "the echo driver was pulled by an earlier test");
       const bytes = await readFile(echo);
       const hex = createHash("sha256").update(bytes).digest("hex");
-      const id = buildKeyId(SIGNED);
-      const index = join(dataDir, "index", `${id}.json`);
-      const manifest = JSON.parse(await readFile(index, "utf8")) as { digest: string };
-      await mkdir(join(dataDir, "blobs", "sha256", hex.slice(0, 2)), { recursive: true });
-      await writeFile(join(dataDir, "blobs", "sha256", hex.slice(0, 2), hex), bytes);
-      await copyFile(
-        join(dataDir, "provenance", id, `${manifest.digest.slice(7)}.json`),
-        join(dataDir, "provenance", id, `${hex}.json`),
-      );
-      await writeFile(
-        index,
-        JSON.stringify({ ...manifest, digest: `sha256:${hex}`, size: bytes.byteLength }),
-      );
-      // Served from now on without a signing key: the next test pushes unsigned.
+      const genuine = await forge(SIGNED, bytes, false);
+      await forge(REWRITTEN, bytes, true);
+      // The server caches manifests it has read: it starts again on the forged
+      // store, from now on without a signing key (the next test pushes unsigned).
       other = await serve();
 
       const naive = await runtime(`${COUNTER}@v1.0.0-ed25519`, ["forged"], { at: other.address });
@@ -301,7 +317,17 @@ describe("Go runtime end to end", () => {
       await assertRefused(
         ran,
         `${COUNTER}@v1.0.0-ed25519`,
-        `its provenance was signed for bytes with digest ${manifest.digest}, and these bytes hash to sha256:${hex}`,
+        `its provenance was signed for bytes with digest ${genuine}, and these bytes hash to sha256:${hex}`,
+      );
+
+      const rewritten = await runtime(`${COUNTER}@v1.0.0-rewritten`, ["forged"], {
+        at: other.address,
+        trust: [edKey.pub],
+      });
+      await assertRefused(
+        rewritten,
+        `${COUNTER}@v1.0.0-rewritten`,
+        `the signature of its provenance does not verify with trusted key ${edKey.id}`,
       );
     });
 
