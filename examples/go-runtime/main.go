@@ -16,7 +16,7 @@
 // It prints one JSON object on stdout and exits 0, or prints the error on
 // stderr and exits 1, or 9 when -trust-key refuses the driver (no signed
 // provenance, an untrusted signer, or a statement for other bytes): then
-// nothing is left in -dir.
+// nothing of the pull is written to -dir.
 package main
 
 import (
