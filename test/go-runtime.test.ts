@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
-import { cp, mkdir } from "node:fs/promises";
+import { createHash, createPublicKey } from "node:crypto";
+import { cp, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
 import { createPluginClient, type PluginClient } from "../src/client/index.js";
 import { runProcess } from "../src/compiler/run-process.js";
+import { buildKeyId } from "../src/model/build-key.js";
+import { keyId } from "../src/model/provenance.js";
+import { generateSigningKey, type KeyAlgorithm } from "../src/provenance/signing-key.js";
 import {
   COUNTER,
   ECHO,
@@ -24,15 +28,40 @@ interface RuntimeReport {
   sdk: string;
   digest: string;
   size: number;
+  path: string;
   driver: string;
   results: string[];
+}
+
+/** The CLI's exit code for an artifact refused by its provenance, which the runtime shares. */
+const EXIT_UNTRUSTED = 9;
+
+interface KeyFiles {
+  /** PEM private key, for serve --signing-key. */
+  key: string;
+  /** PEM public key, for the runtime's -trust-key. */
+  pub: string;
+  /** The hint bundles name the key by. */
+  id: string;
+}
+
+/** A regular expression matching `text` literally. */
+const literally = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/** A key pair as `atomix-plugins keygen -o <prefix>` writes it. */
+async function keyFiles(prefix: string, algorithm: KeyAlgorithm): Promise<KeyFiles> {
+  const pair = generateSigningKey(algorithm);
+  await writeFile(`${prefix}.key`, pair.privateKeyPem, { mode: 0o600 });
+  await writeFile(`${prefix}.pub`, pair.publicKeyPem);
+  return { key: `${prefix}.key`, pub: `${prefix}.pub`, id: keyId(createPublicKey(pair.publicKeyPem)) };
 }
 
 /**
  * The proof that Go plugins built by the service load: the example runtime
  * (examples/go-runtime, a Go program with its own gRPC client) pulls a driver
  * from a real `atomix-plugins serve` process, checks x-plugin-digest,
- * plugin.Open()s it, looks up its symbol and calls it.
+ * plugin.Open()s it, looks up its symbol and calls it. The server signs
+ * provenance, which the runtime checks with -trust-key.
  */
 describe("Go runtime end to end", () => {
   let test: Awaited<ReturnType<typeof goTestDir>>;
@@ -42,6 +71,11 @@ describe("Go runtime end to end", () => {
   let address: string;
   let client: PluginClient;
   let runs = 0;
+  /** The server's signing key (ECDSA P-256) and one it does not hold (Ed25519). */
+  let signer: KeyFiles;
+  let stranger: KeyFiles;
+  /** Drivers the runtime pulled and loaded, for pushing elsewhere. */
+  const loaded = new Map<string, string>();
 
   before(async () => {
     test = await goTestDir();
@@ -66,6 +100,8 @@ describe("Go runtime end to end", () => {
     });
     assert.equal(built.exitCode, 0, `building the example runtime failed:\n${built.stderr}`);
 
+    signer = await keyFiles(join(test.dir, "signing"), "ecdsa-p256");
+    stranger = await keyFiles(join(test.dir, "stranger"), "ed25519");
     server = await startServerProcess({
       dataDir: join(test.dir, "data"),
       args: [
@@ -79,6 +115,8 @@ describe("Go runtime end to end", () => {
         test.cacheDir,
         "--build-concurrency",
         "1",
+        "--signing-key",
+        signer.key,
       ],
     });
     address = server.address;
@@ -91,12 +129,31 @@ describe("Go runtime end to end", () => {
     await test.remove();
   });
 
-  async function runtime(plugin: string, calls: string[], build = GO_RELEASE) {
+  async function runtime(
+    plugin: string,
+    calls: string[],
+    { build = GO_RELEASE, trust = [] as string[], at = address } = {},
+  ) {
     const dir = join(test.dir, "pulled", String(++runs));
     await mkdir(dir, { recursive: true });
-    const args = ["-server", address, "-version", "3.0.0", "-build", build, "-plugin", plugin, "-dir", dir];
+    const args = ["-server", at, "-version", "3.0.0", "-build", build, "-plugin", plugin, "-dir", dir];
     for (const call of calls) args.push("-call", call);
-    return runProcess(runtimeBinary, args, { cwd: test.dir, env: { PATH: goEnv.PATH ?? "" } });
+    for (const key of trust) args.push("-trust-key", key);
+    const ran = await runProcess(runtimeBinary, args, { cwd: test.dir, env: { PATH: goEnv.PATH ?? "" } });
+    if (ran.exitCode === 0) {
+      const report = JSON.parse(ran.stdout) as RuntimeReport;
+      loaded.set(report.driver, report.path);
+    }
+    return { ...ran, dir };
+  }
+
+  /** The runtime names the driver, its digest and the check that failed; nothing is left behind. */
+  async function assertRefused(ran: Awaited<ReturnType<typeof runtime>>, plugin: string, reason: string) {
+    assert.equal(ran.exitCode, EXIT_UNTRUSTED, ran.stderr);
+    const what = literally(`runtime: refusing ${plugin} for runtime 3.0.0/${GO_RELEASE} (`);
+    assert.match(ran.stderr, new RegExp(`^${what}sha256:[0-9a-f]{64}\\): ${literally(reason)}`));
+    assert.equal(ran.stdout, "", "nothing was loaded");
+    assert.deepEqual(await readdir(ran.dir), [], "the refused driver is not left in -dir");
   }
 
   it("pulls, loads and calls a driver whose sdk requirement was aligned to the runtime's", async () => {
@@ -114,6 +171,23 @@ describe("Go runtime end to end", () => {
     assert.equal(report.digest, reference.digest, "the runtime checked the digest CompilePlugin names");
     const manifest = await client.inspect(goKey(COUNTER, "v1.0.0"));
     assert.equal(manifest.annotations["dev.atomix.go.alignment"], "example.com/atomix/sdk v1.0.0=>v1.1.0");
+  });
+
+  it("verifies the signed provenance of what it loads with -trust-key, several keys at once for rotation", async () => {
+    const ran = await runtime(`${COUNTER}@v1.0.0`, ["4"], { trust: [stranger.pub, signer.pub] });
+    assert.equal(ran.exitCode, 0, ran.stderr);
+    const report = JSON.parse(ran.stdout) as RuntimeReport;
+    assert.deepEqual(report.results, ["total=4 sdk=v1.1.0"]);
+    assert.equal(report.digest, (await client.compile(goKey(COUNTER, "v1.0.0"))).digest);
+  });
+
+  it("refuses a driver whose provenance is signed by a key it does not trust, exit 9, and leaves no file", async () => {
+    const ran = await runtime(`${COUNTER}@v1.0.0`, ["1"], { trust: [stranger.pub] });
+    await assertRefused(
+      ran,
+      `${COUNTER}@v1.0.0`,
+      `its provenance is signed by key ${signer.id}, which is not trusted (trusted: ${stranger.id})`,
+    );
   });
 
   it("loads a driver that came through the Go module proxy", async () => {
@@ -149,5 +223,121 @@ describe("Go runtime end to end", () => {
     assert.equal(ran.exitCode, 1);
     assert.match(ran.stderr, /code = FailedPrecondition/);
     assert.match(ran.stderr, /undefined: sdk\.Describe/);
+  });
+
+  /**
+   * A second store, served first by a server that signs with an Ed25519 key,
+   * then by one without a key, with the store forged in between by someone
+   * who can write to it: bytes and manifest together, with the genuine
+   * bundle copied under the new digest, or with its statement rewritten to
+   * name the new bytes under the old signature.
+   */
+  describe("against another server's store", () => {
+    let edKey: KeyFiles;
+    let dataDir: string;
+    let other: ServerProcess | undefined;
+    const SIGNED = goKey(COUNTER, "v1.0.0-ed25519");
+    const REWRITTEN = goKey(COUNTER, "v1.0.0-rewritten");
+    const serve = (args: string[] = []) =>
+      startServerProcess({ dataDir, args: ["--runtimes", join(EXAMPLES, "runtimes"), ...args] });
+    /** Replaces the artifact of `key` in the stopped server's store with `bytes`; returns the old digest. */
+    const forge = async (key: ReturnType<typeof goKey>, bytes: Buffer, rewriteStatement: boolean) => {
+      const hex = createHash("sha256").update(bytes).digest("hex");
+      const id = buildKeyId(key);
+      const index = join(dataDir, "index", `${id}.json`);
+      const manifest = JSON.parse(await readFile(index, "utf8")) as { digest: string };
+      await mkdir(join(dataDir, "blobs", "sha256", hex.slice(0, 2)), { recursive: true });
+      await writeFile(join(dataDir, "blobs", "sha256", hex.slice(0, 2), hex), bytes);
+      const genuine = join(dataDir, "provenance", id, `${manifest.digest.slice(7)}.json`);
+      const bundle = JSON.parse(await readFile(genuine, "utf8")) as { dsseEnvelope: { payload: string } };
+      if (rewriteStatement) {
+        const payload = Buffer.from(bundle.dsseEnvelope.payload, "base64").toString();
+        bundle.dsseEnvelope.payload = Buffer.from(payload.replace(manifest.digest.slice(7), hex)).toString(
+          "base64",
+        );
+      }
+      await writeFile(join(dataDir, "provenance", id, `${hex}.json`), JSON.stringify(bundle));
+      await writeFile(
+        index,
+        JSON.stringify({ ...manifest, digest: `sha256:${hex}`, size: bytes.byteLength }),
+      );
+      return manifest.digest;
+    };
+    const push = async (key: ReturnType<typeof goKey>, file: string | undefined) => {
+      assert.ok(file, "the driver was pulled by an earlier test");
+      const pusher = createPluginClient({ address: other?.address ?? "" });
+      try {
+        return await pusher.pushFile(key, file);
+      } finally {
+        pusher.close();
+      }
+    };
+
+    before(async () => {
+      edKey = await keyFiles(join(test.dir, "ed25519"), "ed25519");
+      dataDir = join(test.dir, "other-data");
+      other = await serve(["--signing-key", edKey.key]);
+    });
+
+    after(async () => {
+      await other?.stop();
+    });
+
+    it("loads a pushed driver signed with an Ed25519 key", async () => {
+      await push(SIGNED, loaded.get("counter"));
+      await push(REWRITTEN, loaded.get("counter"));
+      const ran = await runtime(`${COUNTER}@v1.0.0-ed25519`, ["7"], {
+        at: other?.address,
+        trust: [edKey.pub],
+      });
+      assert.equal(ran.exitCode, 0, ran.stderr);
+      assert.deepEqual((JSON.parse(ran.stdout) as RuntimeReport).results, ["total=7 sdk=v1.1.0"]);
+    });
+
+    it("refuses a driver replaced in the store, which it loads when it verifies nothing", async () => {
+      await other?.stop();
+      const echo = loaded.get("echo");
+      assert.ok(echo, "the echo driver was pulled by an earlier test");
+      const bytes = await readFile(echo);
+      const hex = createHash("sha256").update(bytes).digest("hex");
+      const genuine = await forge(SIGNED, bytes, false);
+      await forge(REWRITTEN, bytes, true);
+      // The server caches manifests it has read: it starts again on the forged
+      // store, from now on without a signing key (the next test pushes unsigned).
+      other = await serve();
+
+      const naive = await runtime(`${COUNTER}@v1.0.0-ed25519`, ["forged"], { at: other.address });
+      assert.equal(naive.exitCode, 0, naive.stderr);
+      assert.equal((JSON.parse(naive.stdout) as RuntimeReport).driver, "echo", "the forgery loads unchecked");
+
+      const ran = await runtime(`${COUNTER}@v1.0.0-ed25519`, ["forged"], {
+        at: other.address,
+        trust: [edKey.pub],
+      });
+      await assertRefused(
+        ran,
+        `${COUNTER}@v1.0.0-ed25519`,
+        `its provenance was signed for bytes with digest ${genuine}, and these bytes hash to sha256:${hex}`,
+      );
+
+      const rewritten = await runtime(`${COUNTER}@v1.0.0-rewritten`, ["forged"], {
+        at: other.address,
+        trust: [edKey.pub],
+      });
+      await assertRefused(
+        rewritten,
+        `${COUNTER}@v1.0.0-rewritten`,
+        `the signature of its provenance does not verify with trusted key ${edKey.id}`,
+      );
+    });
+
+    it("refuses a driver pushed to a server without a signing key", async () => {
+      await push(goKey(COUNTER, "v1.0.0-unsigned"), loaded.get("counter"));
+      const ran = await runtime(`${COUNTER}@v1.0.0-unsigned`, ["1"], {
+        at: other?.address,
+        trust: [edKey.pub, signer.pub],
+      });
+      await assertRefused(ran, `${COUNTER}@v1.0.0-unsigned`, "the server has no signed provenance for it: ");
+    });
   });
 });

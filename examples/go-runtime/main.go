@@ -1,7 +1,9 @@
 // Command runtime is an example runtime proxy: it pulls a driver from the
 // plugin registry over gRPC (atomix.runtime.v1.PluginRegistry/PullPlugin),
 // checks the bytes against the x-plugin-digest header, loads the driver with
-// Go's plugin package, looks up its symbol and calls it.
+// Go's plugin package, looks up its symbol and calls it. With -trust-key it
+// first verifies the driver's signed provenance (provenance.go) and loads
+// nothing the registry's signing key does not vouch for.
 //
 // A Go plugin only loads into the very build it was compiled for (same Go
 // release, same flags, same version of every package both contain), which is
@@ -12,7 +14,9 @@
 //	  -plugin example.com/atomix/drivers/counter@v1.0.0 -dir /tmp/plugins -call 1 -call 2
 //
 // It prints one JSON object on stdout and exits 0, or prints the error on
-// stderr and exits 1.
+// stderr and exits 1, or 9 when -trust-key refuses the driver (no signed
+// provenance, an untrusted signer, or a statement for other bytes): then
+// nothing of the pull is written to -dir.
 package main
 
 import (
@@ -41,10 +45,13 @@ import (
 // (examples/runtimes/3.0.0/runtime.json) tells the compiler the same.
 const symbol = "Plugin"
 
-type callList []string
+// exitUntrusted is the CLI's exit code for the same refusal (pull --trust-key).
+const exitUntrusted = 9
 
-func (c *callList) String() string     { return strings.Join(*c, ",") }
-func (c *callList) Set(v string) error { *c = append(*c, v); return nil }
+type listFlag []string
+
+func (c *listFlag) String() string     { return strings.Join(*c, ",") }
+func (c *listFlag) Set(v string) error { *c = append(*c, v); return nil }
 
 type report struct {
 	Runtime      string   `json:"runtime"`
@@ -64,24 +71,33 @@ func main() {
 	spec := flag.String("plugin", "", "driver to load, module@version")
 	dir := flag.String("dir", os.TempDir(), "where to write the pulled driver")
 	timeout := flag.Duration("timeout", 60*time.Second, "limit for the whole pull")
-	var calls callList
+	var calls, trustKeys listFlag
 	flag.Var(&calls, "call", "a request to hand the driver (repeatable)")
+	flag.Var(&trustKeys, "trust-key", "PEM public key whose signed provenance the driver must carry (repeatable: any of them)")
 	flag.Parse()
 
-	out, err := run(*server, *version, *build, *spec, *dir, *timeout, calls)
+	out, err := run(*server, *version, *build, *spec, *dir, *timeout, calls, trustKeys)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "runtime:", err)
+		var untrusted *untrustedError
+		if errors.As(err, &untrusted) {
+			os.Exit(exitUntrusted)
+		}
 		os.Exit(1)
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(out)
 }
 
-func run(server, version, build, spec, dir string, timeout time.Duration, calls []string) (*report, error) {
+func run(server, version, build, spec, dir string, timeout time.Duration, calls, trustKeys []string) (*report, error) {
 	at := strings.LastIndex(spec, "@")
 	if at <= 0 {
 		return nil, fmt.Errorf("-plugin %q: want module@version", spec)
 	}
 	name, pluginVersion := spec[:at], spec[at+1:]
+	trusted, err := loadTrustedKeys(trustKeys)
+	if err != nil {
+		return nil, err
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -92,10 +108,15 @@ func run(server, version, build, spec, dir string, timeout time.Duration, calls 
 	defer conn.Close()
 
 	path := filepath.Join(dir, strings.ReplaceAll(name, "/", "_")+"@"+pluginVersion+".so")
-	digest, size, err := pull(ctx, runtimev1.NewPluginRegistryClient(conn), &runtimev1.PullPluginRequest{
+	req := &runtimev1.PullPluginRequest{
 		Runtime: &runtimev1.RuntimeInfo{Version: version, BuildVersion: build},
 		Plugin:  &runtimev1.PluginInfo{Name: name, Version: pluginVersion},
-	}, path)
+	}
+	var check func(digest string) error
+	if len(trusted) > 0 {
+		check = func(digest string) error { return checkProvenance(ctx, conn, req, digest, trusted) }
+	}
+	digest, size, err := pull(ctx, runtimev1.NewPluginRegistryClient(conn), req, path, check)
 	if err != nil {
 		return nil, err
 	}
@@ -128,8 +149,10 @@ func run(server, version, build, spec, dir string, timeout time.Duration, calls 
 }
 
 // pull streams the artifact to path and checks it against the digest the
-// registry announced in its response headers before anything loads it.
-func pull(ctx context.Context, client runtimev1.PluginRegistryClient, req *runtimev1.PullPluginRequest, path string) (string, int64, error) {
+// registry announced in its response headers, and with check (when not nil),
+// before anything loads it: until both pass the bytes are only in
+// path.partial, which is removed whatever happens.
+func pull(ctx context.Context, client runtimev1.PluginRegistryClient, req *runtimev1.PullPluginRequest, path string, check func(digest string) error) (string, int64, error) {
 	stream, err := client.PullPlugin(ctx, req)
 	if err != nil {
 		return "", 0, fmt.Errorf("pull: %w", err)
@@ -179,6 +202,11 @@ func pull(ctx context.Context, client runtimev1.PluginRegistryClient, req *runti
 	}
 	if err := file.Close(); err != nil {
 		return "", 0, err
+	}
+	if check != nil {
+		if err := check(got); err != nil {
+			return "", 0, err
+		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return "", 0, err
