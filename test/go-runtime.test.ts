@@ -22,6 +22,8 @@ import {
 } from "./helpers/go-fixtures.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
+const ADMIN_TOKEN = "go-runtime-test-token";
+
 interface RuntimeReport {
   runtime: string;
   buildVersion: string;
@@ -238,8 +240,13 @@ describe("Go runtime end to end", () => {
     let other: ServerProcess | undefined;
     const SIGNED = goKey(COUNTER, "v1.0.0-ed25519");
     const REWRITTEN = goKey(COUNTER, "v1.0.0-rewritten");
+    // With an admin token: a signing server signs only what a known credential pushes.
     const serve = (args: string[] = []) =>
-      startServerProcess({ dataDir, args: ["--runtimes", join(EXAMPLES, "runtimes"), ...args] });
+      startServerProcess({
+        dataDir,
+        args: ["--runtimes", join(EXAMPLES, "runtimes"), ...args],
+        env: { ATOMIX_PLUGINS_ADMIN_TOKEN: ADMIN_TOKEN },
+      });
     /** Replaces the artifact of `key` in the stopped server's store with `bytes`; returns the old digest. */
     const forge = async (key: ReturnType<typeof goKey>, bytes: Buffer, rewriteStatement: boolean) => {
       const hex = createHash("sha256").update(bytes).digest("hex");
@@ -265,7 +272,7 @@ describe("Go runtime end to end", () => {
     };
     const push = async (key: ReturnType<typeof goKey>, file: string | undefined) => {
       assert.ok(file, "the driver was pulled by an earlier test");
-      const pusher = createPluginClient({ address: other?.address ?? "" });
+      const pusher = createPluginClient({ address: other?.address ?? "", token: ADMIN_TOKEN });
       try {
         return await pusher.pushFile(key, file);
       } finally {

@@ -698,6 +698,887 @@ func (x *CollectGarbageResponse) GetFreedBytes() uint64 {
 	return 0
 }
 
+type RuntimeHeader struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The release's version (semver), as its directory is named under --runtimes.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+}
+
+func (x *RuntimeHeader) Reset() {
+	*x = RuntimeHeader{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[11]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *RuntimeHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuntimeHeader) ProtoMessage() {}
+
+func (x *RuntimeHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[11]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuntimeHeader.ProtoReflect.Descriptor instead.
+func (*RuntimeHeader) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RuntimeHeader) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+// Starts one file of a runtime release; its bytes follow in data messages.
+type RuntimeFile struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// Relative path inside the release, `/`-separated, no `.` or `..` parts.
+	Path       string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size       uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Executable bool   `protobuf:"varint,3,opt,name=executable,proto3" json:"executable,omitempty"`
+}
+
+func (x *RuntimeFile) Reset() {
+	*x = RuntimeFile{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[12]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *RuntimeFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuntimeFile) ProtoMessage() {}
+
+func (x *RuntimeFile) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[12]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuntimeFile.ProtoReflect.Descriptor instead.
+func (*RuntimeFile) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RuntimeFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *RuntimeFile) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *RuntimeFile) GetExecutable() bool {
+	if x != nil {
+		return x.Executable
+	}
+	return false
+}
+
+type RegisterRuntimeRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// Types that are assignable to Part:
+	//
+	//	*RegisterRuntimeRequest_Header
+	//	*RegisterRuntimeRequest_File
+	//	*RegisterRuntimeRequest_Data
+	Part isRegisterRuntimeRequest_Part `protobuf_oneof:"part"`
+}
+
+func (x *RegisterRuntimeRequest) Reset() {
+	*x = RegisterRuntimeRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[13]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *RegisterRuntimeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterRuntimeRequest) ProtoMessage() {}
+
+func (x *RegisterRuntimeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[13]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterRuntimeRequest.ProtoReflect.Descriptor instead.
+func (*RegisterRuntimeRequest) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (m *RegisterRuntimeRequest) GetPart() isRegisterRuntimeRequest_Part {
+	if m != nil {
+		return m.Part
+	}
+	return nil
+}
+
+func (x *RegisterRuntimeRequest) GetHeader() *RuntimeHeader {
+	if x, ok := x.GetPart().(*RegisterRuntimeRequest_Header); ok {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RegisterRuntimeRequest) GetFile() *RuntimeFile {
+	if x, ok := x.GetPart().(*RegisterRuntimeRequest_File); ok {
+		return x.File
+	}
+	return nil
+}
+
+func (x *RegisterRuntimeRequest) GetData() []byte {
+	if x, ok := x.GetPart().(*RegisterRuntimeRequest_Data); ok {
+		return x.Data
+	}
+	return nil
+}
+
+type isRegisterRuntimeRequest_Part interface {
+	isRegisterRuntimeRequest_Part()
+}
+
+type RegisterRuntimeRequest_Header struct {
+	Header *RuntimeHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type RegisterRuntimeRequest_File struct {
+	File *RuntimeFile `protobuf:"bytes,2,opt,name=file,proto3,oneof"`
+}
+
+type RegisterRuntimeRequest_Data struct {
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3,oneof"`
+}
+
+func (*RegisterRuntimeRequest_Header) isRegisterRuntimeRequest_Part() {}
+
+func (*RegisterRuntimeRequest_File) isRegisterRuntimeRequest_Part() {}
+
+func (*RegisterRuntimeRequest_Data) isRegisterRuntimeRequest_Part() {}
+
+type RegisterRuntimeResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Release *RuntimeRelease `protobuf:"bytes,1,opt,name=release,proto3" json:"release,omitempty"`
+	// False when the same release was registered before.
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+}
+
+func (x *RegisterRuntimeResponse) Reset() {
+	*x = RegisterRuntimeResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[14]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *RegisterRuntimeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterRuntimeResponse) ProtoMessage() {}
+
+func (x *RegisterRuntimeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[14]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterRuntimeResponse.ProtoReflect.Descriptor instead.
+func (*RegisterRuntimeResponse) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RegisterRuntimeResponse) GetRelease() *RuntimeRelease {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
+func (x *RegisterRuntimeResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+// A registered runtime release.
+type RuntimeRelease struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Who builds for it: node, go.
+	Toolchain string `protobuf:"bytes,2,opt,name=toolchain,proto3" json:"toolchain,omitempty"`
+	// sha256 of the release's index (every file's path, digest and size, its
+	// runtime.json among them): what each artifact built for it records.
+	Digest string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// RFC 3339 time it was first registered.
+	RegisteredAt string `protobuf:"bytes,4,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
+	FileCount    uint32 `protobuf:"varint,5,opt,name=file_count,json=fileCount,proto3" json:"file_count,omitempty"`
+	Size         uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	Description  string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	// The build_versions it accepts: node20, go1.19.8, ...
+	BuildVersions []string `protobuf:"bytes,8,rep,name=build_versions,json=buildVersions,proto3" json:"build_versions,omitempty"`
+	// Background builds of the previous release's plugins, as this server knows them.
+	Prewarm *PrewarmProgress `protobuf:"bytes,9,opt,name=prewarm,proto3" json:"prewarm,omitempty"`
+}
+
+func (x *RuntimeRelease) Reset() {
+	*x = RuntimeRelease{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[15]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *RuntimeRelease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuntimeRelease) ProtoMessage() {}
+
+func (x *RuntimeRelease) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[15]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuntimeRelease.ProtoReflect.Descriptor instead.
+func (*RuntimeRelease) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RuntimeRelease) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RuntimeRelease) GetToolchain() string {
+	if x != nil {
+		return x.Toolchain
+	}
+	return ""
+}
+
+func (x *RuntimeRelease) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RuntimeRelease) GetRegisteredAt() string {
+	if x != nil {
+		return x.RegisteredAt
+	}
+	return ""
+}
+
+func (x *RuntimeRelease) GetFileCount() uint32 {
+	if x != nil {
+		return x.FileCount
+	}
+	return 0
+}
+
+func (x *RuntimeRelease) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *RuntimeRelease) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *RuntimeRelease) GetBuildVersions() []string {
+	if x != nil {
+		return x.BuildVersions
+	}
+	return nil
+}
+
+func (x *RuntimeRelease) GetPrewarm() *PrewarmProgress {
+	if x != nil {
+		return x.Prewarm
+	}
+	return nil
+}
+
+type PrewarmProgress struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// none, running, done, off.
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// The release whose plugins are built again for this one.
+	PreviousVersion string `protobuf:"bytes,2,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
+	Planned         uint32 `protobuf:"varint,3,opt,name=planned,proto3" json:"planned,omitempty"`
+	Built           uint32 `protobuf:"varint,4,opt,name=built,proto3" json:"built,omitempty"`
+	Failed          uint32 `protobuf:"varint,5,opt,name=failed,proto3" json:"failed,omitempty"`
+	// Already stored when their turn came.
+	Skipped  uint32            `protobuf:"varint,6,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Failures []*PrewarmFailure `protobuf:"bytes,7,rep,name=failures,proto3" json:"failures,omitempty"`
+}
+
+func (x *PrewarmProgress) Reset() {
+	*x = PrewarmProgress{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[16]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *PrewarmProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrewarmProgress) ProtoMessage() {}
+
+func (x *PrewarmProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[16]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrewarmProgress.ProtoReflect.Descriptor instead.
+func (*PrewarmProgress) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PrewarmProgress) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *PrewarmProgress) GetPreviousVersion() string {
+	if x != nil {
+		return x.PreviousVersion
+	}
+	return ""
+}
+
+func (x *PrewarmProgress) GetPlanned() uint32 {
+	if x != nil {
+		return x.Planned
+	}
+	return 0
+}
+
+func (x *PrewarmProgress) GetBuilt() uint32 {
+	if x != nil {
+		return x.Built
+	}
+	return 0
+}
+
+func (x *PrewarmProgress) GetFailed() uint32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *PrewarmProgress) GetSkipped() uint32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *PrewarmProgress) GetFailures() []*PrewarmFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+type PrewarmFailure struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Plugin       *runtimev1.PluginInfo `protobuf:"bytes,1,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	BuildVersion string                `protobuf:"bytes,2,opt,name=build_version,json=buildVersion,proto3" json:"build_version,omitempty"`
+	Code         string                `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message      string                `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+}
+
+func (x *PrewarmFailure) Reset() {
+	*x = PrewarmFailure{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[17]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *PrewarmFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrewarmFailure) ProtoMessage() {}
+
+func (x *PrewarmFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[17]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrewarmFailure.ProtoReflect.Descriptor instead.
+func (*PrewarmFailure) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PrewarmFailure) GetPlugin() *runtimev1.PluginInfo {
+	if x != nil {
+		return x.Plugin
+	}
+	return nil
+}
+
+func (x *PrewarmFailure) GetBuildVersion() string {
+	if x != nil {
+		return x.BuildVersion
+	}
+	return ""
+}
+
+func (x *PrewarmFailure) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *PrewarmFailure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type ListRuntimesRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+}
+
+func (x *ListRuntimesRequest) Reset() {
+	*x = ListRuntimesRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[18]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *ListRuntimesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRuntimesRequest) ProtoMessage() {}
+
+func (x *ListRuntimesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[18]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRuntimesRequest.ProtoReflect.Descriptor instead.
+func (*ListRuntimesRequest) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+type ListRuntimesResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Releases []*RuntimeRelease `protobuf:"bytes,1,rep,name=releases,proto3" json:"releases,omitempty"`
+}
+
+func (x *ListRuntimesResponse) Reset() {
+	*x = ListRuntimesResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[19]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *ListRuntimesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRuntimesResponse) ProtoMessage() {}
+
+func (x *ListRuntimesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[19]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRuntimesResponse.ProtoReflect.Descriptor instead.
+func (*ListRuntimesResponse) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListRuntimesResponse) GetReleases() []*RuntimeRelease {
+	if x != nil {
+		return x.Releases
+	}
+	return nil
+}
+
+type InspectRuntimeRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+}
+
+func (x *InspectRuntimeRequest) Reset() {
+	*x = InspectRuntimeRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[20]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *InspectRuntimeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InspectRuntimeRequest) ProtoMessage() {}
+
+func (x *InspectRuntimeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[20]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InspectRuntimeRequest.ProtoReflect.Descriptor instead.
+func (*InspectRuntimeRequest) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *InspectRuntimeRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type GetBuildLogRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Runtime *runtimev1.RuntimeInfo `protobuf:"bytes,1,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Plugin  *runtimev1.PluginInfo  `protobuf:"bytes,2,opt,name=plugin,proto3" json:"plugin,omitempty"`
+}
+
+func (x *GetBuildLogRequest) Reset() {
+	*x = GetBuildLogRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[21]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *GetBuildLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBuildLogRequest) ProtoMessage() {}
+
+func (x *GetBuildLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[21]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBuildLogRequest.ProtoReflect.Descriptor instead.
+func (*GetBuildLogRequest) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetBuildLogRequest) GetRuntime() *runtimev1.RuntimeInfo {
+	if x != nil {
+		return x.Runtime
+	}
+	return nil
+}
+
+func (x *GetBuildLogRequest) GetPlugin() *runtimev1.PluginInfo {
+	if x != nil {
+		return x.Plugin
+	}
+	return nil
+}
+
+// What one build left behind, success or failure.
+type BuildRecord struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	Runtime *runtimev1.RuntimeInfo `protobuf:"bytes,1,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Plugin  *runtimev1.PluginInfo  `protobuf:"bytes,2,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	// success or failure.
+	Outcome string `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// The gRPC code name the build ended with: OK, FAILED_PRECONDITION, ...
+	Code       string `protobuf:"bytes,4,opt,name=code,proto3" json:"code,omitempty"`
+	Message    string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	DurationMs uint64 `protobuf:"varint,6,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	// RFC 3339.
+	FinishedAt string `protobuf:"bytes,7,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// The toolchain and its versions, as the artifact's manifest records them.
+	Toolchain map[string]string `protobuf:"bytes,8,rep,name=toolchain,proto3" json:"toolchain,omitempty" protobuf_key:"bytes,1,opt,name=key,proto3" protobuf_val:"bytes,2,opt,name=value,proto3"`
+	// The digest of the runtime release it was built for.
+	RuntimeDigest string `protobuf:"bytes,9,opt,name=runtime_digest,json=runtimeDigest,proto3" json:"runtime_digest,omitempty"`
+	// The artifact's digest, for a success.
+	ArtifactDigest string `protobuf:"bytes,10,opt,name=artifact_digest,json=artifactDigest,proto3" json:"artifact_digest,omitempty"`
+	// The last 64 KiB of the toolchain's output.
+	Output          string `protobuf:"bytes,11,opt,name=output,proto3" json:"output,omitempty"`
+	OutputTruncated bool   `protobuf:"varint,12,opt,name=output_truncated,json=outputTruncated,proto3" json:"output_truncated,omitempty"`
+}
+
+func (x *BuildRecord) Reset() {
+	*x = BuildRecord{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[22]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *BuildRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildRecord) ProtoMessage() {}
+
+func (x *BuildRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[22]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildRecord.ProtoReflect.Descriptor instead.
+func (*BuildRecord) Descriptor() ([]byte, []int) {
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *BuildRecord) GetRuntime() *runtimev1.RuntimeInfo {
+	if x != nil {
+		return x.Runtime
+	}
+	return nil
+}
+
+func (x *BuildRecord) GetPlugin() *runtimev1.PluginInfo {
+	if x != nil {
+		return x.Plugin
+	}
+	return nil
+}
+
+func (x *BuildRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *BuildRecord) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *BuildRecord) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *BuildRecord) GetDurationMs() uint64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+func (x *BuildRecord) GetFinishedAt() string {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return ""
+}
+
+func (x *BuildRecord) GetToolchain() map[string]string {
+	if x != nil {
+		return x.Toolchain
+	}
+	return nil
+}
+
+func (x *BuildRecord) GetRuntimeDigest() string {
+	if x != nil {
+		return x.RuntimeDigest
+	}
+	return ""
+}
+
+func (x *BuildRecord) GetArtifactDigest() string {
+	if x != nil {
+		return x.ArtifactDigest
+	}
+	return ""
+}
+
+func (x *BuildRecord) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *BuildRecord) GetOutputTruncated() bool {
+	if x != nil {
+		return x.OutputTruncated
+	}
+	return false
+}
+
 type GetProvenanceRequest struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache
@@ -710,7 +1591,7 @@ type GetProvenanceRequest struct {
 func (x *GetProvenanceRequest) Reset() {
 	*x = GetProvenanceRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[11]
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[23]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -723,7 +1604,7 @@ func (x *GetProvenanceRequest) String() string {
 func (*GetProvenanceRequest) ProtoMessage() {}
 
 func (x *GetProvenanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[23]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +1617,7 @@ func (x *GetProvenanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProvenanceRequest.ProtoReflect.Descriptor instead.
 func (*GetProvenanceRequest) Descriptor() ([]byte, []int) {
-	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetProvenanceRequest) GetRuntime() *runtimev1.RuntimeInfo {
@@ -770,7 +1651,7 @@ type GetProvenanceResponse struct {
 func (x *GetProvenanceResponse) Reset() {
 	*x = GetProvenanceResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[12]
+		mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[24]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -783,7 +1664,7 @@ func (x *GetProvenanceResponse) String() string {
 func (*GetProvenanceResponse) ProtoMessage() {}
 
 func (x *GetProvenanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_atomix_plugins_admin_v1_admin_proto_msgTypes[24]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1677,7 @@ func (x *GetProvenanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProvenanceResponse.ProtoReflect.Descriptor instead.
 func (*GetProvenanceResponse) Descriptor() ([]byte, []int) {
-	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetProvenanceResponse) GetDigest() string {
@@ -926,7 +1807,134 @@ var file_atomix_plugins_admin_v1_admin_proto_rawDesc = []byte{
 	0x64, 0x5f, 0x62, 0x6c, 0x6f, 0x62, 0x73, 0x18, 0x01, 0x20, 0x01, 0x28, 0x04, 0x52, 0x0c, 0x72,
 	0x65, 0x6d, 0x6f, 0x76, 0x65, 0x64, 0x42, 0x6c, 0x6f, 0x62, 0x73, 0x12, 0x1f, 0x0a, 0x0b, 0x66,
 	0x72, 0x65, 0x65, 0x64, 0x5f, 0x62, 0x79, 0x74, 0x65, 0x73, 0x18, 0x02, 0x20, 0x01, 0x28, 0x04,
-	0x52, 0x0a, 0x66, 0x72, 0x65, 0x65, 0x64, 0x42, 0x79, 0x74, 0x65, 0x73, 0x22, 0x87, 0x01, 0x0a,
+	0x52, 0x0a, 0x66, 0x72, 0x65, 0x65, 0x64, 0x42, 0x79, 0x74, 0x65, 0x73, 0x22, 0x29, 0x0a, 0x0d,
+	0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x48, 0x65, 0x61, 0x64, 0x65, 0x72, 0x12, 0x18, 0x0a,
+	0x07, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07,
+	0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x22, 0x55, 0x0a, 0x0b, 0x52, 0x75, 0x6e, 0x74, 0x69,
+	0x6d, 0x65, 0x46, 0x69, 0x6c, 0x65, 0x12, 0x12, 0x0a, 0x04, 0x70, 0x61, 0x74, 0x68, 0x18, 0x01,
+	0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x70, 0x61, 0x74, 0x68, 0x12, 0x12, 0x0a, 0x04, 0x73, 0x69,
+	0x7a, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x04, 0x52, 0x04, 0x73, 0x69, 0x7a, 0x65, 0x12, 0x1e,
+	0x0a, 0x0a, 0x65, 0x78, 0x65, 0x63, 0x75, 0x74, 0x61, 0x62, 0x6c, 0x65, 0x18, 0x03, 0x20, 0x01,
+	0x28, 0x08, 0x52, 0x0a, 0x65, 0x78, 0x65, 0x63, 0x75, 0x74, 0x61, 0x62, 0x6c, 0x65, 0x22, 0xb4,
+	0x01, 0x0a, 0x16, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x65, 0x72, 0x52, 0x75, 0x6e, 0x74, 0x69,
+	0x6d, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x40, 0x0a, 0x06, 0x68, 0x65, 0x61,
+	0x64, 0x65, 0x72, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x26, 0x2e, 0x61, 0x74, 0x6f, 0x6d,
+	0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e,
+	0x2e, 0x76, 0x31, 0x2e, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x48, 0x65, 0x61, 0x64, 0x65,
+	0x72, 0x48, 0x00, 0x52, 0x06, 0x68, 0x65, 0x61, 0x64, 0x65, 0x72, 0x12, 0x3a, 0x0a, 0x04, 0x66,
+	0x69, 0x6c, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x24, 0x2e, 0x61, 0x74, 0x6f, 0x6d,
+	0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e,
+	0x2e, 0x76, 0x31, 0x2e, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x46, 0x69, 0x6c, 0x65, 0x48,
+	0x00, 0x52, 0x04, 0x66, 0x69, 0x6c, 0x65, 0x12, 0x14, 0x0a, 0x04, 0x64, 0x61, 0x74, 0x61, 0x18,
+	0x03, 0x20, 0x01, 0x28, 0x0c, 0x48, 0x00, 0x52, 0x04, 0x64, 0x61, 0x74, 0x61, 0x42, 0x06, 0x0a,
+	0x04, 0x70, 0x61, 0x72, 0x74, 0x22, 0x76, 0x0a, 0x17, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x65,
+	0x72, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65,
+	0x12, 0x41, 0x0a, 0x07, 0x72, 0x65, 0x6c, 0x65, 0x61, 0x73, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28,
+	0x0b, 0x32, 0x27, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69,
+	0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x75, 0x6e, 0x74,
+	0x69, 0x6d, 0x65, 0x52, 0x65, 0x6c, 0x65, 0x61, 0x73, 0x65, 0x52, 0x07, 0x72, 0x65, 0x6c, 0x65,
+	0x61, 0x73, 0x65, 0x12, 0x18, 0x0a, 0x07, 0x63, 0x72, 0x65, 0x61, 0x74, 0x65, 0x64, 0x18, 0x02,
+	0x20, 0x01, 0x28, 0x08, 0x52, 0x07, 0x63, 0x72, 0x65, 0x61, 0x74, 0x65, 0x64, 0x22, 0xc5, 0x02,
+	0x0a, 0x0e, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x52, 0x65, 0x6c, 0x65, 0x61, 0x73, 0x65,
+	0x12, 0x18, 0x0a, 0x07, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x18, 0x01, 0x20, 0x01, 0x28,
+	0x09, 0x52, 0x07, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x12, 0x1c, 0x0a, 0x09, 0x74, 0x6f,
+	0x6f, 0x6c, 0x63, 0x68, 0x61, 0x69, 0x6e, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x74,
+	0x6f, 0x6f, 0x6c, 0x63, 0x68, 0x61, 0x69, 0x6e, 0x12, 0x16, 0x0a, 0x06, 0x64, 0x69, 0x67, 0x65,
+	0x73, 0x74, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x64, 0x69, 0x67, 0x65, 0x73, 0x74,
+	0x12, 0x23, 0x0a, 0x0d, 0x72, 0x65, 0x67, 0x69, 0x73, 0x74, 0x65, 0x72, 0x65, 0x64, 0x5f, 0x61,
+	0x74, 0x18, 0x04, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0c, 0x72, 0x65, 0x67, 0x69, 0x73, 0x74, 0x65,
+	0x72, 0x65, 0x64, 0x41, 0x74, 0x12, 0x1d, 0x0a, 0x0a, 0x66, 0x69, 0x6c, 0x65, 0x5f, 0x63, 0x6f,
+	0x75, 0x6e, 0x74, 0x18, 0x05, 0x20, 0x01, 0x28, 0x0d, 0x52, 0x09, 0x66, 0x69, 0x6c, 0x65, 0x43,
+	0x6f, 0x75, 0x6e, 0x74, 0x12, 0x12, 0x0a, 0x04, 0x73, 0x69, 0x7a, 0x65, 0x18, 0x06, 0x20, 0x01,
+	0x28, 0x04, 0x52, 0x04, 0x73, 0x69, 0x7a, 0x65, 0x12, 0x20, 0x0a, 0x0b, 0x64, 0x65, 0x73, 0x63,
+	0x72, 0x69, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x18, 0x07, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0b, 0x64,
+	0x65, 0x73, 0x63, 0x72, 0x69, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x12, 0x25, 0x0a, 0x0e, 0x62, 0x75,
+	0x69, 0x6c, 0x64, 0x5f, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x18, 0x08, 0x20, 0x03,
+	0x28, 0x09, 0x52, 0x0d, 0x62, 0x75, 0x69, 0x6c, 0x64, 0x56, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e,
+	0x73, 0x12, 0x42, 0x0a, 0x07, 0x70, 0x72, 0x65, 0x77, 0x61, 0x72, 0x6d, 0x18, 0x09, 0x20, 0x01,
+	0x28, 0x0b, 0x32, 0x28, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67,
+	0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x50, 0x72, 0x65,
+	0x77, 0x61, 0x72, 0x6d, 0x50, 0x72, 0x6f, 0x67, 0x72, 0x65, 0x73, 0x73, 0x52, 0x07, 0x70, 0x72,
+	0x65, 0x77, 0x61, 0x72, 0x6d, 0x22, 0xf9, 0x01, 0x0a, 0x0f, 0x50, 0x72, 0x65, 0x77, 0x61, 0x72,
+	0x6d, 0x50, 0x72, 0x6f, 0x67, 0x72, 0x65, 0x73, 0x73, 0x12, 0x14, 0x0a, 0x05, 0x73, 0x74, 0x61,
+	0x74, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x05, 0x73, 0x74, 0x61, 0x74, 0x65, 0x12,
+	0x29, 0x0a, 0x10, 0x70, 0x72, 0x65, 0x76, 0x69, 0x6f, 0x75, 0x73, 0x5f, 0x76, 0x65, 0x72, 0x73,
+	0x69, 0x6f, 0x6e, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0f, 0x70, 0x72, 0x65, 0x76, 0x69,
+	0x6f, 0x75, 0x73, 0x56, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x12, 0x18, 0x0a, 0x07, 0x70, 0x6c,
+	0x61, 0x6e, 0x6e, 0x65, 0x64, 0x18, 0x03, 0x20, 0x01, 0x28, 0x0d, 0x52, 0x07, 0x70, 0x6c, 0x61,
+	0x6e, 0x6e, 0x65, 0x64, 0x12, 0x14, 0x0a, 0x05, 0x62, 0x75, 0x69, 0x6c, 0x74, 0x18, 0x04, 0x20,
+	0x01, 0x28, 0x0d, 0x52, 0x05, 0x62, 0x75, 0x69, 0x6c, 0x74, 0x12, 0x16, 0x0a, 0x06, 0x66, 0x61,
+	0x69, 0x6c, 0x65, 0x64, 0x18, 0x05, 0x20, 0x01, 0x28, 0x0d, 0x52, 0x06, 0x66, 0x61, 0x69, 0x6c,
+	0x65, 0x64, 0x12, 0x18, 0x0a, 0x07, 0x73, 0x6b, 0x69, 0x70, 0x70, 0x65, 0x64, 0x18, 0x06, 0x20,
+	0x01, 0x28, 0x0d, 0x52, 0x07, 0x73, 0x6b, 0x69, 0x70, 0x70, 0x65, 0x64, 0x12, 0x43, 0x0a, 0x08,
+	0x66, 0x61, 0x69, 0x6c, 0x75, 0x72, 0x65, 0x73, 0x18, 0x07, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x27,
+	0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e,
+	0x61, 0x64, 0x6d, 0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x50, 0x72, 0x65, 0x77, 0x61, 0x72, 0x6d,
+	0x46, 0x61, 0x69, 0x6c, 0x75, 0x72, 0x65, 0x52, 0x08, 0x66, 0x61, 0x69, 0x6c, 0x75, 0x72, 0x65,
+	0x73, 0x22, 0x9a, 0x01, 0x0a, 0x0e, 0x50, 0x72, 0x65, 0x77, 0x61, 0x72, 0x6d, 0x46, 0x61, 0x69,
+	0x6c, 0x75, 0x72, 0x65, 0x12, 0x35, 0x0a, 0x06, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x18, 0x01,
+	0x20, 0x01, 0x28, 0x0b, 0x32, 0x1d, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x72, 0x75,
+	0x6e, 0x74, 0x69, 0x6d, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x50, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x49,
+	0x6e, 0x66, 0x6f, 0x52, 0x06, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x12, 0x23, 0x0a, 0x0d, 0x62,
+	0x75, 0x69, 0x6c, 0x64, 0x5f, 0x76, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x18, 0x02, 0x20, 0x01,
+	0x28, 0x09, 0x52, 0x0c, 0x62, 0x75, 0x69, 0x6c, 0x64, 0x56, 0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e,
+	0x12, 0x12, 0x0a, 0x04, 0x63, 0x6f, 0x64, 0x65, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04,
+	0x63, 0x6f, 0x64, 0x65, 0x12, 0x18, 0x0a, 0x07, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x18,
+	0x04, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x22, 0x15,
+	0x0a, 0x13, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x73, 0x52, 0x65,
+	0x71, 0x75, 0x65, 0x73, 0x74, 0x22, 0x5b, 0x0a, 0x14, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x75, 0x6e,
+	0x74, 0x69, 0x6d, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x43, 0x0a,
+	0x08, 0x72, 0x65, 0x6c, 0x65, 0x61, 0x73, 0x65, 0x73, 0x18, 0x01, 0x20, 0x03, 0x28, 0x0b, 0x32,
+	0x27, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73,
+	0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d,
+	0x65, 0x52, 0x65, 0x6c, 0x65, 0x61, 0x73, 0x65, 0x52, 0x08, 0x72, 0x65, 0x6c, 0x65, 0x61, 0x73,
+	0x65, 0x73, 0x22, 0x31, 0x0a, 0x15, 0x49, 0x6e, 0x73, 0x70, 0x65, 0x63, 0x74, 0x52, 0x75, 0x6e,
+	0x74, 0x69, 0x6d, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x18, 0x0a, 0x07, 0x76,
+	0x65, 0x72, 0x73, 0x69, 0x6f, 0x6e, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x76, 0x65,
+	0x72, 0x73, 0x69, 0x6f, 0x6e, 0x22, 0x85, 0x01, 0x0a, 0x12, 0x47, 0x65, 0x74, 0x42, 0x75, 0x69,
+	0x6c, 0x64, 0x4c, 0x6f, 0x67, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x38, 0x0a, 0x07,
+	0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1e, 0x2e,
+	0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x2e, 0x76,
+	0x31, 0x2e, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x49, 0x6e, 0x66, 0x6f, 0x52, 0x07, 0x72,
+	0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x12, 0x35, 0x0a, 0x06, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e,
+	0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1d, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e,
+	0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x50, 0x6c, 0x75, 0x67, 0x69,
+	0x6e, 0x49, 0x6e, 0x66, 0x6f, 0x52, 0x06, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x22, 0xac, 0x04,
+	0x0a, 0x0b, 0x42, 0x75, 0x69, 0x6c, 0x64, 0x52, 0x65, 0x63, 0x6f, 0x72, 0x64, 0x12, 0x38, 0x0a,
+	0x07, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1e,
+	0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x2e,
+	0x76, 0x31, 0x2e, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x49, 0x6e, 0x66, 0x6f, 0x52, 0x07,
+	0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x12, 0x35, 0x0a, 0x06, 0x70, 0x6c, 0x75, 0x67, 0x69,
+	0x6e, 0x18, 0x02, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1d, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78,
+	0x2e, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x2e, 0x76, 0x31, 0x2e, 0x50, 0x6c, 0x75, 0x67,
+	0x69, 0x6e, 0x49, 0x6e, 0x66, 0x6f, 0x52, 0x06, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x12, 0x18,
+	0x0a, 0x07, 0x6f, 0x75, 0x74, 0x63, 0x6f, 0x6d, 0x65, 0x18, 0x03, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x07, 0x6f, 0x75, 0x74, 0x63, 0x6f, 0x6d, 0x65, 0x12, 0x12, 0x0a, 0x04, 0x63, 0x6f, 0x64, 0x65,
+	0x18, 0x04, 0x20, 0x01, 0x28, 0x09, 0x52, 0x04, 0x63, 0x6f, 0x64, 0x65, 0x12, 0x18, 0x0a, 0x07,
+	0x6d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x18, 0x05, 0x20, 0x01, 0x28, 0x09, 0x52, 0x07, 0x6d,
+	0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x12, 0x1f, 0x0a, 0x0b, 0x64, 0x75, 0x72, 0x61, 0x74, 0x69,
+	0x6f, 0x6e, 0x5f, 0x6d, 0x73, 0x18, 0x06, 0x20, 0x01, 0x28, 0x04, 0x52, 0x0a, 0x64, 0x75, 0x72,
+	0x61, 0x74, 0x69, 0x6f, 0x6e, 0x4d, 0x73, 0x12, 0x1f, 0x0a, 0x0b, 0x66, 0x69, 0x6e, 0x69, 0x73,
+	0x68, 0x65, 0x64, 0x5f, 0x61, 0x74, 0x18, 0x07, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0a, 0x66, 0x69,
+	0x6e, 0x69, 0x73, 0x68, 0x65, 0x64, 0x41, 0x74, 0x12, 0x51, 0x0a, 0x09, 0x74, 0x6f, 0x6f, 0x6c,
+	0x63, 0x68, 0x61, 0x69, 0x6e, 0x18, 0x08, 0x20, 0x03, 0x28, 0x0b, 0x32, 0x33, 0x2e, 0x61, 0x74,
+	0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d,
+	0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x42, 0x75, 0x69, 0x6c, 0x64, 0x52, 0x65, 0x63, 0x6f, 0x72,
+	0x64, 0x2e, 0x54, 0x6f, 0x6f, 0x6c, 0x63, 0x68, 0x61, 0x69, 0x6e, 0x45, 0x6e, 0x74, 0x72, 0x79,
+	0x52, 0x09, 0x74, 0x6f, 0x6f, 0x6c, 0x63, 0x68, 0x61, 0x69, 0x6e, 0x12, 0x25, 0x0a, 0x0e, 0x72,
+	0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x5f, 0x64, 0x69, 0x67, 0x65, 0x73, 0x74, 0x18, 0x09, 0x20,
+	0x01, 0x28, 0x09, 0x52, 0x0d, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x44, 0x69, 0x67, 0x65,
+	0x73, 0x74, 0x12, 0x27, 0x0a, 0x0f, 0x61, 0x72, 0x74, 0x69, 0x66, 0x61, 0x63, 0x74, 0x5f, 0x64,
+	0x69, 0x67, 0x65, 0x73, 0x74, 0x18, 0x0a, 0x20, 0x01, 0x28, 0x09, 0x52, 0x0e, 0x61, 0x72, 0x74,
+	0x69, 0x66, 0x61, 0x63, 0x74, 0x44, 0x69, 0x67, 0x65, 0x73, 0x74, 0x12, 0x16, 0x0a, 0x06, 0x6f,
+	0x75, 0x74, 0x70, 0x75, 0x74, 0x18, 0x0b, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x6f, 0x75, 0x74,
+	0x70, 0x75, 0x74, 0x12, 0x29, 0x0a, 0x10, 0x6f, 0x75, 0x74, 0x70, 0x75, 0x74, 0x5f, 0x74, 0x72,
+	0x75, 0x6e, 0x63, 0x61, 0x74, 0x65, 0x64, 0x18, 0x0c, 0x20, 0x01, 0x28, 0x08, 0x52, 0x0f, 0x6f,
+	0x75, 0x74, 0x70, 0x75, 0x74, 0x54, 0x72, 0x75, 0x6e, 0x63, 0x61, 0x74, 0x65, 0x64, 0x1a, 0x3c,
+	0x0a, 0x0e, 0x54, 0x6f, 0x6f, 0x6c, 0x63, 0x68, 0x61, 0x69, 0x6e, 0x45, 0x6e, 0x74, 0x72, 0x79,
+	0x12, 0x10, 0x0a, 0x03, 0x6b, 0x65, 0x79, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x03, 0x6b,
+	0x65, 0x79, 0x12, 0x14, 0x0a, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28,
+	0x09, 0x52, 0x05, 0x76, 0x61, 0x6c, 0x75, 0x65, 0x3a, 0x02, 0x38, 0x01, 0x22, 0x87, 0x01, 0x0a,
 	0x14, 0x47, 0x65, 0x74, 0x50, 0x72, 0x6f, 0x76, 0x65, 0x6e, 0x61, 0x6e, 0x63, 0x65, 0x52, 0x65,
 	0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x38, 0x0a, 0x07, 0x72, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65,
 	0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1e, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e,
@@ -941,8 +1949,8 @@ var file_atomix_plugins_admin_v1_admin_proto_rawDesc = []byte{
 	0x06, 0x64, 0x69, 0x67, 0x65, 0x73, 0x74, 0x12, 0x1d, 0x0a, 0x0a, 0x6d, 0x65, 0x64, 0x69, 0x61,
 	0x5f, 0x74, 0x79, 0x70, 0x65, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x6d, 0x65, 0x64,
 	0x69, 0x61, 0x54, 0x79, 0x70, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x62, 0x75, 0x6e, 0x64, 0x6c, 0x65,
-	0x18, 0x03, 0x20, 0x01, 0x28, 0x0c, 0x52, 0x06, 0x62, 0x75, 0x6e, 0x64, 0x6c, 0x65, 0x32, 0x93,
-	0x05, 0x0a, 0x0b, 0x50, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x41, 0x64, 0x6d, 0x69, 0x6e, 0x12, 0x67,
+	0x18, 0x03, 0x20, 0x01, 0x28, 0x0c, 0x52, 0x06, 0x62, 0x75, 0x6e, 0x64, 0x6c, 0x65, 0x32, 0xc5,
+	0x08, 0x0a, 0x0b, 0x50, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x41, 0x64, 0x6d, 0x69, 0x6e, 0x12, 0x67,
 	0x0a, 0x0a, 0x50, 0x75, 0x73, 0x68, 0x50, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x12, 0x2a, 0x2e, 0x61,
 	0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64,
 	0x6d, 0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x50, 0x75, 0x73, 0x68, 0x50, 0x6c, 0x75, 0x67, 0x69,
@@ -983,7 +1991,34 @@ var file_atomix_plugins_admin_v1_admin_proto_rawDesc = []byte{
 	0x75, 0x65, 0x73, 0x74, 0x1a, 0x2e, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c,
 	0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47,
 	0x65, 0x74, 0x50, 0x72, 0x6f, 0x76, 0x65, 0x6e, 0x61, 0x6e, 0x63, 0x65, 0x52, 0x65, 0x73, 0x70,
-	0x6f, 0x6e, 0x73, 0x65, 0x62, 0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
+	0x6f, 0x6e, 0x73, 0x65, 0x12, 0x76, 0x0a, 0x0f, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x65, 0x72,
+	0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x12, 0x2f, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78,
+	0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e, 0x2e, 0x76,
+	0x31, 0x2e, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x65, 0x72, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d,
+	0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x30, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69,
+	0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e, 0x2e,
+	0x76, 0x31, 0x2e, 0x52, 0x65, 0x67, 0x69, 0x73, 0x74, 0x65, 0x72, 0x52, 0x75, 0x6e, 0x74, 0x69,
+	0x6d, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x28, 0x01, 0x12, 0x6b, 0x0a, 0x0c,
+	0x4c, 0x69, 0x73, 0x74, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x73, 0x12, 0x2c, 0x2e, 0x61,
+	0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64,
+	0x6d, 0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x75, 0x6e, 0x74, 0x69,
+	0x6d, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x2d, 0x2e, 0x61, 0x74, 0x6f,
+	0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69,
+	0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65,
+	0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x69, 0x0a, 0x0e, 0x49, 0x6e, 0x73,
+	0x70, 0x65, 0x63, 0x74, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x12, 0x2e, 0x2e, 0x61, 0x74,
+	0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d,
+	0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x49, 0x6e, 0x73, 0x70, 0x65, 0x63, 0x74, 0x52, 0x75, 0x6e,
+	0x74, 0x69, 0x6d, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x27, 0x2e, 0x61, 0x74,
+	0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d,
+	0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x52, 0x75, 0x6e, 0x74, 0x69, 0x6d, 0x65, 0x52, 0x65, 0x6c,
+	0x65, 0x61, 0x73, 0x65, 0x12, 0x60, 0x0a, 0x0b, 0x47, 0x65, 0x74, 0x42, 0x75, 0x69, 0x6c, 0x64,
+	0x4c, 0x6f, 0x67, 0x12, 0x2b, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75,
+	0x67, 0x69, 0x6e, 0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65,
+	0x74, 0x42, 0x75, 0x69, 0x6c, 0x64, 0x4c, 0x6f, 0x67, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
+	0x1a, 0x24, 0x2e, 0x61, 0x74, 0x6f, 0x6d, 0x69, 0x78, 0x2e, 0x70, 0x6c, 0x75, 0x67, 0x69, 0x6e,
+	0x73, 0x2e, 0x61, 0x64, 0x6d, 0x69, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x42, 0x75, 0x69, 0x6c, 0x64,
+	0x52, 0x65, 0x63, 0x6f, 0x72, 0x64, 0x62, 0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
 }
 
 var (
@@ -998,59 +2033,92 @@ func file_atomix_plugins_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_atomix_plugins_admin_v1_admin_proto_rawDescData
 }
 
-var file_atomix_plugins_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_atomix_plugins_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_atomix_plugins_admin_v1_admin_proto_goTypes = []interface{}{
-	(*PushHeader)(nil),             // 0: atomix.plugins.admin.v1.PushHeader
-	(*PushPluginRequest)(nil),      // 1: atomix.plugins.admin.v1.PushPluginRequest
-	(*PushPluginResponse)(nil),     // 2: atomix.plugins.admin.v1.PushPluginResponse
-	(*Manifest)(nil),               // 3: atomix.plugins.admin.v1.Manifest
-	(*ListPluginsRequest)(nil),     // 4: atomix.plugins.admin.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),    // 5: atomix.plugins.admin.v1.ListPluginsResponse
-	(*InspectPluginRequest)(nil),   // 6: atomix.plugins.admin.v1.InspectPluginRequest
-	(*RemovePluginRequest)(nil),    // 7: atomix.plugins.admin.v1.RemovePluginRequest
-	(*RemovePluginResponse)(nil),   // 8: atomix.plugins.admin.v1.RemovePluginResponse
-	(*CollectGarbageRequest)(nil),  // 9: atomix.plugins.admin.v1.CollectGarbageRequest
-	(*CollectGarbageResponse)(nil), // 10: atomix.plugins.admin.v1.CollectGarbageResponse
-	(*GetProvenanceRequest)(nil),   // 11: atomix.plugins.admin.v1.GetProvenanceRequest
-	(*GetProvenanceResponse)(nil),  // 12: atomix.plugins.admin.v1.GetProvenanceResponse
-	nil,                            // 13: atomix.plugins.admin.v1.PushHeader.AnnotationsEntry
-	nil,                            // 14: atomix.plugins.admin.v1.Manifest.AnnotationsEntry
-	(*runtimev1.RuntimeInfo)(nil),  // 15: atomix.runtime.v1.RuntimeInfo
-	(*runtimev1.PluginInfo)(nil),   // 16: atomix.runtime.v1.PluginInfo
+	(*PushHeader)(nil),              // 0: atomix.plugins.admin.v1.PushHeader
+	(*PushPluginRequest)(nil),       // 1: atomix.plugins.admin.v1.PushPluginRequest
+	(*PushPluginResponse)(nil),      // 2: atomix.plugins.admin.v1.PushPluginResponse
+	(*Manifest)(nil),                // 3: atomix.plugins.admin.v1.Manifest
+	(*ListPluginsRequest)(nil),      // 4: atomix.plugins.admin.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),     // 5: atomix.plugins.admin.v1.ListPluginsResponse
+	(*InspectPluginRequest)(nil),    // 6: atomix.plugins.admin.v1.InspectPluginRequest
+	(*RemovePluginRequest)(nil),     // 7: atomix.plugins.admin.v1.RemovePluginRequest
+	(*RemovePluginResponse)(nil),    // 8: atomix.plugins.admin.v1.RemovePluginResponse
+	(*CollectGarbageRequest)(nil),   // 9: atomix.plugins.admin.v1.CollectGarbageRequest
+	(*CollectGarbageResponse)(nil),  // 10: atomix.plugins.admin.v1.CollectGarbageResponse
+	(*RuntimeHeader)(nil),           // 11: atomix.plugins.admin.v1.RuntimeHeader
+	(*RuntimeFile)(nil),             // 12: atomix.plugins.admin.v1.RuntimeFile
+	(*RegisterRuntimeRequest)(nil),  // 13: atomix.plugins.admin.v1.RegisterRuntimeRequest
+	(*RegisterRuntimeResponse)(nil), // 14: atomix.plugins.admin.v1.RegisterRuntimeResponse
+	(*RuntimeRelease)(nil),          // 15: atomix.plugins.admin.v1.RuntimeRelease
+	(*PrewarmProgress)(nil),         // 16: atomix.plugins.admin.v1.PrewarmProgress
+	(*PrewarmFailure)(nil),          // 17: atomix.plugins.admin.v1.PrewarmFailure
+	(*ListRuntimesRequest)(nil),     // 18: atomix.plugins.admin.v1.ListRuntimesRequest
+	(*ListRuntimesResponse)(nil),    // 19: atomix.plugins.admin.v1.ListRuntimesResponse
+	(*InspectRuntimeRequest)(nil),   // 20: atomix.plugins.admin.v1.InspectRuntimeRequest
+	(*GetBuildLogRequest)(nil),      // 21: atomix.plugins.admin.v1.GetBuildLogRequest
+	(*BuildRecord)(nil),             // 22: atomix.plugins.admin.v1.BuildRecord
+	(*GetProvenanceRequest)(nil),    // 23: atomix.plugins.admin.v1.GetProvenanceRequest
+	(*GetProvenanceResponse)(nil),   // 24: atomix.plugins.admin.v1.GetProvenanceResponse
+	nil,                             // 25: atomix.plugins.admin.v1.PushHeader.AnnotationsEntry
+	nil,                             // 26: atomix.plugins.admin.v1.Manifest.AnnotationsEntry
+	nil,                             // 27: atomix.plugins.admin.v1.BuildRecord.ToolchainEntry
+	(*runtimev1.RuntimeInfo)(nil),   // 28: atomix.runtime.v1.RuntimeInfo
+	(*runtimev1.PluginInfo)(nil),    // 29: atomix.runtime.v1.PluginInfo
 }
 var file_atomix_plugins_admin_v1_admin_proto_depIdxs = []int32{
-	15, // 0: atomix.plugins.admin.v1.PushHeader.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
-	16, // 1: atomix.plugins.admin.v1.PushHeader.plugin:type_name -> atomix.runtime.v1.PluginInfo
-	13, // 2: atomix.plugins.admin.v1.PushHeader.annotations:type_name -> atomix.plugins.admin.v1.PushHeader.AnnotationsEntry
+	28, // 0: atomix.plugins.admin.v1.PushHeader.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
+	29, // 1: atomix.plugins.admin.v1.PushHeader.plugin:type_name -> atomix.runtime.v1.PluginInfo
+	25, // 2: atomix.plugins.admin.v1.PushHeader.annotations:type_name -> atomix.plugins.admin.v1.PushHeader.AnnotationsEntry
 	0,  // 3: atomix.plugins.admin.v1.PushPluginRequest.header:type_name -> atomix.plugins.admin.v1.PushHeader
 	3,  // 4: atomix.plugins.admin.v1.PushPluginResponse.manifest:type_name -> atomix.plugins.admin.v1.Manifest
-	15, // 5: atomix.plugins.admin.v1.Manifest.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
-	16, // 6: atomix.plugins.admin.v1.Manifest.plugin:type_name -> atomix.runtime.v1.PluginInfo
-	14, // 7: atomix.plugins.admin.v1.Manifest.annotations:type_name -> atomix.plugins.admin.v1.Manifest.AnnotationsEntry
+	28, // 5: atomix.plugins.admin.v1.Manifest.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
+	29, // 6: atomix.plugins.admin.v1.Manifest.plugin:type_name -> atomix.runtime.v1.PluginInfo
+	26, // 7: atomix.plugins.admin.v1.Manifest.annotations:type_name -> atomix.plugins.admin.v1.Manifest.AnnotationsEntry
 	3,  // 8: atomix.plugins.admin.v1.ListPluginsResponse.manifests:type_name -> atomix.plugins.admin.v1.Manifest
-	15, // 9: atomix.plugins.admin.v1.InspectPluginRequest.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
-	16, // 10: atomix.plugins.admin.v1.InspectPluginRequest.plugin:type_name -> atomix.runtime.v1.PluginInfo
-	15, // 11: atomix.plugins.admin.v1.RemovePluginRequest.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
-	16, // 12: atomix.plugins.admin.v1.RemovePluginRequest.plugin:type_name -> atomix.runtime.v1.PluginInfo
-	15, // 13: atomix.plugins.admin.v1.GetProvenanceRequest.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
-	16, // 14: atomix.plugins.admin.v1.GetProvenanceRequest.plugin:type_name -> atomix.runtime.v1.PluginInfo
-	1,  // 15: atomix.plugins.admin.v1.PluginAdmin.PushPlugin:input_type -> atomix.plugins.admin.v1.PushPluginRequest
-	4,  // 16: atomix.plugins.admin.v1.PluginAdmin.ListPlugins:input_type -> atomix.plugins.admin.v1.ListPluginsRequest
-	6,  // 17: atomix.plugins.admin.v1.PluginAdmin.InspectPlugin:input_type -> atomix.plugins.admin.v1.InspectPluginRequest
-	7,  // 18: atomix.plugins.admin.v1.PluginAdmin.RemovePlugin:input_type -> atomix.plugins.admin.v1.RemovePluginRequest
-	9,  // 19: atomix.plugins.admin.v1.PluginAdmin.CollectGarbage:input_type -> atomix.plugins.admin.v1.CollectGarbageRequest
-	11, // 20: atomix.plugins.admin.v1.PluginAdmin.GetProvenance:input_type -> atomix.plugins.admin.v1.GetProvenanceRequest
-	2,  // 21: atomix.plugins.admin.v1.PluginAdmin.PushPlugin:output_type -> atomix.plugins.admin.v1.PushPluginResponse
-	5,  // 22: atomix.plugins.admin.v1.PluginAdmin.ListPlugins:output_type -> atomix.plugins.admin.v1.ListPluginsResponse
-	3,  // 23: atomix.plugins.admin.v1.PluginAdmin.InspectPlugin:output_type -> atomix.plugins.admin.v1.Manifest
-	8,  // 24: atomix.plugins.admin.v1.PluginAdmin.RemovePlugin:output_type -> atomix.plugins.admin.v1.RemovePluginResponse
-	10, // 25: atomix.plugins.admin.v1.PluginAdmin.CollectGarbage:output_type -> atomix.plugins.admin.v1.CollectGarbageResponse
-	12, // 26: atomix.plugins.admin.v1.PluginAdmin.GetProvenance:output_type -> atomix.plugins.admin.v1.GetProvenanceResponse
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	28, // 9: atomix.plugins.admin.v1.InspectPluginRequest.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
+	29, // 10: atomix.plugins.admin.v1.InspectPluginRequest.plugin:type_name -> atomix.runtime.v1.PluginInfo
+	28, // 11: atomix.plugins.admin.v1.RemovePluginRequest.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
+	29, // 12: atomix.plugins.admin.v1.RemovePluginRequest.plugin:type_name -> atomix.runtime.v1.PluginInfo
+	11, // 13: atomix.plugins.admin.v1.RegisterRuntimeRequest.header:type_name -> atomix.plugins.admin.v1.RuntimeHeader
+	12, // 14: atomix.plugins.admin.v1.RegisterRuntimeRequest.file:type_name -> atomix.plugins.admin.v1.RuntimeFile
+	15, // 15: atomix.plugins.admin.v1.RegisterRuntimeResponse.release:type_name -> atomix.plugins.admin.v1.RuntimeRelease
+	16, // 16: atomix.plugins.admin.v1.RuntimeRelease.prewarm:type_name -> atomix.plugins.admin.v1.PrewarmProgress
+	17, // 17: atomix.plugins.admin.v1.PrewarmProgress.failures:type_name -> atomix.plugins.admin.v1.PrewarmFailure
+	29, // 18: atomix.plugins.admin.v1.PrewarmFailure.plugin:type_name -> atomix.runtime.v1.PluginInfo
+	15, // 19: atomix.plugins.admin.v1.ListRuntimesResponse.releases:type_name -> atomix.plugins.admin.v1.RuntimeRelease
+	28, // 20: atomix.plugins.admin.v1.GetBuildLogRequest.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
+	29, // 21: atomix.plugins.admin.v1.GetBuildLogRequest.plugin:type_name -> atomix.runtime.v1.PluginInfo
+	28, // 22: atomix.plugins.admin.v1.BuildRecord.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
+	29, // 23: atomix.plugins.admin.v1.BuildRecord.plugin:type_name -> atomix.runtime.v1.PluginInfo
+	27, // 24: atomix.plugins.admin.v1.BuildRecord.toolchain:type_name -> atomix.plugins.admin.v1.BuildRecord.ToolchainEntry
+	28, // 25: atomix.plugins.admin.v1.GetProvenanceRequest.runtime:type_name -> atomix.runtime.v1.RuntimeInfo
+	29, // 26: atomix.plugins.admin.v1.GetProvenanceRequest.plugin:type_name -> atomix.runtime.v1.PluginInfo
+	1,  // 27: atomix.plugins.admin.v1.PluginAdmin.PushPlugin:input_type -> atomix.plugins.admin.v1.PushPluginRequest
+	4,  // 28: atomix.plugins.admin.v1.PluginAdmin.ListPlugins:input_type -> atomix.plugins.admin.v1.ListPluginsRequest
+	6,  // 29: atomix.plugins.admin.v1.PluginAdmin.InspectPlugin:input_type -> atomix.plugins.admin.v1.InspectPluginRequest
+	7,  // 30: atomix.plugins.admin.v1.PluginAdmin.RemovePlugin:input_type -> atomix.plugins.admin.v1.RemovePluginRequest
+	9,  // 31: atomix.plugins.admin.v1.PluginAdmin.CollectGarbage:input_type -> atomix.plugins.admin.v1.CollectGarbageRequest
+	23, // 32: atomix.plugins.admin.v1.PluginAdmin.GetProvenance:input_type -> atomix.plugins.admin.v1.GetProvenanceRequest
+	13, // 33: atomix.plugins.admin.v1.PluginAdmin.RegisterRuntime:input_type -> atomix.plugins.admin.v1.RegisterRuntimeRequest
+	18, // 34: atomix.plugins.admin.v1.PluginAdmin.ListRuntimes:input_type -> atomix.plugins.admin.v1.ListRuntimesRequest
+	20, // 35: atomix.plugins.admin.v1.PluginAdmin.InspectRuntime:input_type -> atomix.plugins.admin.v1.InspectRuntimeRequest
+	21, // 36: atomix.plugins.admin.v1.PluginAdmin.GetBuildLog:input_type -> atomix.plugins.admin.v1.GetBuildLogRequest
+	2,  // 37: atomix.plugins.admin.v1.PluginAdmin.PushPlugin:output_type -> atomix.plugins.admin.v1.PushPluginResponse
+	5,  // 38: atomix.plugins.admin.v1.PluginAdmin.ListPlugins:output_type -> atomix.plugins.admin.v1.ListPluginsResponse
+	3,  // 39: atomix.plugins.admin.v1.PluginAdmin.InspectPlugin:output_type -> atomix.plugins.admin.v1.Manifest
+	8,  // 40: atomix.plugins.admin.v1.PluginAdmin.RemovePlugin:output_type -> atomix.plugins.admin.v1.RemovePluginResponse
+	10, // 41: atomix.plugins.admin.v1.PluginAdmin.CollectGarbage:output_type -> atomix.plugins.admin.v1.CollectGarbageResponse
+	24, // 42: atomix.plugins.admin.v1.PluginAdmin.GetProvenance:output_type -> atomix.plugins.admin.v1.GetProvenanceResponse
+	14, // 43: atomix.plugins.admin.v1.PluginAdmin.RegisterRuntime:output_type -> atomix.plugins.admin.v1.RegisterRuntimeResponse
+	19, // 44: atomix.plugins.admin.v1.PluginAdmin.ListRuntimes:output_type -> atomix.plugins.admin.v1.ListRuntimesResponse
+	15, // 45: atomix.plugins.admin.v1.PluginAdmin.InspectRuntime:output_type -> atomix.plugins.admin.v1.RuntimeRelease
+	22, // 46: atomix.plugins.admin.v1.PluginAdmin.GetBuildLog:output_type -> atomix.plugins.admin.v1.BuildRecord
+	37, // [37:47] is the sub-list for method output_type
+	27, // [27:37] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_atomix_plugins_admin_v1_admin_proto_init() }
@@ -1192,7 +2260,7 @@ func file_atomix_plugins_admin_v1_admin_proto_init() {
 			}
 		}
 		file_atomix_plugins_admin_v1_admin_proto_msgTypes[11].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetProvenanceRequest); i {
+			switch v := v.(*RuntimeHeader); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -1204,6 +2272,150 @@ func file_atomix_plugins_admin_v1_admin_proto_init() {
 			}
 		}
 		file_atomix_plugins_admin_v1_admin_proto_msgTypes[12].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*RuntimeFile); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[13].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*RegisterRuntimeRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[14].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*RegisterRuntimeResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[15].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*RuntimeRelease); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[16].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*PrewarmProgress); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[17].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*PrewarmFailure); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[18].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*ListRuntimesRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[19].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*ListRuntimesResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[20].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*InspectRuntimeRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[21].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*GetBuildLogRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[22].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*BuildRecord); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[23].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*GetProvenanceRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_atomix_plugins_admin_v1_admin_proto_msgTypes[24].Exporter = func(v interface{}, i int) interface{} {
 			switch v := v.(*GetProvenanceResponse); i {
 			case 0:
 				return &v.state
@@ -1220,13 +2432,18 @@ func file_atomix_plugins_admin_v1_admin_proto_init() {
 		(*PushPluginRequest_Header)(nil),
 		(*PushPluginRequest_Data)(nil),
 	}
+	file_atomix_plugins_admin_v1_admin_proto_msgTypes[13].OneofWrappers = []interface{}{
+		(*RegisterRuntimeRequest_Header)(nil),
+		(*RegisterRuntimeRequest_File)(nil),
+		(*RegisterRuntimeRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: file_atomix_plugins_admin_v1_admin_proto_rawDesc,
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

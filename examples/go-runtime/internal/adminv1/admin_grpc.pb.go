@@ -36,6 +36,22 @@ type PluginAdminClient interface {
 	// has no provenance (stored by a server without a signing key). Open to
 	// every caller, like InspectPlugin: runtimes verify what they pull with it.
 	GetProvenance(ctx context.Context, in *GetProvenanceRequest, opts ...grpc.CallOption) (*GetProvenanceResponse, error)
+	// Registers a runtime release: its runtime.json and the files it refers to
+	// (a Node.js runtime's supplied module folders, a Go runtime's go.mod and
+	// its replacement folders), laid out as `runtime add` gathers them. The
+	// first message carries the header, then each file a RuntimeFile followed
+	// by its bytes in data messages. Checked as `--runtimes` directories are,
+	// stored content-addressed in the store every replica shares. A release is
+	// immutable: the same version with other content is ALREADY_EXISTS naming
+	// both digests; the same content again answers the stored release.
+	RegisterRuntime(ctx context.Context, opts ...grpc.CallOption) (PluginAdmin_RegisterRuntimeClient, error)
+	// Lists the registered runtime releases, oldest version first.
+	ListRuntimes(ctx context.Context, in *ListRuntimesRequest, opts ...grpc.CallOption) (*ListRuntimesResponse, error)
+	// Returns one runtime release (NOT_FOUND if none is registered).
+	InspectRuntime(ctx context.Context, in *InspectRuntimeRequest, opts ...grpc.CallOption) (*RuntimeRelease, error)
+	// Returns the record of the last build of one build key, success or
+	// failure, with the toolchain's output (NOT_FOUND if it was never built).
+	GetBuildLog(ctx context.Context, in *GetBuildLogRequest, opts ...grpc.CallOption) (*BuildRecord, error)
 }
 
 type pluginAdminClient struct {
@@ -125,6 +141,67 @@ func (c *pluginAdminClient) GetProvenance(ctx context.Context, in *GetProvenance
 	return out, nil
 }
 
+func (c *pluginAdminClient) RegisterRuntime(ctx context.Context, opts ...grpc.CallOption) (PluginAdmin_RegisterRuntimeClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_PluginAdmin_serviceDesc.Streams[1], "/atomix.plugins.admin.v1.PluginAdmin/RegisterRuntime", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &pluginAdminRegisterRuntimeClient{stream}
+	return x, nil
+}
+
+type PluginAdmin_RegisterRuntimeClient interface {
+	Send(*RegisterRuntimeRequest) error
+	CloseAndRecv() (*RegisterRuntimeResponse, error)
+	grpc.ClientStream
+}
+
+type pluginAdminRegisterRuntimeClient struct {
+	grpc.ClientStream
+}
+
+func (x *pluginAdminRegisterRuntimeClient) Send(m *RegisterRuntimeRequest) error {
+	return x.ClientStream.SendMsg(m)
+}
+
+func (x *pluginAdminRegisterRuntimeClient) CloseAndRecv() (*RegisterRuntimeResponse, error) {
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	m := new(RegisterRuntimeResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *pluginAdminClient) ListRuntimes(ctx context.Context, in *ListRuntimesRequest, opts ...grpc.CallOption) (*ListRuntimesResponse, error) {
+	out := new(ListRuntimesResponse)
+	err := c.cc.Invoke(ctx, "/atomix.plugins.admin.v1.PluginAdmin/ListRuntimes", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginAdminClient) InspectRuntime(ctx context.Context, in *InspectRuntimeRequest, opts ...grpc.CallOption) (*RuntimeRelease, error) {
+	out := new(RuntimeRelease)
+	err := c.cc.Invoke(ctx, "/atomix.plugins.admin.v1.PluginAdmin/InspectRuntime", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginAdminClient) GetBuildLog(ctx context.Context, in *GetBuildLogRequest, opts ...grpc.CallOption) (*BuildRecord, error) {
+	out := new(BuildRecord)
+	err := c.cc.Invoke(ctx, "/atomix.plugins.admin.v1.PluginAdmin/GetBuildLog", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PluginAdminServer is the server API for PluginAdmin service.
 // All implementations must embed UnimplementedPluginAdminServer
 // for forward compatibility
@@ -148,6 +225,22 @@ type PluginAdminServer interface {
 	// has no provenance (stored by a server without a signing key). Open to
 	// every caller, like InspectPlugin: runtimes verify what they pull with it.
 	GetProvenance(context.Context, *GetProvenanceRequest) (*GetProvenanceResponse, error)
+	// Registers a runtime release: its runtime.json and the files it refers to
+	// (a Node.js runtime's supplied module folders, a Go runtime's go.mod and
+	// its replacement folders), laid out as `runtime add` gathers them. The
+	// first message carries the header, then each file a RuntimeFile followed
+	// by its bytes in data messages. Checked as `--runtimes` directories are,
+	// stored content-addressed in the store every replica shares. A release is
+	// immutable: the same version with other content is ALREADY_EXISTS naming
+	// both digests; the same content again answers the stored release.
+	RegisterRuntime(PluginAdmin_RegisterRuntimeServer) error
+	// Lists the registered runtime releases, oldest version first.
+	ListRuntimes(context.Context, *ListRuntimesRequest) (*ListRuntimesResponse, error)
+	// Returns one runtime release (NOT_FOUND if none is registered).
+	InspectRuntime(context.Context, *InspectRuntimeRequest) (*RuntimeRelease, error)
+	// Returns the record of the last build of one build key, success or
+	// failure, with the toolchain's output (NOT_FOUND if it was never built).
+	GetBuildLog(context.Context, *GetBuildLogRequest) (*BuildRecord, error)
 	mustEmbedUnimplementedPluginAdminServer()
 }
 
@@ -172,6 +265,18 @@ func (UnimplementedPluginAdminServer) CollectGarbage(context.Context, *CollectGa
 }
 func (UnimplementedPluginAdminServer) GetProvenance(context.Context, *GetProvenanceRequest) (*GetProvenanceResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetProvenance not implemented")
+}
+func (UnimplementedPluginAdminServer) RegisterRuntime(PluginAdmin_RegisterRuntimeServer) error {
+	return status.Errorf(codes.Unimplemented, "method RegisterRuntime not implemented")
+}
+func (UnimplementedPluginAdminServer) ListRuntimes(context.Context, *ListRuntimesRequest) (*ListRuntimesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListRuntimes not implemented")
+}
+func (UnimplementedPluginAdminServer) InspectRuntime(context.Context, *InspectRuntimeRequest) (*RuntimeRelease, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method InspectRuntime not implemented")
+}
+func (UnimplementedPluginAdminServer) GetBuildLog(context.Context, *GetBuildLogRequest) (*BuildRecord, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetBuildLog not implemented")
 }
 func (UnimplementedPluginAdminServer) mustEmbedUnimplementedPluginAdminServer() {}
 
@@ -302,6 +407,86 @@ func _PluginAdmin_GetProvenance_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PluginAdmin_RegisterRuntime_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PluginAdminServer).RegisterRuntime(&pluginAdminRegisterRuntimeServer{stream})
+}
+
+type PluginAdmin_RegisterRuntimeServer interface {
+	SendAndClose(*RegisterRuntimeResponse) error
+	Recv() (*RegisterRuntimeRequest, error)
+	grpc.ServerStream
+}
+
+type pluginAdminRegisterRuntimeServer struct {
+	grpc.ServerStream
+}
+
+func (x *pluginAdminRegisterRuntimeServer) SendAndClose(m *RegisterRuntimeResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func (x *pluginAdminRegisterRuntimeServer) Recv() (*RegisterRuntimeRequest, error) {
+	m := new(RegisterRuntimeRequest)
+	if err := x.ServerStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func _PluginAdmin_ListRuntimes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRuntimesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginAdminServer).ListRuntimes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/atomix.plugins.admin.v1.PluginAdmin/ListRuntimes",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginAdminServer).ListRuntimes(ctx, req.(*ListRuntimesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PluginAdmin_InspectRuntime_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InspectRuntimeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginAdminServer).InspectRuntime(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/atomix.plugins.admin.v1.PluginAdmin/InspectRuntime",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginAdminServer).InspectRuntime(ctx, req.(*InspectRuntimeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PluginAdmin_GetBuildLog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBuildLogRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginAdminServer).GetBuildLog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/atomix.plugins.admin.v1.PluginAdmin/GetBuildLog",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginAdminServer).GetBuildLog(ctx, req.(*GetBuildLogRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _PluginAdmin_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "atomix.plugins.admin.v1.PluginAdmin",
 	HandlerType: (*PluginAdminServer)(nil),
@@ -326,11 +511,28 @@ var _PluginAdmin_serviceDesc = grpc.ServiceDesc{
 			MethodName: "GetProvenance",
 			Handler:    _PluginAdmin_GetProvenance_Handler,
 		},
+		{
+			MethodName: "ListRuntimes",
+			Handler:    _PluginAdmin_ListRuntimes_Handler,
+		},
+		{
+			MethodName: "InspectRuntime",
+			Handler:    _PluginAdmin_InspectRuntime_Handler,
+		},
+		{
+			MethodName: "GetBuildLog",
+			Handler:    _PluginAdmin_GetBuildLog_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "PushPlugin",
 			Handler:       _PluginAdmin_PushPlugin_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "RegisterRuntime",
+			Handler:       _PluginAdmin_RegisterRuntime_Handler,
 			ClientStreams: true,
 		},
 	},
