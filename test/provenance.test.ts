@@ -67,23 +67,15 @@ function provenanceSuite(name: string, setUp: () => Promise<Fixture>, tearDown: 
 
     const cli = (args: string[]) =>
       runCli([...args, "--server", f.server.address], { ATOMIX_PLUGINS_TOKEN: TOKEN });
+    /** `atomix-plugins pull <spec> -r 1.0.0 -b node20 -o <out> ...extra`. */
+    const pull = (spec: string, out: string, ...extra: string[]) =>
+      cli(["pull", spec, "-r", "1.0.0", "-b", "node20", "-o", out, ...extra]);
 
     it("signs what it builds: a SLSA provenance statement naming the key, the bytes, the source and the toolchain", async () => {
       const compiled = await cli(["compile", "counter@1.0.0", "-r", "1.0.0", "-b", "node20"]);
       assert.equal(compiled.code, 0, compiled.stderr);
       const out = join(f.dir, `${name}-counter.mjs`);
-      const pulled = await cli([
-        "pull",
-        "counter@1.0.0",
-        "-r",
-        "1.0.0",
-        "-b",
-        "node20",
-        "-o",
-        out,
-        "--trust-key",
-        f.trusted,
-      ]);
+      const pulled = await pull("counter@1.0.0", out, "--trust-key", f.trusted);
       assert.equal(pulled.code, 0, pulled.stderr);
 
       const shown = await cli([
@@ -228,18 +220,7 @@ function provenanceSuite(name: string, setUp: () => Promise<Fixture>, tearDown: 
       assert.equal(naive.plugin.handle(), "owned", "without trusted keys the forged plugin loads");
 
       const out = join(f.dir, `${name}-forged.mjs`);
-      const refused = await cli([
-        "pull",
-        "counter@1.0.0",
-        "-r",
-        "1.0.0",
-        "-b",
-        "node20",
-        "-o",
-        out,
-        "--trust-key",
-        f.trusted,
-      ]);
+      const refused = await pull("counter@1.0.0", out, "--trust-key", f.trusted);
       assert.equal(refused.code, 9, refused.stderr);
       assert.match(refused.stderr, /PERMISSION_DENIED: refusing counter@1\.0\.0 .*provenance/);
       await assert.rejects(stat(out), { code: "ENOENT" });
@@ -261,22 +242,11 @@ function provenanceSuite(name: string, setUp: () => Promise<Fixture>, tearDown: 
 
     it("refuses provenance signed by a key it does not trust, and takes several keys at once for rotation", async () => {
       const out = join(f.dir, `${name}-prebuilt.mjs`);
-      const other = await cli([
-        "pull",
-        "prebuilt@2.0.0",
-        "-r",
-        "1.0.0",
-        "-b",
-        "node20",
-        "-o",
-        out,
-        "--trust-key",
-        f.other,
-      ]);
+      const other = await pull("prebuilt@2.0.0", out, "--trust-key", f.other);
       assert.equal(other.code, 9, other.stderr);
       assert.match(other.stderr, /not trusted/);
       await assert.rejects(stat(out), { code: "ENOENT" });
-      const unverified = await cli(["pull", "prebuilt@2.0.0", "-r", "1.0.0", "-b", "node20", "-o", out]);
+      const unverified = await pull("prebuilt@2.0.0", out);
       assert.equal(unverified.code, 0, unverified.stderr);
       const rotated = await runCli(
         ["pull", "prebuilt@2.0.0", "-r", "1.0.0", "-b", "node20", "-o", out, "--server", f.server.address],

@@ -35,47 +35,33 @@ export function provenanceStatement(
     runtime: { version: key.runtime.version, buildVersion: key.runtime.buildVersion },
     plugin: { name: key.plugin.name, version: key.plugin.version },
   };
-  const builder = { id: builderId, version: { "atomix-plugins": SERVER_VERSION } };
-  const subject = [{ name: subjectName(key), digest: { sha256: manifest.digest.slice("sha256:".length) } }];
-  if (origin.kind === "pushed") {
-    return {
-      _type: PROVENANCE.statementType,
-      subject,
-      predicateType: PROVENANCE.predicateType,
-      predicate: {
-        buildDefinition: {
-          buildType: PROVENANCE.pushedType,
-          externalParameters: { ...externalParameters, mediaType: manifest.mediaType },
-          internalParameters: { pushedBy: origin.credential },
-        },
-        runDetails: {
-          builder,
-          metadata: {
-            invocationId: randomUUID(),
-            startedOn: origin.receivedOn.toISOString(),
-            finishedOn: origin.receivedOn.toISOString(),
-          },
-        },
-      },
-    };
-  }
+  const pushed = origin.kind === "pushed";
+  const [startedOn, finishedOn] = pushed
+    ? [origin.receivedOn, origin.receivedOn]
+    : [origin.startedOn, origin.finishedOn];
   return {
     _type: PROVENANCE.statementType,
-    subject,
+    subject: [{ name: subjectName(key), digest: { sha256: manifest.digest.slice("sha256:".length) } }],
     predicateType: PROVENANCE.predicateType,
     predicate: {
-      buildDefinition: {
-        buildType: PROVENANCE.builtType,
-        externalParameters,
-        internalParameters: { toolchain: annotations[ANNOTATIONS.toolchain] ?? "unknown" },
-        resolvedDependencies: resolvedDependencies(manifest),
-      },
+      buildDefinition: pushed
+        ? {
+            buildType: PROVENANCE.pushedType,
+            externalParameters: { ...externalParameters, mediaType: manifest.mediaType },
+            internalParameters: { pushedBy: origin.credential },
+          }
+        : {
+            buildType: PROVENANCE.builtType,
+            externalParameters,
+            internalParameters: { toolchain: annotations[ANNOTATIONS.toolchain] ?? "unknown" },
+            resolvedDependencies: resolvedDependencies(manifest),
+          },
       runDetails: {
-        builder,
+        builder: { id: builderId, version: { "atomix-plugins": SERVER_VERSION } },
         metadata: {
           invocationId: randomUUID(),
-          startedOn: origin.startedOn.toISOString(),
-          finishedOn: origin.finishedOn.toISOString(),
+          startedOn: startedOn.toISOString(),
+          finishedOn: finishedOn.toISOString(),
         },
       },
     },
