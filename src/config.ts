@@ -106,6 +106,20 @@ export const serveConfigSchema = z
     /** A build running longer is killed and reported as DEADLINE_EXCEEDED. */
     buildTimeoutMs: z.coerce.number().int().positive().default(120_000),
     /**
+     * A build that failed with FAILED_PRECONDITION is answered again, without
+     * building, for this long, unless its source or runtime release changed;
+     * 0 builds every time.
+     */
+    failureTtlMs: z.coerce.number().int().nonnegative().default(600_000),
+    /**
+     * When a runtime release is registered, build in the background every
+     * plugin stored for the previous release of the same toolchain
+     * (`previous`), or nothing (`off`).
+     */
+    prewarm: z.enum(["previous", "off"]).default("previous"),
+    /** Build slots pre-warm may take at once; callers always go first. Default: half of --build-concurrency, at least 1. */
+    prewarmSlots: z.coerce.number().int().positive().optional(),
+    /**
      * What contains each build step: `bwrap` (bubblewrap: no network, own
      * PID namespace, only the toolchain and the build directory; builds are
      * refused when it cannot start) or `off` (steps run on the host: only
@@ -179,6 +193,9 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_BUILD_CONCURRENCY: "buildConcurrency",
   ATOMIX_PLUGINS_BUILD_QUEUE: "buildQueue",
   ATOMIX_PLUGINS_BUILD_TIMEOUT_MS: "buildTimeoutMs",
+  ATOMIX_PLUGINS_FAILURE_TTL_MS: "failureTtlMs",
+  ATOMIX_PLUGINS_PREWARM: "prewarm",
+  ATOMIX_PLUGINS_PREWARM_SLOTS: "prewarmSlots",
   ATOMIX_PLUGINS_SANDBOX: "sandbox",
   ATOMIX_PLUGINS_BWRAP: "bwrap",
   ATOMIX_PLUGINS_BUILD_MEMORY: "buildMemoryBytes",

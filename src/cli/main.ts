@@ -9,7 +9,7 @@ import { Code, PluginError } from "../errors/plugin-error.js";
 import { gcCommand, inspectCommand, lsCommand, rmCommand } from "./admin-commands.js";
 import { EXIT, fail } from "./cli-common.js";
 import { compileCommand } from "./compile-command.js";
-import { runtimeCommand } from "./runtime-commands.js";
+import { logsCommand, runtimeCommand } from "./runtime-commands.js";
 import { serveCommand } from "./serve-command.js";
 import { pullCommand, pushCommand } from "./transfer-commands.js";
 
@@ -43,6 +43,7 @@ const program = new Command("atomix-plugins")
   .addCommand(rmCommand())
   .addCommand(gcCommand())
   .addCommand(runtimeCommand())
+  .addCommand(logsCommand())
   .addCommand(serveCommand())
   .addHelpText(
     "after",

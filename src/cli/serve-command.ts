@@ -4,10 +4,12 @@ import { setLogger } from "@grpc/grpc-js";
 import { Command, Option } from "commander";
 import pino, { type Logger } from "pino";
 import { createBuildCompiler } from "../compiler/build-compiler.js";
+import { createPrewarmer } from "../compiler/prewarm.js";
 import { createRuntimeReleases } from "../compiler/runtime-releases.js";
 import { createSandbox, type Sandbox } from "../compiler/sandbox/sandbox.js";
 import { createCatalogSource } from "../compiler/sources/catalog-source.js";
 import { createNpmRegistrySource } from "../compiler/sources/npm-registry-source.js";
+import { createSourceStamp } from "../compiler/sources/source-stamp.js";
 import { createSourceUnpacker } from "../compiler/sources/source-unpacker.js";
 import { createGoToolchain } from "../compiler/toolchains/go/go-toolchain.js";
 import { createNodeToolchain } from "../compiler/toolchains/node/node-toolchain.js";
@@ -21,7 +23,7 @@ import {
 import { loadAdminAuth, loadServerCredentials } from "../server/credentials.js";
 import { createMetrics } from "../server/metrics.js";
 import { startServer } from "../server/server.js";
-import { createRuntimeReleaseStore } from "../store/create-runtime-release-store.js";
+import { createBuildRecordStore, createRuntimeReleaseStore } from "../store/create-runtime-release-store.js";
 import { createStore } from "../store/create-store.js";
 import { startHttpServer } from "../web/http-server.js";
 import { action } from "./cli-common.js";
@@ -113,6 +115,22 @@ const SERVE_FLAGS: ServeFlag[] = [
   },
   { flags: "--build-queue <n>", option: "buildQueue", what: "builds waiting before RESOURCE_EXHAUSTED" },
   { flags: "--build-timeout <ms>", option: "buildTimeoutMs", what: "time limit of one build" },
+  {
+    flags: "--failure-ttl <ms>",
+    option: "failureTtlMs",
+    what: "answer a FAILED_PRECONDITION build again without building for this long (0: never)",
+  },
+  {
+    flags: "--prewarm <previous|off>",
+    option: "prewarm",
+    what: "on registering a runtime release, build the previous release's plugins for it in the background",
+  },
+  {
+    flags: "--prewarm-slots <n>",
+    option: "prewarmSlots",
+    what: "build slots pre-warm may take at once",
+    defaultText: "half of --build-concurrency, at least 1",
+  },
   {
     flags: "--sandbox <bwrap|off>",
     option: "sandbox",
@@ -245,8 +263,12 @@ export async function serve(config: ServeConfig): Promise<void> {
     log,
     ...(config.store ? { refreshIntervalMs: config.storeProbeIntervalMs } : {}),
   });
-  await runtimes.registerDirectories(config.runtimes);
+  const records = await createBuildRecordStore(storeConfigOf(config));
+  const prewarmSlots = config.prewarmSlots ?? Math.max(1, Math.floor(config.buildConcurrency / 2));
   const compiler = createBuildCompiler({
+    records,
+    failureTtlMs: config.failureTtlMs,
+    sourceStamp: createSourceStamp(config.sources),
     store,
     runtimes,
     sandbox,
@@ -265,15 +287,38 @@ export async function serve(config: ServeConfig): Promise<void> {
       }),
     ],
     concurrency: config.buildConcurrency,
+    backgroundSlots: prewarmSlots,
     queueLimit: config.buildQueue,
     timeoutMs: config.buildTimeoutMs,
     maxArtifactBytes: config.maxArtifactBytes,
     log,
   });
   const metrics = createMetrics();
+  // Subscribed before the --runtimes directories are registered: a new one pre-warms too.
+  const prewarmer = createPrewarmer({
+    runtimes,
+    store,
+    compiler,
+    mode: config.prewarm,
+    parallel: prewarmSlots,
+    registry: metrics.registry,
+    log,
+  });
+  await runtimes.registerDirectories(config.runtimes);
   const auth = await loadAdminAuth(config);
   const credentials = await loadServerCredentials(config);
-  const server = await startServer({ config, store, compiler, log, metrics, auth, credentials, runtimes });
+  const server = await startServer({
+    config,
+    store,
+    compiler,
+    log,
+    metrics,
+    auth,
+    credentials,
+    runtimes,
+    records,
+    prewarmProgress: (version) => prewarmer.progress(version),
+  });
   const http =
     config.httpListen === "off"
       ? undefined
@@ -284,6 +329,9 @@ export async function serve(config: ServeConfig): Promise<void> {
           log,
           grpcAddress: server.address,
           isServing: () => server.isServing(),
+          runtimes,
+          records,
+          prewarmProgress: (version) => prewarmer.progress(version),
         });
   log.info(
     {
@@ -307,6 +355,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     log.info({ signal, graceMs: config.shutdownGraceMs }, "shutting down");
     await server.shutdown(config.shutdownGraceMs);
     await http?.close();
+    prewarmer.close();
     await compiler.close();
     runtimes.close();
     await store.close();
