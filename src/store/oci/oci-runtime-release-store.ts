@@ -71,6 +71,8 @@ export async function createOciRuntimeReleaseStore(options: {
     await rm(join(stagingDir, leftover), { recursive: true, force: true });
   }
   const opening = new Map<string, Promise<string>>();
+  /** Releases read by tag: a version's tag never moves, so each is fetched once per process. */
+  const listed = new Map<string, RuntimeReleaseSummary>();
 
   async function get(version: string, signal?: AbortSignal): Promise<RuntimeReleaseSummary | undefined> {
     const tag = runtimeReleaseTag(checkRuntimeVersion(version));
@@ -187,10 +189,18 @@ export async function createOciRuntimeReleaseStore(options: {
       const tags = (await objects.listTags()).filter((tag) => tag.startsWith(TAG_PREFIX));
       const found: RuntimeReleaseSummary[] = [];
       for (const tag of tags) {
+        const known = listed.get(tag);
+        if (known) {
+          found.push(known);
+          continue;
+        }
         const fetched = await objects.getManifest(tag);
         if (!fetched) continue;
         try {
-          found.push(fromManifest(fetched.oci, `tag ${tag} of ${objects.where}`));
+          const release = fromManifest(fetched.oci, `tag ${tag} of ${objects.where}`);
+          if (runtimeReleaseTag(release.version) !== tag) continue; // a tag ours would not be
+          listed.set(tag, release);
+          found.push(release);
         } catch {
           // not a release of ours: not listed
         }
