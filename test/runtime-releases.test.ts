@@ -161,6 +161,13 @@ for (const kind of ["fs", "oci"] as const) {
       ]);
       assert.equal(overlong.code, Code.InvalidArgument, overlong.message);
 
+      const twice = await rawRegister(server.address, [
+        header("7.0.7"),
+        ...[1, 2].flatMap(() => [file("runtime.json", 2), data("{}")]),
+      ]);
+      assert.equal(twice.code, Code.InvalidArgument, twice.message);
+      assert.match(twice.message, /runtime\.json appears twice/);
+
       const huge = await rawRegister(server.address, [header("7.0.3"), file("runtime.json", 2 ** 40)]);
       assert.equal(huge.code, Code.ResourceExhausted, huge.message);
 
