@@ -71,6 +71,8 @@ for (const kind of ["fs", "oci"] as const) {
     const serverArgs = () => [
       ...storeArgs(),
       ...["--admin-token-file", tokenFile, "--build-concurrency", "1", "--store-probe-interval", "200"],
+      // Pre-warm has its own test; here it would only add builds.
+      ...["--prewarm", "off"],
     ];
 
     before(async () => {
@@ -108,6 +110,7 @@ for (const kind of ["fs", "oci"] as const) {
       const inspected = await runCli(["runtime", "inspect", "2.1.0", "--json"], env());
       expectExit(inspected, EXIT.ok);
       assert.equal(JSON.parse(inspected.stdout).digest, release.digest);
+      assert.equal(JSON.parse(inspected.stdout).prewarm.state, "off");
       const text = await runCli(["runtime", "inspect", "2.1.0"], env());
       assert.match(text.stdout, new RegExp(`digest: +${release.digest}`));
 

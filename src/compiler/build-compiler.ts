@@ -142,114 +142,112 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
       counts.remembered++;
       throw remembered;
     }
+    // Background work (pre-warm) waits in the pool's own queue, within its share of the slots.
+    const slots = ticket ? { run: <T>(task: () => Promise<T>) => pool.run(task, { ticket }) } : pool;
     // Callers get their answer as soon as it is known (a deadline rejects at
     // once); the pool slot and the work directory are released only when the
     // toolchain has really stopped, so the pool bounds work actually running.
     return new Promise<ArtifactManifest>((resolve, reject) => {
-      const task = pool
-        .run(
-          async () => {
-            // A build that finished while this one queued (or another replica's) wins.
-            const stored = await store.get(key);
-            if (stored) {
-              resolve(stored);
-              return;
-            }
-            counts.builds++;
-            options.onBuild?.(key);
-            if (options.sandbox?.kind === "off") {
-              log?.warn({ key: formatBuildKey(key) }, "building without a sandbox (--sandbox off)");
-            }
-            const controller = new AbortController();
-            running.add(controller);
-            const timer = setTimeout(
-              () =>
-                controller.abort(
-                  new PluginError(
-                    Code.DeadlineExceeded,
-                    `building ${formatBuildKey(key)} took longer than ${timeoutMs} ms and was stopped; raise --build-timeout if it needs more`,
-                  ),
+      const task = slots
+        .run(async () => {
+          // A build that finished while this one queued (or another replica's) wins.
+          const stored = await store.get(key);
+          if (stored) {
+            resolve(stored);
+            return;
+          }
+          counts.builds++;
+          options.onBuild?.(key);
+          if (options.sandbox?.kind === "off") {
+            log?.warn({ key: formatBuildKey(key) }, "building without a sandbox (--sandbox off)");
+          }
+          const controller = new AbortController();
+          running.add(controller);
+          const timer = setTimeout(
+            () =>
+              controller.abort(
+                new PluginError(
+                  Code.DeadlineExceeded,
+                  `building ${formatBuildKey(key)} took longer than ${timeoutMs} ms and was stopped; raise --build-timeout if it needs more`,
                 ),
-              timeoutMs,
-            );
-            const started = performance.now();
-            const output = new BuildOutputLog();
-            const sourceStamp = (await options.sourceStamp?.(key.plugin).catch(() => undefined)) ?? "";
-            const record = (outcome: Parameters<typeof writeBuildRecord>[3]) =>
-              writeBuildRecord(recordContext, key, runtime, {
-                ...outcome,
-                toolchainName: toolchain.name,
-                durationMs: Math.round(performance.now() - started),
-                sourceStamp,
-                output: output.recorded(workDir),
-              });
-            let workDir: string | undefined;
-            let built: Promise<BuildOutput> | undefined;
-            let cleaned: Promise<void> | undefined;
-            const cleanUp = () =>
-              (cleaned ??= (async () => {
-                clearTimeout(timer);
-                await settledWithin(
-                  built,
-                  controller.signal.aborted ? STOPPED_BUILD_GRACE_MS : undefined,
-                  () =>
-                    log?.warn(
-                      { key: formatBuildKey(key) },
-                      "a stopped build did not return in time; its slot is freed",
-                    ),
-                );
-                running.delete(controller);
-                if (workDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
-              })());
+              ),
+            timeoutMs,
+          );
+          const started = performance.now();
+          const output = new BuildOutputLog();
+          const sourceStamp = (await options.sourceStamp?.(key.plugin).catch(() => undefined)) ?? "";
+          const record = (outcome: Parameters<typeof writeBuildRecord>[3]) =>
+            writeBuildRecord(recordContext, key, runtime, {
+              ...outcome,
+              toolchainName: toolchain.name,
+              durationMs: Math.round(performance.now() - started),
+              sourceStamp,
+              output: output.recorded(workDir),
+            });
+          let workDir: string | undefined;
+          let built: Promise<BuildOutput> | undefined;
+          let cleaned: Promise<void> | undefined;
+          const cleanUp = () =>
+            (cleaned ??= (async () => {
+              clearTimeout(timer);
+              await settledWithin(built, controller.signal.aborted ? STOPPED_BUILD_GRACE_MS : undefined, () =>
+                log?.warn(
+                  { key: formatBuildKey(key) },
+                  "a stopped build did not return in time; its slot is freed",
+                ),
+              );
+              running.delete(controller);
+              if (workDir) await rm(workDir, { recursive: true, force: true, maxRetries: 3 });
+            })());
 
-            try {
-              workDir = await mkdtemp(join(options.workRoot ?? tmpdir(), "atomix-build-"));
-              const aborted = new Promise<never>((_, rejectAbort) => {
-                controller.signal.addEventListener("abort", () => rejectAbort(controller.signal.reason), {
-                  once: true,
-                });
+          try {
+            workDir = await mkdtemp(join(options.workRoot ?? tmpdir(), "atomix-build-"));
+            const aborted = new Promise<never>((_, rejectAbort) => {
+              // The time limit may have passed already, while the work directory was made.
+              if (controller.signal.aborted) rejectAbort(controller.signal.reason);
+              controller.signal.addEventListener("abort", () => rejectAbort(controller.signal.reason), {
+                once: true,
               });
-              aborted.catch(() => {});
-              const job = { key, runtime, workDir, signal: controller.signal };
-              built = withBuildOutput(output, () => toolchain.build(job));
-              built.catch(() => {});
-              // The time limit holds even for a toolchain slow to notice its signal.
-              const result = await Promise.race([built, aborted]).catch((error: unknown) => {
-                throw controller.signal.aborted ? PluginError.from(controller.signal.reason) : error;
-              });
-              const durationMs = Math.round(performance.now() - started);
-              const manifest = await store.put(key, createReadStream(result.artifactPath), {
-                mediaType: result.mediaType,
-                annotations: {
-                  [ANNOTATIONS.toolchain]: toolchain.name,
-                  ...result.annotations,
-                  ...(runtime.digest ? { [ANNOTATIONS.runtimeDigest]: runtime.digest } : {}),
-                  [ANNOTATIONS.buildDurationMs]: String(durationMs),
-                  [ANNOTATIONS.builtAt]: new Date().toISOString(),
-                },
-                ...(options.maxArtifactBytes === undefined ? {} : { maxSize: options.maxArtifactBytes }),
-              });
-              log?.info(
-                { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, durationMs },
-                "built",
-              );
-              await cleanUp();
-              await record({ manifest });
-              resolve(manifest);
-            } catch (error) {
-              const failure = PluginError.from(error, `building ${formatBuildKey(key)}`);
-              log?.info(
-                { key: formatBuildKey(key), code: failure.code, error: failure.message },
-                "build failed",
-              );
-              await record({ failure });
-              reject(failure);
-            } finally {
-              await cleanUp();
-            }
-          },
-          ticket ? { ticket } : {},
-        )
+            });
+            aborted.catch(() => {});
+            const job = { key, runtime, workDir, signal: controller.signal };
+            built = withBuildOutput(output, () => toolchain.build(job));
+            built.catch(() => {});
+            // The time limit holds even for a toolchain slow to notice its signal.
+            const result = await Promise.race([built, aborted]).catch((error: unknown) => {
+              throw controller.signal.aborted ? PluginError.from(controller.signal.reason) : error;
+            });
+            const durationMs = Math.round(performance.now() - started);
+            const manifest = await store.put(key, createReadStream(result.artifactPath), {
+              mediaType: result.mediaType,
+              annotations: {
+                [ANNOTATIONS.toolchain]: toolchain.name,
+                ...result.annotations,
+                ...(runtime.digest ? { [ANNOTATIONS.runtimeDigest]: runtime.digest } : {}),
+                [ANNOTATIONS.buildDurationMs]: String(durationMs),
+                [ANNOTATIONS.builtAt]: new Date().toISOString(),
+              },
+              ...(options.maxArtifactBytes === undefined ? {} : { maxSize: options.maxArtifactBytes }),
+            });
+            log?.info(
+              { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, durationMs },
+              "built",
+            );
+            await cleanUp();
+            await record({ manifest });
+            resolve(manifest);
+          } catch (error) {
+            const failure = PluginError.from(error, `building ${formatBuildKey(key)}`);
+            log?.info(
+              { key: formatBuildKey(key), code: failure.code, error: failure.message },
+              "build failed",
+            );
+            await record({ failure });
+            reject(failure);
+          } finally {
+            await cleanUp();
+          }
+        })
         .catch(reject);
       tasks.add(task);
       void task.finally(() => tasks.delete(task));
