@@ -50,9 +50,7 @@ for (const kind of ["fs", "oci"] as const) {
 
     it("builds the previous release's plugins for a new release, and a caller asking meanwhile gets one build", async () => {
       // What the fleet runs today on release 2.0.0.
-      for (const plugin of ["counter@2.0.0", "@atomix/echo@1.0.0"]) {
-        expectExit(await runCli(["compile", plugin, "-r", "2.0.0", "-b", "node20"], env()), EXIT.ok);
-      }
+      expectExit(await runCli(["compile", "counter@2.0.0", "-r", "2.0.0", "-b", "node20"], env()), EXIT.ok);
       await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "2.1.0"), { recursive: true });
       expectExit(await runCli(["runtime", "add", join(work, "2.1.0")], env()), EXIT.ok);
       // A runtime of the rollout, while pre-warm runs.
@@ -68,9 +66,9 @@ for (const kind of ["fs", "oci"] as const) {
       }
       assert.equal(prewarm?.state, "done", JSON.stringify(prewarm));
       assert.equal(prewarm?.previousVersion, "2.0.0");
-      // Two plugins, for each of the release's two build versions.
-      assert.equal(prewarm?.planned, 4);
-      assert.equal(prewarm.built + prewarm.skipped + prewarm.failed, 4);
+      // The plugin, for each of the release's two build versions.
+      assert.equal(prewarm?.planned, 2);
+      assert.equal(prewarm.built + prewarm.skipped + prewarm.failed, 2);
       assert.equal(prewarm.failures.length, prewarm.failed);
       for (const failure of prewarm.failures)
         assert.ok(failure.code && failure.message, JSON.stringify(failure));
@@ -78,10 +76,7 @@ for (const kind of ["fs", "oci"] as const) {
       const stored = (
         JSON.parse(listed.stdout) as { plugin: { name: string }; runtime: { buildVersion: string } }[]
       ).map((m) => `${m.plugin.name}/${m.runtime.buildVersion}`);
-      assert.ok(
-        stored.includes("@atomix/echo/node20") && stored.includes("counter/node20"),
-        stored.join(" "),
-      );
+      assert.ok(stored.includes("counter/node20"), stored.join(" "));
 
       // The caller's key was built once, whoever asked first.
       const builtLines = server.logs.filter(
@@ -90,21 +85,21 @@ for (const kind of ["fs", "oci"] as const) {
       assert.equal(builtLines.length, 1);
 
       const text = await runCli(["runtime", "inspect", "2.1.0"], env());
-      assert.match(text.stdout, /prewarm: +done \(plugins of 2\.0\.0\): 4\/4 done/);
+      assert.match(text.stdout, /prewarm: +done \(plugins of 2\.0\.0\): 2\/2 done/);
       const metrics = await (await fetch(`http://${server.http}/metrics`)).text();
       const counted = [
         ...metrics.matchAll(/^atomix_plugins_prewarm_builds_total\{outcome="(\w+)"\} (\d+)$/gm),
       ];
       assert.equal(
         counted.reduce((sum, match) => sum + Number(match[2]), 0),
-        4,
+        2,
         metrics
           .split("\n")
           .filter((line) => line.includes("prewarm"))
           .join("\n"),
       );
       const page = await (await fetch(`http://${server.http}/`)).text();
-      assert.match(page, /done: 4\/4/);
+      assert.match(page, /done: 2\/2/);
     });
   });
 }
