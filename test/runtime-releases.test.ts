@@ -242,8 +242,12 @@ for (const kind of ["fs", "oci"] as const) {
       it("a release registered through one replica builds on another at once, which lists it within a probe interval", async () => {
         const other = await startServerProcess({ dataDir: join(work, "data-b"), args: serverArgs() });
         try {
-          await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "2.3.0"), { recursive: true });
-          const added = await runCli(["runtime", "add", join(work, "2.3.0"), "--json"], env());
+          // A directory not named by its version: -r names it.
+          await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "next-release"), { recursive: true });
+          const added = await runCli(
+            ["runtime", "add", join(work, "next-release"), "-r", "2.3.0", "--json"],
+            env(),
+          );
           expectExit(added, EXIT.ok);
           const { digest } = JSON.parse(added.stdout);
           const onB = { ATOMIX_PLUGINS_SERVER: other.address };

@@ -82,18 +82,18 @@ function addCommand(): Command {
         "<dir>",
         "the release's directory, holding runtime.json; named by its version unless --version",
       )
-      .option("--version <version>", "the release's version (default: the directory's name)"),
+      .option("-r, --runtime <version>", "the release's version (default: the directory's name)"),
   )
     .addHelpText(
       "after",
       `
 Examples:
   atomix-plugins runtime add ./runtimes/2.1.0
-  atomix-plugins runtime add ./build/runtime --version 2.1.0 --json`,
+  atomix-plugins runtime add ./build/runtime --runtime 2.1.0 --json`,
     )
     .action(
-      action(async (dir: string, flags: ClientFlags & { version?: string }) => {
-        const release = await gatherRuntimeRelease(dir, flags.version);
+      action(async (dir: string, flags: ClientFlags & { runtime?: string }) => {
+        const release = await gatherRuntimeRelease(dir, flags.runtime);
         const outcome = await withRuntimeClient(flags, (client, control) =>
           client.register(release, control),
         );

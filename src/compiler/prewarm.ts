@@ -87,7 +87,12 @@ export function createPrewarmer(options: PrewarmOptions): Prewarmer {
     };
     progress.set(release.version, state);
     const { previous, keys } = await plan(release);
-    state.previousVersion = previous ?? "";
+    if (!previous) {
+      // The first release of its toolchain: nothing was built before it.
+      state.state = "none";
+      return;
+    }
+    state.previousVersion = previous;
     state.planned = keys.length;
     log?.info({ runtime: release.version, previous, builds: keys.length }, "pre-warm started");
     let next = 0;
