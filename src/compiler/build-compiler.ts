@@ -275,7 +275,10 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
       counts.joined++;
       // A caller joining pre-warm work waits no longer than for its own build would.
       const ticket = tickets.get(id);
-      if (ticket && !background) pool.promote(ticket);
+      if (ticket?.background && !background) {
+        pool.promote(ticket);
+        log?.info({ key: formatBuildKey(key) }, "a caller joined a pre-warm build");
+      }
       return flight;
     }
     const ticket = background ? { background: true } : undefined;
