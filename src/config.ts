@@ -258,6 +258,33 @@ export const serveConfigSchema = z
       what: "time limit of one build",
     }),
     /**
+     * A build that failed with FAILED_PRECONDITION is answered again, without
+     * building, for this long, unless its source or runtime release changed;
+     * 0 builds every time.
+     */
+    failureTtlMs: z.coerce.number().int().nonnegative().default(600_000).register(serveOptionText, {
+      flag: "--failure-ttl <ms>",
+      env: "ATOMIX_PLUGINS_FAILURE_TTL_MS",
+      what: "answer a FAILED_PRECONDITION build again without building for this long (0: never)",
+    }),
+    /**
+     * When a runtime release is registered, build in the background every
+     * plugin stored for the previous release of the same toolchain
+     * (`previous`), or nothing (`off`).
+     */
+    prewarm: z.enum(["previous", "off"]).default("previous").register(serveOptionText, {
+      flag: "--prewarm <previous|off>",
+      env: "ATOMIX_PLUGINS_PREWARM",
+      what: "on registering a runtime release, build the previous release's plugins for it in the background",
+    }),
+    /** Build slots pre-warm may take at once; callers always go first. Default: half of --build-concurrency, at least 1. */
+    prewarmSlots: z.coerce.number().int().positive().optional().register(serveOptionText, {
+      flag: "--prewarm-slots <n>",
+      env: "ATOMIX_PLUGINS_PREWARM_SLOTS",
+      what: "build slots pre-warm may take at once",
+      defaultText: "half of --build-concurrency, at least 1",
+    }),
+    /**
      * What contains each build step: `bwrap` (bubblewrap: no network, own
      * PID namespace, only the toolchain and the build directory; builds are
      * refused when it cannot start) or `off` (steps run on the host: only

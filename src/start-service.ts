@@ -1,10 +1,12 @@
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import { type BuildCompiler, createBuildCompiler } from "./compiler/build-compiler.js";
+import { createPrewarmer } from "./compiler/prewarm.js";
 import { createRuntimeReleases } from "./compiler/runtime-releases.js";
 import { createSandbox, type Sandbox } from "./compiler/sandbox/sandbox.js";
 import { createCatalogSource } from "./compiler/sources/catalog-source.js";
 import { createNpmRegistrySource } from "./compiler/sources/npm-registry-source.js";
+import { createSourceStamp } from "./compiler/sources/source-stamp.js";
 import { createSourceUnpacker } from "./compiler/sources/source-unpacker.js";
 import { createGoToolchain } from "./compiler/toolchains/go/go-toolchain.js";
 import { createNodeToolchain } from "./compiler/toolchains/node/node-toolchain.js";
@@ -16,7 +18,7 @@ import { loadAdminAuth, loadServerCredentials } from "./server/credentials.js";
 import { createMetrics, type ServerMetrics } from "./server/metrics.js";
 import { type RunningServer, startServer } from "./server/server.js";
 import type { ArtifactStore } from "./store/artifact-store.js";
-import { createRuntimeReleaseStore } from "./store/create-runtime-release-store.js";
+import { createBuildRecordStore, createRuntimeReleaseStore } from "./store/create-runtime-release-store.js";
 import { createStore } from "./store/create-store.js";
 import { type RunningHttpServer, startHttpServer } from "./web/http-server.js";
 
@@ -102,11 +104,16 @@ export async function startService(
     log,
     ...(config.store ? { refreshIntervalMs: config.storeProbeIntervalMs } : {}),
   });
-  await runtimes.registerDirectories(config.runtimes);
+  const records = await createBuildRecordStore(storeConfigOf(config));
+  const prewarmSlots = config.prewarmSlots ?? Math.max(1, Math.floor(config.buildConcurrency / 2));
   const compiler = createBuildCompiler({
     store,
     attestor,
     runtimes,
+    records,
+    failureTtlMs: config.failureTtlMs,
+    sourceStamp: createSourceStamp(config.sources),
+    backgroundSlots: prewarmSlots,
     sandbox,
     toolchains: [
       createNodeToolchain({ sources, sandbox, unpacker, maxOutputBytes: config.maxBuildOutputBytes }),
@@ -130,6 +137,18 @@ export async function startService(
     ...(options.onBuild ? { onBuild: options.onBuild } : {}),
   });
   const metrics = options.metrics ?? createMetrics();
+  // Subscribed before the --runtimes directories are registered: a new one pre-warms too.
+  const prewarmer = createPrewarmer({
+    runtimes,
+    store,
+    compiler,
+    mode: config.prewarm,
+    parallel: prewarmSlots,
+    registry: metrics.registry,
+    log,
+  });
+  const prewarmProgress = (version: string) => prewarmer.progress(version);
+  await runtimes.registerDirectories(config.runtimes);
   const auth = await loadAdminAuth(config);
   const credentials = await loadServerCredentials(config);
   let server: RunningServer | undefined;
@@ -145,6 +164,8 @@ export async function startService(
       credentials,
       attestor,
       runtimes,
+      records,
+      prewarmProgress,
     });
     const grpc = server;
     http =
@@ -157,10 +178,14 @@ export async function startService(
             log,
             grpcAddress: grpc.address,
             isServing: () => grpc.isServing(),
+            runtimes,
+            records,
+            prewarmProgress,
           });
   } catch (error) {
     // A port in use, say: what started is stopped, so a caller that goes on (a test) leaks nothing.
     await server?.shutdown(0);
+    prewarmer.close();
     await compiler.close();
     runtimes.close();
     await store.close();
@@ -190,6 +215,7 @@ export async function startService(
       closing ??= (async () => {
         await running.shutdown(graceMs);
         await http?.close();
+        prewarmer.close();
         await compiler.close();
         runtimes.close();
         await store.close();

@@ -175,6 +175,40 @@ describe("build compiler", () => {
     await compiler.close();
   });
 
+  it("a caller asking for a key that pre-warm has queued joins that build, which starts ahead of the rest of pre-warm", async () => {
+    const gates = new Map([
+      ["warm-a", deferred()],
+      ["warm-b", deferred()],
+    ]);
+    const started: string[] = [];
+    const gated: Toolchain = {
+      name: "text",
+      async build(job) {
+        started.push(job.key.plugin.name);
+        await gates.get(job.key.plugin.name)?.promise;
+        return textToolchain().build(job);
+      },
+    };
+    const compiler = compilerWith(gated, { concurrency: 2, backgroundSlots: 1 });
+    const a = compiler.compile(key("warm-a"), { background: true });
+    const b = compiler.compile(key("warm-b"), { background: true });
+    // Pre-warm's one slot runs warm-a; warm-b waits although a slot is free.
+    while (started.length < 1 || compiler.stats().queued < 1) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(started, ["warm-a"]);
+    gates.get("warm-b")?.resolve();
+    const caller = await compiler.compile(key("warm-b"));
+    assert.equal(caller.key.plugin.name, "warm-b");
+    // warm-a still waits on its gate: the caller's build did not wait behind it.
+    assert.deepEqual(started, ["warm-a", "warm-b"]);
+    assert.deepEqual(
+      { builds: compiler.stats().builds, joined: compiler.stats().joined },
+      { builds: 2, joined: 1 },
+    );
+    gates.get("warm-a")?.resolve();
+    await Promise.all([a, b]);
+    await compiler.close();
+  });
+
   it("reports DEADLINE_EXCEEDED even when a toolchain ignores its signal", async () => {
     const stuck = deferred();
     const compiler = compilerWith(textToolchain({ gate: stuck.promise }), { timeoutMs: 50 });

@@ -71,6 +71,8 @@ for (const kind of ["fs", "oci"] as const) {
     const serverArgs = () => [
       ...storeArgs(),
       ...["--admin-token-file", tokenFile, "--build-concurrency", "1", "--store-probe-interval", "200"],
+      // Pre-warm has its own test; here it would only add builds.
+      ...["--prewarm", "off"],
     ];
 
     before(async () => {
@@ -108,6 +110,7 @@ for (const kind of ["fs", "oci"] as const) {
       const inspected = await runCli(["runtime", "inspect", "2.1.0", "--json"], env());
       expectExit(inspected, EXIT.ok);
       assert.equal(JSON.parse(inspected.stdout).digest, release.digest);
+      assert.equal(JSON.parse(inspected.stdout).prewarm.state, "off");
       const text = await runCli(["runtime", "inspect", "2.1.0"], env());
       assert.match(text.stdout, new RegExp(`digest: +${release.digest}`));
 
@@ -160,6 +163,13 @@ for (const kind of ["fs", "oci"] as const) {
         data("{}{}{}"),
       ]);
       assert.equal(overlong.code, Code.InvalidArgument, overlong.message);
+
+      const twice = await rawRegister(server.address, [
+        header("7.0.7"),
+        ...[1, 2].flatMap(() => [file("runtime.json", 2), data("{}")]),
+      ]);
+      assert.equal(twice.code, Code.InvalidArgument, twice.message);
+      assert.match(twice.message, /runtime\.json appears twice/);
 
       const huge = await rawRegister(server.address, [header("7.0.3"), file("runtime.json", 2 ** 40)]);
       assert.equal(huge.code, Code.ResourceExhausted, huge.message);
@@ -232,8 +242,12 @@ for (const kind of ["fs", "oci"] as const) {
       it("a release registered through one replica builds on another at once, which lists it within a probe interval", async () => {
         const other = await startServerProcess({ dataDir: join(work, "data-b"), args: serverArgs() });
         try {
-          await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "2.3.0"), { recursive: true });
-          const added = await runCli(["runtime", "add", join(work, "2.3.0"), "--json"], env());
+          // A directory not named by its version: -r names it.
+          await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "next-release"), { recursive: true });
+          const added = await runCli(
+            ["runtime", "add", join(work, "next-release"), "-r", "2.3.0", "--json"],
+            env(),
+          );
           expectExit(added, EXIT.ok);
           const { digest } = JSON.parse(added.stdout);
           const onB = { ATOMIX_PLUGINS_SERVER: other.address };

@@ -10,7 +10,7 @@ import { gcCommand, inspectCommand, lsCommand, rmCommand } from "./admin-command
 import { EXIT, fail } from "./cli-common.js";
 import { compileCommand } from "./compile-command.js";
 import { keygenCommand, provenanceCommand } from "./provenance-commands.js";
-import { runtimeCommand } from "./runtime-commands.js";
+import { logsCommand, runtimeCommand } from "./runtime-commands.js";
 import { serveCommand } from "./serve-command.js";
 import { pullCommand, pushCommand } from "./transfer-commands.js";
 
@@ -42,6 +42,7 @@ const program = new Command("atomix-plugins")
   .addCommand(provenanceCommand())
   .addCommand(keygenCommand())
   .addCommand(runtimeCommand())
+  .addCommand(logsCommand())
   .addCommand(serveCommand())
   .addHelpText(
     "after",

@@ -8,10 +8,13 @@ import {
   type ClientFlags,
   connectionFrom,
   formatBytes,
+  keyFromArgs,
+  PLUGIN_ARGUMENT_HELP,
   printJson,
   table,
   timeoutMs,
   withClientOptions,
+  withRuntimeOptions,
 } from "./cli-common.js";
 
 /** Like withClient, with the admin API's runtime client; Ctrl-C cancels. */
@@ -79,18 +82,18 @@ function addCommand(): Command {
         "<dir>",
         "the release's directory, holding runtime.json; named by its version unless --version",
       )
-      .option("--version <version>", "the release's version (default: the directory's name)"),
+      .option("-r, --runtime <version>", "the release's version (default: the directory's name)"),
   )
     .addHelpText(
       "after",
       `
 Examples:
   atomix-plugins runtime add ./runtimes/2.1.0
-  atomix-plugins runtime add ./build/runtime --version 2.1.0 --json`,
+  atomix-plugins runtime add ./build/runtime --runtime 2.1.0 --json`,
     )
     .action(
-      action(async (dir: string, flags: ClientFlags & { version?: string }) => {
-        const release = await gatherRuntimeRelease(dir, flags.version);
+      action(async (dir: string, flags: ClientFlags & { runtime?: string }) => {
+        const release = await gatherRuntimeRelease(dir, flags.runtime);
         const outcome = await withRuntimeClient(flags, (client, control) =>
           client.register(release, control),
         );
@@ -171,4 +174,46 @@ export function runtimeCommand(): Command {
     .addCommand(addCommand())
     .addCommand(lsCommand())
     .addCommand(inspectCommand());
+}
+
+/** `logs <plugin> -r V -b B`: the last build's record and output. */
+export function logsCommand(): Command {
+  return withClientOptions(
+    withRuntimeOptions(
+      new Command("logs")
+        .description("show the record and output of the last build of a plugin for a runtime")
+        .argument("<plugin>", PLUGIN_ARGUMENT_HELP),
+    ),
+  )
+    .addHelpText(
+      "after",
+      `
+Examples:
+  atomix-plugins logs counter@1.0.0 --runtime 2.0.0 --build node20
+  atomix-plugins logs counter@1.0.0 -r 2.0.0 -b node20 --json | jq -r .output`,
+    )
+    .action(
+      action(async (spec: string, flags: ClientFlags & { runtime?: string; build?: string }) => {
+        const { key } = keyFromArgs(spec, flags);
+        const record = await withRuntimeClient(flags, (client, control) => client.buildLog(key, control));
+        if (flags.json) {
+          printJson(record);
+          return;
+        }
+        const fields: [string, string][] = [
+          ["plugin", `${record.plugin?.name}@${record.plugin?.version}`],
+          ["runtime", `${record.runtime?.version} (${record.runtime?.buildVersion})`],
+          ["outcome", `${record.outcome} (${record.code})`],
+          ["finished", record.finishedAt],
+          ["duration", `${record.durationMs} ms`],
+          ["runtime digest", record.runtimeDigest || "none"],
+          ...(record.artifactDigest ? [["artifact", record.artifactDigest] as [string, string]] : []),
+          ...Object.entries(record.toolchain).sort(([a], [b]) => a.localeCompare(b)),
+        ];
+        let out = fields.map(([name, value]) => `${`${name}:`.padEnd(30)}${value}\n`).join("");
+        if (record.message) out += `message:\n${record.message}\n`;
+        out += `output${record.outputTruncated ? " (its last 64 KiB)" : ""}:\n${record.output}`;
+        process.stdout.write(out.endsWith("\n") ? out : `${out}\n`);
+      }),
+    );
 }

@@ -9,10 +9,14 @@ import type { ArtifactManifest } from "../model/artifact.js";
 import { type BuildKey, buildKeyId, formatBuildKey } from "../model/build-key.js";
 import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
-import { createBuildPool } from "./build-pool.js";
+import type { BuildRecordStore } from "../store/build-record-store.js";
+import { BuildOutputLog, withBuildOutput } from "./build-output.js";
+import { createBuildPool, type PoolTicket } from "./build-pool.js";
+import { type BuildRecordContext, rememberedFailure, writeBuildRecord } from "./build-records.js";
 import type { Compiler } from "./compiler.js";
 import type { RuntimeCatalog } from "./runtime-catalog.js";
 import type { Sandbox } from "./sandbox/sandbox.js";
+import type { SourceStamp } from "./sources/source-stamp.js";
 import type { BuildOutput, RuntimeDescriptor, Toolchain } from "./toolchain.js";
 
 export const DEFAULT_BUILD_QUEUE = 64;
@@ -32,6 +36,8 @@ export interface BuildCompilerOptions {
   concurrency?: number;
   /** Builds waiting for a slot before RESOURCE_EXHAUSTED; 64 by default. */
   queueLimit?: number;
+  /** Slots background builds (pre-warm) may take at once; `concurrency` by default. */
+  backgroundSlots?: number;
   /** A build running longer is aborted and reported as DEADLINE_EXCEEDED; 120 s by default. */
   timeoutMs?: number;
   /** Largest artifact a build may store (RESOURCE_EXHAUSTED beyond). */
@@ -49,6 +55,16 @@ export interface BuildCompilerOptions {
   attestor?: Attestor | undefined;
   /** Called when a toolchain run starts: tests and benchmarks count builds with it. */
   onBuild?: (key: BuildKey) => void;
+  /** Where every toolchain run leaves its record (outcome, code, message, output); none by default. */
+  records?: BuildRecordStore;
+  /**
+   * A FAILED_PRECONDITION recorded less than this long ago, for the same
+   * runtime release and source, is answered again without building. 0 or
+   * unset: every call builds.
+   */
+  failureTtlMs?: number;
+  /** Tells whether a plugin's source changed since a recorded failure. */
+  sourceStamp?: SourceStamp;
 }
 
 export interface BuildStats {
@@ -58,6 +74,8 @@ export interface BuildStats {
   hits: number;
   /** Calls that joined a lookup or build another call had started. */
   joined: number;
+  /** Calls answered with a remembered failure, without building. */
+  remembered: number;
   running: number;
   queued: number;
 }
@@ -80,15 +98,24 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
   const pool = createBuildPool({
     concurrency: options.concurrency ?? availableParallelism(),
     queueLimit: options.queueLimit ?? DEFAULT_BUILD_QUEUE,
+    ...(options.backgroundSlots ? { backgroundLimit: options.backgroundSlots } : {}),
   });
   const flights = new Map<string, Promise<ArtifactManifest>>();
+  /** The pool tickets of flights started as background work (pre-warm): a caller joining one promotes it. */
+  const tickets = new Map<string, PoolTicket>();
   const running = new Set<AbortController>();
   /** Pool tasks not yet finished, cleanup included: close() waits for them. */
   const tasks = new Set<Promise<void>>();
-  const counts = { builds: 0, hits: 0, joined: 0 };
+  const counts = { builds: 0, hits: 0, joined: 0, remembered: 0 };
+  const recordContext: BuildRecordContext = {
+    records: options.records,
+    failureTtlMs: options.failureTtlMs ?? 0,
+    sourceStamp: options.sourceStamp,
+    log,
+  };
   let closed = false;
 
-  async function build(key: BuildKey): Promise<ArtifactManifest> {
+  async function build(key: BuildKey, ticket?: PoolTicket): Promise<ArtifactManifest> {
     // Resolved before queueing, so that an unknown runtime or a missing
     // toolchain is answered at once instead of after a wait for a slot.
     let runtime: RuntimeDescriptor;
@@ -113,11 +140,18 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
         `cannot build ${formatBuildKey(key)}: runtime ${runtime.version} is built by the ${runtime.toolchain} toolchain, which this server does not have (it has: ${[...toolchains.keys()].join(", ") || "none"})`,
       );
     }
+    const remembered = await rememberedFailure(recordContext, key, runtime);
+    if (remembered) {
+      counts.remembered++;
+      throw remembered;
+    }
+    // Background work (pre-warm) waits in the pool's own queue, within its share of the slots.
+    const slots = ticket ? { run: <T>(task: () => Promise<T>) => pool.run(task, { ticket }) } : pool;
     // Callers get their answer as soon as it is known (a deadline rejects at
     // once); the pool slot and the work directory are released only when the
     // toolchain has really stopped, so the pool bounds work actually running.
     return new Promise<ArtifactManifest>((resolve, reject) => {
-      const task = pool
+      const task = slots
         .run(async () => {
           // A build that finished while this one queued (or another replica's) wins.
           const stored = await store.get(key);
@@ -144,6 +178,16 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
           );
           const started = performance.now();
           const startedOn = new Date();
+          const output = new BuildOutputLog();
+          const sourceStamp = (await options.sourceStamp?.(key.plugin).catch(() => undefined)) ?? "";
+          const record = (outcome: Parameters<typeof writeBuildRecord>[3]) =>
+            writeBuildRecord(recordContext, key, runtime, {
+              ...outcome,
+              toolchainName: toolchain.name,
+              durationMs: Math.round(performance.now() - started),
+              sourceStamp,
+              output: output.recorded(workDir),
+            });
           let workDir: string | undefined;
           let built: Promise<BuildOutput> | undefined;
           let cleaned: Promise<void> | undefined;
@@ -163,23 +207,26 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
           try {
             workDir = await mkdtemp(join(options.workRoot ?? tmpdir(), "atomix-build-"));
             const aborted = new Promise<never>((_, rejectAbort) => {
+              // The time limit may have passed already, while the work directory was made.
+              if (controller.signal.aborted) rejectAbort(controller.signal.reason);
               controller.signal.addEventListener("abort", () => rejectAbort(controller.signal.reason), {
                 once: true,
               });
             });
             aborted.catch(() => {});
-            built = toolchain.build({ key, runtime, workDir, signal: controller.signal });
+            const job = { key, runtime, workDir, signal: controller.signal };
+            built = withBuildOutput(output, () => toolchain.build(job));
             built.catch(() => {});
             // The time limit holds even for a toolchain slow to notice its signal.
-            const output = await Promise.race([built, aborted]).catch((error: unknown) => {
+            const result = await Promise.race([built, aborted]).catch((error: unknown) => {
               throw controller.signal.aborted ? PluginError.from(controller.signal.reason) : error;
             });
             const durationMs = Math.round(performance.now() - started);
-            const manifest = await store.put(key, createReadStream(output.artifactPath), {
-              mediaType: output.mediaType,
+            const manifest = await store.put(key, createReadStream(result.artifactPath), {
+              mediaType: result.mediaType,
               annotations: {
                 [ANNOTATIONS.toolchain]: toolchain.name,
-                ...output.annotations,
+                ...result.annotations,
                 ...(runtime.digest ? { [ANNOTATIONS.runtimeDigest]: runtime.digest } : {}),
                 [ANNOTATIONS.buildDurationMs]: String(durationMs),
                 [ANNOTATIONS.builtAt]: new Date().toISOString(),
@@ -192,6 +239,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
               "built",
             );
             await cleanUp();
+            await record({ manifest });
             resolve(manifest);
           } catch (error) {
             const failure = PluginError.from(error, `building ${formatBuildKey(key)}`);
@@ -199,6 +247,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
               { key: formatBuildKey(key), code: failure.code, error: failure.message },
               "build failed",
             );
+            await record({ failure });
             reject(failure);
           } finally {
             await cleanUp();
@@ -215,23 +264,34 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
    * key not yet built make one lookup and one build, not 100 lookups first
    * (which delayed the build by about 50 ms, measured).
    */
-  async function lookUpOrBuild(key: BuildKey): Promise<ArtifactManifest> {
+  async function lookUpOrBuild(key: BuildKey, ticket?: PoolTicket): Promise<ArtifactManifest> {
     const stored = await store.get(key);
     if (stored) {
       counts.hits++;
       return stored;
     }
-    return build(key);
+    return build(key, ticket);
   }
 
-  function shared(key: BuildKey): Promise<ArtifactManifest> {
+  function shared(key: BuildKey, background: boolean): Promise<ArtifactManifest> {
     const id = buildKeyId(key);
     const flight = flights.get(id);
     if (flight) {
       counts.joined++;
+      // A caller joining pre-warm work waits no longer than for its own build would.
+      const ticket = tickets.get(id);
+      if (ticket?.background && !background) {
+        pool.promote(ticket);
+        log?.info({ key: formatBuildKey(key) }, "a caller joined a pre-warm build");
+      }
       return flight;
     }
-    const started = lookUpOrBuild(key).finally(() => flights.delete(id));
+    const ticket = background ? { background: true } : undefined;
+    if (ticket) tickets.set(id, ticket);
+    const started = lookUpOrBuild(key, ticket).finally(() => {
+      flights.delete(id);
+      tickets.delete(id);
+    });
     // Callers may all have gone away; the build's outcome is still wanted
     // (it is stored), but its rejection must not be reported as unhandled.
     started.catch(() => {});
@@ -244,7 +304,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
       const signal = callOptions?.signal;
       if (closed) throw new PluginError(Code.Unavailable, "the server is shutting down");
       if (signal?.aborted) throw PluginError.from(signal.reason ?? new DOMException("aborted", "AbortError"));
-      return abandonable(shared(key), signal);
+      return abandonable(shared(key, callOptions?.background === true), signal);
     },
     stats() {
       return { ...counts, running: pool.running, queued: pool.queued };

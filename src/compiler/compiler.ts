@@ -11,8 +11,11 @@ export interface Compiler {
    * artifact first if the store has none. Errors are PluginErrors with the
    * status the caller should see (FAILED_PRECONDITION for a plugin that does
    * not build, RESOURCE_EXHAUSTED for a full queue, ...). `signal` abandons
-   * this caller's wait, not a build that other callers share.
+   * this caller's wait, not a build that other callers share. `background`
+   * marks work no caller waits for (pre-warm): it yields its turn to every
+   * caller, within its own share of the build slots, until a caller asks
+   * for the same key and joins it.
    */
-  compile(key: BuildKey, options?: { signal?: AbortSignal }): Promise<ArtifactManifest>;
+  compile(key: BuildKey, options?: { signal?: AbortSignal; background?: boolean }): Promise<ArtifactManifest>;
   close(): Promise<void>;
 }

@@ -9,13 +9,17 @@ import type { IncomingReleaseFile } from "../compiler/runtime-release-staging.js
 import type { RuntimeReleases } from "../compiler/runtime-releases.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import {
+  type BuildRecord,
   PluginAdminService,
   type PrewarmProgress,
   RegisterRuntimeRequest,
   type RegisterRuntimeResponse,
   type RuntimeRelease,
 } from "../gen/atomix/plugins/admin/v1/admin.js";
+import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
+import type { BuildRecord as StoredBuildRecord } from "../model/build-record.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+import type { BuildRecordStore } from "../store/build-record-store.js";
 import type { AdminAuth } from "./admin-auth.js";
 import { abortWithCall } from "./admin-service.js";
 import { toServiceError } from "./status.js";
@@ -27,9 +31,14 @@ export interface RuntimeAdminDeps {
   runtimes?: RuntimeReleases | undefined;
   /** Pre-warm progress of a release, for listings. */
   prewarmProgress?: ((version: string) => PrewarmProgress | undefined) | undefined;
+  /** Absent: GetBuildLog answers UNIMPLEMENTED. */
+  records?: BuildRecordStore | undefined;
 }
 
-/** PluginAdmin's runtime release calls: RegisterRuntime (admin token), ListRuntimes, InspectRuntime. */
+/**
+ * PluginAdmin's runtime release calls, RegisterRuntime (admin token),
+ * ListRuntimes and InspectRuntime, and GetBuildLog.
+ */
 export function createRuntimeAdminService(deps: RuntimeAdminDeps): UntypedServiceImplementation {
   const { log } = deps;
   const runtimes = (): RuntimeReleases => {
@@ -113,6 +122,13 @@ export function createRuntimeAdminService(deps: RuntimeAdminDeps): UntypedServic
     inspectRuntime: unary(async (request: { version: string }) =>
       message(await runtimes().inspect(request.version)),
     ),
+    getBuildLog: unary(async (request: Parameters<typeof parseBuildKey>[0]) => {
+      if (!deps.records) throw new PluginError(Code.Unimplemented, "this server keeps no build records");
+      const key = parseBuildKey(request);
+      const record = await deps.records.getBuildRecord(key);
+      if (!record) throw new PluginError(Code.NotFound, `no build of ${formatBuildKey(key)} is recorded`);
+      return toBuildRecordMessage(record);
+    }),
   };
 }
 
@@ -157,3 +173,20 @@ export const registerRuntimeDefinition = {
     }
   },
 };
+
+export function toBuildRecordMessage(record: StoredBuildRecord): BuildRecord {
+  return {
+    runtime: { ...record.key.runtime },
+    plugin: { ...record.key.plugin },
+    outcome: record.outcome,
+    code: record.code,
+    message: record.message,
+    durationMs: record.durationMs,
+    finishedAt: record.finishedAt,
+    toolchain: { ...record.toolchain },
+    runtimeDigest: record.runtimeDigest,
+    artifactDigest: record.artifactDigest,
+    output: record.output,
+    outputTruncated: record.outputTruncated,
+  };
+}

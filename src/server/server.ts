@@ -51,6 +51,8 @@ export interface ServerDeps {
   /** Runtime releases behind the admin API's runtime calls; UNIMPLEMENTED without. */
   runtimes?: RuntimeAdminDeps["runtimes"];
   prewarmProgress?: RuntimeAdminDeps["prewarmProgress"];
+  /** Build records behind GetBuildLog; UNIMPLEMENTED without. */
+  records?: RuntimeAdminDeps["records"];
 }
 
 export interface RunningServer {

@@ -1,5 +1,8 @@
+import type { BuildRecordStore } from "./build-record-store.js";
 import type { StoreConfig } from "./create-store.js";
+import { createFsBuildRecordStore } from "./fs-build-record-store.js";
 import { createFsRuntimeReleaseStore } from "./fs-runtime-release-store.js";
+import { createOciBuildRecordStore } from "./oci/oci-build-record-store.js";
 import { parseOciLocation } from "./oci/oci-location.js";
 import { createOciRuntimeReleaseStore } from "./oci/oci-runtime-release-store.js";
 import { RegistryClient } from "./oci/registry-client.js";
@@ -19,17 +22,30 @@ export async function createRuntimeReleaseStore(
   switch (config.kind) {
     case "fs":
       return createFsRuntimeReleaseStore({ dir: config.dir });
-    case "oci": {
-      const location = parseOciLocation(config.url);
-      const credentials = await loadRegistryCredentials({
-        host: new URL(location.origin).host,
-        given: config.credentials,
-        file: config.credentialsFile,
-      });
+    case "oci":
       return await createOciRuntimeReleaseStore({
-        client: new RegistryClient({ ...location, credentials }),
+        client: await registryClientOf(config),
         cacheDir: options.cacheDir,
       });
-    }
   }
+}
+
+/** The build records' part of the store `config` names. */
+export async function createBuildRecordStore(config: StoreConfig): Promise<BuildRecordStore> {
+  switch (config.kind) {
+    case "fs":
+      return createFsBuildRecordStore({ dir: config.dir });
+    case "oci":
+      return createOciBuildRecordStore({ client: await registryClientOf(config) });
+  }
+}
+
+async function registryClientOf(config: Extract<StoreConfig, { kind: "oci" }>): Promise<RegistryClient> {
+  const location = parseOciLocation(config.url);
+  const credentials = await loadRegistryCredentials({
+    host: new URL(location.origin).host,
+    given: config.credentials,
+    file: config.credentialsFile,
+  });
+  return new RegistryClient({ ...location, credentials });
 }

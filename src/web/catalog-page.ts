@@ -35,6 +35,8 @@ export interface CatalogView {
   storeDescription: string;
   /** The gRPC address clients should use, for the copyable commands. */
   grpcAddress: string;
+  /** More sections, rendered (runtime releases, recent builds): shown below the artifacts. */
+  appendix?: string;
 }
 
 /**
@@ -103,10 +105,13 @@ export function renderCatalogPage(view: CatalogView): string {
   th { background: #f0f3f6; font-weight: 600; }
   td.num, time { white-space: nowrap; }
   td.num { text-align: right; }
-  td.plugin { font-weight: 600; }
+  td.plugin, td.release, td.built-plugin { font-weight: 600; }
   code { font: 12px ui-monospace, monospace; }
   code.command { color: #59636e; user-select: all; }
   .empty { padding: 2rem; text-align: center; color: #59636e; }
+  h2 { font-size: 1.1rem; margin: 2rem 0 .5rem; }
+  tr.failure td { color: #9a2a20; }
+  ul.failures { margin: .25rem 0 0 1rem; padding: 0; color: #9a2a20; }
 </style>
 </head>
 <body>
@@ -126,6 +131,7 @@ ${rows}
 </tbody>
 </table>`
 }
+${view.appendix ?? ""}
 </body>
 </html>
 `;

@@ -2,12 +2,16 @@ import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
 import { splitHostPort } from "../config.js";
 import { PluginError } from "../errors/plugin-error.js";
+import type { PrewarmProgress } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
 import { PROVENANCE } from "../model/provenance.js";
+import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
 import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
+import type { BuildRecordStore } from "../store/build-record-store.js";
 import { renderCatalogPage } from "./catalog-page.js";
+import { renderBuildLogPage, renderBuildSection, renderRuntimeSection } from "./release-sections.js";
 
 export interface HttpDeps {
   listen: string;
@@ -18,7 +22,15 @@ export interface HttpDeps {
   grpcAddress: string;
   /** False once shutdown began: /healthz answers 503 then. */
   isServing: () => boolean;
+  /** Registered runtime releases, listed on the catalog page. */
+  runtimes?: { releases(): Promise<RuntimeReleaseSummary[]> } | undefined;
+  prewarmProgress?: ((version: string) => PrewarmProgress | undefined) | undefined;
+  /** Build records: the recent builds on the catalog page, and /build-log. */
+  records?: BuildRecordStore | undefined;
 }
+
+/** Recent builds shown on the catalog page. */
+const RECENT_BUILDS = 50;
 
 export interface RunningHttpServer {
   readonly address: string;
@@ -75,10 +87,32 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
               query: url.searchParams.get("q") ?? "",
               storeDescription: deps.store.description,
               grpcAddress: deps.grpcAddress,
+              appendix: [
+                deps.runtimes
+                  ? renderRuntimeSection(await deps.runtimes.releases(), (v) => deps.prewarmProgress?.(v))
+                  : "",
+                deps.records ? renderBuildSection(await deps.records.listBuildRecords(RECENT_BUILDS)) : "",
+              ].join("\n"),
             }),
           );
         case "/provenance":
           return sendProvenance(url.searchParams);
+        case "/build-log": {
+          const q = url.searchParams;
+          let key: ReturnType<typeof parseBuildKey>;
+          try {
+            key = parseBuildKey({
+              runtime: { version: q.get("runtime") ?? "", buildVersion: q.get("build") ?? "" },
+              plugin: { name: q.get("plugin") ?? "", version: q.get("version") ?? "" },
+            });
+          } catch (error) {
+            return send(400, "text/plain; charset=utf-8", `${(error as Error).message}\n`);
+          }
+          const record = await deps.records?.getBuildRecord(key);
+          return record
+            ? send(200, "text/html; charset=utf-8", renderBuildLogPage(record))
+            : send(404, "text/plain; charset=utf-8", "no build of this key is recorded\n");
+        }
         case "/metrics":
           return send(200, deps.metrics.registry.contentType, await deps.metrics.registry.metrics());
         case "/healthz":

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { delimiter, isAbsolute, join } from "node:path";
 import { promisify } from "node:util";
 import { Code, PluginError } from "../../errors/plugin-error.js";
+import { recordStepOutput } from "../build-output.js";
 import { type RunResult, runProcess } from "../run-process.js";
 import { bubblewrapArgs } from "./bubblewrap-args.js";
 import { type CgroupLimiter, createCgroupLimiter } from "./cgroup-limiter.js";
@@ -203,6 +204,7 @@ async function runStep(
       },
     );
     const outOfMemory = (await cgroup?.outOfMemory()) ?? false;
+    recordStepOutput(step, result);
     return { ...result, outOfMemory };
   } finally {
     await cgroup?.remove();

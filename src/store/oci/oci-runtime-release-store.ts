@@ -62,15 +62,23 @@ export async function createOciRuntimeReleaseStore(options: {
   cacheDir: string;
 }): Promise<RuntimeReleaseStore> {
   const objects = new OciObjects(options.client);
-  const stagingDir = join(options.cacheDir, "staging");
+  // Replicas may share a data directory (as they share the spool): each
+  // stages in a folder named by its process, and removes at start only the
+  // folders of processes that are gone (a crash mid-upload or mid-download).
+  const stagingRoot = join(options.cacheDir, "staging");
+  const stagingDir = join(stagingRoot, String(process.pid));
   const releasesDir = join(options.cacheDir, "releases");
   await mkdir(releasesDir, { recursive: true });
-  await mkdir(stagingDir, { recursive: true });
-  // Uploads and downloads interrupted by a crash: never used, now removed.
-  for (const leftover of await readdir(stagingDir)) {
-    await rm(join(stagingDir, leftover), { recursive: true, force: true });
+  await mkdir(stagingRoot, { recursive: true });
+  for (const leftover of await readdir(stagingRoot)) {
+    const pid = Number(leftover);
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isRunning(pid)) continue;
+    await rm(join(stagingRoot, leftover), { recursive: true, force: true });
   }
+  await mkdir(stagingDir, { recursive: true });
   const opening = new Map<string, Promise<string>>();
+  /** Releases read by tag: a version's tag never moves, so each is fetched once per process. */
+  const listed = new Map<string, RuntimeReleaseSummary>();
 
   async function get(version: string, signal?: AbortSignal): Promise<RuntimeReleaseSummary | undefined> {
     const tag = runtimeReleaseTag(checkRuntimeVersion(version));
@@ -187,10 +195,18 @@ export async function createOciRuntimeReleaseStore(options: {
       const tags = (await objects.listTags()).filter((tag) => tag.startsWith(TAG_PREFIX));
       const found: RuntimeReleaseSummary[] = [];
       for (const tag of tags) {
+        const known = listed.get(tag);
+        if (known) {
+          found.push(known);
+          continue;
+        }
         const fetched = await objects.getManifest(tag);
         if (!fetched) continue;
         try {
-          found.push(fromManifest(fetched.oci, `tag ${tag} of ${objects.where}`));
+          const release = fromManifest(fetched.oci, `tag ${tag} of ${objects.where}`);
+          if (runtimeReleaseTag(release.version) !== tag) continue; // a tag ours would not be
+          listed.set(tag, release);
+          found.push(release);
         } catch {
           // not a release of ours: not listed
         }
@@ -231,4 +247,13 @@ function fromManifest(oci: OciImageManifest, where: string): RuntimeReleaseSumma
     description: annotations[ANNOTATION.description] ?? "",
     buildVersions: (annotations[ANNOTATION.buildVersions] ?? "").split(",").filter((v) => v !== ""),
   };
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }

@@ -1,0 +1,162 @@
+import { Code, PluginError } from "../../errors/plugin-error.js";
+import { type BuildKey, buildKeyId, formatBuildKey, parseBuildKey } from "../../model/build-key.js";
+import type { BuildRecord } from "../../model/build-record.js";
+import type { BuildRecordStore } from "../build-record-store.js";
+import { EMPTY_CONFIG, EMPTY_CONFIG_BYTES, MEDIA_TYPES, type OciImageManifest } from "./oci-manifest.js";
+import { OciObjects, sha256 } from "./oci-objects.js";
+import type { RegistryClient } from "./registry-client.js";
+
+export const BUILD_RECORD_MEDIA_TYPES = {
+  /** The `artifactType` of a build record's manifest. */
+  artifact: "application/vnd.atomix.build-record.v1",
+  record: "application/vnd.atomix.build-record.v1+json",
+} as const;
+
+const ANNOTATION = {
+  runtimeVersion: "dev.atomix.key.runtime.version",
+  buildVersion: "dev.atomix.key.runtime.build-version",
+  pluginName: "dev.atomix.key.plugin.name",
+  pluginVersion: "dev.atomix.key.plugin.version",
+  outcome: "dev.atomix.build.outcome",
+  code: "dev.atomix.build.code",
+  finished: "org.opencontainers.image.created",
+} as const;
+
+const TAG_PREFIX = "atomix-build_";
+/** A record's blob: 64 KiB of output and the fields around it. */
+const MAX_RECORD_BYTES = 512 * 1024;
+const LIST_CONCURRENCY = 8;
+
+/**
+ * The tag of `key`'s build record: `atomix-build_<readable key>_<32 hex>`,
+ * which never has a build key tag's shape (those end in `-<32 hex>`).
+ */
+export function buildRecordTag(key: BuildKey): string {
+  const readable = [
+    key.plugin.name.replace(/^@/, ""),
+    key.plugin.version,
+    key.runtime.version,
+    key.runtime.buildVersion,
+  ]
+    .join("_")
+    .replace(/[^a-zA-Z0-9._-]/g, "-")
+    .slice(0, 80);
+  return `${TAG_PREFIX}${readable}_${buildKeyId(key).slice(0, 32)}`;
+}
+
+/**
+ * Build records in the artifacts' OCI repository: per key one manifest
+ * (artifactType `application/vnd.atomix.build-record.v1`, the empty config,
+ * one layer holding the record as JSON, the key and outcome in the
+ * annotations so that listings need no blob), tagged by `buildRecordTag`.
+ * A new record replaces the tag and deletes the manifest it replaced.
+ */
+export function createOciBuildRecordStore(options: { client: RegistryClient }): BuildRecordStore {
+  const objects = new OciObjects(options.client);
+  let emptyConfigKnown = false;
+
+  async function read(tag: string, expected: BuildKey | undefined, signal?: AbortSignal) {
+    const fetched = await objects.getManifest(tag, signal);
+    if (!fetched) return undefined;
+    const layer = fetched.oci.layers?.[0];
+    if (fetched.oci.artifactType !== BUILD_RECORD_MEDIA_TYPES.artifact || !layer) return undefined;
+    const bytes = await objects.getBlob(layer.digest, MAX_RECORD_BYTES, signal);
+    let record: BuildRecord;
+    try {
+      record = JSON.parse(bytes.toString("utf8")) as BuildRecord;
+      record = { ...record, key: parseBuildKey(record.key) };
+    } catch (error) {
+      throw new PluginError(Code.DataLoss, `the build record ${tag} in ${objects.where} is malformed`, {
+        cause: error,
+      });
+    }
+    if (expected && buildKeyId(record.key) !== buildKeyId(expected)) {
+      throw new PluginError(
+        Code.DataLoss,
+        `the build record ${tag} in ${objects.where} is of ${formatBuildKey(record.key)}, not ${formatBuildKey(expected)}`,
+      );
+    }
+    return { record, digest: fetched.digest };
+  }
+
+  return {
+    async putBuildRecord(record) {
+      const bytes = Buffer.from(JSON.stringify(record));
+      const digest = sha256(bytes);
+      await objects.pushBlob(digest, bytes);
+      if (!emptyConfigKnown) {
+        await objects.pushBlob(EMPTY_CONFIG.digest, EMPTY_CONFIG_BYTES);
+        emptyConfigKnown = true;
+      }
+      const tag = buildRecordTag(record.key);
+      const previous = await objects.getManifest(tag).catch(() => undefined);
+      const manifest: OciImageManifest = {
+        schemaVersion: 2,
+        mediaType: MEDIA_TYPES.imageManifest,
+        artifactType: BUILD_RECORD_MEDIA_TYPES.artifact,
+        config: { mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size },
+        layers: [{ mediaType: BUILD_RECORD_MEDIA_TYPES.record, digest, size: bytes.byteLength }],
+        annotations: {
+          [ANNOTATION.runtimeVersion]: record.key.runtime.version,
+          [ANNOTATION.buildVersion]: record.key.runtime.buildVersion,
+          [ANNOTATION.pluginName]: record.key.plugin.name,
+          [ANNOTATION.pluginVersion]: record.key.plugin.version,
+          [ANNOTATION.outcome]: record.outcome,
+          [ANNOTATION.code]: record.code,
+          [ANNOTATION.finished]: record.finishedAt,
+        },
+      };
+      const written = await objects.putManifest(tag, manifest);
+      if (previous && previous.digest !== written) await objects.deleteManifest(previous.digest);
+    },
+
+    async getBuildRecord(key, getOptions) {
+      return (await read(buildRecordTag(key), key, getOptions?.signal))?.record;
+    },
+
+    async listBuildRecords(limit) {
+      const tags = (await objects.listTags()).filter((tag) => tag.startsWith(TAG_PREFIX));
+      const found: BuildRecord[] = [];
+      let next = 0;
+      const worker = async () => {
+        while (next < tags.length) {
+          const tag = tags[next++] as string;
+          const fetched = await objects.getManifest(tag).catch(() => undefined);
+          const annotations = fetched?.oci.annotations;
+          if (!fetched || fetched.oci.artifactType !== BUILD_RECORD_MEDIA_TYPES.artifact || !annotations)
+            continue;
+          try {
+            const key = parseBuildKey({
+              runtime: {
+                version: annotations[ANNOTATION.runtimeVersion] ?? "",
+                buildVersion: annotations[ANNOTATION.buildVersion] ?? "",
+              },
+              plugin: {
+                name: annotations[ANNOTATION.pluginName] ?? "",
+                version: annotations[ANNOTATION.pluginVersion] ?? "",
+              },
+            });
+            found.push({
+              key,
+              outcome: annotations[ANNOTATION.outcome] === "success" ? "success" : "failure",
+              code: annotations[ANNOTATION.code] ?? "",
+              message: "",
+              durationMs: 0,
+              finishedAt: annotations[ANNOTATION.finished] ?? "",
+              toolchain: {},
+              runtimeDigest: "",
+              sourceStamp: "",
+              artifactDigest: "",
+              output: "",
+              outputTruncated: false,
+            });
+          } catch {
+            // a tag someone else wrote: not listed
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, tags.length) }, worker));
+      return found.sort((a, b) => b.finishedAt.localeCompare(a.finishedAt)).slice(0, limit);
+    },
+  };
+}
