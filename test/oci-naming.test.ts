@@ -5,7 +5,7 @@ import { Code, PluginError } from "../src/errors/plugin-error.js";
 import { parseBuildKey } from "../src/model/build-key.js";
 import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "../src/store/oci/build-key-tag.js";
 import { parseOciLocation } from "../src/store/oci/oci-location.js";
-import { nextLink } from "../src/store/oci/oci-store.js";
+import { nextLink } from "../src/store/oci/oci-objects.js";
 import { parseChallenge } from "../src/store/oci/registry-client.js";
 
 const TAG_GRAMMAR = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;

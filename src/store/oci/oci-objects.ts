@@ -2,7 +2,6 @@ import { createHash } from "node:crypto";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { Digest } from "../../model/artifact.js";
 import { MEDIA_TYPES, type OciImageManifest } from "./oci-manifest.js";
-import { nextLink } from "./oci-store.js";
 import { discard, type RegistryClient } from "./registry-client.js";
 
 /**
@@ -17,12 +16,13 @@ export class OciObjects {
     this.where = `${client.origin}/${client.repository}`;
   }
 
-  async getManifest(
+  async getManifest<Document = OciImageManifest>(
     reference: string,
     signal?: AbortSignal,
-  ): Promise<{ oci: OciImageManifest; digest: Digest } | undefined> {
+    accept: string = MEDIA_TYPES.imageManifest,
+  ): Promise<{ oci: Document; digest: Digest } | undefined> {
     const response = await this.client.request("GET", `manifests/${reference}`, {
-      headers: { accept: MEDIA_TYPES.imageManifest },
+      headers: { accept },
       expect: [200, 404],
       signal,
     });
@@ -35,7 +35,7 @@ export class OciObjects {
       throw new PluginError(Code.DataLoss, `the manifest ${reference} in ${this.where} is larger than 4 MiB`);
     }
     try {
-      return { oci: JSON.parse(bytes.toString("utf8")) as OciImageManifest, digest: sha256(bytes) };
+      return { oci: JSON.parse(bytes.toString("utf8")) as Document, digest: sha256(bytes) };
     } catch (error) {
       throw new PluginError(Code.DataLoss, `the manifest ${reference} in ${this.where} is not JSON`, {
         cause: error,
@@ -44,10 +44,15 @@ export class OciObjects {
   }
 
   /** Puts a manifest under `tag`; its digest. */
-  async putManifest(tag: string, manifest: OciImageManifest, signal?: AbortSignal): Promise<Digest> {
+  async putManifest(
+    tag: string,
+    manifest: object,
+    signal?: AbortSignal,
+    mediaType: string = MEDIA_TYPES.imageManifest,
+  ): Promise<Digest> {
     const body = JSON.stringify(manifest);
     const response = await this.client.request("PUT", `manifests/${tag}`, {
-      headers: { "content-type": MEDIA_TYPES.imageManifest },
+      headers: { "content-type": mediaType },
       body,
       expect: [201, 400],
       signal,
@@ -148,4 +153,14 @@ export class OciObjects {
 
 export function sha256(bytes: Uint8Array | string): Digest {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+}
+
+/**
+ * The `rel="next"` target of a tag list's Link header, absolute. (Distribution
+ * 2.8 sends every tag in one page; newer registries paginate.)
+ */
+export function nextLink(link: string | null, origin: string): string | undefined {
+  const match = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link) : null;
+  if (!match?.[1]) return undefined;
+  return new URL(match[1], origin).toString();
 }

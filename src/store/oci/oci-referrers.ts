@@ -1,9 +1,9 @@
-import { createHash } from "node:crypto";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import { DIGEST_PATTERN } from "../../model/artifact.js";
 import { PROVENANCE } from "../../model/provenance.js";
 import { EMPTY_CONFIG, MEDIA_TYPES, type OciDescriptor } from "./oci-manifest.js";
-import { discard, type RegistryClient } from "./registry-client.js";
+import { type OciObjects, sha256 } from "./oci-objects.js";
+import { discard } from "./registry-client.js";
 
 const INDEX = "application/vnd.oci.image.index.v1+json";
 /** A provenance bundle the store reads back: the server writes a few KiB. */
@@ -13,13 +13,6 @@ interface OciIndex {
   schemaVersion: 2;
   mediaType: string;
   manifests: (OciDescriptor & { artifactType?: string })[];
-}
-
-/** What the referrers code needs of the store around it. */
-export interface ReferrerDeps {
-  client: RegistryClient;
-  /** Uploads `bytes` as blob `digest` unless the registry holds it. */
-  ensureBlob(digest: string, bytes: Buffer, signal: AbortSignal | undefined): Promise<void>;
 }
 
 /**
@@ -32,8 +25,8 @@ export interface ReferrerDeps {
  * store keeps the fallback tag `sha256-<hex of the subject>`, an index of the
  * subject's referrers, as the distribution spec prescribes for clients.
  */
-export function createReferrers(deps: ReferrerDeps) {
-  const { client } = deps;
+export function createReferrers(objects: OciObjects) {
+  const { client } = objects;
   const fallbackTag = (subject: string) => subject.replace(":", "-");
 
   /** The referrers of `subject` with the bundle artifact type, newest last. */
@@ -59,23 +52,15 @@ export function createReferrers(deps: ReferrerDeps) {
     subject: string,
     signal?: AbortSignal,
   ): Promise<{ index: OciIndex; digest: string } | undefined> {
-    const response = await client.request("GET", `manifests/${fallbackTag(subject)}`, {
-      headers: { accept: INDEX },
-      expect: [200, 404],
-      signal,
-    });
-    if (response.status === 404) {
-      await discard(response);
-      return undefined;
-    }
-    const bytes = Buffer.from(await response.arrayBuffer());
-    try {
-      const index = JSON.parse(bytes.toString("utf8")) as OciIndex;
-      if (!Array.isArray(index.manifests)) return undefined;
-      return { index, digest: sha256(bytes) };
-    } catch {
-      return undefined; // not an index: rewritten by the next push
-    }
+    const found = await objects
+      .getManifest<OciIndex>(fallbackTag(subject), signal, INDEX)
+      .catch((error: unknown) => {
+        // Not an index: rewritten by the next push.
+        if (error instanceof PluginError && error.code === Code.DataLoss) return undefined;
+        throw error;
+      });
+    if (!found || !Array.isArray(found.oci.manifests)) return undefined;
+    return { index: found.oci, digest: found.digest };
   }
 
   /** Rewrites the fallback tag of `subject` with `change` applied to its entries. */
@@ -87,24 +72,15 @@ export function createReferrers(deps: ReferrerDeps) {
     const found = await fetchFallback(subject, signal);
     const entries = change(found?.index.manifests ?? []);
     if (entries.length === 0) {
-      if (found) await deleteManifest(found.digest);
+      if (found) await objects.deleteManifest(found.digest);
       return;
     }
-    const body = JSON.stringify({ schemaVersion: 2, mediaType: INDEX, manifests: entries });
-    const response = await client.request("PUT", `manifests/${fallbackTag(subject)}`, {
-      headers: { "content-type": INDEX },
-      body,
-      expect: [201],
+    await objects.putManifest(
+      fallbackTag(subject),
+      { schemaVersion: 2, mediaType: INDEX, manifests: entries },
       signal,
-    });
-    await discard(response);
-  }
-
-  async function deleteManifest(digest: string): Promise<void> {
-    await client
-      .request("DELETE", `manifests/${digest}`, { expect: [202, 404] })
-      .then(discard)
-      .catch(() => {}); // best effort: a leftover is only storage
+      INDEX,
+    );
   }
 
   return {
@@ -118,7 +94,7 @@ export function createReferrers(deps: ReferrerDeps) {
         digest: sha256(bundle),
         size: bundle.byteLength,
       };
-      await deps.ensureBlob(layer.digest, bundle, signal);
+      await objects.pushBlob(layer.digest, bundle, signal);
       const manifest = {
         schemaVersion: 2,
         mediaType: MEDIA_TYPES.imageManifest,
@@ -158,26 +134,13 @@ export function createReferrers(deps: ReferrerDeps) {
       const referrers = await list(subject, signal);
       const newest = referrers.at(-1);
       if (!newest) return undefined;
-      const response = await client.request("GET", `manifests/${newest.digest}`, {
-        headers: { accept: MEDIA_TYPES.imageManifest },
-        expect: [200, 404],
-        signal,
-      });
-      if (response.status === 404) {
-        await discard(response);
-        return undefined;
-      }
-      const manifest = await client.json<{ layers?: OciDescriptor[] }>(response, "a provenance manifest");
-      const layer = manifest.layers?.[0];
-      if (!layer || !DIGEST_PATTERN.test(layer.digest) || !(layer.size <= MAX_BUNDLE_BYTES)) {
+      const manifest = await objects.getManifest(newest.digest, signal);
+      const layer = manifest?.oci.layers?.[0];
+      if (!manifest) return undefined;
+      if (!layer || !DIGEST_PATTERN.test(layer.digest)) {
         throw new PluginError(Code.DataLoss, `the provenance manifest ${newest.digest} is malformed`);
       }
-      const blob = await client.request("GET", `blobs/${layer.digest}`, { expect: [200], signal });
-      const bytes = Buffer.from(await blob.arrayBuffer());
-      if (bytes.byteLength > MAX_BUNDLE_BYTES || sha256(bytes) !== layer.digest) {
-        throw new PluginError(Code.DataLoss, `the provenance blob ${layer.digest} does not match its digest`);
-      }
-      return bytes;
+      return objects.getBlob(layer.digest, MAX_BUNDLE_BYTES, signal);
     },
 
     /** Deletes every provenance referrer of `subject`; returns their bundle blobs for garbage collection. */
@@ -185,26 +148,12 @@ export function createReferrers(deps: ReferrerDeps) {
       const referrers = await list(subject).catch(() => [] as OciDescriptor[]);
       const blobs: OciDescriptor[] = [];
       for (const referrer of referrers) {
-        const response = await client
-          .request("GET", `manifests/${referrer.digest}`, {
-            headers: { accept: MEDIA_TYPES.imageManifest },
-            expect: [200, 404],
-          })
-          .catch(() => undefined);
-        if (response?.status === 200) {
-          const manifest = await client
-            .json<{ layers?: OciDescriptor[] }>(response, "a provenance manifest")
-            .catch(() => ({ layers: [] }));
-          blobs.push(...(manifest.layers ?? []));
-        } else if (response) await discard(response);
-        await deleteManifest(referrer.digest);
+        const manifest = await objects.getManifest(referrer.digest).catch(() => undefined);
+        blobs.push(...(manifest?.oci.layers ?? []));
+        await objects.deleteManifest(referrer.digest);
       }
       await updateFallback(subject, () => []).catch(() => {});
       return blobs;
     },
   };
-}
-
-function sha256(bytes: Buffer | string): string {
-  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 }

@@ -19,6 +19,7 @@ import {
   type OciImageManifest,
   toOciManifest,
 } from "./oci-manifest.js";
+import { OciObjects } from "./oci-objects.js";
 import { createReferrers } from "./oci-referrers.js";
 import { discard, RegistryClient } from "./registry-client.js";
 import type { RegistryCredentials } from "./registry-credentials.js";
@@ -43,7 +44,6 @@ export interface OciStoreOptions extends OciLocation {
 }
 
 const MANIFEST_ACCEPT = MEDIA_TYPES.imageManifest;
-const LIST_PAGE = 1000;
 const LIST_CONCURRENCY = 8;
 
 /**
@@ -168,10 +168,8 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     }
   }
 
-  const referrers = createReferrers({
-    client,
-    ensureBlob: (digest, bytes, signal) => ensureBlob(digest, bytes.byteLength, { bytes }, signal),
-  });
+  const objects = new OciObjects(client);
+  const referrers = createReferrers(objects);
 
   /** Deletes the provenance of a manifest no longer tagged; its bundle blobs become garbage. */
   async function detachProvenance(manifestDigest: string): Promise<void> {
@@ -209,7 +207,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
 
   async function listManifests(filter: ListFilter | undefined): Promise<ArtifactManifest[]> {
     const prefix = filter?.pluginName ? readableTagPrefix(filter.pluginName) : undefined;
-    const tags = (await listTags()).filter(
+    const tags = (await objects.listTags()).filter(
       (tag) => isBuildKeyTag(tag) && (!prefix || tag.startsWith(prefix)),
     );
     const found: ArtifactManifest[] = [];
@@ -228,22 +226,6 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     };
     await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, tags.length) }, worker));
     return found.filter((m) => matchesFilter(m, filter)).sort(compareManifests);
-  }
-
-  async function listTags(): Promise<string[]> {
-    const tags: string[] = [];
-    let target: string | undefined = `tags/list?n=${LIST_PAGE}`;
-    while (target) {
-      const response: Response = await client.request("GET", target, { expect: [200, 404] });
-      if (response.status === 404) {
-        await discard(response); // the repository does not exist until the first push
-        return tags;
-      }
-      const body = await client.json<{ tags?: string[] | null }>(response, "a tag list");
-      tags.push(...(body.tags ?? []));
-      target = nextLink(response.headers.get("link"), client.origin);
-    }
-    return tags;
   }
 
   return {
@@ -525,16 +507,6 @@ function withDigest(location: string, digest: string): string {
   const url = new URL(location);
   url.searchParams.set("digest", digest);
   return url.toString();
-}
-
-/**
- * The `rel="next"` target of a tag list's Link header, absolute. (Distribution
- * 2.8 sends every tag in one page; newer registries paginate.)
- */
-export function nextLink(link: string | null, origin: string): string | undefined {
-  const match = link ? /<([^>]+)>\s*;\s*rel="?next"?/.exec(link) : null;
-  if (!match?.[1]) return undefined;
-  return new URL(match[1], origin).toString();
 }
 
 function compareManifests(a: ArtifactManifest, b: ArtifactManifest): number {
