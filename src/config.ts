@@ -70,6 +70,14 @@ export const serveConfigSchema = z
      * and was no slower than 1 MiB in the benchmark (bench/, README).
      */
     streamBufferBytes: byteSize.default(512 * 1024),
+    /**
+     * Artifact bytes all pull streams together may hold in memory. Streams
+     * pulling one artifact at once share its chunks, each counted once, so
+     * a rollout of a thousand runtimes pulling a few artifacts holds a few
+     * MiB; past the limit a stream waits for room before it reads a chunk
+     * nobody holds. 64 MiB.
+     */
+    pullMemoryBytes: byteSize.default(64 * 1024 * 1024),
     /** Largest artifact accepted by push or produced by a build. */
     maxArtifactBytes: byteSize.default(1024 * 1024 * 1024),
     /** What PullPlugin does when the store has no artifact for the key. */
@@ -166,6 +174,7 @@ export const SERVE_ENVIRONMENT: Readonly<Record<string, keyof ServeConfig>> = {
   ATOMIX_PLUGINS_STORE_PROBE_INTERVAL_MS: "storeProbeIntervalMs",
   ATOMIX_PLUGINS_CHUNK_SIZE: "chunkSize",
   ATOMIX_PLUGINS_STREAM_BUFFER: "streamBufferBytes",
+  ATOMIX_PLUGINS_PULL_MEMORY: "pullMemoryBytes",
   ATOMIX_PLUGINS_MAX_ARTIFACT_SIZE: "maxArtifactBytes",
   ATOMIX_PLUGINS_PULL_POLICY: "pullPolicy",
   ATOMIX_PLUGINS_RUNTIMES: "runtimes",

@@ -62,6 +62,7 @@ const SERVE_FLAGS: ServeFlag[] = [
   },
   { flags: "--chunk-size <bytes>", option: "chunkSize", what: "bytes per pull message" },
   { flags: "--stream-buffer <bytes>", option: "streamBufferBytes", what: "bytes in flight per pull stream" },
+  { flags: "--pull-memory <bytes>", option: "pullMemoryBytes", what: "chunk bytes all pulls hold" },
   { flags: "--max-artifact-size <bytes>", option: "maxArtifactBytes", what: "largest artifact accepted" },
   {
     flags: "--pull-policy <build|never>",
