@@ -4,7 +4,6 @@ import { splitHostPort } from "../config.js";
 import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
-import { renderCatalogPage } from "./catalog-page.js";
 
 export interface HttpDeps {
   listen: string;
@@ -39,7 +38,9 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
     }
     const route = async () => {
       switch (url.pathname) {
-        case "/":
+        case "/": {
+          // The page's code is loaded at its first request, not at start.
+          const { renderCatalogPage } = await import("./catalog-page.js");
           return send(
             200,
             "text/html; charset=utf-8",
@@ -50,6 +51,7 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
               grpcAddress: deps.grpcAddress,
             }),
           );
+        }
         case "/metrics":
           return send(200, deps.metrics.registry.contentType, await deps.metrics.registry.metrics());
         case "/healthz":
