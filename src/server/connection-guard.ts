@@ -20,8 +20,10 @@ const RESET_BURST = 1000;
 const RESET_RATE_PER_SECOND = 33;
 /** Resets left in the budget when a connection is retired. */
 const RESET_MARGIN = 500;
-/** How long a retired connection waits for its client to acknowledge "no new streams" before GOAWAY. */
-const RETIRE_ACK_TIMEOUT_MS = 5_000;
+/** The last stream id of a GOAWAY that only announces the end: every stream the client has opened is still taken. */
+const MAX_STREAM_ID = 2 ** 31 - 1;
+/** How long a retired connection's client has to read the GOAWAY notice before the final GOAWAY. */
+const RETIRE_NOTICE_MS = 1_000;
 /** Bytes a PING ACK (and the server's own keepalive PING) may add to a connection's output. */
 const PING_ACK_ALLOWANCE = 96;
 
@@ -152,11 +154,28 @@ export function guardConnections(
    * EOF" (cut inside a message) or "RST_STREAM ... INTERNAL_ERROR".
    *
    * So the same budget is kept here, and a connection that has spent most
-   * of it is retired safely: SETTINGS_MAX_CONCURRENT_STREAMS 0 first, so the
-   * client opens (and numbers) no new stream on it, and once the client has
-   * acknowledged that, GOAWAY(NO_ERROR): its open calls finish, and its next
-   * ones go to a new connection. The margin covers resets this cannot see
-   * (of streams that had already ended) and those of the streams still open.
+   * of it is retired safely, in three steps:
+   *
+   * 1. At once, a GOAWAY(NO_ERROR) notice whose last stream id is the
+   *    largest there is: the client moves its next calls to a new
+   *    connection, and nghttp2, having sent a GOAWAY, counts no more resets.
+   *    A stream the client opens before it reads the notice is still taken,
+   *    so a reset of it is an ordinary reset.
+   * 2. RETIRE_NOTICE_MS later, `close()`: the final GOAWAY(NO_ERROR) with
+   *    the real last stream id; open calls finish.
+   *
+   * Two earlier ways ended connections in error (GOAWAY(INTERNAL_ERROR),
+   * seen by grpc-go and C-core clients cancelling thousands of calls over a
+   * few connections), both from nghttp2 taking a frame for a connection
+   * error and Node.js then destroying the connection, which it always
+   * reports as INTERNAL_ERROR: SETTINGS_MAX_CONCURRENT_STREAMS 0 first
+   * (once acknowledged, a client's HEADERS already on the way is "max
+   * concurrent streams exceeded", a PROTOCOL_ERROR of the connection), and
+   * a first GOAWAY with the real last stream id (a reset of a stream sent
+   * after it can be one "in idle", another).
+   *
+   * The margin covers resets this cannot see and those of the streams still
+   * open.
    */
   function spendReset(session: Http2Session): void {
     const now = Math.floor(performance.now() / 1000);
@@ -171,17 +190,18 @@ export function guardConnections(
       "connection retired: its client reset streams close to nghttp2's limit",
     );
     const close = () => {
-      clearTimeout(timer);
       if (!session.closed && !session.destroyed) session.close();
     };
-    // A client that never acknowledges the settings is sent GOAWAY anyway.
-    const timer = setTimeout(close, RETIRE_ACK_TIMEOUT_MS);
-    timer.unref();
     try {
-      session.settings({ maxConcurrentStreams: 0 }, close);
+      session.goaway(http2Constants.NGHTTP2_NO_ERROR, MAX_STREAM_ID);
     } catch {
-      close(); // too many settings unacknowledged already
+      close();
+      return;
     }
+    // Once a GOAWAY is out and no stream is open, nghttp2 reads nothing more
+    // (not even a PING's ACK), so no round trip can be awaited: the client
+    // gets a fixed time to read the notice.
+    setTimeout(close, RETIRE_NOTICE_MS).unref();
   }
 
   function limitPings(session: ServerHttp2Session, key: string): void {

@@ -48,6 +48,7 @@ export function createRegistryService(deps: RegistryDeps): UntypedServiceImpleme
 
   // Streams pulling one artifact at once send the same chunk buffers, read once.
   const shared = new SharedChunks({ store, chunkSize: config.chunkSize, limitBytes: config.pullMemoryBytes });
+  deps.metrics.observePullMemory(() => ({ chunkBytes: shared.heldBytes, openBlobs: shared.openBlobCount }));
 
   async function resolve(key: BuildKey, signal: AbortSignal): Promise<ArtifactManifest> {
     const stored = await store.get(key, { signal });
