@@ -164,15 +164,14 @@ export function guardConnections(
    * 2. RETIRE_NOTICE_MS later, `close()`: the final GOAWAY(NO_ERROR) with
    *    the real last stream id; open calls finish.
    *
-   * Two earlier ways ended connections in error (GOAWAY(INTERNAL_ERROR),
-   * seen by grpc-go and C-core clients cancelling thousands of calls over a
-   * few connections), both from nghttp2 taking a frame for a connection
-   * error and Node.js then destroying the connection, which it always
-   * reports as INTERNAL_ERROR: SETTINGS_MAX_CONCURRENT_STREAMS 0 first
-   * (once acknowledged, a client's HEADERS already on the way is "max
-   * concurrent streams exceeded", a PROTOCOL_ERROR of the connection), and
-   * a first GOAWAY with the real last stream id (a reset of a stream sent
-   * after it can be one "in idle", another).
+   * The way before this ended connections in error (GOAWAY(INTERNAL_ERROR),
+   * seen by C-core clients cancelling thousands of calls): SETTINGS_MAX_
+   * CONCURRENT_STREAMS 0, then one GOAWAY with the real last stream id.
+   * HEADERS a client sent before reading that GOAWAY are dropped by
+   * nghttp2 unrecorded, so the client's RST_STREAM for such a call is one
+   * "in idle", a PROTOCOL_ERROR of the connection, and Node.js then
+   * destroys the connection, which it always reports as INTERNAL_ERROR.
+   * A notice with the largest id keeps every such stream recorded.
    *
    * The margin covers resets this cannot see and those of the streams still
    * open.
