@@ -210,9 +210,9 @@ export class SharedChunks {
     })();
     entry.ready.then(
       () => {
-        if (entry.refs === 0) this.free_(id, entry);
+        if (entry.refs === 0) this.drop(id, entry);
       },
-      () => this.free_(id, entry),
+      () => this.drop(id, entry),
     );
     return entry;
   }
@@ -226,12 +226,12 @@ export class SharedChunks {
       return;
     }
     settled(entry.ready).then((done) => {
-      if (done && entry.refs === 0) this.free_(id, entry);
+      if (done && entry.refs === 0) this.drop(id, entry);
     });
   }
 
   /** Drops a chunk nobody holds: out of the map, its buffer to the free list, its bytes to the budget. */
-  private free_(id: string, entry: Entry): void {
+  private drop(id: string, entry: Entry): void {
     if (this.chunks.get(id) === entry) this.chunks.delete(id);
     if (entry.buffer) {
       if (this.free.length < MAX_FREE_BUFFERS) this.free.push(entry.buffer);
