@@ -25,6 +25,7 @@ import {
   SERVER_NODE_FLAGS,
   type ServerProcess,
   startServer,
+  watchDescriptors,
   watchPeakRss,
 } from "./lib/processes.js";
 import { GiB, MiB, median, megabytesPerSecond } from "./lib/stats.js";
@@ -35,6 +36,7 @@ const CLI = join(ROOT, "dist/src/cli/main.js");
 const RUNTIME = { version: "1.0.0", buildVersion: "go1.19.8" };
 const keyFor = (name: string): BuildKey => ({ runtime: RUNTIME, plugin: { name, version: "1.0.0" } });
 const nameFor = (mib: number) => `bench-${mib}m`;
+const fanoutName = (i: number) => `bench-fanout-${i}`;
 
 interface Context {
   options: BenchOptions;
@@ -43,6 +45,8 @@ interface Context {
   /** Where clients write what they pull: tmpfs, so disk flushes do not blur the network figures. */
   sink: string;
   files: Map<number, string>;
+  /** The fan-out rows' artifacts, by name. */
+  fanoutFiles: Map<string, string>;
 }
 
 type Sample = Record<string, number>;
@@ -71,7 +75,12 @@ async function main(): Promise<void> {
     const files = new Map<number, string>();
     await mkdir(join(work, "www"), { recursive: true });
     for (const mib of sizes) files.set(mib, await randomFile(join(work, "www", nameFor(mib)), mib * MiB));
-    const ctx: Context = { options, go, work, sink, files };
+    const fanoutFiles = new Map<string, string>();
+    for (let i = 0; i < options.fanoutArtifacts; i++) {
+      const name = fanoutName(i);
+      fanoutFiles.set(name, await randomFile(join(work, "www", name), options.fanoutMiB * MiB));
+    }
+    const ctx: Context = { options, go, work, sink, files, fanoutFiles };
     const wants = (section: string) => options.only.length === 0 || options.only.includes(section);
 
     const dataDir = join(work, "data");
@@ -81,6 +90,7 @@ async function main(): Promise<void> {
     const client = createPluginClient({ address: ours.address });
     try {
       for (const [mib, path] of files) await client.pushFile(keyFor(nameFor(mib)), path);
+      for (const [name, path] of fanoutFiles) await client.pushFile(keyFor(name), path);
     } finally {
       client.close();
     }
@@ -99,6 +109,7 @@ async function main(): Promise<void> {
       if (wants("single")) push(raw, "single", await singleStream(ctx, { ours, peer, nginx }, flip));
       if (wants("concurrent")) push(raw, "concurrent", await concurrent(ctx, { ours, peer }, flip, 0));
       if (wants("slow")) push(raw, "slow", await concurrent(ctx, { ours, peer }, flip, options.slowRate));
+      if (wants("fanout")) push(raw, "fanout", await fanout(ctx, { ours, peer }, flip));
       if (wants("unary")) push(raw, "unary", await unary(ctx, { ours, bare }, flip));
     }
     await stopAll();
@@ -227,8 +238,9 @@ function ourChunkSize(ctx: Context): number {
   return at >= 0 ? Number(ctx.options.serverArgs[at + 1]) : DEFAULT_CHUNK_SIZE;
 }
 
-function startPeer(ctx: Context, sizesMiB: number[]): Promise<ServerProcess> {
+function startPeer(ctx: Context, sizesMiB: number[], withFanout = true): Promise<ServerProcess> {
   const chunk = ctx.options.peerChunk || ourChunkSize(ctx);
+  const fanout = withFanout ? [...ctx.fanoutFiles] : [];
   return startServer({
     name: "grpc-go peer",
     command: ctx.go.server,
@@ -236,6 +248,7 @@ function startPeer(ctx: Context, sizesMiB: number[]): Promise<ServerProcess> {
       "-chunk",
       String(chunk),
       ...sizesMiB.flatMap((mib) => ["-file", `${nameFor(mib)}=${ctx.files.get(mib)}`]),
+      ...fanout.flatMap(([name, path]) => ["-file", `${name}=${path}`]),
     ],
   });
 }
@@ -386,6 +399,50 @@ async function concurrent(
   return sample;
 }
 
+/**
+ * A rollout: `count` pullers, each on its own connection, all pulling at
+ * once one artifact (`same`) or four different ones (`mixed`, round robin),
+ * from each server in turn; the server's peak RSS and open descriptors over
+ * the phase.
+ */
+async function fanout(
+  ctx: Context,
+  s: { ours: ServerProcess; peer: ServerProcess },
+  flip: boolean,
+): Promise<Sample> {
+  const names = [...ctx.fanoutFiles.keys()];
+  const sample: Sample = {};
+  for (const count of ctx.options.fanout) {
+    for (const [mode, list] of [
+      ["same", names.slice(0, 1)],
+      ["mixed", names],
+    ] as const) {
+      const measure = async (server: ServerProcess) => {
+        const rss = await watchPeakRss(server.pid);
+        const fds = await watchDescriptors(server.pid);
+        const figures = await goPull(ctx, server.address, list.join(","), count);
+        return { ...figures, peak: await rss.stop(), fds: await fds.stop() };
+      };
+      const r = await interleave(flip, [
+        ["ours", () => measure(s.ours)],
+        ["peer", () => measure(s.peer)],
+      ]);
+      for (const [label, f] of Object.entries(r)) {
+        const at = `${label}${mode}${count}`;
+        sample[`${at}MBps`] = megabytesPerSecond(f.bytes, f.wallMs);
+        sample[`${at}P50Ms`] = f.p50Ms;
+        sample[`${at}P99Ms`] = f.p99Ms;
+        sample[`${at}PeakMiB`] = f.peak / MiB;
+        sample[`${at}Fds`] = f.fds;
+      }
+      log(
+        `fan-out ${count} ${mode}: ours ${fmt(sample[`ours${mode}${count}MBps`] ?? 0)} MB/s ${fmt(sample[`ours${mode}${count}PeakMiB`] ?? 0)} MiB, peer ${fmt(sample[`peer${mode}${count}MBps`] ?? 0)} MB/s ${fmt(sample[`peer${mode}${count}PeakMiB`] ?? 0)} MiB`,
+      );
+    }
+  }
+  return sample;
+}
+
 interface UnaryFigures {
   calls: number;
   callsPerSec: number;
@@ -429,7 +486,7 @@ async function rssBySize(ctx: Context, dataDir: string): Promise<Sample> {
   const sample: Sample = {};
   for (const mib of ctx.options.rssSizesMiB) {
     for (const side of ["ours", "peer"] as const) {
-      const server = side === "ours" ? await startOurs(ctx, dataDir) : await startPeer(ctx, [mib]);
+      const server = side === "ours" ? await startOurs(ctx, dataDir) : await startPeer(ctx, [mib], false);
       try {
         await goPull(ctx, server.address, nameFor(mib), 1);
         sample[`${side}${mib}PeakMiB`] = (await lifetimePeakRss(server.pid)) / MiB;
@@ -530,6 +587,36 @@ function summarize(options: BenchOptions, raw: Record<string, Sample[]>): Row[] 
     `${options.concurrency} clients reading at ${options.slowRate / 1e6} MB/s each`,
     false,
   );
+  if (raw.fanout) {
+    for (const count of options.fanout) {
+      for (const mode of ["same", "mixed"] as const) {
+        const at = (side: string, field: string) => `${side}${mode}${count}${field}`;
+        const pair = (field: string) => ({
+          ours: m("fanout", at("ours", field)),
+          peer: m("fanout", at("peer", field)),
+          ratio: ratio("fanout", at("ours", field), at("peer", field)),
+        });
+        const what = mode === "same" ? "one" : `${options.fanoutArtifacts} different`;
+        rows.push(
+          {
+            figure: `fan-out: ${count} pulls of ${what} ${options.fanoutMiB} MiB artifact${mode === "same" ? "" : "s"}, a connection each: aggregate`,
+            ...pair("MBps"),
+            unit: "MB/s",
+            target: { ratioAtLeast: 1.0 },
+          },
+          { figure: "  per-pull p50", ...pair("P50Ms"), unit: "ms" },
+          { figure: "  per-pull p99", ...pair("P99Ms"), unit: "ms" },
+          {
+            figure: "  server peak RSS",
+            ...pair("PeakMiB"),
+            unit: "MiB",
+            target: count <= 1000 ? { oursAtMost: 256 } : undefined,
+          },
+          { figure: "  server open descriptors, peak", ...pair("Fds"), unit: "fds" },
+        );
+      }
+    }
+  }
   if (raw.rss) {
     for (const mib of options.rssSizesMiB) {
       rows.push({

@@ -153,6 +153,18 @@ export const serveConfigSchema = z
       env: "ATOMIX_PLUGINS_STREAM_BUFFER",
       what: "bytes in flight per pull stream",
     }),
+    /**
+     * Artifact bytes all pull streams together may hold in memory. Streams
+     * pulling one artifact at once share its chunks, each counted once, so
+     * a rollout of a thousand runtimes pulling a few artifacts holds a few
+     * MiB; past the limit a stream waits for room before it reads a chunk
+     * nobody holds. 64 MiB.
+     */
+    pullMemoryBytes: byteSize.default(64 * 1024 * 1024).register(serveOptionText, {
+      flag: "--pull-memory <bytes>",
+      env: "ATOMIX_PLUGINS_PULL_MEMORY",
+      what: "chunk bytes all pulls hold",
+    }),
     /** Largest artifact accepted by push or produced by a build. */
     maxArtifactBytes: byteSize.default(1024 * 1024 * 1024).register(serveOptionText, {
       flag: "--max-artifact-size <bytes>",

@@ -24,12 +24,18 @@ export interface BenchOptions {
   serverNodeArgs: string[];
   /** A file our server's stdout (its logs, `--trace-gc` lines) is appended to. */
   serverLog: string | undefined;
-  /** Run only these sections (single, concurrent, slow, unary, rss, compile); all when empty. */
+  /** Concurrent pullers of the fan-out rows, each on its own connection (e.g. 100,1000,5000). */
+  fanout: number[];
+  /** Size of each fan-out artifact. */
+  fanoutMiB: number;
+  /** Distinct artifacts of the "different artifacts" fan-out rows. */
+  fanoutArtifacts: number;
+  /** Run only these sections (single, concurrent, slow, fanout, unary, rss, compile); all when empty. */
   only: string[];
 }
 
-const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,unary,rss,compile]
-  [--single-pulls N] [--concurrency N] [--slow-rate BYTES_PER_S] [--rss-sizes 1,64,512]
+const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,fanout,unary,rss,compile]
+  [--single-pulls N] [--concurrency N] [--slow-rate BYTES_PER_S] [--rss-sizes 1,64,512] [--fanout 100,1000,5000]
   [--unary-seconds S] [--peer-chunk BYTES] [--server-args "--chunk-size 1048576"]
   [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"] [--server-log FILE]
 Every flag also reads BENCH_<FLAG> from the environment (BENCH_ROUNDS=3).`;
@@ -47,6 +53,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
       "slow-rate": { type: "string" },
       "rss-sizes": { type: "string" },
       "rss-rounds": { type: "string" },
+      fanout: { type: "string" },
       "unary-seconds": { type: "string" },
       "peer-chunk": { type: "string" },
       "server-args": { type: "string" },
@@ -82,6 +89,9 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
     slowRate: number("slow-rate", 5_000_000),
     rssSizesMiB: (read("rss-sizes") ?? "1,64,512").split(",").map(Number),
     rssRounds: number("rss-rounds", quick ? 1 : 2),
+    fanout: (read("fanout") ?? "100,1000").split(",").filter(Boolean).map(Number),
+    fanoutMiB: 2,
+    fanoutArtifacts: 4,
     unarySeconds: number("unary-seconds", quick ? 1 : 3),
     unaryCallers: 64,
     peerChunk: number("peer-chunk", 0),

@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 
@@ -184,6 +184,30 @@ export async function watchPeakRss(pid: number): Promise<{ stop(): Promise<numbe
       clearInterval(timer);
       const hwm = reset ? await statusField(pid, "VmHWM") : Number.NaN;
       return Number.isNaN(hwm) ? sampled : Math.max(hwm, sampled);
+    },
+  };
+}
+
+/** Open file descriptors of a process now (sockets, files, pipes). */
+export async function descriptorCount(pid: number): Promise<number> {
+  return (await readdir(`/proc/${pid}/fd`)).length;
+}
+
+/** Samples a process's open descriptors every 25 ms over one phase: answers the most seen. */
+export async function watchDescriptors(pid: number): Promise<{ stop(): Promise<number> }> {
+  let peak = await descriptorCount(pid);
+  const timer = setInterval(() => {
+    descriptorCount(pid).then(
+      (count) => {
+        if (count > peak) peak = count;
+      },
+      () => {},
+    );
+  }, 25);
+  return {
+    async stop() {
+      clearInterval(timer);
+      return Math.max(peak, await descriptorCount(pid).catch(() => 0));
     },
   };
 }

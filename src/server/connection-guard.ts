@@ -20,8 +20,12 @@ const RESET_BURST = 1000;
 const RESET_RATE_PER_SECOND = 33;
 /** Resets left in the budget when a connection is retired. */
 const RESET_MARGIN = 500;
-/** How long a retired connection waits for its client to acknowledge "no new streams" before GOAWAY. */
+/** The last stream id of a GOAWAY that only announces the end: every stream the client has opened is still taken. */
+const MAX_STREAM_ID = 2 ** 31 - 1;
+/** How long a retired connection waits for its client to acknowledge "no new streams" before the GOAWAY notice. */
 const RETIRE_ACK_TIMEOUT_MS = 5_000;
+/** How long a retired connection's client has to read the GOAWAY notice before the final GOAWAY. */
+const RETIRE_NOTICE_MS = 1_000;
 /** Bytes a PING ACK (and the server's own keepalive PING) may add to a connection's output. */
 const PING_ACK_ALLOWANCE = 96;
 
@@ -152,11 +156,29 @@ export function guardConnections(
    * EOF" (cut inside a message) or "RST_STREAM ... INTERNAL_ERROR".
    *
    * So the same budget is kept here, and a connection that has spent most
-   * of it is retired safely: SETTINGS_MAX_CONCURRENT_STREAMS 0 first, so the
-   * client opens (and numbers) no new stream on it, and once the client has
-   * acknowledged that, GOAWAY(NO_ERROR): its open calls finish, and its next
-   * ones go to a new connection. The margin covers resets this cannot see
-   * (of streams that had already ended) and those of the streams still open.
+   * of it is retired safely, in three steps:
+   *
+   * 1. SETTINGS_MAX_CONCURRENT_STREAMS 0, so the client numbers no new
+   *    stream on it (a grpc-go client otherwise may reset a stream it
+   *    numbered but never sent, one nghttp2 sees as idle).
+   * 2. Once the client has acknowledged that, a GOAWAY(NO_ERROR) notice
+   *    whose last stream id is the largest there is: the client moves its
+   *    next calls to a new connection, and nghttp2, having sent a GOAWAY,
+   *    counts no more resets. A stream whose HEADERS were already on the
+   *    way is still recorded, so a reset of it is an ordinary reset.
+   * 3. RETIRE_NOTICE_MS later, `close()`: the final GOAWAY(NO_ERROR) with
+   *    the real last stream id; open calls finish.
+   *
+   * The way before this sent the final GOAWAY at step 2 and ended
+   * connections in error (GOAWAY(INTERNAL_ERROR), seen by C-core clients
+   * cancelling thousands of calls): HEADERS a client sent before reading
+   * that GOAWAY are dropped by nghttp2 unrecorded, so the client's
+   * RST_STREAM for such a call is one "in idle", a PROTOCOL_ERROR of the
+   * connection, and Node.js then destroys the connection, which it always
+   * reports as INTERNAL_ERROR.
+   *
+   * The margin covers resets this cannot see and those of the streams still
+   * open.
    */
   function spendReset(session: Http2Session): void {
     const now = Math.floor(performance.now() / 1000);
@@ -171,16 +193,29 @@ export function guardConnections(
       "connection retired: its client reset streams close to nghttp2's limit",
     );
     const close = () => {
-      clearTimeout(timer);
       if (!session.closed && !session.destroyed) session.close();
     };
-    // A client that never acknowledges the settings is sent GOAWAY anyway.
-    const timer = setTimeout(close, RETIRE_ACK_TIMEOUT_MS);
-    timer.unref();
+    let noticed = false;
+    const notice = () => {
+      if (noticed || session.closed || session.destroyed) return;
+      noticed = true;
+      try {
+        session.goaway(http2Constants.NGHTTP2_NO_ERROR, MAX_STREAM_ID);
+      } catch {
+        close();
+        return;
+      }
+      // Once a GOAWAY is out and no stream is open, nghttp2 reads nothing more
+      // (not even a PING's ACK), so no round trip can be awaited: the client
+      // gets a fixed time to read the notice.
+      setTimeout(close, RETIRE_NOTICE_MS).unref();
+    };
+    // A client that never acknowledges the settings gets the notice anyway.
+    setTimeout(notice, RETIRE_ACK_TIMEOUT_MS).unref();
     try {
-      session.settings({ maxConcurrentStreams: 0 }, close);
+      session.settings({ maxConcurrentStreams: 0 }, notice);
     } catch {
-      close(); // too many settings unacknowledged already
+      notice(); // too many settings unacknowledged already
     }
   }
 

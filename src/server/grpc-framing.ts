@@ -3,17 +3,28 @@ import { createRequire } from "node:module";
 /** The gRPC message prefix: a compressed flag and a 4-byte big-endian length. */
 export const GRPC_PREFIX_BYTES = 5;
 
-/** Serialized messages that may be sent without grpc-js's copy: the pull path's frames. */
-const inPlace = new WeakSet<Buffer>();
+/** Serialized messages that are sent without grpc-js's copy (the pull path's frames), with their gRPC prefix. */
+const inPlace = new WeakMap<Buffer, Buffer>();
 
 /**
- * Marks a serialized message whose buffer has GRPC_PREFIX_BYTES free in
- * front of it, owned by the caller, and stays untouched until grpc-js calls
- * back the write: grpc-js may then write the gRPC prefix there and send the
- * bytes as they are.
+ * Writes the gRPC prefix into the GRPC_PREFIX_BYTES free in front of a
+ * serialized message, owned by the caller, and marks the message: grpc-js
+ * then sends prefix and message as they are. The prefix is written here,
+ * before the message is handed to any stream, so a buffer shared by many
+ * streams (shared-chunks.ts) is never written while one of them has it
+ * queued. The caller leaves the bytes untouched until grpc-js calls back
+ * the write.
  */
 export function sendInPlace(serialized: Buffer): Buffer {
-  if (serialized.byteOffset >= GRPC_PREFIX_BYTES) inPlace.add(serialized);
+  if (serialized.byteOffset < GRPC_PREFIX_BYTES) return serialized;
+  const frame = Buffer.from(
+    serialized.buffer,
+    serialized.byteOffset - GRPC_PREFIX_BYTES,
+    serialized.length + GRPC_PREFIX_BYTES,
+  );
+  frame[0] = 0; // not compressed
+  frame.writeUInt32BE(serialized.length, 1);
+  inPlace.set(serialized, frame);
   return serialized;
 }
 
@@ -26,8 +37,8 @@ let installed: boolean | undefined;
  * lets a handler pass a framed buffer. On the pull path that copy, the page
  * faults of touching a fresh buffer and the garbage it leaves were most of
  * the server's CPU per GiB (README, Performance). This wraps that one method:
- * a message whose `frame` was marked by `sendInPlace` gets the gRPC prefix
- * written in the room in front of its frame and goes out without a copy;
+ * a message whose `frame` was marked by `sendInPlace` goes out with the
+ * prefix `sendInPlace` wrote in front of it, without a copy;
  * every other message takes grpc-js's own path. If a grpc-js release
  * changes the method, nothing is wrapped and every message is copied as
  * before. Answers whether the wrap is in place.
@@ -50,15 +61,8 @@ export function installInPlaceFraming(): boolean {
     if (!prototype || typeof original !== "function" || original.length !== 1) return false;
     prototype.serializeMessage = function (this: unknown, value: unknown): Buffer {
       const serialized = (value as { frame?: unknown } | null)?.frame;
-      if (!(serialized instanceof Buffer) || !inPlace.has(serialized)) return original.call(this, value);
-      const frame = Buffer.from(
-        serialized.buffer,
-        serialized.byteOffset - GRPC_PREFIX_BYTES,
-        serialized.length + GRPC_PREFIX_BYTES,
-      );
-      frame[0] = 0; // not compressed
-      frame.writeUInt32BE(serialized.length, 1);
-      return frame;
+      const framed = serialized instanceof Buffer ? inPlace.get(serialized) : undefined;
+      return framed ?? original.call(this, value);
     };
     installed = true;
   } catch {

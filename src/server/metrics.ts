@@ -7,6 +7,8 @@ export interface ServerMetrics {
   pullStarted(): void;
   pullFinished(outcome: { code: Code; bytes: number; seconds: number }): void;
   compileFinished(outcome: { code: Code; seconds: number }): void;
+  /** Reports, at each scrape, what the pull streams' shared chunks hold (src/server/shared-chunks.ts). */
+  observePullMemory(read: () => { chunkBytes: number; openBlobs: number }): void;
 }
 
 export function createMetrics(): ServerMetrics {
@@ -48,6 +50,23 @@ export function createMetrics(): ServerMetrics {
     buckets: [0.0005, 0.001, 0.005, 0.05, 0.5, 2, 10, 60, 300],
     registers: [registry],
   });
+  let pullMemory: () => { chunkBytes: number; openBlobs: number } = () => ({ chunkBytes: 0, openBlobs: 0 });
+  new Gauge({
+    name: "atomix_plugins_pull_chunk_bytes",
+    help: "Bytes of artifact chunks pull streams hold now, a chunk shared by many streams counted once",
+    registers: [registry],
+    collect() {
+      this.set(pullMemory().chunkBytes);
+    },
+  });
+  new Gauge({
+    name: "atomix_plugins_pull_open_blobs",
+    help: "Artifacts open for pull streams now, one for all the streams pulling it",
+    registers: [registry],
+    collect() {
+      this.set(pullMemory().openBlobs);
+    },
+  });
   const pullsBy = byCode(pulls);
   const compilesBy = byCode(compiles);
   return {
@@ -62,6 +81,9 @@ export function createMetrics(): ServerMetrics {
     compileFinished({ code, seconds }) {
       compilesBy(code).inc();
       compileSeconds.observe(seconds);
+    },
+    observePullMemory(read) {
+      pullMemory = read;
     },
   };
 }

@@ -1,10 +1,8 @@
-import { fromBinary } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import { type DescriptorProto, FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import type { DescriptorProto } from "@bufbuild/protobuf/wkt";
 import type { Server, ServerDuplexStream, ServiceDefinition } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { Code, PluginError } from "../errors/plugin-error.js";
-import { FILE_DESCRIPTOR_SET_BASE64 } from "../gen/descriptor-set.js";
 import { toServiceError } from "./status.js";
 
 /** The reflection services this module serves; both speak the same messages. */
@@ -38,8 +36,17 @@ export interface ReflectionIndex {
  * so names, paths, snake_case fields, json names and imports are the
  * proto's. Throws if a service to list is not declared in the set: a service
  * added to the server without its .proto in scripts/generate.sh.
+ *
+ * The descriptor set and @bufbuild/protobuf's descriptor decoder are loaded
+ * here, at the first reflection call, not at start: a server that is never
+ * asked does not hold them (README, Performance: a fresh server's memory).
  */
-export function createReflectionIndex(services: readonly string[]): ReflectionIndex {
+export async function createReflectionIndex(services: readonly string[]): Promise<ReflectionIndex> {
+  const [{ fromBinary }, { FileDescriptorProtoSchema }, { FILE_DESCRIPTOR_SET_BASE64 }] = await Promise.all([
+    import("@bufbuild/protobuf"),
+    import("@bufbuild/protobuf/wkt"),
+    import("../gen/descriptor-set.js"),
+  ]);
   const files = new Map<string, ProtoFile>();
   const symbols = new Map<string, ProtoFile>();
   const messages = new Set<string>();
@@ -88,12 +95,18 @@ export function createReflectionIndex(services: readonly string[]): ReflectionIn
 }
 
 /**
- * Serves grpc.reflection.v1 and v1alpha (ServerReflectionInfo) from `index`,
- * as grpc-go does: a file is answered with the files it imports, directly or
- * not, that this stream has not been sent yet; lookups that fail answer an
- * error_response and the stream goes on.
+ * Serves grpc.reflection.v1 and v1alpha (ServerReflectionInfo) for
+ * `services`, as grpc-go does: a file is answered with the files it imports,
+ * directly or not, that this stream has not been sent yet; lookups that fail
+ * answer an error_response and the stream goes on. The index is built at the
+ * first call (createReflectionIndex).
  */
-export function addReflectionService(server: Server, index: ReflectionIndex, log: Logger): void {
+export function addReflectionService(server: Server, services: readonly string[], log: Logger): void {
+  let index: Promise<ReflectionIndex> | undefined;
+  const loadIndex = () => {
+    index ??= createReflectionIndex(services);
+    return index;
+  };
   for (const service of REFLECTION_SERVICE_NAMES) {
     const definition: ServiceDefinition<{ serverReflectionInfo: Uint8Array }> = {
       serverReflectionInfo: {
@@ -110,14 +123,21 @@ export function addReflectionService(server: Server, index: ReflectionIndex, log
     server.addService(definition as unknown as ServiceDefinition, {
       serverReflectionInfo: (call: ServerDuplexStream<Uint8Array, Uint8Array>) => {
         const sent = new Set<string>();
+        // Answers go out in the order of the requests, each once the index is there.
+        let answered: Promise<void> = Promise.resolve();
         call.on("data", (request: Uint8Array) => {
-          try {
-            call.write(answer(index, request, sent));
-          } catch (error) {
-            call.emit("error", toServiceError(error, log));
-          }
+          answered = answered
+            .then(loadIndex)
+            .then((loaded) => {
+              call.write(answer(loaded, request, sent));
+            })
+            .catch((error: unknown) => {
+              call.emit("error", toServiceError(error, log));
+            });
         });
-        call.on("end", () => call.end());
+        call.on("end", () => {
+          answered.then(() => call.end());
+        });
       },
     });
   }

@@ -17,6 +17,7 @@ import type { ArtifactStore } from "../store/artifact-store.js";
 import { BufferPool } from "./buffer-pool.js";
 import { GRPC_PREFIX_BYTES, installInPlaceFraming, sendInPlace } from "./grpc-framing.js";
 import type { ServerMetrics } from "./metrics.js";
+import { SharedChunks } from "./shared-chunks.js";
 import { toServiceError } from "./status.js";
 import { WriteBudget } from "./write-budget.js";
 
@@ -31,7 +32,7 @@ export const pluginRegistryDefinition: PluginRegistryService = {
 };
 
 export interface RegistryDeps {
-  config: Pick<ServeConfig, "chunkSize" | "streamBufferBytes" | "pullPolicy">;
+  config: Pick<ServeConfig, "chunkSize" | "streamBufferBytes" | "pullMemoryBytes" | "pullPolicy">;
   store: ArtifactStore;
   compiler: Compiler;
   log: Logger;
@@ -49,6 +50,10 @@ export function createRegistryService(deps: RegistryDeps): PluginRegistryServer 
       { framing: "copied" },
       "pull chunks are copied by grpc-js: this release's internals are not the ones wrapped",
     );
+
+  // Streams pulling one artifact at once send the same chunk buffers, read once.
+  const shared = new SharedChunks({ store, chunkSize: config.chunkSize, limitBytes: config.pullMemoryBytes });
+  deps.metrics.observePullMemory(() => ({ chunkBytes: shared.heldBytes, openBlobs: shared.openBlobCount }));
 
   async function resolve(key: BuildKey, signal: AbortSignal): Promise<ArtifactManifest> {
     const stored = await store.get(key, { signal });
@@ -102,14 +107,32 @@ export function createRegistryService(deps: RegistryDeps): PluginRegistryServer 
         return;
       }
 
-      const budget = new WriteBudget<PullPluginResponse & { frame?: Buffer }>(
+      const budget = new WriteBudget<{ data: Buffer; frame?: Buffer }>(
         call,
         config.streamBufferBytes,
         controller.signal,
       );
-      // Chunks are read into recycled buffers with room in front for the
-      // protobuf header and the gRPC prefix, so each is sent without a copy
-      // (grpc-framing.ts); a buffer returns to the pool once its write is done.
+      if (shared.available && framedInPlace) {
+        const blob = await shared.open(manifest);
+        try {
+          for (let position = offset; position < manifest.size; position += config.chunkSize) {
+            const { chunk, release } = await blob.acquire(position, controller.signal);
+            await budget.write(chunk, chunk.data.byteLength, release);
+            bytes += chunk.data.byteLength;
+          }
+        } finally {
+          blob.close();
+        }
+        finished = true;
+        call.end();
+        finish(Code.Ok);
+        return;
+      }
+
+      // A store without random access: chunks are read into recycled
+      // buffers of this stream with room in front for the protobuf header
+      // and the gRPC prefix, so each is sent without a copy (grpc-framing.ts);
+      // a buffer returns to the pool once its write is done.
       const pool = new BufferPool();
       const chunks = store.read(manifest, {
         offset,

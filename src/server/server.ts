@@ -15,11 +15,7 @@ import { guardConnections } from "./connection-guard.js";
 import { addHealthList, type ServingStatus } from "./health-list.js";
 import { listenError } from "./listen-error.js";
 import { createMetrics, type ServerMetrics } from "./metrics.js";
-import {
-  addReflectionService,
-  createReflectionIndex,
-  REFLECTION_SERVICE_NAMES,
-} from "./reflection-service.js";
+import { addReflectionService, REFLECTION_SERVICE_NAMES } from "./reflection-service.js";
 import { createRegistryService, pluginRegistryDefinition } from "./registry-service.js";
 import {
   createRuntimeAdminService,
@@ -113,7 +109,7 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
 
   addReflectionService(
     server,
-    createReflectionIndex([...SERVICE_NAMES, HEALTH_SERVICE_NAME, ...REFLECTION_SERVICE_NAMES]),
+    [...SERVICE_NAMES, HEALTH_SERVICE_NAME, ...REFLECTION_SERVICE_NAMES],
     deps.log,
   );
 

@@ -57,6 +57,16 @@ export interface ReadOptions {
   signal?: AbortSignal;
 }
 
+/** An open blob, read at any position; see `ArtifactStore.openBlob`. */
+export interface BlobReader {
+  /**
+   * Reads `length` bytes at `position` of the blob into `into` at `at`;
+   * answers how many it read, fewer only at the end of the blob.
+   */
+  read(into: Buffer, at: number, length: number, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
 export interface ListFilter {
   pluginName?: string;
   runtimeVersion?: string;
@@ -101,6 +111,15 @@ export interface ArtifactStore {
    * handle at once.
    */
   read(manifest: ArtifactManifest, options: ReadOptions): AsyncIterable<Buffer>;
+
+  /**
+   * Random access to a blob, for readers that share what they read (many
+   * pulls of one artifact at once read each chunk once, src/server/
+   * shared-chunks.ts). Checks the blob's size against the manifest, as
+   * `read` does. Stores without cheap random access (a registry over HTTP)
+   * leave it out; callers then use `read`. The caller closes the reader.
+   */
+  openBlob?(manifest: ArtifactManifest): Promise<BlobReader>;
 
   /** Stores `data` as the artifact of `key`, replacing what was there. */
   put(

@@ -1,8 +1,6 @@
 import type { ArtifactStore } from "./artifact-store.js";
 import { createFsStore } from "./fs-store.js";
-import { parseOciLocation } from "./oci/oci-location.js";
-import { createOciStore } from "./oci/oci-store.js";
-import { loadRegistryCredentials, type RegistryCredentials } from "./oci/registry-credentials.js";
+import type { RegistryCredentials } from "./oci/registry-credentials.js";
 
 /**
  * Which store to use: `fs` (the embedded default) or `oci`, a repository in
@@ -27,6 +25,12 @@ export async function createStore(config: StoreConfig): Promise<ArtifactStore> {
     case "fs":
       return createFsStore({ dir: config.dir });
     case "oci": {
+      // The OCI client is loaded only by a server that uses it.
+      const [{ parseOciLocation }, { createOciStore }, { loadRegistryCredentials }] = await Promise.all([
+        import("./oci/oci-location.js"),
+        import("./oci/oci-store.js"),
+        import("./oci/registry-credentials.js"),
+      ]);
       const location = parseOciLocation(config.url);
       const credentials = await loadRegistryCredentials({
         host: new URL(location.origin).host,

@@ -1,5 +1,16 @@
 import { randomUUID } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
+import {
+  type FileHandle,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  unlink,
+} from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { ArtifactManifest, Digest, GarbageReport } from "../model/artifact.js";
@@ -112,6 +123,22 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
 
     read(manifest, options) {
       return readBlob(blobPath(manifest.digest), manifest, options);
+    },
+
+    async openBlob(manifest) {
+      const handle = await openChecked(blobPath(manifest.digest), manifest);
+      return {
+        async read(into, at, length, position) {
+          let filled = 0;
+          while (filled < length) {
+            const { bytesRead } = await handle.read(into, at + filled, length - filled, position + filled);
+            if (bytesRead === 0) break;
+            filled += bytesRead;
+          }
+          return filled;
+        },
+        close: () => handle.close(),
+      };
     },
 
     async put(key, data, options = {}) {
@@ -227,20 +254,8 @@ async function* readBlob(
 ): AsyncGenerator<Buffer> {
   const offset = options.offset ?? 0;
   if (offset > manifest.size) throw outOfRange(offset, manifest);
-  let handle: Awaited<ReturnType<typeof open>>;
+  const handle = await openChecked(path, manifest);
   try {
-    handle = await open(path, "r");
-  } catch (error) {
-    throw blobMissing(error, manifest);
-  }
-  try {
-    const { size } = await handle.stat();
-    if (size !== manifest.size) {
-      throw new PluginError(
-        Code.DataLoss,
-        `stored blob ${manifest.digest} of ${formatBuildKey(manifest.key)} has ${size} bytes, its manifest says ${manifest.size}; remove the key and store it again`,
-      );
-    }
     const headroom = options.headroom ?? 0;
     let position = offset;
     while (position < manifest.size) {
@@ -257,6 +272,29 @@ async function* readBlob(
     }
   } finally {
     await handle.close();
+  }
+}
+
+/** The blob opened for reading, once its size is the manifest's (DATA_LOSS otherwise). */
+async function openChecked(path: string, manifest: ArtifactManifest): Promise<FileHandle> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, "r");
+  } catch (error) {
+    throw blobMissing(error, manifest);
+  }
+  try {
+    const { size } = await handle.stat();
+    if (size !== manifest.size) {
+      throw new PluginError(
+        Code.DataLoss,
+        `stored blob ${manifest.digest} of ${formatBuildKey(manifest.key)} has ${size} bytes, its manifest says ${manifest.size}; remove the key and store it again`,
+      );
+    }
+    return handle;
+  } catch (error) {
+    await handle.close();
+    throw error;
   }
 }
 

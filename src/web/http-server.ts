@@ -10,7 +10,6 @@ import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
-import { renderCatalogPage } from "./catalog-page.js";
 import { renderBuildLogPage, renderBuildSection, renderRuntimeSection } from "./release-sections.js";
 
 export interface HttpDeps {
@@ -78,7 +77,9 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
     };
     const route = async () => {
       switch (url.pathname) {
-        case "/":
+        case "/": {
+          // The page's code is loaded at its first request, not at start.
+          const { renderCatalogPage } = await import("./catalog-page.js");
           return send(
             200,
             "text/html; charset=utf-8",
@@ -95,6 +96,7 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
               ].join("\n"),
             }),
           );
+        }
         case "/provenance":
           return sendProvenance(url.searchParams);
         case "/build-log": {

@@ -1,7 +1,7 @@
 // Command client is the benchmark's load generator, written the way a Go
 // runtime proxy would pull: generated grpc-go client, default options.
 //
-//	client -mode pull  -addr A -name N [-n 100] [-rate 5000000]
+//	client -mode pull  -addr A -name N[,N2,...] [-n 100] [-rate 5000000]
 //	client -mode unary -addr A -name N [-c 64] [-duration 3s]
 //	client -mode compile -addr A -name N [-n 100]
 //
@@ -17,6 +17,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +30,7 @@ import (
 var (
 	mode     = flag.String("mode", "pull", "pull, unary or compile")
 	addr     = flag.String("addr", "127.0.0.1:5679", "server host:port")
-	name     = flag.String("name", "bench", "plugin name")
+	name     = flag.String("name", "bench", "plugin name; for pulls, names separated by commas are pulled round robin")
 	version  = flag.String("version", "1.0.0", "plugin version")
 	runtime  = flag.String("runtime", "1.0.0", "runtime version")
 	build    = flag.String("build", "go1.19.8", "runtime build version")
@@ -55,13 +56,17 @@ func dial() *grpc.ClientConn {
 }
 
 func request() (*pb.RuntimeInfo, *pb.PluginInfo) {
-	return &pb.RuntimeInfo{Version: *runtime, BuildVersion: *build}, &pb.PluginInfo{Name: *name, Version: *version}
+	return requestFor(*name)
+}
+
+func requestFor(plugin string) (*pb.RuntimeInfo, *pb.PluginInfo) {
+	return &pb.RuntimeInfo{Version: *runtime, BuildVersion: *build}, &pb.PluginInfo{Name: plugin, Version: *version}
 }
 
 // pull streams one artifact to nowhere, checking its length against the
 // x-plugin-size header, reading no faster than rate.
-func pull(conn *grpc.ClientConn) (int64, error) {
-	rt, pl := request()
+func pull(conn *grpc.ClientConn, plugin string) (int64, error) {
+	rt, pl := requestFor(plugin)
 	stream, err := pb.NewPluginRegistryClient(conn).PullPlugin(context.Background(), &pb.PullPluginRequest{Runtime: rt, Plugin: pl})
 	if err != nil {
 		return 0, err
@@ -149,8 +154,9 @@ func onConnections(n int, call func(i int, conn *grpc.ClientConn) error) (time.D
 func runPulls() map[string]any {
 	var total int64
 	var mu sync.Mutex
-	wall, durations := onConnections(*pulls, func(_ int, conn *grpc.ClientConn) error {
-		n, err := pull(conn)
+	names := strings.Split(*name, ",")
+	wall, durations := onConnections(*pulls, func(i int, conn *grpc.ClientConn) error {
+		n, err := pull(conn, names[i%len(names)])
 		mu.Lock()
 		total += n
 		mu.Unlock()
