@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -471,6 +471,61 @@ describe("signed provenance without an admin token", () => {
       assert.match(pulled.stderr, /no signed provenance: .*pushed to one without an admin token/);
     } finally {
       await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("signing keys the server cannot use", () => {
+  it("stops at start naming why, and never prints a key given in place of its file", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "atomix-provenance-keys-"));
+    const serve = (env: NodeJS.ProcessEnv, args: string[] = []) =>
+      runCli(["serve", "-d", join(dir, "data"), "--listen", "127.0.0.1:0", "--http", "off", ...args], env);
+    try {
+      const pem = generateKeyPairSync("ec", { namedCurve: "prime256v1" })
+        .privateKey.export({ type: "pkcs8", format: "pem" })
+        .toString();
+      // The usual way a secret reaches a container: its text in a variable.
+      const inline = await serve({ ATOMIX_PLUGINS_SIGNING_KEY: pem });
+      assert.equal(inline.code, 2, inline.stderr);
+      assert.match(inline.stderr, /holds PEM text, not a file name/);
+      for (const line of pem.split("\n").filter((l) => l && !l.startsWith("-----"))) {
+        assert.ok(!`${inline.stdout}${inline.stderr}`.includes(line), "the key is not printed");
+      }
+
+      const encrypted = join(dir, "encrypted.key");
+      const p384 = join(dir, "p384.key");
+      await writeFile(
+        encrypted,
+        generateKeyPairSync("ed25519").privateKey.export({
+          type: "pkcs8",
+          format: "pem",
+          cipher: "aes-256-cbc",
+          passphrase: "secret",
+        }),
+        { mode: 0o600 },
+      );
+      await writeFile(
+        p384,
+        generateKeyPairSync("ec", { namedCurve: "secp384r1" }).privateKey.export({
+          type: "pkcs8",
+          format: "pem",
+        }),
+        { mode: 0o600 },
+      );
+      const refusedEncrypted = await serve({}, ["--signing-key", encrypted]);
+      assert.equal(refusedEncrypted.code, 2, refusedEncrypted.stderr);
+      assert.match(
+        refusedEncrypted.stderr,
+        /encrypted\.key is encrypted; the server reads an unencrypted PEM/,
+      );
+      const refusedCurve = await serve({}, ["--signing-key", p384]);
+      assert.equal(refusedCurve.code, 2, refusedCurve.stderr);
+      assert.match(
+        refusedCurve.stderr,
+        /is a ec secp384r1 key; provenance is signed with ECDSA P-256 or Ed25519/,
+      );
+    } finally {
       await rm(dir, { recursive: true, force: true });
     }
   });
