@@ -13,6 +13,7 @@ import { Code, PluginError, UntrustedArtifactError } from "../src/errors/plugin-
 import type { ArtifactManifest, Digest } from "../src/model/artifact.js";
 import { type BuildKey, buildKeyId } from "../src/model/build-key.js";
 import { PROVENANCE, type ProvenanceStatement, subjectName } from "../src/model/provenance.js";
+import { createFsStore } from "../src/store/fs-store.js";
 import { buildKeyTag } from "../src/store/oci/build-key-tag.js";
 import { MEDIA_TYPES, toOciManifest } from "../src/store/oci/oci-manifest.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
@@ -525,6 +526,40 @@ describe("signing keys the server cannot use", () => {
         refusedCurve.stderr,
         /is a ec secp384r1 key; provenance is signed with ECDSA P-256 or Ed25519/,
       );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("signed provenance of a put that does not complete", () => {
+  it("leaves no bundle when cancelled while signing: a later unsigned put of the same bytes does not serve it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "atomix-provenance-cancel-"));
+    try {
+      const store = await createFsStore({ dir });
+      const bytes = Buffer.from("export default {};\n");
+      let signed = 0;
+      // The push's call is cancelled while its provenance is being signed.
+      const duringSigning = new AbortController();
+      await assert.rejects(
+        store.put(PUSHED, [bytes], {
+          signal: duringSigning.signal,
+          attest: async () => {
+            signed += 1;
+            duringSigning.abort();
+            return Buffer.from('{"signed":"for a push its caller saw fail"}');
+          },
+        }),
+        (error: unknown) => error instanceof PluginError && error.code === Code.Cancelled,
+      );
+      assert.equal(signed, 1);
+      assert.equal(await store.get(PUSHED), undefined, "nothing was stored");
+      // The same bytes stored later by a path that signs nothing (a push to
+      // a server without an admin token, a replica without --signing-key).
+      await store.put(PUSHED, [bytes]);
+      const found = await store.getProvenance(PUSHED);
+      assert.equal(found?.manifest.digest, sha256(bytes));
+      assert.equal(found?.bundle, undefined, "no bundle of the cancelled put is served");
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
