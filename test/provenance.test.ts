@@ -470,6 +470,24 @@ describe("signed provenance without an admin token", () => {
       ]);
       assert.equal(pulled.code, 9, pulled.stderr);
       assert.match(pulled.stderr, /no signed provenance: .*pushed to one without an admin token/);
+      // Trusted keys beside a client made without them are refused, not ignored.
+      const client = createPluginClient({ address: server.address });
+      try {
+        await assert.rejects(
+          loadPlugin(PUSHED, {
+            client,
+            server: { address: server.address, trustedKeys: [await readFile(keys.trusted, "utf8")] },
+            cacheDir: join(dir, "cache"),
+            exportName: "driver",
+          }),
+          (error: unknown) =>
+            error instanceof PluginError &&
+            error.code === Code.InvalidArgument &&
+            /server\.trustedKeys would go unused/.test(error.message),
+        );
+      } finally {
+        client.close();
+      }
     } finally {
       await server.stop();
       await rm(dir, { recursive: true, force: true });
