@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { Code, PluginError, UntrustedArtifactError } from "../src/errors/plugin-
 import type { ArtifactManifest, Digest } from "../src/model/artifact.js";
 import { type BuildKey, buildKeyId } from "../src/model/build-key.js";
 import { PROVENANCE, type ProvenanceStatement, subjectName } from "../src/model/provenance.js";
+import { createFsStore } from "../src/store/fs-store.js";
 import { buildKeyTag } from "../src/store/oci/build-key-tag.js";
 import { MEDIA_TYPES, toOciManifest } from "../src/store/oci/oci-manifest.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
@@ -439,8 +440,115 @@ describe("signed provenance without an admin token", () => {
       ]);
       assert.equal(pulled.code, 9, pulled.stderr);
       assert.match(pulled.stderr, /no signed provenance: .*pushed to one without an admin token/);
+      // Trusted keys beside a client made without them are refused, not ignored.
+      const client = createPluginClient({ address: server.address });
+      try {
+        await assert.rejects(
+          loadPlugin(PUSHED, {
+            client,
+            server: { address: server.address, trustedKeys: [await readFile(keys.trusted, "utf8")] },
+            cacheDir: join(dir, "cache"),
+            exportName: "driver",
+          }),
+          (error: unknown) =>
+            error instanceof PluginError &&
+            error.code === Code.InvalidArgument &&
+            /server\.trustedKeys would go unused/.test(error.message),
+        );
+      } finally {
+        client.close();
+      }
     } finally {
       await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("signing keys the server cannot use", () => {
+  it("stops at start naming why, and never prints a key given in place of its file", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "atomix-provenance-keys-"));
+    const serve = (env: NodeJS.ProcessEnv, args: string[] = []) =>
+      runCli(["serve", "-d", join(dir, "data"), "--listen", "127.0.0.1:0", "--http", "off", ...args], env);
+    try {
+      const pem = generateKeyPairSync("ec", { namedCurve: "prime256v1" })
+        .privateKey.export({ type: "pkcs8", format: "pem" })
+        .toString();
+      // The usual way a secret reaches a container: its text in a variable.
+      const inline = await serve({ ATOMIX_PLUGINS_SIGNING_KEY: pem });
+      assert.equal(inline.code, 2, inline.stderr);
+      assert.match(inline.stderr, /holds PEM text, not a file name/);
+      for (const line of pem.split("\n").filter((l) => l && !l.startsWith("-----"))) {
+        assert.ok(!`${inline.stdout}${inline.stderr}`.includes(line), "the key is not printed");
+      }
+
+      const encrypted = join(dir, "encrypted.key");
+      const p384 = join(dir, "p384.key");
+      await writeFile(
+        encrypted,
+        generateKeyPairSync("ed25519").privateKey.export({
+          type: "pkcs8",
+          format: "pem",
+          cipher: "aes-256-cbc",
+          passphrase: "secret",
+        }),
+        { mode: 0o600 },
+      );
+      await writeFile(
+        p384,
+        generateKeyPairSync("ec", { namedCurve: "secp384r1" }).privateKey.export({
+          type: "pkcs8",
+          format: "pem",
+        }),
+        { mode: 0o600 },
+      );
+      const refusedEncrypted = await serve({}, ["--signing-key", encrypted]);
+      assert.equal(refusedEncrypted.code, 2, refusedEncrypted.stderr);
+      assert.match(
+        refusedEncrypted.stderr,
+        /encrypted\.key is encrypted; the server reads an unencrypted PEM/,
+      );
+      const refusedCurve = await serve({}, ["--signing-key", p384]);
+      assert.equal(refusedCurve.code, 2, refusedCurve.stderr);
+      assert.match(
+        refusedCurve.stderr,
+        /is a ec secp384r1 key; provenance is signed with ECDSA P-256 or Ed25519/,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("signed provenance of a put that does not complete", () => {
+  it("leaves no bundle when cancelled while signing: a later unsigned put of the same bytes does not serve it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "atomix-provenance-cancel-"));
+    try {
+      const store = await createFsStore({ dir });
+      const bytes = Buffer.from("export default {};\n");
+      let signed = 0;
+      // The push's call is cancelled while its provenance is being signed.
+      const duringSigning = new AbortController();
+      await assert.rejects(
+        store.put(PUSHED, [bytes], {
+          signal: duringSigning.signal,
+          attest: async () => {
+            signed += 1;
+            duringSigning.abort();
+            return Buffer.from('{"signed":"for a push its caller saw fail"}');
+          },
+        }),
+        (error: unknown) => error instanceof PluginError && error.code === Code.Cancelled,
+      );
+      assert.equal(signed, 1);
+      assert.equal(await store.get(PUSHED), undefined, "nothing was stored");
+      // The same bytes stored later by a path that signs nothing (a push to
+      // a server without an admin token, a replica without --signing-key).
+      await store.put(PUSHED, [bytes]);
+      const found = await store.getProvenance(PUSHED);
+      assert.equal(found?.manifest.digest, sha256(bytes));
+      assert.equal(found?.bundle, undefined, "no bundle of the cancelled put is served");
+    } finally {
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -11,7 +11,10 @@ import { createPluginClient, type PluginClient } from "./plugin-client.js";
 import type { CallControl, PullProgress, RetryControl } from "./pull-artifact.js";
 
 export interface LoadPluginOptions<T> extends CallControl, RetryControl {
-  /** A client to pull with (left open), or `server` to connect for this call only. */
+  /**
+   * A client to pull with (left open; it verifies provenance if it was made
+   * with trustedKeys), or `server` to connect for this call only.
+   */
   client?: PluginClient;
   server?: ConnectionOptions;
   /**
@@ -78,6 +81,13 @@ export async function loadPlugin<T = unknown>(
   if (options.checkNodeVersion !== false) checkNodeRelease(key);
   if (!options.client && !options.server) {
     throw new PluginError(Code.InvalidArgument, "loadPlugin needs a client or a server to pull from");
+  }
+  if (options.client && options.server?.trustedKeys?.length) {
+    // The client given is the one that pulls: keys it was not made with would check nothing.
+    throw new PluginError(
+      Code.InvalidArgument,
+      "loadPlugin pulls with the client given, so server.trustedKeys would go unused: create the client with trustedKeys (createPluginClient), or give only server",
+    );
   }
 
   const modules = options.modulesDir ?? join(options.cacheDir, "modules");

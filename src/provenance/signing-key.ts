@@ -42,12 +42,26 @@ export function generateSigningKey(algorithm: KeyAlgorithm): { privateKeyPem: st
  * file: a replica that cannot sign must not serve artifacts unsigned.
  */
 export async function loadSigningKey(path: string): Promise<SigningKey & { readableByOthers: boolean }> {
+  // Orchestrators often hand secrets over as variables: a key given in place
+  // of its file must stop the start without being echoed into a log.
+  if (path.includes("-----BEGIN") || /[\r\n]/.test(path)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      "--signing-key (ATOMIX_PLUGINS_SIGNING_KEY) holds PEM text, not a file name: write the key to a file only the server can read and give its path (the value is not shown)",
+    );
+  }
   let text: string;
   let mode: number;
   try {
     [text, mode] = await Promise.all([readFile(path, "utf8"), stat(path).then((s) => s.mode)]);
   } catch (error) {
     throw PluginError.from(error, `reading the signing key ${path}`);
+  }
+  if (/-----BEGIN (ENCRYPTED PRIVATE KEY|[A-Z ]*PRIVATE KEY-----\r?\nProc-Type: 4,ENCRYPTED)/.test(text)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `--signing-key ${path} is encrypted; the server reads an unencrypted PEM private key, protected by the file's permissions (openssl pkey -in ${path} -out plain.key, or atomix-plugins keygen)`,
+    );
   }
   let privateKey: KeyObject;
   try {
@@ -71,7 +85,7 @@ export function signingKey(privateKey: KeyObject, where = "the signing key"): Si
   else {
     throw new PluginError(
       Code.InvalidArgument,
-      `${where} is a ${type} key; provenance is signed with ECDSA P-256 or Ed25519 keys (atomix-plugins keygen writes one)`,
+      `${where} is a ${type}${privateKey.asymmetricKeyDetails?.namedCurve ? ` ${privateKey.asymmetricKeyDetails.namedCurve}` : ""} key; provenance is signed with ECDSA P-256 or Ed25519 keys (atomix-plugins keygen writes one)`,
     );
   }
   const publicKey = createPublicKey(privateKey);

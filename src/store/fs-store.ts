@@ -82,6 +82,18 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     if (keep === undefined) await rmdir(dir).catch(() => {});
   }
 
+  /**
+   * The bundle of a put that failed or was cancelled before its commit: a
+   * signature for bytes the caller was told were not stored must not be
+   * served by a later put of the same bytes that signs nothing. Kept when
+   * the key already names that digest, or another put of it is under way.
+   */
+  async function dropUncommittedProvenance(id: string, digest: Digest): Promise<void> {
+    if ((writing.get(digest) ?? 0) > 1) return;
+    const current = await readManifest(indexPath(id)).catch(() => undefined);
+    if (current?.digest !== digest) await rm(provenancePath(id, digest), { force: true });
+  }
+
   async function readManifest(path: string): Promise<ArtifactManifest | undefined> {
     try {
       const manifest = JSON.parse(await readFile(path, "utf8")) as ArtifactManifest;
@@ -144,6 +156,9 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     async put(key, data, options = {}) {
       const tmp = join(tmpDir, randomUUID());
       let digest: Digest | undefined;
+      let id: string | undefined;
+      let signed = false;
+      let committed = false;
       try {
         const written = await writeHashedFile(tmp, data, { ...options, durable: true, mode: 0o644 });
         digest = written.digest;
@@ -161,22 +176,27 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
           createdAt: new Date().toISOString(),
           annotations: { ...options.annotations },
         };
-        const id = buildKeyId(key);
+        id = buildKeyId(key);
         // Provenance first, named by the digest it is for: until the index
         // entry switches, it belongs to no manifest and no reader finds it.
         if (options.attest) {
+          // A put cancelled by now is not signed at all.
+          options.signal?.throwIfAborted();
           const bundle = await options.attest(manifest);
           await mkdir(join(provenanceDir, id), { recursive: true });
           await writeFileAtomic(provenancePath(id, digest), bundle, tmpDir);
+          signed = true;
         }
         // The index entry is the commit: a put cancelled until now leaves the key as it was.
         options.signal?.throwIfAborted();
         await writeFileAtomic(indexPath(id), `${JSON.stringify(manifest, null, 2)}\n`, tmpDir);
+        committed = true;
         manifests.set(cacheKey(key), manifest);
         await pruneProvenance(id, digest);
         return manifest;
       } catch (error) {
         await rm(tmp, { force: true });
+        if (signed && !committed && id && digest) await dropUncommittedProvenance(id, digest);
         throw PluginError.from(error, `storing ${formatBuildKey(key)}`);
       } finally {
         if (digest) {

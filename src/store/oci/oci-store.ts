@@ -276,6 +276,8 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
           // Provenance is attached to the manifest before the manifest is
           // tagged, so the tag never names an artifact without it. The
           // manifest's digest is known before it is pushed: its bytes are ours.
+          // A put cancelled by now is not signed at all.
+          signal?.throwIfAborted();
           const bundle = Buffer.from(await putOptions.attest(manifest));
           const body = JSON.stringify(toOciManifest(manifest));
           const subject = {
