@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createHash, scryptSync, timingSafeEqual } from "node:crypto";
 import type { Metadata } from "@grpc/grpc-js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { Secret } from "../model/secret.js";
@@ -22,7 +22,17 @@ export function createAdminAuth(token: Secret | undefined): AdminAuth {
   if (!token) return { required: false, check: () => "anyone (the server has no admin token)" };
   // Compare digests: equal length, so timingSafeEqual never throws and leaks no length.
   const expected = createHash("sha256").update(token.reveal()).digest();
-  const fingerprint = `admin token sha256:${expected.toString("hex").slice(0, 16)}`;
+  // Signed statements name the pusher by this, and anyone may read them: a
+  // memory-hard hash makes guessing a weak token from it costly (a fast hash
+  // would not), and replicas given the same token name it alike.
+  let fingerprint: string | undefined;
+  const name = () =>
+    (fingerprint ??= `admin token ${scryptSync(token.reveal(), "atomix-plugins admin token", 8, {
+      N: 2 ** 15,
+      r: 8,
+      p: 1,
+      maxmem: 64 * 1024 * 1024,
+    }).toString("hex")}`);
   return {
     required: true,
     check(metadata) {
@@ -40,7 +50,7 @@ export function createAdminAuth(token: Secret | undefined): AdminAuth {
           "the admin token presented is not valid for this server",
         );
       }
-      return fingerprint;
+      return name();
     },
   };
 }
