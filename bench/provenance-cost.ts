@@ -21,10 +21,11 @@ import { formatTable, type Row } from "./lib/table.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const CLI = join(ROOT, "dist/src/cli/main.js");
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const PULLS = Number(process.env.BENCH_SINGLE_PULLS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
+const PULLS = Number(process.env.BENCH_SINGLE_PULLS ?? 8);
 const UNARY_SECONDS = Number(process.env.BENCH_UNARY_SECONDS ?? 3);
 const CALLERS = 64;
+const TOKEN = "bench-provenance";
 // The grpc-go client's unary mode asks for plugin <name>@1.0.0 of runtime 1.0.0 with -build.
 const KEY: BuildKey = {
   runtime: { version: "1.0.0", buildVersion: "go1.19.8" },
@@ -45,6 +46,8 @@ async function main(): Promise<void> {
       startServer({
         name,
         command: process.execPath,
+        // A signing server signs only what a known credential pushes.
+        env: { ATOMIX_PLUGINS_ADMIN_TOKEN: TOKEN },
         args: [...SERVER_NODE_FLAGS, CLI, "serve", "--listen", "127.0.0.1:0", "--http", "off"].concat([
           "--data",
           join(work, name),
@@ -58,7 +61,7 @@ async function main(): Promise<void> {
     const unsigned = await start("unsigned", []);
     servers.push(unsigned);
     for (const server of servers) {
-      const client = createPluginClient({ address: server.address });
+      const client = createPluginClient({ address: server.address, token: TOKEN });
       await client.pushFile(KEY, artifact);
       client.close();
     }

@@ -211,6 +211,8 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     return { runtime: { ...valid.runtime }, plugin: { ...valid.plugin } };
   };
 
+  type Provenance = Awaited<ReturnType<typeof fetchProvenance>>;
+
   async function fetchProvenance(key: BuildKey, options: CallControl | undefined) {
     const body = request(key);
     const answer = await unary<{ digest: string; mediaType: string; bundle: Buffer }>(options, (md, o, cb) =>
@@ -230,10 +232,15 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
   }
 
   /** The provenance check of a pull: the signed statement must name exactly these bytes and this key. */
-  async function checkProvenance(key: BuildKey, digest: Digest, options: CallControl): Promise<void> {
-    let answer: Awaited<ReturnType<typeof fetchProvenance>>;
+  async function checkProvenance(
+    key: BuildKey,
+    digest: Digest,
+    options: CallControl,
+    prefetched: Provenance | undefined,
+  ): Promise<void> {
+    let answer: Provenance;
     try {
-      answer = await fetchProvenance(key, options);
+      answer = prefetched?.digest === digest ? prefetched : await fetchProvenance(key, options);
     } catch (error) {
       const failure = fromServiceError(error);
       if (failure.code !== Code.NotFound) throw failure;
@@ -331,11 +338,18 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       const valid = parseBuildKey(key);
       if (!trusted) return pullArtifact(pulls, valid, options);
       const before = options.accept;
+      // Asked for while the bytes stream, so that the check adds no round
+      // trip after them; asked again when it does not fit what arrived (the
+      // key was built or replaced meanwhile).
+      let early: Promise<Provenance> | undefined = fetchProvenance(valid, options);
+      early.catch(() => {});
       return pullArtifact(pulls, valid, {
         ...options,
         accept: async (artifact) => {
           await before?.(artifact);
-          await checkProvenance(valid, artifact.digest, options);
+          const prefetched = await early?.catch(() => undefined);
+          early = undefined;
+          await checkProvenance(valid, artifact.digest, options, prefetched);
         },
       });
     },
