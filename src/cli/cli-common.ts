@@ -202,12 +202,21 @@ export function timeoutMs(flags: ClientFlags): number | undefined {
  * that Ctrl-C aborts (the command then fails with CANCELLED, exit 130,
  * leaving no half-written file).
  */
-export async function withClient<T>(
+export function withClient<T>(
   flags: ClientFlags,
   use: (client: PluginClient, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
 ): Promise<T> {
+  return withClientOf(createPluginClient, flags, use);
+}
+
+/** withClient for any client made from the flags' connection (the runtime admin client, say). */
+export async function withClientOf<Client extends { close(): void }, T>(
+  create: (connection: ConnectionOptions) => Client,
+  flags: ClientFlags,
+  use: (client: Client, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
+): Promise<T> {
   const limit = timeoutMs(flags);
-  const client = createPluginClient(connectionFrom(flags));
+  const client = create(connectionFrom(flags));
   const controller = new AbortController();
   const interrupt = () => controller.abort(new PluginError(Code.Cancelled, "interrupted"));
   process.once("SIGINT", interrupt);

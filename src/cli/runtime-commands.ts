@@ -1,38 +1,26 @@
 import { Command } from "commander";
 import { createRuntimeAdminClient, type RuntimeAdminClient } from "../client/runtime-admin-client.js";
 import { gatherRuntimeRelease } from "../compiler/runtime-release-layout.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
 import type { PrewarmProgress, RuntimeRelease } from "../gen/atomix/plugins/admin/v1/admin.js";
 import {
   action,
   type ClientFlags,
-  connectionFrom,
   formatBytes,
   keyFromArgs,
   PLUGIN_ARGUMENT_HELP,
   printJson,
   table,
-  timeoutMs,
+  withClientOf,
   withClientOptions,
   withRuntimeOptions,
 } from "./cli-common.js";
 
 /** Like withClient, with the admin API's runtime client; Ctrl-C cancels. */
-export async function withRuntimeClient<T>(
+export function withRuntimeClient<T>(
   flags: ClientFlags,
   use: (client: RuntimeAdminClient, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
 ): Promise<T> {
-  const limit = timeoutMs(flags);
-  const client = createRuntimeAdminClient(connectionFrom(flags));
-  const controller = new AbortController();
-  const interrupt = () => controller.abort(new PluginError(Code.Cancelled, "interrupted"));
-  process.once("SIGINT", interrupt);
-  try {
-    return await use(client, { signal: controller.signal, ...(limit ? { timeoutMs: limit } : {}) });
-  } finally {
-    process.off("SIGINT", interrupt);
-    client.close();
-  }
+  return withClientOf(createRuntimeAdminClient, flags, use);
 }
 
 /** A release as `--json` prints it. */

@@ -118,24 +118,7 @@ export function createAdminService(deps: AdminDeps): AdminServer {
   }
 
   return {
-    pushPlugin: (
-      call: ServerReadableStream<DecodedPushRequest, PushPluginResponse>,
-      callback: sendUnaryData<PushPluginResponse>,
-    ) => {
-      const abort = abortWithCall(call);
-      pushPlugin(call, abort.signal).then(
-        (response) => {
-          abort.done();
-          callback(null, response);
-        },
-        (error: unknown) => {
-          abort.done();
-          // Once the call is cancelled or past its deadline, what failed is
-          // the stream, and the reason is the signal's.
-          callback(toServiceError(abort.signal.aborted ? abort.signal.reason : error, log));
-        },
-      );
-    },
+    pushPlugin: clientStreaming(pushPlugin, log),
     listPlugins: unary("read", async (request: { pluginName: string; runtimeVersion: string }) => {
       const manifests = await store.list({
         pluginName: request.pluginName,
@@ -304,6 +287,31 @@ function checkPushHeader(
   return {
     ...(header.digest ? { expectedDigest: header.digest as Digest } : {}),
     ...(header.size > 0 ? { expectedSize: header.size } : {}),
+  };
+}
+
+/**
+ * Adapts a promise-returning client-streaming handler to grpc-js: the
+ * handler gets a signal that aborts with the call (see abortWithCall), and
+ * once the call is cancelled or past its deadline, what failed is the
+ * stream, and the reason is the signal's.
+ */
+export function clientStreaming<Request, Response>(
+  handler: (call: ServerReadableStream<Request, Response>, signal: AbortSignal) => Promise<Response>,
+  log: Logger,
+) {
+  return (call: ServerReadableStream<Request, Response>, callback: sendUnaryData<Response>) => {
+    const abort = abortWithCall(call as ServerReadableStream<unknown, unknown>);
+    handler(call, abort.signal).then(
+      (response) => {
+        abort.done();
+        callback(null, response);
+      },
+      (error: unknown) => {
+        abort.done();
+        callback(toServiceError(abort.signal.aborted ? abort.signal.reason : error, log));
+      },
+    );
   };
 }
 

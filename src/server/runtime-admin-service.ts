@@ -21,7 +21,7 @@ import type { BuildRecord as StoredBuildRecord } from "../model/build-record.js"
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
 import type { AdminAuth } from "./admin-auth.js";
-import { abortWithCall } from "./admin-service.js";
+import { clientStreaming } from "./admin-service.js";
 import { toServiceError } from "./status.js";
 
 export interface RuntimeAdminDeps {
@@ -102,22 +102,7 @@ export function createRuntimeAdminService(deps: RuntimeAdminDeps): UntypedServic
   }
 
   return {
-    registerRuntime: (
-      call: ServerReadableStream<DecodedRegisterRequest, RegisterRuntimeResponse>,
-      callback: sendUnaryData<RegisterRuntimeResponse>,
-    ) => {
-      const abort = abortWithCall(call);
-      registerRuntime(call, abort.signal).then(
-        (response) => {
-          abort.done();
-          callback(null, response);
-        },
-        (error: unknown) => {
-          abort.done();
-          callback(toServiceError(abort.signal.aborted ? abort.signal.reason : error, log));
-        },
-      );
-    },
+    registerRuntime: clientStreaming(registerRuntime, log),
     listRuntimes: unary(async () => ({ releases: (await runtimes().releases()).map(message) })),
     inspectRuntime: unary(async (request: { version: string }) =>
       message(await runtimes().inspect(request.version)),
