@@ -9,6 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { create as createTar } from "tar";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
+import { createRuntimeAdminClient } from "../src/client/runtime-admin-client.js";
 import { EXAMPLE_PLUGINS_DIR } from "../src/config.js";
 import { Code, codeName, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
@@ -406,6 +407,23 @@ describe("hostile plugin sources", { timeout: 600_000 }, () => {
     await dir?.remove();
   });
 
+  /**
+   * The build's record as `logs` shows it to anyone (message and the
+   * toolchain's output): it must hold nothing of the server either.
+   */
+  async function assertLogClean(address: string, key: BuildKey, what: string): Promise<void> {
+    const records = createRuntimeAdminClient({ address });
+    try {
+      const record = await records.buildLog(key).catch((error: unknown) => {
+        if (error instanceof PluginError && error.code === Code.NotFound) return undefined; // refused before building
+        throw error;
+      });
+      assert.ok(!JSON.stringify(record ?? {}).includes(canary), `${what}: the build log holds the canary`);
+    } finally {
+      records.close();
+    }
+  }
+
   async function compileFailure(key: BuildKey): Promise<PluginError> {
     try {
       const reference = await client.compile(key);
@@ -428,6 +446,7 @@ describe("hostile plugin sources", { timeout: 600_000 }, () => {
       assert.equal(error.code, hostile.code, line);
       if (hostile.says) assert.match(error.message, hostile.says, line);
       assert.ok(!error.message.includes(canary), `${line}\nquotes the canary`);
+      await assertLogClean(server.address, nodeKey(hostile.name), line);
       assert.equal(await checkHealth(server.address), "SERVING", `after ${hostile.name}`);
     }
     assert.equal(server.child.exitCode, null, "the server is still running");
@@ -535,6 +554,7 @@ describe("hostile plugin sources", { timeout: 600_000 }, () => {
         assert.equal(error.code, Code.FailedPrecondition, line);
         if (hostile.says) assert.match(error.message, hostile.says, line);
         assert.ok(!error.message.includes(canary), `${line}\nquotes the canary`);
+        await assertLogClean(goServer.address, key, line);
         assert.equal(await checkHealth(goServer.address), "SERVING");
       }
       const reference = await goClient.compile(
