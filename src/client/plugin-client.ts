@@ -24,6 +24,7 @@ import {
 import type { PullTransport } from "./pull-transport.js";
 import { backoffDelay, cancelled, isRetryable, resolveRetryPolicy, sleep } from "./retry-policy.js";
 import { pullTarget, socketPullTransport } from "./socket-pull-transport.js";
+import { type StartCall, unaryCall } from "./unary-call.js";
 
 export interface PushOptions extends CallControl {
   mediaType?: string;
@@ -154,42 +155,17 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     return deadline ? { deadline } : {};
   }
 
-  /** Runs a unary call as a promise, wired to the caller's signal. */
-  function unaryOnce<Response>(
-    signal: AbortSignal | undefined,
-    deadline: number | undefined,
-    start: (
-      metadata: Metadata,
-      options: Partial<CallOptions>,
-      callback: (error: unknown, response: Response) => void,
-    ) => { cancel(): void },
-  ): Promise<Response> {
-    return new Promise<Response>((resolve, reject) => {
-      if (signal?.aborted) {
-        reject(cancelled(signal));
-        return;
-      }
-      const call = start(new Metadata(), callOptions(deadline), (error, response) => {
-        signal?.removeEventListener("abort", cancel);
-        if (error) reject(fromServiceError(error));
-        else resolve(response);
-      });
-      const cancel = () => call.cancel();
-      signal?.addEventListener("abort", cancel, { once: true });
-    });
-  }
-
   /** A unary call with the caller's deadline and, when `retry` is given, retries. */
   async function unary<Response>(
     control: (CallControl & RetryControl) | undefined,
-    start: Parameters<typeof unaryOnce<Response>>[2],
+    start: StartCall<Response>,
     retry = false,
   ): Promise<Response> {
     const deadline = control?.timeoutMs ? Date.now() + control.timeoutMs : undefined;
     const policy = resolveRetryPolicy(retry ? control?.retry : { maxAttempts: 1 });
     for (let attempt = 1; ; attempt++) {
       try {
-        return await unaryOnce(control?.signal, deadline, start);
+        return await unaryCall(control?.signal, deadline, start);
       } catch (error) {
         const failure = fromServiceError(error);
         if (!isRetryable(failure.code) || attempt >= policy.maxAttempts) throw failure;

@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import { createReadStream } from "node:fs";
-import { type CallOptions, type ClientWritableStream, Metadata } from "@grpc/grpc-js";
+import type { ClientWritableStream } from "@grpc/grpc-js";
 import type { GatheredRelease } from "../compiler/runtime-release-layout.js";
 import type {
   BuildRecord,
@@ -10,10 +10,9 @@ import type {
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import type { BuildKey } from "../model/build-key.js";
 import { RUNTIME_DESCRIPTOR_FILE } from "../model/runtime-release.js";
-import { fromServiceError } from "./call-error.js";
 import { type ConnectionOptions, createGrpcClients } from "./grpc-clients.js";
 import type { CallControl } from "./pull-artifact.js";
-import { cancelled } from "./retry-policy.js";
+import { type StartCall, unaryCall } from "./unary-call.js";
 
 const CHUNK = 256 * 1024;
 
@@ -30,32 +29,8 @@ export interface RuntimeAdminClient {
 
 export function createRuntimeAdminClient(connection: ConnectionOptions): RuntimeAdminClient {
   const { admin, close } = createGrpcClients(connection);
-  const callOptions = (options?: CallControl): Partial<CallOptions> =>
-    options?.timeoutMs ? { deadline: Date.now() + options.timeoutMs } : {};
-
-  function unary<Response>(
-    options: CallControl | undefined,
-    start: (
-      metadata: Metadata,
-      call: Partial<CallOptions>,
-      callback: (error: unknown, response: Response) => void,
-    ) => { cancel(): void },
-  ): Promise<Response> {
-    return new Promise((resolve, reject) => {
-      const signal = options?.signal;
-      if (signal?.aborted) {
-        reject(cancelled(signal));
-        return;
-      }
-      const call = start(new Metadata(), callOptions(options), (error, response) => {
-        signal?.removeEventListener("abort", cancel);
-        if (error) reject(fromServiceError(error));
-        else resolve(response);
-      });
-      const cancel = () => call.cancel();
-      signal?.addEventListener("abort", cancel, { once: true });
-    });
-  }
+  const unary = <Response>(options: CallControl | undefined, start: StartCall<Response>) =>
+    unaryCall(options?.signal, options?.timeoutMs ? Date.now() + options.timeoutMs : undefined, start);
 
   return {
     async register(release, options) {

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { abandonable, Code, PluginError } from "../errors/plugin-error.js";
 import { ANNOTATIONS } from "../model/annotations.js";
 import type { ArtifactManifest } from "../model/artifact.js";
 import { type BuildKey, buildKeyId, formatBuildKey } from "../model/build-key.js";
@@ -304,7 +304,11 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
       const signal = callOptions?.signal;
       if (closed) throw new PluginError(Code.Unavailable, "the server is shutting down");
       if (signal?.aborted) throw PluginError.from(signal.reason ?? new DOMException("aborted", "AbortError"));
-      return abandonable(shared(key, callOptions?.background === true), signal);
+      return abandonable(
+        shared(key, callOptions?.background === true),
+        signal,
+        "the caller went away; the build goes on",
+      );
     },
     stats() {
       return { ...counts, running: pool.running, queued: pool.queued };
@@ -341,29 +345,6 @@ async function settledWithin(
   });
   if (!(await Promise.race([settled, late]))) onLate();
   clearTimeout(timer);
-}
-
-/** `promise`, unless `signal` aborts first: then this caller stops waiting (CANCELLED). */
-function abandonable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  return new Promise<T>((resolve, reject) => {
-    if (signal.aborted) {
-      reject(new PluginError(Code.Cancelled, "the caller went away; the build goes on"));
-      return;
-    }
-    const onAbort = () => reject(new PluginError(Code.Cancelled, "the caller went away; the build goes on"));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 function attestBuild(attestor: Attestor, startedOn: Date) {

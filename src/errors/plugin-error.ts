@@ -102,6 +102,34 @@ const ERRNO_CODES: Record<string, Code> = {
   EROFS: Code.FailedPrecondition,
 };
 
+/**
+ * `promise`, unless `signal` aborts first: then the caller stops waiting
+ * with CANCELLED (`message`) while the promise itself runs on, e.g. a build
+ * or a chunk read that other callers share.
+ */
+export function abandonable<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  message: string,
+): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new PluginError(Code.Cancelled, message));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new PluginError(Code.Cancelled, message));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
 export function isAbortError(error: unknown): boolean {
   return (
     error instanceof Error &&

@@ -1,4 +1,4 @@
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { abandonable, Code, PluginError } from "../errors/plugin-error.js";
 import type { ArtifactManifest, Digest } from "../model/artifact.js";
 import { frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
 import type { ArtifactStore, BlobReader } from "../store/artifact-store.js";
@@ -169,7 +169,7 @@ export class SharedChunks {
       this.release(id, held);
     };
     try {
-      const chunk = await untilAborted(held.ready, signal);
+      const chunk = await abandonable(held.ready, signal, "the client cancelled the pull");
       return { chunk, release };
     } catch (error) {
       release();
@@ -269,25 +269,6 @@ export class SharedChunks {
       next.grant();
     }
   }
-}
-
-/** `promise`, or CANCELLED as soon as `signal` aborts (the promise itself runs on). */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(new PluginError(Code.Cancelled, "the client cancelled the pull"));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new PluginError(Code.Cancelled, "the client cancelled the pull"));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 /** Resolves true once `promise` fulfilled, false once it rejected. */

@@ -14,6 +14,7 @@ import { settle } from "../fs-runtime-release-store.js";
 import type { RuntimeReleaseStore, StagedRuntimeRelease } from "../runtime-release-store.js";
 import { type OciImageManifest, MEDIA_TYPES as PLUGIN_MEDIA_TYPES } from "./oci-manifest.js";
 import { OciObjects, sha256 } from "./oci-objects.js";
+import { isRunning } from "./oci-store.js";
 import type { RegistryClient } from "./registry-client.js";
 
 export const RUNTIME_MEDIA_TYPES = {
@@ -247,13 +248,4 @@ function fromManifest(oci: OciImageManifest, where: string): RuntimeReleaseSumma
     description: annotations[ANNOTATION.description] ?? "",
     buildVersions: (annotations[ANNOTATION.buildVersions] ?? "").split(",").filter((v) => v !== ""),
   };
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
 }

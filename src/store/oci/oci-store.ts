@@ -3,7 +3,7 @@ import { mkdir, open, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, PluginError } from "../../errors/plugin-error.js";
-import type { ArtifactManifest, Digest, GarbageReport } from "../../model/artifact.js";
+import type { ArtifactManifest, GarbageReport } from "../../model/artifact.js";
 import { DEFAULT_MEDIA_TYPE } from "../../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../../model/build-key.js";
 import type { ArtifactStore, ListFilter, ReadOptions } from "../artifact-store.js";
@@ -16,7 +16,6 @@ import {
   EMPTY_CONFIG_BYTES,
   fromOciManifest,
   MEDIA_TYPES,
-  type OciImageManifest,
   toOciManifest,
 } from "./oci-manifest.js";
 import { OciObjects } from "./oci-objects.js";
@@ -43,7 +42,6 @@ export interface OciStoreOptions extends OciLocation {
   requestTimeoutMs?: number | undefined;
 }
 
-const MANIFEST_ACCEPT = MEDIA_TYPES.imageManifest;
 const LIST_CONCURRENCY = 8;
 
 /**
@@ -86,30 +84,8 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
   const orphans = new Map<string, number>();
   let emptyConfigKnown = false;
 
-  async function fetchManifest(
-    tag: string,
-    signal?: AbortSignal,
-  ): Promise<{ oci: OciImageManifest; digest: Digest } | undefined> {
-    const response = await client.request("GET", `manifests/${tag}`, {
-      headers: { accept: MANIFEST_ACCEPT },
-      expect: [200, 404],
-      signal,
-    });
-    if (response.status === 404) {
-      await discard(response);
-      return undefined;
-    }
-    const bytes = Buffer.from(await response.arrayBuffer());
-    let oci: OciImageManifest;
-    try {
-      oci = JSON.parse(bytes.toString("utf8")) as OciImageManifest;
-    } catch (error) {
-      throw new PluginError(Code.DataLoss, `the manifest of tag ${tag} in ${where} is not JSON`, {
-        cause: error,
-      });
-    }
-    return { oci, digest: `sha256:${createHash("sha256").update(bytes).digest("hex")}` };
-  }
+  const objects = new OciObjects(client);
+  const fetchManifest = (tag: string, signal?: AbortSignal) => objects.getManifest(tag, signal);
 
   async function blobSize(digest: string, signal?: AbortSignal): Promise<number | undefined> {
     const response = await client.request("HEAD", `blobs/${digest}`, { expect: [200, 404], signal });
@@ -168,7 +144,6 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     }
   }
 
-  const objects = new OciObjects(client);
   const referrers = createReferrers(objects);
 
   /** Deletes the provenance of a manifest no longer tagged; its bundle blobs become garbage. */
@@ -529,7 +504,8 @@ async function removeStaleSpoolFiles(dir: string): Promise<void> {
   }
 }
 
-function isRunning(pid: number): boolean {
+/** Whether process `pid` still runs (EPERM: it does, as another user). */
+export function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
