@@ -7,12 +7,13 @@ import { Server, ServerCredentials, type ServerUnaryCall, type sendUnaryData } f
 import {
   type CompilePluginRequest,
   type CompilePluginResponse,
-  PluginCompilerService,
+  PluginCompilerDefinition,
 } from "../src/gen/atomix/runtime/v1/plugin.js";
+import { grpcService } from "../src/server/grpc-service.js";
 
 const reference = `atomix-plugin://1.0.0/go1.19.8/bench@1.0.0@sha256:${"0".repeat(64)}`;
 const server = new Server();
-server.addService(PluginCompilerService, {
+server.addService(grpcService(PluginCompilerDefinition), {
   compilePlugin(
     _call: ServerUnaryCall<CompilePluginRequest, CompilePluginResponse>,
     callback: sendUnaryData<CompilePluginResponse>,

@@ -10,7 +10,7 @@ own=$(cd "$root/proto" && find . -name '*.proto' | sort | sed 's|^\./||')
 protoc \
   --plugin="$root/node_modules/.bin/protoc-gen-ts_proto" \
   --ts_proto_out="$out" \
-  --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true,importSuffix=.js,forceLong=number,oneof=unions-value,useOptionals=none \
+  --ts_proto_opt=outputServices=generic-definitions,env=node,esModuleInterop=true,importSuffix=.js,forceLong=number,oneof=unions-value,useOptionals=none \
   -I "$root/proto" \
   $own
 

@@ -7,10 +7,10 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Metadata } from "@grpc/grpc-js";
-import { createGrpcClients } from "../src/client/grpc-clients.js";
 import { Code, createPluginClient, loadPlugin, type PluginClient, PluginError } from "../src/client/index.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { PULL_METADATA } from "../src/protocol/metadata.js";
+import { createGrpcClients } from "./helpers/grpc-js-clients.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 
 const sha256 = (bytes: Uint8Array) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
@@ -61,14 +61,14 @@ async function countingRelay(
 /** test/fixtures/tls, from dist/test/. */
 const fixture = (name: string) => fileURLToPath(new URL(`../../test/fixtures/tls/${name}`, import.meta.url));
 
-/** The client's pulls against the real server, over each of its two transports. */
-function describeClientPull(transport: "auto" | "grpc-js") {
-  describe(`client pull over ${transport === "auto" ? "the client's own reader" : "grpc-js"}`, () => {
+/** The client's pulls against the real server. */
+function describeClientPull() {
+  describe("client pull", () => {
     let server: TestServer;
     let client: PluginClient;
     let work: string;
     const artifact = randomBytes(3 * 1024 * 1024 + 17);
-    const connect = (address: string) => createPluginClient({ address, pullTransport: transport });
+    const connect = (address: string) => createPluginClient({ address });
 
     before(async () => {
       server = await startTestServer({ config: { chunkSize: 64 * 1024 } });
@@ -304,20 +304,19 @@ function describeClientPull(transport: "auto" | "grpc-js") {
       const tlsClient = createPluginClient({
         address: relay.address,
         tls: { caFile: fixture("ca.pem"), serverName: "registry.test" },
-        pullTransport: transport,
       });
       try {
         await tlsClient.push(key("kept"), [artifact]);
-        // Push goes over grpc-js's channel; the own reader's pulls dial one connection of their own.
+        // Push goes over the call channel's connection; pulls dial one connection of their own.
         const beforePulls = relay.accepted();
-        const cacheDir = join(work, `kept-cache-${transport}`);
-        const to = join(work, `kept-${transport}.bin`);
+        const cacheDir = join(work, "kept-cache");
+        const to = join(work, "kept.bin");
         await tlsClient.pull(key("kept"), { to, cacheDir });
         assert.equal((await tlsClient.pull(key("kept"), { to, cacheDir })).fromCache, true);
         const controller = new AbortController();
         await rejectsWith(
           tlsClient.pull(key("kept"), {
-            to: join(work, `kept-aborted-${transport}.bin`),
+            to: join(work, "kept-aborted.bin"),
             signal: controller.signal,
             onProgress: () => controller.abort(),
           }),
@@ -326,11 +325,7 @@ function describeClientPull(transport: "auto" | "grpc-js") {
         const last = await tlsClient.pull(key("kept"), { to });
         assert.equal(last.transferredBytes, artifact.length);
         assert.equal(beforePulls, 1);
-        assert.equal(
-          relay.accepted() - beforePulls,
-          transport === "auto" ? 1 : 0,
-          "four pulls over one TLS connection",
-        );
+        assert.equal(relay.accepted() - beforePulls, 1, "four pulls over one TLS connection");
       } finally {
         tlsClient.close();
         await relay.close();
@@ -340,8 +335,7 @@ function describeClientPull(transport: "auto" | "grpc-js") {
   });
 }
 
-describeClientPull("auto");
-describeClientPull("grpc-js");
+describeClientPull();
 
 describe("loadPlugin", () => {
   let server: TestServer;

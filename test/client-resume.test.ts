@@ -22,20 +22,9 @@ async function fileDigest(path: string): Promise<string> {
   return `sha256:${hash.digest("hex")}`;
 }
 
-/**
- * A client with a small HTTP/2 window, so that little is in flight when the
- * server dies, and patient retries, so that it outlasts a restart.
- */
+/** A client of `address`: the retries below make it outlast a restart. */
 function patientClient(address: string) {
-  return createPluginClient({
-    address,
-    channelOptions: {
-      "grpc-node.flow_control_window": 1024 * 1024,
-      // Redial soon after the restart rather than after grpc-js's default second.
-      "grpc.initial_reconnect_backoff_ms": 100,
-      "grpc.max_reconnect_backoff_ms": 500,
-    },
-  });
+  return createPluginClient({ address });
 }
 const RETRY = { maxAttempts: 200, initialDelayMs: 50, maxDelayMs: 250 };
 

@@ -3,8 +3,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import { createPluginClient } from "../src/client/index.js";
-import { PluginRegistryClient, type PullPluginResponse } from "../src/gen/atomix/runtime/v1/plugin.js";
+import type { PullPluginResponse } from "../src/gen/atomix/runtime/v1/plugin.js";
 import { installInPlaceFraming } from "../src/server/grpc-framing.js";
+import { PluginRegistryClient } from "./helpers/grpc-js-clients.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 
 const key = {

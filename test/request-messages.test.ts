@@ -4,8 +4,8 @@ import { after, before, describe, it } from "node:test";
 import { credentials, Metadata, type StatusObject } from "@grpc/grpc-js";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
-import { PluginRegistryClient } from "../src/gen/atomix/runtime/v1/plugin.js";
 import type { BuildKey } from "../src/model/build-key.js";
+import { PluginRegistryClient } from "./helpers/grpc-js-clients.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 import { rawPush } from "./helpers/raw-push.js";
 

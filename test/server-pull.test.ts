@@ -3,12 +3,12 @@ import { createHash, randomBytes } from "node:crypto";
 import { readdir, readlink } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import { Metadata, status } from "@grpc/grpc-js";
-import { createGrpcClients, type GrpcClients } from "../src/client/grpc-clients.js";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { DEFAULT_CHUNK_SIZE } from "../src/config.js";
 import type { PullPluginResponse } from "../src/gen/atomix/runtime/v1/plugin.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { PULL_METADATA } from "../src/protocol/metadata.js";
+import { createGrpcClients, type GrpcClients } from "./helpers/grpc-js-clients.js";
 import { checkHealth, listServicesByReflection } from "./helpers/grpc-probes.js";
 import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
 

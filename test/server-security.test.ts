@@ -5,7 +5,6 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { inspect } from "node:util";
-import { credentials } from "@grpc/grpc-js";
 import { createPluginClient } from "../src/client/plugin-client.js";
 import { parseServeConfig } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
@@ -86,8 +85,10 @@ describe("TLS", () => {
     const server = await startServerProcess({
       args: ["--tls-cert", join(dir.path, "cert.pem"), "--tls-key", join(dir.path, "key.pem")],
     });
-    const ca = await readFile(join(dir.path, "cert.pem"));
-    const secure = createPluginClient({ address: server.address, credentials: credentials.createSsl(ca) });
+    const secure = createPluginClient({
+      address: server.address,
+      tls: { caFile: join(dir.path, "cert.pem") },
+    });
     const plaintext = createPluginClient({ address: server.address });
     try {
       const data = randomBytes(300_000);

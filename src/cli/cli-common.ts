@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
-import type { ConnectionOptions } from "../client/grpc-clients.js";
+import type { ConnectionOptions } from "../client/connection-options.js";
 import { createPluginClient, type PluginClient } from "../client/plugin-client.js";
 import { DEFAULT_LISTEN } from "../config.js";
 import { Code, codeName, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";

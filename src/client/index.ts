@@ -11,8 +11,7 @@ export { PROVENANCE, subjectName } from "../model/provenance.js";
 export type { PluginReference } from "../model/reference.js";
 export { formatReference, parseReference } from "../model/reference.js";
 export { PULL_METADATA } from "../protocol/metadata.js";
-export type { TlsOptions } from "./channel-credentials.js";
-export type { ConnectionOptions } from "./grpc-clients.js";
+export type { ConnectionOptions } from "./connection-options.js";
 export type { LoadedPlugin, LoadPluginOptions } from "./load-plugin.js";
 export { loadPlugin } from "./load-plugin.js";
 export type {
@@ -35,3 +34,4 @@ export type {
 } from "./pull-artifact.js";
 export type { RetryPolicy } from "./retry-policy.js";
 export { DEFAULT_RETRY_POLICY } from "./retry-policy.js";
+export type { TlsOptions } from "./server-target.js";

@@ -6,7 +6,7 @@ import { Code, PluginError } from "../errors/plugin-error.js";
 import type { Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
-import type { ConnectionOptions } from "./grpc-clients.js";
+import type { ConnectionOptions } from "./connection-options.js";
 import { createPluginClient, type PluginClient } from "./plugin-client.js";
 import type { CallControl, PullProgress, RetryControl } from "./pull-artifact.js";
 

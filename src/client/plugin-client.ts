@@ -1,18 +1,19 @@
 import { createHash } from "node:crypto";
-import { once } from "node:events";
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
-import { type CallOptions, Metadata } from "@grpc/grpc-js";
 import { Code, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";
-import type { Manifest } from "../gen/atomix/plugins/admin/v1/admin.js";
-import type { PluginRegistryClient } from "../gen/atomix/runtime/v1/plugin.js";
+import {
+  type Manifest,
+  PluginAdminDefinition,
+  type PushPluginRequest,
+} from "../gen/atomix/plugins/admin/v1/admin.js";
+import { PluginCompilerDefinition } from "../gen/atomix/runtime/v1/plugin.js";
 import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import type { ProvenanceStatement } from "../model/provenance.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
-import { fromServiceError } from "./call-error.js";
-import { type ConnectionOptions, createGrpcClients } from "./grpc-clients.js";
-import { grpcJsPullTransport } from "./grpc-js-pull-transport.js";
+import type { ConnectionOptions } from "./connection-options.js";
+import { type CallSettings, grpcChannel } from "./grpc-channel.js";
 import { type TrustedKeySet, trustedKeySet, verifyProvenance } from "./provenance-check.js";
 import {
   type CallControl,
@@ -21,10 +22,9 @@ import {
   pullArtifact,
   type RetryControl,
 } from "./pull-artifact.js";
-import type { PullTransport } from "./pull-transport.js";
 import { backoffDelay, cancelled, isRetryable, resolveRetryPolicy, sleep } from "./retry-policy.js";
-import { pullTarget, socketPullTransport } from "./socket-pull-transport.js";
-import { type StartCall, unaryCall } from "./unary-call.js";
+import { serverTarget } from "./server-target.js";
+import { socketPullTransport } from "./socket-pull-transport.js";
 
 export interface PushOptions extends CallControl {
   mediaType?: string;
@@ -108,13 +108,6 @@ export interface PluginClient {
 
 const PUSH_CHUNK = 256 * 1024;
 
-function iterate(data: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncIterator<Uint8Array> {
-  if (Symbol.asyncIterator in data) return data[Symbol.asyncIterator]();
-  return (async function* () {
-    yield* data;
-  })();
-}
-
 /**
  * The digest and size a push announces: the caller's, or computed from an
  * array of chunks in memory. A stream with neither is refused here, as the
@@ -147,27 +140,24 @@ function announce(
 
 /** Connects (lazily: the first call dials) to the server at `connection.address`. */
 export function createPluginClient(connection: ConnectionOptions): PluginClient {
-  const clients = createGrpcClients(connection);
-  const pulls = pullTransportFor(connection, clients.registry);
+  const target = serverTarget(connection.address, connection.tls);
+  const channel = grpcChannel(target, { token: connection.token });
+  const pulls = socketPullTransport(target, { token: connection.token });
   const trusted = connection.trustedKeys?.length ? trustedKeySet(connection.trustedKeys) : undefined;
-
-  function callOptions(deadline: number | undefined): Partial<CallOptions> {
-    return deadline ? { deadline } : {};
-  }
 
   /** A unary call with the caller's deadline and, when `retry` is given, retries. */
   async function unary<Response>(
     control: (CallControl & RetryControl) | undefined,
-    start: StartCall<Response>,
+    start: (settings: CallSettings) => Promise<Response>,
     retry = false,
   ): Promise<Response> {
     const deadline = control?.timeoutMs ? Date.now() + control.timeoutMs : undefined;
     const policy = resolveRetryPolicy(retry ? control?.retry : { maxAttempts: 1 });
     for (let attempt = 1; ; attempt++) {
       try {
-        return await unaryCall(control?.signal, deadline, start);
+        return await start({ signal: control?.signal, deadline });
       } catch (error) {
-        const failure = fromServiceError(error);
+        const failure = PluginError.from(error);
         if (!isRetryable(failure.code) || attempt >= policy.maxAttempts) throw failure;
         const delay = backoffDelay(attempt, policy);
         if (deadline !== undefined && Date.now() + delay >= deadline) {
@@ -191,8 +181,8 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
 
   async function fetchProvenance(key: BuildKey, options: CallControl | undefined) {
     const body = request(key);
-    const answer = await unary<{ digest: string; mediaType: string; bundle: Buffer }>(options, (md, o, cb) =>
-      clients.admin.getProvenance(body, md, o, cb),
+    const answer = await unary(options, (settings) =>
+      channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.getProvenance, body, settings),
     );
     if (!DIGEST_PATTERN.test(answer.digest)) {
       throw new PluginError(
@@ -218,7 +208,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     try {
       answer = prefetched?.digest === digest ? prefetched : await fetchProvenance(key, options);
     } catch (error) {
-      const failure = fromServiceError(error);
+      const failure = PluginError.from(error);
       if (failure.code !== Code.NotFound) throw failure;
       throw new UntrustedArtifactError(
         `refusing ${formatBuildKey(key)} (${digest}): the server has no signed provenance for it: ${failure.message}`,
@@ -241,24 +231,8 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     if (options.signal?.aborted) throw cancelled(options.signal);
     const header = request(key);
     const announced = announce(data, options);
-    let settle!: { resolve: (m: PluginManifest) => void; reject: (e: unknown) => void };
-    const done = new Promise<PluginManifest>((resolve, reject) => {
-      settle = { resolve, reject };
-    });
-    const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : undefined;
-    const call = clients.admin.pushPlugin(new Metadata(), callOptions(deadline), (error, response) => {
-      if (error) settle.reject(fromServiceError(error));
-      else if (!response.manifest)
-        settle.reject(new PluginError(Code.Internal, "push answered without a manifest"));
-      else settle.resolve(response.manifest);
-    });
-    done.catch(() => {}); // observed below; a failure before then must not go unhandled
-    const cancel = () => call.cancel();
-    options.signal?.addEventListener("abort", cancel, { once: true });
-    let chunks: AsyncIterator<Uint8Array> | undefined;
-    let chunksDone = false;
-    try {
-      call.write({
+    async function* requests(): AsyncGenerator<PushPluginRequest> {
+      yield {
         part: {
           $case: "header",
           value: {
@@ -269,44 +243,30 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
             annotations: options.annotations ?? {},
           },
         },
-      });
+      };
       let sent = 0;
-      chunks = iterate(data);
-      // The call may end (cancelled, deadline, refused) while the data is
-      // still being produced: that ends the push at once, not when the next
-      // chunk comes.
-      const answered = done.then(() => {
-        throw new PluginError(Code.Internal, "the server answered the push before it ended");
-      });
-      answered.catch(() => {});
-      for (;;) {
-        const next = await Promise.race([chunks.next(), answered]);
-        if (next.done) break;
-        const chunk = next.value;
+      for await (const chunk of data) {
         for (let at = 0; at < chunk.byteLength; at += PUSH_CHUNK) {
           const part = Buffer.from(
             chunk.buffer,
             chunk.byteOffset + at,
             Math.min(PUSH_CHUNK, chunk.byteLength - at),
           );
-          if (!call.write({ part: { $case: "data", value: part } })) {
-            await Promise.race([once(call, "drain"), done]);
-          }
+          yield { part: { $case: "data", value: part } };
           sent += part.byteLength;
           options.onProgress?.(sent);
         }
       }
-      chunksDone = true;
-      call.end();
-      return await done;
-    } catch (error) {
-      call.cancel();
-      throw fromServiceError(error);
-    } finally {
-      // A producer still suspended finishes when it next resumes; not awaited.
-      if (!chunksDone) chunks?.return?.().catch(() => {});
-      options.signal?.removeEventListener("abort", cancel);
     }
+    const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : undefined;
+    const response = await channel.clientStream(
+      PluginAdminDefinition,
+      PluginAdminDefinition.methods.pushPlugin,
+      requests(),
+      { signal: options.signal, deadline },
+    );
+    if (!response.manifest) throw new PluginError(Code.Internal, "push answered without a manifest");
+    return response.manifest;
   }
 
   return {
@@ -354,35 +314,39 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
 
     async compile(key, options) {
       const body = request(key);
-      const response = await unary<{ plugin: string }>(
+      const response = await unary(
         options,
-        (md, o, cb) => clients.compiler.compilePlugin(body, md, o, cb),
+        (settings) =>
+          channel.unary(
+            PluginCompilerDefinition,
+            PluginCompilerDefinition.methods.compilePlugin,
+            body,
+            settings,
+          ),
         true,
       );
       return parseReference(response.plugin);
     },
 
     async list(filter = {}, options) {
-      const response = await unary<{ manifests: PluginManifest[] }>(options, (md, o, cb) =>
-        clients.admin.listPlugins(
-          { pluginName: filter.pluginName ?? "", runtimeVersion: filter.runtimeVersion ?? "" },
-          md,
-          o,
-          cb,
-        ),
+      const body = { pluginName: filter.pluginName ?? "", runtimeVersion: filter.runtimeVersion ?? "" };
+      const response = await unary(options, (settings) =>
+        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.listPlugins, body, settings),
       );
       return response.manifests;
     },
 
     async inspect(key, options) {
       const body = request(key);
-      return unary<PluginManifest>(options, (md, o, cb) => clients.admin.inspectPlugin(body, md, o, cb));
+      return unary(options, (settings) =>
+        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.inspectPlugin, body, settings),
+      );
     },
 
     async remove(key, options) {
       const body = request(key);
-      const response = await unary<{ removed: boolean }>(options, (md, o, cb) =>
-        clients.admin.removePlugin(body, md, o, cb),
+      const response = await unary(options, (settings) =>
+        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.removePlugin, body, settings),
       );
       return response.removed;
     },
@@ -398,25 +362,17 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     },
 
     async collectGarbage(options) {
-      const report = await unary<GarbageReport>(options, (md, o, cb) =>
-        clients.admin.collectGarbage({}, md, o, cb),
+      const report = await unary(options, (settings) =>
+        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.collectGarbage, {}, settings),
       );
       return { removedBlobs: Number(report.removedBlobs), freedBytes: Number(report.freedBytes) };
     },
 
     close() {
       pulls.close();
-      clients.close();
+      channel.close();
     },
   };
 }
 
-/** Our own reader where it can reach the server as grpc-js would; grpc-js otherwise. */
-function pullTransportFor(connection: ConnectionOptions, registry: PluginRegistryClient): PullTransport {
-  const auto =
-    connection.pullTransport !== "grpc-js" && !connection.credentials && !connection.channelOptions;
-  const target = auto ? pullTarget(connection.address, connection.tls) : undefined;
-  return target ? socketPullTransport(target, { token: connection.token }) : grpcJsPullTransport(registry);
-}
-
-export type { CallControl, PullOptions, PullResult, RetryControl };
+export type { CallControl, ConnectionOptions, PullOptions, PullResult, RetryControl };

@@ -5,7 +5,6 @@ import { Code, codeName, PluginError } from "../errors/plugin-error.js";
 import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
-import { fromServiceError } from "./call-error.js";
 import { type CacheEntry, openPluginCache } from "./plugin-cache.js";
 import type { AttemptOutcome, PullTransport } from "./pull-transport.js";
 import {
@@ -218,7 +217,7 @@ export async function pullArtifact(
           },
         });
       } catch (error) {
-        const failure = fromServiceError(error);
+        const failure = PluginError.from(error);
         attempt.error = `${codeName(failure.code)}: ${failure.message}`;
         if (failure.code === Code.OutOfRange && received > 0) {
           // Our offset never exceeds what the server announced, so the
@@ -286,7 +285,7 @@ export async function pullArtifact(
   } catch (error) {
     await file?.close().catch(() => {});
     await rm(partial, { force: true });
-    throw fromServiceError(error);
+    throw PluginError.from(error);
   }
 }
 

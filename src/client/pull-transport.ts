@@ -5,12 +5,11 @@ import { PULL_METADATA } from "../protocol/metadata.js";
 import type { CacheEntry } from "./plugin-cache.js";
 
 /**
- * The PullPlugin protocol as the client speaks it, written once for both
- * transports (socket-pull-transport.ts, its own HTTP/2 reader, and
- * grpc-js-pull-transport.ts): the request's metadata, the announced
- * artifact, how a status or a reset stream becomes a code, and how a call
- * that ended well ended. What to retry is decided from the code alone
- * (retry-policy.ts), whichever transport reported it.
+ * The PullPlugin protocol as the client speaks it, apart from how the bytes
+ * travel (socket-pull-transport.ts): the request's metadata, the announced
+ * artifact, and how a call that ended well ended. pull-artifact.ts drives
+ * attempts through the PullTransport interface; what to retry is decided
+ * from the code alone (retry-policy.ts).
  */
 
 /** How one PullPlugin call ended, when it ended well. */
@@ -78,27 +77,4 @@ export function announcedArtifact(digest: string, size: string): CacheEntry | un
 /** A call that ended with OK: its trailers say whether the cached copy is current. */
 export function attemptOutcome(notModified: string | undefined): AttemptOutcome {
   return notModified === "true" ? "not-modified" : "complete";
-}
-
-/** A gRPC status as a PluginError: a code outside gRPC's is UNKNOWN. */
-export function statusFailure(code: number, message: string): PluginError {
-  const known = Number.isInteger(code) && code > 0 && code <= 16;
-  return new PluginError(known ? (code as Code) : Code.Unknown, message || "(no message)");
-}
-
-/** RST_STREAM error codes with a gRPC code of their own (RFC 9113 §7). */
-const RESET_CODES: Record<number, [Code, string]> = {
-  7: [Code.Unavailable, "the server refused the stream"],
-  8: [Code.Cancelled, "the server cancelled the stream"],
-  11: [Code.ResourceExhausted, "the server reset the stream: too many requests"],
-  12: [Code.PermissionDenied, "the server reset the stream: inadequate security"],
-};
-
-/** A stream the server reset, with the code grpc-js gives it (INTERNAL for the others). */
-export function resetFailure(errorCode: number): PluginError {
-  const [code, message] = RESET_CODES[errorCode] ?? [
-    Code.Internal,
-    `Received RST_STREAM with code ${errorCode}`,
-  ];
-  return new PluginError(code, message);
 }

@@ -1,18 +1,18 @@
-import { once } from "node:events";
 import { createReadStream } from "node:fs";
-import type { ClientWritableStream } from "@grpc/grpc-js";
 import type { GatheredRelease } from "../compiler/runtime-release-layout.js";
-import type {
-  BuildRecord,
-  RegisterRuntimeRequest,
-  RegisterRuntimeResponse,
-  RuntimeRelease,
+import {
+  type BuildRecord,
+  PluginAdminDefinition,
+  type RegisterRuntimeRequest,
+  type RegisterRuntimeResponse,
+  type RuntimeRelease,
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import type { BuildKey } from "../model/build-key.js";
 import { RUNTIME_DESCRIPTOR_FILE } from "../model/runtime-release.js";
-import { type ConnectionOptions, createGrpcClients } from "./grpc-clients.js";
+import type { ConnectionOptions } from "./connection-options.js";
+import { type CallSettings, grpcChannel } from "./grpc-channel.js";
 import type { CallControl } from "./pull-artifact.js";
-import { type StartCall, unaryCall } from "./unary-call.js";
+import { serverTarget } from "./server-target.js";
 
 const CHUNK = 256 * 1024;
 
@@ -28,35 +28,17 @@ export interface RuntimeAdminClient {
 }
 
 export function createRuntimeAdminClient(connection: ConnectionOptions): RuntimeAdminClient {
-  const { admin, close } = createGrpcClients(connection);
-  const unary = <Response>(options: CallControl | undefined, start: StartCall<Response>) =>
-    unaryCall(options?.signal, options?.timeoutMs ? Date.now() + options.timeoutMs : undefined, start);
+  const channel = grpcChannel(serverTarget(connection.address, connection.tls), { token: connection.token });
+  const settings = (options: CallControl | undefined): CallSettings => ({
+    signal: options?.signal,
+    deadline: options?.timeoutMs ? Date.now() + options.timeoutMs : undefined,
+  });
+  const { methods } = PluginAdminDefinition;
 
   return {
-    async register(release, options) {
-      let call: ClientWritableStream<RegisterRuntimeRequest> | undefined;
-      const answer = unary<RegisterRuntimeResponse>(options, (metadata, call_, callback) => {
-        call = admin.registerRuntime(metadata, call_, callback);
-        return call;
-      });
-      const stream = call as unknown as ClientWritableStream<RegisterRuntimeRequest>;
-      // The server may answer before the upload ends (a refused token, a bad file): the answer says why.
-      stream.on("error", () => {});
-      let answered = false;
-      answer.then(
-        () => {
-          answered = true;
-        },
-        () => {
-          answered = true;
-        },
-      );
-      const write = async (message: RegisterRuntimeRequest) => {
-        if (answered) return;
-        if (!stream.write(message)) await Promise.race([once(stream, "drain"), answer.catch(() => {})]);
-      };
-      try {
-        await write({ part: { $case: "header", value: { version: release.version } } });
+    register(release, options) {
+      async function* requests(): AsyncGenerator<RegisterRuntimeRequest> {
+        yield { part: { $case: "header", value: { version: release.version } } };
         const files = [
           {
             path: RUNTIME_DESCRIPTOR_FILE,
@@ -67,34 +49,37 @@ export function createRuntimeAdminClient(connection: ConnectionOptions): Runtime
           ...release.files.map((file) => ({ ...file, bytes: undefined })),
         ];
         for (const file of files) {
-          await write({
+          yield {
             part: { $case: "file", value: { path: file.path, size: file.size, executable: file.executable } },
-          });
+          };
           const chunks: AsyncIterable<Buffer> | Iterable<Buffer> = file.bytes
             ? [file.bytes]
             : createReadStream((file as { source: string }).source, { highWaterMark: CHUNK });
-          for await (const chunk of chunks) await write({ part: { $case: "data", value: chunk } });
+          for await (const chunk of chunks) yield { part: { $case: "data", value: chunk } };
         }
-        stream.end();
-      } catch (error) {
-        stream.cancel();
-        await answer.catch(() => {});
-        throw error;
       }
-      return answer;
+      return channel.clientStream(
+        PluginAdminDefinition,
+        methods.registerRuntime,
+        requests(),
+        settings(options),
+      );
     },
     async list(options) {
-      const response = await unary<{ releases: RuntimeRelease[] }>(options, (md, o, cb) =>
-        admin.listRuntimes({}, md, o, cb),
+      const response = await channel.unary(
+        PluginAdminDefinition,
+        methods.listRuntimes,
+        {},
+        settings(options),
       );
       return response.releases;
     },
     inspect(version, options) {
-      return unary<RuntimeRelease>(options, (md, o, cb) => admin.inspectRuntime({ version }, md, o, cb));
+      return channel.unary(PluginAdminDefinition, methods.inspectRuntime, { version }, settings(options));
     },
     buildLog(key, options) {
-      return unary<BuildRecord>(options, (md, o, cb) => admin.getBuildLog(key, md, o, cb));
+      return channel.unary(PluginAdminDefinition, methods.getBuildLog, key, settings(options));
     },
-    close,
+    close: () => channel.close(),
   };
 }

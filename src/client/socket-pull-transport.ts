@@ -1,12 +1,18 @@
-import { readFileSync } from "node:fs";
-import { connect as connectTcp, isIP, type Socket } from "node:net";
-import { type ConnectionOptions, connect as connectTls, type TLSSocket } from "node:tls";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import { PullPluginRequest } from "../gen/atomix/runtime/v1/plugin.js";
 import type { BuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
 import { PullStreamParser } from "../protocol/pull-stream-parser.js";
-import type { TlsOptions } from "./channel-credentials.js";
+import {
+  frameMessage,
+  grpcMessage,
+  httpFailure,
+  requestHeaders,
+  resetFailure,
+  statusFailure,
+} from "./grpc-wire.js";
 import {
   type AttemptOptions,
   type AttemptOutcome,
@@ -15,10 +21,9 @@ import {
   PULL_PATH,
   type PullTransport,
   pullRequestMetadata,
-  resetFailure,
-  statusFailure,
 } from "./pull-transport.js";
 import { cancelled } from "./retry-policy.js";
+import type { ServerTarget } from "./server-target.js";
 import { HeaderBlockDecoder } from "./wire/hpack.js";
 import {
   CLIENT_PREFACE,
@@ -49,9 +54,10 @@ import { ReceiveBuffers } from "./wire/receive-buffers.js";
  * socket reads into one of three 1 MiB buffers, and the artifact bytes are
  * hashed and written from there as views between the frame headers: nothing
  * per byte is allocated or copied in JavaScript (README, Performance, has
- * the figures). Compile and admin calls stay on grpc-js.
+ * the figures). The other calls, small, go over `node:http2`
+ * (grpc-channel.ts).
  */
-export function socketPullTransport(target: PullTarget, options: SocketPullOptions = {}): PullTransport {
+export function socketPullTransport(target: ServerTarget, options: SocketPullOptions = {}): PullTransport {
   let kept: PullConnection | undefined;
   let closed = false;
   const release = (connection: PullConnection) => {
@@ -101,64 +107,6 @@ export interface SocketPullOptions {
   userAgent?: string;
 }
 
-/** Where and how to connect. */
-export interface PullTarget {
-  /** `:authority`, and the name the server's certificate must carry with TLS. */
-  authority: string;
-  scheme: "http" | "https";
-  connect(onread: { buffer: () => Buffer; callback: (bytes: number, buffer: Buffer) => boolean }): Socket;
-}
-
-/**
- * The connection for a grpc-js style address (`host:port`, `[v6]:port`,
- * `dns:host:port`, `unix:/path`), or undefined when only grpc-js can reach
- * it: other name resolvers, or an HTTP proxy in the environment (grpc-js
- * honours `grpc_proxy`, `https_proxy` and `http_proxy`).
- */
-export function pullTarget(
-  address: string,
-  tls: TlsOptions | undefined,
-  env: NodeJS.ProcessEnv = process.env,
-): PullTarget | undefined {
-  if (env.grpc_proxy || env.https_proxy || env.http_proxy) return undefined;
-  let where: { path: string } | { host: string; port: number };
-  let authority: string;
-  let servername = tls?.serverName;
-  if (address.startsWith("unix:")) {
-    const path = address.slice(address.startsWith("unix://") ? 7 : 5);
-    if (!path) return undefined;
-    where = { path };
-    authority = servername ?? "localhost";
-  } else {
-    const match = /^(\[[0-9a-fA-F:.]+\]|[^:/[\]]+)(?::(\d{1,5}))?$/.exec(
-      address.replace(/^dns:(\/\/\/)?/, ""),
-    );
-    if (!match) return undefined;
-    const host = (match[1] as string).replace(/^\[|\]$/g, "");
-    const port = Number(match[2] ?? 443); // grpc-js's default, TLS or not
-    where = { host, port };
-    authority = servername ?? `${match[1]}:${port}`;
-    servername ??= isIP(host) ? undefined : host;
-  }
-  const secure = tls ? { ...tlsConnectOptions(tls), servername } : undefined;
-  return {
-    authority,
-    scheme: secure ? "https" : "http",
-    connect: (onread) =>
-      secure ? tlsSocket({ ...secure, ...where, onread }) : connectTcp({ ...where, onread }),
-  };
-}
-
-/** TLS sockets take `onread` as plain ones do (Node.js ≥ 12.17); @types/node does not say so. */
-function tlsSocket(options: ConnectionOptions & { onread: unknown }): TLSSocket {
-  return connectTls(options);
-}
-
-function tlsConnectOptions(tls: TlsOptions) {
-  const read = (path: string | undefined) => (path ? readFileSync(path) : undefined);
-  return { ca: read(tls.caFile), cert: read(tls.certFile), key: read(tls.keyFile), ALPNProtocols: ["h2"] };
-}
-
 /**
  * The smallest read worth making; a receive buffer with less room left goes
  * to the writer. Also the size of the buffer a read gets while all wait.
@@ -206,7 +154,7 @@ class PullConnection {
   /** Why the connection can carry no more calls. */
   private dead: PluginError | undefined;
 
-  constructor(target: PullTarget) {
+  constructor(target: ServerTarget) {
     this.authority = target.authority;
     this.scheme = target.scheme;
     this.receive = new ReceiveBuffers(
@@ -485,22 +433,14 @@ class PullCall {
 
   private requestHeaders(): [string, string][] {
     const { attempt, options, connection } = this;
-    const headers: [string, string][] = [
+    return [
       [":method", "POST"],
       [":scheme", connection.scheme],
       [":path", PULL_PATH],
       [":authority", connection.authority],
-      ["content-type", "application/grpc"],
-      ["te", "trailers"],
-      ["grpc-accept-encoding", "identity"],
-      ["user-agent", options.userAgent ?? "atomix-plugins-client"],
+      ...requestHeaders({ ...options, deadline: attempt.deadline }),
+      ...pullRequestMetadata(attempt),
     ];
-    if (attempt.deadline !== undefined) {
-      headers.push(["grpc-timeout", grpcTimeout(attempt.deadline - Date.now())]);
-    }
-    headers.push(...pullRequestMetadata(attempt));
-    if (options.token) headers.push(["authorization", `Bearer ${options.token}`]);
-    return headers;
   }
 
   onHeaders(fields: Map<string, string>): void {
@@ -618,63 +558,8 @@ function headersContent(flags: number, payload: Buffer): Buffer {
   return payload.subarray(start, end);
 }
 
-/** gRPC's timeout header: at most 8 digits, so long deadlines go in seconds. */
-function grpcTimeout(ms: number): string {
-  const millis = Math.max(1, Math.ceil(ms));
-  return millis <= 99_999_999 ? `${millis}m` : `${Math.min(99_999_999, Math.ceil(millis / 1000))}S`;
-}
-
 function requestMessage(key: BuildKey): Buffer {
-  const message = PullPluginRequest.encode({
-    runtime: { ...key.runtime },
-    plugin: { ...key.plugin },
-  }).finish();
-  const out = Buffer.allocUnsafe(5 + message.byteLength);
-  out[0] = 0;
-  out.writeUInt32BE(message.byteLength, 1);
-  out.set(message, 5);
-  return out;
-}
-
-/** A response that is not gRPC at all (a proxy's error page), mapped as gRPC's HTTP status table says. */
-function httpFailure(headers: Map<string, string>): PluginError | undefined {
-  const status = Number(headers.get(":status"));
-  if (status !== 200) {
-    return new PluginError(
-      HTTP_TO_GRPC[status] ?? Code.Unknown,
-      `the server answered HTTP ${status} instead of a gRPC response`,
-    );
-  }
-  const contentType = headers.get("content-type") ?? "";
-  if (!contentType.startsWith("application/grpc")) {
-    return new PluginError(Code.Unknown, `the server answered with content-type "${contentType}", not gRPC`);
-  }
-  const encoding = headers.get("grpc-encoding");
-  if (encoding !== undefined && encoding !== "identity") {
-    return new PluginError(
-      Code.Internal,
-      `the server compressed the stream with ${encoding}, which was not asked for`,
-    );
-  }
-  return undefined;
-}
-
-const HTTP_TO_GRPC: Record<number, Code> = {
-  400: Code.Internal,
-  401: Code.Unauthenticated,
-  403: Code.PermissionDenied,
-  404: Code.Unimplemented,
-  429: Code.Unavailable,
-  502: Code.Unavailable,
-  503: Code.Unavailable,
-  504: Code.Unavailable,
-};
-
-function grpcMessage(value: string | undefined): string {
-  const raw = value ?? "";
-  try {
-    return decodeURIComponent(raw) || "(no message)";
-  } catch {
-    return raw || "(no message)";
-  }
+  return frameMessage(
+    PullPluginRequest.encode({ runtime: { ...key.runtime }, plugin: { ...key.plugin } }).finish(),
+  );
 }

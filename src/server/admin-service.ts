@@ -9,8 +9,7 @@ import type { Logger } from "pino";
 import type { ServeConfig } from "../config.js";
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import {
-  type PluginAdminServer,
-  PluginAdminService,
+  PluginAdminDefinition,
   type PushHeader,
   PushPluginRequest,
   type PushPluginResponse,
@@ -22,6 +21,7 @@ import { PROVENANCE } from "../model/provenance.js";
 import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { AdminAuth } from "./admin-auth.js";
+import { grpcService, type HandlersOf } from "./grpc-service.js";
 import { toManifestMessage } from "./manifest-message.js";
 import { toServiceError } from "./status.js";
 
@@ -34,18 +34,15 @@ export interface AdminDeps {
   attestor?: Attestor | undefined;
 }
 
-/** The generated server interface's methods, without grpc-js's catch-all index signature. */
-type MethodsOf<Server> = { [Name in keyof Server as string extends Name ? never : Name]: Server[Name] };
-
 /**
- * PluginAdminServer as generated, except that PushPlugin's requests arrive
+ * PluginAdmin's handlers as generated, except that PushPlugin's requests arrive
  * as `decodePushRequest` leaves them (a request, or the reason it could not
  * be decoded): the one place the admin service departs from the generated
  * types, so that a bad push is answered INVALID_ARGUMENT, not INTERNAL. The
  * runtime-release calls are served by runtime-admin-service.ts.
  */
 export type AdminServer = Omit<
-  MethodsOf<PluginAdminServer>,
+  HandlersOf<typeof PluginAdminDefinition>,
   "pushPlugin" | "registerRuntime" | "listRuntimes" | "inspectRuntime" | "getBuildLog"
 > & {
   pushPlugin: handleClientStreamingCall<DecodedPushRequest, PushPluginResponse>;
@@ -167,9 +164,10 @@ export function createAdminService(deps: AdminDeps): AdminServer {
 type DecodedPushRequest = PushPluginRequest | { undecodable: PluginError };
 
 /** PluginAdmin, with PushPlugin's requests decoded by `decodePushRequest`. */
+const generated = grpcService(PluginAdminDefinition);
 export const pluginAdminDefinition = {
-  ...PluginAdminService,
-  pushPlugin: { ...PluginAdminService.pushPlugin, requestDeserialize: decodePushRequest },
+  ...generated,
+  pushPlugin: { ...generated.pushPlugin, requestDeserialize: decodePushRequest },
 };
 
 function decoded(request: DecodedPushRequest): PushPluginRequest {

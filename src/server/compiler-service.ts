@@ -5,12 +5,13 @@ import { Code, PluginError } from "../errors/plugin-error.js";
 import type {
   CompilePluginRequest,
   CompilePluginResponse,
-  PluginCompilerServer,
+  PluginCompilerDefinition,
 } from "../gen/atomix/runtime/v1/plugin.js";
 import type { Digest } from "../model/artifact.js";
 import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { formatReference } from "../model/reference.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
+import type { HandlersOf } from "./grpc-service.js";
 import type { ServerMetrics } from "./metrics.js";
 import { toServiceError } from "./status.js";
 
@@ -20,7 +21,7 @@ export function createCompilerService(deps: {
   store: ArtifactStore;
   log: Logger;
   metrics: ServerMetrics;
-}): PluginCompilerServer {
+}): HandlersOf<typeof PluginCompilerDefinition> {
   return {
     compilePlugin(
       call: ServerUnaryCall<CompilePluginRequest, CompilePluginResponse>,

@@ -4,8 +4,7 @@ import type { Compiler } from "../compiler/compiler.js";
 import type { ServeConfig } from "../config.js";
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import {
-  type PluginRegistryServer,
-  PluginRegistryService,
+  PluginRegistryDefinition,
   type PullPluginRequest,
   type PullPluginResponse,
 } from "../gen/atomix/runtime/v1/plugin.js";
@@ -16,6 +15,7 @@ import { encodePullPluginResponse, frameInPlace, PULL_FRAME_HEADROOM } from "../
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { BufferPool } from "./buffer-pool.js";
 import { GRPC_PREFIX_BYTES, installInPlaceFraming, sendInPlace } from "./grpc-framing.js";
+import { grpcService, type HandlersOf } from "./grpc-service.js";
 import type { ServerMetrics } from "./metrics.js";
 import { SharedChunks } from "./shared-chunks.js";
 import { toServiceError } from "./status.js";
@@ -26,9 +26,10 @@ import { WriteBudget } from "./write-budget.js";
  * every PullPluginResponse (and sends a `frame` already encoded as it is),
  * so the definition keeps the generated one's type.
  */
-export const pluginRegistryDefinition: PluginRegistryService = {
-  ...PluginRegistryService,
-  pullPlugin: { ...PluginRegistryService.pullPlugin, responseSerialize: encodePullPluginResponse },
+const generated = grpcService(PluginRegistryDefinition);
+export const pluginRegistryDefinition: typeof generated = {
+  ...generated,
+  pullPlugin: { ...generated.pullPlugin, responseSerialize: encodePullPluginResponse },
 };
 
 export interface RegistryDeps {
@@ -39,7 +40,7 @@ export interface RegistryDeps {
   metrics: ServerMetrics;
 }
 
-export function createRegistryService(deps: RegistryDeps): PluginRegistryServer {
+export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof PluginRegistryDefinition> {
   const { config, store, compiler, log } = deps;
   const framedInPlace = installInPlaceFraming();
   // The wrap reaches into grpc-js's internals: say at start whether it holds with this release.

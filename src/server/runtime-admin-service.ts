@@ -1,8 +1,8 @@
 import type {
+  handleClientStreamingCall,
   ServerReadableStream,
   ServerUnaryCall,
   sendUnaryData,
-  UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { IncomingReleaseFile } from "../compiler/runtime-release-staging.js";
@@ -10,7 +10,7 @@ import type { RuntimeReleases } from "../compiler/runtime-releases.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import {
   type BuildRecord,
-  PluginAdminService,
+  type PluginAdminDefinition,
   type PrewarmProgress,
   RegisterRuntimeRequest,
   type RegisterRuntimeResponse,
@@ -21,7 +21,8 @@ import type { BuildRecord as StoredBuildRecord } from "../model/build-record.js"
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
 import type { AdminAuth } from "./admin-auth.js";
-import { clientStreaming } from "./admin-service.js";
+import { clientStreaming, pluginAdminDefinition } from "./admin-service.js";
+import type { HandlersOf } from "./grpc-service.js";
 import { toServiceError } from "./status.js";
 
 export interface RuntimeAdminDeps {
@@ -35,11 +36,19 @@ export interface RuntimeAdminDeps {
   records?: BuildRecordStore | undefined;
 }
 
+/** The handlers below, with RegisterRuntime's requests as `registerRuntimeDefinition` decodes them. */
+type RuntimeAdminServer = Pick<
+  HandlersOf<typeof PluginAdminDefinition>,
+  "listRuntimes" | "inspectRuntime" | "getBuildLog"
+> & {
+  registerRuntime: handleClientStreamingCall<DecodedRegisterRequest, RegisterRuntimeResponse>;
+};
+
 /**
  * PluginAdmin's runtime release calls, RegisterRuntime (admin token),
  * ListRuntimes and InspectRuntime, and GetBuildLog.
  */
-export function createRuntimeAdminService(deps: RuntimeAdminDeps): UntypedServiceImplementation {
+export function createRuntimeAdminService(deps: RuntimeAdminDeps): RuntimeAdminServer {
   const { log } = deps;
   const runtimes = (): RuntimeReleases => {
     if (!deps.runtimes) throw new PluginError(Code.Unimplemented, "this server keeps no runtime releases");
@@ -144,7 +153,7 @@ function decoded(request: DecodedRegisterRequest): RegisterRuntimeRequest {
 
 /** The RegisterRuntime method with its requests decoded by the function above. */
 export const registerRuntimeDefinition = {
-  ...PluginAdminService.registerRuntime,
+  ...pluginAdminDefinition.registerRuntime,
   requestDeserialize: (bytes: Buffer): DecodedRegisterRequest => {
     try {
       return RegisterRuntimeRequest.decode(bytes);

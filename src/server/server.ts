@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import { type ServeConfig, splitHostPort } from "../config.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
-import { PluginCompilerService } from "../gen/atomix/runtime/v1/plugin.js";
+import { PluginCompilerDefinition } from "../gen/atomix/runtime/v1/plugin.js";
 import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
@@ -12,6 +12,7 @@ import { createAdminService, pluginAdminDefinition } from "./admin-service.js";
 import { CallTracker } from "./call-tracker.js";
 import { createCompilerService } from "./compiler-service.js";
 import { guardConnections } from "./connection-guard.js";
+import { grpcService } from "./grpc-service.js";
 import { addHealthList, type ServingStatus } from "./health-list.js";
 import { listenError } from "./listen-error.js";
 import { createMetrics, type ServerMetrics } from "./metrics.js";
@@ -94,7 +95,7 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     log: deps.log,
   });
   server.addService(pluginRegistryDefinition, createRegistryService({ ...deps, metrics }));
-  server.addService(PluginCompilerService, createCompilerService({ ...deps, metrics }));
+  server.addService(grpcService(PluginCompilerDefinition), createCompilerService({ ...deps, metrics }));
   server.addService(
     { ...pluginAdminDefinition, registerRuntime: registerRuntimeDefinition },
     { ...createAdminService({ ...deps, auth }), ...createRuntimeAdminService({ ...deps, auth }) },

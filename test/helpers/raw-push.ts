@@ -1,7 +1,7 @@
 import { credentials, Metadata } from "@grpc/grpc-js";
-import { fromServiceError } from "../../src/client/call-error.js";
 import type { PluginError } from "../../src/errors/plugin-error.js";
-import { PluginAdminClient, type PushHeader } from "../../src/gen/atomix/plugins/admin/v1/admin.js";
+import type { PushHeader } from "../../src/gen/atomix/plugins/admin/v1/admin.js";
+import { fromServiceError, PluginAdminClient } from "./grpc-js-clients.js";
 
 /**
  * A PushPlugin as any gRPC client may send it: the header exactly as given

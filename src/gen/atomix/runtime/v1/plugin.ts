@@ -6,20 +6,6 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import {
-  type CallOptions,
-  type ChannelCredentials,
-  Client,
-  type ClientOptions,
-  type ClientReadableStream,
-  type ClientUnaryCall,
-  type handleServerStreamingCall,
-  type handleUnaryCall,
-  makeGenericClientConstructor,
-  type Metadata,
-  type ServiceError,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 
 export const protobufPackage = "atomix.runtime.v1";
 
@@ -548,86 +534,38 @@ export const CompilePluginResponse: MessageFns<CompilePluginResponse> = {
 };
 
 /** The plugin registry service provides plugins for runtime proxies. */
-export type PluginRegistryService = typeof PluginRegistryService;
-export const PluginRegistryService = {
-  pullPlugin: {
-    path: "/atomix.runtime.v1.PluginRegistry/PullPlugin" as const,
-    requestStream: false as const,
-    responseStream: true as const,
-    requestSerialize: (value: PullPluginRequest): Buffer => Buffer.from(PullPluginRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): PullPluginRequest => PullPluginRequest.decode(value),
-    responseSerialize: (value: PullPluginResponse): Buffer => Buffer.from(PullPluginResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): PullPluginResponse => PullPluginResponse.decode(value),
+export type PluginRegistryDefinition = typeof PluginRegistryDefinition;
+export const PluginRegistryDefinition = {
+  name: "PluginRegistry",
+  fullName: "atomix.runtime.v1.PluginRegistry",
+  methods: {
+    pullPlugin: {
+      name: "PullPlugin",
+      requestType: PullPluginRequest as typeof PullPluginRequest,
+      requestStream: false,
+      responseType: PullPluginResponse as typeof PullPluginResponse,
+      responseStream: true,
+      options: {},
+    },
   },
 } as const;
-
-export interface PluginRegistryServer extends UntypedServiceImplementation {
-  pullPlugin: handleServerStreamingCall<PullPluginRequest, PullPluginResponse>;
-}
-
-export interface PluginRegistryClient extends Client {
-  pullPlugin(request: PullPluginRequest, options?: Partial<CallOptions>): ClientReadableStream<PullPluginResponse>;
-  pullPlugin(
-    request: PullPluginRequest,
-    metadata?: Metadata,
-    options?: Partial<CallOptions>,
-  ): ClientReadableStream<PullPluginResponse>;
-}
-
-export const PluginRegistryClient = makeGenericClientConstructor(
-  PluginRegistryService,
-  "atomix.runtime.v1.PluginRegistry",
-) as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): PluginRegistryClient;
-  service: typeof PluginRegistryService;
-  serviceName: string;
-};
 
 /** The plugin compiler service compiles plugins for runtime proxies. */
-export type PluginCompilerService = typeof PluginCompilerService;
-export const PluginCompilerService = {
-  compilePlugin: {
-    path: "/atomix.runtime.v1.PluginCompiler/CompilePlugin" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: CompilePluginRequest): Buffer => Buffer.from(CompilePluginRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): CompilePluginRequest => CompilePluginRequest.decode(value),
-    responseSerialize: (value: CompilePluginResponse): Buffer =>
-      Buffer.from(CompilePluginResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): CompilePluginResponse => CompilePluginResponse.decode(value),
+export type PluginCompilerDefinition = typeof PluginCompilerDefinition;
+export const PluginCompilerDefinition = {
+  name: "PluginCompiler",
+  fullName: "atomix.runtime.v1.PluginCompiler",
+  methods: {
+    compilePlugin: {
+      name: "CompilePlugin",
+      requestType: CompilePluginRequest as typeof CompilePluginRequest,
+      requestStream: false,
+      responseType: CompilePluginResponse as typeof CompilePluginResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
-
-export interface PluginCompilerServer extends UntypedServiceImplementation {
-  compilePlugin: handleUnaryCall<CompilePluginRequest, CompilePluginResponse>;
-}
-
-export interface PluginCompilerClient extends Client {
-  compilePlugin(
-    request: CompilePluginRequest,
-    callback: (error: ServiceError | null, response: CompilePluginResponse) => void,
-  ): ClientUnaryCall;
-  compilePlugin(
-    request: CompilePluginRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: CompilePluginResponse) => void,
-  ): ClientUnaryCall;
-  compilePlugin(
-    request: CompilePluginRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: CompilePluginResponse) => void,
-  ): ClientUnaryCall;
-}
-
-export const PluginCompilerClient = makeGenericClientConstructor(
-  PluginCompilerService,
-  "atomix.runtime.v1.PluginCompiler",
-) as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): PluginCompilerClient;
-  service: typeof PluginCompilerService;
-  serviceName: string;
-};
 
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));

@@ -6,20 +6,6 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
-import {
-  type CallOptions,
-  type ChannelCredentials,
-  Client,
-  type ClientOptions,
-  type ClientUnaryCall,
-  type ClientWritableStream,
-  type handleClientStreamingCall,
-  type handleUnaryCall,
-  makeGenericClientConstructor,
-  type Metadata,
-  type ServiceError,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 import { PluginInfo, RuntimeInfo } from "../../../runtime/v1/plugin.js";
 
 export const protobufPackage = "atomix.plugins.admin.v1";
@@ -3296,383 +3282,126 @@ export const GetProvenanceResponse: MessageFns<GetProvenanceResponse> = {
 };
 
 /** Publishes, lists, inspects and removes stored plugin artifacts. */
-export type PluginAdminService = typeof PluginAdminService;
-export const PluginAdminService = {
-  /**
-   * Uploads a prebuilt artifact. The first message carries the header, every
-   * following message a chunk of the artifact. The server hashes what it
-   * receives and refuses the upload (INVALID_ARGUMENT) when the header's
-   * digest or size do not match the bytes.
-   */
-  pushPlugin: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/PushPlugin" as const,
-    requestStream: true as const,
-    responseStream: false as const,
-    requestSerialize: (value: PushPluginRequest): Buffer => Buffer.from(PushPluginRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): PushPluginRequest => PushPluginRequest.decode(value),
-    responseSerialize: (value: PushPluginResponse): Buffer => Buffer.from(PushPluginResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): PushPluginResponse => PushPluginResponse.decode(value),
-  },
-  /** Lists the stored artifacts, one manifest per build key. */
-  listPlugins: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/ListPlugins" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: ListPluginsRequest): Buffer => Buffer.from(ListPluginsRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ListPluginsRequest => ListPluginsRequest.decode(value),
-    responseSerialize: (value: ListPluginsResponse): Buffer => Buffer.from(ListPluginsResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ListPluginsResponse => ListPluginsResponse.decode(value),
-  },
-  /** Returns the manifest of one build key (NOT_FOUND if none is stored). */
-  inspectPlugin: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/InspectPlugin" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: InspectPluginRequest): Buffer => Buffer.from(InspectPluginRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): InspectPluginRequest => InspectPluginRequest.decode(value),
-    responseSerialize: (value: Manifest): Buffer => Buffer.from(Manifest.encode(value).finish()),
-    responseDeserialize: (value: Buffer): Manifest => Manifest.decode(value),
-  },
-  /** Removes one build key; its blob stays until CollectGarbage. */
-  removePlugin: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/RemovePlugin" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: RemovePluginRequest): Buffer => Buffer.from(RemovePluginRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): RemovePluginRequest => RemovePluginRequest.decode(value),
-    responseSerialize: (value: RemovePluginResponse): Buffer =>
-      Buffer.from(RemovePluginResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): RemovePluginResponse => RemovePluginResponse.decode(value),
-  },
-  /** Removes blobs no build key refers to. */
-  collectGarbage: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/CollectGarbage" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: CollectGarbageRequest): Buffer =>
-      Buffer.from(CollectGarbageRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): CollectGarbageRequest => CollectGarbageRequest.decode(value),
-    responseSerialize: (value: CollectGarbageResponse): Buffer =>
-      Buffer.from(CollectGarbageResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): CollectGarbageResponse => CollectGarbageResponse.decode(value),
-  },
-  /**
-   * Returns the signed provenance of the artifact stored for one build key: a
-   * Sigstore bundle (DSSE envelope of an in-toto Statement v1 with a SLSA
-   * Provenance v1 predicate). NOT_FOUND when no artifact is stored, or when it
-   * has no provenance (stored by a server without a signing key). Open to
-   * every caller, like InspectPlugin: runtimes verify what they pull with it.
-   */
-  getProvenance: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/GetProvenance" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: GetProvenanceRequest): Buffer => Buffer.from(GetProvenanceRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): GetProvenanceRequest => GetProvenanceRequest.decode(value),
-    responseSerialize: (value: GetProvenanceResponse): Buffer =>
-      Buffer.from(GetProvenanceResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): GetProvenanceResponse => GetProvenanceResponse.decode(value),
-  },
-  /**
-   * Registers a runtime release: its runtime.json and the files it refers to
-   * (a Node.js runtime's supplied module folders, a Go runtime's go.mod and
-   * its replacement folders), laid out as `runtime add` gathers them. The
-   * first message carries the header, then each file a RuntimeFile followed
-   * by its bytes in data messages. Checked as `--runtimes` directories are,
-   * stored content-addressed in the store every replica shares. A release is
-   * immutable: the same version with other content is ALREADY_EXISTS naming
-   * both digests; the same content again answers the stored release.
-   */
-  registerRuntime: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/RegisterRuntime" as const,
-    requestStream: true as const,
-    responseStream: false as const,
-    requestSerialize: (value: RegisterRuntimeRequest): Buffer =>
-      Buffer.from(RegisterRuntimeRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): RegisterRuntimeRequest => RegisterRuntimeRequest.decode(value),
-    responseSerialize: (value: RegisterRuntimeResponse): Buffer =>
-      Buffer.from(RegisterRuntimeResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): RegisterRuntimeResponse => RegisterRuntimeResponse.decode(value),
-  },
-  /** Lists the registered runtime releases, oldest version first. */
-  listRuntimes: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/ListRuntimes" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: ListRuntimesRequest): Buffer => Buffer.from(ListRuntimesRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ListRuntimesRequest => ListRuntimesRequest.decode(value),
-    responseSerialize: (value: ListRuntimesResponse): Buffer =>
-      Buffer.from(ListRuntimesResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ListRuntimesResponse => ListRuntimesResponse.decode(value),
-  },
-  /** Returns one runtime release (NOT_FOUND if none is registered). */
-  inspectRuntime: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/InspectRuntime" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: InspectRuntimeRequest): Buffer =>
-      Buffer.from(InspectRuntimeRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): InspectRuntimeRequest => InspectRuntimeRequest.decode(value),
-    responseSerialize: (value: RuntimeRelease): Buffer => Buffer.from(RuntimeRelease.encode(value).finish()),
-    responseDeserialize: (value: Buffer): RuntimeRelease => RuntimeRelease.decode(value),
-  },
-  /**
-   * Returns the record of the last build of one build key, success or
-   * failure, with the toolchain's output (NOT_FOUND if it was never built).
-   */
-  getBuildLog: {
-    path: "/atomix.plugins.admin.v1.PluginAdmin/GetBuildLog" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: GetBuildLogRequest): Buffer => Buffer.from(GetBuildLogRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): GetBuildLogRequest => GetBuildLogRequest.decode(value),
-    responseSerialize: (value: BuildRecord): Buffer => Buffer.from(BuildRecord.encode(value).finish()),
-    responseDeserialize: (value: Buffer): BuildRecord => BuildRecord.decode(value),
+export type PluginAdminDefinition = typeof PluginAdminDefinition;
+export const PluginAdminDefinition = {
+  name: "PluginAdmin",
+  fullName: "atomix.plugins.admin.v1.PluginAdmin",
+  methods: {
+    /**
+     * Uploads a prebuilt artifact. The first message carries the header, every
+     * following message a chunk of the artifact. The server hashes what it
+     * receives and refuses the upload (INVALID_ARGUMENT) when the header's
+     * digest or size do not match the bytes.
+     */
+    pushPlugin: {
+      name: "PushPlugin",
+      requestType: PushPluginRequest as typeof PushPluginRequest,
+      requestStream: true,
+      responseType: PushPluginResponse as typeof PushPluginResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Lists the stored artifacts, one manifest per build key. */
+    listPlugins: {
+      name: "ListPlugins",
+      requestType: ListPluginsRequest as typeof ListPluginsRequest,
+      requestStream: false,
+      responseType: ListPluginsResponse as typeof ListPluginsResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Returns the manifest of one build key (NOT_FOUND if none is stored). */
+    inspectPlugin: {
+      name: "InspectPlugin",
+      requestType: InspectPluginRequest as typeof InspectPluginRequest,
+      requestStream: false,
+      responseType: Manifest as typeof Manifest,
+      responseStream: false,
+      options: {},
+    },
+    /** Removes one build key; its blob stays until CollectGarbage. */
+    removePlugin: {
+      name: "RemovePlugin",
+      requestType: RemovePluginRequest as typeof RemovePluginRequest,
+      requestStream: false,
+      responseType: RemovePluginResponse as typeof RemovePluginResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Removes blobs no build key refers to. */
+    collectGarbage: {
+      name: "CollectGarbage",
+      requestType: CollectGarbageRequest as typeof CollectGarbageRequest,
+      requestStream: false,
+      responseType: CollectGarbageResponse as typeof CollectGarbageResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Returns the signed provenance of the artifact stored for one build key: a
+     * Sigstore bundle (DSSE envelope of an in-toto Statement v1 with a SLSA
+     * Provenance v1 predicate). NOT_FOUND when no artifact is stored, or when it
+     * has no provenance (stored by a server without a signing key). Open to
+     * every caller, like InspectPlugin: runtimes verify what they pull with it.
+     */
+    getProvenance: {
+      name: "GetProvenance",
+      requestType: GetProvenanceRequest as typeof GetProvenanceRequest,
+      requestStream: false,
+      responseType: GetProvenanceResponse as typeof GetProvenanceResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Registers a runtime release: its runtime.json and the files it refers to
+     * (a Node.js runtime's supplied module folders, a Go runtime's go.mod and
+     * its replacement folders), laid out as `runtime add` gathers them. The
+     * first message carries the header, then each file a RuntimeFile followed
+     * by its bytes in data messages. Checked as `--runtimes` directories are,
+     * stored content-addressed in the store every replica shares. A release is
+     * immutable: the same version with other content is ALREADY_EXISTS naming
+     * both digests; the same content again answers the stored release.
+     */
+    registerRuntime: {
+      name: "RegisterRuntime",
+      requestType: RegisterRuntimeRequest as typeof RegisterRuntimeRequest,
+      requestStream: true,
+      responseType: RegisterRuntimeResponse as typeof RegisterRuntimeResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Lists the registered runtime releases, oldest version first. */
+    listRuntimes: {
+      name: "ListRuntimes",
+      requestType: ListRuntimesRequest as typeof ListRuntimesRequest,
+      requestStream: false,
+      responseType: ListRuntimesResponse as typeof ListRuntimesResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Returns one runtime release (NOT_FOUND if none is registered). */
+    inspectRuntime: {
+      name: "InspectRuntime",
+      requestType: InspectRuntimeRequest as typeof InspectRuntimeRequest,
+      requestStream: false,
+      responseType: RuntimeRelease as typeof RuntimeRelease,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Returns the record of the last build of one build key, success or
+     * failure, with the toolchain's output (NOT_FOUND if it was never built).
+     */
+    getBuildLog: {
+      name: "GetBuildLog",
+      requestType: GetBuildLogRequest as typeof GetBuildLogRequest,
+      requestStream: false,
+      responseType: BuildRecord as typeof BuildRecord,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
-
-export interface PluginAdminServer extends UntypedServiceImplementation {
-  /**
-   * Uploads a prebuilt artifact. The first message carries the header, every
-   * following message a chunk of the artifact. The server hashes what it
-   * receives and refuses the upload (INVALID_ARGUMENT) when the header's
-   * digest or size do not match the bytes.
-   */
-  pushPlugin: handleClientStreamingCall<PushPluginRequest, PushPluginResponse>;
-  /** Lists the stored artifacts, one manifest per build key. */
-  listPlugins: handleUnaryCall<ListPluginsRequest, ListPluginsResponse>;
-  /** Returns the manifest of one build key (NOT_FOUND if none is stored). */
-  inspectPlugin: handleUnaryCall<InspectPluginRequest, Manifest>;
-  /** Removes one build key; its blob stays until CollectGarbage. */
-  removePlugin: handleUnaryCall<RemovePluginRequest, RemovePluginResponse>;
-  /** Removes blobs no build key refers to. */
-  collectGarbage: handleUnaryCall<CollectGarbageRequest, CollectGarbageResponse>;
-  /**
-   * Returns the signed provenance of the artifact stored for one build key: a
-   * Sigstore bundle (DSSE envelope of an in-toto Statement v1 with a SLSA
-   * Provenance v1 predicate). NOT_FOUND when no artifact is stored, or when it
-   * has no provenance (stored by a server without a signing key). Open to
-   * every caller, like InspectPlugin: runtimes verify what they pull with it.
-   */
-  getProvenance: handleUnaryCall<GetProvenanceRequest, GetProvenanceResponse>;
-  /**
-   * Registers a runtime release: its runtime.json and the files it refers to
-   * (a Node.js runtime's supplied module folders, a Go runtime's go.mod and
-   * its replacement folders), laid out as `runtime add` gathers them. The
-   * first message carries the header, then each file a RuntimeFile followed
-   * by its bytes in data messages. Checked as `--runtimes` directories are,
-   * stored content-addressed in the store every replica shares. A release is
-   * immutable: the same version with other content is ALREADY_EXISTS naming
-   * both digests; the same content again answers the stored release.
-   */
-  registerRuntime: handleClientStreamingCall<RegisterRuntimeRequest, RegisterRuntimeResponse>;
-  /** Lists the registered runtime releases, oldest version first. */
-  listRuntimes: handleUnaryCall<ListRuntimesRequest, ListRuntimesResponse>;
-  /** Returns one runtime release (NOT_FOUND if none is registered). */
-  inspectRuntime: handleUnaryCall<InspectRuntimeRequest, RuntimeRelease>;
-  /**
-   * Returns the record of the last build of one build key, success or
-   * failure, with the toolchain's output (NOT_FOUND if it was never built).
-   */
-  getBuildLog: handleUnaryCall<GetBuildLogRequest, BuildRecord>;
-}
-
-export interface PluginAdminClient extends Client {
-  /**
-   * Uploads a prebuilt artifact. The first message carries the header, every
-   * following message a chunk of the artifact. The server hashes what it
-   * receives and refuses the upload (INVALID_ARGUMENT) when the header's
-   * digest or size do not match the bytes.
-   */
-  pushPlugin(
-    callback: (error: ServiceError | null, response: PushPluginResponse) => void,
-  ): ClientWritableStream<PushPluginRequest>;
-  pushPlugin(
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: PushPluginResponse) => void,
-  ): ClientWritableStream<PushPluginRequest>;
-  pushPlugin(
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: PushPluginResponse) => void,
-  ): ClientWritableStream<PushPluginRequest>;
-  pushPlugin(
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: PushPluginResponse) => void,
-  ): ClientWritableStream<PushPluginRequest>;
-  /** Lists the stored artifacts, one manifest per build key. */
-  listPlugins(
-    request: ListPluginsRequest,
-    callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
-  ): ClientUnaryCall;
-  listPlugins(
-    request: ListPluginsRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
-  ): ClientUnaryCall;
-  listPlugins(
-    request: ListPluginsRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: ListPluginsResponse) => void,
-  ): ClientUnaryCall;
-  /** Returns the manifest of one build key (NOT_FOUND if none is stored). */
-  inspectPlugin(
-    request: InspectPluginRequest,
-    callback: (error: ServiceError | null, response: Manifest) => void,
-  ): ClientUnaryCall;
-  inspectPlugin(
-    request: InspectPluginRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: Manifest) => void,
-  ): ClientUnaryCall;
-  inspectPlugin(
-    request: InspectPluginRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: Manifest) => void,
-  ): ClientUnaryCall;
-  /** Removes one build key; its blob stays until CollectGarbage. */
-  removePlugin(
-    request: RemovePluginRequest,
-    callback: (error: ServiceError | null, response: RemovePluginResponse) => void,
-  ): ClientUnaryCall;
-  removePlugin(
-    request: RemovePluginRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: RemovePluginResponse) => void,
-  ): ClientUnaryCall;
-  removePlugin(
-    request: RemovePluginRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: RemovePluginResponse) => void,
-  ): ClientUnaryCall;
-  /** Removes blobs no build key refers to. */
-  collectGarbage(
-    request: CollectGarbageRequest,
-    callback: (error: ServiceError | null, response: CollectGarbageResponse) => void,
-  ): ClientUnaryCall;
-  collectGarbage(
-    request: CollectGarbageRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: CollectGarbageResponse) => void,
-  ): ClientUnaryCall;
-  collectGarbage(
-    request: CollectGarbageRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: CollectGarbageResponse) => void,
-  ): ClientUnaryCall;
-  /**
-   * Returns the signed provenance of the artifact stored for one build key: a
-   * Sigstore bundle (DSSE envelope of an in-toto Statement v1 with a SLSA
-   * Provenance v1 predicate). NOT_FOUND when no artifact is stored, or when it
-   * has no provenance (stored by a server without a signing key). Open to
-   * every caller, like InspectPlugin: runtimes verify what they pull with it.
-   */
-  getProvenance(
-    request: GetProvenanceRequest,
-    callback: (error: ServiceError | null, response: GetProvenanceResponse) => void,
-  ): ClientUnaryCall;
-  getProvenance(
-    request: GetProvenanceRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: GetProvenanceResponse) => void,
-  ): ClientUnaryCall;
-  getProvenance(
-    request: GetProvenanceRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: GetProvenanceResponse) => void,
-  ): ClientUnaryCall;
-  /**
-   * Registers a runtime release: its runtime.json and the files it refers to
-   * (a Node.js runtime's supplied module folders, a Go runtime's go.mod and
-   * its replacement folders), laid out as `runtime add` gathers them. The
-   * first message carries the header, then each file a RuntimeFile followed
-   * by its bytes in data messages. Checked as `--runtimes` directories are,
-   * stored content-addressed in the store every replica shares. A release is
-   * immutable: the same version with other content is ALREADY_EXISTS naming
-   * both digests; the same content again answers the stored release.
-   */
-  registerRuntime(
-    callback: (error: ServiceError | null, response: RegisterRuntimeResponse) => void,
-  ): ClientWritableStream<RegisterRuntimeRequest>;
-  registerRuntime(
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: RegisterRuntimeResponse) => void,
-  ): ClientWritableStream<RegisterRuntimeRequest>;
-  registerRuntime(
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: RegisterRuntimeResponse) => void,
-  ): ClientWritableStream<RegisterRuntimeRequest>;
-  registerRuntime(
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: RegisterRuntimeResponse) => void,
-  ): ClientWritableStream<RegisterRuntimeRequest>;
-  /** Lists the registered runtime releases, oldest version first. */
-  listRuntimes(
-    request: ListRuntimesRequest,
-    callback: (error: ServiceError | null, response: ListRuntimesResponse) => void,
-  ): ClientUnaryCall;
-  listRuntimes(
-    request: ListRuntimesRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: ListRuntimesResponse) => void,
-  ): ClientUnaryCall;
-  listRuntimes(
-    request: ListRuntimesRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: ListRuntimesResponse) => void,
-  ): ClientUnaryCall;
-  /** Returns one runtime release (NOT_FOUND if none is registered). */
-  inspectRuntime(
-    request: InspectRuntimeRequest,
-    callback: (error: ServiceError | null, response: RuntimeRelease) => void,
-  ): ClientUnaryCall;
-  inspectRuntime(
-    request: InspectRuntimeRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: RuntimeRelease) => void,
-  ): ClientUnaryCall;
-  inspectRuntime(
-    request: InspectRuntimeRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: RuntimeRelease) => void,
-  ): ClientUnaryCall;
-  /**
-   * Returns the record of the last build of one build key, success or
-   * failure, with the toolchain's output (NOT_FOUND if it was never built).
-   */
-  getBuildLog(
-    request: GetBuildLogRequest,
-    callback: (error: ServiceError | null, response: BuildRecord) => void,
-  ): ClientUnaryCall;
-  getBuildLog(
-    request: GetBuildLogRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: BuildRecord) => void,
-  ): ClientUnaryCall;
-  getBuildLog(
-    request: GetBuildLogRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: BuildRecord) => void,
-  ): ClientUnaryCall;
-}
-
-export const PluginAdminClient = makeGenericClientConstructor(
-  PluginAdminService,
-  "atomix.plugins.admin.v1.PluginAdmin",
-) as unknown as {
-  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): PluginAdminClient;
-  service: typeof PluginAdminService;
-  serviceName: string;
-};
 
 function bytesFromBase64(b64: string): Uint8Array {
   return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));

@@ -1,0 +1,365 @@
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  connect,
+  constants,
+  type IncomingHttpHeaders,
+  type IncomingHttpStatusHeader,
+} from "node:http2";
+import { Code, PluginError } from "../errors/plugin-error.js";
+import {
+  type MethodDefinition,
+  methodPath,
+  type RequestOf,
+  type ResponseOf,
+  type ServiceDefinition,
+} from "../protocol/service-definition.js";
+import {
+  frameMessage,
+  grpcMessage,
+  httpFailure,
+  requestHeaders,
+  resetFailure,
+  statusFailure,
+} from "./grpc-wire.js";
+import { cancelled } from "./retry-policy.js";
+import type { ServerTarget } from "./server-target.js";
+
+/**
+ * gRPC calls other than PullPlugin (compile, admin, provenance; unary and
+ * client-streaming) over one `node:http2` session per server, kept across
+ * calls and dialled again when the server closes it. Written here rather
+ * than taken from grpc-js so that the client package carries no gRPC
+ * library: these calls are small, and what gRPC adds to HTTP/2 for them is
+ * the framing and the status (grpc-wire.ts).
+ */
+export interface GrpcChannel {
+  unary<Method extends MethodDefinition>(
+    service: ServiceDefinition,
+    method: Method,
+    request: RequestOf<Method>,
+    settings?: CallSettings,
+  ): Promise<ResponseOf<Method>>;
+  /**
+   * Sends `requests` one after another, as fast as HTTP/2's flow control
+   * lets them go, and resolves with the answer. An answer that comes before
+   * the requests end (a refusal) stops reading `requests` at once.
+   */
+  clientStream<Method extends MethodDefinition>(
+    service: ServiceDefinition,
+    method: Method,
+    requests: AsyncIterable<RequestOf<Method>> | Iterable<RequestOf<Method>>,
+    settings?: CallSettings,
+  ): Promise<ResponseOf<Method>>;
+  close(): void;
+}
+
+export interface CallSettings {
+  signal?: AbortSignal | undefined;
+  /** Epoch milliseconds the call must end by: DEADLINE_EXCEEDED past it. */
+  deadline?: number | undefined;
+}
+
+export interface ChannelOptions {
+  /** Sent as `authorization: Bearer <token>`. */
+  token?: string | undefined;
+  userAgent?: string | undefined;
+  /** Largest response message taken (RESOURCE_EXHAUSTED beyond). Default 64 MiB. */
+  maxResponseBytes?: number;
+}
+
+const DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024;
+
+export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}): GrpcChannel {
+  let session: ClientHttp2Session | undefined;
+  let calls = 0;
+  let closed = false;
+
+  /** The kept session, or a new one if the server closed it or is going away. */
+  function open(): ClientHttp2Session {
+    if (session && !session.closed && !session.destroyed) return session;
+    const opened = connect(`${target.scheme}://${target.authority}`, {
+      createConnection: () => target.connect(),
+      settings: { enablePush: false },
+    });
+    // Failures reach the calls as their streams' errors; this keeps an
+    // idle session's error from being thrown as an uncaught one.
+    opened.on("error", () => {});
+    const forget = () => {
+      if (session === opened) session = undefined;
+    };
+    opened.once("goaway", forget);
+    opened.once("close", forget);
+    session = opened;
+    return opened;
+  }
+
+  /** A session holds the process open only while a call is running on it. */
+  function begin(): ClientHttp2Session {
+    if (closed) throw new PluginError(Code.Cancelled, "the client was closed");
+    const current = open();
+    calls++;
+    current.ref();
+    return current;
+  }
+  function end(): void {
+    calls--;
+    if (calls === 0) session?.unref();
+  }
+
+  async function call<Response>(
+    service: ServiceDefinition,
+    method: MethodDefinition,
+    settings: CallSettings,
+    send: (stream: ClientHttp2Stream, answered: Promise<unknown>) => Promise<void>,
+  ): Promise<Response> {
+    const { signal, deadline } = settings;
+    if (signal?.aborted) throw cancelled(signal);
+    const current = begin();
+    let stream: ClientHttp2Stream | undefined;
+    try {
+      stream = current.request(
+        {
+          ":path": methodPath(service, method),
+          ":method": "POST",
+          ":authority": target.authority,
+          ...Object.fromEntries(requestHeaders({ ...options, deadline })),
+        },
+        { endStream: false },
+      );
+      const response = readResponse<Response>(
+        current,
+        stream,
+        method.responseType as MethodDefinition<unknown, Response>["responseType"],
+        options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE,
+        target.authority,
+      );
+      const answered = bounded(response, stream, settings);
+      answered.catch(() => {});
+      await Promise.race([send(stream, answered), answered]);
+      return await answered;
+    } catch (error) {
+      throw PluginError.from(error);
+    } finally {
+      // Answered while our side was still sending, or failed: the stream goes.
+      if (stream && !stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+      end();
+    }
+  }
+
+  return {
+    async unary(service, method, request, settings = {}) {
+      const message = frameMessage(method.requestType.encode(request).finish());
+      const send = async (stream: ClientHttp2Stream) => {
+        stream.end(message);
+      };
+      try {
+        return await call(service, method, settings, send);
+      } catch (error) {
+        // Refused before the server took it (a kept connection the server
+        // was closing): sent once more at once, as grpc-js does, on a new one.
+        if (!(error instanceof UntakenCall)) throw error;
+        return call(service, method, settings, send);
+      }
+    },
+
+    clientStream(service, method, requests, settings = {}) {
+      return call(service, method, settings, async (stream, answered) => {
+        const iterator =
+          Symbol.asyncIterator in requests
+            ? requests[Symbol.asyncIterator]()
+            : (requests as Iterable<RequestOf<typeof method>>)[Symbol.iterator]();
+        let finished = false;
+        const early = answered.then(() => undefined);
+        try {
+          for (;;) {
+            const next = await Promise.race([iterator.next(), early]);
+            if (!next) return; // answered (with an error, or early): that answer is the call's
+            if (next.done) break;
+            const frame = frameMessage(method.requestType.encode(next.value).finish());
+            if (!stream.write(frame)) await Promise.race([drained(stream), answered]);
+          }
+          finished = true;
+          stream.end();
+        } finally {
+          // A producer still suspended finishes when it next resumes; not awaited.
+          if (!finished) Promise.resolve(iterator.return?.()).catch(() => {});
+        }
+      });
+    },
+
+    close() {
+      closed = true;
+      session?.close();
+      session = undefined;
+    },
+  };
+}
+
+/** A call the server refused before taking it: nothing of it was done. */
+class UntakenCall extends PluginError {}
+
+/** The answer, or CANCELLED when `signal` aborts, or DEADLINE_EXCEEDED past the deadline; the stream is reset then. */
+function bounded<Response>(
+  response: Promise<Response>,
+  stream: ClientHttp2Stream,
+  { signal, deadline }: CallSettings,
+): Promise<Response> {
+  if (!signal && deadline === undefined) return response;
+  return new Promise<Response>((resolve, reject) => {
+    const stop = (failure: PluginError) => {
+      if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+      reject(failure);
+    };
+    const onAbort = () => stop(cancelled(signal));
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const timer =
+      deadline === undefined
+        ? undefined
+        : setTimeout(
+            () => stop(new PluginError(Code.DeadlineExceeded, "the call passed its deadline")),
+            Math.max(0, deadline - Date.now()),
+          );
+    response.then(resolve, reject).finally(() => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    });
+  });
+}
+
+function drained(stream: ClientHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
+
+/**
+ * Reads one response message and the call's status. A status other than OK,
+ * an HTTP answer that is not gRPC, a reset stream or a broken connection
+ * rejects with the code grpc-js would give.
+ */
+function readResponse<Response>(
+  session: ClientHttp2Session,
+  stream: ClientHttp2Stream,
+  type: MethodDefinition<unknown, Response>["responseType"],
+  maxBytes: number,
+  authority: string,
+): Promise<Response> {
+  return new Promise<Response>((resolve, reject) => {
+    let headers: (IncomingHttpHeaders & IncomingHttpStatusHeader) | undefined;
+    let trailers: IncomingHttpHeaders | undefined;
+    let failure: PluginError | undefined;
+    let streamError: Error | undefined;
+    let settled = false;
+    const chunks: Buffer[] = [];
+    let received = 0;
+
+    stream.on("response", (fields) => {
+      headers = fields;
+      failure ??= httpFailure(asMap(fields));
+    });
+    stream.on("trailers", (fields) => {
+      trailers = fields;
+    });
+    stream.on("data", (chunk: Buffer) => {
+      received += chunk.byteLength;
+      if (received > maxBytes + 5 && !failure) {
+        failure = new PluginError(
+          Code.ResourceExhausted,
+          `the server's answer is larger than ${maxBytes} bytes, the most this client takes`,
+        );
+        stream.close(constants.NGHTTP2_CANCEL);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    stream.on("error", (error) => {
+      streamError = error;
+    });
+    // The call is over when the server ends its side: its status is in,
+    // whether or not our side is done sending (the caller then resets it).
+    stream.on("end", settle);
+    stream.on("close", settle);
+
+    function settle(): void {
+      if (settled) return;
+      settled = true;
+      try {
+        resolve(outcome());
+      } catch (error) {
+        reject(error);
+      }
+    }
+
+    function outcome(): Response {
+      if (failure) throw failure;
+      const status = trailers?.["grpc-status"] !== undefined ? trailers : headers;
+      if (status?.["grpc-status"] === undefined) throw brokenStream();
+      const code = Number(status["grpc-status"]);
+      if (code !== Code.Ok) throw statusFailure(code, grpcMessage(single(status["grpc-message"])));
+      const message = onlyMessage(Buffer.concat(chunks));
+      try {
+        return type.decode(message);
+      } catch (error) {
+        throw new PluginError(
+          Code.Internal,
+          `the server's answer cannot be decoded: ${(error as Error).message}`,
+        );
+      }
+    }
+
+    /** A stream that ended without a status: reset by the server, cut with its connection, or just ended. */
+    function brokenStream(): PluginError {
+      // A connection that drops ends its streams as if reset with CANCEL;
+      // a reset by the server ends the stream before its error is emitted.
+      const dropped =
+        session.destroyed && (streamError as NodeJS.ErrnoException)?.code !== "ERR_HTTP2_STREAM_ERROR";
+      if (!dropped && stream.rstCode === constants.NGHTTP2_REFUSED_STREAM && !headers) {
+        const refused = resetFailure(stream.rstCode);
+        return new UntakenCall(refused.code, refused.message);
+      }
+      if (!dropped && stream.rstCode) return resetFailure(stream.rstCode);
+      if (!dropped) return new PluginError(Code.Internal, "the stream ended without a gRPC status");
+      const why = streamError?.message ?? "the connection closed";
+      return new PluginError(
+        Code.Unavailable,
+        headers ? `the connection dropped: ${why}` : `cannot reach ${authority}: ${why}`,
+      );
+    }
+  });
+}
+
+/** The one message of a unary answer, from its length-prefixed frame. */
+function onlyMessage(body: Buffer): Buffer {
+  if (body.byteLength < 5) throw new PluginError(Code.Unimplemented, "the server answered no message");
+  if (body[0] !== 0)
+    throw new PluginError(Code.Internal, "the server compressed a message that was not asked to be");
+  const length = body.readUInt32BE(1);
+  if (body.byteLength !== 5 + length) {
+    throw new PluginError(
+      body.byteLength < 5 + length ? Code.Internal : Code.Unimplemented,
+      body.byteLength < 5 + length
+        ? "the server's answer was cut short"
+        : "the server answered more than one message",
+    );
+  }
+  return body.subarray(5);
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function asMap(fields: IncomingHttpHeaders & IncomingHttpStatusHeader): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const [name, value] of Object.entries(fields)) {
+    if (value !== undefined) map.set(name, String(single(value as string | string[])));
+  }
+  return map;
+}

@@ -1,0 +1,101 @@
+import { readFileSync } from "node:fs";
+import { connect as connectTcp, isIP, type OnReadOpts, type Socket } from "node:net";
+import { type ConnectionOptions, connect as connectTls, type TLSSocket } from "node:tls";
+import { Code, PluginError } from "../errors/plugin-error.js";
+
+/**
+ * TLS to the server, from PEM files. With none of the fields set, TLS is used
+ * with the system's root certificates.
+ */
+export interface TlsOptions {
+  /** CA certificate(s) the server's certificate must chain to; the system roots by default. */
+  caFile?: string;
+  /** Client certificate for mutual TLS; needs `keyFile`. */
+  certFile?: string;
+  /** Private key of `certFile`. */
+  keyFile?: string;
+  /** Name the server's certificate must carry, when it is not the host of the address. */
+  serverName?: string;
+}
+
+/** Where the server is and how to open a connection to it, plain or TLS (ALPN h2). */
+export interface ServerTarget {
+  /** `:authority`, and the name the server's certificate must carry with TLS. */
+  authority: string;
+  scheme: "http" | "https";
+  /** A new connection; `onread` lets the caller read into buffers of its own. */
+  connect(onread?: OnReadOpts): Socket;
+}
+
+/**
+ * The target of a gRPC-style address: `host:port`, `[v6]:port`,
+ * `dns:host:port`, `dns:///host:port` or `unix:/path` (the port defaults to
+ * 443, as grpc-js's does, TLS or not). Files named by `tls` are read here,
+ * so a missing one fails at once, naming it.
+ */
+export function serverTarget(address: string, tls: TlsOptions | undefined): ServerTarget {
+  let where: { path: string } | { host: string; port: number };
+  let authority: string;
+  let servername = tls?.serverName;
+  if (address.startsWith("unix:")) {
+    const path = address.slice(address.startsWith("unix://") ? 7 : 5);
+    if (!path) throw badAddress(address);
+    where = { path };
+    authority = servername ?? "localhost";
+  } else {
+    const match = /^(\[[0-9a-fA-F:.]+\]|[^:/[\]]+)(?::(\d{1,5}))?$/.exec(
+      address.replace(/^dns:(\/\/\/)?/, ""),
+    );
+    const port = Number(match?.[2] ?? 443);
+    if (!match || port < 1 || port > 65_535) throw badAddress(address);
+    const host = (match[1] as string).replace(/^\[|\]$/g, "");
+    where = { host, port };
+    authority = servername ?? `${match[1]}:${port}`;
+    servername ??= isIP(host) ? undefined : host;
+  }
+  const secure = tls ? { ...tlsConnectOptions(tls), servername } : undefined;
+  return {
+    authority,
+    scheme: secure ? "https" : "http",
+    connect: (onread) =>
+      secure
+        ? tlsSocket({ ...secure, ...where, onread })
+        : connectTcp({ ...where, ...(onread && { onread }) }),
+  };
+}
+
+function badAddress(address: string): PluginError {
+  return new PluginError(
+    Code.InvalidArgument,
+    `the server address "${address}" is not host:port, [ipv6]:port, dns:host:port or unix:/path`,
+  );
+}
+
+/** TLS sockets take `onread` as plain ones do (Node.js ≥ 12.17); @types/node does not say so. */
+function tlsSocket(options: ConnectionOptions & { onread: OnReadOpts | undefined }): TLSSocket {
+  return connectTls(options);
+}
+
+function tlsConnectOptions(tls: TlsOptions) {
+  if (Boolean(tls.certFile) !== Boolean(tls.keyFile)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      "a TLS client certificate needs its key: give both or neither",
+    );
+  }
+  return {
+    ca: readPem(tls.caFile, "CA certificate"),
+    cert: readPem(tls.certFile, "client certificate"),
+    key: readPem(tls.keyFile, "client key"),
+    ALPNProtocols: ["h2"],
+  };
+}
+
+function readPem(path: string | undefined, what: string): Buffer | undefined {
+  if (!path) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw PluginError.from(error, `reading the TLS ${what} ${path}`);
+  }
+}
