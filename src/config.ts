@@ -17,6 +17,18 @@ export const DEFAULT_HTTP_LISTEN = "127.0.0.1:5680";
 export const DEFAULT_CHUNK_SIZE = 256 * 1024;
 export const MAX_CHUNK_SIZE = 4 * 1024 * 1024 - 64;
 
+/**
+ * A file option. Orchestrators often hand secrets over as variables: a key
+ * or token given in place of its file must stop the start without being
+ * echoed into a log (readFile's error would quote it as a path).
+ */
+const fileName = z
+  .string()
+  .min(1)
+  .refine(
+    (value) => !value.includes("-----BEGIN") && !/[\r\n]/.test(value),
+    "holds PEM text, not a file name: write it to a file only the server can read and give its path (the value is not shown)",
+  );
 const listenAddress = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "expected host:port");
 
 const byteSize = z.coerce.number().int().positive();
@@ -108,7 +120,7 @@ export const serveConfigSchema = z
       defaultText: "the embedded store in --data",
     }),
     /** A docker-style config.json holding the OCI registry's credentials. */
-    ociCredentialsFile: z.string().min(1).optional().register(serveOptionText, {
+    ociCredentialsFile: fileName.optional().register(serveOptionText, {
       flag: "--oci-credentials <file>",
       env: "ATOMIX_PLUGINS_OCI_CREDENTIALS",
       what: "docker-style config.json with the OCI registry's credentials (or ATOMIX_PLUGINS_OCI_USERNAME/PASSWORD)",
@@ -363,18 +375,18 @@ export const serveConfigSchema = z
       what: "close a connection with no call for this long",
     }),
     /** PEM certificate chain and key: serve gRPC over TLS. */
-    tlsCert: z.string().min(1).optional().register(serveOptionText, {
+    tlsCert: fileName.optional().register(serveOptionText, {
       flag: "--tls-cert <file>",
       env: "ATOMIX_PLUGINS_TLS_CERT",
       what: "PEM certificate chain: serve gRPC over TLS",
     }),
-    tlsKey: z.string().min(1).optional().register(serveOptionText, {
+    tlsKey: fileName.optional().register(serveOptionText, {
       flag: "--tls-key <file>",
       env: "ATOMIX_PLUGINS_TLS_KEY",
       what: "PEM private key of --tls-cert",
     }),
     /** PEM CA bundle: require client certificates signed by it (mutual TLS). */
-    tlsClientCa: z.string().min(1).optional().register(serveOptionText, {
+    tlsClientCa: fileName.optional().register(serveOptionText, {
       flag: "--tls-client-ca <file>",
       env: "ATOMIX_PLUGINS_TLS_CLIENT_CA",
       what: "PEM CA bundle: require client certificates (mutual TLS)",
@@ -388,7 +400,7 @@ export const serveConfigSchema = z
       what: "the token push, rm and gc must present",
     }),
     /** ...or from a file (read at start; see loadAdminAuth). */
-    adminTokenFile: z.string().min(1).optional().register(serveOptionText, {
+    adminTokenFile: fileName.optional().register(serveOptionText, {
       flag: "--admin-token-file <file>",
       env: "ATOMIX_PLUGINS_ADMIN_TOKEN_FILE",
       what: "token that push, rm and gc must present (or ATOMIX_PLUGINS_ADMIN_TOKEN)",
@@ -399,7 +411,7 @@ export const serveConfigSchema = z
      * deployment share it. Absent, artifacts are stored without provenance
      * and runtimes that verify refuse them.
      */
-    signingKey: z.string().min(1).optional().register(serveOptionText, {
+    signingKey: fileName.optional().register(serveOptionText, {
       flag: "--signing-key <file>",
       env: "ATOMIX_PLUGINS_SIGNING_KEY",
       what: "PEM private key (ECDSA P-256 or Ed25519) that signs the provenance of every artifact",

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { generateKeyPairSync } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -38,6 +39,30 @@ describe("serve options", () => {
       if (option.flag === undefined) continue;
       assert.ok(text.includes(longFlag(option.flag)), `${option.flag} in --help`);
       assert.ok(text.includes(`[env ${option.env}]`), `${option.env} in --help`);
+    }
+  });
+
+  it("refuses a key or certificate given as PEM text in place of its file, naming the option and not the value", async () => {
+    const pem = generateKeyPairSync("ec", { namedCurve: "prime256v1" })
+      .privateKey.export({ type: "pkcs8", format: "pem" })
+      .toString();
+    const secretLines = pem.split("\n").filter((line) => line && !line.startsWith("-----"));
+    const cases: [Record<string, string>, string[], RegExp][] = [
+      [
+        { ATOMIX_PLUGINS_TLS_CERT: "cert.pem", ATOMIX_PLUGINS_TLS_KEY: pem },
+        [],
+        /ATOMIX_PLUGINS_TLS_KEY: holds PEM text/,
+      ],
+      [{}, ["--admin-token-file", `token\n${secretLines[0]}`], /--admin-token-file: holds PEM text/],
+      [{ ATOMIX_PLUGINS_OCI_CREDENTIALS: pem }, [], /ATOMIX_PLUGINS_OCI_CREDENTIALS: holds PEM text/],
+    ];
+    for (const [env, args, pattern] of cases) {
+      const run = await runCli(["serve", ...args], env);
+      assert.equal(run.code, 2, run.stderr);
+      assert.match(run.stderr, pattern);
+      for (const line of secretLines) {
+        assert.ok(!`${run.stdout}${run.stderr}`.includes(line), "the key is not printed");
+      }
     }
   });
 

@@ -142,7 +142,9 @@ func checkProvenance(ctx context.Context, conn grpc.ClientConnInterface, req *ru
 		return fmt.Errorf("provenance of %s: %w", describe(req), err)
 	}
 	if answer.Digest != digest {
-		return refuse("the server's provenance is for %q, not for the bytes pulled (replaced during the pull? pull again)", answer.Digest)
+		// The key now names other bytes: a race with a push or a build, not a
+		// refusal (the TypeScript client says ABORTED). Nothing is loaded.
+		return fmt.Errorf("%s was replaced on the server during the pull (%s, now %s); pull again", describe(req), digest, answer.Digest)
 	}
 	return verifyProvenance(answer.Bundle, subjectName(req), digest, trusted, refuse)
 }

@@ -42,14 +42,8 @@ export function generateSigningKey(algorithm: KeyAlgorithm): { privateKeyPem: st
  * file: a replica that cannot sign must not serve artifacts unsigned.
  */
 export async function loadSigningKey(path: string): Promise<SigningKey & { readableByOthers: boolean }> {
-  // Orchestrators often hand secrets over as variables: a key given in place
-  // of its file must stop the start without being echoed into a log.
-  if (path.includes("-----BEGIN") || /[\r\n]/.test(path)) {
-    throw new PluginError(
-      Code.InvalidArgument,
-      "--signing-key (ATOMIX_PLUGINS_SIGNING_KEY) holds PEM text, not a file name: write the key to a file only the server can read and give its path (the value is not shown)",
-    );
-  }
+  // PEM text given in place of the path is refused by the config schema
+  // (config.ts, fileName), before anything could quote it.
   let text: string;
   let mode: number;
   try {
