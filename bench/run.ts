@@ -4,7 +4,7 @@
  * builds the Go peer, starts every server itself, stops them all, prints a
  * table and writes the same figures as JSON to bench/results/.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { appendFileSync, existsSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { cpus, hostname, release, tmpdir, totalmem } from "node:os";
@@ -334,6 +334,36 @@ async function singleStream(
         }),
     ],
     [
+      // What a runtime using curl needs to check what our client checks:
+      // curl writes the file, then OpenSSL (SHA-NI, as Node.js's hash)
+      // digests it; curl's own time plus the digest's wall time.
+      "nginxVerified",
+      () =>
+        withCpu(s.nginx, async () => {
+          const ms: number[] = [];
+          let bytes = 0;
+          for (const i of times(singlePulls)) {
+            const to = join(ctx.sink, `curl-verified-${i}`);
+            const out = await run("curl", [
+              "-sS",
+              "--fail",
+              "-o",
+              to,
+              "-w",
+              "%{time_total} %{size_download}",
+              `http://${s.nginx.address}/${name}`,
+            ]);
+            const [seconds, size] = out.trim().split(" ").map(Number) as [number, number];
+            const started = performance.now();
+            await run("openssl", ["dgst", "-sha256", to]);
+            ms.push(seconds * 1000 + performance.now() - started);
+            bytes += size;
+            await rm(to, { force: true });
+          }
+          return { ms, bytes };
+        }),
+    ],
+    [
       "oursTs",
       () =>
         withCpu(s.ours, async () => {
@@ -353,7 +383,20 @@ async function singleStream(
     sample[`${label}MBps`] = r.mbps;
     sample[`${label}CpuPerGiB`] = r.cpuPerGiB;
   }
+  sample.digestMs = digestMs(mib);
   return sample;
+}
+
+/** The SHA-256 of `mib` MiB in this process: what checking the digest costs our client, alone. */
+function digestMs(mib: number): number {
+  const bytes = randomBytes(mib * MiB);
+  const ms: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    createHash("sha256").update(bytes).digest();
+    ms.push(performance.now() - started);
+  }
+  return median(ms);
 }
 
 async function goPulls(
@@ -514,6 +557,18 @@ function summarize(options: BenchOptions, raw: Record<string, Sample[]>): Row[] 
         ratio: ratio("single", "oursTsMBps", "nginxMBps"),
         unit: "MB/s",
         target: { ratioAtLeast: 0.8 },
+      },
+      {
+        figure: `${single}, our TS client vs nginx + curl, then openssl sha256 (both verify)`,
+        ours: m("single", "oursTsMBps"),
+        peer: m("single", "nginxVerifiedMBps"),
+        ratio: ratio("single", "oursTsMBps", "nginxVerifiedMBps"),
+        unit: "MB/s",
+      },
+      {
+        figure: `  SHA-256 of ${options.singleMiB} MiB in Node.js (the digest's cost, alone)`,
+        ours: m("single", "digestMs"),
+        unit: "ms",
       },
       {
         figure: "  server CPU per GiB (TS client; nginx)",
