@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -70,6 +70,27 @@ describe("build sandbox", () => {
     );
     assert.ok(!result.stdout.includes("node"), "PID 1 is the sandbox's, not the host's");
     assert.ok(result.stdout.includes("PATH=/usr/bin:/bin"), "only the step's environment");
+  });
+
+  it("keeps a readable path that is a link a link, to its target, and shows nothing else there", async () => {
+    // An installation whose node_modules is linked in from elsewhere: the
+    // programs import through the link's path.
+    const elsewhere = join(dir.path, "elsewhere", "node_modules");
+    await mkdir(join(elsewhere, "tar"), { recursive: true });
+    await writeFile(join(elsewhere, "tar", "index.js"), "tar's code");
+    await writeFile(join(dir.path, "elsewhere", "beside.txt"), canary);
+    const linked = join(dir.path, "package", "node_modules");
+    await mkdir(join(dir.path, "package"));
+    await symlink(elsewhere, linked);
+    const result = await sh(
+      `cat ${join(linked, "tar", "index.js")}; echo; readlink ${linked}; cat ${join(dir.path, "elsewhere", "beside.txt")}`,
+      {
+        readable: [linked],
+      },
+    );
+    assert.match(result.stdout, /^tar's code\n/);
+    assert.ok(result.stdout.includes(elsewhere), "the same link inside");
+    assert.ok(!result.stdout.includes(canary), "only the link's target is there, not its folder");
   });
 
   it("lets a step write only where it may", async () => {

@@ -1,4 +1,4 @@
-import { lstatSync, readlinkSync } from "node:fs";
+import { lstatSync, readlinkSync, realpathSync } from "node:fs";
 import type { SandboxStep, StepLimits } from "./sandbox.js";
 
 /** The unprivileged user a step runs as: it owns the writable paths inside, nothing else. */
@@ -61,13 +61,24 @@ export function bubblewrapArgs(step: SandboxStep, limits: StepLimits): string[] 
     args.push("--ro-bind-try", file, file);
   }
   args.push("--proc", "/proc", "--dev", "/dev", "--size", String(limits.tmpBytes), "--tmpfs", "/tmp");
+  // A readable path that is a link on the host (a node_modules folder linked
+  // in from elsewhere) is the same link inside, to its target bound as well:
+  // Node.js resolves imports through the link's path, then its target's.
+  const links: [target: string, path: string][] = [];
+  const readable = (step.readable ?? []).flatMap((path) => {
+    const link = linkTarget(path);
+    if (link === undefined) return [path];
+    links.push([link, path]);
+    return [realpathSync(path)];
+  });
   // Parents before children, so that a writable folder inside a readable one stays writable.
   const binds = [
     ...(process.execPath.startsWith("/usr/") ? [] : [{ path: process.execPath, writable: false }]),
-    ...(step.readable ?? []).map((path) => ({ path, writable: false })),
+    ...readable.map((path) => ({ path, writable: false })),
     ...(step.writable ?? []).map((path) => ({ path, writable: true })),
   ].sort((a, b) => depth(a.path) - depth(b.path));
   for (const { path, writable } of binds) args.push(writable ? "--bind" : "--ro-bind", path, path);
+  for (const [target, path] of links) args.push("--symlink", target, path);
   args.push("--chdir", step.cwd);
   return args;
 }

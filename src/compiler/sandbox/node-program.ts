@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, lstatSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,6 +31,20 @@ function tarModules(): string {
 }
 
 /**
+ * This package's node_modules when it is a link (an installation that links
+ * it in from elsewhere): the programs import through that path, so the step
+ * needs the link itself as well as the folders it leads to.
+ */
+function linkedModules(): string[] {
+  const path = join(PACKAGE_ROOT, "node_modules");
+  try {
+    return lstatSync(path).isSymbolicLink() ? [path] : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
  * What a step needs to run one of this package's own programs with Node.js
  * inside the sandbox: the program's own folder, the package manifest (it
  * makes `.js` files ES modules), and the folders of the packages it
@@ -51,6 +65,7 @@ export function nodeProgram(
       dirname(program),
       join(PACKAGE_ROOT, "package.json"),
       ...(imports === "tar" ? [tarModules()] : toolFolders("esbuild")),
+      ...linkedModules(),
     ],
   };
 }
