@@ -21,6 +21,7 @@ import {
   cpuSeconds,
   killAll,
   lifetimePeakRss,
+  residentNow,
   run,
   SERVER_NODE_FLAGS,
   type ServerProcess,
@@ -96,11 +97,7 @@ async function main(): Promise<void> {
     }
     const peer = await startPeer(ctx, [options.singleMiB, options.concurrentMiB]);
     const nginx = await startNginx({ dir: join(work, "nginx"), root: join(work, "www") });
-    const bare = await startServer({
-      name: "bare grpc-js",
-      command: process.execPath,
-      args: [join(ROOT, "dist/bench/bare-unary-server.js")],
-    });
+    const bare = await startBare();
     servers.push(peer, nginx, bare);
 
     for (let round = 0; round < options.rounds; round++) {
@@ -230,6 +227,14 @@ function startOurs(ctx: Context, dataDir: string): Promise<ServerProcess> {
     onLine: ctx.options.serverLog
       ? (line) => appendFileSync(ctx.options.serverLog as string, `${Date.now()} ${line}\n`)
       : undefined,
+  });
+}
+
+function startBare(): Promise<ServerProcess> {
+  return startServer({
+    name: "bare grpc-js",
+    command: process.execPath,
+    args: [join(ROOT, "dist/bench/bare-unary-server.js")],
   });
 }
 
@@ -524,13 +529,31 @@ async function unary(ctx: Context, s: { ours: ServerProcess; bare: ServerProcess
   return sample;
 }
 
-/** Each artifact pulled once from a freshly started server: its lifetime peak RSS. */
+/** How long a fresh server is left alone before its resident memory is read: start-up work settles. */
+const FRESH_SETTLE_MS = 1_500;
+
+/**
+ * Each artifact pulled once from a freshly started server: its lifetime peak
+ * RSS, and its resident memory before that first call (the floor), beside
+ * the bare grpc-js server's.
+ */
 async function rssBySize(ctx: Context, dataDir: string): Promise<Sample> {
   const sample: Sample = {};
+  const bare = await startBare();
+  try {
+    await new Promise((resolve) => setTimeout(resolve, FRESH_SETTLE_MS));
+    sample.bareFreshMiB = (await residentNow(bare.pid)) / MiB;
+  } finally {
+    await bare.stop();
+  }
   for (const mib of ctx.options.rssSizesMiB) {
     for (const side of ["ours", "peer"] as const) {
       const server = side === "ours" ? await startOurs(ctx, dataDir) : await startPeer(ctx, [mib], false);
       try {
+        await new Promise((resolve) => setTimeout(resolve, FRESH_SETTLE_MS));
+        // The mean over this round's fresh starts.
+        const fresh = (await residentNow(server.pid)) / MiB / ctx.options.rssSizesMiB.length;
+        sample[`${side}FreshMiB`] = (sample[`${side}FreshMiB`] ?? 0) + fresh;
         await goPull(ctx, server.address, nameFor(mib), 1);
         sample[`${side}${mib}PeakMiB`] = (await lifetimePeakRss(server.pid)) / MiB;
       } finally {
@@ -673,6 +696,15 @@ function summarize(options: BenchOptions, raw: Record<string, Sample[]>): Row[] 
     }
   }
   if (raw.rss) {
+    rows.push({
+      figure: "fresh server resident before its first call (embedded store)",
+      ours: m("rss", "oursFreshMiB"),
+      peer: m("rss", "peerFreshMiB"),
+      ratio: ratio("rss", "oursFreshMiB", "peerFreshMiB"),
+      unit: "MiB",
+      target: { oursAtMost: 50 },
+      note: `bare grpc-js server ${fmt(m("rss", "bareFreshMiB"))} MiB`,
+    });
     for (const mib of options.rssSizesMiB) {
       rows.push({
         figure: `server peak RSS pulling ${mib} MiB (fresh server)`,

@@ -16,11 +16,10 @@ protoc \
 
 # Reflection serves every .proto file the server implements as protoc
 # compiled it: our own, and the health and reflection protocols under their
-# upstream names (grpc-health-check ships health.proto as health/v1/...).
+# upstream names (health.proto is vendored verbatim in proto-vendor/).
 vendor=$(mktemp -d)
 trap 'rm -rf "$vendor"' EXIT
-mkdir -p "$vendor/grpc/health/v1"
-cp "$root/node_modules/grpc-health-check/proto/health/v1/health.proto" "$vendor/grpc/health/v1/"
+cp -r "$root/proto-vendor/grpc" "$vendor/"
 cp -r "$root/node_modules/@grpc/reflection/build/proto/grpc/reflection" "$vendor/grpc/"
 protoc \
   -I "$root/proto" -I "$vendor" \

@@ -5,16 +5,10 @@ import { readdir } from "node:fs/promises";
 import { connect as http2Connect, constants as http2Constants } from "node:http2";
 import { connect as netConnect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import {
-  type Client,
-  credentials,
-  makeGenericClientConstructor,
-  type ServiceDefinition,
-  status,
-} from "@grpc/grpc-js";
-import { service as healthService } from "grpc-health-check";
+import { status } from "@grpc/grpc-js";
 import { createPluginClient } from "../src/client/index.js";
 import { splitHostPort } from "../src/config.js";
+import { healthClient } from "./helpers/grpc-probes.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
 const key = {
@@ -305,13 +299,7 @@ describe("connections whose client cancels a lot", () => {
 describe("shutdown", () => {
   it("ends an open health Watch with UNAVAILABLE at once and exits without waiting for the grace", async () => {
     const server = await startServerProcess({ args: ["--shutdown-grace", "20000"] });
-    const HealthClient = makeGenericClientConstructor(
-      healthService as ServiceDefinition,
-      "grpc.health.v1.Health",
-    );
-    const client = new HealthClient(server.address, credentials.createInsecure()) as unknown as Client & {
-      watch(request: { service: string }): NodeJS.EventEmitter;
-    };
+    const client = healthClient(server.address);
     try {
       const seen: string[] = [];
       const call = client.watch({ service: "" });

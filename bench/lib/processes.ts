@@ -212,6 +212,11 @@ export async function watchDescriptors(pid: number): Promise<{ stop(): Promise<n
   };
 }
 
+/** The process's resident memory now (VmRSS). */
+export function residentNow(pid: number): Promise<number> {
+  return statusField(pid, "VmRSS");
+}
+
 /** The process's peak resident memory over its whole life (VmHWM). */
 export function lifetimePeakRss(pid: number): Promise<number> {
   return statusField(pid, "VmHWM");

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import type { ConnectionOptions } from "../client/connection-options.js";
-import { createPluginClient, type PluginClient } from "../client/plugin-client.js";
+import type { PluginClient } from "../client/plugin-client.js";
 import { DEFAULT_LISTEN } from "../config.js";
 import { Code, codeName, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";
 import type { Digest } from "../model/artifact.js";
@@ -206,17 +206,25 @@ export function withClient<T>(
   flags: ClientFlags,
   use: (client: PluginClient, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
 ): Promise<T> {
-  return withClientOf(createPluginClient, flags, use);
+  return withClientOf(
+    async (connection) => (await import("../client/plugin-client.js")).createPluginClient(connection),
+    flags,
+    use,
+  );
 }
 
-/** withClient for any client made from the flags' connection (the runtime admin client, say). */
+/**
+ * withClient for any client made from the flags' connection (the runtime
+ * admin client, say). `create` may import the client first: `serve` loads
+ * no client code (README, Performance: a fresh server's memory).
+ */
 export async function withClientOf<Client extends { close(): void }, T>(
-  create: (connection: ConnectionOptions) => Client,
+  create: (connection: ConnectionOptions) => Client | Promise<Client>,
   flags: ClientFlags,
   use: (client: Client, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
 ): Promise<T> {
   const limit = timeoutMs(flags);
-  const client = create(connectionFrom(flags));
+  const client = await create(connectionFrom(flags));
   const controller = new AbortController();
   const interrupt = () => controller.abort(new PluginError(Code.Cancelled, "interrupted"));
   process.once("SIGINT", interrupt);

@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { createRuntimeAdminClient, type RuntimeAdminClient } from "../client/runtime-admin-client.js";
+import type { RuntimeAdminClient } from "../client/runtime-admin-client.js";
 import { gatherRuntimeRelease } from "../compiler/runtime-release-layout.js";
 import type { PrewarmProgress, RuntimeRelease } from "../gen/atomix/plugins/admin/v1/admin.js";
 import {
@@ -20,7 +20,12 @@ export function withRuntimeClient<T>(
   flags: ClientFlags,
   use: (client: RuntimeAdminClient, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
 ): Promise<T> {
-  return withClientOf(createRuntimeAdminClient, flags, use);
+  return withClientOf(
+    async (connection) =>
+      (await import("../client/runtime-admin-client.js")).createRuntimeAdminClient(connection),
+    flags,
+    use,
+  );
 }
 
 /** A release as `--json` prints it. */

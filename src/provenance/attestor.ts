@@ -1,5 +1,5 @@
-import { bundleToJSON } from "@sigstore/bundle";
-import { DSSEBundleBuilder, type Signer } from "@sigstore/sign";
+import type { bundleToJSON } from "@sigstore/bundle";
+import type { DSSEBundleBuilder, Signer } from "@sigstore/sign";
 import type { ArtifactManifest } from "../model/artifact.js";
 import { PROVENANCE } from "../model/provenance.js";
 import type { SigningKey } from "./signing-key.js";
@@ -25,17 +25,38 @@ export function createAttestor(key: SigningKey, builderId: string = PROVENANCE.d
       key: { $case: "publicKey", publicKey: key.publicKeyPem, hint: key.keyId },
     }),
   };
-  const builder = new DSSEBundleBuilder({ signer, witnesses: [] });
+  // @sigstore/sign (with the HTTP stack it brings for Fulcio and Rekor,
+  // unused here) is about 8 MiB of a fresh server: loaded at the first
+  // signature, not at start (README, Performance: a fresh server's memory).
+  let loaded: Promise<SigstoreParts> | undefined;
+  const sigstore = () => {
+    loaded ??= loadSigstore(signer);
+    return loaded;
+  };
   return {
     keyId: key.keyId,
     builderId,
     async attest(manifest, origin) {
       const statement = provenanceStatement(manifest, origin, builderId);
+      const { builder, bundleToJSON } = await sigstore();
       const bundle = await builder.create({
         data: Buffer.from(JSON.stringify(statement)),
         type: PROVENANCE.payloadType,
       });
       return Buffer.from(JSON.stringify(bundleToJSON(bundle)));
     },
+  };
+}
+
+interface SigstoreParts {
+  builder: DSSEBundleBuilder;
+  bundleToJSON: typeof bundleToJSON;
+}
+
+async function loadSigstore(signer: Signer): Promise<SigstoreParts> {
+  const [sign, bundle] = await Promise.all([import("@sigstore/sign"), import("@sigstore/bundle")]);
+  return {
+    builder: new sign.DSSEBundleBuilder({ signer, witnesses: [] }),
+    bundleToJSON: bundle.bundleToJSON,
   };
 }

@@ -1,5 +1,4 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import { type ServeConfig, splitHostPort } from "../config.js";
@@ -13,7 +12,7 @@ import { CallTracker } from "./call-tracker.js";
 import { createCompilerService } from "./compiler-service.js";
 import { guardConnections } from "./connection-guard.js";
 import { grpcService } from "./grpc-service.js";
-import { addHealthList, type ServingStatus } from "./health-list.js";
+import { addHealthService, HEALTH_SERVICE_NAME, HEALTH_WATCH_PATH } from "./health-service.js";
 import { listenError } from "./listen-error.js";
 import { createMetrics, type ServerMetrics } from "./metrics.js";
 import { addReflectionService, REFLECTION_SERVICE_NAMES } from "./reflection-service.js";
@@ -29,8 +28,6 @@ export const SERVICE_NAMES = [
   "atomix.runtime.v1.PluginCompiler",
   "atomix.plugins.admin.v1.PluginAdmin",
 ] as const;
-
-const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
 
 export interface ServerDeps {
   config: ServeConfig;
@@ -101,12 +98,7 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     { ...createAdminService({ ...deps, auth }), ...createRuntimeAdminService({ ...deps, auth }) },
   );
 
-  const health = new HealthImplementation(
-    Object.fromEntries([["", "SERVING"], ...SERVICE_NAMES.map((name) => [name, "SERVING"])]),
-  );
-  health.addToServer(server);
-  let serving: ServingStatus = "SERVING";
-  addHealthList(server, () => new Map(["", ...SERVICE_NAMES].map((name) => [name, serving])));
+  const health = addHealthService(server, SERVICE_NAMES, deps.log);
 
   addReflectionService(
     server,
@@ -126,12 +118,8 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   const address = `${hostPart}:${bound}`;
 
   let stopping: Promise<void> | undefined;
-  const setHealth = (status: ServingStatus) => {
-    serving = status;
-    for (const name of ["", ...SERVICE_NAMES]) health.setStatus(name, status);
-  };
   const store = watchStoreReachable(deps, (reachable) => {
-    if (stopping === undefined) setHealth(reachable ? "SERVING" : "NOT_SERVING");
+    if (stopping === undefined) health.setStatus(reachable ? "SERVING" : "NOT_SERVING");
   });
   return {
     address,
@@ -140,7 +128,7 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     shutdown(graceMs) {
       stopping ??= (async () => {
         store.stop();
-        setHealth("NOT_SERVING");
+        health.setStatus("NOT_SERVING");
         // A watcher has just been told NOT_SERVING; left open, its stream
         // would hold its connection, and the process, for the whole grace.
         calls.endCalls(
@@ -170,7 +158,6 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
 
 /** How long calls ended by shutdown get to send their status before their connections are dropped. */
 const TRAILERS_FLUSH_MS = 200;
-const HEALTH_WATCH_PATH = "/grpc.health.v1.Health/Watch";
 /** The server pings a connection this long after the last frame it received on it... */
 const KEEPALIVE_TIME_MS = 120_000;
 /** ...and closes it if the answer takes longer than this. */

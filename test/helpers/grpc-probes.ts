@@ -1,26 +1,37 @@
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import {
-  type Client,
-  credentials,
-  loadPackageDefinition,
-  makeGenericClientConstructor,
-  type ServiceDefinition,
-} from "@grpc/grpc-js";
+import { fileURLToPath } from "node:url";
+import { type Client, credentials, loadPackageDefinition } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
-import { service as healthService } from "grpc-health-check";
 
 type Callback<T> = (error: Error | null, response: T) => void;
 
+/** A grpc.health.v1.Health client: Check, Watch and List, statuses as their enum names. */
+export type HealthClient = Client & {
+  check(request: { service: string }, callback: Callback<{ status: string }>): void;
+  watch(request: { service: string }): NodeJS.EventEmitter & { cancel(): void };
+  list(
+    request: Record<string, never>,
+    callback: Callback<{ statuses: Record<string, { status: string }> }>,
+  ): void;
+};
+
+/**
+ * A health client built the way grpc-health-probe's is: from the upstream
+ * health.proto (the copy in proto-vendor/), with protobufjs, not with the
+ * server's own codec.
+ */
+export function healthClient(address: string): HealthClient {
+  const root = join(dirname(fileURLToPath(import.meta.url)), "../../../proto-vendor");
+  const definition = loadSync("grpc/health/v1/health.proto", { includeDirs: [root], enums: String });
+  // biome-ignore lint/suspicious/noExplicitAny: the package object is untyped by construction
+  const pkg = loadPackageDefinition(definition) as any;
+  return new pkg.grpc.health.v1.Health(address, credentials.createInsecure()) as HealthClient;
+}
+
 /** Asks grpc.health.v1.Health/Check, as a Kubernetes probe or grpc-health-probe would. */
 export async function checkHealth(address: string, service = ""): Promise<string> {
-  const HealthClient = makeGenericClientConstructor(
-    healthService as ServiceDefinition,
-    "grpc.health.v1.Health",
-  );
-  const client = new HealthClient(address, credentials.createInsecure()) as unknown as Client & {
-    check(request: { service: string }, callback: Callback<{ status: string }>): void;
-  };
+  const client = healthClient(address);
   try {
     return await new Promise<string>((resolve, reject) =>
       client.check({ service }, (error, response) => (error ? reject(error) : resolve(response.status))),
