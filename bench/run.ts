@@ -316,62 +316,12 @@ async function singleStream(
   const { singlePulls } = ctx.options;
   const mib = ctx.options.singleMiB;
   const name = nameFor(mib);
-  const times = (n: number) => Array.from({ length: n }, (_, i) => i);
   const results = await interleave(flip, [
+    ["nginx", () => withCpu(s.nginx, () => curlPulls(ctx, `http://${s.nginx.address}/${name}`, false))],
+    // What a runtime using curl needs to check what our client checks.
     [
-      "nginx",
-      () =>
-        withCpu(s.nginx, async () => {
-          const ms: number[] = [];
-          let bytes = 0;
-          for (const i of times(singlePulls)) {
-            const to = join(ctx.sink, `curl-${i}`);
-            const out = await run("curl", [
-              "-sS",
-              "--fail",
-              "-o",
-              to,
-              "-w",
-              "%{time_total} %{size_download}",
-              `http://${s.nginx.address}/${name}`,
-            ]);
-            const [seconds, size] = out.trim().split(" ").map(Number) as [number, number];
-            ms.push(seconds * 1000);
-            bytes += size;
-            await rm(to, { force: true });
-          }
-          return { ms, bytes };
-        }),
-    ],
-    [
-      // What a runtime using curl needs to check what our client checks:
-      // curl writes the file, then OpenSSL (SHA-NI, as Node.js's hash)
-      // digests it; curl's own time plus the digest's wall time.
       "nginxVerified",
-      () =>
-        withCpu(s.nginx, async () => {
-          const ms: number[] = [];
-          let bytes = 0;
-          for (const i of times(singlePulls)) {
-            const to = join(ctx.sink, `curl-verified-${i}`);
-            const out = await run("curl", [
-              "-sS",
-              "--fail",
-              "-o",
-              to,
-              "-w",
-              "%{time_total} %{size_download}",
-              `http://${s.nginx.address}/${name}`,
-            ]);
-            const [seconds, size] = out.trim().split(" ").map(Number) as [number, number];
-            const started = performance.now();
-            await run("openssl", ["dgst", "-sha256", to]);
-            ms.push(seconds * 1000 + performance.now() - started);
-            bytes += size;
-            await rm(to, { force: true });
-          }
-          return { ms, bytes };
-        }),
+      () => withCpu(s.nginx, () => curlPulls(ctx, `http://${s.nginx.address}/${name}`, true)),
     ],
     [
       "oursTs",
@@ -395,6 +345,31 @@ async function singleStream(
   }
   sample.digestMs = digestMs(mib);
   return sample;
+}
+
+/**
+ * `singlePulls` downloads of `url` by curl to a file, timed by curl itself;
+ * with `verify`, each file is then digested by OpenSSL (SHA-NI, as Node.js's
+ * hash is), and the digest's wall time is added.
+ */
+async function curlPulls(
+  ctx: Context,
+  url: string,
+  verify: boolean,
+): Promise<{ ms: number[]; bytes: number }> {
+  const ms: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < ctx.options.singlePulls; i++) {
+    const to = join(ctx.sink, `curl-${i}`);
+    const out = await run("curl", ["-sS", "--fail", "-o", to, "-w", "%{time_total} %{size_download}", url]);
+    const [seconds, size] = out.trim().split(" ").map(Number) as [number, number];
+    const started = performance.now();
+    if (verify) await run("openssl", ["dgst", "-sha256", to]);
+    ms.push(seconds * 1000 + (verify ? performance.now() - started : 0));
+    bytes += size;
+    await rm(to, { force: true });
+  }
+  return { ms, bytes };
 }
 
 /** The SHA-256 of `mib` MiB in this process: what checking the digest costs our client, alone. */
