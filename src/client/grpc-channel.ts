@@ -15,6 +15,8 @@ import {
   type ServiceDefinition,
 } from "../protocol/service-definition.js";
 import {
+  atDeadline,
+  checkToken,
   frameMessage,
   grpcMessage,
   httpFailure,
@@ -71,9 +73,13 @@ export interface ChannelOptions {
 const DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024;
 
 export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}): GrpcChannel {
+  checkToken(options.token);
   let session: ClientHttp2Session | undefined;
-  let calls = 0;
+  /** Calls running on each session: a session holds the process open only while it has some. */
+  const running = new Map<ClientHttp2Session, number>();
   let closed = false;
+  /** Aborted by close(): the calls in flight end at once, so that nothing is left running or holding the process. */
+  const closing = new AbortController();
 
   /** The kept session, or a new one if the server closed it or is going away. */
   function open(): ClientHttp2Session {
@@ -94,17 +100,32 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
     return opened;
   }
 
-  /** A session holds the process open only while a call is running on it. */
   function begin(): ClientHttp2Session {
     if (closed) throw new PluginError(Code.Cancelled, "the client was closed");
     const current = open();
-    calls++;
+    running.set(current, (running.get(current) ?? 0) + 1);
     current.ref();
     return current;
   }
-  function end(): void {
-    calls--;
-    if (calls === 0) session?.unref();
+  function end(current: ClientHttp2Session): void {
+    const left = (running.get(current) ?? 1) - 1;
+    if (left > 0) {
+      running.set(current, left);
+      return;
+    }
+    running.delete(current);
+    if (current === session) current.unref();
+    else current.destroy(); // retired (gone away, or not answering): nothing else will end it
+  }
+  /**
+   * No more calls on `current`. A session can stop answering without closing
+   * (nghttp2 stops reading one it found broken, and Node.js never says so):
+   * a call whose deadline passed without any answer retires it, so that the
+   * next call dials again instead of waiting on it too.
+   */
+  function retire(current: ClientHttp2Session): void {
+    if (session === current) session = undefined;
+    if (!running.has(current)) current.destroy();
   }
 
   async function call<Response>(
@@ -117,6 +138,7 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
     if (signal?.aborted) throw cancelled(signal);
     const current = begin();
     let stream: ClientHttp2Stream | undefined;
+    let responded = false;
     try {
       stream = current.request(
         {
@@ -127,6 +149,9 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
         },
         { endStream: false },
       );
+      stream.once("response", () => {
+        responded = true;
+      });
       const response = readResponse<Response>(
         current,
         stream,
@@ -134,16 +159,18 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
         options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE,
         target.authority,
       );
-      const answered = bounded(response, stream, settings);
+      const answered = bounded(response, stream, settings, closing.signal);
       answered.catch(() => {});
       await Promise.race([send(stream, answered), answered]);
       return await answered;
     } catch (error) {
-      throw PluginError.from(error);
+      const failure = PluginError.from(error);
+      if (failure.code === Code.DeadlineExceeded && !responded) retire(current);
+      throw failure;
     } finally {
       // Answered while our side was still sending, or failed: the stream goes.
       if (stream && !stream.closed) stream.close(constants.NGHTTP2_CANCEL);
-      end();
+      end(current);
     }
   }
 
@@ -170,11 +197,23 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
             ? requests[Symbol.asyncIterator]()
             : (requests as Iterable<RequestOf<typeof method>>)[Symbol.iterator]();
         let finished = false;
-        const early = answered.then(() => undefined);
+        // Settles once the answer is in, whatever it is: that answer is the call's.
+        let over = false;
+        const early = answered.then(
+          () => {
+            over = true;
+          },
+          () => {
+            over = true;
+          },
+        );
         try {
           for (;;) {
             const next = await Promise.race([iterator.next(), early]);
-            if (!next) return; // answered (with an error, or early): that answer is the call's
+            // A plain iterable's next value wins every race, even against an
+            // answer already in: without `over` it would be read (and the
+            // event loop starved) forever.
+            if (!next || over) return;
             if (next.done) break;
             const frame = frameMessage(method.requestType.encode(next.value).finish());
             if (!stream.write(frame)) await Promise.race([drained(stream), answered]);
@@ -190,7 +229,11 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
 
     close() {
       closed = true;
-      session?.close();
+      closing.abort();
+      // Destroyed, not closed: a graceful close waits for the server to take
+      // our frames, and one that reads nothing (while flooding us) would keep
+      // the session, and the process, alive.
+      session?.destroy();
       session = undefined;
     },
   };
@@ -199,30 +242,35 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
 /** A call the server refused before taking it: nothing of it was done. */
 class UntakenCall extends PluginError {}
 
-/** The answer, or CANCELLED when `signal` aborts, or DEADLINE_EXCEEDED past the deadline; the stream is reset then. */
+/**
+ * The answer, or CANCELLED when `signal` aborts or the client is closed, or
+ * DEADLINE_EXCEEDED past the deadline; the stream is reset then.
+ */
 function bounded<Response>(
   response: Promise<Response>,
   stream: ClientHttp2Stream,
   { signal, deadline }: CallSettings,
+  closing: AbortSignal,
 ): Promise<Response> {
-  if (!signal && deadline === undefined) return response;
   return new Promise<Response>((resolve, reject) => {
     const stop = (failure: PluginError) => {
       if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
       reject(failure);
     };
     const onAbort = () => stop(cancelled(signal));
+    const onClose = () => stop(new PluginError(Code.Cancelled, "the client was closed during the call"));
     signal?.addEventListener("abort", onAbort, { once: true });
-    const timer =
+    closing.addEventListener("abort", onClose, { once: true });
+    const stopTimer =
       deadline === undefined
         ? undefined
-        : setTimeout(
-            () => stop(new PluginError(Code.DeadlineExceeded, "the call passed its deadline")),
-            Math.max(0, deadline - Date.now()),
+        : atDeadline(deadline, () =>
+            stop(new PluginError(Code.DeadlineExceeded, "the call passed its deadline")),
           );
     response.then(resolve, reject).finally(() => {
-      clearTimeout(timer);
+      stopTimer?.();
       signal?.removeEventListener("abort", onAbort);
+      closing.removeEventListener("abort", onClose);
     });
   });
 }
@@ -254,20 +302,30 @@ function readResponse<Response>(
   return new Promise<Response>((resolve, reject) => {
     let headers: (IncomingHttpHeaders & IncomingHttpStatusHeader) | undefined;
     let trailers: IncomingHttpHeaders | undefined;
+    /** The leading headers ended the stream: a trailers-only answer. */
+    let headersOnly = false;
     let failure: PluginError | undefined;
     let streamError: Error | undefined;
     let settled = false;
     const chunks: Buffer[] = [];
     let received = 0;
 
-    stream.on("response", (fields) => {
+    stream.on("response", (fields, flags) => {
       headers = fields;
+      headersOnly = (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0;
       failure ??= httpFailure(asMap(fields));
+      // Not gRPC: the headers say all there is, and the body (a proxy's
+      // page, maybe endless) is neither kept nor waited for.
+      if (failure) {
+        settle();
+        stream.close(constants.NGHTTP2_CANCEL);
+      }
     });
     stream.on("trailers", (fields) => {
       trailers = fields;
     });
     stream.on("data", (chunk: Buffer) => {
+      if (failure) return;
       received += chunk.byteLength;
       if (received > maxBytes + 5 && !failure) {
         failure = new PluginError(
@@ -299,7 +357,10 @@ function readResponse<Response>(
 
     function outcome(): Response {
       if (failure) throw failure;
-      const status = trailers?.["grpc-status"] !== undefined ? trailers : headers;
+      // A status in the leading headers counts only when they ended the
+      // stream (trailers-only), as grpc-js reads it: a stream reset, or cut
+      // with its connection, before its trailers has no OK, whatever came before.
+      const status = trailers?.["grpc-status"] !== undefined ? trailers : headersOnly ? headers : undefined;
       if (status?.["grpc-status"] === undefined) throw brokenStream();
       const code = Number(status["grpc-status"]);
       if (code !== Code.Ok) throw statusFailure(code, grpcMessage(single(status["grpc-message"])));

@@ -26,6 +26,20 @@ export function requestHeaders(options: {
   return headers;
 }
 
+/**
+ * Refuses a token no header value can carry (control characters, non-ASCII):
+ * sent as is, it would reach the server as a broken header, and an HTTP/1
+ * hop could split it into headers of its own. The message does not show it.
+ */
+export function checkToken(token: string | undefined): void {
+  if (token !== undefined && !/^[\x20-\x7e]*$/.test(token)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      "the token holds characters a header cannot carry (control characters or non-ASCII)",
+    );
+  }
+}
+
 /** One length-prefixed, uncompressed gRPC message. */
 export function frameMessage(message: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(5 + message.byteLength);
@@ -39,6 +53,24 @@ export function frameMessage(message: Uint8Array): Buffer {
 export function grpcTimeout(ms: number): string {
   const millis = Math.max(1, Math.ceil(ms));
   return millis <= 99_999_999 ? `${millis}m` : `${Math.min(99_999_999, Math.ceil(millis / 1000))}S`;
+}
+
+/** The longest delay one Node.js timer holds; a longer one fires at once (TimeoutOverflowWarning). */
+const LONGEST_TIMER = 2 ** 31 - 1;
+
+/**
+ * Calls `expire` once `deadline` (epoch ms) has passed, however far away it
+ * is: a `timeoutMs` past 24.8 days would otherwise end the call at once.
+ * Returns the cancel function.
+ */
+export function atDeadline(deadline: number, expire: () => void): () => void {
+  let timer: NodeJS.Timeout;
+  const arm = () => {
+    const left = deadline - Date.now();
+    timer = left > LONGEST_TIMER ? setTimeout(arm, LONGEST_TIMER) : setTimeout(expire, Math.max(0, left));
+  };
+  arm();
+  return () => clearTimeout(timer);
 }
 
 /** A response that is not gRPC at all (a proxy's error page), mapped as gRPC's HTTP status table says. */

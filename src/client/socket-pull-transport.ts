@@ -6,6 +6,8 @@ import type { BuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
 import { PullStreamParser } from "../protocol/pull-stream-parser.js";
 import {
+  atDeadline,
+  checkToken,
   frameMessage,
   grpcMessage,
   httpFailure,
@@ -58,6 +60,7 @@ import { ReceiveBuffers } from "./wire/receive-buffers.js";
  * (grpc-channel.ts).
  */
 export function socketPullTransport(target: ServerTarget, options: SocketPullOptions = {}): PullTransport {
+  checkToken(options.token);
   let kept: PullConnection | undefined;
   let closed = false;
   const release = (connection: PullConnection) => {
@@ -398,12 +401,11 @@ class PullCall {
     const { signal, deadline } = this.attempt;
     const onAbort = () => this.fail(cancelled(signal as AbortSignal));
     signal?.addEventListener("abort", onAbort, { once: true });
-    const timer =
+    const stopTimer =
       deadline === undefined
         ? undefined
-        : setTimeout(
-            () => this.fail(new PluginError(Code.DeadlineExceeded, "the pull passed its deadline")),
-            Math.max(0, deadline - Date.now()),
+        : atDeadline(deadline, () =>
+            this.fail(new PluginError(Code.DeadlineExceeded, "the pull passed its deadline")),
           );
     try {
       this.id = this.connection.start(this, this.requestHeaders(), requestMessage(this.key));
@@ -413,7 +415,7 @@ class PullCall {
       this.untaken = true;
       this.failure ??= PluginError.from(error);
     } finally {
-      clearTimeout(timer);
+      stopTimer?.();
       signal?.removeEventListener("abort", onAbort);
     }
     // Bytes in hand before the transport broke are good: they are written
