@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { readdir } from "node:fs/promises";
 import { connect as http2Connect, constants as http2Constants } from "node:http2";
 import { connect as netConnect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
@@ -10,6 +9,7 @@ import { createPluginClient } from "../src/client/index.js";
 import { splitHostPort } from "../src/config.js";
 import { healthClient } from "./helpers/grpc-probes.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
+import { serverState, waitFor } from "./helpers/server-state.js";
 
 const key = {
   runtime: { version: "1.0.0", buildVersion: "node20" },
@@ -37,36 +37,6 @@ const pullRequest = (() => {
   prefix.writeUInt32BE(request.length, 1);
   return Buffer.concat([prefix, request]);
 })();
-
-interface ServerState {
-  descriptors: number;
-  pullsInFlight: number;
-  chunkBytes: number;
-  openBlobs: number;
-}
-
-/** The server process's open descriptors, and what its /metrics say pulls hold. */
-async function serverState(server: ServerProcess): Promise<ServerState> {
-  const metrics = await (await fetch(`http://${server.http}/metrics`)).text();
-  const gauge = (name: string) =>
-    Number(new RegExp(`^${name} (\\S+)$`, "m").exec(metrics)?.[1] ?? Number.NaN);
-  return {
-    descriptors: (await readdir(`/proc/${server.child.pid}/fd`)).length,
-    pullsInFlight: gauge("atomix_plugins_pulls_in_flight"),
-    chunkBytes: gauge("atomix_plugins_pull_chunk_bytes"),
-    openBlobs: gauge("atomix_plugins_pull_open_blobs"),
-  };
-}
-
-/** Reads `read()` until `done` holds, up to 100 times (the server closes what clients dropped in its own time). */
-async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  let value = await read();
-  for (let attempt = 0; attempt < 100 && !done(value); attempt++) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    value = await read();
-  }
-  return value;
-}
 
 /** Opens a TCP connection and resolves once it is connected. */
 async function rawConnection(address: string): Promise<Socket> {

@@ -2,6 +2,7 @@ import type {
   Http2SecureServer,
   Http2Server,
   Http2Session,
+  IncomingHttpHeaders,
   ServerHttp2Session,
   ServerHttp2Stream,
 } from "node:http2";
@@ -124,9 +125,12 @@ export function guardConnections(
       });
       limitPings(session, key);
     });
-    http2Server.on("stream", (stream: ServerHttp2Stream) => {
+    http2Server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
       const session = stream.session;
       if (!session) return;
+      if (!clientKinds.has(session)) {
+        clientKinds.set(session, /^grpc-go\//.test(headers["user-agent"] ?? "") ? "grpc-go" : "other");
+      }
       // A stream the client reset (a cancelled call) closes with its code;
       // one reset right after its HEADERS is closed before this event.
       const counted = () => {
@@ -139,6 +143,8 @@ export function guardConnections(
     });
   }
 
+  /** Which client a session serves, named by its first call's user-agent: see spendReset. */
+  const clientKinds = new WeakMap<Http2Session, "grpc-go" | "other">();
   /** Each session's model of nghttp2's stream reset budget. */
   const resetBudgets = new WeakMap<Http2Session, { tokens: number; at: number; closing: boolean }>();
 
@@ -158,9 +164,14 @@ export function guardConnections(
    * So the same budget is kept here, and a connection that has spent most
    * of it is retired safely, in three steps:
    *
-   * 1. SETTINGS_MAX_CONCURRENT_STREAMS 0, so the client numbers no new
-   *    stream on it (a grpc-go client otherwise may reset a stream it
-   *    numbered but never sent, one nghttp2 sees as idle).
+   * 1. For a grpc-go client only, SETTINGS_MAX_CONCURRENT_STREAMS 0, so it
+   *    numbers no new stream on the connection (otherwise it may reset a
+   *    stream it numbered but never sent, one nghttp2 sees as idle). Not
+   *    for others: a C-core client writes HEADERS it had queued right after
+   *    its acknowledgement of that setting, which nghttp2 takes for a
+   *    connection PROTOCOL_ERROR (the GOAWAY(INTERNAL_ERROR) grpcio logged),
+   *    and those that cross the setting are refused (REFUSED_STREAM), which
+   *    C-core 1.51 does not retry (test/pull-streams-grpcio.test.ts).
    * 2. Once the client has acknowledged that, a GOAWAY(NO_ERROR) notice
    *    whose last stream id is the largest there is: the client moves its
    *    next calls to a new connection, and nghttp2, having sent a GOAWAY,
@@ -210,6 +221,10 @@ export function guardConnections(
       // gets a fixed time to read the notice.
       setTimeout(close, RETIRE_NOTICE_MS).unref();
     };
+    if (clientKinds.get(session) !== "grpc-go") {
+      notice();
+      return;
+    }
     // A client that never acknowledges the settings gets the notice anyway.
     setTimeout(notice, RETIRE_ACK_TIMEOUT_MS).unref();
     try {
