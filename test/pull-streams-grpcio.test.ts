@@ -10,7 +10,7 @@ import type { BuildKey } from "../src/model/build-key.js";
 import { REPO_ROOT } from "./helpers/go-fixtures.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
-import { serverState, waitFor } from "./helpers/server-state.js";
+import { assertSettled, serverState } from "./helpers/server-state.js";
 
 /** Debian's python3-grpcio installs into the system interpreter, not into one a version manager puts first on PATH. */
 const PYTHON = "/usr/bin/python3";
@@ -126,16 +126,6 @@ describe("pull streams from grpcio (C-core) under cancellation", () => {
     assert.ok(report.refused < 100, `${report.refused} pulls were refused`);
 
     assert.equal(await checkHealth(server.address), "SERVING");
-    const settled = await waitFor(
-      () => serverState(server),
-      (state) => state.pullsInFlight === 0 && state.descriptors <= baseline.descriptors,
-    );
-    assert.equal(settled.pullsInFlight, 0);
-    assert.equal(settled.chunkBytes, 0);
-    assert.equal(settled.openBlobs, 0);
-    assert.ok(
-      settled.descriptors <= baseline.descriptors,
-      `${settled.descriptors} descriptors open, ${baseline.descriptors} before`,
-    );
+    await assertSettled(server, baseline);
   });
 });

@@ -9,7 +9,7 @@ import { createPluginClient } from "../src/client/index.js";
 import { splitHostPort } from "../src/config.js";
 import { healthClient } from "./helpers/grpc-probes.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
-import { serverState, waitFor } from "./helpers/server-state.js";
+import { assertSettled, serverState } from "./helpers/server-state.js";
 
 const key = {
   runtime: { version: "1.0.0", buildVersion: "node20" },
@@ -252,17 +252,7 @@ describe("connections whose client cancels a lot", () => {
       [],
     );
     // Every pull has ended on the server, and what they held is back.
-    const settled = await waitFor(
-      () => serverState(server),
-      (state) => state.pullsInFlight === 0 && state.descriptors <= baseline.descriptors,
-    );
-    assert.equal(settled.pullsInFlight, 0);
-    assert.equal(settled.chunkBytes, 0);
-    assert.equal(settled.openBlobs, 0);
-    assert.ok(
-      settled.descriptors <= baseline.descriptors,
-      `${settled.descriptors} descriptors open, ${baseline.descriptors} before`,
-    );
+    await assertSettled(server, baseline);
   });
 });
 

@@ -1,3 +1,4 @@
+import assert from "node:assert/strict";
 import { readdir } from "node:fs/promises";
 import type { ServerProcess } from "./server-process.js";
 
@@ -29,4 +30,23 @@ export async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boo
     value = await read();
   }
   return value;
+}
+
+/**
+ * Waits for every pull to have ended on the server, then asserts that what
+ * they held is back: no pull in flight, no chunk bytes, no open artifact,
+ * and no more descriptors than `baseline`.
+ */
+export async function assertSettled(server: ServerProcess, baseline: ServerState): Promise<void> {
+  const settled = await waitFor(
+    () => serverState(server),
+    (state) => state.pullsInFlight === 0 && state.descriptors <= baseline.descriptors,
+  );
+  assert.equal(settled.pullsInFlight, 0);
+  assert.equal(settled.chunkBytes, 0);
+  assert.equal(settled.openBlobs, 0);
+  assert.ok(
+    settled.descriptors <= baseline.descriptors,
+    `${settled.descriptors} descriptors open, ${baseline.descriptors} before`,
+  );
 }
