@@ -76,15 +76,7 @@ export function createPrewarmer(options: PrewarmOptions): Prewarmer {
   }
 
   async function prewarm(release: RuntimeReleaseSummary): Promise<void> {
-    const state: PrewarmProgress = {
-      state: "running",
-      previousVersion: "",
-      planned: 0,
-      built: 0,
-      failed: 0,
-      skipped: 0,
-      failures: [],
-    };
+    const state = startingProgress("running");
     progress.set(release.version, state);
     const { previous, keys } = await plan(release);
     if (!previous) {
@@ -135,15 +127,7 @@ export function createPrewarmer(options: PrewarmOptions): Prewarmer {
 
   runtimes.onRegistered((release) => {
     if (options.mode === "off") {
-      progress.set(release.version, {
-        state: "off",
-        previousVersion: "",
-        planned: 0,
-        built: 0,
-        failed: 0,
-        skipped: 0,
-        failures: [],
-      });
+      progress.set(release.version, startingProgress("off"));
       return;
     }
     const run = prewarm(release).catch((error: unknown) => {
@@ -164,4 +148,9 @@ export function createPrewarmer(options: PrewarmOptions): Prewarmer {
       closed = true;
     },
   };
+}
+
+/** A release's pre-warm progress before any build: nothing planned yet. */
+function startingProgress(state: PrewarmProgress["state"]): PrewarmProgress {
+  return { state, previousVersion: "", planned: 0, built: 0, failed: 0, skipped: 0, failures: [] };
 }

@@ -21,15 +21,7 @@ const HASH_HEX = 32;
  * also in the manifest's annotations, and the store checks it on every read.
  */
 export function buildKeyTag(key: BuildKey): string {
-  const readable = [
-    key.plugin.name.replace(/^@/, ""),
-    key.plugin.version,
-    key.runtime.version,
-    key.runtime.buildVersion,
-  ]
-    .join("_")
-    .replace(/[^a-zA-Z0-9._-]/g, "-")
-    .slice(0, READABLE_MAX);
+  const readable = readableKey(key, READABLE_MAX);
   // A tag's first character may not be '.' or '-'; '_' is allowed.
   const head = /^[a-zA-Z0-9_]/.test(readable) ? readable : `_${readable.slice(0, READABLE_MAX - 1)}`;
   return `${head}-${buildKeyId(key).slice(0, HASH_HEX)}`;
@@ -49,4 +41,21 @@ export function readableTagPrefix(name: string): string | undefined {
   const prefix = `${name.replace(/^@/, "").replace(/[^a-zA-Z0-9._-]/g, "-")}_`;
   if (prefix.length >= READABLE_MAX || !/^[a-zA-Z0-9_]/.test(prefix)) return undefined;
   return prefix;
+}
+
+/**
+ * The part of a tag people read: `<plugin name>_<plugin version>_<runtime
+ * version>_<build version>`, without a scoped name's leading `@`, every
+ * character a tag may not hold replaced by `-`, cut to `max` characters.
+ */
+export function readableKey(key: BuildKey, max: number): string {
+  return [
+    key.plugin.name.replace(/^@/, ""),
+    key.plugin.version,
+    key.runtime.version,
+    key.runtime.buildVersion,
+  ]
+    .join("_")
+    .replace(/[^a-zA-Z0-9._-]/g, "-")
+    .slice(0, max);
 }

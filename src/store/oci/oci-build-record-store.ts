@@ -2,7 +2,15 @@ import { Code, PluginError } from "../../errors/plugin-error.js";
 import { type BuildKey, buildKeyId, formatBuildKey, parseBuildKey } from "../../model/build-key.js";
 import type { BuildRecord } from "../../model/build-record.js";
 import type { BuildRecordStore } from "../build-record-store.js";
-import { EMPTY_CONFIG, EMPTY_CONFIG_BYTES, MEDIA_TYPES, type OciImageManifest } from "./oci-manifest.js";
+import { readableKey } from "./build-key-tag.js";
+import {
+  EMPTY_CONFIG,
+  EMPTY_CONFIG_BYTES,
+  keyAnnotations,
+  keyFromAnnotations,
+  MEDIA_TYPES,
+  type OciImageManifest,
+} from "./oci-manifest.js";
 import { OciObjects, sha256 } from "./oci-objects.js";
 import type { RegistryClient } from "./registry-client.js";
 
@@ -13,10 +21,6 @@ export const BUILD_RECORD_MEDIA_TYPES = {
 } as const;
 
 const ANNOTATION = {
-  runtimeVersion: "dev.atomix.key.runtime.version",
-  buildVersion: "dev.atomix.key.runtime.build-version",
-  pluginName: "dev.atomix.key.plugin.name",
-  pluginVersion: "dev.atomix.key.plugin.version",
   outcome: "dev.atomix.build.outcome",
   code: "dev.atomix.build.code",
   finished: "org.opencontainers.image.created",
@@ -32,16 +36,7 @@ const LIST_CONCURRENCY = 8;
  * which never has a build key tag's shape (those end in `-<32 hex>`).
  */
 export function buildRecordTag(key: BuildKey): string {
-  const readable = [
-    key.plugin.name.replace(/^@/, ""),
-    key.plugin.version,
-    key.runtime.version,
-    key.runtime.buildVersion,
-  ]
-    .join("_")
-    .replace(/[^a-zA-Z0-9._-]/g, "-")
-    .slice(0, 80);
-  return `${TAG_PREFIX}${readable}_${buildKeyId(key).slice(0, 32)}`;
+  return `${TAG_PREFIX}${readableKey(key, 80)}_${buildKeyId(key).slice(0, 32)}`;
 }
 
 /**
@@ -97,10 +92,7 @@ export function createOciBuildRecordStore(options: { client: RegistryClient }): 
         config: { mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size },
         layers: [{ mediaType: BUILD_RECORD_MEDIA_TYPES.record, digest, size: bytes.byteLength }],
         annotations: {
-          [ANNOTATION.runtimeVersion]: record.key.runtime.version,
-          [ANNOTATION.buildVersion]: record.key.runtime.buildVersion,
-          [ANNOTATION.pluginName]: record.key.plugin.name,
-          [ANNOTATION.pluginVersion]: record.key.plugin.version,
+          ...keyAnnotations(record.key),
           [ANNOTATION.outcome]: record.outcome,
           [ANNOTATION.code]: record.code,
           [ANNOTATION.finished]: record.finishedAt,
@@ -126,16 +118,7 @@ export function createOciBuildRecordStore(options: { client: RegistryClient }): 
           if (!fetched || fetched.oci.artifactType !== BUILD_RECORD_MEDIA_TYPES.artifact || !annotations)
             continue;
           try {
-            const key = parseBuildKey({
-              runtime: {
-                version: annotations[ANNOTATION.runtimeVersion] ?? "",
-                buildVersion: annotations[ANNOTATION.buildVersion] ?? "",
-              },
-              plugin: {
-                name: annotations[ANNOTATION.pluginName] ?? "",
-                version: annotations[ANNOTATION.pluginVersion] ?? "",
-              },
-            });
+            const key = parseBuildKey(keyFromAnnotations(annotations));
             found.push({
               key,
               outcome: annotations[ANNOTATION.outcome] === "success" ? "success" : "failure",

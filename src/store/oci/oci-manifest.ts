@@ -27,6 +27,30 @@ export const KEY_ANNOTATIONS = {
   created: "org.opencontainers.image.created",
 } as const;
 const RESERVED = new Set<string>(Object.values(KEY_ANNOTATIONS));
+
+/** The build key as a manifest's annotations carry it (artifacts and build records alike). */
+export function keyAnnotations(key: BuildKey): Record<string, string> {
+  return {
+    [KEY_ANNOTATIONS.runtimeVersion]: key.runtime.version,
+    [KEY_ANNOTATIONS.buildVersion]: key.runtime.buildVersion,
+    [KEY_ANNOTATIONS.pluginName]: key.plugin.name,
+    [KEY_ANNOTATIONS.pluginVersion]: key.plugin.version,
+  };
+}
+
+/** The build key a manifest's annotations name, unchecked (missing fields are empty). */
+export function keyFromAnnotations(annotations: Record<string, string>): BuildKey {
+  return {
+    runtime: {
+      version: annotations[KEY_ANNOTATIONS.runtimeVersion] ?? "",
+      buildVersion: annotations[KEY_ANNOTATIONS.buildVersion] ?? "",
+    },
+    plugin: {
+      name: annotations[KEY_ANNOTATIONS.pluginName] ?? "",
+      version: annotations[KEY_ANNOTATIONS.pluginVersion] ?? "",
+    },
+  };
+}
 const TITLE = "org.opencontainers.image.title";
 
 export interface OciDescriptor {
@@ -53,12 +77,11 @@ export interface OciImageManifest {
  * the creation time and the artifact's own annotations.
  */
 export function toOciManifest(manifest: ArtifactManifest): OciImageManifest {
-  const annotations: Record<string, string> = { ...manifest.annotations };
-  annotations[KEY_ANNOTATIONS.runtimeVersion] = manifest.key.runtime.version;
-  annotations[KEY_ANNOTATIONS.buildVersion] = manifest.key.runtime.buildVersion;
-  annotations[KEY_ANNOTATIONS.pluginName] = manifest.key.plugin.name;
-  annotations[KEY_ANNOTATIONS.pluginVersion] = manifest.key.plugin.version;
-  annotations[KEY_ANNOTATIONS.created] = manifest.createdAt;
+  const annotations: Record<string, string> = {
+    ...manifest.annotations,
+    ...keyAnnotations(manifest.key),
+    [KEY_ANNOTATIONS.created]: manifest.createdAt,
+  };
   const title = `${manifest.key.plugin.name.replace(/^@/, "").replace(/\//g, "-")}-${manifest.key.plugin.version}`;
   return {
     schemaVersion: 2,
@@ -95,16 +118,7 @@ export function fromOciManifest(
       `${where} is not an atomix plugin artifact (artifactType ${oci.artifactType ?? "none"}, ${oci.layers?.length ?? 0} layers)`,
     );
   }
-  const key: BuildKey = {
-    runtime: {
-      version: annotations[KEY_ANNOTATIONS.runtimeVersion] ?? "",
-      buildVersion: annotations[KEY_ANNOTATIONS.buildVersion] ?? "",
-    },
-    plugin: {
-      name: annotations[KEY_ANNOTATIONS.pluginName] ?? "",
-      version: annotations[KEY_ANNOTATIONS.pluginVersion] ?? "",
-    },
-  };
+  const key = keyFromAnnotations(annotations);
   if (
     expected &&
     (key.runtime.version !== expected.runtime.version ||
