@@ -62,6 +62,16 @@ export interface CallSettings {
   deadline?: number | undefined;
 }
 
+/** A caller's `signal` and `timeoutMs` (CallControl) as one call's settings, its deadline counted from now. */
+export function callSettings(
+  control: { signal?: AbortSignal; timeoutMs?: number } | undefined,
+): CallSettings {
+  return {
+    signal: control?.signal,
+    deadline: control?.timeoutMs ? Date.now() + control.timeoutMs : undefined,
+  };
+}
+
 export interface ChannelOptions {
   /** Sent as `authorization: Bearer <token>`. */
   token?: string | undefined;

@@ -50,7 +50,7 @@ export function frameMessage(message: Uint8Array): Buffer {
 }
 
 /** gRPC's timeout header: at most 8 digits, so long deadlines go in seconds. */
-export function grpcTimeout(ms: number): string {
+function grpcTimeout(ms: number): string {
   const millis = Math.max(1, Math.ceil(ms));
   return millis <= 99_999_999 ? `${millis}m` : `${Math.min(99_999_999, Math.ceil(millis / 1000))}S`;
 }
@@ -96,7 +96,7 @@ export function httpFailure(headers: Map<string, string>): PluginError | undefin
   return undefined;
 }
 
-export const HTTP_TO_GRPC: Record<number, Code> = {
+const HTTP_TO_GRPC: Record<number, Code> = {
   400: Code.Internal,
   401: Code.Unauthenticated,
   403: Code.PermissionDenied,

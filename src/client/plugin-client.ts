@@ -13,7 +13,7 @@ import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key
 import type { ProvenanceStatement } from "../model/provenance.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
 import type { ConnectionOptions } from "./connection-options.js";
-import { type CallSettings, grpcChannel } from "./grpc-channel.js";
+import { type CallSettings, callSettings, grpcChannel } from "./grpc-channel.js";
 import { type TrustedKeySet, trustedKeySet, verifyProvenance } from "./provenance-check.js";
 import {
   type CallControl,
@@ -258,12 +258,11 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         }
       }
     }
-    const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : undefined;
     const response = await channel.clientStream(
       PluginAdminDefinition,
       PluginAdminDefinition.methods.pushPlugin,
       requests(),
-      { signal: options.signal, deadline },
+      callSettings(options),
     );
     if (!response.manifest) throw new PluginError(Code.Internal, "push answered without a manifest");
     return response.manifest;

@@ -10,7 +10,7 @@ import {
 import type { BuildKey } from "../model/build-key.js";
 import { RUNTIME_DESCRIPTOR_FILE } from "../model/runtime-release.js";
 import type { ConnectionOptions } from "./connection-options.js";
-import { type CallSettings, grpcChannel } from "./grpc-channel.js";
+import { callSettings, grpcChannel } from "./grpc-channel.js";
 import type { CallControl } from "./pull-artifact.js";
 import { serverTarget } from "./server-target.js";
 
@@ -29,10 +29,6 @@ export interface RuntimeAdminClient {
 
 export function createRuntimeAdminClient(connection: ConnectionOptions): RuntimeAdminClient {
   const channel = grpcChannel(serverTarget(connection.address, connection.tls), { token: connection.token });
-  const settings = (options: CallControl | undefined): CallSettings => ({
-    signal: options?.signal,
-    deadline: options?.timeoutMs ? Date.now() + options.timeoutMs : undefined,
-  });
   const { methods } = PluginAdminDefinition;
 
   return {
@@ -62,7 +58,7 @@ export function createRuntimeAdminClient(connection: ConnectionOptions): Runtime
         PluginAdminDefinition,
         methods.registerRuntime,
         requests(),
-        settings(options),
+        callSettings(options),
       );
     },
     async list(options) {
@@ -70,15 +66,15 @@ export function createRuntimeAdminClient(connection: ConnectionOptions): Runtime
         PluginAdminDefinition,
         methods.listRuntimes,
         {},
-        settings(options),
+        callSettings(options),
       );
       return response.releases;
     },
     inspect(version, options) {
-      return channel.unary(PluginAdminDefinition, methods.inspectRuntime, { version }, settings(options));
+      return channel.unary(PluginAdminDefinition, methods.inspectRuntime, { version }, callSettings(options));
     },
     buildLog(key, options) {
-      return channel.unary(PluginAdminDefinition, methods.getBuildLog, key, settings(options));
+      return channel.unary(PluginAdminDefinition, methods.getBuildLog, key, callSettings(options));
     },
     close: () => channel.close(),
   };
