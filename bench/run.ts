@@ -111,6 +111,13 @@ async function main(): Promise<void> {
     }
     await stopAll();
 
+    if (wants("unary")) {
+      for (let pair = 0; pair < options.unaryFreshPairs; pair++) {
+        log(`cache hits on fresh processes, pair ${pair + 1}/${options.unaryFreshPairs}`);
+        push(raw, "unaryFresh", await unaryFresh(ctx, dataDir, pair % 2 === 1));
+      }
+    }
+
     if (wants("rss")) {
       for (let round = 0; round < options.rssRounds; round++) {
         log(`peak memory by artifact size, round ${round + 1}/${options.rssRounds}`);
@@ -207,13 +214,19 @@ async function randomFile(path: string, size: number): Promise<string> {
   return path;
 }
 
-function startOurs(ctx: Context, dataDir: string): Promise<ServerProcess> {
+function startOurs(
+  ctx: Context,
+  dataDir: string,
+  extra: { nodeArgs?: string[]; onLine?: (line: string) => void } = {},
+): Promise<ServerProcess> {
+  const log = ctx.options.serverLog;
   return startServer({
     name: "atomix-plugins",
     command: process.execPath,
     args: [
       ...SERVER_NODE_FLAGS,
       ...ctx.options.serverNodeArgs,
+      ...(extra.nodeArgs ?? []),
       CLI,
       "serve",
       "--listen",
@@ -224,9 +237,10 @@ function startOurs(ctx: Context, dataDir: string): Promise<ServerProcess> {
       "info",
       ...ctx.options.serverArgs,
     ],
-    onLine: ctx.options.serverLog
-      ? (line) => appendFileSync(ctx.options.serverLog as string, `${Date.now()} ${line}\n`)
-      : undefined,
+    onLine: (line) => {
+      if (log) appendFileSync(log, `${Date.now()} ${line}\n`);
+      extra.onLine?.(line);
+    },
   });
 }
 
@@ -235,11 +249,14 @@ function startOurs(ctx: Context, dataDir: string): Promise<ServerProcess> {
  * young generation capped, which trades calls/s for memory): the ratio is
  * then what our code costs, not what the flag does (README, Performance).
  */
-function startBare(): Promise<ServerProcess> {
+function startBare(
+  extra: { nodeArgs?: string[]; onLine?: (line: string) => void } = {},
+): Promise<ServerProcess> {
   return startServer({
     name: "bare grpc-js",
     command: process.execPath,
-    args: [...SERVER_NODE_FLAGS, join(ROOT, "dist/bench/bare-unary-server.js")],
+    args: [...SERVER_NODE_FLAGS, ...(extra.nodeArgs ?? []), join(ROOT, "dist/bench/bare-unary-server.js")],
+    onLine: extra.onLine,
   });
 }
 
@@ -509,6 +526,85 @@ async function unary(ctx: Context, s: { ours: ServerProcess; bare: ServerProcess
   return sample;
 }
 
+/**
+ * What each scavenge promoted to the old generation, read from a server run
+ * with `--trace-gc-nvp` (one line per GC; `gc=s` marks a scavenge).
+ */
+function promotedPerScavenge() {
+  let values: number[] = [];
+  return {
+    onLine(line: string) {
+      if (!line.includes(" gc=s ")) return;
+      const promoted = / promoted=(\d+)/.exec(line);
+      if (promoted) values.push(Number(promoted[1]));
+    },
+    /** The median since the last call, in KiB. */
+    takeMedianKiB(): number {
+      const taken = values;
+      values = [];
+      return median(taken) / 1024;
+    },
+  };
+}
+
+/**
+ * A scavenge promotes at 2 x 4 MiB young generation either a few KiB (the
+ * calls in flight at one scavenge are gone by the next) or 600-900 KiB (each
+ * promotes the last one's survivors), and a process keeps the regime it
+ * falls into, which costs 1.3-1.6x the CPU a call: one process of each side
+ * is one draw (README, Performance). So this row starts a fresh pair each
+ * time, says which regime each side drew, and compares calls/s and CPU a
+ * call over several pairs.
+ */
+async function unaryFresh(ctx: Context, dataDir: string, flip: boolean): Promise<Sample> {
+  const trace = { ours: promotedPerScavenge(), bare: promotedPerScavenge() };
+  const nodeArgs = ["--trace-gc-nvp"];
+  const ours = await startOurs(ctx, dataDir, { nodeArgs, onLine: trace.ours.onLine });
+  const bare = await startBare({ nodeArgs, onLine: trace.bare.onLine }).catch(async (error: unknown) => {
+    await ours.stop();
+    throw error;
+  });
+  try {
+    const load = (server: ServerProcess, seconds: number) =>
+      run(ctx.go.client, [
+        ...["-mode", "unary", "-addr", server.address, "-name", nameFor(ctx.options.singleMiB)],
+        ...[
+          "-build",
+          RUNTIME.buildVersion,
+          "-c",
+          String(ctx.options.unaryCallers),
+          "-duration",
+          `${seconds}s`,
+        ],
+      ]).then((out) => JSON.parse(out) as UnaryFigures);
+    const measure = async (side: "ours" | "bare", server: ServerProcess) => {
+      await load(server, 1); // warm-up: JIT, and the young generation grown to its cap
+      trace[side].takeMedianKiB();
+      const before = await cpuSeconds(server.pid);
+      const figures = await load(server, ctx.options.unarySeconds);
+      const cpu = (await cpuSeconds(server.pid)) - before;
+      return {
+        ...figures,
+        cpuUsPerCall: (cpu * 1e6) / figures.calls,
+        promotedKiB: trace[side].takeMedianKiB(),
+      };
+    };
+    const r = await interleave(flip, [
+      ["ours", () => measure("ours", ours)],
+      ["bare", () => measure("bare", bare)],
+    ]);
+    const sample: Sample = {};
+    for (const [side, f] of Object.entries(r)) {
+      sample[`${side}CallsPerSec`] = f.callsPerSec;
+      sample[`${side}CpuUsPerCall`] = f.cpuUsPerCall;
+      sample[`${side}PromotedKiB`] = f.promotedKiB;
+    }
+    return sample;
+  } finally {
+    await Promise.all([ours.stop(), bare.stop()]);
+  }
+}
+
 /** How long a fresh server is left alone before its resident memory is read: start-up work settles. */
 const FRESH_SETTLE_MS = 1_500;
 
@@ -735,6 +831,32 @@ function summarize(options: BenchOptions, raw: Record<string, Sample[]>): Row[] 
         ratio: ratio("unary", "oursManyP50Ms", "bareManyP50Ms"),
         unit: "ms (p50)",
         note: `p99 ${fmt(m("unary", "oursManyP99Ms"))} vs ${fmt(m("unary", "bareManyP99Ms"))} ms`,
+      },
+    );
+  }
+  const fresh = raw.unaryFresh ?? [];
+  if (fresh.length > 0) {
+    // Below this a scavenge promoted only what was still starting: the low regime.
+    const low = (side: string) =>
+      fresh.filter((s) => (s[`${side}PromotedKiB`] ?? Number.POSITIVE_INFINITY) < 100);
+    const regimes = `promoting < 100 KiB a scavenge: ours in ${low("ours").length}, bare in ${low("bare").length} of ${fresh.length}`;
+    const inLow = (side: string) => median(low(side).map((s) => s[`${side}CpuUsPerCall`] ?? Number.NaN));
+    rows.push(
+      {
+        figure: `  calls/s at ${options.unaryCallers} callers, fresh pairs of processes`,
+        ours: m("unaryFresh", "oursCallsPerSec"),
+        peer: m("unaryFresh", "bareCallsPerSec"),
+        ratio: ratio("unaryFresh", "oursCallsPerSec", "bareCallsPerSec"),
+        unit: "calls/s",
+        note: regimes,
+      },
+      {
+        figure: "  server CPU a call, fresh pairs (all; in the low-promotion regime)",
+        ours: m("unaryFresh", "oursCpuUsPerCall"),
+        peer: m("unaryFresh", "bareCpuUsPerCall"),
+        ratio: ratio("unaryFresh", "oursCpuUsPerCall", "bareCpuUsPerCall"),
+        unit: "µs",
+        note: `low regime only: ${fmt(inLow("ours"))} vs ${fmt(inLow("bare"))} µs`,
       },
     );
   }

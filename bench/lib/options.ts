@@ -16,6 +16,8 @@ export interface BenchOptions {
   rssRounds: number;
   unarySeconds: number;
   unaryCallers: number;
+  /** Fresh pairs of processes (ours, bare) the cache-hit calls are also measured on. */
+  unaryFreshPairs: number;
   /** Bytes per message of the grpc-go peer; 0: the same as our server's. */
   peerChunk: number;
   /** Extra flags for `atomix-plugins serve` (e.g. "--chunk-size 1048576"). */
@@ -36,7 +38,7 @@ export interface BenchOptions {
 
 const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,fanout,unary,rss,compile]
   [--single-pulls N] [--concurrency N] [--slow-rate BYTES_PER_S] [--rss-sizes 1,64,512] [--fanout 100,1000,5000]
-  [--unary-seconds S] [--peer-chunk BYTES] [--server-args "--chunk-size 1048576"]
+  [--unary-seconds S] [--unary-fresh-pairs N] [--peer-chunk BYTES] [--server-args "--chunk-size 1048576"]
   [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"] [--server-log FILE]
 Every flag also reads BENCH_<FLAG> from the environment (BENCH_ROUNDS=3).`;
 
@@ -55,6 +57,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
       "rss-rounds": { type: "string" },
       fanout: { type: "string" },
       "unary-seconds": { type: "string" },
+      "unary-fresh-pairs": { type: "string" },
       "peer-chunk": { type: "string" },
       "server-args": { type: "string" },
       "server-node-args": { type: "string" },
@@ -94,6 +97,7 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
     fanoutArtifacts: 4,
     unarySeconds: number("unary-seconds", quick ? 1 : 3),
     unaryCallers: 64,
+    unaryFreshPairs: number("unary-fresh-pairs", quick ? 2 : 5),
     peerChunk: number("peer-chunk", 0),
     serverArgs: (read("server-args") ?? "").split(/\s+/).filter(Boolean),
     serverNodeArgs: (read("server-node-args") ?? "").split(/\s+/).filter(Boolean),

@@ -132,14 +132,16 @@ export function guardConnections(
         clientKinds.set(session, /^grpc-go\//.test(headers["user-agent"] ?? "") ? "grpc-go" : "other");
       }
       // A stream the client reset (a cancelled call) closes with its code;
-      // one reset right after its HEADERS is closed before this event.
+      // one reset right after its HEADERS is closed before this event. The
+      // session is taken now: a closed stream no longer has one. "close"
+      // comes once, so on() does what once() would, without its wrapper.
       const counted = () => {
         if (stream.rstCode !== undefined && stream.rstCode !== http2Constants.NGHTTP2_NO_ERROR) {
           spendReset(session);
         }
       };
       if (stream.closed) counted();
-      else stream.once("close", counted);
+      else stream.on("close", counted);
     });
   }
 

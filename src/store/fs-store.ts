@@ -56,8 +56,16 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
    * of CompilePlugin and PullPlugin and skips the disk and the hash.
    */
   const manifests = new Map<string, ArtifactManifest>();
-  const cacheKey = (key: BuildKey) =>
-    `${key.runtime.version}\0${key.runtime.buildVersion}\0${key.plugin.name}\0${key.plugin.version}`;
+  const cacheKeys = new WeakMap<BuildKey, string>();
+  const cacheKey = (key: BuildKey) => {
+    // parseBuildKey hands out one object per valid key: its string is made once.
+    let text = cacheKeys.get(key);
+    if (text === undefined) {
+      text = `${key.runtime.version}\0${key.runtime.buildVersion}\0${key.plugin.name}\0${key.plugin.version}`;
+      cacheKeys.set(key, text);
+    }
+    return text;
+  };
   /** Digests whose blob is written but whose index entry may not be yet: gc keeps them. */
   const writing = new Map<Digest, number>();
 
