@@ -495,22 +495,18 @@ interface UnaryFigures {
   p99Ms: number;
 }
 
+/** The grpc-go client calling the cache-hit CompilePlugin on one connection for `seconds`. */
+async function unaryLoad(ctx: Context, server: ServerProcess, callers: number, seconds: number) {
+  const out = await run(ctx.go.client, [
+    ...["-mode", "unary", "-addr", server.address, "-name", nameFor(ctx.options.singleMiB)],
+    ...["-build", RUNTIME.buildVersion, "-c", String(callers), "-duration", `${seconds}s`],
+  ]);
+  return JSON.parse(out) as UnaryFigures;
+}
+
 async function unary(ctx: Context, s: { ours: ServerProcess; bare: ServerProcess }, flip: boolean) {
   const call = (server: ServerProcess, callers: number) =>
-    run(ctx.go.client, [
-      "-mode",
-      "unary",
-      "-addr",
-      server.address,
-      "-name",
-      nameFor(ctx.options.singleMiB),
-      "-build",
-      RUNTIME.buildVersion,
-      "-c",
-      String(callers),
-      "-duration",
-      `${ctx.options.unarySeconds}s`,
-    ]).then((out) => JSON.parse(out) as UnaryFigures);
+    unaryLoad(ctx, server, callers, ctx.options.unarySeconds);
   const r = await interleave(flip, [
     ["oursOne", () => call(s.ours, 1)],
     ["bareOne", () => call(s.bare, 1)],
@@ -566,17 +562,7 @@ async function unaryFresh(ctx: Context, dataDir: string, flip: boolean): Promise
   });
   try {
     const load = (server: ServerProcess, seconds: number) =>
-      run(ctx.go.client, [
-        ...["-mode", "unary", "-addr", server.address, "-name", nameFor(ctx.options.singleMiB)],
-        ...[
-          "-build",
-          RUNTIME.buildVersion,
-          "-c",
-          String(ctx.options.unaryCallers),
-          "-duration",
-          `${seconds}s`,
-        ],
-      ]).then((out) => JSON.parse(out) as UnaryFigures);
+      unaryLoad(ctx, server, ctx.options.unaryCallers, seconds);
     const measure = async (side: "ours" | "bare", server: ServerProcess) => {
       await load(server, 1); // warm-up: JIT, and the young generation grown to its cap
       trace[side].takeMedianKiB();
