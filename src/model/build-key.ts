@@ -72,8 +72,25 @@ export function parseBuildKey(input: KeyInput): BuildKey {
   const key = checkBuildKey(input);
   if (validKeys.size >= VALID_KEYS_KEPT) validKeys.clear();
   validKeys.set(joined, key);
+  keyTexts.set(key, joined);
   return key;
 }
+
+/**
+ * The key's fields joined by NUL: a map key that costs no hash (buildKeyId
+ * is a SHA-256). Made once per key object; parseBuildKey hands out one
+ * object per valid key, so the cache-hit hot path makes no string.
+ */
+export function buildKeyText(key: BuildKey): string {
+  let text = keyTexts.get(key);
+  if (text === undefined) {
+    text = `${key.runtime.version}\0${key.runtime.buildVersion}\0${key.plugin.name}\0${key.plugin.version}`;
+    keyTexts.set(key, text);
+  }
+  return text;
+}
+
+const keyTexts = new WeakMap<BuildKey, string>();
 
 /**
  * Keys that passed the checks, so that a fleet asking for the same few keys

@@ -15,7 +15,7 @@ import { dirname, join } from "node:path";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { ArtifactManifest, Digest, GarbageReport } from "../model/artifact.js";
 import { DEFAULT_MEDIA_TYPE, DIGEST_PATTERN } from "../model/artifact.js";
-import { type BuildKey, buildKeyId, formatBuildKey } from "../model/build-key.js";
+import { type BuildKey, buildKeyId, buildKeyText, formatBuildKey } from "../model/build-key.js";
 import type { ArtifactStore, ListFilter, ReadOptions } from "./artifact-store.js";
 import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
 import { writeHashedFile } from "./hashed-file.js";
@@ -56,16 +56,6 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
    * of CompilePlugin and PullPlugin and skips the disk and the hash.
    */
   const manifests = new Map<string, ArtifactManifest>();
-  const cacheKeys = new WeakMap<BuildKey, string>();
-  const cacheKey = (key: BuildKey) => {
-    // parseBuildKey hands out one object per valid key: its string is made once.
-    let text = cacheKeys.get(key);
-    if (text === undefined) {
-      text = `${key.runtime.version}\0${key.runtime.buildVersion}\0${key.plugin.name}\0${key.plugin.version}`;
-      cacheKeys.set(key, text);
-    }
-    return text;
-  };
   /** Digests whose blob is written but whose index entry may not be yet: gc keeps them. */
   const writing = new Map<Digest, number>();
 
@@ -130,15 +120,15 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     description: `filesystem store at ${root}`,
 
     async get(key) {
-      const cached = manifests.get(cacheKey(key));
+      const cached = manifests.get(buildKeyText(key));
       if (cached) return cached;
       const manifest = await readManifest(indexPath(buildKeyId(key)));
-      if (manifest) manifests.set(cacheKey(key), manifest);
+      if (manifest) manifests.set(buildKeyText(key), manifest);
       return manifest;
     },
 
     getCached(key) {
-      return manifests.get(cacheKey(key));
+      return manifests.get(buildKeyText(key));
     },
 
     read(manifest, options) {
@@ -199,7 +189,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
         options.signal?.throwIfAborted();
         await writeFileAtomic(indexPath(id), `${JSON.stringify(manifest, null, 2)}\n`, tmpDir);
         committed = true;
-        manifests.set(cacheKey(key), manifest);
+        manifests.set(buildKeyText(key), manifest);
         await pruneProvenance(id, digest);
         return manifest;
       } catch (error) {
@@ -236,7 +226,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
 
     async remove(key: BuildKey) {
       const id = buildKeyId(key);
-      manifests.delete(cacheKey(key));
+      manifests.delete(buildKeyText(key));
       try {
         await unlink(indexPath(id));
         await syncDirectory(indexDir);
