@@ -214,11 +214,13 @@ async function randomFile(path: string, size: number): Promise<string> {
   return path;
 }
 
-function startOurs(
-  ctx: Context,
-  dataDir: string,
-  extra: { nodeArgs?: string[]; onLine?: (line: string) => void } = {},
-): Promise<ServerProcess> {
+/** What a row adds to a server it starts: Node.js flags, and a reader of its stdout lines. */
+interface ExtraServerOptions {
+  nodeArgs?: string[];
+  onLine?: (line: string) => void;
+}
+
+function startOurs(ctx: Context, dataDir: string, extra: ExtraServerOptions = {}): Promise<ServerProcess> {
   const log = ctx.options.serverLog;
   return startServer({
     name: "atomix-plugins",
@@ -249,9 +251,7 @@ function startOurs(
  * young generation capped, which trades calls/s for memory): the ratio is
  * then what our code costs, not what the flag does (README, Performance).
  */
-function startBare(
-  extra: { nodeArgs?: string[]; onLine?: (line: string) => void } = {},
-): Promise<ServerProcess> {
+function startBare(extra: ExtraServerOptions = {}): Promise<ServerProcess> {
   return startServer({
     name: "bare grpc-js",
     command: process.execPath,
