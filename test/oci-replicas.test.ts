@@ -150,10 +150,17 @@ describe("OCI store shared by two server replicas", () => {
   before(async () => {
     registry = await startRegistry();
     dataDir = await mkdtemp(join(tmpdir(), "atomix-replica-"));
-    [a, b] = await Promise.all([
+    // Both starts are waited for, even when one fails: a replica that comes
+    // up after the other failed is in `children` before after() stops them.
+    const started = await Promise.allSettled([
       startReplica(registry.storeUrl(repository), dataDir, children),
       startReplica(registry.storeUrl(repository), dataDir, children),
     ]);
+    for (const replica of started) if (replica.status === "rejected") throw replica.reason;
+    [a, b] = started.map((replica) => (replica as PromiseFulfilledResult<Replica>).value) as [
+      Replica,
+      Replica,
+    ];
   });
 
   after(async () => {

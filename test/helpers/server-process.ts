@@ -48,6 +48,11 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     ],
     { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } },
   );
+  // A test process that ends (its tests done, or forced out by the runner's
+  // timeout) with a server still running must not leave it behind.
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
+  child.once("exit", () => process.off("exit", killOnExit));
   const logs: Record<string, unknown>[] = [];
   let stderr = "";
   child.stderr?.on("data", (chunk: Buffer) => {

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { setTimeout as delay } from "node:timers/promises";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { Digest } from "../../model/artifact.js";
 import { MEDIA_TYPES, type OciImageManifest } from "./oci-manifest.js";
@@ -10,6 +11,10 @@ import { discard, type RegistryClient } from "./registry-client.js";
  * against its digest on the way in, since the registry is trusted with
  * bytes, not with what they say.
  */
+/** Pauses of 50, 200 and 800 ms: the link race lasts one write of a few bytes. */
+const BLOB_UNKNOWN_RETRIES = 3;
+const BLOB_UNKNOWN_DELAY_MS = 50;
+
 export class OciObjects {
   readonly where: string;
   constructor(readonly client: RegistryClient) {
@@ -43,7 +48,14 @@ export class OciObjects {
     }
   }
 
-  /** Puts a manifest under `tag`; its digest. */
+  /**
+   * Puts a manifest under `tag`; its digest. A registry that answers that a
+   * blob the manifest names is unknown, just after that blob was pushed, is
+   * asked again after a pause: Distribution's filesystem driver rewrites a
+   * repository's blob link in place, so a manifest checked while a second
+   * replica links the same blob (two replicas registering one runtime
+   * release at start) finds the link empty for a moment.
+   */
   async putManifest(
     tag: string,
     manifest: object,
@@ -51,21 +63,27 @@ export class OciObjects {
     mediaType: string = MEDIA_TYPES.imageManifest,
   ): Promise<Digest> {
     const body = JSON.stringify(manifest);
-    const response = await this.client.request("PUT", `manifests/${tag}`, {
-      headers: { "content-type": mediaType },
-      body,
-      expect: [201, 400],
-      signal,
-    });
-    if (response.status !== 201) {
+    for (let attempt = 0; ; attempt++) {
+      const response = await this.client.request("PUT", `manifests/${tag}`, {
+        headers: { "content-type": mediaType },
+        body,
+        expect: [201, 400],
+        signal,
+      });
+      if (response.status === 201) {
+        await discard(response);
+        return sha256(Buffer.from(body));
+      }
       const text = await response.text();
+      if (text.includes("BLOB_UNKNOWN") && attempt < BLOB_UNKNOWN_RETRIES) {
+        await delay(BLOB_UNKNOWN_DELAY_MS * 4 ** attempt, undefined, { signal });
+        continue;
+      }
       throw new PluginError(
         Code.Unavailable,
         `the OCI registry ${this.client.origin} refused the manifest ${tag}: ${text.slice(0, 300)}`,
       );
     }
-    await discard(response);
-    return sha256(Buffer.from(body));
   }
 
   async deleteManifest(digest: string): Promise<void> {
