@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { createServer, request as httpRequest, type Server } from "node:http";
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { createRuntimeAdminClient } from "../src/client/runtime-admin-client.js";
@@ -27,11 +33,13 @@ const LINK_RACE_ANSWER = JSON.stringify({
 });
 
 /**
- * The OCI store behind a proxy that answers 500 to as many manifest GETs as
- * the test asks, as Distribution does to a GET racing a PUT of the same tag,
- * and passes everything else to a real registry.
+ * The OCI store behind a proxy in front of a real registry, which fails what
+ * the test asks for the way a registry does for a moment: 500 to a manifest
+ * GET (Distribution's answer to a GET racing a PUT of the same tag), a blob
+ * unknown to a manifest PUT (one being linked by another upload), or the
+ * manifest's blob unlinked just before its PUT (a garbage collection).
  */
-describe("OCI store and a registry's passing 5xx", () => {
+describe("OCI store and a registry's passing failures (5xx, a blob being linked, a blob collected)", () => {
   let registry: RegistryProcess;
   let proxy: Server;
   let proxyAddress: string;
@@ -39,6 +47,9 @@ describe("OCI store and a registry's passing 5xx", () => {
   let failedGets = 0;
   let failNextManifestPuts = 0;
   let failedPuts = 0;
+  /** The next manifest PUT first deletes its layer's blob from the registry, as a garbage collection might. */
+  let unlinkBeforeNextManifestPut = false;
+  let unlinked: string | undefined;
 
   before(async () => {
     registry = await startRegistry();
@@ -59,6 +70,14 @@ describe("OCI store and a registry's passing 5xx", () => {
         outgoing.end(LINK_RACE_ANSWER);
         return;
       }
+      if (incoming.method === "PUT" && incoming.url?.includes("/manifests/") && unlinkBeforeNextManifestPut) {
+        unlinkBeforeNextManifestPut = false;
+        void unlinkThenForward(incoming, outgoing);
+        return;
+      }
+      forward(incoming, outgoing);
+    });
+    const forward = (incoming: IncomingMessage, outgoing: ServerResponse, body?: Buffer) => {
       const forwarded = httpRequest(
         { host, port: Number(port), method: incoming.method, path: incoming.url, headers: incoming.headers },
         (answer) => {
@@ -66,8 +85,21 @@ describe("OCI store and a registry's passing 5xx", () => {
           answer.pipe(outgoing);
         },
       );
-      incoming.pipe(forwarded);
-    });
+      if (body) forwarded.end(body);
+      else incoming.pipe(forwarded);
+    };
+    const unlinkThenForward = async (incoming: IncomingMessage, outgoing: ServerResponse) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of incoming) chunks.push(chunk as Buffer);
+      const body = Buffer.concat(chunks);
+      const layer = (JSON.parse(body.toString()) as { layers: { digest: string }[] }).layers[0]?.digest;
+      const repository = /^\/v2\/(.+)\/manifests\//.exec(incoming.url ?? "")?.[1];
+      const deleted = await fetch(`http://${registry.address}/v2/${repository}/blobs/${layer}`, {
+        method: "DELETE",
+      });
+      if (deleted.status === 202) unlinked = layer;
+      forward(incoming, outgoing, body);
+    };
     await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
     proxyAddress = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
   });
@@ -139,5 +171,17 @@ describe("OCI store and a registry's passing 5xx", () => {
     } finally {
       failNextManifestPuts = 0;
     }
+  });
+
+  it("uploads the blob again when it was unlinked between its check and the manifest", async () => {
+    const store = await createStore({ kind: "oci", url: `oci://${proxyAddress}/transient/collected` });
+    const data = randomBytes(40_000);
+    unlinkBeforeNextManifestPut = true;
+    unlinked = undefined;
+    const manifest = await store.put(keyOf("collected"), chunksOf(data));
+    assert.equal(unlinked, manifest.digest, "the proxy unlinked the artifact's blob before its manifest");
+    const got = await store.get(keyOf("collected"));
+    assert.ok(got);
+    assert.deepEqual((await readAll(store, got)).data, data);
   });
 });

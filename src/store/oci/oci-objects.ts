@@ -52,15 +52,18 @@ export class OciObjects {
    * Puts a manifest under `tag`; its digest. A registry that answers that a
    * blob the manifest names is unknown, just after that blob was pushed, is
    * asked again after a pause: Distribution's filesystem driver rewrites a
-   * repository's blob link in place, so a manifest checked while a second
+   * repository's blob link in place, so a manifest checked while another
    * replica links the same blob (two replicas registering one runtime
-   * release at start) finds the link empty for a moment.
+   * release at start, or storing one artifact) finds the link empty for a
+   * moment. `reupload`, if given, runs before the first retry, for a blob
+   * that a garbage collection unlinked after it was checked.
    */
   async putManifest(
     tag: string,
     manifest: object,
     signal?: AbortSignal,
     mediaType: string = MEDIA_TYPES.imageManifest,
+    reupload?: () => Promise<void>,
   ): Promise<Digest> {
     const body = JSON.stringify(manifest);
     for (let attempt = 0; ; attempt++) {
@@ -72,15 +75,19 @@ export class OciObjects {
       });
       if (response.status === 201) {
         await discard(response);
-        return sha256(Buffer.from(body));
+        return sha256(body);
       }
       const text = await response.text();
-      if (text.includes("BLOB_UNKNOWN") && attempt < BLOB_UNKNOWN_RETRIES) {
+      const blobUnknown = text.includes("BLOB_UNKNOWN");
+      if (blobUnknown && attempt < BLOB_UNKNOWN_RETRIES) {
         await delay(BLOB_UNKNOWN_DELAY_MS * 4 ** attempt, undefined, { signal });
+        if (attempt === 0) await reupload?.();
         continue;
       }
+      // A blob still unknown is the registry's state, which may pass; any
+      // other refusal is of the manifest itself.
       throw new PluginError(
-        Code.Unavailable,
+        blobUnknown ? Code.Unavailable : Code.Internal,
         `the OCI registry ${this.client.origin} refused the manifest ${tag}: ${text.slice(0, 300)}`,
       );
     }

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +18,7 @@ import {
   MEDIA_TYPES,
   toOciManifest,
 } from "./oci-manifest.js";
-import { OciObjects } from "./oci-objects.js";
+import { OciObjects, sha256 } from "./oci-objects.js";
 import { createReferrers } from "./oci-referrers.js";
 import { discard, RegistryClient } from "./registry-client.js";
 import type { RegistryCredentials } from "./registry-credentials.js";
@@ -151,26 +151,6 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     for (const blob of await referrers.detachAll(manifestDigest)) orphans.set(blob.digest, blob.size);
   }
 
-  async function putManifest(tag: string, manifest: ArtifactManifest, signal?: AbortSignal) {
-    const body = JSON.stringify(toOciManifest(manifest));
-    const response = await client.request("PUT", `manifests/${tag}`, {
-      headers: { "content-type": MEDIA_TYPES.imageManifest },
-      body,
-      expect: [201, 400],
-      signal,
-    });
-    if (response.status === 201) {
-      await discard(response);
-      return { digest: `sha256:${createHash("sha256").update(body).digest("hex")}` };
-    }
-    const text = await response.text();
-    if (text.includes("BLOB_UNKNOWN")) return "blob-unknown" as const;
-    throw new PluginError(
-      Code.Internal,
-      `the OCI registry ${client.origin} refused the manifest of ${tag}: ${text.slice(0, 300)}`,
-    );
-  }
-
   function hold(digest: string): () => void {
     writing.set(digest, (writing.get(digest) ?? 0) + 1);
     return () => {
@@ -257,34 +237,32 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
           const body = JSON.stringify(toOciManifest(manifest));
           const subject = {
             mediaType: MEDIA_TYPES.imageManifest,
-            digest: `sha256:${createHash("sha256").update(body).digest("hex")}`,
+            digest: sha256(body),
             size: Buffer.byteLength(body),
           };
           await referrers.attach(subject, bundle, manifest.createdAt, signal);
         }
         // The manifest is the commit: a put cancelled until now leaves the tag as it was.
         signal?.throwIfAborted();
-        let outcome = await putManifest(tag, manifest, signal);
-        if (outcome === "blob-unknown") {
+        const digest = await objects.putManifest(
+          tag,
+          toOciManifest(manifest),
+          signal,
+          MEDIA_TYPES.imageManifest,
           // A garbage collection unlinked a blob between our check and the
-          // manifest: upload both again, unconditionally, and retry once.
-          await ensureBlob(written.digest, written.size, { path: tmp }, signal, true);
-          await ensureBlob(
-            EMPTY_CONFIG.digest,
-            EMPTY_CONFIG.size,
-            { bytes: EMPTY_CONFIG_BYTES },
-            signal,
-            true,
-          );
-          outcome = await putManifest(tag, manifest, signal);
-          if (outcome === "blob-unknown") {
-            throw new PluginError(
-              Code.Unavailable,
-              `the OCI registry ${client.origin} lost the blob ${written.digest} of ${formatBuildKey(key)} twice while it was being stored; try again`,
+          // manifest: both are uploaded again, unconditionally.
+          async () => {
+            await ensureBlob(written.digest, written.size, { path: tmp }, signal, true);
+            await ensureBlob(
+              EMPTY_CONFIG.digest,
+              EMPTY_CONFIG.size,
+              { bytes: EMPTY_CONFIG_BYTES },
+              signal,
+              true,
             );
-          }
-        }
-        if (previous && previous.digest !== outcome.digest) {
+          },
+        );
+        if (previous && previous.digest !== digest) {
           // The replaced manifest is untagged now: delete it, so that the
           // registry's own garbage-collect frees its blob without needing
           // --delete-untagged. Best effort: a leftover is only storage.
