@@ -59,9 +59,13 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     stderr += chunk.toString();
   });
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const ownsDataDir = options.dataDir === undefined;
   const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    const onExit = (code: number | null) =>
-      reject(new Error(`server exited with ${code} before listening: ${stderr}`));
+    const onExit = (code: number | null) => {
+      const failure = new Error(`server exited with ${code} before listening: ${stderr}`);
+      if (!ownsDataDir) reject(failure);
+      else rm(dataDir, { recursive: true, force: true }).then(() => reject(failure), reject);
+    };
     child.once("exit", onExit);
     lines.on("line", (line) => {
       try {
@@ -76,7 +80,6 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
       }
     });
   });
-  const ownsDataDir = options.dataDir === undefined;
   const exited = once(child, "exit").then(async ([code]) => {
     if (ownsDataDir) await rm(dataDir, { recursive: true, force: true });
     return code as number | null;
