@@ -5,16 +5,16 @@ import type { Digest } from "../../model/artifact.js";
 import { MEDIA_TYPES, type OciImageManifest } from "./oci-manifest.js";
 import { discard, type RegistryClient } from "./registry-client.js";
 
+/** Pauses of 50, 200 and 800 ms: the link race lasts one write of a few bytes. */
+const BLOB_UNKNOWN_RETRIES = 3;
+const BLOB_UNKNOWN_DELAY_MS = 50;
+
 /**
  * Small documents of our own in the artifacts' repository (runtime releases,
  * build records): manifests by tag, blobs whole in memory, each checked
  * against its digest on the way in, since the registry is trusted with
  * bytes, not with what they say.
  */
-/** Pauses of 50, 200 and 800 ms: the link race lasts one write of a few bytes. */
-const BLOB_UNKNOWN_RETRIES = 3;
-const BLOB_UNKNOWN_DELAY_MS = 50;
-
 export class OciObjects {
   readonly where: string;
   constructor(readonly client: RegistryClient) {
