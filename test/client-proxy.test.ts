@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -18,6 +19,7 @@ const key = {
   runtime: { version: "1.0.0", buildVersion: "node20" },
   plugin: { name: "counter", version: "1.0.0" },
 };
+const pushed = { ...key, plugin: { name: "pushed", version: "1.0.0" } };
 const ARTIFACT = randomBytes(3 * 1024 * 1024 + 5);
 const DIGEST = `sha256:${createHash("sha256").update(ARTIFACT).digest("hex")}`;
 const AUTH = { user: "runtime", password: "pr0xy-s3cret" };
@@ -45,6 +47,76 @@ function thrown(make: () => unknown): PluginError {
 }
 
 const port = (address: string) => address.split(":").at(-1);
+
+/**
+ * A proxy of our own for the answers a well-behaved one never gives: `answer`
+ * gets each client socket once its CONNECT request head is in, and the
+ * `host:port` it asked for.
+ */
+async function scriptedProxy(
+  answer: (client: Socket, target: string, index: number) => void,
+): Promise<{ address: string; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  let index = 0;
+  const server = createServer((client) => {
+    sockets.add(client);
+    client.on("error", () => {});
+    client.on("close", () => sockets.delete(client));
+    let head = "";
+    const onData = (chunk: Buffer) => {
+      head += chunk.toString("latin1");
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      client.off("data", onData);
+      client.pause();
+      answer(client, /^CONNECT (\S+) /.exec(head)?.[1] ?? "", index++);
+    };
+    client.on("data", onData);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Whether the client's bytes (preface first) hold a SETTINGS frame with ACK: it read the server's SETTINGS. */
+function acknowledgesSettings(sent: Buffer): boolean {
+  for (let at = 24; at + 9 <= sent.length; at += 9 + sent.readUIntBE(at, 3)) {
+    if (sent[at + 3] === 4 && ((sent[at + 4] as number) & 1) === 1) return true;
+  }
+  return false;
+}
+
+/**
+ * Opens the tunnel, sending the 200 answer and the server's first bytes
+ * (its SETTINGS) in one write, as a proxy may. The rest of the server's
+ * bytes wait until the client acknowledged those SETTINGS: a client that
+ * lost the early bytes never gets an answer.
+ */
+function tunnelWithEarlyBytes(client: Socket, target: string): void {
+  const upstream = connect(Number(port(target)), "127.0.0.1");
+  upstream.on("error", () => client.destroy());
+  client.on("close", () => upstream.destroy());
+  upstream.once("data", (first: Buffer) => {
+    client.write(Buffer.concat([Buffer.from("HTTP/1.1 200 Connection established\r\n\r\n"), first]));
+    let sent = Buffer.alloc(0);
+    let held: Buffer[] | undefined = [];
+    upstream.on("data", (chunk: Buffer) => (held ? held.push(chunk) : client.write(chunk)));
+    client.on("data", (chunk: Buffer) => {
+      upstream.write(chunk);
+      if (!held) return;
+      sent = Buffer.concat([sent, chunk]);
+      if (!acknowledgesSettings(sent)) return;
+      for (const chunk of held) client.write(chunk);
+      held = undefined;
+    });
+    client.resume();
+  });
+}
 
 describe("proxy selection from the environment", () => {
   const at = (host: string, port = 443) => ({ host, port });
@@ -159,6 +231,18 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
       startTinyproxy(AUTH),
       mkdtemp(join(tmpdir(), "atomix-proxy-")),
     ]);
+    // The artifact every test pulls, pushed directly.
+    for (const [address, tls] of [
+      [plain.address, undefined],
+      [secure.address, serverTls],
+    ] as const) {
+      const admin = createPluginClient({ address, ...(tls && { tls }), proxy: false });
+      try {
+        await admin.push(key, [ARTIFACT]);
+      } finally {
+        admin.close();
+      }
+    }
   });
   after(async () => {
     await Promise.all([plain?.close(), secure?.close(), proxy?.close(), guarded?.close()]);
@@ -168,10 +252,10 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
   it("pushes, compiles and pulls in plaintext through the proxy option", async () => {
     const client = createPluginClient({ address: plain.address, proxy: `http://${proxy.address}` });
     try {
-      await client.push(key, [ARTIFACT]);
-      assert.equal((await client.compile(key)).digest, DIGEST);
+      await client.push(pushed, [ARTIFACT]);
+      assert.equal((await client.compile(pushed)).digest, DIGEST);
       const to = join(work, "plain.bin");
-      const pulled = await client.pull(key, { to });
+      const pulled = await client.pull(pushed, { to });
       assert.equal(pulled.digest, DIGEST);
       const bytes = await readFile(to);
       assert.ok(bytes.equals(ARTIFACT));
@@ -184,12 +268,6 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
   });
 
   it("runs TLS (ALPN h2) over the tunnel for compile and pull", async () => {
-    const admin = createPluginClient({ address: secure.address, tls: serverTls, proxy: false });
-    try {
-      await admin.push(key, [ARTIFACT]);
-    } finally {
-      admin.close();
-    }
     const client = createPluginClient({ address: secure.address, tls: serverTls, proxy: proxy.address });
     try {
       assert.equal((await client.compile(key)).digest, DIGEST);
@@ -293,5 +371,96 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
     );
     assert.equal(direct.code, 0, direct.stderr);
     assert.ok((await readFile(to)).equals(ARTIFACT));
+  });
+
+  it("takes the server's bytes that came with the proxy's answer, and retries a proxy that refused", async () => {
+    const relay = await scriptedProxy((client, target, index) => {
+      // The first CONNECT is refused: a retry takes the call through.
+      if (index === 0) client.end("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+      else tunnelWithEarlyBytes(client, target);
+    });
+    const client = createPluginClient({ address: plain.address, proxy: relay.address });
+    try {
+      assert.equal((await client.compile(key, { timeoutMs: 20_000 })).digest, DIGEST);
+      const to = join(work, "early.bin");
+      const pulled = await client.pull(key, { to, timeoutMs: 20_000 });
+      assert.equal(pulled.digest, DIGEST);
+      assert.ok((await readFile(to)).equals(ARTIFACT));
+    } finally {
+      client.close();
+      await relay.close();
+    }
+  });
+
+  it("fails UNAVAILABLE on a refusing, oversized, non-HTTP or early-speaking answer", async () => {
+    const answers = [
+      {
+        answer: `HTTP/1.1 403 Forbidden${"!".repeat(500)}\r\n\r\n`,
+        expect: /refused to connect to 127\.0\.0\.1:\d+: "HTTP\/1\.1 403 Forbidden!+…"$/,
+      },
+      {
+        answer: `HTTP/1.1 200 OK\r\nX-Filler: ${"x".repeat(20_000)}\r\n\r\n`,
+        expect: /more than 16384 bytes/,
+      },
+      { answer: "SSH-2.0-OpenSSH_9.2\r\n\r\n", expect: /what is not HTTP: "SSH-2\.0/ },
+      { answer: "HTTP/1.1 200 OK\r\n\r\n", expect: /closed the connection|connection dropped|cannot reach/ },
+    ];
+    for (const { answer, expect } of answers) {
+      const relay = await scriptedProxy((client) => client.end(answer));
+      const client = createPluginClient({ address: plain.address, proxy: relay.address });
+      try {
+        for (const call of [
+          client.compile(key, once),
+          client.pull(key, { to: join(work, "x.bin"), ...once }),
+        ]) {
+          const error = await failure(call);
+          assert.equal(error.code, Code.Unavailable, error.message);
+          assert.match(error.message, expect);
+        }
+      } finally {
+        client.close();
+        await relay.close();
+      }
+    }
+    // TLS: the server speaks only after our hello, so early bytes are the proxy's.
+    const early = await scriptedProxy((client) => client.write("HTTP/1.1 200 OK\r\n\r\nsurprise"));
+    const client = createPluginClient({ address: secure.address, tls: serverTls, proxy: early.address });
+    try {
+      for (const call of [
+        client.compile(key, once),
+        client.pull(key, { to: join(work, "x.bin"), ...once }),
+      ]) {
+        const error = await failure(call);
+        assert.equal(error.code, Code.Unavailable, error.message);
+        assert.match(error.message, /sent 8 bytes after its answer/);
+      }
+    } finally {
+      client.close();
+      await early.close();
+    }
+  });
+
+  it("honours the deadline and the signal while the proxy does not answer", async () => {
+    const silent = await scriptedProxy(() => {});
+    const client = createPluginClient({ address: plain.address, proxy: silent.address });
+    try {
+      const to = join(work, "silent.bin");
+      for (const call of [
+        client.compile(key, { timeoutMs: 200 }),
+        client.pull(key, { to, timeoutMs: 200 }),
+      ]) {
+        assert.equal((await failure(call)).code, Code.DeadlineExceeded);
+      }
+      const controller = new AbortController();
+      const calls = [
+        client.compile(key, { signal: controller.signal }),
+        client.pull(key, { to, signal: controller.signal }),
+      ];
+      setTimeout(() => controller.abort(), 50);
+      for (const call of calls) assert.equal((await failure(call)).code, Code.Cancelled);
+    } finally {
+      client.close();
+      await silent.close();
+    }
   });
 });
