@@ -227,7 +227,7 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
         stream,
         method.responseType as MethodDefinition<unknown, Response>["responseType"],
         options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE,
-        target.authority,
+        target.proxy ? `${target.authority} through the proxy ${target.proxy}` : target.authority,
       );
       const answered = bounded(response, stream, settings, closing.signal);
       answered.catch(() => {});

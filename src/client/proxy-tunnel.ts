@@ -50,8 +50,11 @@ export function openTunnel(options: TunnelOptions): Promise<Socket> {
     };
     const onAbort = () => fail(`connecting to ${target} through the proxy ${proxy.shown} was abandoned`);
 
-    /** Takes `bytes` more of the answer (already in `answer`); true once the tunnel is open. */
-    const took = (bytes: number): boolean => {
+    /**
+     * Takes `bytes` more of the answer (already in `answer`), and `beyond`,
+     * what the read held past the room left; true once the tunnel is open.
+     */
+    const took = (bytes: number, beyond?: Buffer): boolean => {
       const searchFrom = Math.max(0, filled - 3);
       filled += bytes;
       const end = answer.subarray(0, filled).indexOf(HEADER_END, searchFrom);
@@ -68,7 +71,8 @@ export function openTunnel(options: TunnelOptions): Promise<Socket> {
         fail(failure);
         return false;
       }
-      const early = answer.subarray(end + HEADER_END.length, filled);
+      const after = answer.subarray(end + HEADER_END.length, filled);
+      const early = beyond?.length ? Buffer.concat([after, beyond]) : after;
       if (early.length > 0 && tlsFollows) {
         fail(
           `the proxy ${proxy.shown} sent ${early.length} bytes after its answer to the CONNECT to ${target}, before the TLS handshake began`,
@@ -105,8 +109,7 @@ export function openTunnel(options: TunnelOptions): Promise<Socket> {
     const onData = (chunk: Buffer) => {
       const bytes = Math.min(chunk.length, MAX_ANSWER - filled);
       chunk.copy(answer, filled, 0, bytes);
-      took(bytes);
-      if (!settled && bytes < chunk.length) took(0);
+      took(bytes, chunk.subarray(bytes));
     };
     // Reads go into `answer` until the tunnel is open, then into the caller's buffers.
     const reader: OnReadOpts | undefined = onread && {
