@@ -85,6 +85,7 @@ export interface ClientFlags {
   tlsServerName?: string;
   token?: string;
   tokenFile?: string;
+  proxy?: string;
   /** Set by commands that verify provenance (withTrustOptions). */
   trustKey?: string[];
 }
@@ -106,6 +107,10 @@ export function withClientOptions(command: Command): Command {
     )
     .addOption(new Option("--key <file>", "PEM key of --cert").env("ATOMIX_PLUGINS_KEY"))
     .option("--tls-server-name <name>", "name the server's certificate must carry")
+    .option(
+      "--proxy <url>",
+      'HTTP proxy to reach the server through (CONNECT), http://[user:password@]host[:port], even for a loopback server; "direct" ignores grpc_proxy/https_proxy/http_proxy (by default used unless no_grpc_proxy/no_proxy exempts the server; never for localhost, loopback or unix:)',
+    )
     .addOption(
       new Option(
         "--token-file <file>",
@@ -138,6 +143,7 @@ export function connectionFrom(flags: ClientFlags): ConnectionOptions {
   return {
     address: flags.server,
     ...(token ? { token } : {}),
+    ...(flags.proxy !== undefined ? { proxy: flags.proxy === "direct" ? false : flags.proxy } : {}),
     ...(trustedKeys.length > 0 ? { trustedKeys } : {}),
     ...(tls
       ? {

@@ -7,6 +7,15 @@ export interface ConnectionOptions {
    * `unix:/path`. Nothing is dialled until the first call.
    */
   address: string;
+  /**
+   * An HTTP proxy to reach the server through (HTTP CONNECT), as
+   * `http://[user:password@]host[:port]`, used for any address but `unix:`
+   * (loopback ones too); `false` connects directly whatever the
+   * environment says. Absent: `grpc_proxy`, `https_proxy` or `http_proxy`
+   * from the environment, unless `no_grpc_proxy`/`no_proxy` exempts the
+   * address; never for `localhost` and loopback addresses.
+   */
+  proxy?: string | false;
   /** TLS from PEM files (`{}`: TLS with the system's roots); plaintext when absent. */
   tls?: TlsOptions;
   /**

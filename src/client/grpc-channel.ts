@@ -6,6 +6,7 @@ import {
   type IncomingHttpHeaders,
   type IncomingHttpStatusHeader,
 } from "node:http2";
+import type { Socket } from "node:net";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import {
   type MethodDefinition,
@@ -85,19 +86,77 @@ const DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024;
 export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}): GrpcChannel {
   checkToken(options.token);
   let session: ClientHttp2Session | undefined;
+  /** A session waiting for its proxy tunnel; the calls that need a session meanwhile wait for it too. */
+  let pending: { session: Promise<ClientHttp2Session>; abandon: AbortController } | undefined;
   /** Calls running on each session: a session holds the process open only while it has some. */
   const running = new Map<ClientHttp2Session, number>();
   let closed = false;
   /** Aborted by close(): the calls in flight end at once, so that nothing is left running or holding the process. */
   const closing = new AbortController();
 
-  /** The kept session, or a new one if the server closed it or is going away. */
-  function open(): ClientHttp2Session {
+  /**
+   * The kept session, or a new one if the server closed it or is going
+   * away: at once when direct, once the tunnel is up through a proxy.
+   */
+  function open(): ClientHttp2Session | Promise<ClientHttp2Session> {
     if (session && !session.closed && !session.destroyed) return session;
+    if (pending) return pending.session;
+    const abandon = new AbortController();
+    const socket = target.connect(undefined, abandon.signal);
+    if (!(socket instanceof Promise)) return startSession(socket);
+    const opening = socket.then(
+      (tunnel) => {
+        if (pending?.session === opening) pending = undefined;
+        return startSession(tunnel);
+      },
+      (error) => {
+        if (pending?.session === opening) pending = undefined;
+        throw error;
+      },
+    );
+    opening.catch(() => {});
+    pending = { session: opening, abandon };
+    return opening;
+  }
+
+  /**
+   * The session `opening` becomes, or CANCELLED/DEADLINE_EXCEEDED first. A
+   * call whose deadline passes first abandons the tunnel: a proxy that does
+   * not answer is then dialled again by the next call, not waited on.
+   */
+  function untilOpen(
+    opening: Promise<ClientHttp2Session>,
+    { signal, deadline }: CallSettings,
+  ): Promise<ClientHttp2Session> {
+    return new Promise<ClientHttp2Session>((resolve, reject) => {
+      const onAbort = () => reject(cancelled(signal));
+      const onClose = () => reject(new PluginError(Code.Cancelled, "the client was closed during the call"));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      closing.signal.addEventListener("abort", onClose, { once: true });
+      const stopTimer =
+        deadline === undefined
+          ? undefined
+          : atDeadline(deadline, () => {
+              if (pending?.session === opening) {
+                pending.abandon.abort();
+                pending = undefined;
+              }
+              reject(new PluginError(Code.DeadlineExceeded, "the call passed its deadline"));
+            });
+      opening.then(resolve, reject).finally(() => {
+        stopTimer?.();
+        signal?.removeEventListener("abort", onAbort);
+        closing.signal.removeEventListener("abort", onClose);
+      });
+    });
+  }
+
+  function startSession(socket: Socket): ClientHttp2Session {
     const opened = connect(`${target.scheme}://${target.authority}`, {
-      createConnection: () => target.connect(),
+      createConnection: () => socket,
       settings: { enablePush: false },
     });
+    if (closed) opened.destroy();
     // Failures reach the calls as their streams' errors; this keeps an
     // idle session's error from being thrown as an uncaught one.
     opened.on("error", () => {});
@@ -110,9 +169,8 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
     return opened;
   }
 
-  function begin(): ClientHttp2Session {
+  function begin(current: ClientHttp2Session): ClientHttp2Session {
     if (closed) throw new PluginError(Code.Cancelled, "the client was closed");
-    const current = open();
     running.set(current, (running.get(current) ?? 0) + 1);
     current.ref();
     return current;
@@ -146,7 +204,9 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
   ): Promise<Response> {
     const { signal, deadline } = settings;
     if (signal?.aborted) throw cancelled(signal);
-    const current = begin();
+    if (closed) throw new PluginError(Code.Cancelled, "the client was closed");
+    const opening = open();
+    const current = begin(opening instanceof Promise ? await untilOpen(opening, settings) : opening);
     let stream: ClientHttp2Stream | undefined;
     let responded = false;
     try {
@@ -167,7 +227,7 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
         stream,
         method.responseType as MethodDefinition<unknown, Response>["responseType"],
         options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE,
-        target.authority,
+        target.proxy ? `${target.authority} through the proxy ${target.proxy}` : target.authority,
       );
       const answered = bounded(response, stream, settings, closing.signal);
       answered.catch(() => {});
@@ -240,6 +300,8 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
     close() {
       closed = true;
       closing.abort();
+      pending?.abandon.abort();
+      pending = undefined;
       // Destroyed, not closed: a graceful close waits for the server to take
       // our frames, and one that reads nothing (while flooding us) would keep
       // the session, and the process, alive.

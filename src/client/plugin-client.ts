@@ -140,7 +140,7 @@ function announce(
 
 /** Connects (lazily: the first call dials) to the server at `connection.address`. */
 export function createPluginClient(connection: ConnectionOptions): PluginClient {
-  const target = serverTarget(connection.address, connection.tls);
+  const target = serverTarget(connection.address, connection.tls, connection.proxy);
   const channel = grpcChannel(target, { token: connection.token });
   const pulls = socketPullTransport(target, { token: connection.token });
   const trusted = connection.trustedKeys?.length ? trustedKeySet(connection.trustedKeys) : undefined;

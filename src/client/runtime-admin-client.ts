@@ -28,7 +28,9 @@ export interface RuntimeAdminClient {
 }
 
 export function createRuntimeAdminClient(connection: ConnectionOptions): RuntimeAdminClient {
-  const channel = grpcChannel(serverTarget(connection.address, connection.tls), { token: connection.token });
+  const channel = grpcChannel(serverTarget(connection.address, connection.tls, connection.proxy), {
+    token: connection.token,
+  });
   const { methods } = PluginAdminDefinition;
 
   return {

@@ -136,8 +136,14 @@ const LAST_STREAM_ID = 2 ** 31 - 1;
  * they cannot change hands between calls).
  */
 class PullConnection {
-  readonly socket: Socket;
+  /** Once there: at once for a direct connection, when the tunnel is up for one through a proxy. */
+  private opened: Socket | undefined;
+  /** Settles once the socket is there or the connection died first; undefined when it was there at once. */
+  readonly ready: Promise<void> | undefined;
+  /** Abandons a tunnel being opened. */
+  private readonly opening = new AbortController();
   readonly authority: string;
+  private readonly proxy: string | undefined;
   readonly scheme: "http" | "https";
   readonly receive: ReceiveBuffers;
   private readonly frames: FrameReader;
@@ -160,6 +166,7 @@ class PullConnection {
   constructor(target: ServerTarget) {
     this.authority = target.authority;
     this.scheme = target.scheme;
+    this.proxy = target.proxy;
     this.receive = new ReceiveBuffers(
       Array.from({ length: RECEIVE_BUFFERS }, () => Buffer.allocUnsafe(RECEIVE_BUFFER)),
       Buffer.allocUnsafe(MIN_READ),
@@ -180,14 +187,36 @@ class PullConnection {
         if (flags & Flag.EndStream) this.callOn(streamId)?.endStream();
       },
     });
-    const socket = target.connect({
-      buffer: () => this.receive.next(),
-      callback: (bytes) => {
-        this.onRead(bytes);
-        return true;
+    const opened = target.connect(
+      {
+        buffer: () => this.receive.next(),
+        callback: (bytes) => {
+          this.onRead(bytes);
+          return true;
+        },
       },
-    });
-    this.socket = socket;
+      this.opening.signal,
+    );
+    if (opened instanceof Promise) {
+      this.ready = opened.then(
+        (socket) => this.attach(socket),
+        (error) => this.die(PluginError.from(error)),
+      );
+    } else this.attach(opened);
+  }
+
+  private get socket(): Socket {
+    return this.opened as Socket;
+  }
+
+  private attach(socket: Socket): void {
+    if (this.dead) {
+      socket.destroy();
+      return;
+    }
+    this.opened = socket;
+    // A tunnel's socket comes connected (TLS over it is still to come).
+    if (this.scheme === "http" && !socket.connecting) this.connected = true;
     socket.setNoDelay(true);
     socket.on("error", (error) => this.die(this.connectionFailure(error)));
     socket.on("close", () => this.die(this.connectionFailure()));
@@ -223,7 +252,12 @@ class PullConnection {
 
   /** Whether another call may start here: alive, not told to go away, stream ids left. */
   get reusable(): boolean {
-    return this.dead === undefined && this.goAway === undefined && this.nextStreamId < LAST_STREAM_ID;
+    return (
+      this.opened !== undefined &&
+      this.dead === undefined &&
+      this.goAway === undefined &&
+      this.nextStreamId < LAST_STREAM_ID
+    );
   }
 
   /** Opens `call`'s stream and sends its request; throws why if the connection is already gone. */
@@ -349,14 +383,16 @@ class PullConnection {
   private die(failure: PluginError): void {
     if (this.dead) return;
     this.dead = failure;
-    this.socket.destroy();
+    this.opening.abort();
+    this.opened?.destroy();
     this.call?.fail(failure, !this.call.responded);
   }
 
   private connectionFailure(error?: Error): PluginError {
     const why = error?.message ?? "the connection closed";
     if (!this.connected) {
-      return new PluginError(Code.Unavailable, `cannot connect to ${this.authority}: ${why}`);
+      const through = this.proxy === undefined ? "" : ` through the proxy ${this.proxy}`;
+      return new PluginError(Code.Unavailable, `cannot connect to ${this.authority}${through}: ${why}`);
     }
     const goAway = this.goAway === undefined ? "" : ` (GOAWAY ${this.goAway.error})`;
     return new PluginError(Code.Unavailable, `the connection dropped: ${why}${goAway}`);
@@ -408,8 +444,12 @@ class PullCall {
             this.fail(new PluginError(Code.DeadlineExceeded, "the pull passed its deadline")),
           );
     try {
-      this.id = this.connection.start(this, this.requestHeaders(), requestMessage(this.key));
-      await this.done;
+      // Through a proxy: the tunnel first, within the call's deadline.
+      if (this.connection.ready) await Promise.race([this.connection.ready, this.done]);
+      if (!this.finished) {
+        this.id = this.connection.start(this, this.requestHeaders(), requestMessage(this.key));
+        await this.done;
+      }
     } catch (error) {
       // The connection was gone before the stream opened.
       this.untaken = true;

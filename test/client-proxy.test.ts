@@ -1,0 +1,466 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { Code, createPluginClient, PluginError } from "../src/client/index.js";
+import { parseProxyUrl, proxyFromEnvironment } from "../src/client/proxy-selection.js";
+import { serverTarget } from "../src/client/server-target.js";
+import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
+import { runCli } from "./helpers/run-cli.js";
+import { freePort, startTinyproxy, type Tinyproxy } from "./helpers/tinyproxy.js";
+
+/** test/fixtures/tls, from dist/test/. */
+const fixture = (name: string) => fileURLToPath(new URL(`../../test/fixtures/tls/${name}`, import.meta.url));
+const key = {
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name: "counter", version: "1.0.0" },
+};
+const pushed = { ...key, plugin: { name: "pushed", version: "1.0.0" } };
+const ARTIFACT = randomBytes(3 * 1024 * 1024 + 5);
+const DIGEST = `sha256:${createHash("sha256").update(ARTIFACT).digest("hex")}`;
+const AUTH = { user: "runtime", password: "pr0xy-s3cret" };
+const once = { retry: { maxAttempts: 1 } };
+const serverTls = { caFile: fixture("ca.pem"), serverName: "registry.test" };
+
+async function failure(promise: Promise<unknown>): Promise<PluginError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof PluginError, String(error));
+    return error;
+  }
+  assert.fail("the call succeeded");
+}
+
+function thrown(make: () => unknown): PluginError {
+  try {
+    make();
+  } catch (error) {
+    assert.ok(error instanceof PluginError, String(error));
+    return error;
+  }
+  assert.fail("nothing was thrown");
+}
+
+const port = (address: string) => address.split(":").at(-1);
+
+/**
+ * A proxy of our own for the answers a well-behaved one never gives: `answer`
+ * gets each client socket once its CONNECT request head is in, and the
+ * `host:port` it asked for.
+ */
+async function scriptedProxy(
+  answer: (client: Socket, target: string, index: number) => void,
+): Promise<{ address: string; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  let index = 0;
+  const server = createServer((client) => {
+    sockets.add(client);
+    client.on("error", () => {});
+    client.on("close", () => sockets.delete(client));
+    let head = "";
+    const onData = (chunk: Buffer) => {
+      head += chunk.toString("latin1");
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      client.off("data", onData);
+      client.pause();
+      answer(client, /^CONNECT (\S+) /.exec(head)?.[1] ?? "", index++);
+    };
+    client.on("data", onData);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Whether the client's bytes (preface first) hold a SETTINGS frame with ACK: it read the server's SETTINGS. */
+function acknowledgesSettings(sent: Buffer): boolean {
+  for (let at = 24; at + 9 <= sent.length; at += 9 + sent.readUIntBE(at, 3)) {
+    if (sent[at + 3] === 4 && ((sent[at + 4] as number) & 1) === 1) return true;
+  }
+  return false;
+}
+
+/**
+ * Opens the tunnel, sending the 200 answer and the server's first bytes
+ * (its SETTINGS) in one write, as a proxy may. The rest of the server's
+ * bytes wait until the client acknowledged those SETTINGS: a client that
+ * lost the early bytes never gets an answer.
+ */
+function tunnelWithEarlyBytes(client: Socket, target: string): void {
+  const upstream = connect(Number(port(target)), "127.0.0.1");
+  upstream.on("error", () => client.destroy());
+  client.on("close", () => upstream.destroy());
+  upstream.once("data", (first: Buffer) => {
+    client.write(Buffer.concat([Buffer.from("HTTP/1.1 200 Connection established\r\n\r\n"), first]));
+    let sent = Buffer.alloc(0);
+    let held: Buffer[] | undefined = [];
+    upstream.on("data", (chunk: Buffer) => (held ? held.push(chunk) : client.write(chunk)));
+    client.on("data", (chunk: Buffer) => {
+      upstream.write(chunk);
+      if (!held) return;
+      sent = Buffer.concat([sent, chunk]);
+      if (!acknowledgesSettings(sent)) return;
+      for (const chunk of held) client.write(chunk);
+      held = undefined;
+    });
+    client.resume();
+  });
+}
+
+describe("proxy selection from the environment", () => {
+  const at = (host: string, port = 443) => ({ host, port });
+  const proxied = (env: Record<string, string>, host: string, port?: number) =>
+    proxyFromEnvironment(at(host, port), env)?.shown;
+
+  it("takes grpc_proxy, then https_proxy, then http_proxy, lower-case first", () => {
+    const all = {
+      grpc_proxy: "http://g:1",
+      https_proxy: "http://s:2",
+      HTTPS_PROXY: "http://upper:3",
+      http_proxy: "http://h:4",
+    };
+    assert.equal(proxied(all, "registry.example"), "http://g:1");
+    assert.equal(proxied({ ...all, grpc_proxy: "" }, "registry.example"), "http://s:2");
+    assert.equal(
+      proxied({ HTTPS_PROXY: "http://upper:3", http_proxy: "h:4" }, "registry.example"),
+      "http://upper:3",
+    );
+    assert.equal(proxied({ http_proxy: "proxy.corp:3128" }, "registry.example"), "http://proxy.corp:3128");
+    assert.equal(proxied({ HTTP_PROXY: "http://proxy.corp" }, "registry.example"), "http://proxy.corp");
+    assert.equal(proxied({}, "registry.example"), undefined);
+  });
+
+  it("never proxies unix: paths, localhost or loopback addresses", () => {
+    const env = { grpc_proxy: "http://proxy.corp:3128" };
+    for (const host of ["localhost", "LOCALHOST", "127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"]) {
+      assert.equal(proxied(env, host), undefined, host);
+    }
+    assert.equal(proxyFromEnvironment({ path: "/run/atomix.sock" }, env), undefined);
+    assert.equal(proxied(env, "128.0.0.1"), "http://proxy.corp:3128");
+    assert.equal(serverTarget("127.0.0.1:7443", undefined, undefined, env).proxy, undefined);
+    assert.equal(serverTarget("unix:/run/atomix.sock", undefined, undefined, env).proxy, undefined);
+    assert.equal(
+      serverTarget("registry.example:443", undefined, undefined, env).proxy,
+      "http://proxy.corp:3128",
+    );
+  });
+
+  it("exempts by name and subdomain, IP, CIDR, port and *", () => {
+    const withExemptions = (no_proxy: string) => ({ grpc_proxy: "http://p:1", no_proxy });
+    const env = withExemptions(
+      "example.com, .corp.test,*.internal, 10.0.0.0/8,192.168.1.7, [2001:db8::1], fd00::/8, plain:8443",
+    );
+    assert.equal(proxied(env, "example.com"), undefined);
+    assert.equal(proxied(env, "a.b.example.com"), undefined);
+    assert.equal(proxied(env, "EXAMPLE.COM."), undefined);
+    assert.equal(proxied(env, "notexample.com"), "http://p:1");
+    assert.equal(proxied(env, "corp.test"), undefined);
+    assert.equal(proxied(env, "x.corp.test"), undefined);
+    assert.equal(proxied(env, "x.internal"), undefined);
+    assert.equal(proxied(env, "10.200.3.4"), undefined);
+    assert.equal(proxied(env, "11.0.0.1"), "http://p:1");
+    assert.equal(proxied(env, "192.168.1.7"), undefined);
+    assert.equal(proxied(env, "192.168.1.8"), "http://p:1");
+    assert.equal(proxied(env, "2001:db8::1"), undefined);
+    assert.equal(proxied(env, "fd12::5"), undefined);
+    assert.equal(proxied(env, "2001:db8::2"), "http://p:1");
+    // An entry with a port exempts that port only.
+    assert.equal(proxied(env, "plain", 8443), undefined);
+    assert.equal(proxied(env, "plain", 443), "http://p:1");
+    assert.equal(proxied(withExemptions("10.0.0.0/8:443"), "10.1.1.1", 443), "http://p:1");
+    assert.equal(proxied(withExemptions("10.1.1.1:443"), "10.1.1.1", 443), undefined);
+    assert.equal(proxied(withExemptions("10.1.1.1:443"), "10.1.1.1", 80), "http://p:1");
+    assert.equal(proxied(withExemptions("[2001:db8::1]:443"), "2001:db8::1", 443), undefined);
+    // Names are not resolved: a CIDR block exempts IP destinations only.
+    assert.equal(proxied(withExemptions("0.0.0.0/0"), "registry.example"), "http://p:1");
+    assert.equal(proxied(withExemptions("*"), "registry.example"), undefined);
+    assert.equal(proxied(withExemptions(" , "), "registry.example"), "http://p:1");
+    // no_grpc_proxy, when set, is the list; no_proxy then does not count.
+    const both = { grpc_proxy: "http://p:1", no_grpc_proxy: "a.test", NO_PROXY: "b.test" };
+    assert.equal(proxied(both, "a.test"), undefined);
+    assert.equal(proxied(both, "b.test"), "http://p:1");
+    assert.equal(proxied({ grpc_proxy: "http://p:1", NO_PROXY: "b.test" }, "b.test"), undefined);
+  });
+
+  it("reads credentials and refuses other schemes, naming the source but never the password", () => {
+    const parsed = parseProxyUrl("http://us%40er:p%3Ass@proxy.corp:3128/", "$https_proxy");
+    assert.deepEqual(parsed.credentials, { user: "us@er", password: "p:ss" });
+    assert.equal(parsed.shown, "http://us%40er@proxy.corp:3128");
+    assert.equal(parseProxyUrl("proxy.corp", "x").port, 80);
+    const socks = thrown(() =>
+      serverTarget("registry.example:443", undefined, undefined, {
+        https_proxy: "socks5://u:hunter2@p:1080",
+      }),
+    );
+    assert.equal(socks.code, Code.InvalidArgument);
+    assert.match(socks.message, /\$https_proxy/);
+    assert.match(socks.message, /socks5/);
+    assert.doesNotMatch(socks.message, /hunter2/);
+    const https = thrown(() =>
+      createPluginClient({ address: "registry.example:443", proxy: "https://u:hunter2@p" }),
+    );
+    assert.equal(https.code, Code.InvalidArgument);
+    assert.match(https.message, /proxy option/);
+    assert.doesNotMatch(https.message, /hunter2/);
+  });
+});
+
+describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
+  let plain: TestServer;
+  let secure: TestServer;
+  let proxy: Tinyproxy;
+  let guarded: Tinyproxy;
+  let work: string;
+
+  before(async () => {
+    [plain, secure, proxy, guarded, work] = await Promise.all([
+      startTestServer(),
+      startTestServer({ config: { tlsCert: fixture("server.pem"), tlsKey: fixture("server-key.pem") } }),
+      startTinyproxy(),
+      startTinyproxy(AUTH),
+      mkdtemp(join(tmpdir(), "atomix-proxy-")),
+    ]);
+    // The artifact every test pulls, pushed directly.
+    for (const [address, tls] of [
+      [plain.address, undefined],
+      [secure.address, serverTls],
+    ] as const) {
+      const admin = createPluginClient({ address, ...(tls && { tls }), proxy: false });
+      try {
+        await admin.push(key, [ARTIFACT]);
+      } finally {
+        admin.close();
+      }
+    }
+  });
+  after(async () => {
+    await Promise.all([plain?.close(), secure?.close(), proxy?.close(), guarded?.close()]);
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("pushes, compiles and pulls in plaintext through the proxy option", async () => {
+    const client = createPluginClient({ address: plain.address, proxy: `http://${proxy.address}` });
+    try {
+      await client.push(pushed, [ARTIFACT]);
+      assert.equal((await client.compile(pushed)).digest, DIGEST);
+      const to = join(work, "plain.bin");
+      const pulled = await client.pull(pushed, { to });
+      assert.equal(pulled.digest, DIGEST);
+      const bytes = await readFile(to);
+      assert.ok(bytes.equals(ARTIFACT));
+      assert.equal(`sha256:${createHash("sha256").update(bytes).digest("hex")}`, DIGEST);
+    } finally {
+      client.close();
+    }
+    // Loopback is proxied only because the option says so: the log shows the tunnels.
+    assert.match(await proxy.log(), new RegExp(`CONNECT 127\\.0\\.0\\.1:${port(plain.address)} HTTP/1\\.1`));
+  });
+
+  it("runs TLS (ALPN h2) over the tunnel for compile and pull", async () => {
+    const client = createPluginClient({ address: secure.address, tls: serverTls, proxy: proxy.address });
+    try {
+      assert.equal((await client.compile(key)).digest, DIGEST);
+      const to = join(work, "tls.bin");
+      assert.equal((await client.pull(key, { to })).digest, DIGEST);
+      assert.ok((await readFile(to)).equals(ARTIFACT));
+    } finally {
+      client.close();
+    }
+    assert.match(await proxy.log(), new RegExp(`CONNECT 127\\.0\\.0\\.1:${port(secure.address)} HTTP/1\\.1`));
+  });
+
+  it("sends the proxy's credentials, and fails UNAVAILABLE without them or with wrong ones", async () => {
+    const right = createPluginClient({
+      address: plain.address,
+      proxy: `http://${AUTH.user}:${AUTH.password}@${guarded.address}`,
+    });
+    try {
+      assert.equal((await right.compile(key)).digest, DIGEST);
+      const to = join(work, "auth.bin");
+      assert.equal((await right.pull(key, { to })).digest, DIGEST);
+    } finally {
+      right.close();
+    }
+    const none = createPluginClient({ address: plain.address, proxy: `http://${guarded.address}` });
+    const wrong = createPluginClient({
+      address: plain.address,
+      proxy: `http://${AUTH.user}:not-it@${guarded.address}`,
+    });
+    try {
+      const missing = await failure(none.compile(key, once));
+      assert.equal(missing.code, Code.Unavailable, missing.message);
+      assert.match(missing.message, /407/);
+      assert.match(missing.message, /needs credentials/);
+      assert.ok(missing.message.includes(guarded.address), missing.message);
+      const missingPull = await failure(none.pull(key, { to: join(work, "none.bin"), ...once }));
+      assert.equal(missingPull.code, Code.Unavailable, missingPull.message);
+      assert.match(missingPull.message, /407/);
+      const refused = await failure(wrong.pull(key, { to: join(work, "wrong.bin"), ...once }));
+      assert.equal(refused.code, Code.Unavailable, refused.message);
+      assert.match(refused.message, /refused the credentials/);
+      assert.match(refused.message, /40[17]/);
+      assert.doesNotMatch(refused.message, /not-it/);
+      const refusedCompile = await failure(wrong.compile(key, once));
+      assert.equal(refusedCompile.code, Code.Unavailable, refusedCompile.message);
+      assert.doesNotMatch(refusedCompile.message, /not-it/);
+    } finally {
+      none.close();
+      wrong.close();
+    }
+  });
+
+  it("fails UNAVAILABLE, naming the proxy, when the proxy is not listening", async () => {
+    const dead = `127.0.0.1:${await freePort()}`;
+    const client = createPluginClient({ address: plain.address, proxy: `http://u:hunter2@${dead}` });
+    try {
+      for (const call of [
+        client.compile(key, once),
+        client.pull(key, { to: join(work, "dead.bin"), ...once }),
+      ]) {
+        const error = await failure(call);
+        assert.equal(error.code, Code.Unavailable, error.message);
+        assert.ok(error.message.includes(`http://u@${dead}`), error.message);
+        assert.match(error.message, /ECONNREFUSED/);
+        assert.doesNotMatch(error.message, /hunter2/);
+      }
+    } finally {
+      client.close();
+    }
+  });
+
+  it("the CLI pulls through --proxy, and grpc_proxy leaves a loopback server direct", async () => {
+    const before = (await proxy.log()).split(`CONNECT 127.0.0.1:${port(plain.address)}`).length;
+    const to = join(work, "cli.bin");
+    const through = await runCli(
+      [
+        "pull",
+        "counter@1.0.0",
+        "--runtime",
+        "1.0.0",
+        "--build",
+        "node20",
+        "-o",
+        to,
+        "--json",
+        "--proxy",
+        proxy.address,
+      ],
+      { ATOMIX_PLUGINS_SERVER: plain.address },
+    );
+    assert.equal(through.code, 0, through.stderr);
+    assert.equal(JSON.parse(through.stdout).digest, DIGEST);
+    assert.ok((await readFile(to)).equals(ARTIFACT));
+    const after = (await proxy.log()).split(`CONNECT 127.0.0.1:${port(plain.address)}`).length;
+    assert.ok(after > before, "the CLI's pull went through the proxy");
+    // A proxy in the environment that is not even listening: loopback stays direct.
+    await writeFile(to, "");
+    const direct = await runCli(
+      ["pull", "counter@1.0.0", "--runtime", "1.0.0", "--build", "node20", "-o", to, "--json"],
+      { ATOMIX_PLUGINS_SERVER: plain.address, grpc_proxy: `http://127.0.0.1:${await freePort()}` },
+    );
+    assert.equal(direct.code, 0, direct.stderr);
+    assert.ok((await readFile(to)).equals(ARTIFACT));
+  });
+
+  it("takes the server's bytes that came with the proxy's answer, and retries a proxy that refused", async () => {
+    const relay = await scriptedProxy((client, target, index) => {
+      // The first CONNECT is refused: a retry takes the call through.
+      if (index === 0) client.end("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+      else tunnelWithEarlyBytes(client, target);
+    });
+    const client = createPluginClient({ address: plain.address, proxy: relay.address });
+    try {
+      assert.equal((await client.compile(key, { timeoutMs: 20_000 })).digest, DIGEST);
+      const to = join(work, "early.bin");
+      const pulled = await client.pull(key, { to, timeoutMs: 20_000 });
+      assert.equal(pulled.digest, DIGEST);
+      assert.ok((await readFile(to)).equals(ARTIFACT));
+    } finally {
+      client.close();
+      await relay.close();
+    }
+  });
+
+  it("fails UNAVAILABLE on a refusing, oversized, non-HTTP or early-speaking answer", async () => {
+    const answers = [
+      {
+        answer: `HTTP/1.1 403 Forbidden${"!".repeat(500)}\r\n\r\n`,
+        expect: /refused to connect to 127\.0\.0\.1:\d+: "HTTP\/1\.1 403 Forbidden!+…"$/,
+      },
+      {
+        answer: `HTTP/1.1 200 OK\r\nX-Filler: ${"x".repeat(20_000)}\r\n\r\n`,
+        expect: /more than 16384 bytes/,
+      },
+      { answer: "SSH-2.0-OpenSSH_9.2\r\n\r\n", expect: /what is not HTTP: "SSH-2\.0/ },
+      { answer: "HTTP/1.1 200 OK\r\n\r\n", expect: /closed the connection|connection dropped|cannot reach/ },
+    ];
+    for (const { answer, expect } of answers) {
+      const relay = await scriptedProxy((client) => client.end(answer));
+      const client = createPluginClient({ address: plain.address, proxy: relay.address });
+      try {
+        for (const call of [
+          client.compile(key, once),
+          client.pull(key, { to: join(work, "x.bin"), ...once }),
+        ]) {
+          const error = await failure(call);
+          assert.equal(error.code, Code.Unavailable, error.message);
+          assert.match(error.message, expect);
+        }
+      } finally {
+        client.close();
+        await relay.close();
+      }
+    }
+    // TLS: the server speaks only after our hello, so early bytes are the proxy's.
+    const early = await scriptedProxy((client) => client.write("HTTP/1.1 200 OK\r\n\r\nsurprise"));
+    const client = createPluginClient({ address: secure.address, tls: serverTls, proxy: early.address });
+    try {
+      for (const call of [
+        client.compile(key, once),
+        client.pull(key, { to: join(work, "x.bin"), ...once }),
+      ]) {
+        const error = await failure(call);
+        assert.equal(error.code, Code.Unavailable, error.message);
+        assert.match(error.message, /sent 8 bytes after its answer/);
+      }
+    } finally {
+      client.close();
+      await early.close();
+    }
+  });
+
+  it("honours the deadline and the signal while the proxy does not answer", async () => {
+    const silent = await scriptedProxy(() => {});
+    const client = createPluginClient({ address: plain.address, proxy: silent.address });
+    try {
+      const to = join(work, "silent.bin");
+      for (const call of [
+        client.compile(key, { timeoutMs: 200 }),
+        client.pull(key, { to, timeoutMs: 200 }),
+      ]) {
+        assert.equal((await failure(call)).code, Code.DeadlineExceeded);
+      }
+      const controller = new AbortController();
+      const calls = [
+        client.compile(key, { signal: controller.signal }),
+        client.pull(key, { to, signal: controller.signal }),
+      ];
+      setTimeout(() => controller.abort(), 50);
+      for (const call of calls) assert.equal((await failure(call)).code, Code.Cancelled);
+    } finally {
+      client.close();
+      await silent.close();
+    }
+  });
+});
