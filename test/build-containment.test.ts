@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createPluginClient } from "../src/client/plugin-client.js";
 import { EXAMPLE_PLUGINS_DIR } from "../src/config.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { Code } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
+import { failure } from "./helpers/failure.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
 import { startServerProcess, tempDir } from "./helpers/server-process.js";
 
@@ -14,16 +15,6 @@ const key = (name: string): BuildKey => ({
   runtime: { version: "1.0.0", buildVersion: "node20" },
   plugin: { name, version: "1.0.0" },
 });
-
-async function failure(promise: Promise<unknown>): Promise<PluginError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof PluginError, String(error));
-    return error;
-  }
-  assert.fail("expected a failure");
-}
 
 /** Processes whose command line names `text`, this test's own ps aside. */
 function processesNaming(text: string): string[] {

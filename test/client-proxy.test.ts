@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { Code, createPluginClient, PluginError } from "../src/client/index.js";
 import { parseProxyUrl, proxyFromEnvironment } from "../src/client/proxy-selection.js";
 import { serverTarget } from "../src/client/server-target.js";
+import { failure } from "./helpers/failure.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 import { runCli } from "./helpers/run-cli.js";
 import { freePort, startTinyproxy, type Tinyproxy } from "./helpers/tinyproxy.js";
@@ -25,16 +26,6 @@ const DIGEST = `sha256:${createHash("sha256").update(ARTIFACT).digest("hex")}`;
 const AUTH = { user: "runtime", password: "pr0xy-s3cret" };
 const once = { retry: { maxAttempts: 1 } };
 const serverTls = { caFile: fixture("ca.pem"), serverName: "registry.test" };
-
-async function failure(promise: Promise<unknown>): Promise<PluginError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof PluginError, String(error));
-    return error;
-  }
-  assert.fail("the call succeeded");
-}
 
 function thrown(make: () => unknown): PluginError {
   try {

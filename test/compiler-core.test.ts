@@ -12,6 +12,7 @@ import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";
+import { failure } from "./helpers/failure.js";
 
 /**
  * The compiler core with a small real toolchain ("text"): it writes the key
@@ -41,16 +42,6 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
     resolve = r;
   });
   return { promise, resolve };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<PluginError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof PluginError, `expected a PluginError, got ${String(error)}`);
-    return error;
-  }
-  assert.fail("expected a rejection");
 }
 
 describe("build compiler", () => {
@@ -120,7 +111,7 @@ describe("build compiler", () => {
     const first = compiler.compile(key("abandoned"), { signal: leaving.signal });
     const second = compiler.compile(key("abandoned"));
     leaving.abort();
-    const error = await rejection(first);
+    const error = await failure(first);
     assert.equal(error.code, Code.Cancelled);
     gate.resolve();
     const manifest = await second;
@@ -137,7 +128,7 @@ describe("build compiler", () => {
     const queued = compiler.compile(key("busy-2"));
     // Let the first call reach the pool and the second its queue.
     while (compiler.stats().queued < 1) await new Promise((r) => setImmediate(r));
-    const error = await rejection(compiler.compile(key("busy-3")));
+    const error = await failure(compiler.compile(key("busy-3")));
     assert.equal(error.code, Code.ResourceExhausted);
     assert.match(error.message, /build queue is full \(1 builds running, 1 waiting\)/);
     gate.resolve();
@@ -164,7 +155,7 @@ describe("build compiler", () => {
       },
     };
     const compiler = compilerWith(sleeper, { timeoutMs: 300 });
-    const error = await rejection(compiler.compile(key("slow")));
+    const error = await failure(compiler.compile(key("slow")));
     assert.equal(error.code, Code.DeadlineExceeded);
     assert.match(error.message, /took longer than 300 ms and was stopped/);
     assert.ok(pid && pid > 0, "the child was running");
@@ -215,7 +206,7 @@ describe("build compiler", () => {
   it("reports DEADLINE_EXCEEDED even when a toolchain ignores its signal", async () => {
     const stuck = deferred();
     const compiler = compilerWith(textToolchain({ gate: stuck.promise }), { timeoutMs: 50 });
-    const error = await rejection(compiler.compile(key("stuck")));
+    const error = await failure(compiler.compile(key("stuck")));
     assert.equal(error.code, Code.DeadlineExceeded);
     stuck.resolve();
     await compiler.close();
@@ -232,7 +223,7 @@ describe("build compiler", () => {
       },
     };
     const compiler = compilerWith(flaky);
-    assert.equal((await rejection(compiler.compile(key("flaky")))).code, Code.FailedPrecondition);
+    assert.equal((await failure(compiler.compile(key("flaky")))).code, Code.FailedPrecondition);
     assert.equal((await compiler.compile(key("flaky"))).key.plugin.name, "flaky");
     assert.equal(attempts, 2);
     await compiler.close();
@@ -240,7 +231,7 @@ describe("build compiler", () => {
 
   it("answers NOT_FOUND with the available versions for an unknown runtime", async () => {
     const compiler = compilerWith(textToolchain());
-    const error = await rejection(compiler.compile(key("any", "9.9.9")));
+    const error = await failure(compiler.compile(key("any", "9.9.9")));
     assert.equal(error.code, Code.NotFound);
     assert.equal(
       error.message,
@@ -252,7 +243,7 @@ describe("build compiler", () => {
 
   it("answers FAILED_PRECONDITION for a runtime whose toolchain this server lacks", async () => {
     const compiler = compilerWith(textToolchain());
-    const error = await rejection(compiler.compile(key("any", "3.0.0")));
+    const error = await failure(compiler.compile(key("any", "3.0.0")));
     assert.equal(error.code, Code.FailedPrecondition);
     assert.match(
       error.message,
@@ -277,21 +268,21 @@ describe("build compiler", () => {
     setTimeout(gate.resolve, 200);
     await closed;
     assert.deepEqual(await readdir(workRoot), [], "nothing of the build is left when close() returns");
-    const error = await rejection(call);
+    const error = await failure(call);
     assert.equal(error.code, Code.Unavailable);
   });
 
   it("refuses new builds with UNAVAILABLE once closed", async () => {
     const compiler = compilerWith(textToolchain());
     await compiler.close();
-    assert.equal((await rejection(compiler.compile(key("late")))).code, Code.Unavailable);
+    assert.equal((await failure(compiler.compile(key("late")))).code, Code.Unavailable);
   });
 
   it("refuses a runtime described in two directories", async () => {
     const other = join(root, "runtimes-copy", "1.0.0");
     await mkdir(other, { recursive: true });
     await writeFile(join(other, "runtime.json"), JSON.stringify({ toolchain: "text" }));
-    const error = await rejection(loadRuntimeCatalog([join(root, "runtimes"), join(root, "runtimes-copy")]));
+    const error = await failure(loadRuntimeCatalog([join(root, "runtimes"), join(root, "runtimes-copy")]));
     assert.equal(error.code, Code.FailedPrecondition);
     assert.match(error.message, /runtime 1\.0\.0 is described twice/);
   });

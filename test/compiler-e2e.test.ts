@@ -7,9 +7,10 @@ import { fileURLToPath } from "node:url";
 import { createPluginClient, type PluginClient } from "../src/client/index.js";
 import { runProcess } from "../src/compiler/run-process.js";
 import { EXAMPLE_PLUGINS_DIR, EXAMPLE_RUNTIMES_DIR } from "../src/config.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { Code } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { formatReference } from "../src/model/reference.js";
+import { failure } from "./helpers/failure.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
@@ -29,16 +30,6 @@ async function host(runtime: string, plugin: string, pluginKey: string): Promise
   );
   assert.equal(result.exitCode, 0, result.stderr);
   return JSON.parse(result.stdout) as Record<string, string>;
-}
-
-async function failure(promise: Promise<unknown>): Promise<PluginError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof PluginError);
-    return error;
-  }
-  assert.fail("expected the call to fail");
 }
 
 describe("compile and pull over gRPC", () => {

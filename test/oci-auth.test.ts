@@ -8,11 +8,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { Code } from "../src/errors/plugin-error.js";
 import { Secret } from "../src/model/secret.js";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createStore } from "../src/store/create-store.js";
 import type { RegistryCredentials } from "../src/store/oci/registry-credentials.js";
+import { failure } from "./helpers/failure.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
 import { chunksOf, keyOf, readAll } from "./store-suite.js";
 
@@ -38,16 +39,6 @@ async function roundTrip(store: ArtifactStore): Promise<void> {
   assert.equal((await store.list()).length, 1);
   assert.equal(await store.remove(keyOf("guarded")), true);
   assert.equal(manifest.size, data.byteLength);
-}
-
-async function failure(promise: Promise<unknown>): Promise<PluginError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof PluginError, String(error));
-    return error;
-  }
-  assert.fail("expected a failure");
 }
 
 const credentials: RegistryCredentials = { username: USER, password: new Secret(PASSWORD) };

@@ -9,9 +9,10 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { credentials, type StatusObject } from "@grpc/grpc-js";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { Code } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { buildKeyTag } from "../src/store/oci/build-key-tag.js";
+import { failure } from "./helpers/failure.js";
 import { PluginRegistryClient } from "./helpers/grpc-js-clients.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
@@ -82,16 +83,6 @@ async function pullStatus(address: string, key: BuildKey): Promise<StatusObject>
   } finally {
     client.close();
   }
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<PluginError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof PluginError, String(error));
-    return error;
-  }
-  assert.fail("expected the call to fail");
 }
 
 /**
@@ -254,7 +245,7 @@ describe("OCI store shared by two server replicas", () => {
       const exited = once(c.child, "exit");
       c.child.kill("SIGKILL");
       await exited;
-      assert.equal((await codeOf(pushing)).code, Code.Unavailable);
+      assert.equal((await failure(pushing)).code, Code.Unavailable);
     } finally {
       await c.stop();
       await relay.close();
@@ -345,11 +336,11 @@ describe("OCI store shared by two server replicas", () => {
       assert.equal(pull.code, Code.Unavailable, pull.details);
       assert.match(pull.details, new RegExp(`OCI registry http://${registry.address.replace(/\./g, "\\.")}`));
       assert.match(pull.details, /ECONNREFUSED/);
-      const compile = await codeOf(b.client.compile(key));
+      const compile = await failure(b.client.compile(key));
       assert.equal(compile.code, Code.Unavailable, compile.message);
-      const list = await codeOf(b.client.list());
+      const list = await failure(b.client.list());
       assert.equal(list.code, Code.Unavailable, list.message);
-      const push = await codeOf(
+      const push = await failure(
         b.client.push(keyOf("outage", "2.0.0"), chunksOf(data), { size: data.byteLength }),
       );
       assert.equal(push.code, Code.Unavailable, push.message);

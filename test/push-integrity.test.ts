@@ -8,8 +8,9 @@ import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { Code } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
+import { failure } from "./helpers/failure.js";
 import { rawPush } from "./helpers/raw-push.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
 import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
@@ -28,16 +29,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 async function* stalledAfter(head: Buffer, release: Promise<unknown>): AsyncGenerator<Uint8Array> {
   yield head;
   await release.catch(() => {});
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<PluginError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof PluginError, `a PluginError, got ${String(error)}`);
-    return error;
-  }
-  assert.fail("the push was stored");
 }
 
 /**
@@ -89,7 +80,7 @@ function describePushIntegrity(storeName: string, start: () => Promise<ServerPro
         signal: controller.signal,
       });
       setTimeout(() => controller.abort(), 300);
-      assert.equal((await codeOf(pushing)).code, Code.Cancelled);
+      assert.equal((await failure(pushing)).code, Code.Cancelled);
       await sleep(300); // time for the server to see the stream end
       await assertGoodArtifactServed(key);
     });
@@ -100,7 +91,7 @@ function describePushIntegrity(storeName: string, start: () => Promise<ServerPro
         size: good.byteLength,
         timeoutMs: 400,
       });
-      assert.equal((await codeOf(pushing)).code, Code.DeadlineExceeded);
+      assert.equal((await failure(pushing)).code, Code.DeadlineExceeded);
       await sleep(300);
       await assertGoodArtifactServed(key);
     });
@@ -124,21 +115,21 @@ function describePushIntegrity(storeName: string, start: () => Promise<ServerPro
 
     it("keeps the previous artifact when the stream half-closes short of the announced size", async () => {
       const key = await keyWithGoodArtifact("short");
-      const failure = await codeOf(
+      const refused = await failure(
         client.push(key, [randomBytes(good.byteLength - 1)].values(), { size: good.byteLength }),
       );
-      assert.equal(failure.code, Code.InvalidArgument);
-      assert.match(failure.message, new RegExp(`expected ${good.byteLength}`));
+      assert.equal(refused.code, Code.InvalidArgument);
+      assert.match(refused.message, new RegExp(`expected ${good.byteLength}`));
       await assertGoodArtifactServed(key);
     });
 
     it("refuses a stream longer than announced as soon as it is, keeping the previous artifact", async () => {
       const key = await keyWithGoodArtifact("long");
-      const failure = await codeOf(
+      const refused = await failure(
         client.push(key, [randomBytes(good.byteLength + 5000)].values(), { size: good.byteLength }),
       );
-      assert.equal(failure.code, Code.InvalidArgument);
-      assert.match(failure.message, new RegExp(`more than the announced ${good.byteLength} bytes`));
+      assert.equal(refused.code, Code.InvalidArgument);
+      assert.match(refused.message, new RegExp(`more than the announced ${good.byteLength} bytes`));
       await assertGoodArtifactServed(key);
     });
 
