@@ -205,6 +205,26 @@ describe("proxy selection from the environment", () => {
     assert.match(https.message, /proxy option/);
     assert.doesNotMatch(https.message, /hunter2/);
   });
+
+  it("refuses a password whose / ? # \\ or bad % would end up in messages, and takes an IPv6 proxy", () => {
+    // Unencoded, each ends the authority early: host "user", port 1234...
+    for (const text of [
+      "http://user:1234/secret@proxy.corp:3128",
+      "http://user:1234?secret@proxy.corp",
+      "http://user:1234#secret@proxy.corp",
+      "http://user:1234\\secret@proxy.corp",
+      "http://user:1234%zzsecret@proxy.corp",
+    ]) {
+      const error = thrown(() => parseProxyUrl(text, "$grpc_proxy"));
+      assert.equal(error.code, Code.InvalidArgument, text);
+      assert.match(error.message, /^\$grpc_proxy is not a proxy URL/);
+      assert.doesNotMatch(error.message, /1234|secret/, text);
+    }
+    assert.equal(parseProxyUrl("http://proxy.corp:3128/ignored", "x").shown, "http://proxy.corp:3128");
+    const v6 = parseProxyUrl("u:s%2Fcret@[fd00::7]:3128", "x");
+    assert.deepEqual([v6.host, v6.port, v6.shown], ["fd00::7", 3128, "http://u@[fd00::7]:3128"]);
+    assert.equal(v6.credentials?.password, "s/cret");
+  });
 });
 
 describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
