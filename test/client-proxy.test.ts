@@ -46,7 +46,7 @@ const port = (address: string) => address.split(":").at(-1);
  */
 async function scriptedProxy(
   answer: (client: Socket, target: string, index: number) => void,
-): Promise<{ address: string; close(): Promise<void> }> {
+): Promise<{ address: string; connections(): number; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   let index = 0;
   const server = createServer((client) => {
@@ -67,6 +67,7 @@ async function scriptedProxy(
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    connections: () => sockets.size,
     close: () => {
       for (const socket of sockets) socket.destroy();
       return new Promise<void>((resolve) => server.close(() => resolve()));
@@ -469,6 +470,26 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
       ];
       setTimeout(() => controller.abort(), 50);
       for (const call of calls) assert.equal((await failure(call)).code, Code.Cancelled);
+    } finally {
+      client.close();
+      await silent.close();
+    }
+  });
+
+  it("close() while tunnels are being opened ends the calls at once and leaves no connection", async () => {
+    const silent = await scriptedProxy(() => {});
+    const client = createPluginClient({ address: plain.address, proxy: silent.address });
+    try {
+      const calls = [client.compile(key), client.pull(key, { to: join(work, "closed.bin") })];
+      while (silent.connections() < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+      client.close();
+      for (const call of calls) {
+        const error = await failure(call);
+        assert.equal(error.code, Code.Cancelled, error.message);
+      }
+      // The proxy sees both tunnels dropped: no socket of ours is left to hold the process.
+      while (silent.connections() > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal((await failure(client.pull(key, { to: join(work, "closed.bin") }))).code, Code.Cancelled);
     } finally {
       client.close();
       await silent.close();
