@@ -87,16 +87,17 @@ function acknowledgesSettings(sent: Buffer): boolean {
  * Opens the tunnel, sending the 200 answer and the server's first bytes
  * (its SETTINGS) in one write, as a proxy may. The rest of the server's
  * bytes wait until the client acknowledged those SETTINGS: a client that
- * lost the early bytes never gets an answer.
+ * lost the early bytes never gets an answer. With `hold` false the rest
+ * follows at once: the next read must not land on the early bytes.
  */
-function tunnelWithEarlyBytes(client: Socket, target: string): void {
+function tunnelWithEarlyBytes(client: Socket, target: string, hold = true): void {
   const upstream = connect(Number(port(target)), "127.0.0.1");
   upstream.on("error", () => client.destroy());
   client.on("close", () => upstream.destroy());
   upstream.once("data", (first: Buffer) => {
     client.write(Buffer.concat([Buffer.from("HTTP/1.1 200 Connection established\r\n\r\n"), first]));
     let sent = Buffer.alloc(0);
-    let held: Buffer[] | undefined = [];
+    let held: Buffer[] | undefined = hold ? [] : undefined;
     upstream.on("data", (chunk: Buffer) => (held ? held.push(chunk) : client.write(chunk)));
     client.on("data", (chunk: Buffer) => {
       upstream.write(chunk);
@@ -401,6 +402,23 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
     } finally {
       client.close();
       await relay.close();
+    }
+    // The rest of the server's bytes right behind the early ones, pulled several times.
+    const eager = await scriptedProxy((client, target) => tunnelWithEarlyBytes(client, target, false));
+    const pulls = createPluginClient({ address: plain.address, proxy: eager.address });
+    try {
+      for (let round = 0; round < 3; round++) {
+        // A pull running meanwhile takes the kept connection: each round dials a new tunnel.
+        const to = [join(work, "eager-a.bin"), join(work, "eager-b.bin")];
+        const results = await Promise.all(to.map((path) => pulls.pull(key, { to: path, ...once })));
+        for (const [index, result] of results.entries()) {
+          assert.equal(result.digest, DIGEST);
+          assert.ok((await readFile(to[index] as string)).equals(ARTIFACT));
+        }
+      }
+    } finally {
+      pulls.close();
+      await eager.close();
     }
   });
 
