@@ -386,6 +386,53 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
     assert.ok((await readFile(to)).equals(ARTIFACT));
   });
 
+  it("the CLI names --proxy for a bad URL and never prints the password, and exits past a hostile proxy", async () => {
+    const pull = [
+      "pull",
+      "counter@1.0.0",
+      "--runtime",
+      "1.0.0",
+      "--build",
+      "node20",
+      "-o",
+      join(work, "c.bin"),
+    ];
+    const env = { ATOMIX_PLUGINS_SERVER: plain.address };
+    const bad = await runCli([...pull, "--proxy", `http://u:1234#hunter2@${proxy.address}`], env);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /INVALID_ARGUMENT: --proxy is not a proxy URL/);
+    // (A loopback server would never look at the variable.)
+    const badEnv = await runCli([...pull, "--json"], {
+      ATOMIX_PLUGINS_SERVER: "203.0.113.5:443",
+      https_proxy: "http://u:1234/hunter2@p",
+    });
+    assert.equal(badEnv.code, 2, badEnv.stderr);
+    assert.match(badEnv.stderr, /\$https_proxy is not a proxy URL/);
+    // Refused credentials, then an answer of garbage where HTTP/2 should be: the CLI says so and exits.
+    let answer = "HTTP/1.1 407 Proxy Authentication Required\r\n\r\n";
+    const hostile = await scriptedProxy((client) => client.write(answer));
+    try {
+      const refused = await runCli(
+        [...pull, "--proxy", `http://u:hunter2@${hostile.address}`, "--json"],
+        env,
+      );
+      assert.equal(refused.code, 5, refused.stderr);
+      assert.match(JSON.parse(refused.stderr).error.message, /refused the credentials given/);
+      for (const text of [bad, badEnv, refused].flatMap((run) => [run.stdout, run.stderr])) {
+        assert.doesNotMatch(text, /hunter2|1234/);
+      }
+      answer = "HTTP/1.1 200 OK\r\n\r\nnot HTTP/2 at all\r\n";
+      const garbage = await runCli(
+        ["compile", "counter@1.0.0", "--runtime", "1.0.0", "--build", "node20", "--proxy", hostile.address],
+        env,
+      );
+      assert.notEqual(garbage.code, 0);
+      assert.match(garbage.stderr, /^atomix-plugins: (UNAVAILABLE|INTERNAL): .*through the proxy/m);
+    } finally {
+      await hostile.close();
+    }
+  });
+
   it("takes the server's bytes that came with the proxy's answer, and retries a proxy that refused", async () => {
     const relay = await scriptedProxy((client, target, index) => {
       // The first CONNECT is refused: a retry takes the call through.
