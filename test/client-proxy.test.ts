@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { getEventListeners } from "node:events";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -384,6 +385,31 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
     );
     assert.equal(direct.code, 0, direct.stderr);
     assert.ok((await readFile(to)).equals(ARTIFACT));
+  });
+
+  it("keeps one tunnel for calls and one for pulls, with no socket or listener left over many calls", async () => {
+    const tunnels = async () =>
+      (await proxy.log()).split(`CONNECT 127.0.0.1:${port(plain.address)} HTTP/1.1`).length - 1;
+    const sockets = () => process.getActiveResourcesInfo().filter((name) => name === "TCPSocketWrap").length;
+    const signal = new AbortController().signal;
+    const client = createPluginClient({ address: plain.address, proxy: proxy.address });
+    try {
+      const to = join(work, "kept.bin");
+      const before = await tunnels();
+      const round = async () => {
+        await client.compile(key, { signal, timeoutMs: 20_000 });
+        await client.pull(key, { to, signal, timeoutMs: 20_000 });
+      };
+      await round();
+      const held = { sockets: sockets(), listeners: process.listenerCount("exit") };
+      for (let index = 0; index < 15; index++) await round();
+      assert.equal(await tunnels(), before + 2, "one tunnel for the channel, one for pulls");
+      assert.deepEqual({ sockets: sockets(), listeners: process.listenerCount("exit") }, held);
+      // The caller's signal carries no listener of ours once its calls ended.
+      assert.equal(getEventListeners(signal, "abort").length, 0);
+    } finally {
+      client.close();
+    }
   });
 
   it("the CLI names --proxy for a bad URL and never prints the password, and exits past a hostile proxy", async () => {
