@@ -76,6 +76,14 @@ async function scriptedProxy(
   };
 }
 
+/** Waits (5 s at most) until the client dropped every connection to `proxy`. */
+async function dropsAll(proxy: { connections(): number }): Promise<void> {
+  for (let waited = 0; proxy.connections() > 0 && waited < 5000; waited += 10) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.equal(proxy.connections(), 0, "the client still holds connections to the proxy");
+}
+
 /** Whether the client's bytes (preface first) hold a SETTINGS frame with ACK: it read the server's SETTINGS. */
 function acknowledgesSettings(sent: Buffer): boolean {
   for (let at = 24; at + 9 <= sent.length; at += 9 + sent.readUIntBE(at, 3)) {
@@ -561,6 +569,8 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
       ];
       setTimeout(() => controller.abort(), 50);
       for (const call of calls) assert.equal((await failure(call)).code, Code.Cancelled);
+      // No call waits for those tunnels any more: they are dropped, not left holding the process.
+      await dropsAll(silent);
     } finally {
       client.close();
       await silent.close();
@@ -579,7 +589,7 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
         assert.equal(error.code, Code.Cancelled, error.message);
       }
       // The proxy sees both tunnels dropped: no socket of ours is left to hold the process.
-      while (silent.connections() > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      await dropsAll(silent);
       assert.equal((await failure(client.pull(key, { to: join(work, "closed.bin") }))).code, Code.Cancelled);
     } finally {
       client.close();
