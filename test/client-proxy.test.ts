@@ -145,7 +145,16 @@ describe("proxy selection from the environment", () => {
 
   it("never proxies unix: paths, localhost or loopback addresses", () => {
     const env = { grpc_proxy: "http://proxy.corp:3128" };
-    for (const host of ["localhost", "LOCALHOST", "127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"]) {
+    for (const host of [
+      "localhost",
+      "LOCALHOST.",
+      "a.localhost",
+      "127.0.0.1",
+      "127.8.9.10",
+      "::1",
+      "0:0:0:0:0:0:0:1",
+      "::ffff:127.0.0.1",
+    ]) {
       assert.equal(proxied(env, host), undefined, host);
     }
     assert.equal(proxyFromEnvironment({ path: "/run/atomix.sock" }, env), undefined);
@@ -180,7 +189,17 @@ describe("proxy selection from the environment", () => {
     // An entry with a port exempts that port only.
     assert.equal(proxied(env, "plain", 8443), undefined);
     assert.equal(proxied(env, "plain", 443), "http://p:1");
-    assert.equal(proxied(withExemptions("10.0.0.0/8:443"), "10.1.1.1", 443), "http://p:1");
+    // A CIDR block takes a port too; an IPv6 one may be bracketed.
+    assert.equal(proxied(withExemptions("10.0.0.0/8:443"), "10.1.1.1", 443), undefined);
+    assert.equal(proxied(withExemptions("10.0.0.0/8:443"), "10.1.1.1", 80), "http://p:1");
+    assert.equal(proxied(withExemptions("[2001:DB8::]/32:443"), "2001:db8::5", 443), undefined);
+    assert.equal(proxied(withExemptions("[2001:db8::]/32"), "2001:db8::5", 80), undefined);
+    assert.equal(proxied(withExemptions("2001:db8::/32:443"), "2001:db8::5", 80), "http://p:1");
+    assert.equal(proxied(withExemptions("10.0.0.0/33"), "10.1.1.1"), "http://p:1");
+    // Case, whitespace (tabs too) and empty entries.
+    assert.equal(proxied(withExemptions("\t REGISTRY.Example ,,"), "Registry.EXAMPLE."), undefined);
+    assert.equal(proxied(withExemptions("a.test,, *"), "registry.example"), undefined);
+    assert.equal(proxied(withExemptions("registry.example"), "xregistry.example"), "http://p:1");
     assert.equal(proxied(withExemptions("10.1.1.1:443"), "10.1.1.1", 443), undefined);
     assert.equal(proxied(withExemptions("10.1.1.1:443"), "10.1.1.1", 80), "http://p:1");
     assert.equal(proxied(withExemptions("[2001:db8::1]:443"), "2001:db8::1", 443), undefined);

@@ -150,11 +150,16 @@ function exempts(entry: string, host: string, port: number): boolean {
   if (entry === "*") return true;
   let pattern = entry;
   let entryPort: number | undefined;
-  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(pattern);
+  // `[v6]`, `[v6]/bits`, `v4/bits` and `v6/bits` entries, each with an optional `:port`.
+  const bracketed = /^\[([^\]]+)\](\/\d+)?(?::(\d+))?$/.exec(pattern);
+  const block = /^([^/[\]]+\/\d+)(?::(\d+))?$/.exec(pattern);
   if (bracketed) {
-    pattern = bracketed[1] as string;
-    entryPort = bracketed[2] === undefined ? undefined : Number(bracketed[2]);
-  } else if (isIP(pattern) === 0 && !pattern.includes("/")) {
+    pattern = `${bracketed[1]}${bracketed[2] ?? ""}`;
+    entryPort = bracketed[3] === undefined ? undefined : Number(bracketed[3]);
+  } else if (block) {
+    pattern = block[1] as string;
+    entryPort = block[2] === undefined ? undefined : Number(block[2]);
+  } else if (isIP(pattern) === 0) {
     const withPort = /^([^:]+):(\d+)$/.exec(pattern);
     if (withPort) {
       pattern = withPort[1] as string;
