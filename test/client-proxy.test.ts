@@ -236,6 +236,18 @@ describe("proxy selection from the environment", () => {
     assert.doesNotMatch(https.message, /hunter2/);
   });
 
+  it("refuses a server address with whitespace or control characters, which would go into the CONNECT line", () => {
+    for (const address of [
+      "evil\r\n\r\nGET http://x/ HTTP/1.1\r\nHost x.test:443",
+      "a b:443",
+      "a\u0000b:443",
+    ]) {
+      const error = thrown(() => serverTarget(address, undefined, "http://p:1", {}));
+      assert.equal(error.code, Code.InvalidArgument);
+      assert.doesNotMatch(error.message, /[\r\n\0]/);
+    }
+  });
+
   it("refuses a password whose / ? # \\ or bad % would end up in messages, and takes an IPv6 proxy", () => {
     // Unencoded, each ends the authority early: host "user", port 1234...
     for (const text of [
