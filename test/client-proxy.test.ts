@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { getEventListeners } from "node:events";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -46,7 +47,7 @@ const port = (address: string) => address.split(":").at(-1);
  */
 async function scriptedProxy(
   answer: (client: Socket, target: string, index: number) => void,
-): Promise<{ address: string; close(): Promise<void> }> {
+): Promise<{ address: string; connections(): number; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   let index = 0;
   const server = createServer((client) => {
@@ -67,11 +68,20 @@ async function scriptedProxy(
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    connections: () => sockets.size,
     close: () => {
       for (const socket of sockets) socket.destroy();
       return new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** Waits (5 s at most) until the client dropped every connection to `proxy`. */
+async function dropsAll(proxy: { connections(): number }): Promise<void> {
+  for (let waited = 0; proxy.connections() > 0 && waited < 5000; waited += 10) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.equal(proxy.connections(), 0, "the client still holds connections to the proxy");
 }
 
 /** Whether the client's bytes (preface first) hold a SETTINGS frame with ACK: it read the server's SETTINGS. */
@@ -86,16 +96,17 @@ function acknowledgesSettings(sent: Buffer): boolean {
  * Opens the tunnel, sending the 200 answer and the server's first bytes
  * (its SETTINGS) in one write, as a proxy may. The rest of the server's
  * bytes wait until the client acknowledged those SETTINGS: a client that
- * lost the early bytes never gets an answer.
+ * lost the early bytes never gets an answer. With `hold` false the rest
+ * follows at once: the next read must not land on the early bytes.
  */
-function tunnelWithEarlyBytes(client: Socket, target: string): void {
+function tunnelWithEarlyBytes(client: Socket, target: string, hold = true): void {
   const upstream = connect(Number(port(target)), "127.0.0.1");
   upstream.on("error", () => client.destroy());
   client.on("close", () => upstream.destroy());
   upstream.once("data", (first: Buffer) => {
     client.write(Buffer.concat([Buffer.from("HTTP/1.1 200 Connection established\r\n\r\n"), first]));
     let sent = Buffer.alloc(0);
-    let held: Buffer[] | undefined = [];
+    let held: Buffer[] | undefined = hold ? [] : undefined;
     upstream.on("data", (chunk: Buffer) => (held ? held.push(chunk) : client.write(chunk)));
     client.on("data", (chunk: Buffer) => {
       upstream.write(chunk);
@@ -134,7 +145,16 @@ describe("proxy selection from the environment", () => {
 
   it("never proxies unix: paths, localhost or loopback addresses", () => {
     const env = { grpc_proxy: "http://proxy.corp:3128" };
-    for (const host of ["localhost", "LOCALHOST", "127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"]) {
+    for (const host of [
+      "localhost",
+      "LOCALHOST.",
+      "a.localhost",
+      "127.0.0.1",
+      "127.8.9.10",
+      "::1",
+      "0:0:0:0:0:0:0:1",
+      "::ffff:127.0.0.1",
+    ]) {
       assert.equal(proxied(env, host), undefined, host);
     }
     assert.equal(proxyFromEnvironment({ path: "/run/atomix.sock" }, env), undefined);
@@ -169,7 +189,17 @@ describe("proxy selection from the environment", () => {
     // An entry with a port exempts that port only.
     assert.equal(proxied(env, "plain", 8443), undefined);
     assert.equal(proxied(env, "plain", 443), "http://p:1");
-    assert.equal(proxied(withExemptions("10.0.0.0/8:443"), "10.1.1.1", 443), "http://p:1");
+    // A CIDR block takes a port too; an IPv6 one may be bracketed.
+    assert.equal(proxied(withExemptions("10.0.0.0/8:443"), "10.1.1.1", 443), undefined);
+    assert.equal(proxied(withExemptions("10.0.0.0/8:443"), "10.1.1.1", 80), "http://p:1");
+    assert.equal(proxied(withExemptions("[2001:DB8::]/32:443"), "2001:db8::5", 443), undefined);
+    assert.equal(proxied(withExemptions("[2001:db8::]/32"), "2001:db8::5", 80), undefined);
+    assert.equal(proxied(withExemptions("2001:db8::/32:443"), "2001:db8::5", 80), "http://p:1");
+    assert.equal(proxied(withExemptions("10.0.0.0/33"), "10.1.1.1"), "http://p:1");
+    // Case, whitespace (tabs too) and empty entries.
+    assert.equal(proxied(withExemptions("\t REGISTRY.Example ,,"), "Registry.EXAMPLE."), undefined);
+    assert.equal(proxied(withExemptions("a.test,, *"), "registry.example"), undefined);
+    assert.equal(proxied(withExemptions("registry.example"), "xregistry.example"), "http://p:1");
     assert.equal(proxied(withExemptions("10.1.1.1:443"), "10.1.1.1", 443), undefined);
     assert.equal(proxied(withExemptions("10.1.1.1:443"), "10.1.1.1", 80), "http://p:1");
     assert.equal(proxied(withExemptions("[2001:db8::1]:443"), "2001:db8::1", 443), undefined);
@@ -204,6 +234,38 @@ describe("proxy selection from the environment", () => {
     assert.equal(https.code, Code.InvalidArgument);
     assert.match(https.message, /proxy option/);
     assert.doesNotMatch(https.message, /hunter2/);
+  });
+
+  it("refuses a server address with whitespace or control characters, which would go into the CONNECT line", () => {
+    for (const address of [
+      "evil\r\n\r\nGET http://x/ HTTP/1.1\r\nHost x.test:443",
+      "a b:443",
+      "a\u0000b:443",
+    ]) {
+      const error = thrown(() => serverTarget(address, undefined, "http://p:1", {}));
+      assert.equal(error.code, Code.InvalidArgument);
+      assert.doesNotMatch(error.message, /[\r\n\0]/);
+    }
+  });
+
+  it("refuses a password whose / ? # \\ or bad % would end up in messages, and takes an IPv6 proxy", () => {
+    // Unencoded, each ends the authority early: host "user", port 1234...
+    for (const text of [
+      "http://user:1234/secret@proxy.corp:3128",
+      "http://user:1234?secret@proxy.corp",
+      "http://user:1234#secret@proxy.corp",
+      "http://user:1234\\secret@proxy.corp",
+      "http://user:1234%zzsecret@proxy.corp",
+    ]) {
+      const error = thrown(() => parseProxyUrl(text, "$grpc_proxy"));
+      assert.equal(error.code, Code.InvalidArgument, text);
+      assert.match(error.message, /^\$grpc_proxy is not a proxy URL/);
+      assert.doesNotMatch(error.message, /1234|secret/, text);
+    }
+    assert.equal(parseProxyUrl("http://proxy.corp:3128/ignored", "x").shown, "http://proxy.corp:3128");
+    const v6 = parseProxyUrl("u:s%2Fcret@[fd00::7]:3128", "x");
+    assert.deepEqual([v6.host, v6.port, v6.shown], ["fd00::7", 3128, "http://u@[fd00::7]:3128"]);
+    assert.equal(v6.credentials?.password, "s/cret");
   });
 });
 
@@ -364,6 +426,78 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
     assert.ok((await readFile(to)).equals(ARTIFACT));
   });
 
+  it("keeps one tunnel for calls and one for pulls, with no socket or listener left over many calls", async () => {
+    const tunnels = async () =>
+      (await proxy.log()).split(`CONNECT 127.0.0.1:${port(plain.address)} HTTP/1.1`).length - 1;
+    const sockets = () => process.getActiveResourcesInfo().filter((name) => name === "TCPSocketWrap").length;
+    const signal = new AbortController().signal;
+    const client = createPluginClient({ address: plain.address, proxy: proxy.address });
+    try {
+      const to = join(work, "kept.bin");
+      const before = await tunnels();
+      const round = async () => {
+        await client.compile(key, { signal, timeoutMs: 20_000 });
+        await client.pull(key, { to, signal, timeoutMs: 20_000 });
+      };
+      await round();
+      const held = { sockets: sockets(), listeners: process.listenerCount("exit") };
+      for (let index = 0; index < 15; index++) await round();
+      assert.equal(await tunnels(), before + 2, "one tunnel for the channel, one for pulls");
+      assert.deepEqual({ sockets: sockets(), listeners: process.listenerCount("exit") }, held);
+      // The caller's signal carries no listener of ours once its calls ended.
+      assert.equal(getEventListeners(signal, "abort").length, 0);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("the CLI names --proxy for a bad URL and never prints the password, and exits past a hostile proxy", async () => {
+    const pull = [
+      "pull",
+      "counter@1.0.0",
+      "--runtime",
+      "1.0.0",
+      "--build",
+      "node20",
+      "-o",
+      join(work, "c.bin"),
+    ];
+    const env = { ATOMIX_PLUGINS_SERVER: plain.address };
+    const bad = await runCli([...pull, "--proxy", `http://u:1234#hunter2@${proxy.address}`], env);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /INVALID_ARGUMENT: --proxy is not a proxy URL/);
+    // (A loopback server would never look at the variable.)
+    const badEnv = await runCli([...pull, "--json"], {
+      ATOMIX_PLUGINS_SERVER: "203.0.113.5:443",
+      https_proxy: "http://u:1234/hunter2@p",
+    });
+    assert.equal(badEnv.code, 2, badEnv.stderr);
+    assert.match(badEnv.stderr, /\$https_proxy is not a proxy URL/);
+    // Refused credentials, then an answer of garbage where HTTP/2 should be: the CLI says so and exits.
+    let answer = "HTTP/1.1 407 Proxy Authentication Required\r\n\r\n";
+    const hostile = await scriptedProxy((client) => client.write(answer));
+    try {
+      const refused = await runCli(
+        [...pull, "--proxy", `http://u:hunter2@${hostile.address}`, "--json"],
+        env,
+      );
+      assert.equal(refused.code, 5, refused.stderr);
+      assert.match(JSON.parse(refused.stderr).error.message, /refused the credentials given/);
+      for (const text of [bad, badEnv, refused].flatMap((run) => [run.stdout, run.stderr])) {
+        assert.doesNotMatch(text, /hunter2|1234/);
+      }
+      answer = "HTTP/1.1 200 OK\r\n\r\nnot HTTP/2 at all\r\n";
+      const garbage = await runCli(
+        ["compile", "counter@1.0.0", "--runtime", "1.0.0", "--build", "node20", "--proxy", hostile.address],
+        env,
+      );
+      assert.notEqual(garbage.code, 0);
+      assert.match(garbage.stderr, /^atomix-plugins: (UNAVAILABLE|INTERNAL): .*through the proxy/m);
+    } finally {
+      await hostile.close();
+    }
+  });
+
   it("takes the server's bytes that came with the proxy's answer, and retries a proxy that refused", async () => {
     const relay = await scriptedProxy((client, target, index) => {
       // The first CONNECT is refused: a retry takes the call through.
@@ -380,6 +514,23 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
     } finally {
       client.close();
       await relay.close();
+    }
+    // The rest of the server's bytes right behind the early ones, pulled several times.
+    const eager = await scriptedProxy((client, target) => tunnelWithEarlyBytes(client, target, false));
+    const pulls = createPluginClient({ address: plain.address, proxy: eager.address });
+    try {
+      for (let round = 0; round < 3; round++) {
+        // A pull running meanwhile takes the kept connection: each round dials a new tunnel.
+        const to = [join(work, "eager-a.bin"), join(work, "eager-b.bin")];
+        const results = await Promise.all(to.map((path) => pulls.pull(key, { to: path, ...once })));
+        for (const [index, result] of results.entries()) {
+          assert.equal(result.digest, DIGEST);
+          assert.ok((await readFile(to[index] as string)).equals(ARTIFACT));
+        }
+      }
+    } finally {
+      pulls.close();
+      await eager.close();
     }
   });
 
@@ -449,6 +600,28 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
       ];
       setTimeout(() => controller.abort(), 50);
       for (const call of calls) assert.equal((await failure(call)).code, Code.Cancelled);
+      // No call waits for those tunnels any more: they are dropped, not left holding the process.
+      await dropsAll(silent);
+    } finally {
+      client.close();
+      await silent.close();
+    }
+  });
+
+  it("close() while tunnels are being opened ends the calls at once and leaves no connection", async () => {
+    const silent = await scriptedProxy(() => {});
+    const client = createPluginClient({ address: plain.address, proxy: silent.address });
+    try {
+      const calls = [client.compile(key), client.pull(key, { to: join(work, "closed.bin") })];
+      while (silent.connections() < 2) await new Promise((resolve) => setTimeout(resolve, 10));
+      client.close();
+      for (const call of calls) {
+        const error = await failure(call);
+        assert.equal(error.code, Code.Cancelled, error.message);
+      }
+      // The proxy sees both tunnels dropped: no socket of ours is left to hold the process.
+      await dropsAll(silent);
+      assert.equal((await failure(client.pull(key, { to: join(work, "closed.bin") }))).code, Code.Cancelled);
     } finally {
       client.close();
       await silent.close();

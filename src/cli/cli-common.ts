@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { type Command, Option } from "commander";
 import type { ConnectionOptions } from "../client/connection-options.js";
 import type { PluginClient } from "../client/plugin-client.js";
+import { parseProxyUrl } from "../client/proxy-selection.js";
 import { DEFAULT_LISTEN } from "../config.js";
 import { Code, codeName, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";
 import type { Digest } from "../model/artifact.js";
@@ -137,6 +138,8 @@ export function connectionFrom(flags: ClientFlags): ConnectionOptions {
       `--server ${quoted(server)} must be host:port, dns:host:port or unix:/path (flag or ${SERVER_ENV})`,
     );
   }
+  // Checked here so that a bad one is named as the flag it came from.
+  if (flags.proxy !== undefined && flags.proxy !== "direct") parseProxyUrl(flags.proxy, "--proxy");
   const tls = flags.tls || flags.ca || flags.cert || flags.key || flags.tlsServerName;
   const token = flags.tokenFile ? readToken(flags.tokenFile) : flags.token;
   const trustedKeys = (flags.trustKey ?? []).map(readTrustedKey);

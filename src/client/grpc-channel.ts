@@ -87,7 +87,9 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
   checkToken(options.token);
   let session: ClientHttp2Session | undefined;
   /** A session waiting for its proxy tunnel; the calls that need a session meanwhile wait for it too. */
-  let pending: { session: Promise<ClientHttp2Session>; abandon: AbortController } | undefined;
+  let pending:
+    | { session: Promise<ClientHttp2Session>; abandon: AbortController; waiting: number }
+    | undefined;
   /** Calls running on each session: a session holds the process open only while it has some. */
   const running = new Map<ClientHttp2Session, number>();
   let closed = false;
@@ -115,39 +117,69 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
       },
     );
     opening.catch(() => {});
-    pending = { session: opening, abandon };
+    pending = { session: opening, abandon, waiting: 0 };
     return opening;
   }
 
   /**
    * The session `opening` becomes, or CANCELLED/DEADLINE_EXCEEDED first. A
    * call whose deadline passes first abandons the tunnel: a proxy that does
-   * not answer is then dialled again by the next call, not waited on.
+   * not answer is then dialled again by the next call, not waited on. So
+   * does the last call waiting for it when its signal aborts: a tunnel no
+   * call waits for would hold the process open.
    */
   function untilOpen(
     opening: Promise<ClientHttp2Session>,
     { signal, deadline }: CallSettings,
   ): Promise<ClientHttp2Session> {
+    const waitedOn = pending?.session === opening ? pending : undefined;
+    if (waitedOn) waitedOn.waiting++;
     return new Promise<ClientHttp2Session>((resolve, reject) => {
-      const onAbort = () => reject(cancelled(signal));
-      const onClose = () => reject(new PluginError(Code.Cancelled, "the client was closed during the call"));
+      // Whichever comes first (the tunnel, the signal, the deadline, close()), this call waits no more.
+      let waiting = true;
+      let stopTimer: (() => void) | undefined;
+      const leave = () => {
+        if (!waiting) return false;
+        waiting = false;
+        stopTimer?.();
+        signal?.removeEventListener("abort", onAbort);
+        closing.signal.removeEventListener("abort", onClose);
+        return waitedOn !== undefined && --waitedOn.waiting === 0 && pending === waitedOn;
+      };
+      const onAbort = () => {
+        if (leave()) {
+          (waitedOn as NonNullable<typeof pending>).abandon.abort();
+          pending = undefined;
+        }
+        reject(cancelled(signal));
+      };
+      const onClose = () => {
+        leave();
+        reject(new PluginError(Code.Cancelled, "the client was closed during the call"));
+      };
       signal?.addEventListener("abort", onAbort, { once: true });
       closing.signal.addEventListener("abort", onClose, { once: true });
-      const stopTimer =
+      stopTimer =
         deadline === undefined
           ? undefined
           : atDeadline(deadline, () => {
+              leave();
               if (pending?.session === opening) {
                 pending.abandon.abort();
                 pending = undefined;
               }
               reject(new PluginError(Code.DeadlineExceeded, "the call passed its deadline"));
             });
-      opening.then(resolve, reject).finally(() => {
-        stopTimer?.();
-        signal?.removeEventListener("abort", onAbort);
-        closing.signal.removeEventListener("abort", onClose);
-      });
+      opening.then(
+        (session) => {
+          leave();
+          resolve(session);
+        },
+        (error) => {
+          leave();
+          reject(error);
+        },
+      );
     });
   }
 

@@ -100,9 +100,28 @@ export function parseProxyUrl(text: string, source: string): HttpProxy {
   if (!url.hostname) {
     throw new PluginError(Code.InvalidArgument, `${source} names no proxy host`);
   }
+  // A `/`, `?`, `#` or `\` in an unencoded password ends the authority
+  // early, leaving the real `@` behind it: `http://user:1234/x@proxy` would
+  // otherwise be host `user`, port 1234, and messages naming that "proxy"
+  // would show part of the password.
+  if (`${url.pathname}${url.search}${url.hash}`.includes("@")) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `${source} is not a proxy URL: an @ after its host (percent-encode / ? # \\ in a user or password)`,
+    );
+  }
   const port = url.port === "" ? 80 : Number(url.port);
-  const user = decodeURIComponent(url.username);
-  const password = decodeURIComponent(url.password);
+  let user: string;
+  let password: string;
+  try {
+    user = decodeURIComponent(url.username);
+    password = decodeURIComponent(url.password);
+  } catch {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `${source} is not a proxy URL: its user or password has a % not followed by two hex digits of UTF-8`,
+    );
+  }
   return {
     host: url.hostname.replace(/^\[|\]$/g, ""),
     port,
@@ -131,11 +150,16 @@ function exempts(entry: string, host: string, port: number): boolean {
   if (entry === "*") return true;
   let pattern = entry;
   let entryPort: number | undefined;
-  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(pattern);
+  // `[v6]`, `[v6]/bits`, `v4/bits` and `v6/bits` entries, each with an optional `:port`.
+  const bracketed = /^\[([^\]]+)\](\/\d+)?(?::(\d+))?$/.exec(pattern);
+  const block = /^([^/[\]]+\/\d+)(?::(\d+))?$/.exec(pattern);
   if (bracketed) {
-    pattern = bracketed[1] as string;
-    entryPort = bracketed[2] === undefined ? undefined : Number(bracketed[2]);
-  } else if (isIP(pattern) === 0 && !pattern.includes("/")) {
+    pattern = `${bracketed[1]}${bracketed[2] ?? ""}`;
+    entryPort = bracketed[3] === undefined ? undefined : Number(bracketed[3]);
+  } else if (block) {
+    pattern = block[1] as string;
+    entryPort = block[2] === undefined ? undefined : Number(block[2]);
+  } else if (isIP(pattern) === 0) {
     const withPort = /^([^:]+):(\d+)$/.exec(pattern);
     if (withPort) {
       pattern = withPort[1] as string;

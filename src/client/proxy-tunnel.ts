@@ -7,6 +7,8 @@ const MAX_ANSWER = 16 * 1024;
 /** How much of a refusing status line a message quotes. */
 const MAX_QUOTED = 200;
 const HEADER_END = Buffer.from("\r\n\r\n");
+/** The one read after early bytes that is copied into the caller's buffers (see `scratch`). */
+const MIN_SCRATCH = 64 * 1024;
 
 export interface TunnelOptions {
   proxy: HttpProxy;
@@ -40,6 +42,13 @@ export function openTunnel(options: TunnelOptions): Promise<Socket> {
     const answer = Buffer.allocUnsafe(MAX_ANSWER);
     let filled = 0;
     let open = false;
+    /**
+     * The memory of the socket's first read after the answer, when early
+     * bytes wait for the caller: the socket took its next buffer from the
+     * caller's reader already, which delivering the early bytes would hand
+     * out a second time, and that read would land on them.
+     */
+    let scratch: Buffer | undefined;
     let settled = false;
     const fail = (message: string) => {
       if (settled) return;
@@ -91,6 +100,7 @@ export function openTunnel(options: TunnelOptions): Promise<Socket> {
         // server's early bytes wait for it, and reading waits for them.
         if (early.length > 0) {
           const held = Buffer.from(early);
+          scratch = Buffer.allocUnsafe(MIN_SCRATCH);
           socket.pause();
           setImmediate(() => {
             deliver(onread, held);
@@ -113,8 +123,12 @@ export function openTunnel(options: TunnelOptions): Promise<Socket> {
     };
     // Reads go into `answer` until the tunnel is open, then into the caller's buffers.
     const reader: OnReadOpts | undefined = onread && {
-      buffer: () => (open ? readBuffer(onread) : answer.subarray(filled)),
+      buffer: () => (open ? (scratch ?? readBuffer(onread)) : answer.subarray(filled)),
       callback: (bytes, buffer) => {
+        if (open && buffer === scratch) {
+          scratch = undefined;
+          return deliver(onread, (buffer as Buffer).subarray(0, bytes));
+        }
         if (open) return onread.callback(bytes, buffer);
         took(bytes);
         return true;

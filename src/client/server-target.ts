@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { connect as connectTcp, isIP, type OnReadOpts, type Socket } from "node:net";
 import { type ConnectionOptions, connect as connectTls, type TLSSocket } from "node:tls";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import { type HttpProxy, selectProxy } from "./proxy-selection.js";
 import { deliver, openTunnel } from "./proxy-tunnel.js";
 
@@ -61,7 +61,8 @@ export function serverTarget(
     where = { path };
     authority = servername ?? "localhost";
   } else {
-    const match = /^(\[[0-9a-fA-F:.]+\]|[^:/[\]]+)(?::(\d{1,5}))?$/.exec(
+    // No whitespace or control characters: the host goes into a proxy's CONNECT line as it is.
+    const match = /^(\[[0-9a-fA-F:.]+\]|[^:/[\]\s\p{Cc}]+)(?::(\d{1,5}))?$/u.exec(
       address.replace(/^dns:(\/\/\/)?/, ""),
     );
     const port = Number(match?.[2] ?? 443);
@@ -124,7 +125,7 @@ async function connectThrough(
 function badAddress(address: string): PluginError {
   return new PluginError(
     Code.InvalidArgument,
-    `the server address "${address}" is not host:port, [ipv6]:port, dns:host:port or unix:/path`,
+    `the server address ${quoted(address)} is not host:port, [ipv6]:port, dns:host:port or unix:/path`,
   );
 }
 

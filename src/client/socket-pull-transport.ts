@@ -63,23 +63,33 @@ export function socketPullTransport(target: ServerTarget, options: SocketPullOpt
   checkToken(options.token);
   let kept: PullConnection | undefined;
   let closed = false;
+  /** Every connection not yet destroyed (kept, or carrying a pull, or waiting for its tunnel): close() ends them. */
+  const live = new Set<PullConnection>();
+  const drop = (connection: PullConnection) => {
+    live.delete(connection);
+    connection.destroy();
+  };
   const release = (connection: PullConnection) => {
     if (!closed && kept === undefined && connection.reusable) {
       connection.idle();
       kept = connection;
-    } else connection.destroy();
+    } else drop(connection);
   };
   return {
     async pullOnce(key, attempt) {
       if (attempt.signal?.aborted) throw cancelled(attempt.signal);
+      if (closed) throw new PluginError(Code.Cancelled, "the client was closed");
       const idle = kept;
       kept = undefined;
       let connection = idle?.reusable ? idle : undefined;
-      if (idle && !connection) idle.destroy();
+      if (idle && !connection) drop(idle);
       try {
         for (;;) {
           const reused = connection !== undefined;
-          connection ??= new PullConnection(target);
+          if (!connection) {
+            connection = new PullConnection(target);
+            live.add(connection);
+          }
           const call = new PullCall(connection, key, attempt, options);
           try {
             return await call.run();
@@ -87,8 +97,8 @@ export function socketPullTransport(target: ServerTarget, options: SocketPullOpt
             // A kept connection the server closed meanwhile (its idle
             // timeout, a restart) fails before the call is taken: dial again
             // at once rather than spend an attempt and a backoff on it.
-            if (!reused || !call.untaken || attempt.signal?.aborted) throw error;
-            connection.destroy();
+            if (!reused || !call.untaken || attempt.signal?.aborted || closed) throw error;
+            drop(connection);
             connection = undefined;
           }
         }
@@ -98,8 +108,12 @@ export function socketPullTransport(target: ServerTarget, options: SocketPullOpt
     },
     close() {
       closed = true;
-      kept?.destroy();
       kept = undefined;
+      // Pulls still running (or waiting for a proxy's tunnel) end at once,
+      // as the channel's calls do: nothing is left holding the process.
+      const closing = new PluginError(Code.Cancelled, "the client was closed during the call");
+      for (const connection of live) connection.destroy(closing);
+      live.clear();
     },
   };
 }
@@ -290,8 +304,8 @@ class PullConnection {
     this.socket.unref();
   }
 
-  destroy(): void {
-    this.die(new PluginError(Code.Unavailable, "the connection was closed by the client"));
+  destroy(failure = new PluginError(Code.Unavailable, "the connection was closed by the client")): void {
+    this.die(failure);
   }
 
   /** Reading waits while every receive buffer waits for the writer. */
