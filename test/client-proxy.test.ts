@@ -28,6 +28,37 @@ const AUTH = { user: "runtime", password: "pr0xy-s3cret" };
 const once = { retry: { maxAttempts: 1 } };
 const serverTls = { caFile: fixture("ca.pem"), serverName: "registry.test" };
 
+/**
+ * The failures of a compile and a pull started at once through a client made
+ * with `options` (each tried once), which is closed afterwards.
+ */
+async function compileAndPullFailures(
+  options: Parameters<typeof createPluginClient>[0],
+  to: string,
+): Promise<PluginError[]> {
+  const client = createPluginClient(options);
+  try {
+    const calls = [client.compile(key, once), client.pull(key, { to, ...once })];
+    const errors: PluginError[] = [];
+    for (const call of calls) errors.push(await failure(call));
+    return errors;
+  } finally {
+    client.close();
+  }
+}
+
+/** The CLI's pull of `key` into `to`. */
+const cliPull = (to: string) => [
+  "pull",
+  "counter@1.0.0",
+  "--runtime",
+  "1.0.0",
+  "--build",
+  "node20",
+  "-o",
+  to,
+];
+
 function thrown(make: () => unknown): PluginError {
   try {
     make();
@@ -375,42 +406,24 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
 
   it("fails UNAVAILABLE, naming the proxy, when the proxy is not listening", async () => {
     const dead = `127.0.0.1:${await freePort()}`;
-    const client = createPluginClient({ address: plain.address, proxy: `http://u:hunter2@${dead}` });
-    try {
-      for (const call of [
-        client.compile(key, once),
-        client.pull(key, { to: join(work, "dead.bin"), ...once }),
-      ]) {
-        const error = await failure(call);
-        assert.equal(error.code, Code.Unavailable, error.message);
-        assert.ok(error.message.includes(`http://u@${dead}`), error.message);
-        assert.match(error.message, /ECONNREFUSED/);
-        assert.doesNotMatch(error.message, /hunter2/);
-      }
-    } finally {
-      client.close();
+    const errors = await compileAndPullFailures(
+      { address: plain.address, proxy: `http://u:hunter2@${dead}` },
+      join(work, "dead.bin"),
+    );
+    for (const error of errors) {
+      assert.equal(error.code, Code.Unavailable, error.message);
+      assert.ok(error.message.includes(`http://u@${dead}`), error.message);
+      assert.match(error.message, /ECONNREFUSED/);
+      assert.doesNotMatch(error.message, /hunter2/);
     }
   });
 
   it("the CLI pulls through --proxy, and grpc_proxy leaves a loopback server direct", async () => {
     const before = (await proxy.log()).split(`CONNECT 127.0.0.1:${port(plain.address)}`).length;
     const to = join(work, "cli.bin");
-    const through = await runCli(
-      [
-        "pull",
-        "counter@1.0.0",
-        "--runtime",
-        "1.0.0",
-        "--build",
-        "node20",
-        "-o",
-        to,
-        "--json",
-        "--proxy",
-        proxy.address,
-      ],
-      { ATOMIX_PLUGINS_SERVER: plain.address },
-    );
+    const through = await runCli([...cliPull(to), "--json", "--proxy", proxy.address], {
+      ATOMIX_PLUGINS_SERVER: plain.address,
+    });
     assert.equal(through.code, 0, through.stderr);
     assert.equal(JSON.parse(through.stdout).digest, DIGEST);
     assert.ok((await readFile(to)).equals(ARTIFACT));
@@ -418,10 +431,10 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
     assert.ok(after > before, "the CLI's pull went through the proxy");
     // A proxy in the environment that is not even listening: loopback stays direct.
     await writeFile(to, "");
-    const direct = await runCli(
-      ["pull", "counter@1.0.0", "--runtime", "1.0.0", "--build", "node20", "-o", to, "--json"],
-      { ATOMIX_PLUGINS_SERVER: plain.address, grpc_proxy: `http://127.0.0.1:${await freePort()}` },
-    );
+    const direct = await runCli([...cliPull(to), "--json"], {
+      ATOMIX_PLUGINS_SERVER: plain.address,
+      grpc_proxy: `http://127.0.0.1:${await freePort()}`,
+    });
     assert.equal(direct.code, 0, direct.stderr);
     assert.ok((await readFile(to)).equals(ARTIFACT));
   });
@@ -452,16 +465,7 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
   });
 
   it("the CLI names --proxy for a bad URL and never prints the password, and exits past a hostile proxy", async () => {
-    const pull = [
-      "pull",
-      "counter@1.0.0",
-      "--runtime",
-      "1.0.0",
-      "--build",
-      "node20",
-      "-o",
-      join(work, "c.bin"),
-    ];
+    const pull = cliPull(join(work, "c.bin"));
     const env = { ATOMIX_PLUGINS_SERVER: plain.address };
     const bad = await runCli([...pull, "--proxy", `http://u:1234#hunter2@${proxy.address}`], env);
     assert.equal(bad.code, 2, bad.stderr);
@@ -549,35 +553,25 @@ describe("client through an HTTP CONNECT proxy (tinyproxy)", () => {
     ];
     for (const { answer, expect } of answers) {
       const relay = await scriptedProxy((client) => client.end(answer));
-      const client = createPluginClient({ address: plain.address, proxy: relay.address });
       try {
-        for (const call of [
-          client.compile(key, once),
-          client.pull(key, { to: join(work, "x.bin"), ...once }),
-        ]) {
-          const error = await failure(call);
+        const options = { address: plain.address, proxy: relay.address };
+        for (const error of await compileAndPullFailures(options, join(work, "x.bin"))) {
           assert.equal(error.code, Code.Unavailable, error.message);
           assert.match(error.message, expect);
         }
       } finally {
-        client.close();
         await relay.close();
       }
     }
     // TLS: the server speaks only after our hello, so early bytes are the proxy's.
     const early = await scriptedProxy((client) => client.write("HTTP/1.1 200 OK\r\n\r\nsurprise"));
-    const client = createPluginClient({ address: secure.address, tls: serverTls, proxy: early.address });
     try {
-      for (const call of [
-        client.compile(key, once),
-        client.pull(key, { to: join(work, "x.bin"), ...once }),
-      ]) {
-        const error = await failure(call);
+      const options = { address: secure.address, tls: serverTls, proxy: early.address };
+      for (const error of await compileAndPullFailures(options, join(work, "x.bin"))) {
         assert.equal(error.code, Code.Unavailable, error.message);
         assert.match(error.message, /sent 8 bytes after its answer/);
       }
     } finally {
-      client.close();
       await early.close();
     }
   });
