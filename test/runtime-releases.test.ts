@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { cp, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { cp, lstat, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Metadata } from "@grpc/grpc-js";
 import { EXIT } from "../src/cli/cli-common.js";
@@ -48,6 +48,30 @@ const data = (bytes: string | Buffer): RegisterRuntimeRequest => ({
   part: { $case: "data", value: Buffer.from(bytes) },
 });
 const json = (value: unknown) => Buffer.from(JSON.stringify(value));
+
+/** Every file below `dir` with its bytes, paths relative to it. */
+async function filesOf(dir: string): Promise<[string, Buffer][]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  const files: [string, Buffer][] = [];
+  for (const entry of entries.filter((e) => e.isFile())) {
+    const full = join(entry.parentPath, entry.name);
+    files.push([relative(dir, full), await readFile(full)]);
+  }
+  return files.sort(([a], [b]) => (a < b ? -1 : 1));
+}
+
+/** What a folder holds, to compare before and after: paths, sizes and change times. */
+async function folderState(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  const state = await Promise.all(
+    entries.map(async (entry) => {
+      const full = join(entry.parentPath, entry.name);
+      const info = await lstat(full);
+      return `${relative(dir, full)} ${info.size} ${info.mtimeMs} ${info.ino}`;
+    }),
+  );
+  return state.sort();
+}
 
 /** Asks `probe` until it is true or 10 s pass. */
 async function eventually(probe: () => Promise<boolean>): Promise<boolean> {
@@ -184,8 +208,8 @@ for (const kind of ["fs", "oci"] as const) {
         file("runtime.json", descriptor.byteLength),
         data(descriptor),
       ]);
-      assert.equal(leaving.code, Code.FailedPrecondition, leaving.message);
-      assert.match(leaving.message, /modules\.sdk\.path \.\.\/\.\.\/\.\.\/\.\.\/etc leaves the release/);
+      assert.equal(leaving.code, Code.InvalidArgument, leaving.message);
+      assert.match(leaving.message, /modules\.sdk\.path "\.\.\/\.\.\/\.\.\/\.\.\/etc" leaves the release/);
 
       const goDescriptor = json({
         toolchain: "go",
@@ -201,8 +225,41 @@ for (const kind of ["fs", "oci"] as const) {
         file("go/go.mod", goMod.byteLength),
         data(goMod),
       ]);
-      assert.equal(hostFolder.code, Code.FailedPrecondition, hostFolder.message);
+      assert.equal(hostFolder.code, Code.InvalidArgument, hostFolder.message);
       assert.match(hostFolder.message, /\/etc\/ssl; an absolute replacement folder must lie under \/usr/);
+
+      // A module's name, not only its path, is where the server copies its files in every build.
+      const victim = join(work, "victim");
+      await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0", "sdk"), victim, { recursive: true });
+      const before = await folderState(victim);
+      const sdk = join(EXAMPLE_RUNTIMES_DIR, "2.0.0", "sdk", "runtime-sdk");
+      const sdkFiles = await filesOf(sdk);
+      for (const [index, name] of [
+        `../../../../../../../..${victim}`,
+        "..",
+        ".hidden",
+        "a/b/c",
+        "@x/../../y",
+      ].entries()) {
+        const named = json({
+          toolchain: "node",
+          node: ["20"],
+          modules: { [name]: { version: "2.0.0", path: "modules/sdk" } },
+          export: { name: "driver" },
+        });
+        const refused = await rawRegister(server.address, [
+          header(`7.1.${index}`),
+          file("runtime.json", named.byteLength),
+          data(named),
+          ...sdkFiles.flatMap(([path, bytes]) => [
+            file(`modules/sdk/${path}`, bytes.byteLength),
+            data(bytes),
+          ]),
+        ]);
+        assert.equal(refused.code, Code.InvalidArgument, `${name}: ${refused.message}`);
+        assert.match(refused.message, /is not an npm package name/);
+      }
+      assert.deepEqual(await folderState(victim), before);
 
       const noDescriptor = await rawRegister(server.address, [header("7.0.6"), file("a/b", 1), data("x")]);
       assert.equal(noDescriptor.code, Code.InvalidArgument, noDescriptor.message);
@@ -234,6 +291,31 @@ for (const kind of ["fs", "oci"] as const) {
           env(),
         );
         expectExit(compiled, EXIT.ok);
+      });
+
+      it("a stored release whose descriptor was altered to name a host folder is refused at build, and the folder is untouched", async () => {
+        await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "2.3.0"), { recursive: true });
+        const added = await runCli(["runtime", "add", join(work, "2.3.0"), "--json"], env());
+        expectExit(added, EXIT.ok);
+        const hex = (JSON.parse(added.stdout).digest as string).slice("sha256:".length);
+        await server.stop();
+        const victim = join(work, "victim-stored");
+        await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0", "sdk"), victim, { recursive: true });
+        const before = await folderState(victim);
+        const descriptorFile = join(work, "data-a", "runtimes", "releases", hex, "runtime.json");
+        const descriptor = JSON.parse(await readFile(descriptorFile, "utf8"));
+        const [module] = Object.values(descriptor.modules) as object[];
+        descriptor.modules = { [`../../../../../../../../../..${victim}`]: module };
+        await writeFile(descriptorFile, JSON.stringify(descriptor));
+        server = await startServerProcess({ dataDir: join(work, "data-a"), args: serverArgs() });
+        const compiled = await runCli(["compile", "counter@2.0.0", "-r", "2.3.0", "-b", "node20"], env());
+        expectExit(compiled, EXIT.failedPrecondition);
+        assert.match(
+          compiled.stderr,
+          /runtime 2\.3\.0 as stored \(sha256:[0-9a-f]{64}\) cannot be built for/,
+        );
+        assert.match(compiled.stderr, /is not an npm package name/);
+        assert.deepEqual(await folderState(victim), before);
       });
     }
 

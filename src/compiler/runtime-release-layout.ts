@@ -1,6 +1,7 @@
 import { lstat, open, readdir, realpath, stat } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, posix, relative, resolve, sep } from "node:path";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError, quoted } from "../errors/plugin-error.js";
+import { isPackageName } from "../model/package-name.js";
 import {
   checkNoFileUnderFile,
   checkReleasePath,
@@ -68,6 +69,12 @@ export async function gatherRuntimeRelease(dir: string, version?: string): Promi
       if (!isRecord(module) || typeof module.path !== "string") {
         modules[name] = module; // the schema check names the field
         continue;
+      }
+      if (!isPackageName(name)) {
+        throw new PluginError(
+          Code.FailedPrecondition,
+          `${descriptorPath}: module name ${quoted(name)} is not an npm package name (sdk, @acme/sdk)`,
+        );
       }
       const target = checkReleasePath(releaseModulePath(name));
       files.push(...(await gatherFolder(resolve(root, module.path), target, budget)));

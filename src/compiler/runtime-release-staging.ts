@@ -1,8 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
-import { dirname, isAbsolute, join, resolve, sep } from "node:path";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { Code, PluginError, quoted } from "../errors/plugin-error.js";
+import { isBelow } from "../model/contained-path.js";
+import { isPackageName } from "../model/package-name.js";
 import {
   checkReleasePath,
   checkRuntimeVersion,
@@ -95,7 +97,7 @@ export async function stageRuntimeRelease(options: {
         `runtime release ${version} has no ${RUNTIME_DESCRIPTOR_FILE}`,
       );
     }
-    const descriptor = await checkStagedDescriptor(dir, version);
+    const descriptor = await checkReleaseDescriptor(dir, version);
     const index: RuntimeReleaseIndex = { version, toolchain: descriptor.toolchain, files };
     return {
       dir,
@@ -130,29 +132,35 @@ export function* gatheredFiles(release: GatheredRelease): Generator<IncomingRele
 
 /**
  * The checks `--runtimes` loading and the toolchains make of a descriptor,
- * on the staged copy, after making sure each path it names stays inside
- * the release (a Go runtime's absolute replacement folders may name only
- * the OS tree under /usr, which every build sandbox shows anyway).
+ * on a release laid out in `dir` (staged, or opened from a store), after
+ * making sure each name and path it holds stays inside the release (a Go
+ * runtime's absolute replacement folders may name only the OS tree under
+ * /usr, which every build sandbox shows anyway). INVALID_ARGUMENT for a
+ * name or path that leaves it.
  */
-async function checkStagedDescriptor(dir: string, version: string): Promise<RuntimeDescriptor> {
+export async function checkReleaseDescriptor(dir: string, version: string): Promise<RuntimeDescriptor> {
   const file = join(dir, RUNTIME_DESCRIPTOR_FILE);
   const text = await readFile(file, "utf8");
   const shown = `runtime ${version}'s ${RUNTIME_DESCRIPTOR_FILE}`;
   const parsed = parseRuntimeDescriptor(text, shown);
   const descriptor: RuntimeDescriptor = { version, dir, ...parsed };
-  const inside = (path: string) => {
-    const full = resolve(dir, path);
-    return full.startsWith(dir + sep);
-  };
+  const inside = (path: string) => isBelow(dir, path);
   const refuse = (why: string) => new PluginError(Code.FailedPrecondition, `${shown}: ${why}`);
+  // What the caller sent names a host path: a bad argument, whoever the caller is.
+  const outside = (why: string) => new PluginError(Code.InvalidArgument, `${shown}: ${why}`);
   try {
     if (parsed.toolchain === "node") {
       const modules = parsed.spec.modules;
       if (typeof modules === "object" && modules !== null) {
         for (const [name, module] of Object.entries(modules as Record<string, { path?: unknown }>)) {
+          if (!isPackageName(name)) {
+            throw outside(
+              `module name ${quoted(name)} is not an npm package name (sdk, @acme/sdk); it becomes a folder of every build's node_modules`,
+            );
+          }
           const path = module?.path;
           if (typeof path === "string" && (isAbsolute(path) || !inside(path))) {
-            throw refuse(`modules.${name}.path ${path} leaves the release`);
+            throw outside(`modules.${name}.path ${quoted(path)} leaves the release`);
           }
         }
       }
@@ -160,7 +168,7 @@ async function checkStagedDescriptor(dir: string, version: string): Promise<Runt
     } else if (parsed.toolchain === "go") {
       const spec = parseGoRuntimeSpec(descriptor);
       if (isAbsolute(spec.goMod) || !inside(spec.goMod))
-        throw refuse(`goMod ${spec.goMod} leaves the release`);
+        throw outside(`goMod ${quoted(spec.goMod)} leaves the release`);
       let goMod: string;
       try {
         goMod = await readFile(spec.goModPath, "utf8");
@@ -170,15 +178,15 @@ async function checkStagedDescriptor(dir: string, version: string): Promise<Runt
       for (const folder of goModDirectoryReplacements(goMod, `${spec.goMod} of runtime ${version}`)) {
         if (isAbsolute(folder)) {
           if (!resolve(folder).startsWith("/usr/")) {
-            throw refuse(
+            throw outside(
               `go.mod replaces a module with ${folder}; an absolute replacement folder must lie under /usr (the OS tree builds see), others belong inside the release`,
             );
           }
           continue;
         }
         const full = resolve(dirname(spec.goModPath), folder);
-        if (!full.startsWith(dir + sep))
-          throw refuse(`go.mod replaces a module with ${folder}, outside the release`);
+        if (!isBelow(dir, full))
+          throw outside(`go.mod replaces a module with ${folder}, outside the release`);
       }
     }
   } catch (error) {

@@ -1,13 +1,17 @@
-import { readFile, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { rm } from "node:fs/promises";
 import type { Logger } from "pino";
 import semver from "semver";
 import { Code, PluginError } from "../errors/plugin-error.js";
-import { RUNTIME_DESCRIPTOR_FILE, type RuntimeReleaseSummary } from "../model/runtime-release.js";
+import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
 import type { RuntimeReleaseStore } from "../store/runtime-release-store.js";
-import { loadRuntimeCatalog, parseRuntimeDescriptor, type RuntimeCatalog } from "./runtime-catalog.js";
+import { loadRuntimeCatalog, type RuntimeCatalog } from "./runtime-catalog.js";
 import { gatherRuntimeRelease } from "./runtime-release-layout.js";
-import { gatheredFiles, type IncomingReleaseFile, stageRuntimeRelease } from "./runtime-release-staging.js";
+import {
+  checkReleaseDescriptor,
+  gatheredFiles,
+  type IncomingReleaseFile,
+  stageRuntimeRelease,
+} from "./runtime-release-staging.js";
 import type { RuntimeDescriptor } from "./toolchain.js";
 
 /**
@@ -80,10 +84,17 @@ export async function createRuntimeReleases(options: RuntimeReleasesOptions): Pr
 
   async function open(release: RuntimeReleaseSummary): Promise<RuntimeDescriptor> {
     const dir = await store.openRuntimeRelease(release);
-    const file = join(dir, RUNTIME_DESCRIPTOR_FILE);
-    const text = await readFile(file, "utf8");
-    const parsed = parseRuntimeDescriptor(text, `runtime ${release.version}'s ${RUNTIME_DESCRIPTOR_FILE}`);
-    return { version: release.version, dir, digest: release.digest, ...parsed };
+    // A store (a registry above all) is hostile until checked: what it holds
+    // passes registration's checks again before a build touches a file of it.
+    const checked = await checkReleaseDescriptor(dir, release.version).catch((error: unknown) => {
+      const failure = PluginError.from(error);
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `runtime ${release.version} as stored (${release.digest}) cannot be built for: ${failure.message}`,
+        { cause: error },
+      );
+    });
+    return { ...checked, digest: release.digest };
   }
 
   function notFound(version: string): PluginError {

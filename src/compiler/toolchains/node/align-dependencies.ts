@@ -1,8 +1,8 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import semver from "semver";
-import validateName from "validate-npm-package-name";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { isPackageName } from "../../../model/package-name.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
 import type { PluginPackage } from "./plugin-package.js";
 
@@ -26,7 +26,7 @@ export async function alignDependencies(pkg: PluginPackage, runtime: NodeRuntime
   ];
   for (const [name, range, kind] of declared) {
     // A name is a path below node_modules: one that is not a package name could name any folder.
-    if (!validateName(name).validForOldPackages) {
+    if (!isPackageName(name)) {
       throw new PluginError(
         Code.FailedPrecondition,
         `${pkg.name}@${pkg.version}: package.json lists ${kind} ${JSON.stringify(name.slice(0, 100))}, which is not a valid npm package name`,

@@ -1,8 +1,10 @@
-import { readFile } from "node:fs/promises";
+import { readFile, realpath } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import semver from "semver";
 import { z } from "zod";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { isBelow } from "../../../model/contained-path.js";
+import { isPackageName } from "../../../model/package-name.js";
 import type { RuntimeDescriptor } from "../../toolchain.js";
 
 const typeofName = z.enum(["string", "number", "boolean", "function", "object", "symbol", "bigint"]);
@@ -27,7 +29,8 @@ export const nodeRuntimeSpecSchema = z
       .array(z.string().regex(/^\d+(\.\d+){0,2}$/, "expected a Node.js release such as 20 or 20.20.2"))
       .min(1),
     modules: z.record(
-      z.string().min(1),
+      // A module's name becomes node_modules/<name> in every build for the runtime.
+      z.string().refine(isPackageName, "a module name must be an npm package name such as sdk or @acme/sdk"),
       z.object({
         version: z.string().refine((v) => semver.valid(v) === v, "expected an exact version"),
         path: z.string().min(1),
@@ -77,8 +80,17 @@ export async function readNodeRuntime(descriptor: RuntimeDescriptor): Promise<No
   }
   const spec = parsed.data;
   const modules: SuppliedModule[] = [];
+  const root = await realpath(descriptor.dir).catch(() => resolve(descriptor.dir));
   for (const [name, module] of Object.entries(spec.modules)) {
     const dir = resolve(descriptor.dir, module.path);
+    // Its folder is copied into builds: it must be the release's own, links resolved.
+    const real = await realpath(dir).catch(() => dir);
+    if (!isBelow(root, real)) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `runtime descriptor ${file}: modules.${name}.path ${module.path} leaves the release's folder`,
+      );
+    }
     let pkg: { name?: string; version?: string };
     try {
       pkg = JSON.parse(await readFile(join(dir, "package.json"), "utf8")) as typeof pkg;

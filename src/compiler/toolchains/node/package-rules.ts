@@ -1,6 +1,7 @@
 import { cp, lstat, readdir, readFile, rm, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { packageFolder } from "../../../model/package-name.js";
 import type { PluginPackage } from "./plugin-package.js";
 
 /**
@@ -118,7 +119,7 @@ export async function installSuppliedModules(
   modules: readonly { name: string; dir: string }[],
 ): Promise<void> {
   for (const module of modules) {
-    const into = join(pkg.dir, "node_modules", module.name);
+    const into = packageFolder(join(pkg.dir, "node_modules"), module.name);
     try {
       await rm(into, { recursive: true, force: true });
       await cp(module.dir, into, { recursive: true });

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { copyFile, cp, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { packageFolder } from "../../../model/package-name.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { stepReports } from "../../sandbox/step-report.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
@@ -99,7 +100,7 @@ export async function verifyBundle(options: {
   const { dir, runtime } = options;
   await mkdir(join(dir, "node_modules"), { recursive: true });
   for (const module of runtime.modules) {
-    await cp(module.dir, join(dir, "node_modules", module.name), { recursive: true });
+    await cp(module.dir, packageFolder(join(dir, "node_modules"), module.name), { recursive: true });
   }
   const bundlePath = join(dir, "plugin.mjs");
   await copyFile(options.bundle, bundlePath);
