@@ -148,6 +148,38 @@ export const serveConfigSchema = z
       env: "ATOMIX_PLUGINS_STORE_PROBE_INTERVAL_MS",
       what: "how often the OCI registry is probed; health is NOT_SERVING while it is unreachable",
     }),
+    /**
+     * A replica over an OCI registry keeps the blobs it serves on its own
+     * disk, here, fetched once per digest; unused with the embedded store,
+     * whose blobs are local already.
+     */
+    cacheDir: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--cache-dir <dir>",
+      env: "ATOMIX_PLUGINS_CACHE_DIR",
+      what: "a replica's local content cache (with --store)",
+      defaultText: "<--data>/content-cache",
+    }),
+    /** Bytes of blobs the content cache keeps once no pull reads the least recently used; 0 turns it off. */
+    cacheMaxBytes: z.coerce
+      .number()
+      .int()
+      .nonnegative()
+      .default(8 * 1024 * 1024 * 1024)
+      .register(serveOptionText, {
+        flag: "--cache-max-bytes <bytes>",
+        env: "ATOMIX_PLUGINS_CACHE_MAX_BYTES",
+        what: "bytes the content cache keeps (with --store); 0: every pull reads the registry",
+      }),
+    /**
+     * How long a replica trusts a key it resolved in the registry: the bound
+     * on how long a key pushed or removed through another replica may look
+     * as it was here. The replica that pushes or removes sees it at once.
+     */
+    resolveTtlMs: z.coerce.number().int().nonnegative().default(2_000).register(serveOptionText, {
+      flag: "--resolve-ttl <ms>",
+      env: "ATOMIX_PLUGINS_RESOLVE_TTL_MS",
+      what: "how long a replica trusts a key it resolved in the registry (with --store)",
+    }),
     /** Bytes per PullPluginResponse message. */
     chunkSize: byteSize.max(MAX_CHUNK_SIZE).default(DEFAULT_CHUNK_SIZE).register(serveOptionText, {
       flag: "--chunk-size <bytes>",
@@ -521,6 +553,15 @@ export function storeConfigOf(config: ServeConfig): StoreConfig {
           ? { credentials: { username: config.ociUsername, password: config.ociPassword } }
           : {}),
         spoolDir: join(config.dataDir, "oci-spool"),
+        ...(config.cacheMaxBytes > 0
+          ? {
+              cache: {
+                dir: config.cacheDir ?? join(config.dataDir, "content-cache"),
+                maxBytes: config.cacheMaxBytes,
+                resolveTtlMs: config.resolveTtlMs,
+              },
+            }
+          : {}),
       }
     : { kind: "fs", dir: config.dataDir };
 }

@@ -14,6 +14,7 @@ import { type ServeConfig, storeConfigOf } from "./config.js";
 import type { BuildKey } from "./model/build-key.js";
 import { type Attestor, createAttestor } from "./provenance/attestor.js";
 import { loadSigningKey } from "./provenance/signing-key.js";
+import { isReplicaStore, registerCacheMetrics } from "./server/cache-metrics.js";
 import { loadAdminAuth, loadServerCredentials } from "./server/credentials.js";
 import { createMetrics, type ServerMetrics } from "./server/metrics.js";
 import { type RunningServer, startServer } from "./server/server.js";
@@ -81,7 +82,7 @@ export async function startService(
   const log = options.log ?? serviceLog(config);
   // Before anything opens: a key that does not load stops the start.
   const attestor = await loadAttestor(config, log);
-  const store = await createStore(storeConfigOf(config));
+  const store = await createStore(storeConfigOf(config), log);
   const sources = [
     ...config.sources.map((dir) => createCatalogSource(dir)),
     ...(config.npmRegistry ? [createNpmRegistrySource({ url: config.npmRegistry })] : []),
@@ -137,6 +138,7 @@ export async function startService(
     ...(options.onBuild ? { onBuild: options.onBuild } : {}),
   });
   const metrics = options.metrics ?? createMetrics();
+  if (isReplicaStore(store)) registerCacheMetrics(metrics.registry, store);
   // Subscribed before the --runtimes directories are registered: a new one pre-warms too.
   const prewarmer = createPrewarmer({
     runtimes,
@@ -178,6 +180,7 @@ export async function startService(
             log,
             grpcAddress: grpc.address,
             isServing: () => grpc.isServing(),
+            isDegraded: () => grpc.isDegraded(),
             runtimes,
             records,
             prewarmProgress,

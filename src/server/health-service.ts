@@ -21,8 +21,12 @@ const RESPONSE = {
 } as const;
 
 export interface HealthService {
-  /** Every service's status at once; each open Watch hears of a change. */
-  setStatus(status: ServingStatus): void;
+  /**
+   * Every service's status at once, or, given `only`, those services'
+   * statuses (the others, the server's own "" included, as they are); each
+   * open Watch hears of a change of its service.
+   */
+  setStatus(status: ServingStatus, only?: readonly string[]): void;
 }
 
 /**
@@ -38,8 +42,9 @@ export interface HealthService {
  */
 export function addHealthService(server: Server, services: readonly string[], log: Logger): HealthService {
   const known = new Set(["", ...services]);
-  let status: ServingStatus = "SERVING";
-  const watchers = new Set<(status: ServingStatus) => void>();
+  const statuses = new Map<string, ServingStatus>([...known].map((service) => [service, "SERVING"]));
+  const watchers = new Map<(status: ServingStatus) => void, string>();
+  const statusOf = (service: string) => statuses.get(service) ?? "SERVICE_UNKNOWN";
   const bytes = (data: Uint8Array) => Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 
   const check = (call: ServerUnaryCall<Buffer, Uint8Array>, callback: sendUnaryData<Uint8Array>) => {
@@ -48,7 +53,7 @@ export function addHealthService(server: Server, services: readonly string[], lo
       if (!known.has(service)) {
         throw new PluginError(Code.NotFound, `health status unknown for service ${quoted(service)}`);
       }
-      callback(null, RESPONSE[status]);
+      callback(null, RESPONSE[statusOf(service)]);
     } catch (error) {
       callback(toServiceError(error, log));
     }
@@ -69,12 +74,12 @@ export function addHealthService(server: Server, services: readonly string[], lo
       return;
     }
     const tell = (now: ServingStatus) => call.write(RESPONSE[now]);
-    watchers.add(tell);
+    watchers.set(tell, service);
     const forget = () => watchers.delete(tell);
     call.once("cancelled", forget);
     call.once("close", forget);
     call.once("finish", forget);
-    tell(status);
+    tell(statusOf(service) as ServingStatus);
   };
 
   const list = (_call: ServerUnaryCall<Buffer, Uint8Array>, callback: sendUnaryData<Uint8Array>) => {
@@ -87,7 +92,7 @@ export function addHealthService(server: Server, services: readonly string[], lo
         .tag(1, WireType.LengthDelimited)
         .string(service)
         .tag(2, WireType.LengthDelimited)
-        .bytes(RESPONSE[status])
+        .bytes(RESPONSE[statusOf(service)])
         .join();
     }
     callback(null, response.finish());
@@ -99,10 +104,14 @@ export function addHealthService(server: Server, services: readonly string[], lo
   server.register(path("List"), list, bytes, bytes, "unary");
 
   return {
-    setStatus(next) {
-      if (next === status) return;
-      status = next;
-      for (const tell of [...watchers]) tell(next);
+    setStatus(next, only) {
+      const changed = new Set<string>();
+      for (const service of only ?? known) {
+        if (!known.has(service) || statuses.get(service) === next) continue;
+        statuses.set(service, next);
+        changed.add(service);
+      }
+      for (const [tell, service] of [...watchers]) if (changed.has(service)) tell(next);
     },
   };
 }

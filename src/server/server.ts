@@ -29,6 +29,9 @@ export const SERVICE_NAMES = [
   "atomix.plugins.admin.v1.PluginAdmin",
 ] as const;
 
+/** The services that cannot work without the store: NOT_SERVING while it is unreachable. */
+const NEEDS_STORE = ["atomix.runtime.v1.PluginCompiler", "atomix.plugins.admin.v1.PluginAdmin"];
+
 export interface ServerDeps {
   config: ServeConfig;
   store: ArtifactStore;
@@ -59,8 +62,13 @@ export interface RunningServer {
    * UNAVAILABLE (dropping the connections of clients that stopped reading).
    */
   shutdown(graceMs: number): Promise<void>;
-  /** False once shutdown began, or while the store cannot be reached. */
+  /**
+   * False once shutdown began, or while the store cannot be reached (a
+   * replica with a content cache goes on serving the keys it holds).
+   */
   isServing(): boolean;
+  /** True while the store cannot be reached: builds and pushes fail, held keys are served. */
+  isDegraded(): boolean;
 }
 
 /** Starts the gRPC server with every service, health and reflection. */
@@ -118,13 +126,20 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   const address = `${hostPart}:${bound}`;
 
   let stopping: Promise<void> | undefined;
+  const servesHeld = deps.store.servesWhileUnreachable === true;
   const store = watchStoreReachable(deps, (reachable) => {
-    if (stopping === undefined) health.setStatus(reachable ? "SERVING" : "NOT_SERVING");
+    if (stopping !== undefined) return;
+    if (reachable) health.setStatus("SERVING");
+    // A replica with a content cache still serves the keys it holds: only
+    // what needs the registry (builds, pushes, admin calls) is NOT_SERVING.
+    else if (servesHeld) health.setStatus("NOT_SERVING", NEEDS_STORE);
+    else health.setStatus("NOT_SERVING");
   });
   return {
     address,
     port: bound,
-    isServing: () => stopping === undefined && store.reachable(),
+    isServing: () => stopping === undefined && (servesHeld || store.reachable()),
+    isDegraded: () => stopping === undefined && !store.reachable(),
     shutdown(graceMs) {
       stopping ??= (async () => {
         store.stop();

@@ -105,6 +105,13 @@ export interface ArtifactStore {
   checkReachable?(signal: AbortSignal): Promise<void>;
 
   /**
+   * True for a store that keeps serving the keys it holds locally while
+   * `checkReachable` fails (a replica's content cache): health then says
+   * pulls go on and builds do not, instead of NOT_SERVING for everything.
+   */
+  readonly servesWhileUnreachable?: boolean;
+
+  /**
    * Streams a blob from `offset`. Yields fresh buffers (callers may keep
    * them) unless the caller supplies them with `allocate`; reads lazily, so a consumer that stops pulling holds the store to
    * at most one chunk, and breaking out of the loop releases the underlying

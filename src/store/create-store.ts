@@ -1,3 +1,6 @@
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
 import type { ArtifactStore } from "./artifact-store.js";
 import { createFsStore } from "./fs-store.js";
 import type { RegistryCredentials } from "./oci/registry-credentials.js";
@@ -18,9 +21,11 @@ export type StoreConfig =
       credentialsFile?: string | undefined;
       /** Local directory where artifacts are spooled and hashed before upload. */
       spoolDir?: string | undefined;
+      /** The replica's content cache; every pull reads the registry without one. */
+      cache?: { dir: string; maxBytes: number; resolveTtlMs: number } | undefined;
     };
 
-export async function createStore(config: StoreConfig): Promise<ArtifactStore> {
+export async function createStore(config: StoreConfig, log?: Logger): Promise<ArtifactStore> {
   switch (config.kind) {
     case "fs":
       return createFsStore({ dir: config.dir });
@@ -37,7 +42,16 @@ export async function createStore(config: StoreConfig): Promise<ArtifactStore> {
         given: config.credentials,
         file: config.credentialsFile,
       });
-      return createOciStore({ ...location, credentials, tmpDir: config.spoolDir });
+      const registry = await createOciStore({ ...location, credentials, tmpDir: config.spoolDir });
+      if (!config.cache) return registry;
+      const [{ ContentCache }, { createReplicaStore }] = await Promise.all([
+        import("./content-cache.js"),
+        import("./replica-store.js"),
+      ]);
+      const keysDir = join(config.cache.dir, "keys");
+      await mkdir(keysDir, { recursive: true });
+      const cache = await ContentCache.open({ dir: config.cache.dir, maxBytes: config.cache.maxBytes, log });
+      return createReplicaStore(registry, { cache, resolveTtlMs: config.cache.resolveTtlMs, keysDir, log });
     }
   }
 }

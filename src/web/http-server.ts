@@ -21,6 +21,8 @@ export interface HttpDeps {
   grpcAddress: string;
   /** False once shutdown began: /healthz answers 503 then. */
   isServing: () => boolean;
+  /** True while the store is unreachable but held keys are served: /healthz says so. */
+  isDegraded?: (() => boolean) | undefined;
   /** Registered runtime releases, listed on the catalog page. */
   runtimes?: { releases(): Promise<RuntimeReleaseSummary[]> } | undefined;
   prewarmProgress?: ((version: string) => PrewarmProgress | undefined) | undefined;
@@ -118,9 +120,14 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
         case "/metrics":
           return send(200, deps.metrics.registry.contentType, await deps.metrics.registry.metrics());
         case "/healthz":
-          return deps.isServing()
-            ? send(200, "text/plain; charset=utf-8", "serving\n")
-            : send(503, "text/plain; charset=utf-8", "shutting down\n");
+          if (!deps.isServing()) return send(503, "text/plain; charset=utf-8", "not serving\n");
+          return send(
+            200,
+            "text/plain; charset=utf-8",
+            deps.isDegraded?.()
+              ? "serving, store degraded: held keys are served, builds and pushes are refused\n"
+              : "serving\n",
+          );
         default:
           return send(404, "text/plain; charset=utf-8", "not found\n");
       }
