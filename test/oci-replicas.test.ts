@@ -319,19 +319,28 @@ describe("OCI store shared by two server replicas", () => {
     assert.deepEqual(Buffer.from(await ranged.arrayBuffer()), data.subarray(99_000));
   });
 
-  it("answers UNAVAILABLE naming the registry while it is down, and serves again once it is back", async () => {
+  it("while the registry is down, serves the keys it holds, answers UNAVAILABLE naming the registry for the rest, and serves all again once it is back", async () => {
     const data = randomBytes(50_000);
     const key = keyOf("outage");
     await a.client.push(key, chunksOf(data), { size: data.byteLength });
+    const heldData = randomBytes(70_000);
+    const held = keyOf("outage-held");
+    await a.client.push(held, chunksOf(heldData), { size: heldData.byteLength });
+    await b.client.pull(held, { to: join(dataDir, "pulled-before-outage") });
     assert.equal(await checkHealth(a.address), "SERVING");
     await registry.stop();
     try {
-      // Health follows the registry, so that a balancer or an orchestrator can tell.
-      assert.equal(await eventually(() => checkHealth(a.address), "NOT_SERVING"), "NOT_SERVING");
+      // Health follows the registry, so that a balancer or an orchestrator can
+      // tell: builds and admin calls need it; pulls of held keys go on.
       assert.equal(
-        await eventually(() => checkHealth(b.address, "atomix.runtime.v1.PluginRegistry"), "NOT_SERVING"),
+        await eventually(() => checkHealth(b.address, "atomix.runtime.v1.PluginCompiler"), "NOT_SERVING"),
         "NOT_SERVING",
       );
+      assert.equal(await checkHealth(b.address, "atomix.runtime.v1.PluginRegistry"), "SERVING");
+      assert.equal(await checkHealth(b.address), "SERVING");
+      const during = join(dataDir, "pulled-during-outage");
+      await b.client.pull(held, { to: during });
+      assert.deepEqual(await readFile(during), heldData);
       const pull = await pullStatus(a.address, key);
       assert.equal(pull.code, Code.Unavailable, pull.details);
       assert.match(pull.details, new RegExp(`OCI registry http://${registry.address.replace(/\./g, "\\.")}`));

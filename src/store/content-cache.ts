@@ -6,6 +6,7 @@ import { Code, PluginError } from "../errors/plugin-error.js";
 import type { ArtifactManifest } from "../model/artifact.js";
 import type { BlobReader } from "./artifact-store.js";
 import { syncDirectory } from "./atomic-file.js";
+import { isRunning } from "./process-alive.js";
 
 /** The bytes of a blob from `offset` on, as its upstream (a registry, another server) sends them. */
 export type UpstreamRead = (offset: number, signal: AbortSignal) => AsyncIterable<Uint8Array>;
@@ -64,6 +65,9 @@ interface Held {
 }
 
 const HEX = /^[0-9a-f]{64}$/;
+/** `<hex>.<pid>.partial`: a fill in progress, or one a crash interrupted. */
+const PARTIAL = /^[0-9a-f]{64}\.(\d+)\.partial$/;
+const partialName = (hex: string) => `${hex}.${process.pid}.partial`;
 const TOUCH_EVERY_MS = 60_000;
 
 /**
@@ -79,8 +83,10 @@ const TOUCH_EVERY_MS = 60_000;
  *   the read that reaches a blob's last byte waits until the whole blob
  *   matched its digest and was committed (fsync, rename). A blob found on
  *   disk at start is hashed before its first use.
- * - Crash-safe: a fill writes `<hex>.partial`; partial files are removed at
- *   start, so a replica killed mid-fill serves none of it.
+ * - Crash-safe: a fill writes `<hex>.<pid>.partial`; partial files of
+ *   processes no longer running are removed at start, so a replica killed
+ *   mid-fill serves none of it. Replicas may share the folder: each counts
+ *   and evicts what it knows, and a blob another one evicted is fetched again.
  * - Bounded: blobs beyond `maxBytes` are evicted least recently used first,
  *   never while a pull reads them; only the cache's own files count.
  */
@@ -149,6 +155,10 @@ export class ContentCache {
         let reader: BlobReader | undefined;
         try {
           if (await this.#verify(hex, held)) reader = await this.#heldReader(hex, held, manifest);
+        } catch (error) {
+          // Another replica sharing the folder evicted it: fetched again below.
+          if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+          held.verified = false;
         } finally {
           if (!reader) held.readers -= 1;
         }
@@ -199,11 +209,14 @@ export class ContentCache {
     const dir = await opendir(this.#dir);
     for await (const entry of dir) {
       const path = join(this.#dir, entry.name);
-      if (!entry.isFile() || !HEX.test(entry.name)) {
-        // A fill a crash interrupted, or a stranger's file: neither is served.
-        await rm(path, { recursive: true, force: true });
+      const partial = PARTIAL.exec(entry.name);
+      if (partial) {
+        // A fill a crash interrupted (replicas sharing the folder name theirs after themselves).
+        const pid = Number(partial[1]);
+        if (pid === process.pid || !isRunning(pid)) await rm(path, { force: true });
         continue;
       }
+      if (!entry.isFile() || !HEX.test(entry.name)) continue;
       const info = await stat(path);
       found.push({ hex: entry.name, size: info.size, mtimeMs: info.mtimeMs });
     }
@@ -334,7 +347,7 @@ interface FillOptions {
 }
 
 /**
- * One blob being fetched into `<hex>.partial`, read by its pulls as it
+ * One blob being fetched into `<hex>.<pid>.partial`, read by its pulls as it
  * lands. The file's handle is shared by the fill (writing) and its readers
  * (positional reads), and closed once the last of them is done with it:
  * after the commit it names the same bytes under the final name.
@@ -350,17 +363,18 @@ class Fill {
   #users = 1;
 
   constructor(private readonly options: FillOptions) {
-    this.#handle = open(join(options.dir, `${options.hex}.partial`), "w+", 0o644);
+    this.#handle = open(join(options.dir, partialName(options.hex)), "w+", 0o644);
     this.finished = this.#run().then(
       () => {
         this.#committed = true;
         this.#notify();
       },
       async (error: unknown) => {
+        // Nothing half-fetched is kept (its readers still hold the handle),
+        // and it is gone before any waiter hears of the failure.
+        await rm(join(options.dir, partialName(options.hex)), { force: true }).catch(() => {});
         this.#error = fillError(error, options.manifest);
         this.#notify();
-        // Nothing half-fetched is kept: its readers still hold the handle.
-        await rm(join(options.dir, `${options.hex}.partial`), { force: true }).catch(() => {});
         throw this.#error;
       },
     );
@@ -459,7 +473,7 @@ class Fill {
       );
     }
     await handle.sync();
-    await rename(join(dir, `${hex}.partial`), join(dir, hex));
+    await rename(join(dir, partialName(hex)), join(dir, hex));
     await syncDirectory(dir);
   }
 }

@@ -11,10 +11,10 @@ import {
   releaseIndexBytes,
 } from "../../model/runtime-release.js";
 import { settle } from "../fs-runtime-release-store.js";
+import { isRunning } from "../process-alive.js";
 import type { RuntimeReleaseStore, StagedRuntimeRelease } from "../runtime-release-store.js";
 import { type OciImageManifest, MEDIA_TYPES as PLUGIN_MEDIA_TYPES } from "./oci-manifest.js";
 import { OciObjects, sha256 } from "./oci-objects.js";
-import { isRunning } from "./oci-store.js";
 import type { RegistryClient } from "./registry-client.js";
 
 export const RUNTIME_MEDIA_TYPES = {

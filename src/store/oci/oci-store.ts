@@ -8,6 +8,7 @@ import { DEFAULT_MEDIA_TYPE } from "../../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../../model/build-key.js";
 import type { ArtifactStore, ListFilter, ReadOptions } from "../artifact-store.js";
 import { writeHashedFile } from "../hashed-file.js";
+import { isRunning } from "../process-alive.js";
 import { checkPut, matchesFilter, outOfRange } from "../store-checks.js";
 import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "./build-key-tag.js";
 import type { OciLocation } from "./oci-location.js";
@@ -479,15 +480,5 @@ async function removeStaleSpoolFiles(dir: string): Promise<void> {
     const pid = Number(/^atomix-oci-(\d+)-/.exec(name)?.[1]);
     if (!pid || pid === process.pid || isRunning(pid)) continue;
     await rm(join(dir, name), { force: true });
-  }
-}
-
-/** Whether process `pid` still runs (EPERM: it does, as another user). */
-export function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }

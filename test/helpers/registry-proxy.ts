@@ -1,0 +1,108 @@
+import { createServer, request as httpRequest, type IncomingMessage, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/** What the proxy does to the next blob GETs, in order; then it forwards as they are. */
+export type BlobFault =
+  /** Sends this many bytes of the body, then drops the connection. */
+  | { cutAfter: number }
+  /** Sends this many bytes, then nothing more until the connection is closed. */
+  | { stallAfter: number }
+  /** Flips one byte of the body. */
+  | { corrupt: true };
+
+export interface RegistryProxy {
+  /** host:port of the proxy. */
+  readonly address: string;
+  storeUrl(repository: string): string;
+  /** Requests seen, as `METHOD kind` (kind: blobs, manifests, tags, uploads, base). */
+  readonly seen: { method: string; kind: string; range: string | undefined }[];
+  count(method: string, kind: string): number;
+  /** Faults for the next blob GETs. */
+  faults: BlobFault[];
+  /** While true, every request gets its connection dropped, as from a registry that is gone. */
+  down: boolean;
+  close(): Promise<void>;
+}
+
+function kindOf(url: string): string {
+  if (/\/blobs\/uploads\//.test(url)) return "uploads";
+  if (/\/blobs\//.test(url)) return "blobs";
+  if (/\/manifests\//.test(url)) return "manifests";
+  if (/\/tags\/list/.test(url)) return "tags";
+  if (/\/referrers\//.test(url)) return "referrers";
+  return "base";
+}
+
+/**
+ * An HTTP proxy in front of a real registry that counts what replicas ask
+ * it, and fails blob reads the way a network or a registry does: a cut
+ * connection, a stall, a flipped byte, or being gone altogether.
+ */
+export async function startRegistryProxy(registryAddress: string): Promise<RegistryProxy> {
+  const [host, port] = registryAddress.split(":") as [string, string];
+  const seen: RegistryProxy["seen"] = [];
+  const sockets = new Set<import("node:net").Socket>();
+  const proxy: RegistryProxy = {
+    address: "",
+    storeUrl: (repository) => `oci://${proxy.address}/${repository}`,
+    seen,
+    count: (method, kind) => seen.filter((s) => s.method === method && s.kind === kind).length,
+    faults: [],
+    down: false,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+  const server: Server = createServer((incoming: IncomingMessage, outgoing) => {
+    if (proxy.down) {
+      incoming.socket.destroy();
+      return;
+    }
+    const url = incoming.url ?? "";
+    const kind = kindOf(url);
+    const range = incoming.headers.range;
+    seen.push({ method: incoming.method ?? "", kind, range });
+    const fault = incoming.method === "GET" && kind === "blobs" ? proxy.faults.shift() : undefined;
+    const forwarded = httpRequest(
+      { host, port: Number(port), method: incoming.method, path: url, headers: incoming.headers },
+      (answer) => {
+        outgoing.writeHead(answer.statusCode ?? 502, answer.headers);
+        if (!fault) {
+          answer.pipe(outgoing);
+          return;
+        }
+        let sent = 0;
+        answer.on("data", (chunk: Buffer) => {
+          if ("corrupt" in fault) {
+            const copy = Buffer.from(chunk);
+            if (sent === 0 && copy.byteLength > 0) copy[0] = (copy[0] as number) ^ 0xff;
+            sent += copy.byteLength;
+            outgoing.write(copy);
+            return;
+          }
+          const limit = "cutAfter" in fault ? fault.cutAfter : fault.stallAfter;
+          const room = limit - sent;
+          if (room > 0) outgoing.write(chunk.subarray(0, room));
+          sent += chunk.byteLength;
+          if (sent >= limit) {
+            answer.pause();
+            if ("cutAfter" in fault) setTimeout(() => outgoing.socket?.destroy(), 20);
+          }
+        });
+        answer.on("end", () => {
+          if ("corrupt" in fault) outgoing.end();
+        });
+      },
+    );
+    forwarded.on("error", () => outgoing.socket?.destroy());
+    incoming.pipe(forwarded);
+  });
+  server.on("connection", (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  (proxy as { address: string }).address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return proxy;
+}
