@@ -1,0 +1,137 @@
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { credentials } from "@grpc/grpc-js";
+import { createPluginClient } from "../src/client/plugin-client.js";
+import type { BuildKey } from "../src/model/build-key.js";
+import { PluginRegistryClient } from "./helpers/grpc-js-clients.js";
+import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
+import { type RegistryProxy, startRegistryProxy } from "./helpers/registry-proxy.js";
+import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
+
+const sha256 = (data: Uint8Array) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
+const key = (name: string): BuildKey => ({
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name, version: "1.0.0" },
+});
+
+/** Pulls `key` `count` times at once over `channels` grpc-js channels; the digest of each stream's bytes. */
+async function pullMany(address: string, pulled: BuildKey, count: number, channels = 8): Promise<string[]> {
+  const clients = Array.from(
+    { length: channels },
+    () => new PluginRegistryClient(address, credentials.createInsecure()),
+  );
+  try {
+    return await Promise.all(
+      Array.from({ length: count }, (_, index) => {
+        const client = clients[index % channels] as PluginRegistryClient;
+        const hash = createHash("sha256");
+        return new Promise<string>((resolve, reject) => {
+          const call = client.pullPlugin({ runtime: pulled.runtime, plugin: pulled.plugin });
+          call.on("data", (message: { data: Buffer }) => hash.update(message.data));
+          call.on("error", reject);
+          call.on("end", () => resolve(`sha256:${hash.digest("hex")}`));
+        });
+      }),
+    );
+  } finally {
+    for (const client of clients) client.close();
+  }
+}
+
+/**
+ * A rollout on a replica that never served the artifact, over a real
+ * registry behind a counting proxy, with real server processes: what the
+ * registry is asked, and what a replica killed mid-fill leaves.
+ */
+describe("a rollout on a fresh OCI replica", () => {
+  let registry: RegistryProcess;
+  let proxy: RegistryProxy;
+  const servers: ServerProcess[] = [];
+  const removals: (() => Promise<void>)[] = [];
+  // Probes and release listings at their slowest: the counts below are the pulls' own.
+  const replicaArgs = () => [
+    ...["--store", proxy.storeUrl("rollout/plugins")],
+    ...["--store-probe-interval", "600000", "--prewarm", "off", "--pull-policy", "never"],
+  ];
+
+  before(async () => {
+    registry = await startRegistry();
+    proxy = await startRegistryProxy(registry.address);
+  });
+  after(async () => {
+    for (const server of servers) await server.kill().catch(() => {});
+    await proxy?.close();
+    await registry?.dispose();
+    for (const remove of removals) await remove();
+  });
+
+  async function publish(name: string, size: number): Promise<string> {
+    const data = randomBytes(size);
+    const publisher = createPluginClient({ address: servers[0]?.address ?? "" });
+    try {
+      await publisher.push(key(name), [data], { size });
+    } finally {
+      publisher.close();
+    }
+    return sha256(data);
+  }
+
+  it("1,000 pulls make one blob read of the registry, and five requests at most in all", async () => {
+    // The publisher writes straight to the registry.
+    servers.push(
+      await startServerProcess({
+        args: ["--store", registry.storeUrl("rollout/plugins"), "--cache-max-bytes", "0", "--prewarm", "off"],
+      }),
+    );
+    const digest = await publish("rollout", 2 * 1024 * 1024);
+    const replica = await startServerProcess({ args: replicaArgs() });
+    servers.push(replica);
+    proxy.seen.length = 0;
+    const digests = await pullMany(replica.address, key("rollout"), 1000);
+    assert.equal(digests.length, 1000);
+    assert.ok(
+      digests.every((d) => d === digest),
+      "every pull got the artifact's bytes",
+    );
+    assert.equal(proxy.count("GET", "blobs"), 1, JSON.stringify(proxy.seen));
+    const requests = proxy.seen.filter((seen) => seen.kind !== "base");
+    assert.ok(requests.length <= 5, JSON.stringify(requests));
+    const metrics = await (await fetch(`http://${replica.http}/metrics`)).text();
+    assert.match(metrics, /^atomix_plugins_cache_upstream_fetches_total 1$/m);
+    assert.match(metrics, /^atomix_plugins_cache_upstream_bytes_total 2097152$/m);
+  });
+
+  it("a replica killed mid-fill keeps nothing of it, and after a restart serves the whole artifact", async () => {
+    const digest = await publish("killed", 3 * 1024 * 1024);
+    const temporary = await tempDir("atomix-killed-replica-");
+    removals.push(temporary.remove);
+    const dataDir = temporary.path;
+    const first = await startServerProcess({ dataDir, args: replicaArgs() });
+    servers.push(first);
+    proxy.faults.push({ stallAfter: 1024 * 1024 });
+    const stalled = pullMany(first.address, key("killed"), 3, 1).catch((error: unknown) => error);
+    const cacheDir = join(dataDir, "content-cache", "sha256");
+    const until = Date.now() + 20_000;
+    while (!(await readdir(cacheDir)).some((name) => name.endsWith(".partial")) && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.ok(
+      (await readdir(cacheDir)).some((name) => name.endsWith(".partial")),
+      "the fill started",
+    );
+    await first.kill();
+    assert.ok((await stalled) instanceof Error, "the pulls of the killed replica failed");
+
+    const second = await startServerProcess({ dataDir, args: replicaArgs() });
+    servers.push(second);
+    assert.deepEqual(await readdir(cacheDir), [], "the partial fill was removed at start");
+    const digests = await pullMany(second.address, key("killed"), 5);
+    assert.ok(digests.every((d) => d === digest));
+    const kept = await readdir(cacheDir);
+    assert.deepEqual(kept, [digest.slice("sha256:".length)]);
+    assert.equal(sha256(await readFile(join(cacheDir, kept[0] as string))), digest);
+  });
+});
