@@ -1,7 +1,9 @@
+import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import type { ConnectionOptions } from "./client/connection-options.js";
 import { Code, PluginError } from "./errors/plugin-error.js";
 import { Secret } from "./model/secret.js";
 import type { StoreConfig } from "./store/create-store.js";
@@ -179,6 +181,51 @@ export const serveConfigSchema = z
       flag: "--resolve-ttl <ms>",
       env: "ATOMIX_PLUGINS_RESOLVE_TTL_MS",
       what: "how long a replica trusts a key it resolved in the registry (with --store)",
+    }),
+    /**
+     * Whether the OCI registry takes writes: a registry mirror (Distribution
+     * in proxy mode, Harbor's proxy cache) refuses them; a replica over one
+     * serves what it finds and forwards builds to `--upstream`. `detect`
+     * starts an upload at start and cancels it (Distribution keeps the
+     * cancelled upload's folder until its upload purging runs), so it is
+     * the default only beside `--upstream`.
+     */
+    storeWrites: z.enum(["detect", "read-write", "read-only"]).optional().register(serveOptionText, {
+      flag: "--store-writes <detect|read-write|read-only>",
+      env: "ATOMIX_PLUGINS_STORE_WRITES",
+      what: "whether the OCI registry takes writes (a mirror does not)",
+      defaultText: "detect with --upstream, else read-write",
+    }),
+    /**
+     * Another atomix-plugins server this one is a tier in front of: builds
+     * are forwarded to it, and without --store it is the store too (its
+     * artifacts cached here as a registry's are).
+     */
+    upstream: z.string().min(1).optional().register(serveOptionText, {
+      flag: "--upstream <host:port>",
+      env: "ATOMIX_PLUGINS_UPSTREAM",
+      what: "an atomix-plugins server to forward builds to (and, without --store, to mirror)",
+    }),
+    upstreamTls: z.enum(["off", "on"]).default("off").register(serveOptionText, {
+      flag: "--upstream-tls <off|on>",
+      env: "ATOMIX_PLUGINS_UPSTREAM_TLS",
+      what: "TLS to --upstream (system roots unless --upstream-ca)",
+    }),
+    upstreamCa: fileName.optional().register(serveOptionText, {
+      flag: "--upstream-ca <file>",
+      env: "ATOMIX_PLUGINS_UPSTREAM_CA",
+      what: "PEM CA bundle for --upstream (implies --upstream-tls on)",
+    }),
+    upstreamTokenFile: fileName.optional().register(serveOptionText, {
+      flag: "--upstream-token-file <file>",
+      env: "ATOMIX_PLUGINS_UPSTREAM_TOKEN_FILE",
+      what: "token sent to --upstream, as the client's --token-file",
+    }),
+    upstreamTrustKeys: directories.optional().register(serveOptionText, {
+      flag: "--upstream-trust-key <file>",
+      env: "ATOMIX_PLUGINS_UPSTREAM_TRUST_KEYS",
+      what: "public key whose signed provenance an artifact from --upstream must carry before it is cached; repeatable",
+      repeatable: true,
     }),
     /** Bytes per PullPluginResponse message. */
     chunkSize: byteSize.max(MAX_CHUNK_SIZE).default(DEFAULT_CHUNK_SIZE).register(serveOptionText, {
@@ -542,8 +589,59 @@ export function splitHostPort(address: string): { host: string; port: number } {
   return { host: address.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(address.slice(colon + 1)) };
 }
 
-/** The store a serve config asks for: the OCI registry if `store` is set, else the data directory. */
+/** How this server reaches `--upstream`, as the client library takes it; undefined without one. */
+export function upstreamConnectionOf(config: ServeConfig): ConnectionOptions | undefined {
+  if (!config.upstream) return undefined;
+  const read = (path: string, what: string) => {
+    try {
+      return readFileSync(path, "utf8");
+    } catch (error) {
+      throw PluginError.from(error, `reading ${what} ${path}`);
+    }
+  };
+  const token = config.upstreamTokenFile
+    ? read(config.upstreamTokenFile, "the upstream token file").trim()
+    : undefined;
+  const trustedKeys = (config.upstreamTrustKeys ?? []).map((file) => read(file, "the upstream trusted key"));
+  const tls = config.upstreamTls === "on" || config.upstreamCa !== undefined;
+  return {
+    address: config.upstream,
+    // An operator's tier reaches its upstream as configured, whatever proxy the environment names.
+    proxy: false,
+    ...(token ? { token } : {}),
+    ...(trustedKeys.length > 0 ? { trustedKeys } : {}),
+    ...(tls ? { tls: config.upstreamCa ? { caFile: config.upstreamCa } : {} } : {}),
+  };
+}
+
+/** The content cache a replica keeps in front of a shared store; undefined when turned off. */
+function cacheConfigOf(config: ServeConfig) {
+  return config.cacheMaxBytes > 0
+    ? {
+        cache: {
+          dir: config.cacheDir ?? join(config.dataDir, "content-cache"),
+          maxBytes: config.cacheMaxBytes,
+          resolveTtlMs: config.resolveTtlMs,
+        },
+      }
+    : {};
+}
+
+/**
+ * The store a serve config asks for: the OCI registry if `store` is set,
+ * else the upstream server if `upstream` is, else the data directory.
+ */
 export function storeConfigOf(config: ServeConfig): StoreConfig {
+  const upstream = upstreamConnectionOf(config);
+  if (!config.store && upstream) {
+    return {
+      kind: "upstream",
+      connection: upstream,
+      dataDir: config.dataDir,
+      maxArtifactBytes: config.maxArtifactBytes,
+      ...cacheConfigOf(config),
+    };
+  }
   return config.store
     ? {
         kind: "oci",
@@ -553,15 +651,8 @@ export function storeConfigOf(config: ServeConfig): StoreConfig {
           ? { credentials: { username: config.ociUsername, password: config.ociPassword } }
           : {}),
         spoolDir: join(config.dataDir, "oci-spool"),
-        ...(config.cacheMaxBytes > 0
-          ? {
-              cache: {
-                dir: config.cacheDir ?? join(config.dataDir, "content-cache"),
-                maxBytes: config.cacheMaxBytes,
-                resolveTtlMs: config.resolveTtlMs,
-              },
-            }
-          : {}),
+        writes: config.storeWrites ?? (upstream ? "detect" : "read-write"),
+        ...cacheConfigOf(config),
       }
     : { kind: "fs", dir: config.dataDir };
 }

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
-import { type BuildCompiler, createBuildCompiler } from "./compiler/build-compiler.js";
+import { createBuildCompiler } from "./compiler/build-compiler.js";
+import type { Compiler } from "./compiler/compiler.js";
 import { createPrewarmer } from "./compiler/prewarm.js";
 import { createRuntimeReleases } from "./compiler/runtime-releases.js";
 import { createSandbox, type Sandbox } from "./compiler/sandbox/sandbox.js";
@@ -10,7 +11,8 @@ import { createSourceStamp } from "./compiler/sources/source-stamp.js";
 import { createSourceUnpacker } from "./compiler/sources/source-unpacker.js";
 import { createGoToolchain } from "./compiler/toolchains/go/go-toolchain.js";
 import { createNodeToolchain } from "./compiler/toolchains/node/node-toolchain.js";
-import { type ServeConfig, storeConfigOf } from "./config.js";
+import { createUpstreamCompiler } from "./compiler/upstream-compiler.js";
+import { type ServeConfig, storeConfigOf, upstreamConnectionOf } from "./config.js";
 import type { BuildKey } from "./model/build-key.js";
 import { type Attestor, createAttestor } from "./provenance/attestor.js";
 import { loadSigningKey } from "./provenance/signing-key.js";
@@ -40,7 +42,7 @@ export interface RunningService {
   /** The bound HTTP host:port, or "off". */
   readonly http: string;
   readonly store: ArtifactStore;
-  readonly compiler: BuildCompiler;
+  readonly compiler: Compiler;
   readonly server: RunningServer;
   readonly log: Logger;
   /**
@@ -107,7 +109,8 @@ export async function startService(
   });
   const records = await createBuildRecordStore(storeConfigOf(config));
   const prewarmSlots = config.prewarmSlots ?? Math.max(1, Math.floor(config.buildConcurrency / 2));
-  const compiler = createBuildCompiler({
+  const upstream = upstreamConnectionOf(config);
+  const builder = createBuildCompiler({
     store,
     attestor,
     runtimes,
@@ -137,6 +140,18 @@ export async function startService(
     log,
     ...(options.onBuild ? { onBuild: options.onBuild } : {}),
   });
+  // A tier in front of another server builds nothing itself: its upstream
+  // has the toolchains and the writable store.
+  const compiler: Compiler = upstream ? createUpstreamCompiler({ connection: upstream, store }) : builder;
+  if (upstream) {
+    await builder.close();
+    log.info({ upstream: upstream.address }, "builds are forwarded to the upstream server");
+  } else if (store.readOnly) {
+    log.warn(
+      { store: store.description },
+      "the store takes no writes and no --upstream was given: builds will fail",
+    );
+  }
   const metrics = options.metrics ?? createMetrics();
   if (isReplicaStore(store)) registerCacheMetrics(metrics.registry, store);
   // Subscribed before the --runtimes directories are registered: a new one pre-warms too.
@@ -150,7 +165,8 @@ export async function startService(
     log,
   });
   const prewarmProgress = (version: string) => prewarmer.progress(version);
-  await runtimes.registerDirectories(config.runtimes);
+  // Releases are registered where builds run: not by a tier, nor into a store that takes no writes.
+  if (!upstream && !store.readOnly) await runtimes.registerDirectories(config.runtimes);
   const auth = await loadAdminAuth(config);
   const credentials = await loadServerCredentials(config);
   let server: RunningServer | undefined;

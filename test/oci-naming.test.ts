@@ -106,6 +106,8 @@ describe("OCI store URLs", () => {
       url: "oci://127.0.0.1:5000/a",
       credentialsFile: undefined,
       spoolDir: "data/oci-spool",
+      writes: "read-write",
+      cache: { dir: "data/content-cache", maxBytes: 8 * 1024 ** 3, resolveTtlMs: 2000 },
     });
     const fromFlag = parseServeConfig(
       { store: "oci://127.0.0.1:5000/b", ociCredentialsFile: "/etc/atomix/config.json" },
@@ -116,7 +118,19 @@ describe("OCI store URLs", () => {
       url: "oci://127.0.0.1:5000/b",
       credentialsFile: "/etc/atomix/config.json",
       spoolDir: "data/oci-spool",
+      writes: "read-write",
+      cache: { dir: "data/content-cache", maxBytes: 8 * 1024 ** 3, resolveTtlMs: 2000 },
     });
+    // A replica beside an upstream server asks its registry whether it takes writes; its cache can be turned off.
+    const tier = parseServeConfig(
+      { store: "oci://127.0.0.1:5000/b", upstream: "127.0.0.1:5679", cacheMaxBytes: "0" },
+      {},
+    );
+    const tierStore = storeConfigOf(tier);
+    assert.equal(tierStore.kind === "oci" && tierStore.writes, "detect");
+    assert.equal(tierStore.kind === "oci" && tierStore.cache, undefined);
+    const mirror = storeConfigOf(parseServeConfig({ upstream: "127.0.0.1:5679" }, {}));
+    assert.equal(mirror.kind, "upstream");
     assert.throws(
       () => parseServeConfig({ store: "s3://bucket" }, {}),
       /store: store "s3:\/\/bucket" must start with oci:\/\//,

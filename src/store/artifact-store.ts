@@ -112,6 +112,12 @@ export interface ArtifactStore {
   readonly servesWhileUnreachable?: boolean;
 
   /**
+   * True for a store that takes no writes (a registry mirror): put and
+   * remove refuse, so builds are forwarded (`--upstream`) or refused.
+   */
+  readonly readOnly?: boolean;
+
+  /**
    * Streams a blob from `offset`. Yields fresh buffers (callers may keep
    * them) unless the caller supplies them with `allocate`; reads lazily, so a consumer that stops pulling holds the store to
    * at most one chunk, and breaking out of the loop releases the underlying

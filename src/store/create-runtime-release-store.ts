@@ -22,6 +22,9 @@ export async function createRuntimeReleaseStore(
   switch (config.kind) {
     case "fs":
       return createFsRuntimeReleaseStore({ dir: config.dir });
+    case "upstream":
+      // A tier builds nothing: releases it is given stay in its own data directory.
+      return createFsRuntimeReleaseStore({ dir: config.dataDir });
     case "oci":
       return await createOciRuntimeReleaseStore({
         client: await registryClientOf(config),
@@ -35,6 +38,8 @@ export async function createBuildRecordStore(config: StoreConfig): Promise<Build
   switch (config.kind) {
     case "fs":
       return createFsBuildRecordStore({ dir: config.dir });
+    case "upstream":
+      return createFsBuildRecordStore({ dir: config.dataDir });
     case "oci":
       return createOciBuildRecordStore({ client: await registryClientOf(config) });
   }

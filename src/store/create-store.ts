@@ -1,6 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
+import type { ConnectionOptions } from "../client/connection-options.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import { createFsStore } from "./fs-store.js";
 import type { RegistryCredentials } from "./oci/registry-credentials.js";
@@ -22,8 +23,43 @@ export type StoreConfig =
       /** Local directory where artifacts are spooled and hashed before upload. */
       spoolDir?: string | undefined;
       /** The replica's content cache; every pull reads the registry without one. */
-      cache?: { dir: string; maxBytes: number; resolveTtlMs: number } | undefined;
+      cache?: CacheConfig | undefined;
+      /** Whether the registry takes writes; `detect` asks it at start. Default read-write. */
+      writes?: "detect" | "read-write" | "read-only" | undefined;
+    }
+  | {
+      /** Another atomix-plugins server: this one mirrors it and forwards builds to it. */
+      kind: "upstream";
+      connection: ConnectionOptions;
+      /** Where runtime releases and build records of this server stay. */
+      dataDir: string;
+      maxArtifactBytes: number;
+      cache?: CacheConfig | undefined;
     };
+
+/** A replica's content cache in front of a shared store (content-cache.ts, replica-store.ts). */
+export interface CacheConfig {
+  dir: string;
+  maxBytes: number;
+  resolveTtlMs: number;
+}
+
+/** `store` with a content cache in front, when `cache` is given. */
+async function withCache(
+  store: ArtifactStore,
+  cache: CacheConfig | undefined,
+  log?: Logger,
+): Promise<ArtifactStore> {
+  if (!cache) return store;
+  const [{ ContentCache }, { createReplicaStore }] = await Promise.all([
+    import("./content-cache.js"),
+    import("./replica-store.js"),
+  ]);
+  const keysDir = join(cache.dir, "keys");
+  await mkdir(keysDir, { recursive: true });
+  const content = await ContentCache.open({ dir: cache.dir, maxBytes: cache.maxBytes, log });
+  return createReplicaStore(store, { cache: content, resolveTtlMs: cache.resolveTtlMs, keysDir, log });
+}
 
 export async function createStore(config: StoreConfig, log?: Logger): Promise<ArtifactStore> {
   switch (config.kind) {
@@ -42,16 +78,22 @@ export async function createStore(config: StoreConfig, log?: Logger): Promise<Ar
         given: config.credentials,
         file: config.credentialsFile,
       });
-      const registry = await createOciStore({ ...location, credentials, tmpDir: config.spoolDir });
-      if (!config.cache) return registry;
-      const [{ ContentCache }, { createReplicaStore }] = await Promise.all([
-        import("./content-cache.js"),
-        import("./replica-store.js"),
-      ]);
-      const keysDir = join(config.cache.dir, "keys");
-      await mkdir(keysDir, { recursive: true });
-      const cache = await ContentCache.open({ dir: config.cache.dir, maxBytes: config.cache.maxBytes, log });
-      return createReplicaStore(registry, { cache, resolveTtlMs: config.cache.resolveTtlMs, keysDir, log });
+      const registry = await createOciStore({
+        ...location,
+        credentials,
+        tmpDir: config.spoolDir,
+        writes: config.writes ?? "read-write",
+        log,
+      });
+      return withCache(registry, config.cache, log);
+    }
+    case "upstream": {
+      const { createUpstreamServerStore } = await import("./upstream-server-store.js");
+      const upstream = createUpstreamServerStore({
+        connection: config.connection,
+        maxArtifactBytes: config.maxArtifactBytes,
+      });
+      return withCache(upstream, config.cache, log);
     }
   }
 }

@@ -175,6 +175,7 @@ export function createReplicaStore(upstream: ArtifactStore, options: ReplicaStor
 
     checkReachable: upstream.checkReachable?.bind(upstream),
     servesWhileUnreachable: true,
+    ...(upstream.readOnly ? { readOnly: true } : {}),
 
     openBlob,
 

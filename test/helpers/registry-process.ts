@@ -30,7 +30,13 @@ export interface RegistryProcess {
  * Runs Debian's `docker-registry` (CNCF Distribution) as a real process on a
  * loopback port, with deletes enabled and a temporary storage directory.
  */
-export async function startRegistry(options: { auth?: RegistryAuth } = {}): Promise<RegistryProcess> {
+export async function startRegistry(
+  options: {
+    auth?: RegistryAuth;
+    /** Runs it as a pull-through mirror of the registry at this URL (Distribution's proxy mode): it takes no writes. */
+    mirrorOf?: string;
+  } = {},
+): Promise<RegistryProcess> {
   const dir = await mkdtemp(join(tmpdir(), "atomix-registry-"));
   const storageDir = join(dir, "storage");
   const configPath = join(dir, "config.yml");
@@ -55,6 +61,7 @@ export async function startRegistry(options: { auth?: RegistryAuth } = {}): Prom
       },
       http: { addr: address, secret: "atomix-test-secret" },
       ...(Object.keys(auth).length > 0 ? { auth } : {}),
+      ...(options.mirrorOf ? { proxy: { remoteurl: options.mirrorOf } } : {}),
     };
     // JSON is YAML: the registry reads it as its config file.
     await writeFile(configPath, JSON.stringify(config, null, 2));

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdir, open, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Logger } from "pino";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { ArtifactManifest, GarbageReport } from "../../model/artifact.js";
 import { DEFAULT_MEDIA_TYPE } from "../../model/artifact.js";
@@ -41,6 +42,14 @@ export interface OciStoreOptions extends OciLocation {
   tmpDir?: string | undefined;
   /** See RegistryClientOptions.requestTimeoutMs. Default 30 s. */
   requestTimeoutMs?: number | undefined;
+  /**
+   * Whether the registry takes writes. A registry mirror (Distribution in
+   * proxy mode, Harbor's proxy cache) refuses them: the store then refuses
+   * put and remove itself, with a message that says where builds go.
+   * `detect` starts an upload at start and cancels it. Default read-write.
+   */
+  writes?: "detect" | "read-write" | "read-only" | undefined;
+  log?: Logger | undefined;
 }
 
 const LIST_CONCURRENCY = 8;
@@ -85,6 +94,19 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
   const orphans = new Map<string, number>();
   let emptyConfigKnown = false;
 
+  const readOnly =
+    options.writes === "read-only" || (options.writes === "detect" && !(await takesWrites(client)));
+  if (readOnly) {
+    options.log?.info(
+      { store: where },
+      "the OCI registry takes no writes (a mirror): artifacts found there are served; builds, pushes and removals are not done here",
+    );
+  }
+  const refuseWrite = (what: string) =>
+    new PluginError(
+      Code.FailedPrecondition,
+      `the OCI registry ${where} is a read-only mirror: ${what} through the server whose registry it mirrors (give this server --upstream to forward builds there)`,
+    );
   const objects = new OciObjects(client);
   const fetchManifest = (tag: string, signal?: AbortSignal) => objects.getManifest(tag, signal);
 
@@ -185,7 +207,8 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
   }
 
   return {
-    description: `OCI registry store at ${where}`,
+    description: `OCI registry store at ${where}${readOnly ? " (read-only mirror)" : ""}`,
+    readOnly,
 
     async checkReachable(signal) {
       // The API's base answers 200, or 401 with the challenge; either way the registry is there.
@@ -203,6 +226,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     },
 
     async put(key, data, putOptions = {}) {
+      if (readOnly) throw refuseWrite(`store ${formatBuildKey(key)}`);
       const tmp = join(tmpDir, `${SPOOL_PREFIX}${process.pid}-${randomUUID()}`);
       let release: (() => void) | undefined;
       try {
@@ -296,6 +320,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     },
 
     async remove(key: BuildKey) {
+      if (readOnly) throw refuseWrite(`remove ${formatBuildKey(key)}`);
       const tag = buildKeyTag(key);
       const fetched = await fetchManifest(tag);
       if (!fetched) return false;
@@ -445,6 +470,31 @@ async function* readBlob(
     if (!finished) await reader.cancel().catch(() => {});
     else reader.releaseLock();
   }
+}
+
+/**
+ * Whether the registry takes writes: an upload started and cancelled at
+ * once. Distribution in proxy mode and Harbor's proxy cache answer 405
+ * (UNSUPPORTED); a registry that cannot be reached now is taken as
+ * writable (its writes fail, as any call does, until it answers).
+ */
+async function takesWrites(client: RegistryClient): Promise<boolean> {
+  let started: Response;
+  try {
+    started = await client.request("POST", "blobs/uploads/", { expect: [202, 405, 403] });
+  } catch {
+    return true;
+  }
+  await discard(started);
+  if (started.status !== 202) return false;
+  const location = started.headers.get("location");
+  if (location) {
+    await client
+      .request("DELETE", new URL(location, client.origin).toString(), { expect: [204, 404] })
+      .then(discard)
+      .catch(() => {});
+  }
+  return true;
 }
 
 /** The absolute URL of an upload session from a 202's Location header. */

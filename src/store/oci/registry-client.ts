@@ -247,7 +247,9 @@ export class RegistryClient {
     if (status === 405 && detail.includes("UNSUPPORTED")) {
       return new PluginError(
         Code.FailedPrecondition,
-        `${what}; deleting needs storage.delete.enabled: true in the registry's configuration`,
+        method === "DELETE"
+          ? `${what}; deleting needs storage.delete.enabled: true in the registry's configuration`
+          : `${what}; the registry takes no writes (a mirror, such as Distribution in proxy mode or Harbor's proxy cache): run this server with --store-writes read-only and --upstream <the server whose registry it mirrors>`,
       );
     }
     return new PluginError(Code.Internal, what);

@@ -1,0 +1,72 @@
+import type { ConnectionOptions } from "../client/connection-options.js";
+import { createPluginClient } from "../client/plugin-client.js";
+import { abandonable, Code, PluginError } from "../errors/plugin-error.js";
+import type { ArtifactManifest } from "../model/artifact.js";
+import { type BuildKey, buildKeyText, formatBuildKey } from "../model/build-key.js";
+import type { ArtifactStore } from "../store/artifact-store.js";
+import type { Compiler } from "./compiler.js";
+
+/**
+ * A compiler that builds nothing itself: a key its store lacks is compiled
+ * by the upstream server (CompilePlugin), once per key however many callers
+ * ask at once, then read from the store, which sees the new artifact (the
+ * upstream server's store, or a registry mirror of it). What a tier in front
+ * of a central service does, so that builds run where the toolchains and the
+ * writable store are.
+ */
+export function createUpstreamCompiler(options: {
+  connection: ConnectionOptions;
+  store: ArtifactStore;
+  /** How long a store that mirrors the upstream's may take to show a key built there. */
+  visibleWithinMs?: number;
+}): Compiler {
+  const client = createPluginClient(options.connection);
+  const inflight = new Map<string, Promise<ArtifactManifest>>();
+  const where = `the upstream atomix-plugins server at ${options.connection.address}`;
+
+  async function forward(key: BuildKey): Promise<ArtifactManifest> {
+    const found = await options.store.get(key);
+    if (found) return found;
+    const reference = await client.compile(key).catch((error: unknown) => {
+      const failure = PluginError.from(error);
+      // Said once, by the tier next to the caller, however long the chain.
+      const told = failure.message.includes("(built by the upstream");
+      throw new PluginError(failure.code, told ? failure.message : `${failure.message} (built by ${where})`, {
+        cause: error,
+      });
+    });
+    // A registry mirror fetches from its upstream on demand; a cache may still hold a miss for a moment.
+    const until = Date.now() + (options.visibleWithinMs ?? 5_000);
+    for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {
+      const stored = await options.store.get(key);
+      if (stored?.digest === reference.digest) return stored;
+      if (Date.now() > until) {
+        throw new PluginError(
+          Code.Unavailable,
+          `${where} built ${formatBuildKey(key)} as ${reference.digest}, but this server's store ${stored ? `names ${stored.digest}` : "does not show it yet"}; try again`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+
+  return {
+    compile(key, compileOptions) {
+      const text = buildKeyText(key);
+      let pending = inflight.get(text);
+      if (!pending) {
+        const started = forward(key);
+        pending = started;
+        inflight.set(text, started);
+        started.then(
+          () => inflight.delete(text),
+          () => inflight.delete(text),
+        );
+      }
+      return abandonable(pending, compileOptions?.signal, `compiling ${formatBuildKey(key)} was cancelled`);
+    },
+    async close() {
+      client.close();
+    },
+  };
+}
