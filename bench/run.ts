@@ -29,6 +29,7 @@ import {
   watchDescriptors,
   watchPeakRss,
 } from "./lib/processes.js";
+import { replicaRows } from "./lib/replica-rows.js";
 import { GiB, MiB, median, megabytesPerSecond } from "./lib/stats.js";
 import { formatTable, type Row } from "./lib/table.js";
 
@@ -126,6 +127,20 @@ async function main(): Promise<void> {
     }
 
     rows.push(...summarize(options, raw));
+    if (wants("replica")) {
+      const [name, file] = [...ctx.fanoutFiles][0] as [string, string];
+      rows.push(
+        ...(await replicaRows({
+          work,
+          count: options.fanout.includes(1000) ? 1000 : (options.fanout[0] ?? 100),
+          key: keyFor(name),
+          file,
+          start: (dir, args) => startOurs(ctx, dir, { args: ["--http", "127.0.0.1:0", ...args] }),
+          pull: (address, count) => goPull(ctx, address, name, count),
+          log,
+        })),
+      );
+    }
     if (wants("compile")) {
       rows.push(
         ...(await compileRows({
@@ -214,9 +229,10 @@ async function randomFile(path: string, size: number): Promise<string> {
   return path;
 }
 
-/** What a row adds to a server it starts: Node.js flags, and a reader of its stdout lines. */
+/** What a row adds to a server it starts: Node.js flags, serve arguments, and a reader of its stdout lines. */
 interface ExtraServerOptions {
   nodeArgs?: string[];
+  args?: string[];
   onLine?: (line: string) => void;
 }
 
@@ -238,6 +254,7 @@ function startOurs(ctx: Context, dataDir: string, extra: ExtraServerOptions = {}
       "--log-level",
       "info",
       ...ctx.options.serverArgs,
+      ...(extra.args ?? []),
     ],
     onLine: (line) => {
       if (log) appendFileSync(log, `${Date.now()} ${line}\n`);

@@ -11,6 +11,8 @@ export interface ServerProcess {
   readonly pid: number;
   /** host:port it listens on. */
   readonly address: string;
+  /** host:port of our server's HTTP port (/metrics), from its "serving" line; "" for others. */
+  readonly http: string;
   stop(): Promise<void>;
 }
 
@@ -60,13 +62,17 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
   });
   exited.catch(() => {});
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  let http = "";
   const ready = options.address
     ? waitForPort(options.address).then(() => options.address as string)
     : new Promise<string>((resolve) => {
         lines.on("line", (line) => {
           try {
-            const parsed = JSON.parse(line) as { msg?: string; address?: string };
-            if (parsed.msg === "serving" && parsed.address) resolve(parsed.address);
+            const parsed = JSON.parse(line) as { msg?: string; address?: string; http?: string };
+            if (parsed.msg === "serving" && parsed.address) {
+              http = parsed.http ?? "";
+              resolve(parsed.address);
+            }
           } catch {
             // not a JSON line: logs of no interest
           }
@@ -91,6 +97,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
     name: options.name,
     pid,
     address,
+    http,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
