@@ -104,8 +104,11 @@ describe("Go runtime end to end", () => {
 
     signer = await keyFiles(join(test.dir, "signing"), "ecdsa-p256");
     stranger = await keyFiles(join(test.dir, "stranger"), "ed25519");
+    // A relative --data, as `npm start` gives: every path the Go toolchain
+    // checks against the release's folder is compared resolved.
     server = await startServerProcess({
-      dataDir: join(test.dir, "data"),
+      cwd: test.dir,
+      dataDir: "data",
       args: [
         "--runtimes",
         join(EXAMPLES, "runtimes"),

@@ -25,7 +25,10 @@ export interface ServerProcess {
 }
 
 export interface StartOptions {
+  /** May be relative to `cwd`, as a user's `--data ./data` is. */
   dataDir?: string;
+  /** The server's working directory; the test's by default. */
+  cwd?: string;
   listen?: string;
   /** HTTP side port; an ephemeral port by default. */
   http?: string;
@@ -46,7 +49,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
       ...["--data", dataDir],
       ...(options.args ?? []),
     ],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } },
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env }, cwd: options.cwd },
   );
   // A test process that ends (its tests done, or forced out by the runner's
   // timeout) with a server still running must not leave it behind.

@@ -4,6 +4,7 @@ import { pathToFileURL } from "node:url";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { ANNOTATIONS } from "../../../model/annotations.js";
 import { formatBuildKey } from "../../../model/build-key.js";
+import { isBelow } from "../../../model/contained-path.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
 import {
@@ -294,7 +295,8 @@ async function checkLinkedVersions(options: {
  */
 function checkRegisteredReplacements(dirs: readonly string[], releaseDir: string, version: string): void {
   for (const dir of dirs) {
-    if (dir.startsWith(`${releaseDir}/`) || dir.startsWith("/usr/")) continue;
+    // Both resolved: a relative --data names the release's folder relatively, Go's parse absolutely.
+    if (isBelow(releaseDir, dir) || isBelow("/usr", dir)) continue;
     throw new PluginError(
       Code.FailedPrecondition,
       `runtime ${version}'s go.mod replaces a module with a folder outside the release and outside /usr; register a release that carries it`,
