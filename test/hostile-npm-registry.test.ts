@@ -13,6 +13,7 @@ import {
   createNpmRegistrySource,
   type NpmRegistrySourceOptions,
 } from "../src/compiler/sources/npm-registry-source.js";
+import { createPackumentCache } from "../src/compiler/sources/packument-cache.js";
 import type { FetchedPackage } from "../src/compiler/sources/plugin-source.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../src/compiler/sources/source-unpacker.js";
 import { parseServeConfig } from "../src/config.js";
@@ -431,5 +432,34 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
       await server.stop();
       await closeServers();
     }
+  });
+});
+
+describe("the packument cache", () => {
+  it("holds at most its entries and bytes, least recently used out first", async () => {
+    const asked: string[] = [];
+    const cache = createPackumentCache<string>({
+      ttlMs: 60_000,
+      maxEntries: 2,
+      maxBytes: 100,
+      load: async (name) => {
+        asked.push(name);
+        return { value: name, bytes: name === "big" ? 95 : 10 };
+      },
+    });
+    for (const name of ["a", "b", "a", "c", "a", "b"]) await cache.get(name);
+    // "b" was the least recently used when "c" came, so it was asked again.
+    assert.deepEqual(asked, ["a", "b", "c", "b"]);
+    assert.deepEqual(cache.size(), { entries: 2, bytes: 20 });
+    await cache.get("big");
+    assert.deepEqual(cache.size(), { entries: 1, bytes: 95 }, "bytes bound: only the big one fits");
+    const tooBig = createPackumentCache<string>({
+      ttlMs: 60_000,
+      maxEntries: 2,
+      maxBytes: 5,
+      load: async (name) => ({ value: name, bytes: 10 }),
+    });
+    assert.equal(await tooBig.get("x"), "x");
+    assert.deepEqual(tooBig.size(), { entries: 0, bytes: 0 }, "an answer over the bytes bound is not kept");
   });
 });

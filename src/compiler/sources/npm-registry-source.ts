@@ -106,7 +106,7 @@ export function createNpmRegistrySource(options: NpmRegistrySourceOptions): Plug
       const tooLarge = `is over ${maxPackumentBytes} bytes (--max-packument-size); refusing to read it`;
       const gzipped = /^\s*(x-)?gzip\s*$/i.test(answer.headers["content-encoding"] ?? "");
       if (!gzipped && Number(answer.headers["content-length"]) > maxPackumentBytes) return refused(tooLarge);
-      const bytes = await readAtMost(
+      const parsed = await parseAtMost(
         gzipped ? answer.body.pipe(createGunzip()) : answer.body,
         maxPackumentBytes,
       ).catch((error: unknown) => {
@@ -116,8 +116,7 @@ export function createNpmRegistrySource(options: NpmRegistrySourceOptions): Plug
           { cause: error },
         );
       });
-      if (!bytes) return refused(tooLarge);
-      const parsed = await parseInWorker(bytes);
+      if (parsed === "too large") return refused(tooLarge);
       if ("error" in parsed) return refused(`cannot be read: ${parsed.error}`);
       const versions = new Map<string, VersionDist>();
       let size = 64 + name.length;
@@ -219,40 +218,18 @@ export function createNpmRegistrySource(options: NpmRegistrySourceOptions): Plug
   };
 }
 
-/** All of `body`, or undefined (and the body stopped) once it passes `max` bytes. */
-async function readAtMost(body: Readable, max: number): Promise<Uint8Array | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > max) {
-      body.destroy();
-      return undefined;
-    }
-    chunks.push(chunk);
-  }
-  // One buffer of its own, so that it can be moved to the worker rather than copied.
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return bytes;
-}
-
-/** The packument's versions, parsed in a worker of its own (terminated afterwards, so its heap goes with it). */
-function parseInWorker(bytes: Uint8Array): Promise<PackumentWorkerAnswer> {
-  return new Promise((resolve) => {
-    const worker = new Worker(new URL("./packument-worker.js", import.meta.url), {
-      workerData: bytes,
-      transferList: [bytes.buffer as ArrayBuffer],
-      resourceLimits: { maxOldGenerationSizeMb: PARSE_HEAP_MB },
-    });
-    worker.once("message", (answer: PackumentWorkerAnswer) => {
-      resolve(answer);
-      void worker.terminate();
-    });
+/**
+ * `body` parsed by a worker of its own, which gets each chunk as it arrives
+ * and is terminated afterwards (its heap goes with it); "too large" (the
+ * body and the worker stopped) once it passes `max` bytes. Only a failure
+ * to read the body throws.
+ */
+async function parseAtMost(body: Readable, max: number): Promise<PackumentWorkerAnswer | "too large"> {
+  const worker = new Worker(new URL("./packument-worker.js", import.meta.url), {
+    resourceLimits: { maxOldGenerationSizeMb: PARSE_HEAP_MB },
+  });
+  const answered = new Promise<PackumentWorkerAnswer>((resolve) => {
+    worker.once("message", resolve);
     worker.once("error", (error) =>
       resolve({
         error:
@@ -263,4 +240,21 @@ function parseInWorker(bytes: Uint8Array): Promise<PackumentWorkerAnswer> {
     );
     worker.once("exit", (code) => resolve({ error: `its parser stopped (exit code ${code})` }));
   });
+  try {
+    let size = 0;
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > max) {
+        body.destroy();
+        return "too large";
+      }
+      // A chunk may be a view of a larger (pooled) buffer, which posting would copy whole: moved as a copy of its own.
+      const own = new Uint8Array(chunk);
+      worker.postMessage(own, [own.buffer]);
+    }
+    worker.postMessage(null);
+    return await answered;
+  } finally {
+    void worker.terminate();
+  }
 }

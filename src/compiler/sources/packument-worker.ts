@@ -1,10 +1,12 @@
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort } from "node:worker_threads";
 
 /**
  * Parses a packument off the server's event loop (a large one takes JSON.parse
  * hundreds of milliseconds) and keeps only what a build needs of each
  * version: where its tarball is and its integrity. Anything else in the
- * document, however large, is dropped here.
+ * document, however large, is dropped here. The body arrives chunk by chunk
+ * as the server reads it (a `null` ends it), so that the server never holds
+ * or copies it whole.
  */
 export type PackumentVersions = [
   version: string,
@@ -15,10 +17,10 @@ export type PackumentVersions = [
 
 export type PackumentWorkerAnswer = { versions: PackumentVersions } | { error: string };
 
-function reduce(bytes: Uint8Array): PackumentWorkerAnswer {
+function reduce(text: string): PackumentWorkerAnswer {
   let document: unknown;
   try {
-    document = JSON.parse(new TextDecoder().decode(bytes));
+    document = JSON.parse(text);
   } catch (error) {
     return { error: `it is not JSON (${(error as Error).message})` };
   }
@@ -26,15 +28,25 @@ function reduce(bytes: Uint8Array): PackumentWorkerAnswer {
   if (typeof versions !== "object" || versions === null || Array.isArray(versions)) {
     return { error: "it has no versions object" };
   }
-  const text = (value: unknown) => (typeof value === "string" ? value : undefined);
+  const string = (value: unknown) => (typeof value === "string" ? value : undefined);
   const kept: PackumentVersions = [];
   for (const [version, entry] of Object.entries(versions)) {
     const dist = (entry as { dist?: unknown } | null)?.dist as Record<string, unknown> | undefined;
-    const tarball = text(dist?.tarball);
+    const tarball = string(dist?.tarball);
     if (tarball === undefined) continue;
-    kept.push([version, tarball, text(dist?.integrity), text(dist?.shasum)]);
+    kept.push([version, tarball, string(dist?.integrity), string(dist?.shasum)]);
   }
   return { versions: kept };
 }
 
-parentPort?.postMessage(reduce(workerData as Uint8Array));
+const chunks: Uint8Array[] = [];
+parentPort?.on("message", (chunk: Uint8Array | null) => {
+  if (chunk) {
+    chunks.push(chunk);
+    return;
+  }
+  const decoder = new TextDecoder();
+  const text = chunks.map((part) => decoder.decode(part, { stream: true })).join("") + decoder.decode();
+  chunks.length = 0;
+  parentPort?.postMessage(reduce(text));
+});
