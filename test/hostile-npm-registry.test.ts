@@ -265,6 +265,26 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
       );
       const listless = await refusal(fetchWith(source, "listless", "1.0.0"));
       assert.match(listless.message, /packument of listless cannot be read: it has no versions object$/);
+      // Within the size limit, but more than any real package: what the server keeps of a packument stays small.
+      const versions = Object.fromEntries(
+        Array.from({ length: 10_001 }, (_, index) => [
+          `0.0.${index}`,
+          { tarball: `${registry.origin}/m.tgz` },
+        ]),
+      );
+      registry.routes.set("/many", json(packument("many", versions)));
+      const many = await refusal(fetchWith(source, "many", "0.0.1"));
+      assert.equal(many.code, Code.FailedPrecondition);
+      assert.match(many.message, /packument of many cannot be read: it lists more than 10000 versions$/);
+      registry.routes.set(
+        "/long",
+        json(packument("long", { "1.0.0": { tarball: `${registry.origin}/${"x".repeat(2000)}.tgz` } })),
+      );
+      const long = await refusal(fetchWith(source, "long", "1.0.0"));
+      assert.match(
+        long.message,
+        /packument of long cannot be read: a version's tarball has \d+ characters \(at most 1024\)$/,
+      );
     });
   });
 
@@ -400,13 +420,16 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
     );
   });
 
-  it("a server with --npm-registry asks the registry once for many compiles and stays healthy", async () => {
+  it("a server with --npm-registry asks the registry once for a hundred compiles, refuses a tarball elsewhere and stays healthy", async () => {
     await freshServers();
     registry.routes.set(
       "/wanted",
       json(packument("wanted", { "1.0.0": { tarball: `${other.origin}/wanted.tgz`, integrity } })),
     );
-    const server = await startServerProcess({ args: ["--npm-registry", registry.origin] });
+    // Room for every call in the build queue: this is about the registry, not the queue's limit.
+    const server = await startServerProcess({
+      args: ["--npm-registry", registry.origin, "--build-queue", "100"],
+    });
     const client = createPluginClient({ address: server.address });
     try {
       const compile = (version: string) =>
@@ -419,12 +442,12 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
             () => assert.fail("compiled"),
             (error: PluginError) => error,
           );
-      const missing = await Promise.all(Array.from({ length: 40 }, (_, index) => compile(`3.0.${index}`)));
+      const missing = await Promise.all(Array.from({ length: 99 }, (_, index) => compile(`3.0.${index}`)));
       for (const error of missing) assert.equal(error.code, Code.NotFound, error.message);
       const refused = await compile("1.0.0");
       assert.equal(refused.code, Code.FailedPrecondition);
       assert.match(refused.message, /points the tarball of wanted@1\.0\.0 to .* refusing to fetch it/);
-      assert.equal(hitsOf(registry, "/wanted").length, 1, "one packument request for 41 compiles");
+      assert.equal(hitsOf(registry, "/wanted").length, 1, "one packument request for 100 compiles");
       assert.equal(other.hits.length, 0);
       assert.equal(await checkHealth(server.address), "SERVING");
     } finally {

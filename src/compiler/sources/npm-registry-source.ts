@@ -17,7 +17,11 @@ import { createRegistryHttp } from "./registry-http.js";
 const MAX_TARBALL_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_PACKUMENT_TTL_MS = 5 * 60_000;
 export const DEFAULT_MAX_PACKUMENT_BYTES = 16 * 1024 * 1024;
-/** Package names whose answers are kept, and about how much memory they may hold together. */
+/**
+ * Package names whose answers are kept, and about how much memory they may
+ * hold together: more than the largest packument the worker accepts
+ * (10,000 versions of bounded fields, about 20 MB), so any answer can be kept.
+ */
 const CACHED_NAMES = 1_000;
 const CACHED_BYTES = 32 * 1024 * 1024;
 /** The parsing worker's heap: a packument made of millions of tiny objects fails there, not in the server. */
@@ -122,8 +126,8 @@ export function createNpmRegistrySource(options: NpmRegistrySourceOptions): Plug
       let size = 64 + name.length;
       for (const [version, tarball, integrity, shasum] of parsed.versions) {
         versions.set(version, { tarball, integrity, shasum });
-        // Strings are UTF-16 in memory; each entry has a few dozen bytes of its own.
-        size += 96 + 2 * (version.length + tarball.length + (integrity?.length ?? 0) + (shasum?.length ?? 0));
+        // V8 keeps ASCII strings a byte a character; each entry has a few dozen bytes of its own.
+        size += 96 + version.length + tarball.length + (integrity?.length ?? 0) + (shasum?.length ?? 0);
       }
       return { value: { kind: "found", versions }, bytes: size, ...validators };
     } finally {

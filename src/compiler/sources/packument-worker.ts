@@ -17,6 +17,15 @@ export type PackumentVersions = [
 
 export type PackumentWorkerAnswer = { versions: PackumentVersions } | { error: string };
 
+/**
+ * What a real package stays within (npm itself caps a version at 256
+ * characters). Past these a packument is refused, so that what the server
+ * keeps of one stays small enough to be cached: an answer too large to keep
+ * would be asked for again on every build.
+ */
+const MAX_VERSIONS = 10_000;
+const MAX_LENGTHS = { version: 256, tarball: 1024, integrity: 512, shasum: 64 } as const;
+
 function reduce(text: string): PackumentWorkerAnswer {
   let document: unknown;
   try {
@@ -32,9 +41,21 @@ function reduce(text: string): PackumentWorkerAnswer {
   const kept: PackumentVersions = [];
   for (const [version, entry] of Object.entries(versions)) {
     const dist = (entry as { dist?: unknown } | null)?.dist as Record<string, unknown> | undefined;
-    const tarball = string(dist?.tarball);
-    if (tarball === undefined) continue;
-    kept.push([version, tarball, string(dist?.integrity), string(dist?.shasum)]);
+    const fields = {
+      version,
+      tarball: string(dist?.tarball),
+      integrity: string(dist?.integrity),
+      shasum: string(dist?.shasum),
+    };
+    if (fields.tarball === undefined) continue;
+    if (kept.length === MAX_VERSIONS) return { error: `it lists more than ${MAX_VERSIONS} versions` };
+    for (const [field, max] of Object.entries(MAX_LENGTHS)) {
+      const value = fields[field as keyof typeof MAX_LENGTHS];
+      if (value !== undefined && value.length > max) {
+        return { error: `a version's ${field} has ${value.length} characters (at most ${max})` };
+      }
+    }
+    kept.push([version, fields.tarball, fields.integrity, fields.shasum]);
   }
   return { versions: kept };
 }
