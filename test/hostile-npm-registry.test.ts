@@ -253,6 +253,25 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
       }
     });
 
+    it("gives up on a registry that stops sending a packument halfway, plain or gzipped, within the time limit", async () => {
+      const half = gzipSync(JSON.stringify(packument("stalled", { "1.0.0": { tarball: "x", integrity } })));
+      registry.routes.set("/stalled", (_request, response) => {
+        response.writeHead(200, { "content-type": "application/json" }).write('{"versions":{');
+      });
+      registry.routes.set("/stalled-gzip", (_request, response) => {
+        response.writeHead(200, { "content-encoding": "gzip" }).write(half.subarray(0, half.length / 2));
+      });
+      const source = createNpmRegistrySource({ url: registry.origin, fetchTimeoutMs: 500 });
+      for (const name of ["stalled", "stalled-gzip"]) {
+        const error = await refusal(fetchWith(source, name, "1.0.0"));
+        assert.equal(error.code, Code.Unavailable, error.message);
+        assert.match(
+          error.message,
+          new RegExp(`^the packument of ${name} could not be read from npm registry `),
+        );
+      }
+    });
+
     it("refuses a packument that is not a packument, naming what is wrong", async () => {
       registry.routes.set("/garbled", (_request, response) => response.writeHead(200).end("{not json"));
       registry.routes.set("/listless", json({ name: "listless", versions: [1, 2] }));

@@ -111,7 +111,7 @@ export function createNpmRegistrySource(options: NpmRegistrySourceOptions): Plug
       const gzipped = /^\s*(x-)?gzip\s*$/i.test(answer.headers["content-encoding"] ?? "");
       if (!gzipped && Number(answer.headers["content-length"]) > maxPackumentBytes) return refused(tooLarge);
       const parsed = await parseAtMost(
-        gzipped ? answer.body.pipe(createGunzip()) : answer.body,
+        gzipped ? gunzipped(answer.body) : answer.body,
         maxPackumentBytes,
       ).catch((error: unknown) => {
         throw new PluginError(
@@ -220,6 +220,13 @@ export function createNpmRegistrySource(options: NpmRegistrySourceOptions): Plug
       return { dir: fetchOptions.destDir, origin: `npm:${dist.tarball}`, integrity };
     },
   };
+}
+
+/** `body` inflated; an error or abort of `body` ends the result with it (pipe() would leave it waiting). */
+function gunzipped(body: Readable): Readable {
+  const inflated = createGunzip();
+  pipeline(body, inflated).catch(() => {});
+  return inflated;
 }
 
 /**

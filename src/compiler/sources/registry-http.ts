@@ -96,6 +96,8 @@ export function createRegistryHttp(options: RegistryHttpOptions) {
         return;
       }
       dnsLookup(host, { all: true }, (error, addresses) => {
+        // Asked again next time: a passing DNS failure must not decide for good.
+        if (error) registryKinds = undefined;
         const kinds = error ? [] : addresses.map((entry) => kindOf(entry.address));
         resolve(new Set(kinds.filter((kind) => kind !== undefined)));
       });
