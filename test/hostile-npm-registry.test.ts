@@ -325,6 +325,12 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
       );
       assert.equal(error.detail, `registry origin ${registry.origin}; --npm-tarball-host: none`);
       assert.equal(other.hits.length, 0, "the other server never received a request");
+      // The same host on another port is another place.
+      const otherPort = await refusal(
+        fetchFrom({ tarballHosts: ["127.0.0.1", "127.0.0.1:80"] }, "elsewhere", "1.0.0"),
+      );
+      assert.equal(otherPort.code, Code.FailedPrecondition);
+      assert.equal(other.hits.length, 0);
 
       const allowed = await fetchFrom({ tarballHosts: [`127.0.0.1:${other.port}`] }, "elsewhere", "1.0.0");
       assert.equal(allowed?.origin, `npm:${other.origin}/elsewhere.tgz`);

@@ -82,8 +82,18 @@ export interface RegistryAnswer {
 export function createRegistryHttp(options: RegistryHttpOptions) {
   const registry = new URL(options.registry);
   const extraHosts = (options.extraHosts ?? []).map((entry) => {
-    const parsed = new URL(`http://${entry}`);
-    return { hostname: parsed.hostname.toLowerCase(), port: parsed.port || undefined };
+    // Not through URL: it would drop ":80" as http's default port, and "cdn:80" would then let https in.
+    const parts = /^(\[[0-9a-fA-F:.]+\]|[^:[\]/]+)(?::(\d{1,5}))?$/.exec(entry);
+    if (!parts?.[1]) {
+      throw new PluginError(
+        Code.InvalidArgument,
+        `tarball host ${quoted(entry)}: expected host or host:port`,
+      );
+    }
+    return {
+      hostname: parts[1].toLowerCase(),
+      port: parts[2] === undefined ? undefined : String(Number(parts[2])),
+    };
   });
   let registryKinds: Promise<Set<AddressKind>> | undefined;
 
@@ -109,8 +119,11 @@ export function createRegistryHttp(options: RegistryHttpOptions) {
     if (url.protocol !== "http:" && url.protocol !== "https:") return false;
     if (url.origin === registry.origin) return true;
     const hostname = url.hostname.toLowerCase();
+    // URL leaves a default port out: `host` alone allows http on 80 and https on 443, nothing else.
     return extraHosts.some(
-      (entry) => entry.hostname === hostname && (entry.port ?? defaultPort(url)) === defaultPort(url),
+      (entry) =>
+        entry.hostname === hostname &&
+        (entry.port === undefined ? url.port === "" : entry.port === defaultPort(url)),
     );
   }
 
