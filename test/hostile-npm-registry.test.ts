@@ -204,6 +204,25 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
       assert.equal(asked[1]?.headers["if-none-match"], '"v1"', "the second request is conditional");
     });
 
+    it("keeps building from the last packument while the registry is down", async () => {
+      registry.routes.set("/steady.tgz", serveTarball);
+      let down = false;
+      const body = packument("steady", { "1.0.0": { tarball: `${registry.origin}/steady.tgz`, integrity } });
+      registry.routes.set("/steady", (request, response) => {
+        if (down) response.writeHead(503).end();
+        else json(body)(request, response);
+      });
+      const source = createNpmRegistrySource({ url: registry.origin, packumentTtlMs: 0 });
+      assert.equal(await fetchWith(source, "steady", "2.0.0"), undefined);
+      down = true;
+      assert.equal((await fetchWith(source, "steady", "1.0.0"))?.integrity, integrity);
+      assert.equal(hitsOf(registry, "/steady").length, 2, "the registry was asked, and answered 503");
+      // A name it never answered for is UNAVAILABLE, as before.
+      registry.routes.set("/unseen", (_request, response) => response.writeHead(503).end());
+      const error = await refusal(fetchWith(source, "unseen", "1.0.0"));
+      assert.equal(error.code, Code.Unavailable);
+    });
+
     it("refuses a packument over the size limit, reading no more than the limit, and remembers the refusal", async () => {
       // Endless: the registry writes until the server stops reading.
       let written = 0;

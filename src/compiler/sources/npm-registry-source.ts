@@ -140,6 +140,7 @@ export function createNpmRegistrySource(options: NpmRegistrySourceOptions): Plug
     maxEntries: CACHED_NAMES,
     maxBytes: CACHED_BYTES,
     load: loadPackument,
+    keepOnFailure: (error) => error instanceof PluginError && error.code === Code.Unavailable,
   });
 
   return {

@@ -30,6 +30,8 @@ export interface PackumentCacheOptions<T> {
     name: string,
     previous: CachedAnswer<T> | undefined,
   ) => Promise<CachedAnswer<T> | "unchanged">;
+  /** Failures after which the answer held is used for another interval (the registry is down, not changed). */
+  readonly keepOnFailure?: (error: unknown) => boolean;
   readonly now?: () => number;
 }
 
@@ -68,7 +70,15 @@ export function createPackumentCache<T>(options: PackumentCacheOptions<T>) {
 
   async function refresh(name: string): Promise<CachedAnswer<T>> {
     const previous = entries.get(name)?.answer;
-    const loaded = await options.load(name, previous);
+    let loaded: CachedAnswer<T> | "unchanged";
+    try {
+      loaded = await options.load(name, previous);
+    } catch (error) {
+      // A registry that is down does not take back what it said (a published version never changes):
+      // the last answer serves another interval.
+      if (previous && options.keepOnFailure?.(error)) loaded = "unchanged";
+      else throw error;
+    }
     const answer = loaded === "unchanged" && previous ? previous : loaded;
     if (answer === "unchanged")
       throw new Error(`the registry answered 304 for ${name}, which was not asked conditionally`);
