@@ -4,6 +4,10 @@ import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import type { ConnectionOptions } from "./client/connection-options.js";
+import {
+  DEFAULT_MAX_PACKUMENT_BYTES,
+  DEFAULT_PACKUMENT_TTL_MS,
+} from "./compiler/sources/npm-registry-source.js";
 import { Code, PluginError } from "./errors/plugin-error.js";
 import { Secret } from "./model/secret.js";
 import type { StoreConfig } from "./store/create-store.js";
@@ -293,6 +297,54 @@ export const serveConfigSchema = z
         env: "ATOMIX_PLUGINS_NPM_REGISTRY",
         what: "fetch plugins from this npm registry too",
       }),
+    /**
+     * Hosts besides the registry's own origin that npm tarballs may come from
+     * (`host` on its protocol's default port, or `host:port`). A packument
+     * pointing anywhere else, or a redirect leaving these, is refused.
+     */
+    npmTarballHosts: z
+      .preprocess(
+        (value) =>
+          typeof value === "string"
+            ? value
+                .split(",")
+                .map((host) => host.trim())
+                .filter(Boolean)
+            : value,
+        z.array(
+          z
+            .string()
+            .regex(
+              /^([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(:\d{1,5})?$/i,
+              "expected host or host:port",
+            ),
+        ),
+      )
+      .default([])
+      .register(serveOptionText, {
+        flag: "--npm-tarball-host <host[:port]>",
+        env: "ATOMIX_PLUGINS_NPM_TARBALL_HOSTS",
+        what: "another host npm tarballs may come from; repeatable (`,`-separated in the environment)",
+        repeatable: true,
+        defaultText: "none: the registry's origin only",
+      }),
+    /** How long an npm packument (or its absence) is used before the registry is asked again, conditionally. */
+    npmPackumentTtlMs: z.coerce
+      .number()
+      .int()
+      .nonnegative()
+      .default(DEFAULT_PACKUMENT_TTL_MS)
+      .register(serveOptionText, {
+        flag: "--npm-packument-ttl <ms>",
+        env: "ATOMIX_PLUGINS_NPM_PACKUMENT_TTL_MS",
+        what: "how long an npm packument is used before the registry is asked again (conditionally)",
+      }),
+    /** Largest npm packument read; a larger one is refused. */
+    maxPackumentBytes: byteSize.default(DEFAULT_MAX_PACKUMENT_BYTES).register(serveOptionText, {
+      flag: "--max-packument-size <bytes>",
+      env: "ATOMIX_PLUGINS_MAX_PACKUMENT_SIZE",
+      what: "largest npm packument read",
+    }),
     /**
      * Go installations (GOROOT directories or `go` commands) that build Go
      * plugins; a build uses the one whose `go version` is the request's

@@ -87,7 +87,16 @@ export async function startService(
   const store = await createStore(storeConfigOf(config), log);
   const sources = [
     ...config.sources.map((dir) => createCatalogSource(dir)),
-    ...(config.npmRegistry ? [createNpmRegistrySource({ url: config.npmRegistry })] : []),
+    ...(config.npmRegistry
+      ? [
+          createNpmRegistrySource({
+            url: config.npmRegistry,
+            tarballHosts: config.npmTarballHosts,
+            packumentTtlMs: config.npmPackumentTtlMs,
+            maxPackumentBytes: config.maxPackumentBytes,
+          }),
+        ]
+      : []),
   ];
   const sandbox = await createSandbox({
     mode: config.sandbox,
