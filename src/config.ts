@@ -275,6 +275,17 @@ export const serveConfigSchema = z
       env: "ATOMIX_PLUGINS_BUILD_QUEUE",
       what: "builds waiting before RESOURCE_EXHAUSTED",
     }),
+    /**
+     * Builds one caller (a client certificate's identity, else its IP
+     * address, IPv6 by /64) may have running and waiting together; one more
+     * is refused with RESOURCE_EXHAUSTED at once. A caller runs at most
+     * --build-concurrency - 1 of them at once (at least 1).
+     */
+    buildsPerCaller: z.coerce.number().int().positive().default(8).register(serveOptionText, {
+      flag: "--builds-per-caller <n>",
+      env: "ATOMIX_PLUGINS_BUILDS_PER_CALLER",
+      what: "builds one caller may have running and waiting before RESOURCE_EXHAUSTED",
+    }),
     /** A build running longer is killed and reported as DEADLINE_EXCEEDED. */
     buildTimeoutMs: z.coerce.number().int().positive().default(120_000).register(serveOptionText, {
       flag: "--build-timeout <ms>",

@@ -131,12 +131,14 @@ export async function startService(
     ],
     concurrency: config.buildConcurrency,
     queueLimit: config.buildQueue,
+    buildsPerCaller: config.buildsPerCaller,
     timeoutMs: config.buildTimeoutMs,
     maxArtifactBytes: config.maxArtifactBytes,
     log,
     ...(options.onBuild ? { onBuild: options.onBuild } : {}),
   });
   const metrics = options.metrics ?? createMetrics();
+  metrics.observeCallerRefusals(() => compiler.stats().refusedOverShare);
   // Subscribed before the --runtimes directories are registered: a new one pre-warms too.
   const prewarmer = createPrewarmer({
     runtimes,

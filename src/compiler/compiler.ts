@@ -14,8 +14,13 @@ export interface Compiler {
    * this caller's wait, not a build that other callers share. `background`
    * marks work no caller waits for (pre-warm): it yields its turn to every
    * caller, within its own share of the build slots, until a caller asks
-   * for the same key and joins it.
+   * for the same key and joins it. `caller` names who asks (a peer address
+   * or a client certificate's identity): the builds a caller starts are
+   * held to its share of the slots and the queue.
    */
-  compile(key: BuildKey, options?: { signal?: AbortSignal; background?: boolean }): Promise<ArtifactManifest>;
+  compile(
+    key: BuildKey,
+    options?: { signal?: AbortSignal; background?: boolean; caller?: string },
+  ): Promise<ArtifactManifest>;
   close(): Promise<void>;
 }

@@ -11,6 +11,7 @@ import type { Digest } from "../model/artifact.js";
 import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { formatReference } from "../model/reference.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
+import { callerOf } from "./caller-identity.js";
 import type { HandlersOf } from "./grpc-service.js";
 import type { ServerMetrics } from "./metrics.js";
 import { toServiceError } from "./status.js";
@@ -58,7 +59,7 @@ export function createCompilerService(deps: {
       call.on("cancelled", () => {
         if (!done) controller.abort();
       });
-      deps.compiler.compile(key, { signal: controller.signal }).then(
+      deps.compiler.compile(key, { signal: controller.signal, caller: callerOf(call) }).then(
         (manifest) => {
           done = true;
           finished(Code.Ok, started);

@@ -14,6 +14,7 @@ import { PULL_METADATA } from "../protocol/metadata.js";
 import { encodePullPluginResponse, frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { BufferPool } from "./buffer-pool.js";
+import { callerOf } from "./caller-identity.js";
 import { GRPC_PREFIX_BYTES, installInPlaceFraming, sendInPlace } from "./grpc-framing.js";
 import { grpcService, type HandlersOf } from "./grpc-service.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -56,7 +57,7 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
   const shared = new SharedChunks({ store, chunkSize: config.chunkSize, limitBytes: config.pullMemoryBytes });
   deps.metrics.observePullMemory(() => ({ chunkBytes: shared.heldBytes, openBlobs: shared.openBlobCount }));
 
-  async function resolve(key: BuildKey, signal: AbortSignal): Promise<ArtifactManifest> {
+  async function resolve(key: BuildKey, signal: AbortSignal, caller: string): Promise<ArtifactManifest> {
     const stored = await store.get(key, { signal });
     if (stored) return stored;
     if (config.pullPolicy === "never") {
@@ -65,7 +66,7 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
         `no artifact for ${formatBuildKey(key)}; compile it first (CompilePlugin) or push one`,
       );
     }
-    return compiler.compile(key, { signal });
+    return compiler.compile(key, { signal, caller });
   }
 
   async function pullPlugin(
@@ -86,7 +87,7 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
     try {
       const key = parseBuildKey(call.request);
       const requested = parseOffset(call.metadata);
-      const manifest = await resolve(key, controller.signal);
+      const manifest = await resolve(key, controller.signal, callerOf(call));
       if (requested > BigInt(manifest.size)) {
         throw new PluginError(
           Code.OutOfRange,

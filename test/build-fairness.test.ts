@@ -1,0 +1,224 @@
+import assert from "node:assert/strict";
+import { mkdir, writeFile } from "node:fs/promises";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
+import { EXAMPLE_PLUGINS_DIR } from "../src/config.js";
+import { Code, PluginError } from "../src/errors/plugin-error.js";
+import type { BuildKey } from "../src/model/build-key.js";
+import { addressGroup } from "../src/server/caller-identity.js";
+import { failure } from "./helpers/failure.js";
+import { checkHealth } from "./helpers/grpc-probes.js";
+import { startServerProcess, tempDir } from "./helpers/server-process.js";
+
+const key = (name: string, version: string): BuildKey => ({
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name, version },
+});
+
+/** test/fixtures/tls, from dist/test/. */
+const fixture = (name: string) => fileURLToPath(new URL(`../../test/fixtures/tls/${name}`, import.meta.url));
+const mutualTls = {
+  caFile: fixture("ca.pem"),
+  certFile: fixture("client.pem"),
+  keyFile: fixture("client-key.pem"),
+  serverName: "registry.test",
+};
+
+const noRetry = { retry: { maxAttempts: 1 } };
+
+/** Versions of the hanging plugin in the catalog: each is a build key of its own. */
+const HANG_VERSIONS = 200;
+
+/**
+ * A TCP relay to `target` whose connections to it come from `sourceAddress`
+ * (any 127.x.y.z is this host on Linux): a second client, as the server
+ * sees it, on the same machine.
+ */
+async function relayFrom(
+  sourceAddress: string,
+  target: string,
+): Promise<{ address: string; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const relay = createServer((downstream) => {
+    const upstream = connect({
+      port: Number(target.split(":").at(-1)),
+      host: "127.0.0.1",
+      localAddress: sourceAddress,
+    });
+    for (const socket of [downstream, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => sockets.delete(socket));
+    }
+    downstream.pipe(upstream).pipe(downstream);
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  return {
+    address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => relay.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * One caller asking, without end, for builds of distinct keys that hang,
+ * keeping `outstanding` calls in flight, until stopped.
+ */
+function flood(client: PluginClient, outstanding: number) {
+  let next = 0;
+  let stopped = false;
+  const refusals: PluginError[] = [];
+  const others: unknown[] = [];
+  let onRefusal: () => void = () => {};
+  const refused = new Promise<void>((resolve) => {
+    onRefusal = resolve;
+  });
+  const worker = async () => {
+    while (!stopped) {
+      const version = `1.0.${next++ % HANG_VERSIONS}`;
+      try {
+        await client.compile(key("hang", version), { retry: { maxAttempts: 1 } });
+        others.push(`${version} built`);
+      } catch (error) {
+        if (error instanceof PluginError && error.code === Code.ResourceExhausted) {
+          refusals.push(error);
+          onRefusal();
+          // Paces the flood a little: refusals come back at once.
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        } else if (!stopped) {
+          others.push(error);
+        }
+      }
+    }
+  };
+  const workers = Array.from({ length: outstanding }, worker);
+  return {
+    refusals,
+    others,
+    /** Resolves once the server has refused one of its calls: it holds all it may. */
+    refused,
+    stop: () => {
+      stopped = true;
+      return Promise.allSettled(workers);
+    },
+  };
+}
+
+describe("fair build slots", () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  let catalog: string;
+
+  before(async () => {
+    dir = await tempDir("atomix-fairness-");
+    catalog = join(dir.path, "catalog");
+    for (let patch = 0; patch < HANG_VERSIONS; patch++) {
+      const root = join(catalog, "hang", `1.0.${patch}`);
+      await mkdir(join(root, "src"), { recursive: true });
+      await writeFile(
+        join(root, "package.json"),
+        JSON.stringify({
+          name: "hang",
+          version: `1.0.${patch}`,
+          type: "module",
+          peerDependencies: { "@atomix/runtime-sdk": "*" },
+        }),
+      );
+      // Its load never ends: a top-level await that never settles, on a live event loop.
+      await writeFile(
+        join(root, "src", "index.ts"),
+        '// @ts-nocheck\nawait new Promise(() => setInterval(() => {}, 1000));\nexport const driver = { name: "hang", handle: (r: { key: string }) => r.key };\n',
+      );
+    }
+  });
+  after(() => dir.remove());
+
+  it("one caller flooding distinct keys of a hanging plugin is refused beyond its share, and another caller's build completes meanwhile", async () => {
+    const server = await startServerProcess({
+      args: [
+        ...["--sources", catalog, "--sources", EXAMPLE_PLUGINS_DIR],
+        ...["--build-concurrency", "2", "--build-queue", "8", "--builds-per-caller", "3"],
+        ...["--shutdown-grace", "1000"],
+      ],
+    });
+    const relay = await relayFrom("127.0.0.2", server.address);
+    const attacker = createPluginClient({ address: server.address });
+    const other = createPluginClient({ address: relay.address });
+    // More calls in flight than there are slots and queue places together.
+    const attack = flood(attacker, 16);
+    try {
+      await attack.refused;
+      // The flood goes on while the other caller builds.
+      const reference = await other.compile(key("counter", "1.0.0"), { retry: { maxAttempts: 1 } });
+      assert.match(reference.digest, /^sha256:[0-9a-f]{64}$/);
+      assert.ok(attack.refusals.length > 0);
+      for (const refusal of attack.refusals) {
+        assert.match(
+          refusal.message,
+          /caller "ip:127\.0\.0\.1" has 3 builds running or waiting, the most one caller may have \(--builds-per-caller 3\)/,
+        );
+      }
+      const metrics = await (await fetch(`http://${server.http}/metrics`)).text();
+      const refused = /^atomix_plugins_builds_refused_per_caller_total (\d+)$/m.exec(metrics);
+      assert.ok(Number(refused?.[1]) >= attack.refusals.length, "every refusal is counted");
+      assert.equal(await checkHealth(server.address), "SERVING");
+    } finally {
+      const stopping = attack.stop();
+      attacker.close();
+      other.close();
+      await server.stop();
+      await stopping;
+      await relay.close();
+    }
+    assert.deepEqual(
+      attack.others.filter((outcome) => typeof outcome === "string"),
+      [],
+      "no hanging build ever succeeds",
+    );
+  });
+
+  it("counts a client certificate's identity as one caller, from whatever address it calls", async () => {
+    const server = await startServerProcess({
+      args: [
+        ...["--sources", catalog, "--sources", EXAMPLE_PLUGINS_DIR],
+        ...["--build-concurrency", "2", "--builds-per-caller", "1", "--shutdown-grace", "1000"],
+        ...["--tls-cert", fixture("server.pem"), "--tls-key", fixture("server-key.pem")],
+        ...["--tls-client-ca", fixture("ca.pem")],
+      ],
+    });
+    const relay = await relayFrom("127.0.0.2", server.address);
+    const first = createPluginClient({ address: server.address, tls: mutualTls });
+    const second = createPluginClient({ address: relay.address, tls: mutualTls });
+    try {
+      // Both ask at once, from two addresses, with one identity: it may hold
+      // one build, so one of them is refused, whichever came second.
+      const outcomes = await Promise.all(
+        [first.compile(key("hang", "1.0.0"), noRetry), second.compile(key("hang", "1.0.1"), noRetry)].map(
+          (call) => failure(call),
+        ),
+      );
+      const refusals = outcomes.filter((error) => error.code === Code.ResourceExhausted);
+      assert.equal(refusals.length, 1, outcomes.map((error) => error.message).join("; "));
+      assert.match(refusals[0]?.message ?? "", /caller "cert:CN=runtime" has 1 builds running or waiting/);
+    } finally {
+      first.close();
+      second.close();
+      await server.stop();
+      await relay.close();
+    }
+  });
+
+  it("groups IPv6 peers by their /64 network and IPv4-mapped peers by their IPv4 address", () => {
+    assert.equal(addressGroup("2001:db8:1:2:3:4:5:6"), "ip:2001:db8:1:2::/64");
+    assert.equal(addressGroup("2001:db8:1:2::9"), "ip:2001:db8:1:2::/64");
+    assert.equal(addressGroup("2001:0DB8:0001:0002:ffff::1"), "ip:2001:db8:1:2::/64");
+    assert.equal(addressGroup("::1"), "ip:0:0:0:0::/64");
+    assert.equal(addressGroup("::ffff:127.0.0.1"), "ip:127.0.0.1");
+    assert.equal(addressGroup("fe80::1%eth0"), "ip:fe80:0:0:0::/64");
+    assert.equal(addressGroup("198.51.100.7"), "ip:198.51.100.7");
+  });
+});
