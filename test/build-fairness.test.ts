@@ -137,7 +137,7 @@ describe("fair build slots", () => {
   });
   after(() => dir.remove());
 
-  it("one caller flooding distinct keys of a hanging plugin is refused beyond its share, and another caller's build completes meanwhile", async () => {
+  it("one caller flooding distinct keys of a hanging plugin is refused beyond its share, and another caller's build completes meanwhile", async (t) => {
     const server = await startServerProcess({
       args: [
         ...["--sources", catalog, "--sources", EXAMPLE_PLUGINS_DIR],
@@ -156,6 +156,7 @@ describe("fair build slots", () => {
       const reference = await other.compile(key("counter", "1.0.0"), { retry: { maxAttempts: 1 } });
       assert.match(reference.digest, /^sha256:[0-9a-f]{64}$/);
       assert.ok(attack.refusals.length > 0);
+      t.diagnostic(`the flood's calls refused while the other build ran: ${attack.refusals.length}`);
       for (const refusal of attack.refusals) {
         assert.match(
           refusal.message,

@@ -153,6 +153,12 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
         `cannot build ${formatBuildKey(key)}: runtime ${runtime.version} is built by the ${runtime.toolchain} toolchain, which this server does not have (it has: ${[...toolchains.keys()].join(", ") || "none"})`,
       );
     }
+    // A build version is built and stored as the one its runtime declares:
+    // asking for another patch release makes no new build or artifact.
+    const buildVersion = toolchain.buildVersionFor?.(runtime, key.runtime.buildVersion);
+    if (buildVersion !== undefined && buildVersion !== key.runtime.buildVersion) {
+      return shared({ ...key, runtime: { ...key.runtime, buildVersion } }, ticket.background, caller);
+    }
     const remembered = await rememberedFailure(recordContext, key, runtime);
     if (remembered) {
       counts.remembered++;
@@ -331,6 +337,19 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
         signal,
         "the caller went away; the build goes on",
       );
+    },
+    async storedKey(key) {
+      try {
+        const runtime = await runtimes.get(key.runtime.version);
+        const buildVersion = toolchains
+          .get(runtime.toolchain)
+          ?.buildVersionFor?.(runtime, key.runtime.buildVersion);
+        return buildVersion === undefined || buildVersion === key.runtime.buildVersion
+          ? key
+          : { ...key, runtime: { ...key.runtime, buildVersion } };
+      } catch {
+        return key;
+      }
     },
     stats() {
       return {

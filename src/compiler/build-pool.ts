@@ -51,6 +51,9 @@ export interface PoolTicket {
   joined?: Set<string>;
 }
 
+/** Callers besides its starter a waiting task may start for (see join). */
+const MAX_JOINED_CALLERS = 16;
+
 interface Waiter {
   start: (chargedTo: string | undefined) => void;
   refuse: (error: PluginError) => void;
@@ -251,7 +254,12 @@ export function createBuildPool(options: {
       pump();
     },
     join(ticket, caller) {
+      // Only a waiting task needs more callers to start in; a few are enough
+      // to find one under its share, and a hot key joined by a whole fleet
+      // must not make every pump walk the fleet.
+      if (!queue.some((waiter) => waiter.ticket === ticket)) return;
       ticket.joined ??= new Set();
+      if (ticket.joined.size >= MAX_JOINED_CALLERS) return;
       ticket.joined.add(caller);
       pump();
     },

@@ -22,5 +22,11 @@ export interface Compiler {
     key: BuildKey,
     options?: { signal?: AbortSignal; background?: boolean; caller?: string },
   ): Promise<ArtifactManifest>;
+  /**
+   * The key `key`'s artifact is built and stored under: its build version
+   * as its runtime declares it (`node20.20.2` → `node20`). `key` itself when
+   * its runtime, toolchain or build version is not one this server builds.
+   */
+  storedKey(key: BuildKey): Promise<BuildKey>;
   close(): Promise<void>;
 }

@@ -61,6 +61,10 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
     const stored = await store.get(key, { signal });
     if (stored) return stored;
     if (config.pullPolicy === "never") {
+      // Another patch release of a declared Node.js line is served its line's artifact.
+      const storedKey = await compiler.storedKey(key);
+      const line = storedKey === key ? undefined : await store.get(storedKey, { signal });
+      if (line) return line;
       throw new PluginError(
         Code.NotFound,
         `no artifact for ${formatBuildKey(key)}; compile it first (CompilePlugin) or push one`,
