@@ -3,12 +3,13 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import type { PeerCertificate } from "node:tls";
 import { fileURLToPath } from "node:url";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { EXAMPLE_PLUGINS_DIR } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
-import { addressGroup } from "../src/server/caller-identity.js";
+import { addressGroup, callerOf } from "../src/server/caller-identity.js";
 import { failure } from "./helpers/failure.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
 import { startServerProcess, tempDir } from "./helpers/server-process.js";
@@ -221,5 +222,22 @@ describe("fair build slots", () => {
     assert.equal(addressGroup("::ffff:127.0.0.1"), "ip:127.0.0.1");
     assert.equal(addressGroup("fe80::1%eth0"), "ip:fe80:0:0:0::/64");
     assert.equal(addressGroup("198.51.100.7"), "ip:198.51.100.7");
+  });
+
+  it("names a caller by its certificate's SPIFFE ID, else its subject, else its peer's address without the port", () => {
+    const call = (peer: string, certificate?: Partial<PeerCertificate>) => ({
+      getPeer: () => peer,
+      getAuthContext: () => (certificate ? { sslPeerCertificate: certificate as PeerCertificate } : {}),
+    });
+    assert.equal(callerOf(call("127.0.0.1:50123")), "ip:127.0.0.1");
+    assert.equal(callerOf(call("2001:db8::1:443")), "ip:2001:db8:0:0::/64");
+    assert.equal(callerOf(call("::ffff:10.1.2.3:443")), "ip:10.1.2.3");
+    const spiffe = { subjectaltname: "DNS:a.example, URI:spiffe://example.org/ns/prod/sa/runtime" };
+    assert.equal(
+      callerOf(call("10.0.0.1:1", { ...spiffe, subject: { CN: "a" } } as Partial<PeerCertificate>)),
+      "spiffe:spiffe://example.org/ns/prod/sa/runtime",
+    );
+    const subject = { subject: { CN: "runtime", O: "acme" } } as unknown as Partial<PeerCertificate>;
+    assert.equal(callerOf(call("10.0.0.1:1", subject)), "cert:CN=runtime,O=acme");
   });
 });

@@ -14,7 +14,7 @@ import { PULL_METADATA } from "../protocol/metadata.js";
 import { encodePullPluginResponse, frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { BufferPool } from "./buffer-pool.js";
-import { callerOf } from "./caller-identity.js";
+import { type CallPeer, callerOf } from "./caller-identity.js";
 import { GRPC_PREFIX_BYTES, installInPlaceFraming, sendInPlace } from "./grpc-framing.js";
 import { grpcService, type HandlersOf } from "./grpc-service.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -57,7 +57,7 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
   const shared = new SharedChunks({ store, chunkSize: config.chunkSize, limitBytes: config.pullMemoryBytes });
   deps.metrics.observePullMemory(() => ({ chunkBytes: shared.heldBytes, openBlobs: shared.openBlobCount }));
 
-  async function resolve(key: BuildKey, signal: AbortSignal, caller: string): Promise<ArtifactManifest> {
+  async function resolve(key: BuildKey, signal: AbortSignal, peer: CallPeer): Promise<ArtifactManifest> {
     const stored = await store.get(key, { signal });
     if (stored) return stored;
     if (config.pullPolicy === "never") {
@@ -70,7 +70,8 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
         `no artifact for ${formatBuildKey(key)}; compile it first (CompilePlugin) or push one`,
       );
     }
-    return compiler.compile(key, { signal, caller });
+    // Who asks is worked out only for a build: a pull of a stored artifact pays nothing for it.
+    return compiler.compile(key, { signal, caller: callerOf(peer) });
   }
 
   async function pullPlugin(
@@ -91,7 +92,7 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
     try {
       const key = parseBuildKey(call.request);
       const requested = parseOffset(call.metadata);
-      const manifest = await resolve(key, controller.signal, callerOf(call));
+      const manifest = await resolve(key, controller.signal, call);
       if (requested > BigInt(manifest.size)) {
         throw new PluginError(
           Code.OutOfRange,
