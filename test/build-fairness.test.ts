@@ -214,6 +214,33 @@ describe("fair build slots", () => {
     }
   });
 
+  it("answers a build version the runtime does not run on without waiting for a slot", async () => {
+    const server = await startServerProcess({
+      args: [...["--sources", catalog], ...["--build-concurrency", "1", "--shutdown-grace", "1000"]],
+    });
+    const client = createPluginClient({ address: server.address });
+    let hangingSettled = false;
+    const hanging = client.compile(key("hang", "1.0.0"), noRetry).finally(() => {
+      hangingSettled = true;
+    });
+    hanging.catch(() => {});
+    try {
+      // The one slot is taken (or about to be) by a build that hangs.
+      const wrong = await failure(
+        client.compile(
+          { ...key("hang", "1.0.1"), runtime: { version: "1.0.0", buildVersion: "node18" } },
+          noRetry,
+        ),
+      );
+      assert.equal(wrong.code, Code.FailedPrecondition, wrong.message);
+      assert.match(wrong.message, /does not run on node18; it runs on node20/);
+      assert.equal(hangingSettled, false, "answered while the hanging build still holds the slot");
+    } finally {
+      client.close();
+      await server.stop();
+    }
+  });
+
   it("groups IPv6 peers by their /64 network and IPv4-mapped peers by their IPv4 address", () => {
     assert.equal(addressGroup("2001:db8:1:2:3:4:5:6"), "ip:2001:db8:1:2::/64");
     assert.equal(addressGroup("2001:db8:1:2::9"), "ip:2001:db8:1:2::/64");

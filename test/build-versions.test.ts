@@ -64,6 +64,10 @@ describe("build versions", () => {
         assert.equal(error.code, Code.FailedPrecondition, error.message);
         assert.match(error.message, /it runs on node20, node22/);
       }
+      // A Go runtime takes exactly the Go release it was built with: no patch release maps onto it.
+      const otherGo = await failure(client.compile(key("3.0.0", "go1.19.9")));
+      assert.equal(otherGo.code, Code.FailedPrecondition, otherGo.message);
+      assert.match(otherGo.message, /runtime 3\.0\.0 was built with go1\.19\.8, not go1\.19\.9/);
     } finally {
       client.close();
     }
