@@ -5,12 +5,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { PeerCertificate } from "node:tls";
 import { fileURLToPath } from "node:url";
+import { Metadata, type ServiceError } from "@grpc/grpc-js";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { EXAMPLE_PLUGINS_DIR } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
-import { addressGroup, callerOf } from "../src/server/caller-identity.js";
+import { addressGroup, callerOf, trustedProxyList } from "../src/server/caller-identity.js";
 import { failure } from "./helpers/failure.js";
+import { createGrpcClients, fromServiceError } from "./helpers/grpc-js-clients.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
 import { startServerProcess, tempDir } from "./helpers/server-process.js";
 
@@ -27,6 +29,12 @@ const mutualTls = {
   keyFile: fixture("client-key.pem"),
   serverName: "registry.test",
 };
+
+type CompileWithMetadata = (
+  request: unknown,
+  metadata: Metadata,
+  callback: (error: ServiceError | null) => void,
+) => void;
 
 const noRetry = { retry: { maxAttempts: 1 } };
 
@@ -214,6 +222,49 @@ describe("fair build slots", () => {
     }
   });
 
+  it("counts a call from a trusted proxy as the client its x-forwarded-for names last, and ignores the header from anyone else", async () => {
+    /** Three calls on one connection, as a load balancer makes them, each for a hanging build; their refusals. */
+    const refusalsBehind = async (args: string[]): Promise<string[]> => {
+      const server = await startServerProcess({
+        args: [
+          ...["--sources", catalog, ...args],
+          ...["--build-concurrency", "3", "--builds-per-caller", "1", "--shutdown-grace", "1000"],
+        ],
+      });
+      const clients = createGrpcClients({ address: server.address });
+      const call = (version: string, forwardedFor: string) =>
+        new Promise<string>((resolve) => {
+          const metadata = new Metadata();
+          metadata.set("x-forwarded-for", forwardedFor);
+          // grpc-js's generic client takes metadata before the callback.
+          (clients.compiler.compilePlugin as unknown as CompileWithMetadata).call(
+            clients.compiler,
+            { runtime: { version: "1.0.0", buildVersion: "node20" }, plugin: { name: "hang", version } },
+            metadata,
+            (error) => resolve(error ? fromServiceError(error).message : "built"),
+          );
+        });
+      try {
+        const outcomes = await Promise.all([
+          call("1.0.0", "198.51.100.1"),
+          // A client may write addresses of its own; the proxy appends the one it saw.
+          call("1.0.1", "203.0.113.9, 198.51.100.1"),
+          call("1.0.2", "198.51.100.2"),
+        ]);
+        return outcomes.filter((message) => /builds running or waiting/.test(message));
+      } finally {
+        clients.close();
+        await server.stop();
+      }
+    };
+    const trusted = await refusalsBehind(["--trusted-proxy", "127.0.0.0/8"]);
+    assert.equal(trusted.length, 1, trusted.join("; "));
+    assert.match(trusted[0] ?? "", /caller "ip:198\.51\.100\.1" has 1 builds/);
+    const untrusted = await refusalsBehind([]);
+    assert.equal(untrusted.length, 2, untrusted.join("; "));
+    for (const message of untrusted) assert.match(message, /caller "ip:127\.0\.0\.1" has 1 builds/);
+  });
+
   it("answers a build version the runtime does not run on without waiting for a slot", async () => {
     const server = await startServerProcess({
       args: [...["--sources", catalog], ...["--build-concurrency", "1", "--shutdown-grace", "1000"]],
@@ -252,9 +303,10 @@ describe("fair build slots", () => {
   });
 
   it("names a caller by its certificate's SPIFFE ID, else its subject, else its peer's address without the port", () => {
-    const call = (peer: string, certificate?: Partial<PeerCertificate>) => ({
+    const call = (peer: string, certificate?: Partial<PeerCertificate>, forwardedFor: string[] = []) => ({
       getPeer: () => peer,
       getAuthContext: () => (certificate ? { sslPeerCertificate: certificate as PeerCertificate } : {}),
+      metadata: { get: (name: string) => (name === "x-forwarded-for" ? forwardedFor : []) },
     });
     assert.equal(callerOf(call("127.0.0.1:50123")), "ip:127.0.0.1");
     assert.equal(callerOf(call("2001:db8::1:443")), "ip:2001:db8:0:0::/64");
@@ -266,5 +318,20 @@ describe("fair build slots", () => {
     );
     const subject = { subject: { CN: "runtime", O: "acme" } } as unknown as Partial<PeerCertificate>;
     assert.equal(callerOf(call("10.0.0.1:1", subject)), "cert:CN=runtime,O=acme");
+    // x-forwarded-for counts only from a trusted proxy, and only what the proxies wrote.
+    const proxies = trustedProxyList(["10.0.0.0/24", "fd00::/8"]);
+    const forwarded = (peer: string, ...values: string[]) => callerOf(call(peer, subject, values), proxies);
+    assert.equal(forwarded("10.0.0.1:1", "198.51.100.7"), "ip:198.51.100.7");
+    assert.equal(forwarded("10.0.0.1:1", "203.0.113.1, 198.51.100.7, 10.0.0.2"), "ip:198.51.100.7");
+    assert.equal(forwarded("10.0.0.1:1", "203.0.113.1", "198.51.100.7:4000"), "ip:198.51.100.7");
+    assert.equal(forwarded("fd00::5:1", "[2001:db8:1:2::7]:443"), "ip:2001:db8:1:2::/64");
+    assert.equal(forwarded("10.0.0.1:1", "not-an-address"), "cert:CN=runtime,O=acme");
+    assert.equal(forwarded("10.0.1.1:1", "198.51.100.7"), "cert:CN=runtime,O=acme", "not a trusted proxy");
+    assert.equal(callerOf(call("10.0.1.1:1", undefined, ["198.51.100.7"]), proxies), "ip:10.0.1.1");
+    assert.throws(
+      () => trustedProxyList(["10.0.0.0/33"]),
+      /"10\.0\.0\.0\/33" is not an IP address or CIDR block/,
+    );
+    assert.throws(() => trustedProxyList(["proxy.example"]), /is not an IP address or CIDR block/);
   });
 });

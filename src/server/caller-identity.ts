@@ -1,10 +1,11 @@
-import { isIPv4, isIPv6 } from "node:net";
+import { BlockList, isIP, isIPv4, isIPv6 } from "node:net";
 import type { PeerCertificate } from "node:tls";
 
 /** What a grpc-js server call tells of its peer. */
 export interface CallPeer {
   getPeer(): string;
   getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined } | null;
+  readonly metadata: { get(key: string): unknown[] };
 }
 
 /**
@@ -20,15 +21,73 @@ export interface CallPeer {
  *   address would let it take a new address per call); an IPv4-mapped IPv6
  *   address as its IPv4 address.
  *
+ * A peer among `trustedProxies` (--trusted-proxy: a load balancer that ends
+ * the client's connection) is not the caller: the client it names last in
+ * `x-forwarded-for` is, the addresses a client wrote there itself (to the
+ * left of the proxy's own entry) never taken. Without them, the header is
+ * ignored: any client can write it.
+ *
  * A peer grpc-js cannot name counts as `unknown`, all such calls together.
  */
-export function callerOf(call: CallPeer): string {
+export function callerOf(call: CallPeer, trustedProxies?: BlockList): string {
+  const peer = peerAddress(call.getPeer());
+  if (trustedProxies && isIP(peer) && trustedProxies.check(peer, isIPv4(peer) ? "ipv4" : "ipv6")) {
+    const forwarded = forwardedClient(call.metadata.get("x-forwarded-for"), trustedProxies);
+    if (forwarded) return addressGroup(forwarded);
+  }
   const certificate = call.getAuthContext()?.sslPeerCertificate;
   if (certificate) {
     const identity = certificateIdentity(certificate);
     if (identity) return identity;
   }
-  return addressGroup(peerAddress(call.getPeer()));
+  return addressGroup(peer);
+}
+
+/**
+ * The right-most address of `x-forwarded-for` that is not a trusted proxy:
+ * each proxy appends the address it was called from, so everything left of
+ * that is what the client sent. An entry that is no address ends the walk.
+ */
+function forwardedClient(values: unknown[], trustedProxies: BlockList): string | undefined {
+  const entries = values
+    .map(String)
+    .join(",")
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  for (const entry of entries.reverse()) {
+    // A port may follow an IPv4 address, and an IPv6 address in brackets.
+    const address = /^\[([^\]]+)\](?::\d+)?$/.exec(entry)?.[1] ?? /^([\d.]+):\d+$/.exec(entry)?.[1] ?? entry;
+    const family = isIP(address);
+    if (family === 0) return undefined;
+    if (!trustedProxies.check(address, family === 4 ? "ipv4" : "ipv6")) return address;
+  }
+  return undefined;
+}
+
+/**
+ * The proxies of --trusted-proxy (addresses or CIDR blocks, IPv4 or IPv6) as
+ * one list; throws a message naming a bad entry.
+ */
+export function trustedProxyList(blocks: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const block of blocks) {
+    const [address = "", bits, extra] = block.split("/");
+    const family = isIP(address);
+    const prefix = bits === undefined ? (family === 4 ? 32 : 128) : Number(bits);
+    if (
+      family === 0 ||
+      extra !== undefined ||
+      (bits !== undefined && !/^\d{1,3}$/.test(bits)) ||
+      prefix > (family === 4 ? 32 : 128)
+    ) {
+      throw new Error(
+        `${JSON.stringify(block)} is not an IP address or CIDR block such as 10.0.0.0/8 or fd00::/8`,
+      );
+    }
+    list.addSubnet(address, prefix, family === 4 ? "ipv4" : "ipv6");
+  }
+  return list;
 }
 
 /** `spiffe:<id>`, `cert:<subject>`, or undefined for a certificate that names nobody. */

@@ -1,3 +1,4 @@
+import type { BlockList } from "node:net";
 import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
@@ -22,6 +23,8 @@ export function createCompilerService(deps: {
   store: ArtifactStore;
   log: Logger;
   metrics: ServerMetrics;
+  /** Load balancers whose x-forwarded-for names the caller (--trusted-proxy). */
+  trustedProxies?: BlockList | undefined;
 }): HandlersOf<typeof PluginCompilerDefinition> {
   const finished = (code: Code, started: number) =>
     deps.metrics.compileFinished({ code, seconds: (performance.now() - started) / 1000 });
@@ -59,18 +62,20 @@ export function createCompilerService(deps: {
       call.on("cancelled", () => {
         if (!done) controller.abort();
       });
-      deps.compiler.compile(key, { signal: controller.signal, caller: callerOf(call) }).then(
-        (manifest) => {
-          done = true;
-          finished(Code.Ok, started);
-          callback(null, { plugin: referenceOf(key, manifest.digest) });
-        },
-        (error: unknown) => {
-          done = true;
-          finished(PluginError.from(error).code, started);
-          callback(toServiceError(error, deps.log));
-        },
-      );
+      deps.compiler
+        .compile(key, { signal: controller.signal, caller: callerOf(call, deps.trustedProxies) })
+        .then(
+          (manifest) => {
+            done = true;
+            finished(Code.Ok, started);
+            callback(null, { plugin: referenceOf(key, manifest.digest) });
+          },
+          (error: unknown) => {
+            done = true;
+            finished(PluginError.from(error).code, started);
+            callback(toServiceError(error, deps.log));
+          },
+        );
     },
   };
 }

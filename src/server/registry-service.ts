@@ -1,3 +1,4 @@
+import type { BlockList } from "node:net";
 import { Metadata, type ServerWritableStream } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
@@ -39,6 +40,8 @@ export interface RegistryDeps {
   compiler: Compiler;
   log: Logger;
   metrics: ServerMetrics;
+  /** Load balancers whose x-forwarded-for names the caller (--trusted-proxy). */
+  trustedProxies?: BlockList | undefined;
 }
 
 export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof PluginRegistryDefinition> {
@@ -71,7 +74,7 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
       );
     }
     // Who asks is worked out only for a build: a pull of a stored artifact pays nothing for it.
-    return compiler.compile(key, { signal, caller: callerOf(peer) });
+    return compiler.compile(key, { signal, caller: callerOf(peer, deps.trustedProxies) });
   }
 
   async function pullPlugin(
