@@ -26,7 +26,9 @@ export interface Compiler {
    * The key `key`'s artifact is built and stored under: its build version
    * as its runtime declares it (`node20.20.2` → `node20`). `key` itself when
    * its runtime, toolchain or build version is not one this server builds.
+   * Absent in a compiler that builds nothing itself (it forwards builds):
+   * every key is its own there.
    */
-  storedKey(key: BuildKey): Promise<BuildKey>;
+  storedKey?(key: BuildKey): Promise<BuildKey>;
   close(): Promise<void>;
 }

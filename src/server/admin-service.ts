@@ -56,7 +56,7 @@ export function createAdminService(deps: AdminDeps): AdminServer {
   const { store, log } = deps;
   /** What `key` finds under the key its artifact is built and stored under, when that is another one. */
   const storedElsewhere = async <T>(key: BuildKey, find: (at: BuildKey) => Promise<T | undefined>) => {
-    const storedKey = (await deps.compiler?.storedKey(key)) ?? key;
+    const storedKey = (await deps.compiler?.storedKey?.(key)) ?? key;
     return storedKey === key ? undefined : find(storedKey);
   };
 

@@ -65,7 +65,7 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
     if (stored) return stored;
     if (config.pullPolicy === "never") {
       // Another patch release of a declared Node.js line is served its line's artifact.
-      const storedKey = await compiler.storedKey(key);
+      const storedKey = (await compiler.storedKey?.(key)) ?? key;
       const line = storedKey === key ? undefined : await store.get(storedKey, { signal });
       if (line) return line;
       throw new PluginError(
