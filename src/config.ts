@@ -10,6 +10,7 @@ import {
 } from "./compiler/sources/npm-registry-source.js";
 import { Code, PluginError } from "./errors/plugin-error.js";
 import { Secret } from "./model/secret.js";
+import { trustedProxyList } from "./server/caller-identity.js";
 import type { StoreConfig } from "./store/create-store.js";
 import { parseOciLocation } from "./store/oci/oci-location.js";
 
@@ -406,6 +407,50 @@ export const serveConfigSchema = z
       env: "ATOMIX_PLUGINS_BUILD_QUEUE",
       what: "builds waiting before RESOURCE_EXHAUSTED",
     }),
+    /**
+     * Builds one caller (a client certificate's identity, else its IP
+     * address, IPv6 by /64) may have running and waiting together; one more
+     * is refused with RESOURCE_EXHAUSTED at once. A caller runs at most
+     * --build-concurrency - 1 of them at once (at least 1).
+     */
+    buildsPerCaller: z.coerce.number().int().positive().default(8).register(serveOptionText, {
+      flag: "--builds-per-caller <n>",
+      env: "ATOMIX_PLUGINS_BUILDS_PER_CALLER",
+      what: "builds one caller may have running and waiting before RESOURCE_EXHAUSTED",
+    }),
+    /**
+     * Load balancers that end clients' connections (addresses or CIDR
+     * blocks): a call from one counts as the client it names last in
+     * x-forwarded-for, for --builds-per-caller. None by default: the header
+     * is ignored, since any client can write it.
+     */
+    trustedProxies: z
+      .preprocess(
+        (value) =>
+          typeof value === "string"
+            ? value
+                .split(",")
+                .map((entry) => entry.trim())
+                .filter((entry) => entry !== "")
+            : value,
+        z.array(
+          z.string().superRefine((value, context) => {
+            try {
+              trustedProxyList([value]);
+            } catch (error) {
+              context.addIssue({ code: "custom", message: (error as Error).message });
+            }
+          }),
+        ),
+      )
+      .default([])
+      .register(serveOptionText, {
+        flag: "--trusted-proxy <cidr>",
+        env: "ATOMIX_PLUGINS_TRUSTED_PROXIES",
+        what: "a load balancer (address or CIDR block) whose x-forwarded-for names the caller; repeatable",
+        repeatable: true,
+        defaultText: "none",
+      }),
     /** A build running longer is killed and reported as DEADLINE_EXCEEDED. */
     buildTimeoutMs: z.coerce.number().int().positive().default(120_000).register(serveOptionText, {
       flag: "--build-timeout <ms>",

@@ -144,6 +144,7 @@ export async function startService(
     ],
     concurrency: config.buildConcurrency,
     queueLimit: config.buildQueue,
+    buildsPerCaller: config.buildsPerCaller,
     timeoutMs: config.buildTimeoutMs,
     maxArtifactBytes: config.maxArtifactBytes,
     log,
@@ -163,6 +164,7 @@ export async function startService(
   }
   const metrics = options.metrics ?? createMetrics();
   if (isReplicaStore(store)) registerCacheMetrics(metrics.registry, store);
+  metrics.observeCallerRefusals(() => builder.stats().refusedOverShare);
   // Subscribed before the --runtimes directories are registered: a new one pre-warms too.
   const prewarmer = createPrewarmer({
     runtimes,

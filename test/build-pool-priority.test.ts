@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { createBuildPool, type PoolTicket } from "../src/compiler/build-pool.js";
+import { Code, type PluginError } from "../src/errors/plugin-error.js";
 
 /** A task that runs until released, recording when it started. */
 function gate(name: string, started: string[]) {
@@ -92,5 +93,95 @@ describe("build slots shared with background work", () => {
     assert.equal(await callerRun, "c");
     await Promise.all(runs);
     assert.equal(started[1], "c");
+  });
+});
+
+describe("build slots shared fairly between callers", () => {
+  it("refuses a caller over its share at once, and another caller's task takes the slot left free", async () => {
+    const pool = createBuildPool({ concurrency: 2, queueLimit: 8, perCaller: 3 });
+    const started: string[] = [];
+    const flood = [1, 2, 3].map((n) => gate(`f${n}`, started));
+    const runs = flood.map((g) => pool.run(g.task, { caller: "ip:10.0.0.1" }));
+    const refused = await pool.run(gate("f4", started).task, { caller: "ip:10.0.0.1" }).then(
+      () => assert.fail("a fourth task of one caller is refused"),
+      (error: PluginError) => error,
+    );
+    assert.equal(refused.code, Code.ResourceExhausted);
+    assert.match(
+      refused.message,
+      /caller "ip:10\.0\.0\.1" has 3 builds running or waiting.*--builds-per-caller 3/,
+    );
+    assert.equal(pool.refusedOverShare, 1);
+    await tick();
+    // One of its tasks runs; the other slot is left for someone else.
+    assert.deepEqual(started, ["f1"]);
+    const other = gate("o1", started);
+    const otherRun = pool.run(other.task, { caller: "ip:10.0.0.2" });
+    await tick();
+    assert.deepEqual(started, ["f1", "o1"]);
+    other.release();
+    assert.equal(await otherRun, "o1");
+    for (const g of flood) g.release();
+    assert.deepEqual(await Promise.all(runs), ["f1", "f2", "f3"]);
+    // Its share is free again once its tasks are done.
+    assert.equal(await pool.run(async () => "again", { caller: "ip:10.0.0.1" }), "again");
+  });
+
+  it("starts the waiting task of the caller running fewest, whatever came first", async () => {
+    const pool = createBuildPool({ concurrency: 3, queueLimit: 8, perCaller: 4 });
+    const started: string[] = [];
+    const a = [1, 2, 3].map((n) => gate(`a${n}`, started));
+    const b1 = gate("b1", started);
+    const x = gate("x", started);
+    const runs = [
+      ...a.map((g) => pool.run(g.task, { caller: "a" })),
+      pool.run(x.task),
+      pool.run(b1.task, { caller: "b" }),
+    ];
+    await tick();
+    // a runs 2 (its share of 3 slots), the server's own task the third; a3 and b1 wait.
+    assert.deepEqual(started, ["a1", "a2", "x"]);
+    a[0]?.release();
+    await tick();
+    await tick();
+    assert.deepEqual(started, ["a1", "a2", "x", "b1"], "b runs nothing: it goes before a's waiting task");
+    for (const g of a) g.release();
+    b1.release();
+    await tick();
+    await tick();
+    assert.deepEqual(started.slice(-1), ["a3"]);
+    x.release();
+    await Promise.all(runs);
+  });
+
+  it("lets background work run while the only waiting tasks are of a caller at its share", async () => {
+    const pool = createBuildPool({ concurrency: 2, queueLimit: 8, backgroundLimit: 1, perCaller: 4 });
+    const started: string[] = [];
+    const flood = [1, 2, 3].map((n) => gate(`f${n}`, started));
+    const runs = flood.map((g) => pool.run(g.task, { caller: "flood" }));
+    const warm = gate("b1", started);
+    runs.push(pool.run(warm.task, { ticket: { background: true } }));
+    await tick();
+    assert.deepEqual(started, ["f1", "b1"], "pre-warm is not starved by one caller's queue");
+    for (const g of [...flood, warm]) g.release();
+    await Promise.all(runs);
+  });
+
+  it("a caller joining a build another caller queued starts it within its own share", async () => {
+    const pool = createBuildPool({ concurrency: 2, queueLimit: 8, perCaller: 4 });
+    const started: string[] = [];
+    const flood = [1, 2].map((n) => gate(`f${n}`, started));
+    const ticket: PoolTicket = { background: false };
+    const runs = [
+      pool.run(flood[0]?.task ?? assert.fail(), { caller: "flood" }),
+      pool.run(flood[1]?.task ?? assert.fail(), { caller: "flood", ticket }),
+    ];
+    await tick();
+    assert.deepEqual(started, ["f1"]);
+    pool.join(ticket, "victim");
+    await tick();
+    assert.deepEqual(started, ["f1", "f2"]);
+    for (const g of flood) g.release();
+    await Promise.all(runs);
   });
 });

@@ -317,5 +317,16 @@ describe("build configuration", () => {
   it("names the option in a bad value", () => {
     assert.throws(() => parseServeConfig({ npmRegistry: "ftp://x" }, {}), /npmRegistry: /);
     assert.throws(() => parseServeConfig({ buildConcurrency: "0" }, {}), /buildConcurrency: /);
+    assert.throws(() => parseServeConfig({ buildsPerCaller: "0" }, {}), /buildsPerCaller: /);
+    assert.throws(
+      () => parseServeConfig({ trustedProxies: ["10.0.0.0/40"] }, {}),
+      /trustedProxies\.0: "10\.0\.0\.0\/40" is not an IP address or CIDR block/,
+    );
+  });
+
+  it("reads trusted proxies from the environment, comma-separated, and defaults builds per caller to 8", () => {
+    const config = parseServeConfig({}, { ATOMIX_PLUGINS_TRUSTED_PROXIES: "10.0.0.0/8, fd00::/8" });
+    assert.deepEqual(config.trustedProxies, ["10.0.0.0/8", "fd00::/8"]);
+    assert.equal(config.buildsPerCaller, 8);
   });
 });

@@ -52,7 +52,8 @@ export function trustedKeySet(keys: readonly TrustedKey[]): TrustedKeySet {
  * Checks the provenance bundle of an artifact before a single byte of it is
  * renamed into place or loaded: the DSSE signature verifies under one of the
  * trusted keys, the payload is an in-toto statement with a SLSA provenance
- * predicate, and its one subject is exactly the build key asked for with the
+ * predicate, and its one subject is the build key asked for (or, for a
+ * Node.js build version, the release line it refines, see lineKeys) with the
  * digest of the bytes received. Anything else is an UntrustedArtifactError
  * saying which of these failed.
  */
@@ -124,7 +125,7 @@ export function verifyProvenance(
   const name = subjectName(expected.key);
   const hex = expected.digest.slice("sha256:".length);
   const subject = subjects.length === 1 ? subjects[0] : undefined;
-  if (subject?.name !== name) {
+  if (!subject || !lineKeys(expected.key).some((key) => subjectName(key) === subject.name)) {
     throw refuse(
       `its provenance was signed for ${subjects.map((s) => String(s?.name)).join(", ") || "no subject"}, not for ${name}`,
     );
@@ -135,4 +136,24 @@ export function verifyProvenance(
     );
   }
   return statement;
+}
+
+/**
+ * `key`, and for a Node.js build version the release lines it refines, most
+ * precise first: a server builds and signs `node20.20.2` as the `node20` (or
+ * `node20.20`) its runtime declares, one artifact for the line, so that
+ * naming another patch release makes no new build. A line is only ever a
+ * prefix of what was asked: never another major release, runtime or plugin.
+ */
+function lineKeys(key: BuildKey): BuildKey[] {
+  const match = /^node(\d+(?:\.\d+){0,2})$/.exec(key.runtime.buildVersion);
+  const parts = match?.[1]?.split(".") ?? [];
+  const keys = [key];
+  for (let length = parts.length - 1; length >= 1; length--) {
+    keys.push({
+      ...key,
+      runtime: { ...key.runtime, buildVersion: `node${parts.slice(0, length).join(".")}` },
+    });
+  }
+  return keys;
 }

@@ -38,6 +38,13 @@ export interface BuildCompilerOptions {
   queueLimit?: number;
   /** Slots background builds (pre-warm) may take at once; `concurrency` by default. */
   backgroundSlots?: number;
+  /**
+   * Builds one caller may have running and waiting together (the caller
+   * that started them; joining a build costs nothing); more are refused with
+   * RESOURCE_EXHAUSTED, and one caller runs at most `concurrency - 1` (at
+   * least 1) at once. Unlimited by default.
+   */
+  buildsPerCaller?: number;
   /** A build running longer is aborted and reported as DEADLINE_EXCEEDED; 120 s by default. */
   timeoutMs?: number;
   /** Largest artifact a build may store (RESOURCE_EXHAUSTED beyond). */
@@ -76,6 +83,8 @@ export interface BuildStats {
   joined: number;
   /** Calls answered with a remembered failure, without building. */
   remembered: number;
+  /** Builds refused because their caller had its share of the slots and queue already (--builds-per-caller). */
+  refusedOverShare: number;
   running: number;
   queued: number;
 }
@@ -99,9 +108,13 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
     concurrency: options.concurrency ?? availableParallelism(),
     queueLimit: options.queueLimit ?? DEFAULT_BUILD_QUEUE,
     ...(options.backgroundSlots ? { backgroundLimit: options.backgroundSlots } : {}),
+    ...(options.buildsPerCaller ? { perCaller: options.buildsPerCaller } : {}),
   });
   const flights = new Map<string, Promise<ArtifactManifest>>();
-  /** The pool tickets of flights started as background work (pre-warm): a caller joining one promotes it. */
+  /**
+   * The pool tickets of flights: a caller joining pre-warm work promotes it,
+   * and one joining another caller's build may start it within its own share.
+   */
   const tickets = new Map<string, PoolTicket>();
   const running = new Set<AbortController>();
   /** Pool tasks not yet finished, cleanup included: close() waits for them. */
@@ -115,7 +128,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
   };
   let closed = false;
 
-  async function build(key: BuildKey, ticket?: PoolTicket): Promise<ArtifactManifest> {
+  async function build(key: BuildKey, ticket: PoolTicket, caller?: string): Promise<ArtifactManifest> {
     // Resolved before queueing, so that an unknown runtime or a missing
     // toolchain is answered at once instead of after a wait for a slot.
     let runtime: RuntimeDescriptor;
@@ -140,13 +153,23 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
         `cannot build ${formatBuildKey(key)}: runtime ${runtime.version} is built by the ${runtime.toolchain} toolchain, which this server does not have (it has: ${[...toolchains.keys()].join(", ") || "none"})`,
       );
     }
+    // A build version is built and stored as the one its runtime declares:
+    // asking for another patch release makes no new build or artifact.
+    const buildVersion = toolchain.buildVersionFor?.(runtime, key.runtime.buildVersion);
+    if (buildVersion !== undefined && buildVersion !== key.runtime.buildVersion) {
+      return shared({ ...key, runtime: { ...key.runtime, buildVersion } }, ticket.background, caller);
+    }
     const remembered = await rememberedFailure(recordContext, key, runtime);
     if (remembered) {
       counts.remembered++;
       throw remembered;
     }
-    // Background work (pre-warm) waits in the pool's own queue, within its share of the slots.
-    const slots = ticket ? { run: <T>(task: () => Promise<T>) => pool.run(task, { ticket }) } : pool;
+    // Background work (pre-warm) waits in the pool's own queue, within its
+    // share of the slots; a caller's build, within that caller's share.
+    const slots = {
+      run: <T>(task: () => Promise<T>) =>
+        pool.run(task, caller === undefined ? { ticket } : { ticket, caller }),
+    };
     // Callers get their answer as soon as it is known (a deadline rejects at
     // once); the pool slot and the work directory are released only when the
     // toolchain has really stopped, so the pool bounds work actually running.
@@ -264,31 +287,36 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
    * key not yet built make one lookup and one build, not 100 lookups first
    * (which delayed the build by about 50 ms, measured).
    */
-  async function lookUpOrBuild(key: BuildKey, ticket?: PoolTicket): Promise<ArtifactManifest> {
+  async function lookUpOrBuild(
+    key: BuildKey,
+    ticket: PoolTicket,
+    caller?: string,
+  ): Promise<ArtifactManifest> {
     const stored = await store.get(key);
     if (stored) {
       counts.hits++;
       return stored;
     }
-    return build(key, ticket);
+    return build(key, ticket, caller);
   }
 
-  function shared(key: BuildKey, background: boolean): Promise<ArtifactManifest> {
+  function shared(key: BuildKey, background: boolean, caller?: string): Promise<ArtifactManifest> {
     const id = buildKeyId(key);
     const flight = flights.get(id);
     if (flight) {
       counts.joined++;
-      // A caller joining pre-warm work waits no longer than for its own build would.
       const ticket = tickets.get(id);
+      // A caller joining pre-warm work waits no longer than for its own build would.
       if (ticket?.background && !background) {
         pool.promote(ticket);
         log?.info({ key: formatBuildKey(key) }, "a caller joined a pre-warm build");
       }
+      if (ticket && caller !== undefined) pool.join(ticket, caller);
       return flight;
     }
-    const ticket = background ? { background: true } : undefined;
-    if (ticket) tickets.set(id, ticket);
-    const started = lookUpOrBuild(key, ticket).finally(() => {
+    const ticket: PoolTicket = { background };
+    tickets.set(id, ticket);
+    const started = lookUpOrBuild(key, ticket, caller).finally(() => {
       flights.delete(id);
       tickets.delete(id);
     });
@@ -305,13 +333,31 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
       if (closed) throw new PluginError(Code.Unavailable, "the server is shutting down");
       if (signal?.aborted) throw PluginError.from(signal.reason ?? new DOMException("aborted", "AbortError"));
       return abandonable(
-        shared(key, callOptions?.background === true),
+        shared(key, callOptions?.background === true, callOptions?.caller),
         signal,
         "the caller went away; the build goes on",
       );
     },
+    async storedKey(key) {
+      try {
+        const runtime = await runtimes.get(key.runtime.version);
+        const buildVersion = toolchains
+          .get(runtime.toolchain)
+          ?.buildVersionFor?.(runtime, key.runtime.buildVersion);
+        return buildVersion === undefined || buildVersion === key.runtime.buildVersion
+          ? key
+          : { ...key, runtime: { ...key.runtime, buildVersion } };
+      } catch {
+        return key;
+      }
+    },
     stats() {
-      return { ...counts, running: pool.running, queued: pool.queued };
+      return {
+        ...counts,
+        refusedOverShare: pool.refusedOverShare,
+        running: pool.running,
+        queued: pool.queued,
+      };
     },
     async close() {
       closed = true;

@@ -14,8 +14,21 @@ export interface Compiler {
    * this caller's wait, not a build that other callers share. `background`
    * marks work no caller waits for (pre-warm): it yields its turn to every
    * caller, within its own share of the build slots, until a caller asks
-   * for the same key and joins it.
+   * for the same key and joins it. `caller` names who asks (a peer address
+   * or a client certificate's identity): the builds a caller starts are
+   * held to its share of the slots and the queue.
    */
-  compile(key: BuildKey, options?: { signal?: AbortSignal; background?: boolean }): Promise<ArtifactManifest>;
+  compile(
+    key: BuildKey,
+    options?: { signal?: AbortSignal; background?: boolean; caller?: string },
+  ): Promise<ArtifactManifest>;
+  /**
+   * The key `key`'s artifact is built and stored under: its build version
+   * as its runtime declares it (`node20.20.2` → `node20`). `key` itself when
+   * its runtime, toolchain or build version is not one this server builds.
+   * Absent in a compiler that builds nothing itself (it forwards builds):
+   * every key is its own there.
+   */
+  storedKey?(key: BuildKey): Promise<BuildKey>;
   close(): Promise<void>;
 }

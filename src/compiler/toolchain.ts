@@ -53,6 +53,15 @@ export interface BuildOutput {
 export interface Toolchain {
   /** The `toolchain` value of the descriptors it serves: "node", "go". */
   readonly name: string;
+  /**
+   * The build version artifacts for `buildVersion` of `runtime` are built
+   * and stored under: one the runtime declares. A toolchain may map a more
+   * precise version onto the declared one it refines (Node.js: `node20.20.2`
+   * → `node20`); none answers a new build version for each of endless
+   * inputs. Throws FAILED_PRECONDITION for one the runtime does not run on,
+   * before the build waits for a slot. Absent: every build version is its own.
+   */
+  buildVersionFor?(runtime: RuntimeDescriptor, buildVersion: string): string;
   build(job: BuildJob): Promise<BuildOutput>;
 }
 

@@ -6,6 +6,7 @@ import type {
   sendUnaryData,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import type { Compiler } from "../compiler/compiler.js";
 import type { ServeConfig } from "../config.js";
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import {
@@ -16,7 +17,7 @@ import {
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { RESERVED_ANNOTATION_PREFIX } from "../model/annotations.js";
 import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
+import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import { PROVENANCE } from "../model/provenance.js";
 import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
@@ -32,6 +33,8 @@ export interface AdminDeps {
   log: Logger;
   /** Signs the provenance of pushed artifacts; absent, they are stored unsigned. */
   attestor?: Attestor | undefined;
+  /** Names the key a build version's artifact is stored under (`node20.20.2` → `node20`); absent, every key is its own. */
+  compiler?: Pick<Compiler, "storedKey"> | undefined;
 }
 
 /**
@@ -51,6 +54,11 @@ export type AdminServer = Omit<
 /** atomix.plugins.admin.v1.PluginAdmin: push, list, inspect, remove, gc. */
 export function createAdminService(deps: AdminDeps): AdminServer {
   const { store, log } = deps;
+  /** What `key` finds under the key its artifact is built and stored under, when that is another one. */
+  const storedElsewhere = async <T>(key: BuildKey, find: (at: BuildKey) => Promise<T | undefined>) => {
+    const storedKey = (await deps.compiler?.storedKey?.(key)) ?? key;
+    return storedKey === key ? undefined : find(storedKey);
+  };
 
   /**
    * Adapts a promise-returning handler to grpc-js's callback style. Calls
@@ -125,13 +133,14 @@ export function createAdminService(deps: AdminDeps): AdminServer {
     }),
     inspectPlugin: unary("read", async (request: Parameters<typeof parseBuildKey>[0]) => {
       const key = parseBuildKey(request);
-      const manifest = await store.get(key);
+      const manifest = (await store.get(key)) ?? (await storedElsewhere(key, (at) => store.get(at)));
       if (!manifest) throw new PluginError(Code.NotFound, `no artifact stored for ${formatBuildKey(key)}`);
       return toManifestMessage(manifest);
     }),
     getProvenance: unary("read", async (request: Parameters<typeof parseBuildKey>[0]) => {
       const key = parseBuildKey(request);
-      const found = await store.getProvenance(key);
+      const found =
+        (await store.getProvenance(key)) ?? (await storedElsewhere(key, (at) => store.getProvenance(at)));
       if (!found) throw new PluginError(Code.NotFound, `no artifact stored for ${formatBuildKey(key)}`);
       if (!found.bundle) {
         throw new PluginError(

@@ -1,3 +1,4 @@
+import type { BlockList } from "node:net";
 import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
@@ -11,6 +12,7 @@ import type { Digest } from "../model/artifact.js";
 import { type BuildKey, parseBuildKey } from "../model/build-key.js";
 import { formatReference } from "../model/reference.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
+import { callerOf } from "./caller-identity.js";
 import type { HandlersOf } from "./grpc-service.js";
 import type { ServerMetrics } from "./metrics.js";
 import { toServiceError } from "./status.js";
@@ -21,6 +23,8 @@ export function createCompilerService(deps: {
   store: ArtifactStore;
   log: Logger;
   metrics: ServerMetrics;
+  /** Load balancers whose x-forwarded-for names the caller (--trusted-proxy). */
+  trustedProxies?: BlockList | undefined;
 }): HandlersOf<typeof PluginCompilerDefinition> {
   const finished = (code: Code, started: number) =>
     deps.metrics.compileFinished({ code, seconds: (performance.now() - started) / 1000 });
@@ -58,18 +62,20 @@ export function createCompilerService(deps: {
       call.on("cancelled", () => {
         if (!done) controller.abort();
       });
-      deps.compiler.compile(key, { signal: controller.signal }).then(
-        (manifest) => {
-          done = true;
-          finished(Code.Ok, started);
-          callback(null, { plugin: referenceOf(key, manifest.digest) });
-        },
-        (error: unknown) => {
-          done = true;
-          finished(PluginError.from(error).code, started);
-          callback(toServiceError(error, deps.log));
-        },
-      );
+      deps.compiler
+        .compile(key, { signal: controller.signal, caller: callerOf(call, deps.trustedProxies) })
+        .then(
+          (manifest) => {
+            done = true;
+            finished(Code.Ok, started);
+            callback(null, { plugin: referenceOf(key, manifest.digest) });
+          },
+          (error: unknown) => {
+            done = true;
+            finished(PluginError.from(error).code, started);
+            callback(toServiceError(error, deps.log));
+          },
+        );
     },
   };
 }

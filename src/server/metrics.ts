@@ -9,6 +9,8 @@ export interface ServerMetrics {
   compileFinished(outcome: { code: Code; seconds: number }): void;
   /** Reports, at each scrape, what the pull streams' shared chunks hold (src/server/shared-chunks.ts). */
   observePullMemory(read: () => { chunkBytes: number; openBlobs: number }): void;
+  /** Reports, at each scrape, how many builds were refused because their caller had its share already. */
+  observeCallerRefusals(read: () => number): void;
 }
 
 export function createMetrics(): ServerMetrics {
@@ -67,6 +69,16 @@ export function createMetrics(): ServerMetrics {
       this.set(pullMemory().openBlobs);
     },
   });
+  let callerRefusals: () => number = () => 0;
+  new Counter({
+    name: "atomix_plugins_builds_refused_per_caller_total",
+    help: "Builds refused with RESOURCE_EXHAUSTED because their caller had --builds-per-caller builds running or waiting",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(callerRefusals());
+    },
+  });
   const pullsBy = byCode(pulls);
   const compilesBy = byCode(compiles);
   return {
@@ -84,6 +96,9 @@ export function createMetrics(): ServerMetrics {
     },
     observePullMemory(read) {
       pullMemory = read;
+    },
+    observeCallerRefusals(read) {
+      callerRefusals = read;
     },
   };
 }

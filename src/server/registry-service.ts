@@ -1,3 +1,4 @@
+import type { BlockList } from "node:net";
 import { Metadata, type ServerWritableStream } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
@@ -14,6 +15,7 @@ import { PULL_METADATA } from "../protocol/metadata.js";
 import { encodePullPluginResponse, frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { BufferPool } from "./buffer-pool.js";
+import { type CallPeer, callerOf } from "./caller-identity.js";
 import { GRPC_PREFIX_BYTES, installInPlaceFraming, sendInPlace } from "./grpc-framing.js";
 import { grpcService, type HandlersOf } from "./grpc-service.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -38,6 +40,8 @@ export interface RegistryDeps {
   compiler: Compiler;
   log: Logger;
   metrics: ServerMetrics;
+  /** Load balancers whose x-forwarded-for names the caller (--trusted-proxy). */
+  trustedProxies?: BlockList | undefined;
 }
 
 export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof PluginRegistryDefinition> {
@@ -56,16 +60,21 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
   const shared = new SharedChunks({ store, chunkSize: config.chunkSize, limitBytes: config.pullMemoryBytes });
   deps.metrics.observePullMemory(() => ({ chunkBytes: shared.heldBytes, openBlobs: shared.openBlobCount }));
 
-  async function resolve(key: BuildKey, signal: AbortSignal): Promise<ArtifactManifest> {
+  async function resolve(key: BuildKey, signal: AbortSignal, peer: CallPeer): Promise<ArtifactManifest> {
     const stored = await store.get(key, { signal });
     if (stored) return stored;
     if (config.pullPolicy === "never") {
+      // Another patch release of a declared Node.js line is served its line's artifact.
+      const storedKey = (await compiler.storedKey?.(key)) ?? key;
+      const line = storedKey === key ? undefined : await store.get(storedKey, { signal });
+      if (line) return line;
       throw new PluginError(
         Code.NotFound,
         `no artifact for ${formatBuildKey(key)}; compile it first (CompilePlugin) or push one`,
       );
     }
-    return compiler.compile(key, { signal });
+    // Who asks is worked out only for a build: a pull of a stored artifact pays nothing for it.
+    return compiler.compile(key, { signal, caller: callerOf(peer, deps.trustedProxies) });
   }
 
   async function pullPlugin(
@@ -86,7 +95,7 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
     try {
       const key = parseBuildKey(call.request);
       const requested = parseOffset(call.metadata);
-      const manifest = await resolve(key, controller.signal);
+      const manifest = await resolve(key, controller.signal, call);
       if (requested > BigInt(manifest.size)) {
         throw new PluginError(
           Code.OutOfRange,

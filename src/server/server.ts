@@ -9,6 +9,7 @@ import type { ArtifactStore } from "../store/artifact-store.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
 import { createAdminService, pluginAdminDefinition } from "./admin-service.js";
 import { CallTracker } from "./call-tracker.js";
+import { trustedProxyList } from "./caller-identity.js";
 import { createCompilerService } from "./compiler-service.js";
 import { guardConnections } from "./connection-guard.js";
 import { grpcService } from "./grpc-service.js";
@@ -99,8 +100,13 @@ export async function startServer(deps: ServerDeps): Promise<RunningServer> {
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     log: deps.log,
   });
-  server.addService(pluginRegistryDefinition, createRegistryService({ ...deps, metrics }));
-  server.addService(grpcService(PluginCompilerDefinition), createCompilerService({ ...deps, metrics }));
+  const trustedProxies =
+    config.trustedProxies.length > 0 ? trustedProxyList(config.trustedProxies) : undefined;
+  server.addService(pluginRegistryDefinition, createRegistryService({ ...deps, metrics, trustedProxies }));
+  server.addService(
+    grpcService(PluginCompilerDefinition),
+    createCompilerService({ ...deps, metrics, trustedProxies }),
+  );
   server.addService(
     { ...pluginAdminDefinition, registerRuntime: registerRuntimeDefinition },
     { ...createAdminService({ ...deps, auth }), ...createRuntimeAdminService({ ...deps, auth }) },

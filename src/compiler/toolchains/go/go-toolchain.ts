@@ -97,6 +97,11 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
 
   return {
     name: "go",
+    /** A Go plugin loads only into a runtime built by the same Go release: exactly a declared one. */
+    buildVersionFor(runtime, buildVersion) {
+      checkRelease(buildVersion, parseGoRuntimeSpec(runtime), runtime.version);
+      return buildVersion;
+    },
     async build(job: BuildJob): Promise<BuildOutput> {
       const { key, runtime, workDir, signal } = job;
       const spec = parseGoRuntimeSpec(runtime);

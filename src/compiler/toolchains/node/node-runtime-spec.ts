@@ -14,7 +14,8 @@ const typeofName = z.enum(["string", "number", "boolean", "function", "object", 
  *
  * - `node`: the Node.js releases the runtime runs on (`"20"`, `"20.20"`); a
  *   build_version `node20` or `node20.20.2` is accepted when a listed
- *   release is a prefix of it.
+ *   release is a prefix of it, and built and stored as that release's
+ *   (nodeBuildVersion).
  * - `modules`: what the runtime supplies to plugins, with the exact version
  *   and the package folder (relative to the descriptor) that holds its code
  *   and type declarations. Plugins import them but never bundle them.
@@ -70,15 +71,7 @@ export interface NodeRuntime {
  */
 export async function readNodeRuntime(descriptor: RuntimeDescriptor): Promise<NodeRuntime> {
   const file = join(descriptor.dir, "runtime.json");
-  const parsed = nodeRuntimeSpecSchema.safeParse(descriptor.spec);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".") || "$"}: ${issue.message}`);
-    throw new PluginError(
-      Code.FailedPrecondition,
-      `runtime descriptor ${file} is invalid: ${problems.join("; ")}`,
-    );
-  }
-  const spec = parsed.data;
+  const spec = parseNodeRuntimeSpec(descriptor);
   const modules: SuppliedModule[] = [];
   const root = await realpath(descriptor.dir).catch(() => resolve(descriptor.dir));
   for (const [name, module] of Object.entries(spec.modules)) {
@@ -118,25 +111,52 @@ export async function readNodeRuntime(descriptor: RuntimeDescriptor): Promise<No
   return { version: descriptor.version, releases: spec.node, modules, export: spec.export };
 }
 
-/**
- * The esbuild target for `buildVersion` (`node20.20.2` → `node20.20.2`), or
- * FAILED_PRECONDITION naming the build versions the runtime accepts.
- */
-export function nodeTarget(runtime: NodeRuntime, buildVersion: string): string {
-  const match = /^node(\d+(?:\.\d+){0,2})$/.exec(buildVersion);
-  const wanted = match?.[1]?.split(".");
-  const accepted = wanted
-    ? runtime.releases.some((release) => {
-        const parts = release.split(".");
-        return parts.length <= wanted.length && parts.every((part, i) => part === wanted[i]);
-      })
-    : false;
-  if (!accepted) {
-    const available = runtime.releases.map((release) => `node${release}`).join(", ");
+function parseNodeRuntimeSpec(descriptor: RuntimeDescriptor): z.infer<typeof nodeRuntimeSpecSchema> {
+  const parsed = nodeRuntimeSpecSchema.safeParse(descriptor.spec);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".") || "$"}: ${issue.message}`);
     throw new PluginError(
       Code.FailedPrecondition,
-      `runtime ${runtime.version} does not run on ${buildVersion}; it runs on ${available} (use one of these, or a more precise release such as ${available.split(", ")[0]}.x.y, as build_version)`,
+      `runtime descriptor ${join(descriptor.dir, "runtime.json")} is invalid: ${problems.join("; ")}`,
     );
   }
-  return buildVersion;
+  return parsed.data;
+}
+
+/**
+ * The build version an artifact for `buildVersion` is built and stored
+ * under: `node` and the most precise release the runtime declares that
+ * `buildVersion` names or refines (`node20.20.2` → `node20` for a runtime
+ * that lists "20"; `node20.20.2` → `node20.20` for one that lists "20.20").
+ * The bundle targets the declared release, so it loads on every Node.js of
+ * that line, and a caller cannot make a new build and a new stored artifact
+ * by naming another patch release. A build_version no declared release is
+ * a prefix of is FAILED_PRECONDITION naming those the runtime accepts.
+ */
+export function nodeBuildVersion(descriptor: RuntimeDescriptor, buildVersion: string): string {
+  return declaredRelease(parseNodeRuntimeSpec(descriptor).node, descriptor.version, buildVersion);
+}
+
+/** The esbuild target for `buildVersion`: its declared release's (see nodeBuildVersion). */
+export function nodeTarget(runtime: NodeRuntime, buildVersion: string): string {
+  return declaredRelease(runtime.releases, runtime.version, buildVersion);
+}
+
+function declaredRelease(releases: readonly string[], runtimeVersion: string, buildVersion: string): string {
+  const match = /^node(\d+(?:\.\d+){0,2})$/.exec(buildVersion);
+  const wanted = match?.[1]?.split(".");
+  let best: string[] | undefined;
+  for (const release of releases) {
+    const parts = release.split(".");
+    const refines = wanted && parts.length <= wanted.length && parts.every((part, i) => part === wanted[i]);
+    if (refines && parts.length > (best?.length ?? 0)) best = parts;
+  }
+  if (!best) {
+    const available = releases.map((release) => `node${release}`).join(", ");
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `runtime ${runtimeVersion} does not run on ${buildVersion}; it runs on ${available} (use one of these as build_version; a more precise release such as ${available.split(", ")[0]}.x.y is built as the one it refines)`,
+    );
+  }
+  return `node${best.join(".")}`;
 }

@@ -12,7 +12,7 @@ import {
 } from "../../toolchain.js";
 import { alignDependencies } from "./align-dependencies.js";
 import { bundlePlugin, ESBUILD_VERSION } from "./bundle-plugin.js";
-import { nodeTarget, readNodeRuntime } from "./node-runtime-spec.js";
+import { nodeBuildVersion, nodeTarget, readNodeRuntime } from "./node-runtime-spec.js";
 import { checkConfigFiles, checkReservedNames, installSuppliedModules } from "./package-rules.js";
 import { readPluginPackage } from "./plugin-package.js";
 import { TYPESCRIPT_VERSION, typeCheck, typeCheckConfigPath } from "./type-check.js";
@@ -51,6 +51,7 @@ export function createNodeToolchain(options: NodeToolchainOptions): Toolchain {
   const unpacker = options.unpacker ?? createSourceUnpacker({ sandbox });
   return {
     name: "node",
+    buildVersionFor: nodeBuildVersion,
     async build(job: BuildJob): Promise<BuildOutput> {
       const { key, workDir } = job;
       const runtime = await readNodeRuntime(job.runtime);
