@@ -358,8 +358,8 @@ export function formatBytes(bytes: number): string {
  * Columns padded to their widest cell, two spaces apart, like `docker
  * images`; a cell is one line whatever it holds (visibleText).
  */
-export function table(header: string[], cells: string[][]): string {
-  const rows = cells.map((row) => row.map((cell) => visibleText(cell)));
+export function table(header: string[], rawRows: string[][]): string {
+  const rows = rawRows.map((row) => row.map((cell) => visibleText(cell)));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) =>
     `${cells
