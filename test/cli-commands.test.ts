@@ -362,6 +362,11 @@ describe("the command line shows what a build or a push wrote as text, never as 
     assert.equal(error.code, "FAILED_PRECONDITION");
     assert.ok(error.message.includes(HOSTILE), error.message);
 
+    // The server's log quotes the message too: its JSON lines hold the same data, inert on a terminal.
+    assertInert(server.stdout(), "the server's log");
+    const logged = server.logs.find((line) => line.msg === "build failed");
+    assert.ok(String(logged?.error).includes(HOSTILE), String(logged?.error));
+
     const text = await runCli(["compile", ...PLUGIN], env());
     expectExit(
       text,

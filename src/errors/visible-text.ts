@@ -45,8 +45,10 @@ export function visibleText(text: string, options: { lines?: boolean } = {}): st
  * escapes are valid.
  */
 export function visibleJson(value: unknown, indent?: number): string {
-  return JSON.stringify(value, null, indent).replace(
-    ACTING_IN_JSON,
-    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
-  );
+  return inertJson(JSON.stringify(value, null, indent));
+}
+
+/** JSON text as visibleJson writes it: what JSON.stringify (or pino) wrote, with the same escapes. */
+export function inertJson(json: string): string {
+  return json.replace(ACTING_IN_JSON, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
