@@ -111,9 +111,9 @@ describe("the catalog's change check", () => {
     const stamp = createSourceStamp([dir.path]);
     const before = await stamp(large, { fresh: true });
     await editInPlace(join(dir.path, "vendored", "1.0.0", "vendor", "m7", "f7.js"), "// edited\n");
-    // The check runs in the background, idle between walks at least as long as one took: ask until it has run.
+    // The check runs in the background, idle between walks ten times as long as one took: ask until it has run.
     let seen = before;
-    for (let attempt = 0; attempt < 600 && seen === before; attempt++) {
+    for (let attempt = 0; attempt < 2_400 && seen === before; attempt++) {
       await sleep(50);
       seen = await stamp(large);
     }

@@ -10,12 +10,15 @@ const MAX_ENTRIES = 20_000;
 /**
  * Folders of at most this many entries are walked again for every call, so
  * that an edit is seen by the very next call. A larger one (a vendored
- * tree; --max-source-files allows 10,000 files) costs about 1.5 s of the
- * file-system threads a walk, so whatever the number of callers it is
- * walked by one background check at a time, idle at least as long as the
- * last walk took.
+ * tree; --max-source-files allows 10,000 files) costs 0.5-1.5 s of the
+ * file-system threads and tens of milliseconds of the event loop a walk, so
+ * whatever the number of callers it is walked by one background check at a
+ * time, idle for IDLE_WALKS times as long as the last walk took.
  */
 const WALKED_EVERY_CALL = 1_000;
+
+/** A large folder's checks take at most 1/(1 + IDLE_WALKS) of the time of one file-system thread. */
+const IDLE_WALKS = 10;
 
 /**
  * A cheap fingerprint of where `name@version` comes from, taken without
@@ -77,7 +80,7 @@ export function createSourceStamp(catalogs: readonly string[], options: { fs?: S
     return folder.next;
   };
   const checkInBackground = (folder: Folder, path: string, last: NonNullable<Folder["last"]>) => {
-    if (folder.running || performance.now() - last.finishedAt < last.durationMs) return;
+    if (folder.running || performance.now() - last.finishedAt < IDLE_WALKS * last.durationMs) return;
     void start(folder, path);
   };
 
