@@ -13,6 +13,7 @@ import { createGoToolchain } from "./compiler/toolchains/go/go-toolchain.js";
 import { createNodeToolchain } from "./compiler/toolchains/node/node-toolchain.js";
 import { createUpstreamCompiler } from "./compiler/upstream-compiler.js";
 import { type ServeConfig, storeConfigOf, upstreamConnectionOf } from "./config.js";
+import { inertJson } from "./errors/visible-text.js";
 import type { BuildKey } from "./model/build-key.js";
 import { type Attestor, createAttestor } from "./provenance/attestor.js";
 import { loadSigningKey } from "./provenance/signing-key.js";
@@ -257,7 +258,14 @@ export async function startService(
 
 /** The server's log: JSON lines on stdout at the config's level. */
 export function serviceLog(config: Pick<ServeConfig, "logLevel">): Logger {
-  return pino({ level: config.logLevel, base: { service: "atomix-plugins" } });
+  // pino's own destination, as it makes one by default. Log lines quote builds' messages: what a
+  // terminal showing them would act on and JSON leaves raw (C1, bidi) is written as \u escapes.
+  const out = pino.destination({ fd: process.stdout.fd || 1 });
+  const stream = {
+    write: (line: string) => out.write(inertJson(line)),
+    flush: (done: (error?: Error) => void) => out.flush(done),
+  };
+  return pino({ level: config.logLevel, base: { service: "atomix-plugins" } }, stream);
 }
 
 /** Says at start what contains the builds; a missing or disabled sandbox is a warning an operator must see. */

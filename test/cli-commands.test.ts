@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -9,8 +9,10 @@ import { EXIT } from "../src/cli/cli-common.js";
 import { compileCommand } from "../src/cli/compile-command.js";
 import { serveCommand } from "../src/cli/serve-command.js";
 import { pullCommand, pushCommand } from "../src/cli/transfer-commands.js";
+import { EXAMPLE_RUNTIMES_DIR } from "../src/config.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 import { type CliRun, runCli } from "./helpers/run-cli.js";
+import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
 const RUNTIME = ["--runtime", "1.0.0", "--build", "node20"];
 
@@ -283,5 +285,137 @@ describe("the command line", () => {
       assert.match(top.stdout, new RegExp(`^ {2}${command.name()}\\b`, "m"));
     }
     expectExit(await runCli(["pull", "--help"]), EXIT.ok);
+  });
+});
+
+/** What a terminal acts on: C0 controls but newline and tab, DEL, C1 controls, bidirectional overrides. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is looked for
+const ACTING = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+
+function assertInert(text: string, what: string): void {
+  const found = ACTING.exec(text);
+  assert.equal(
+    found,
+    null,
+    `${what} holds U+${found?.[0].charCodeAt(0).toString(16)} raw:\n${JSON.stringify(text)}`,
+  );
+}
+
+describe("the command line shows what a build or a push wrote as text, never as control", () => {
+  // Clear the screen, set the clipboard (OSC 52), erase the line and back up, CSI as one C1 byte, a bidi override.
+  const CLEAR = "\x1b[2J\x1b[H";
+  const CLIPBOARD = "\x1b]52;c;ZXZpbA==\x07";
+  const HOSTILE = `evil${CLEAR}${CLIPBOARD}\x1b[2K\b\b\u009b31m\u202emod`;
+  const SHOWN = [
+    "\\x1b[2J\\x1b[H",
+    "\\x1b]52;c;ZXZpbA==\\x07",
+    "\\x1b[2K\\x08\\x08",
+    "\\x9b31m",
+    "\\u202emod",
+  ];
+  const PLUGIN = ["hostile-text@1.0.0", "-r", "1.0.0", "-b", "node20"];
+  let work: string;
+  let server: ServerProcess;
+  const env = () => ({ ATOMIX_PLUGINS_SERVER: server.address });
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), "atomix-cli-text-"));
+    const dir = join(work, "plugins", "hostile-text", "1.0.0");
+    await mkdir(join(dir, "src"), { recursive: true });
+    await writeFile(
+      join(dir, "package.json"),
+      JSON.stringify({
+        name: "hostile-text",
+        version: "1.0.0",
+        type: "module",
+        source: "src/index.ts",
+        peerDependencies: { "@atomix/runtime-sdk": ">=1.0.0" },
+      }),
+    );
+    // TypeScript quotes a type package it cannot find as it is written (esbuild, reading no comment, bundles):
+    // the escape sequences reach the build's message raw.
+    await writeFile(
+      join(dir, "src", "index.ts"),
+      `/// <reference types="${HOSTILE}" />\nimport type { Driver } from "@atomix/runtime-sdk";\n\nexport const driver: Driver = {\n  name: "hostile-text",\n  handle() {\n    return "ok";\n  },\n};\n`,
+    );
+    server = await startServerProcess({
+      args: [
+        "--sources",
+        join(work, "plugins"),
+        "--runtimes",
+        EXAMPLE_RUNTIMES_DIR,
+        "--build-concurrency",
+        "1",
+      ],
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("compile prints a build error's escape sequences escaped, and --json keeps them exact", async () => {
+    const json = await runCli(["compile", ...PLUGIN, "--json"], env());
+    expectExit(json, EXIT.failedPrecondition);
+    assertInert(json.stderr, "compile --json");
+    const error = JSON.parse(json.stderr).error;
+    assert.equal(error.code, "FAILED_PRECONDITION");
+    assert.ok(error.message.includes(HOSTILE), error.message);
+
+    // The server's log quotes the message too: its JSON lines hold the same data, inert on a terminal.
+    assertInert(server.stdout(), "the server's log");
+    const logged = server.logs.find((line) => line.msg === "build failed");
+    assert.ok(String(logged?.error).includes(HOSTILE), String(logged?.error));
+
+    const text = await runCli(["compile", ...PLUGIN], env());
+    expectExit(
+      text,
+      EXIT.failedPrecondition,
+      /^atomix-plugins: FAILED_PRECONDITION: hostile-text@1\.0\.0 does not type-check/,
+    );
+    assertInert(text.stderr, "compile");
+    for (const shown of SHOWN) assert.ok(text.stderr.includes(shown), `${shown} in ${text.stderr}`);
+  });
+
+  it("logs prints the build's message and output escaped, their lines kept, and --json keeps them exact", async () => {
+    const json = await runCli(["logs", ...PLUGIN, "--json"], env());
+    expectExit(json, EXIT.ok);
+    assertInert(json.stdout, "logs --json");
+    const record = JSON.parse(json.stdout);
+    assert.ok(record.message.includes(HOSTILE), record.message);
+    assert.ok(record.output.includes(HOSTILE), record.output);
+
+    const text = await runCli(["logs", ...PLUGIN], env());
+    expectExit(text, EXIT.ok);
+    assertInert(text.stdout, "logs");
+    assert.match(text.stdout, /^outcome: +failure \(FAILED_PRECONDITION\)$/m);
+    assert.match(text.stdout, /^output:$/m);
+    assert.match(text.stdout, /^\$ node tsc .*\(exit 1\)$/m, "the output's lines stay lines");
+    for (const shown of SHOWN) assert.ok(text.stdout.includes(shown), `${shown} in ${text.stdout}`);
+  });
+
+  it("inspect prints a pushed annotation as one line of text, and --json keeps it exact", async () => {
+    const file = join(work, "artifact.mjs");
+    await writeFile(file, "export const driver = {};\n");
+    const forged = `ok\nplugin:     forged@6.6.6\r\x1b[2K${CLIPBOARD}\u202e`;
+    const runtime = ["-r", "1.0.0", "-b", "node22"];
+    expectExit(
+      await runCli(["push", "annotated@1.0.0", file, ...runtime, "--annotation", `note=${forged}`], env()),
+      EXIT.ok,
+    );
+
+    const json = await runCli(["inspect", "annotated@1.0.0", ...runtime, "--json"], env());
+    expectExit(json, EXIT.ok);
+    assertInert(json.stdout, "inspect --json");
+    assert.equal(JSON.parse(json.stdout).annotations.note, forged);
+
+    const text = await runCli(["inspect", "annotated@1.0.0", ...runtime], env());
+    expectExit(text, EXIT.ok);
+    assertInert(text.stdout, "inspect");
+    assert.doesNotMatch(text.stdout, /^plugin: +forged/m);
+    assert.match(
+      text.stdout,
+      /^ {2}note {2}ok\\nplugin: {5}forged@6\.6\.6\\r\\x1b\[2K\\x1b\]52;c;ZXZpbA==\\x07\\u202e$/m,
+    );
   });
 });

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createSandbox, type Sandbox } from "../src/compiler/sandbox/sandbox.js";
@@ -70,6 +72,29 @@ describe("build sandbox", () => {
     );
     assert.ok(!result.stdout.includes("node"), "PID 1 is the sandbox's, not the host's");
     assert.ok(result.stdout.includes("PATH=/usr/bin:/bin"), "only the step's environment");
+  });
+
+  it("gives a step a host name of its own, and neither the kernel's release nor the host's memory in /proc", async () => {
+    const host = hostname();
+    const release = readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
+    const memTotal = /^MemTotal:.*$/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[0] ?? "";
+    assert.ok(host && release && memTotal, "the host has all three");
+    const result = await sh(
+      "hostname; cat /proc/sys/kernel/hostname; cat /proc/version /proc/sys/kernel/osrelease /proc/sys/kernel/version /proc/cmdline /proc/meminfo; echo done",
+    );
+    assert.equal(result.exitCode, 0, result.stderr);
+    assert.deepEqual(result.stdout.split("\n"), ["atomix-build", "atomix-build", "done", ""]);
+    for (const hostText of [host, release, memTotal]) {
+      assert.ok(!result.stdout.includes(hostText), `the step sees ${hostText}`);
+    }
+    // A toolchain that sizes itself by the memory (V8's heap limit) still gets it: libuv falls back to sysinfo(2).
+    const node = await sandbox.run({
+      file: process.execPath,
+      args: ["-e", "console.log(require('node:os').totalmem())"],
+      cwd: "/tmp",
+      timeoutMs: 20_000,
+    });
+    assert.equal(node.stdout.trim(), String(totalmem()));
   });
 
   it("keeps a readable path that is a link a link, to its target, and shows nothing else there", async () => {

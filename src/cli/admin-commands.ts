@@ -1,13 +1,16 @@
 import { Command } from "commander";
 import { Code, PluginError } from "../errors/plugin-error.js";
+import { visibleText } from "../errors/visible-text.js";
 import { formatBuildKey } from "../model/build-key.js";
 import {
   action,
   type ClientFlags,
+  fieldLines,
   formatBytes,
   keyFromArgs,
   PLUGIN_ARGUMENT_HELP,
   printJson,
+  printText,
   table,
   withClient,
   withClientOptions,
@@ -55,7 +58,7 @@ Examples:
           `${m.digest.slice(0, 19)}…`,
           m.createdAt,
         ]);
-        process.stdout.write(table(["PLUGIN", "RUNTIME", "BUILD", "SIZE", "DIGEST", "CREATED"], rows));
+        printText(table(["PLUGIN", "RUNTIME", "BUILD", "SIZE", "DIGEST", "CREATED"], rows));
       }),
     );
 }
@@ -93,14 +96,17 @@ Examples:
           ["media type", manifest.mediaType],
           ["created", manifest.createdAt],
         ];
-        let out = fields.map(([name, value]) => `${`${name}:`.padEnd(12)}${value}\n`).join("");
-        const annotations = Object.entries(manifest.annotations).sort(([a], [b]) => a.localeCompare(b));
+        let out = fieldLines(fields, 12);
+        // Anyone who can push sets annotations: each name and value stays one line of text.
+        const annotations = Object.entries(manifest.annotations)
+          .sort(([a], [b]) => a.localeCompare(b))
+          .map(([name, value]) => [visibleText(name), visibleText(value)] as const);
         if (annotations.length > 0) {
           out += "annotations:\n";
           const width = Math.max(...annotations.map(([name]) => name.length));
           out += annotations.map(([name, value]) => `  ${name.padEnd(width)}  ${value}\n`).join("");
         }
-        process.stdout.write(out);
+        printText(out);
       }),
     );
 }
@@ -129,7 +135,7 @@ Examples:
           throw new PluginError(Code.NotFound, `no artifact stored for ${formatBuildKey(key)}`);
         }
         if (flags.json) printJson({ key, removed });
-        else process.stdout.write(`${removed ? "removed" : "not stored:"} ${formatBuildKey(key)}\n`);
+        else printText(`${removed ? "removed" : "not stored:"} ${formatBuildKey(key)}\n`);
       }),
     );
 }
@@ -152,7 +158,7 @@ Examples:
         const report = await withClient(flags, (client, control) => client.collectGarbage(control));
         if (flags.json) printJson(report);
         else
-          process.stdout.write(
+          printText(
             `removed ${report.removedBlobs} blob${report.removedBlobs === 1 ? "" : "s"}, freed ${formatBytes(report.freedBytes)}\n`,
           );
       }),

@@ -5,6 +5,7 @@ import type { PluginClient } from "../client/plugin-client.js";
 import { parseProxyUrl } from "../client/proxy-selection.js";
 import { DEFAULT_LISTEN } from "../config.js";
 import { Code, codeName, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";
+import { visibleJson, visibleText } from "../errors/visible-text.js";
 import type { Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
 import { parseReference } from "../model/reference.js";
@@ -296,10 +297,11 @@ export function fail(error: unknown, json = false): never {
     pluginError instanceof UntrustedArtifactError ? EXIT.untrusted : exitCodeFor(pluginError.code);
   const code = codeName(pluginError.code);
   const message = pluginError.message.replace(/\s*\n\s*/g, " ");
+  // The message is often the server's, quoting what a plugin's build printed.
   process.stderr.write(
     json
-      ? `${JSON.stringify({ error: { code, message, exitCode } })}\n`
-      : `atomix-plugins: ${code}: ${message}\n`,
+      ? `${visibleJson({ error: { code, message, exitCode } })}\n`
+      : `atomix-plugins: ${code}: ${visibleText(message)}\n`,
   );
   process.exit(exitCode);
 }
@@ -319,8 +321,26 @@ export function action<Args extends unknown[]>(
   };
 }
 
+/** `value` as JSON on stdout: every string exact for a JSON reader, nothing a terminal acts on (visibleJson). */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  process.stdout.write(`${visibleJson(value, 2)}\n`);
+}
+
+/**
+ * Writes text for a person: whatever a server, a build or a plugin put in
+ * it reaches the terminal as text, never as control (visibleText; lines and
+ * tabs kept). Every human output of the CLI goes through here.
+ */
+export function printText(text: string, stream: NodeJS.WritableStream = process.stdout): void {
+  stream.write(visibleText(text, { lines: true }));
+}
+
+/**
+ * `name: value` lines, names padded to `width`; a value is one line
+ * whatever it holds, so that it cannot print a field of its own.
+ */
+export function fieldLines(fields: readonly (readonly [string, string])[], width: number): string {
+  return fields.map(([name, value]) => `${`${name}:`.padEnd(width)}${visibleText(value)}\n`).join("");
 }
 
 export function formatBytes(bytes: number): string {
@@ -334,8 +354,12 @@ export function formatBytes(bytes: number): string {
   return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-/** Columns padded to their widest cell, two spaces apart, like `docker images`. */
-export function table(header: string[], rows: string[][]): string {
+/**
+ * Columns padded to their widest cell, two spaces apart, like `docker
+ * images`; a cell is one line whatever it holds (visibleText).
+ */
+export function table(header: string[], rawRows: string[][]): string {
+  const rows = rawRows.map((row) => row.map((cell) => visibleText(cell)));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]) =>
     `${cells

@@ -6,6 +6,7 @@ import {
   type ClientFlags,
   keyFromArgs,
   printJson,
+  printText,
   withClient,
   withClientOptions,
   withRuntimeOptions,
@@ -54,9 +55,9 @@ Examples:
           return;
         }
         if (showsProgress()) {
-          process.stderr.write(`compiled ${formatBuildKey(key)} in ${(elapsedMs / 1000).toFixed(1)}s\n`);
+          printText(`compiled ${formatBuildKey(key)} in ${(elapsedMs / 1000).toFixed(1)}s\n`, process.stderr);
         }
-        process.stdout.write(`${formatReference(reference)}\n`);
+        printText(`${formatReference(reference)}\n`);
       }),
     );
 }

@@ -1,4 +1,5 @@
 import cliProgress from "cli-progress";
+import { visibleText } from "../errors/visible-text.js";
 import { formatBytes } from "./cli-common.js";
 
 /** A byte-count progress display; every method is a no-op when not on a terminal. */
@@ -22,10 +23,12 @@ export function transferProgress(
   stream: NodeJS.WriteStream = process.stderr,
 ): TransferProgress {
   if (!showsProgress(stream)) return { update() {}, stop() {} };
+  // cli-progress reads "{...}" in its format as placeholders: a label never has them.
+  const shown = visibleText(label).replace(/[{}]/g, "");
   const bar = new cliProgress.SingleBar(
     {
       stream,
-      format: `${label} {bar} {percentage}% | {doneBytes}/{totalBytes} | {rate}/s | ETA {eta_formatted}`,
+      format: `${shown} {bar} {percentage}% | {doneBytes}/{totalBytes} | {rate}/s | ETA {eta_formatted}`,
       barsize: 24,
       hideCursor: true,
       etaBuffer: 50,
@@ -65,11 +68,12 @@ const FRAMES = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "
 /** A spinner with the elapsed time on stderr; returns the function that clears it. */
 export function spinner(label: string, stream: NodeJS.WriteStream = process.stderr): () => void {
   if (!showsProgress(stream)) return () => {};
+  const shown = visibleText(label);
   const started = Date.now();
   let frame = 0;
   const draw = () => {
     const elapsed = ((Date.now() - started) / 1000).toFixed(1);
-    stream.write(`\r\x1b[K${FRAMES[frame++ % FRAMES.length]} ${label} ${elapsed}s`);
+    stream.write(`\r\x1b[K${FRAMES[frame++ % FRAMES.length]} ${shown} ${elapsed}s`);
   };
   draw();
   const timer = setInterval(draw, 80);

@@ -7,9 +7,11 @@ import { generateSigningKey, KEY_ALGORITHMS, type KeyAlgorithm } from "../proven
 import {
   action,
   type ClientFlags,
+  fieldLines,
   keyFromArgs,
   PLUGIN_ARGUMENT_HELP,
   printJson,
+  printText,
   withClient,
   withClientOptions,
   withRuntimeOptions,
@@ -57,8 +59,7 @@ Examples:
             keyId: id,
             algorithm: flags.algorithm,
           });
-        else
-          process.stdout.write(`wrote ${privatePath} and ${publicPath} (${flags.algorithm}, key id ${id})\n`);
+        else printText(`wrote ${privatePath} and ${publicPath} (${flags.algorithm}, key id ${id})\n`);
       }),
     );
 }
@@ -111,7 +112,7 @@ Examples:
             printJson({ digest: answer.digest, signedBy, verified, mediaType: answer.mediaType, statement });
             return;
           }
-          process.stdout.write(describe(answer.digest, signedBy, verified, statement));
+          printText(describe(answer.digest, signedBy, verified, statement));
         },
       ),
     );
@@ -147,5 +148,5 @@ function describe(
   const { startedOn, finishedOn } = runDetails.metadata ?? {};
   if (startedOn) lines.push([pushed ? "received" : "started", startedOn]);
   if (finishedOn && !pushed) lines.push(["finished", finishedOn]);
-  return lines.map(([name, value]) => `${`${name}:`.padEnd(12)}${value}\n`).join("");
+  return fieldLines(lines, 12);
 }

@@ -1,14 +1,17 @@
 import { Command } from "commander";
 import type { RuntimeAdminClient } from "../client/runtime-admin-client.js";
 import { gatherRuntimeRelease } from "../compiler/runtime-release-layout.js";
+import { visibleText } from "../errors/visible-text.js";
 import type { PrewarmProgress, RuntimeRelease } from "../gen/atomix/plugins/admin/v1/admin.js";
 import {
   action,
   type ClientFlags,
+  fieldLines,
   formatBytes,
   keyFromArgs,
   PLUGIN_ARGUMENT_HELP,
   printJson,
+  printText,
   table,
   withClientOf,
   withClientOptions,
@@ -95,7 +98,7 @@ Examples:
           printJson({ ...releaseJson(registered), created: outcome.created });
           return;
         }
-        process.stdout.write(
+        printText(
           `${outcome.created ? "registered" : "already registered:"} runtime ${registered.version} (${registered.toolchain}) ${registered.digest}, ${registered.fileCount} files, ${formatBytes(registered.size)}\n`,
         );
       }),
@@ -120,9 +123,7 @@ function lsCommand(): Command {
           release.registeredAt,
           prewarmLine(release.prewarm).split(":")[0] ?? "",
         ]);
-        process.stdout.write(
-          table(["VERSION", "TOOLCHAIN", "BUILDS", "DIGEST", "REGISTERED", "PREWARM"], rows),
-        );
+        printText(table(["VERSION", "TOOLCHAIN", "BUILDS", "DIGEST", "REGISTERED", "PREWARM"], rows));
       }),
     );
 }
@@ -152,11 +153,12 @@ function inspectCommand(): Command {
           ["description", release.description],
           ["prewarm", prewarmLine(release.prewarm)],
         ];
-        let out = fields.map(([name, value]) => `${`${name}:`.padEnd(13)}${value}\n`).join("");
+        let out = fieldLines(fields, 13);
         for (const failure of release.prewarm?.failures ?? []) {
-          out += `  failed ${failure.plugin?.name}@${failure.plugin?.version} for ${failure.buildVersion}: ${failure.code}: ${failure.message.split("\n")[0]}\n`;
+          // A failure's message quotes what the plugin's build printed.
+          out += `  failed ${visibleText(`${failure.plugin?.name}@${failure.plugin?.version} for ${failure.buildVersion}: ${failure.code}: ${failure.message.split("\n")[0]}`)}\n`;
         }
-        process.stdout.write(out);
+        printText(out);
       }),
     );
 }
@@ -203,10 +205,11 @@ Examples:
           ...(record.artifactDigest ? [["artifact", record.artifactDigest] as [string, string]] : []),
           ...Object.entries(record.toolchain).sort(([a], [b]) => a.localeCompare(b)),
         ];
-        let out = fields.map(([name, value]) => `${`${name}:`.padEnd(30)}${value}\n`).join("");
+        let out = fieldLines(fields, 30);
+        // The message and output are the build's: their lines stay lines, their escape sequences text (printText).
         if (record.message) out += `message:\n${record.message}\n`;
         out += `output${record.outputTruncated ? " (its last 64 KiB)" : ""}:\n${record.output}`;
-        process.stdout.write(out.endsWith("\n") ? out : `${out}\n`);
+        printText(out.endsWith("\n") ? out : `${out}\n`);
       }),
     );
 }

@@ -13,6 +13,7 @@ import {
   keyFromArgs,
   PLUGIN_ARGUMENT_HELP,
   printJson,
+  printText,
   withClient,
   withClientOptions,
   withRuntimeOptions,
@@ -73,10 +74,7 @@ Examples:
             }
           });
           if (flags.json) printJson(manifestJson(manifest));
-          else
-            process.stdout.write(
-              `pushed ${formatBuildKey(key)}: ${manifest.digest} ${formatBytes(manifest.size)}\n`,
-            );
+          else printText(`pushed ${formatBuildKey(key)}: ${manifest.digest} ${formatBytes(manifest.size)}\n`);
         },
       ),
     );
@@ -168,7 +166,7 @@ Examples:
             printJson({ key, ...result });
           } else {
             const source = result.fromCache ? " (from cache)" : "";
-            process.stdout.write(
+            printText(
               `pulled ${formatBuildKey(key)} to ${result.path}: ${result.digest} ${formatBytes(result.size)}${source}\n`,
             );
           }

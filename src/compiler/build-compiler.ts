@@ -202,7 +202,9 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
           const started = performance.now();
           const startedOn = new Date();
           const output = new BuildOutputLog();
-          const sourceStamp = (await options.sourceStamp?.(key.plugin).catch(() => undefined)) ?? "";
+          // Fresh: the record must name the source this build is about to copy, not an earlier check's.
+          const sourceStamp =
+            (await options.sourceStamp?.(key.plugin, { fresh: true }).catch(() => undefined)) ?? "";
           const record = (outcome: Parameters<typeof writeBuildRecord>[3]) =>
             writeBuildRecord(recordContext, key, runtime, {
               ...outcome,

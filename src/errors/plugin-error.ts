@@ -1,3 +1,5 @@
+import { visibleJson } from "./visible-text.js";
+
 /**
  * gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
  * Kept here rather than imported from grpc-js so that the store, the compiler
@@ -77,12 +79,13 @@ export class PluginError extends Error {
 
 /**
  * `value` as a message shows it: in double quotes, with control characters
- * escaped, and cut after `max` characters ("…" then says so), so that a
- * caller's 10 KiB value is not echoed whole in a status or a log line.
+ * (C0, DEL, C1, bidirectional overrides) escaped, and cut after `max`
+ * characters ("…" then says so), so that a caller's 10 KiB value is not
+ * echoed whole in a status or a log line.
  */
 export function quoted(value: string, max = 64): string {
   const cut = value.length > max ? `${value.slice(0, max)}…` : value;
-  return JSON.stringify(cut);
+  return visibleJson(cut);
 }
 
 const ERRNO_CODES: Record<string, Code> = {

@@ -19,6 +19,8 @@ export interface ServerProcess {
   logs: Record<string, unknown>[];
   /** What the server printed on stderr so far. */
   stderr(): string;
+  /** What the server printed on stdout so far (its log lines), as written. */
+  stdout(): string;
   /** SIGTERM, wait for exit; resolves to the exit code. */
   stop(): Promise<number | null>;
   kill(): Promise<void>;
@@ -58,6 +60,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
   child.once("exit", () => process.off("exit", killOnExit));
   const logs: Record<string, unknown>[] = [];
   let stderr = "";
+  let stdout = "";
   child.stderr?.on("data", (chunk: Buffer) => {
     stderr += chunk.toString();
   });
@@ -71,6 +74,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     };
     child.once("exit", onExit);
     lines.on("line", (line) => {
+      stdout += `${line}\n`;
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;
         logs.push(entry);
@@ -94,6 +98,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     child,
     logs,
     stderr: () => stderr,
+    stdout: () => stdout,
     async stop() {
       if (!child.killed && child.exitCode === null) child.kill("SIGTERM");
       return exited;

@@ -17,6 +17,27 @@ const SYSTEM_DIRS = ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
  */
 const ETC_FILES = ["/etc/ld.so.cache", "/etc/alternatives"];
 
+/** The host name every step sees (its own UTS namespace): never the host's. */
+export const SANDBOX_HOSTNAME = "atomix-build";
+
+/**
+ * Files of /proc that describe the host rather than the step: the kernel's
+ * release and build (also in `uname -r`'s files), its command line, and the
+ * host's memory. Read as empty inside: a compiler that reads a file into an
+ * artifact (gcc's `#include`, `.incbin`) or a step's output cannot carry
+ * them out. No toolchain reads them: Node.js (libuv) falls back to
+ * sysinfo(2) for the memory size, Go and gcc never look. The uname(2) and
+ * sysinfo(2) system calls still answer a program that asks (only the
+ * verification load runs plugin code): hiding those needs a seccomp filter.
+ */
+const HOST_PROC_FILES = [
+  "/proc/version",
+  "/proc/cmdline",
+  "/proc/meminfo",
+  "/proc/sys/kernel/osrelease",
+  "/proc/sys/kernel/version",
+];
+
 /** What a downloading step needs to reach a proxy: name resolution and CA roots. */
 const NETWORK_ETC_FILES = [
   "/etc/resolv.conf",
@@ -32,9 +53,10 @@ const NETWORK_ETC_FILES = [
  * unless the step downloads, its own PID namespace, IPC and UTS, a user
  * namespace mapping an unprivileged uid), no capabilities, no new user
  * namespaces inside, killed with its parent, a new session (no terminal to
- * inject into), an empty environment but the step's, and a filesystem made
- * only of /usr, the dynamic linker's cache, a fresh /proc and /dev, a /tmp
- * tmpfs of the step's size, and the paths the step names.
+ * inject into), a host name of its own, an empty environment but the
+ * step's, and a filesystem made only of /usr, the dynamic linker's cache, a
+ * fresh /proc (without the host's files above) and /dev, a /tmp tmpfs of
+ * the step's size, and the paths the step names.
  */
 export function bubblewrapArgs(step: SandboxStep, limits: StepLimits): string[] {
   const args = [
@@ -45,6 +67,8 @@ export function bubblewrapArgs(step: SandboxStep, limits: StepLimits): string[] 
     "--gid",
     SANDBOX_UID,
     "--disable-userns",
+    "--hostname",
+    SANDBOX_HOSTNAME,
     "--die-with-parent",
     "--new-session",
     "--clearenv",
@@ -61,6 +85,8 @@ export function bubblewrapArgs(step: SandboxStep, limits: StepLimits): string[] 
     args.push("--ro-bind-try", file, file);
   }
   args.push("--proc", "/proc", "--dev", "/dev", "--size", String(limits.tmpBytes), "--tmpfs", "/tmp");
+  // /dev/null, whose reads are empty: --dev-bind, because a plain bind refuses reads of a device.
+  for (const file of HOST_PROC_FILES) args.push("--dev-bind-try", "/dev/null", file);
   // A readable path that is a link on the host (a node_modules folder linked
   // in from elsewhere) is the same link inside, to its target bound as well:
   // Node.js resolves imports through the link's path, then its target's.
