@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { BuildKey } from "../src/model/build-key.js";
@@ -37,6 +37,38 @@ describe("filesystem store across crashes and restarts", () => {
       const second = await createFsStore({ dir: dir.path });
       assert.deepEqual(await readAll(second, key), data);
       assert.equal((await second.list()).length, 1);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("keeps serving a data directory of the flat index layout, its entries moved into index folders", async () => {
+    const dir = await tempDir();
+    try {
+      const data = randomBytes(1000);
+      const keys = ["counter", "gauge", "@acme/driver"].map((name) => ({
+        ...key,
+        plugin: { name, version: "1.0.0" },
+      }));
+      const first = await createFsStore({ dir: dir.path });
+      for (const k of keys) await first.put(k, [data]);
+      await first.close();
+      // Older versions kept every manifest at index/<id>.json.
+      const index = join(dir.path, "index");
+      for (const folder of await readdir(index)) {
+        for (const name of await readdir(join(index, folder))) {
+          await rename(join(index, folder, name), join(index, name));
+        }
+        await rmdir(join(index, folder));
+      }
+      const second = await createFsStore({ dir: dir.path });
+      for (const k of keys) assert.deepEqual(await readAll(second, k), data);
+      assert.equal((await second.list()).length, 3);
+      assert.deepEqual(await second.collectGarbage(), { removedBlobs: 0, freedBytes: 0 });
+      assert.ok(
+        (await readdir(index)).every((name) => /^[0-9a-f]{2}$/.test(name)),
+        "no flat entry left",
+      );
     } finally {
       await dir.remove();
     }

@@ -4,6 +4,7 @@ import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { Digest } from "../../model/artifact.js";
 import { MEDIA_TYPES, type OciImageManifest } from "./oci-manifest.js";
 import { discard, type RegistryClient } from "./registry-client.js";
+import { readTagList } from "./tag-list-reader.js";
 
 /** Pauses of 50, 200 and 800 ms: the link race lasts one write of a few bytes. */
 const BLOB_UNKNOWN_RETRIES = 3;
@@ -156,6 +157,37 @@ export class OciObjects {
       throw new PluginError(Code.DataLoss, `the blob ${digest} in ${this.where} does not hash to its digest`);
     }
     return bytes;
+  }
+
+  /**
+   * Up to `n` tags after `after` in the registry's (lexical) order, sorted.
+   * Asks the registry for that page (`n`, `last`) and keeps only that page of
+   * what it answers, reading the body as it arrives: a registry that ignores
+   * the parameters and sends every tag still costs memory for `n` tags only.
+   */
+  async tagsAfter(after: string | undefined, n: number, signal?: AbortSignal): Promise<string[]> {
+    const query = new URLSearchParams({ n: String(n), ...(after !== undefined ? { last: after } : {}) });
+    const response = await this.client.request("GET", `tags/list?${query}`, { expect: [200, 404], signal });
+    if (response.status === 404) {
+      await discard(response);
+      return [];
+    }
+    const page: string[] = [];
+    await readTagList(
+      response.body,
+      (tag) => {
+        if (after !== undefined && tag <= after) return;
+        if (page.length === n && tag >= (page[n - 1] as string)) return;
+        // Insertion into the sorted page: a registry's answer is sorted already, so this is the end.
+        let at = page.length;
+        while (at > 0 && (page[at - 1] as string) > tag) at -= 1;
+        if (page[at - 1] === tag) return;
+        page.splice(at, 0, tag);
+        if (page.length > n) page.pop();
+      },
+      `the OCI registry ${this.client.origin}`,
+    );
+    return page;
   }
 
   /** Every tag of the repository (none before its first push). */

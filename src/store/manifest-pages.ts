@@ -1,0 +1,124 @@
+import { Code, PluginError } from "../errors/plugin-error.js";
+import type { ArtifactManifest } from "../model/artifact.js";
+import type { ArtifactStore, ListFilter } from "./artifact-store.js";
+import { matchesFilter } from "./store-checks.js";
+
+/** The most manifests one page carries, whatever was asked: about 0.5 MB of gRPC message. */
+export const MAX_PAGE_SIZE = 1000;
+
+/**
+ * The most keys one page call examines: a filter that matches few keys of a
+ * large store answers a short (even empty) page with a continuation token
+ * instead of reading every manifest in one call.
+ */
+export const PAGE_SCAN_BUDGET = 10_000;
+
+export interface PageRequest extends ListFilter {
+  /** 1..MAX_PAGE_SIZE; 0 or absent means MAX_PAGE_SIZE. */
+  limit?: number | undefined;
+  /** The `next` of the previous page; absent for the first. */
+  pageToken?: string | undefined;
+  /** A further condition on each manifest (the catalog page's free-text filter). */
+  where?: ((manifest: ArtifactManifest) => boolean) | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export interface ManifestPage {
+  manifests: ArtifactManifest[];
+  /** Continuation token when more keys may follow; absent on the last page. */
+  next?: string | undefined;
+}
+
+/**
+ * One page of the store's manifests, in its stable order. Memory holds the
+ * page only; the token is the position of the last key examined, opaque to
+ * callers (base64url), so a page resumes where the previous one ended even
+ * when keys were added or removed in between.
+ */
+export async function listPage(store: ArtifactStore, request: PageRequest): Promise<ManifestPage> {
+  const limit = pageLimit(request.limit);
+  const filter: ListFilter = {
+    ...(request.pluginName ? { pluginName: request.pluginName } : {}),
+    ...(request.runtimeVersion ? { runtimeVersion: request.runtimeVersion } : {}),
+  };
+  const after = request.pageToken ? decodePageToken(request.pageToken) : undefined;
+  const manifests: ArtifactManifest[] = [];
+  let last: string | undefined;
+  let examined = 0;
+  for await (const { position, manifest } of store.scan({ filter, after, signal: request.signal })) {
+    if (manifest && matchesFilter(manifest, filter) && (!request.where || request.where(manifest))) {
+      // One more match than the page holds: the page ends before it.
+      if (manifests.length === limit) return { manifests, next: encodePageToken(last ?? position) };
+      manifests.push(manifest);
+    }
+    last = position;
+    examined += 1;
+    if (examined >= PAGE_SCAN_BUDGET) return { manifests, next: encodePageToken(position) };
+  }
+  return { manifests };
+}
+
+/** Every manifest matching `filter`, read page by page; what `ArtifactStore.list` answers. */
+export async function collectManifests(
+  store: Pick<ArtifactStore, "scan">,
+  filter: ListFilter | undefined,
+): Promise<ArtifactManifest[]> {
+  const found: ArtifactManifest[] = [];
+  for await (const { manifest } of store.scan({ filter })) {
+    if (manifest && matchesFilter(manifest, filter)) found.push(manifest);
+  }
+  return found;
+}
+
+export function pageLimit(limit: number | undefined): number {
+  if (limit === undefined || limit === 0) return MAX_PAGE_SIZE;
+  if (!Number.isSafeInteger(limit) || limit < 0) {
+    throw new PluginError(Code.InvalidArgument, `page size ${limit} is not a whole number of at least 1`);
+  }
+  return Math.min(limit, MAX_PAGE_SIZE);
+}
+
+export function encodePageToken(position: string): string {
+  return Buffer.from(position, "utf8").toString("base64url");
+}
+
+export function decodePageToken(token: string): string {
+  if (token.length > 512 || !/^[A-Za-z0-9_-]+$/.test(token)) throw badToken();
+  return Buffer.from(token, "base64url").toString("utf8");
+}
+
+export function badToken(): PluginError {
+  return new PluginError(
+    Code.InvalidArgument,
+    "the page token is not one this server gave out; start again without it",
+  );
+}
+
+/**
+ * `map` over `items` with at most `concurrency` calls in flight, yielding
+ * results in the items' order. A consumer that stops early leaves the calls
+ * in flight to finish on their own (their failures are dropped).
+ */
+export async function* mapOrdered<T, R>(
+  items: Iterable<T>,
+  concurrency: number,
+  map: (item: T) => Promise<R>,
+): AsyncGenerator<R> {
+  const source = items[Symbol.iterator]();
+  const window: Promise<R>[] = [];
+  const fill = () => {
+    while (window.length < concurrency) {
+      const next = source.next();
+      if (next.done) return;
+      const pending = map(next.value);
+      pending.catch(() => {});
+      window.push(pending);
+    }
+  };
+  fill();
+  for (let head = window.shift(); head; head = window.shift()) {
+    const result = await head;
+    fill();
+    yield result;
+  }
+}
