@@ -31,23 +31,30 @@ export interface StartOptions {
   http?: string;
   args?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Runs the server under `ulimit -n` of this (through bash), as systemd's default 1,024 would. */
+  openFileLimit?: number;
 }
 
 /** Runs `atomix-plugins serve` as a real process and waits until it listens. */
 export async function startServerProcess(options: StartOptions = {}): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "atomix-data-")));
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      "serve",
-      ...["--listen", options.listen ?? "127.0.0.1:0"],
-      ...["--http", options.http ?? "127.0.0.1:0"],
-      ...["--data", dataDir],
-      ...(options.args ?? []),
-    ],
-    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } },
-  );
+  const serve = [
+    CLI,
+    "serve",
+    ...["--listen", options.listen ?? "127.0.0.1:0"],
+    ...["--http", options.http ?? "127.0.0.1:0"],
+    ...["--data", dataDir],
+    ...(options.args ?? []),
+  ];
+  // exec: the server is the child itself, so signals and exit codes are its own.
+  const [command, args] =
+    options.openFileLimit === undefined
+      ? [process.execPath, serve]
+      : ["bash", ["-c", `ulimit -n ${options.openFileLimit} && exec "$0" "$@"`, process.execPath, ...serve]];
+  const child = spawn(command, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...options.env },
+  });
   // A test process that ends (its tests done, or forced out by the runner's
   // timeout) with a server still running must not leave it behind.
   const killOnExit = () => child.kill("SIGKILL");
