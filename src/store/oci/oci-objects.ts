@@ -166,8 +166,24 @@ export class OciObjects {
    * the parameters and sends every tag still costs memory for `n` tags only.
    */
   async tagsAfter(after: string | undefined, n: number, signal?: AbortSignal): Promise<string[]> {
-    const query = new URLSearchParams({ n: String(n), ...(after !== undefined ? { last: after } : {}) });
-    const response = await this.client.request("GET", `tags/list?${query}`, { expect: [200, 404], signal });
+    const last: Record<string, string> = after !== undefined ? { last: after } : {};
+    let response = await this.client.request(
+      "GET",
+      `tags/list?${new URLSearchParams({ n: String(n), ...last })}`,
+      {
+        expect: [200, 400, 404],
+        signal,
+      },
+    );
+    if (response.status === 400) {
+      // A registry whose own maximum is below `n` (Distribution 3's tags.maxtags)
+      // refuses it: asked again without `n`, it sends what it likes.
+      await discard(response);
+      response = await this.client.request("GET", `tags/list?${new URLSearchParams(last)}`, {
+        expect: [200, 404],
+        signal,
+      });
+    }
     if (response.status === 404) {
       await discard(response);
       return [];
@@ -190,8 +206,12 @@ export class OciObjects {
     return page;
   }
 
-  /** Every tag of the repository (none before its first push). */
-  async listTags(): Promise<string[]> {
+  /**
+   * Every tag of the repository that `keep` accepts (all by default; none
+   * before its first push), read as the body arrives: a store of many
+   * artifacts costs memory for the tags kept only.
+   */
+  async listTags(keep: (tag: string) => boolean = () => true): Promise<string[]> {
     const tags: string[] = [];
     let target: string | undefined = "tags/list?n=1000";
     while (target) {
@@ -200,8 +220,13 @@ export class OciObjects {
         await discard(response);
         return tags;
       }
-      const body = await this.client.json<{ tags?: string[] | null }>(response, "a tag list");
-      tags.push(...(body.tags ?? []));
+      await readTagList(
+        response.body,
+        (tag) => {
+          if (keep(tag)) tags.push(tag);
+        },
+        `the OCI registry ${this.client.origin}`,
+      );
       target = nextLink(response.headers.get("link"), this.client.origin);
     }
     return tags;
