@@ -6,6 +6,7 @@ import { describe, it } from "node:test";
 import type { BuildKey } from "../src/model/build-key.js";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";
+import { listPage } from "../src/store/manifest-pages.js";
 import { tempDir } from "./helpers/server-process.js";
 
 const key: BuildKey = {
@@ -69,6 +70,27 @@ describe("filesystem store across crashes and restarts", () => {
         (await readdir(index)).every((name) => /^[0-9a-f]{2}$/.test(name)),
         "no flat entry left",
       );
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("ends a page early when its manifests' annotations would pass about 2 MiB", async () => {
+    const dir = await tempDir();
+    try {
+      const store = await createFsStore({ dir: dir.path });
+      const big = { note: "n".repeat(900 * 1024) };
+      for (const name of ["a", "b", "c"]) {
+        await store.put({ ...key, plugin: { name, version: "1.0.0" } }, [Buffer.from(name)], {
+          annotations: big,
+        });
+      }
+      const first = await listPage(store, { limit: 100 });
+      assert.equal(first.manifests.length, 2);
+      assert.ok(first.next);
+      const second = await listPage(store, { limit: 100, pageToken: first.next });
+      assert.equal(second.manifests.length, 1);
+      assert.equal(second.next, undefined);
     } finally {
       await dir.remove();
     }

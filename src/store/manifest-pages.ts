@@ -13,6 +13,12 @@ export const MAX_PAGE_SIZE = 1000;
  */
 export const PAGE_SCAN_BUDGET = 10_000;
 
+/**
+ * About the most bytes of manifests one page carries: annotations have no
+ * size limit of their own, and a gRPC client receives 4 MiB by default.
+ */
+export const PAGE_BYTES = 2 * 1024 * 1024;
+
 export interface PageRequest extends ListFilter {
   /** 1..MAX_PAGE_SIZE; 0 or absent means MAX_PAGE_SIZE. */
   limit?: number | undefined;
@@ -45,10 +51,14 @@ export async function listPage(store: ArtifactStore, request: PageRequest): Prom
   const manifests: ArtifactManifest[] = [];
   let last: string | undefined;
   let examined = 0;
+  let bytes = 0;
   for await (const { position, manifest } of store.scan({ filter, after, signal: request.signal })) {
     if (manifest && matchesFilter(manifest, filter) && (!request.where || request.where(manifest))) {
-      // One more match than the page holds: the page ends before it.
-      if (manifests.length === limit) return { manifests, next: encodePageToken(last ?? position) };
+      bytes += approximateSize(manifest);
+      // One more match than the page holds, or than its bytes allow: the page ends before it.
+      if (manifests.length === limit || (manifests.length > 0 && bytes > PAGE_BYTES)) {
+        return { manifests, next: encodePageToken(last ?? position) };
+      }
       manifests.push(manifest);
     }
     last = position;
@@ -68,6 +78,15 @@ export async function collectManifests(
     if (manifest && matchesFilter(manifest, filter)) found.push(manifest);
   }
   return found;
+}
+
+/** A manifest's size in a message, near enough: its fields and annotations as text. */
+function approximateSize(manifest: ArtifactManifest): number {
+  let size = 200 + manifest.key.plugin.name.length + manifest.key.plugin.version.length;
+  size += manifest.key.runtime.version.length + manifest.key.runtime.buildVersion.length;
+  size += manifest.mediaType.length + manifest.createdAt.length;
+  for (const [name, value] of Object.entries(manifest.annotations)) size += name.length + value.length + 8;
+  return size;
 }
 
 export function pageLimit(limit: number | undefined): number {

@@ -3382,8 +3382,9 @@ export const PluginAdminDefinition = {
      * in the store's stable order (the filesystem store: by the hash of the
      * key; an OCI registry: by tag, so by plugin name). An answer carries at
      * most 1000 manifests, whatever page_size says (a request without one
-     * gets up to 1000), and next_page_token when more may follow: send it
-     * back as page_token, with the same filters, for the next page.
+     * gets up to 1000), and about 2 MiB of them (annotations may be large),
+     * and next_page_token when more may follow: send it back as page_token,
+     * with the same filters, for the next page.
      */
     listPlugins: {
       name: "ListPlugins",
