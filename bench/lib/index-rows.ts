@@ -109,6 +109,10 @@ async function measure(options: IndexOptions, label: string, storeArgs: string[]
       "127.0.0.1:0",
       "--http",
       http,
+      // The keys are for the example runtimes' versions: pre-warming them for the
+      // next release at start would run beside the steps measured.
+      "--prewarm",
+      "off",
       ...storeArgs,
     ],
     readyTimeoutMs: 120_000,
