@@ -15,7 +15,7 @@ import { DEFAULT_CHUNK_SIZE } from "../src/config.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { compileRows } from "./lib/compile-rows.js";
 import { buildGoPeers, type GoPeers } from "./lib/go-peers.js";
-import { hasRegistry, indexRows } from "./lib/index-rows.js";
+import { indexRows } from "./lib/index-rows.js";
 import { startNginx } from "./lib/nginx.js";
 import { type BenchOptions, parseBenchOptions } from "./lib/options.js";
 import {
@@ -55,6 +55,8 @@ type Sample = Record<string, number>;
 
 async function main(): Promise<void> {
   const options = parseBenchOptions(process.argv.slice(2), process.env);
+  if (options.only.length > 0 && options.only.every((section) => section === "index"))
+    return indexOnly(options);
   const work = await mkdtemp(join(tmpdir(), "atomix-bench-"));
   const sink = existsSync("/dev/shm") ? await mkdtemp("/dev/shm/atomix-bench-") : work;
   const servers: ServerProcess[] = [];
@@ -71,90 +73,76 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const raw: Record<string, Sample[]> = {};
   try {
+    log("building the grpc-go peer (offline, Debian's Go packages)");
+    const go = await buildGoPeers({ root: ROOT, outDir: join(ROOT, "dist/bench-go") });
+    const sizes = [...new Set([options.singleMiB, options.concurrentMiB, ...options.rssSizesMiB])];
+    const files = new Map<number, string>();
+    await mkdir(join(work, "www"), { recursive: true });
+    for (const mib of sizes) files.set(mib, await randomFile(join(work, "www", nameFor(mib)), mib * MiB));
+    const fanoutFiles = new Map<string, string>();
+    for (let i = 0; i < options.fanoutArtifacts; i++) {
+      const name = fanoutName(i);
+      fanoutFiles.set(name, await randomFile(join(work, "www", name), options.fanoutMiB * MiB));
+    }
+    const ctx: Context = { options, go, work, sink, files, fanoutFiles };
     const wants = (section: string) => options.only.length === 0 || options.only.includes(section);
-    let goVersion = "go: not built";
-    if (["single", "concurrent", "slow", "fanout", "unary", "rss", "compile"].some(wants)) {
-      log("building the grpc-go peer (offline, Debian's Go packages)");
-      const go = await buildGoPeers({ root: ROOT, outDir: join(ROOT, "dist/bench-go") });
-      goVersion = go.goVersion;
-      const sizes = [...new Set([options.singleMiB, options.concurrentMiB, ...options.rssSizesMiB])];
-      const files = new Map<number, string>();
-      await mkdir(join(work, "www"), { recursive: true });
-      for (const mib of sizes) files.set(mib, await randomFile(join(work, "www", nameFor(mib)), mib * MiB));
-      const fanoutFiles = new Map<string, string>();
-      for (let i = 0; i < options.fanoutArtifacts; i++) {
-        const name = fanoutName(i);
-        fanoutFiles.set(name, await randomFile(join(work, "www", name), options.fanoutMiB * MiB));
-      }
-      const ctx: Context = { options, go, work, sink, files, fanoutFiles };
 
-      const dataDir = join(work, "data");
-      const ours = await startOurs(ctx, dataDir);
-      servers.push(ours);
-      log(`pushing ${sizes.length} artifacts to our server`);
-      const client = createPluginClient({ address: ours.address });
-      try {
-        for (const [mib, path] of files) await client.pushFile(keyFor(nameFor(mib)), path);
-        for (const [name, path] of fanoutFiles) await client.pushFile(keyFor(name), path);
-      } finally {
-        client.close();
-      }
-      const peer = await startPeer(ctx, [options.singleMiB, options.concurrentMiB]);
-      const nginx = await startNginx({ dir: join(work, "nginx"), root: join(work, "www") });
-      const bare = await startBare();
-      servers.push(peer, nginx, bare);
+    const dataDir = join(work, "data");
+    const ours = await startOurs(ctx, dataDir);
+    servers.push(ours);
+    log(`pushing ${sizes.length} artifacts to our server`);
+    const client = createPluginClient({ address: ours.address });
+    try {
+      for (const [mib, path] of files) await client.pushFile(keyFor(nameFor(mib)), path);
+      for (const [name, path] of fanoutFiles) await client.pushFile(keyFor(name), path);
+    } finally {
+      client.close();
+    }
+    const peer = await startPeer(ctx, [options.singleMiB, options.concurrentMiB]);
+    const nginx = await startNginx({ dir: join(work, "nginx"), root: join(work, "www") });
+    const bare = await startBare();
+    servers.push(peer, nginx, bare);
 
-      for (let round = 0; round < options.rounds; round++) {
-        log(`round ${round + 1}/${options.rounds}`);
-        const flip = round % 2 === 1;
-        if (wants("single")) push(raw, "single", await singleStream(ctx, { ours, peer, nginx }, flip));
-        if (wants("concurrent")) push(raw, "concurrent", await concurrent(ctx, { ours, peer }, flip, 0));
-        if (wants("slow")) push(raw, "slow", await concurrent(ctx, { ours, peer }, flip, options.slowRate));
-        if (wants("fanout")) push(raw, "fanout", await fanout(ctx, { ours, peer }, flip));
-        if (wants("unary")) push(raw, "unary", await unary(ctx, { ours, bare }, flip));
-      }
-      await stopAll();
+    for (let round = 0; round < options.rounds; round++) {
+      log(`round ${round + 1}/${options.rounds}`);
+      const flip = round % 2 === 1;
+      if (wants("single")) push(raw, "single", await singleStream(ctx, { ours, peer, nginx }, flip));
+      if (wants("concurrent")) push(raw, "concurrent", await concurrent(ctx, { ours, peer }, flip, 0));
+      if (wants("slow")) push(raw, "slow", await concurrent(ctx, { ours, peer }, flip, options.slowRate));
+      if (wants("fanout")) push(raw, "fanout", await fanout(ctx, { ours, peer }, flip));
+      if (wants("unary")) push(raw, "unary", await unary(ctx, { ours, bare }, flip));
+    }
+    await stopAll();
 
-      if (wants("unary")) {
-        for (let pair = 0; pair < options.unaryFreshPairs; pair++) {
-          log(`cache hits on fresh processes, pair ${pair + 1}/${options.unaryFreshPairs}`);
-          push(raw, "unaryFresh", await unaryFresh(ctx, dataDir, pair % 2 === 1));
-        }
-      }
-
-      if (wants("rss")) {
-        for (let round = 0; round < options.rssRounds; round++) {
-          log(`peak memory by artifact size, round ${round + 1}/${options.rssRounds}`);
-          push(raw, "rss", await rssBySize(ctx, dataDir));
-        }
-      }
-
-      rows.push(...summarize(options, raw));
-      if (wants("compile")) {
-        rows.push(
-          ...(await compileRows({
-            root: ROOT,
-            goClient: ctx.go.client,
-            work,
-            goCache: join(ROOT, "dist/bench-go/go-cache"),
-            rounds: options.quick ? 1 : 3,
-            concurrency: options.concurrency,
-            log,
-          })),
-        );
+    if (wants("unary")) {
+      for (let pair = 0; pair < options.unaryFreshPairs; pair++) {
+        log(`cache hits on fresh processes, pair ${pair + 1}/${options.unaryFreshPairs}`);
+        push(raw, "unaryFresh", await unaryFresh(ctx, dataDir, pair % 2 === 1));
       }
     }
-    if (wants("index")) {
+
+    if (wants("rss")) {
+      for (let round = 0; round < options.rssRounds; round++) {
+        log(`peak memory by artifact size, round ${round + 1}/${options.rssRounds}`);
+        push(raw, "rss", await rssBySize(ctx, dataDir));
+      }
+    }
+
+    rows.push(...summarize(options, raw));
+    if (wants("compile")) {
       rows.push(
-        ...(await indexRows({
+        ...(await compileRows({
           root: ROOT,
+          goClient: ctx.go.client,
           work,
-          fsKeys: options.indexKeys,
-          registryKeys: (await hasRegistry()) ? options.indexRegistryKeys : 0,
+          goCache: join(ROOT, "dist/bench-go/go-cache"),
+          rounds: options.quick ? 1 : 3,
+          concurrency: options.concurrency,
           log,
         })),
       );
     }
+    if (wants("index")) rows.push(...(await indexRows(indexOptions(options, work))));
 
     const machine = {
       cpu: cpus()[0]?.model ?? "unknown",
@@ -162,7 +150,7 @@ async function main(): Promise<void> {
       memoryGiB: Math.round(totalmem() / GiB),
       kernel: release(),
       node: process.version,
-      go: goVersion,
+      go: go.goVersion,
       nginx: (await run("sh", ["-c", "nginx -v 2>&1"]).catch(() => "")).trim() || "nginx",
       host: hostname(),
     };
@@ -194,6 +182,33 @@ async function main(): Promise<void> {
     killAll();
     await rm(work, { recursive: true, force: true });
     if (sink !== work) await rm(sink, { recursive: true, force: true });
+  }
+}
+
+function indexOptions(options: BenchOptions, work: string) {
+  return { root: ROOT, work, fsKeys: options.indexKeys, registryKeys: options.indexRegistryKeys, log };
+}
+
+/** `--only index`: the index rows need neither the Go peer nor the pull servers. */
+async function indexOnly(options: BenchOptions): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), "atomix-bench-"));
+  const started = Date.now();
+  try {
+    const rows = await indexRows(indexOptions(options, work));
+    const table = formatTable(rows);
+    const date = new Date().toISOString();
+    console.log(
+      `\n${cpus()[0]?.model ?? "unknown"}, ${cpus().length} cores, ${Math.round(totalmem() / GiB)} GiB, Linux ${release()}, Node.js ${process.version}\n`,
+    );
+    console.log(table);
+    const resultsDir = join(ROOT, "bench/results");
+    await mkdir(resultsDir, { recursive: true });
+    const out = join(resultsDir, `${date.replaceAll(":", "-").replace(/\..*/, "")}-index.json`);
+    const durationSeconds = Math.round((Date.now() - started) / 1000);
+    await writeFile(out, `${JSON.stringify({ date, durationSeconds, options, rows }, null, 2)}\n`);
+    console.log(`\nwrote ${out} (${durationSeconds} s)`);
+  } finally {
+    await rm(work, { recursive: true, force: true });
   }
 }
 

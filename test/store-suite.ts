@@ -288,6 +288,23 @@ export function describeStore(name: string, makeStore: () => Promise<StoreFixtur
     );
 
     it(
+      "pages through list() for a store without a scan of its own, a store in front of another",
+      withStore(async (store) => {
+        for (const name of ["e", "a", "d", "b", "c"]) await store.put(keyOf(name), [randomBytes(8)]);
+        const fronting: ArtifactStore = { ...store, scan: undefined, list: (filter) => store.list(filter) };
+        const names: string[] = [];
+        let token: string | undefined;
+        do {
+          const page = await listPage(fronting, { limit: 2, pageToken: token });
+          assert.ok(page.manifests.length <= 2);
+          names.push(...page.manifests.map((m) => m.key.plugin.name));
+          token = page.next;
+        } while (token);
+        assert.deepEqual(names, ["a", "b", "c", "d", "e"]);
+      }),
+    );
+
+    it(
       "lists what it holds, filtered by plugin name and runtime version",
       withStore(async (store) => {
         await store.put(keyOf("counter", "1.0.0", "1.0.0"), chunksOf(randomBytes(10)));

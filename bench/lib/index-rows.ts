@@ -52,7 +52,7 @@ export async function indexRows(options: IndexOptions): Promise<Row[]> {
       await rm(dir, { recursive: true, force: true });
     }
   }
-  if (options.registryKeys > 0) {
+  if (options.registryKeys > 0 && (await hasRegistry())) {
     const { startRegistry } = await import("../../test/helpers/registry-process.js");
     const { createOciStore } = await import("../../src/store/oci/oci-store.js");
     const { parseOciLocation } = await import("../../src/store/oci/oci-location.js");
@@ -183,6 +183,6 @@ function freePort(): Promise<number> {
 }
 
 /** A registry row is measured only where Debian's docker-registry is installed. */
-export function hasRegistry(): Promise<boolean> {
+function hasRegistry(): Promise<boolean> {
   return new Promise((resolve) => execFile("docker-registry", ["--version"], (error) => resolve(!error)));
 }

@@ -155,8 +155,10 @@ export interface ArtifactStore {
    * The stored keys in the store's stable order, each with its manifest, read
    * as the consumer pulls (a few at a time): memory and open descriptors do
    * not grow with the number of keys. Breaking out of the loop stops it.
+   * A store that leaves it out (one that fronts another) is paged through
+   * `list`, held in memory (`scanStore`, store/manifest-pages.ts).
    */
-  scan(options?: ScanOptions): AsyncIterable<ScanEntry>;
+  scan?(options?: ScanOptions): AsyncIterable<ScanEntry>;
 
   /**
    * The provenance stored with the artifact of `key`, read together with its

@@ -279,7 +279,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     },
 
     async list(filter) {
-      return (await collectManifests({ scan: () => scanIndex() }, filter)).sort(compareManifests);
+      return (await collectManifests(() => scanIndex(), filter)).sort(compareManifests);
     },
 
     async remove(key: BuildKey) {

@@ -1,6 +1,7 @@
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { ArtifactManifest } from "../model/artifact.js";
-import type { ArtifactStore, ListFilter } from "./artifact-store.js";
+import { formatBuildKey } from "../model/build-key.js";
+import type { ArtifactStore, ListFilter, ScanEntry, ScanOptions } from "./artifact-store.js";
 import { matchesFilter } from "./store-checks.js";
 
 /** The most manifests one page carries, whatever was asked: about 0.5 MB of gRPC message. */
@@ -52,7 +53,7 @@ export async function listPage(store: ArtifactStore, request: PageRequest): Prom
   let last: string | undefined;
   let examined = 0;
   let bytes = 0;
-  for await (const { position, manifest } of store.scan({ filter, after, signal: request.signal })) {
+  for await (const { position, manifest } of scanStore(store, { filter, after, signal: request.signal })) {
     if (manifest && matchesFilter(manifest, filter) && (!request.where || request.where(manifest))) {
       bytes += approximateSize(manifest);
       // One more match than the page holds, or than its bytes allow: the page ends before it.
@@ -68,13 +69,37 @@ export async function listPage(store: ArtifactStore, request: PageRequest): Prom
   return { manifests };
 }
 
-/** Every manifest matching `filter`, read page by page; what `ArtifactStore.list` answers. */
+/**
+ * The store's `scan`; for a store without one, its `list` (sorted by key,
+ * held in memory) walked with the formatted key as the position.
+ */
+export function scanStore(
+  store: Pick<ArtifactStore, "scan" | "list">,
+  options: ScanOptions = {},
+): AsyncIterable<ScanEntry> {
+  return store.scan ? store.scan(options) : scanList(store, options);
+}
+
+async function* scanList(
+  store: Pick<ArtifactStore, "list">,
+  options: ScanOptions,
+): AsyncGenerator<ScanEntry> {
+  for (const manifest of await store.list(options.filter)) {
+    const position = formatBuildKey(manifest.key);
+    // The order `list` sorts by.
+    if (options.after !== undefined && position.localeCompare(options.after) <= 0) continue;
+    options.signal?.throwIfAborted();
+    yield { position, manifest };
+  }
+}
+
+/** Every manifest matching `filter`, read as `scan` goes; what the stores' `list` answers. */
 export async function collectManifests(
-  store: Pick<ArtifactStore, "scan">,
+  scan: () => AsyncIterable<ScanEntry>,
   filter: ListFilter | undefined,
 ): Promise<ArtifactManifest[]> {
   const found: ArtifactManifest[] = [];
-  for await (const { manifest } of store.scan({ filter })) {
+  for await (const { manifest } of scan()) {
     if (manifest && matchesFilter(manifest, filter)) found.push(manifest);
   }
   return found;

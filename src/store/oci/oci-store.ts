@@ -309,7 +309,7 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     },
 
     async list(filter) {
-      return (await collectManifests({ scan: () => scanTags(filter, undefined, undefined) }, filter)).sort(
+      return (await collectManifests(() => scanTags(filter, undefined, undefined), filter)).sort(
         compareManifests,
       );
     },
