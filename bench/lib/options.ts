@@ -32,19 +32,19 @@ export interface BenchOptions {
   fanoutMiB: number;
   /** Distinct artifacts of the "different artifacts" fan-out rows. */
   fanoutArtifacts: number;
-  /** Keys of the filesystem store in the index rows (ls, catalog pages, gc). */
+  /** Run only these sections (single, concurrent, slow, fanout, unary, rss, compile); all when empty. */
+  only: string[];
+  /** Keys of the filesystem store in the index rows (section index: ls, catalog pages, gc). */
   indexKeys: number[];
   /** Keys of the registry store in the index rows; 0 leaves that row out. */
   indexRegistryKeys: number;
-  /** Run only these sections (single, concurrent, slow, fanout, unary, rss, compile, index); all when empty. */
-  only: string[];
 }
 
-const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,fanout,unary,rss,compile,index]
+const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,fanout,unary,rss,compile]
   [--single-pulls N] [--concurrency N] [--slow-rate BYTES_PER_S] [--rss-sizes 1,64,512] [--fanout 100,1000,5000]
   [--unary-seconds S] [--unary-fresh-pairs N] [--peer-chunk BYTES] [--server-args "--chunk-size 1048576"]
   [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"] [--server-log FILE]
-  [--index-keys 10000,100000] [--index-registry-keys 10000]
+  [--only index --index-keys 10000,100000 --index-registry-keys 10000]
 Every flag also reads BENCH_<FLAG> from the environment (BENCH_ROUNDS=3).`;
 
 /** Flags win over BENCH_* environment variables, which win over the defaults (full or --quick). */

@@ -38,23 +38,21 @@ export interface StartOptions {
 /** Runs `atomix-plugins serve` as a real process and waits until it listens. */
 export async function startServerProcess(options: StartOptions = {}): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "atomix-data-")));
-  const serve = [
-    CLI,
-    "serve",
-    ...["--listen", options.listen ?? "127.0.0.1:0"],
-    ...["--http", options.http ?? "127.0.0.1:0"],
-    ...["--data", dataDir],
-    ...(options.args ?? []),
-  ];
-  // exec: the server is the child itself, so signals and exit codes are its own.
-  const [command, args] =
-    options.openFileLimit === undefined
-      ? [process.execPath, serve]
-      : ["bash", ["-c", `ulimit -n ${options.openFileLimit} && exec "$0" "$@"`, process.execPath, ...serve]];
-  const child = spawn(command, args, {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...options.env },
-  });
+  // exec: under a limit, the server is bash's process itself, so signals and exit codes are its own.
+  const limit = options.openFileLimit;
+  const child = spawn(
+    limit === undefined ? process.execPath : "bash",
+    [
+      ...(limit === undefined ? [] : ["-c", `ulimit -n ${limit} && exec "$0" "$@"`, process.execPath]),
+      CLI,
+      "serve",
+      ...["--listen", options.listen ?? "127.0.0.1:0"],
+      ...["--http", options.http ?? "127.0.0.1:0"],
+      ...["--data", dataDir],
+      ...(options.args ?? []),
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } },
+  );
   // A test process that ends (its tests done, or forced out by the runner's
   // timeout) with a server still running must not leave it behind.
   const killOnExit = () => child.kill("SIGKILL");
