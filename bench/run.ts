@@ -15,6 +15,7 @@ import { DEFAULT_CHUNK_SIZE } from "../src/config.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { compileRows } from "./lib/compile-rows.js";
 import { buildGoPeers, type GoPeers } from "./lib/go-peers.js";
+import { indexRows } from "./lib/index-rows.js";
 import { startNginx } from "./lib/nginx.js";
 import { type BenchOptions, parseBenchOptions } from "./lib/options.js";
 import {
@@ -55,6 +56,8 @@ type Sample = Record<string, number>;
 
 async function main(): Promise<void> {
   const options = parseBenchOptions(process.argv.slice(2), process.env);
+  if (options.only.length > 0 && options.only.every((section) => section === "index"))
+    return indexOnly(options);
   const work = await mkdtemp(join(tmpdir(), "atomix-bench-"));
   const sink = existsSync("/dev/shm") ? await mkdtemp("/dev/shm/atomix-bench-") : work;
   const servers: ServerProcess[] = [];
@@ -154,6 +157,7 @@ async function main(): Promise<void> {
         })),
       );
     }
+    if (wants("index")) rows.push(...(await indexRows(indexOptions(options, work))));
 
     const machine = {
       cpu: cpus()[0]?.model ?? "unknown",
@@ -193,6 +197,33 @@ async function main(): Promise<void> {
     killAll();
     await rm(work, { recursive: true, force: true });
     if (sink !== work) await rm(sink, { recursive: true, force: true });
+  }
+}
+
+function indexOptions(options: BenchOptions, work: string) {
+  return { root: ROOT, work, fsKeys: options.indexKeys, registryKeys: options.indexRegistryKeys, log };
+}
+
+/** `--only index`: the index rows need neither the Go peer nor the pull servers. */
+async function indexOnly(options: BenchOptions): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), "atomix-bench-"));
+  const started = Date.now();
+  try {
+    const rows = await indexRows(indexOptions(options, work));
+    const table = formatTable(rows);
+    const date = new Date().toISOString();
+    console.log(
+      `\n${cpus()[0]?.model ?? "unknown"}, ${cpus().length} cores, ${Math.round(totalmem() / GiB)} GiB, Linux ${release()}, Node.js ${process.version}\n`,
+    );
+    console.log(table);
+    const resultsDir = join(ROOT, "bench/results");
+    await mkdir(resultsDir, { recursive: true });
+    const out = join(resultsDir, `${date.replaceAll(":", "-").replace(/\..*/, "")}-index.json`);
+    const durationSeconds = Math.round((Date.now() - started) / 1000);
+    await writeFile(out, `${JSON.stringify({ date, durationSeconds, options, rows }, null, 2)}\n`);
+    console.log(`\nwrote ${out} (${durationSeconds} s)`);
+  } finally {
+    await rm(work, { recursive: true, force: true });
   }
 }
 

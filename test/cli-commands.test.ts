@@ -138,6 +138,16 @@ describe("the command line", () => {
       EXIT.usage,
       /^atomix-plugins: INVALID_ARGUMENT: unknown option '--bogus'/,
     );
+    expectExit(
+      await runCli(["ls", "--limit", "0"], env()),
+      EXIT.usage,
+      /^atomix-plugins: INVALID_ARGUMENT: --limit "0" must be a whole number of at least 1/,
+    );
+    expectExit(
+      await runCli(["ls", "--page-token", "bm90LWEtdG9rZW4"], env()),
+      EXIT.usage,
+      /^atomix-plugins: INVALID_ARGUMENT: the page token is not one this server gave out/,
+    );
     const usageJson = await runCli(["ls", "--bogus", "--json"], env());
     expectExit(usageJson, EXIT.usage);
     assert.deepEqual(JSON.parse(usageJson.stderr), {

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { BuildKey } from "../src/model/build-key.js";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";
+import { listPage } from "../src/store/manifest-pages.js";
 import { tempDir } from "./helpers/server-process.js";
 
 const key: BuildKey = {
@@ -37,6 +38,59 @@ describe("filesystem store across crashes and restarts", () => {
       const second = await createFsStore({ dir: dir.path });
       assert.deepEqual(await readAll(second, key), data);
       assert.equal((await second.list()).length, 1);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("keeps serving a data directory of the flat index layout, its entries moved into index folders", async () => {
+    const dir = await tempDir();
+    try {
+      const data = randomBytes(1000);
+      const keys = ["counter", "gauge", "@acme/driver"].map((name) => ({
+        ...key,
+        plugin: { name, version: "1.0.0" },
+      }));
+      const first = await createFsStore({ dir: dir.path });
+      for (const k of keys) await first.put(k, [data]);
+      await first.close();
+      // Older versions kept every manifest at index/<id>.json.
+      const index = join(dir.path, "index");
+      for (const folder of await readdir(index)) {
+        for (const name of await readdir(join(index, folder))) {
+          await rename(join(index, folder, name), join(index, name));
+        }
+        await rmdir(join(index, folder));
+      }
+      const second = await createFsStore({ dir: dir.path });
+      for (const k of keys) assert.deepEqual(await readAll(second, k), data);
+      assert.equal((await second.list()).length, 3);
+      assert.deepEqual(await second.collectGarbage(), { removedBlobs: 0, freedBytes: 0 });
+      assert.ok(
+        (await readdir(index)).every((name) => /^[0-9a-f]{2}$/.test(name)),
+        "no flat entry left",
+      );
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it("ends a page early when its manifests' annotations would pass about 2 MiB", async () => {
+    const dir = await tempDir();
+    try {
+      const store = await createFsStore({ dir: dir.path });
+      const big = { note: "n".repeat(900 * 1024) };
+      for (const name of ["a", "b", "c"]) {
+        await store.put({ ...key, plugin: { name, version: "1.0.0" } }, [Buffer.from(name)], {
+          annotations: big,
+        });
+      }
+      const first = await listPage(store, { limit: 100 });
+      assert.equal(first.manifests.length, 2);
+      assert.ok(first.next);
+      const second = await listPage(store, { limit: 100, pageToken: first.next });
+      assert.equal(second.manifests.length, 1);
+      assert.equal(second.next, undefined);
     } finally {
       await dir.remove();
     }

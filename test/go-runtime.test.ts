@@ -254,7 +254,7 @@ describe("Go runtime end to end", () => {
     const forge = async (key: ReturnType<typeof goKey>, bytes: Buffer, rewriteStatement: boolean) => {
       const hex = createHash("sha256").update(bytes).digest("hex");
       const id = buildKeyId(key);
-      const index = join(dataDir, "index", `${id}.json`);
+      const index = join(dataDir, "index", id.slice(0, 2), `${id}.json`);
       const manifest = JSON.parse(await readFile(index, "utf8")) as { digest: string };
       await mkdir(join(dataDir, "blobs", "sha256", hex.slice(0, 2)), { recursive: true });
       await writeFile(join(dataDir, "blobs", "sha256", hex.slice(0, 2), hex), bytes);

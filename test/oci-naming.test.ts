@@ -7,6 +7,7 @@ import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "../src/store/oci/
 import { parseOciLocation } from "../src/store/oci/oci-location.js";
 import { nextLink } from "../src/store/oci/oci-objects.js";
 import { parseChallenge } from "../src/store/oci/registry-client.js";
+import { readTagList } from "../src/store/oci/tag-list-reader.js";
 
 const TAG_GRAMMAR = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 
@@ -174,5 +175,39 @@ describe("tag list pages", () => {
     );
     assert.equal(nextLink(null, origin), undefined);
     assert.equal(nextLink('</v2/a/tags/list?last=z>; rel="prev"', origin), undefined);
+  });
+});
+
+describe("tag list reader", () => {
+  const streamOf = (...chunks: string[]) =>
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (const chunk of chunks) controller.enqueue(new TextEncoder().encode(chunk));
+        controller.close();
+      },
+    });
+  const tagsOf = async (...chunks: string[]) => {
+    const tags: string[] = [];
+    await readTagList(streamOf(...chunks), (tag) => tags.push(tag), "the registry");
+    return tags;
+  };
+
+  it("hands over each tag as the body arrives, whatever the chunks cut", async () => {
+    assert.deepEqual(await tagsOf('{"name":"a/b","tags":["x-1","y', '_2"', ',"z.3"]}\n'), [
+      "x-1",
+      "y_2",
+      "z.3",
+    ]);
+    assert.deepEqual(await tagsOf('{"tags": [ "t" ], "name": "tags"}'), ["t"], "the name is not a tag");
+    assert.deepEqual(await tagsOf('{"name":"a","tags":null}'), []);
+    assert.deepEqual(
+      await tagsOf('{"name":"a\\"tags\\"","tags":["q"]}'),
+      ["q"],
+      "escaped quotes in a string",
+    );
+  });
+
+  it("refuses a body that ends midway (UNAVAILABLE)", async () => {
+    await assert.rejects(tagsOf('{"name":"a","tags":["x'), /ended early/);
   });
 });

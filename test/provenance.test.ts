@@ -320,7 +320,7 @@ function serverArgs(dir: string): string[] {
           // The forger copies the genuine bundle under the new digest too: it
           // is validly signed, but for other bytes.
           const id = buildKeyId(key);
-          const index = join(dataDir, "index", `${id}.json`);
+          const index = join(dataDir, "index", id.slice(0, 2), `${id}.json`);
           const manifest = JSON.parse(await readFile(index, "utf8")) as ArtifactManifest;
           const digest = sha256(bytes);
           const hex = digest.slice(7);

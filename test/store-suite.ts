@@ -5,6 +5,7 @@ import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { ArtifactManifest, Digest } from "../src/model/artifact.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
+import { listPage } from "../src/store/manifest-pages.js";
 
 /** A store under test and how to throw it away. */
 export interface StoreFixture {
@@ -229,6 +230,77 @@ export function describeStore(name: string, makeStore: () => Promise<StoreFixtur
         );
         assert.equal(produced, 3000);
         assert.equal(await store.get(keyOf("counter")), undefined);
+      }),
+    );
+
+    it(
+      "lists page by page in a stable order: a continuation token resumes, even after keys change",
+      withStore(async (store) => {
+        const text = (m: ArtifactManifest) =>
+          `${m.key.plugin.name}@${m.key.plugin.version}/${m.key.runtime.version}`;
+        const blob = randomBytes(16);
+        for (let i = 0; i < 24; i++) {
+          const name = i % 3 === 0 ? "gauge" : "counter";
+          await store.put(keyOf(name, `1.0.${i}`, i % 2 ? "2.0.0" : "1.0.0"), [blob]);
+        }
+        const seen: ArtifactManifest[] = [];
+        let token: string | undefined;
+        let pages = 0;
+        do {
+          const page = await listPage(store, { limit: 5, pageToken: token });
+          assert.ok(page.manifests.length <= 5, "a page never holds more than its limit");
+          seen.push(...page.manifests);
+          token = page.next;
+          pages += 1;
+          // A key already listed goes away: the next page still resumes where this one ended.
+          if (pages === 2) await store.remove((seen[0] as ArtifactManifest).key);
+        } while (token);
+        assert.equal(pages, 5);
+        assert.equal(new Set(seen.map(text)).size, 24, "every key listed once");
+        // The order is the store's own and stable: one page of all gives the same.
+        const whole = await listPage(store, { limit: 100 });
+        assert.equal(whole.next, undefined);
+        assert.deepEqual(whole.manifests.map(text), seen.slice(1).map(text));
+
+        const filtered: string[] = [];
+        token = undefined;
+        do {
+          const page = await listPage(store, {
+            limit: 2,
+            pluginName: "gauge",
+            runtimeVersion: "2.0.0",
+            pageToken: token,
+          });
+          filtered.push(...page.manifests.map(text));
+          token = page.next;
+        } while (token);
+        assert.deepEqual(filtered.sort(), [
+          "gauge@1.0.15/2.0.0",
+          "gauge@1.0.21/2.0.0",
+          "gauge@1.0.3/2.0.0",
+          "gauge@1.0.9/2.0.0",
+        ]);
+
+        await rejectsWith(listPage(store, { pageToken: "bm90IGEgcG9zaXRpb24" }), Code.InvalidArgument);
+        await rejectsWith(listPage(store, { pageToken: "not base64url!" }), Code.InvalidArgument);
+        await rejectsWith(listPage(store, { limit: -1 }), Code.InvalidArgument);
+      }),
+    );
+
+    it(
+      "pages through list() for a store without a scan of its own, a store in front of another",
+      withStore(async (store) => {
+        for (const name of ["e", "a", "d", "b", "c"]) await store.put(keyOf(name), [randomBytes(8)]);
+        const fronting: ArtifactStore = { ...store, scan: undefined, list: (filter) => store.list(filter) };
+        const names: string[] = [];
+        let token: string | undefined;
+        do {
+          const page = await listPage(fronting, { limit: 2, pageToken: token });
+          assert.ok(page.manifests.length <= 2);
+          names.push(...page.manifests.map((m) => m.key.plugin.name));
+          token = page.next;
+        } while (token);
+        assert.deepEqual(names, ["a", "b", "c", "d", "e"]);
       }),
     );
 

@@ -58,7 +58,44 @@ describe("catalog page and metrics on the HTTP port", () => {
       await page.click("button[type=submit]");
       await page.waitForURL(/q=acme/);
       assert.deepEqual(await page.locator("td.plugin").allTextContents(), ["@acme/driver@1.0.0"]);
-      assert.match((await page.locator(".meta").textContent()) ?? "", /1 of 2 artifacts match/);
+      assert.match((await page.locator(".meta").textContent()) ?? "", /1 artifact matching “acme”/);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it("shows a page of at most its limit, with a link to the next, and filters by plugin and runtime", async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`http://${server.http}/?limit=1`);
+      const first = await page.locator("td.plugin").allTextContents();
+      assert.equal(first.length, 1);
+      assert.match((await page.locator(".meta").textContent()) ?? "", /1 artifact on this page/);
+      await page.click("a.next");
+      await page.waitForURL(/page=/);
+      const second = await page.locator("td.plugin").allTextContents();
+      assert.equal(second.length, 1);
+      assert.deepEqual([...first, ...second].sort(), ["@acme/driver@1.0.0", "counter@1.0.0"]);
+      assert.equal(await page.locator("a.next").count(), 0, "the last page links to no next one");
+      await page.click("a.first");
+      await page.waitForURL((url) => !url.searchParams.has("page"));
+      assert.deepEqual(await page.locator("td.plugin").allTextContents(), first);
+
+      await page.goto(`http://${server.http}/`);
+      await page.fill("input[name=plugin]", "counter");
+      await page.click("button[type=submit]");
+      await page.waitForURL(/plugin=counter/);
+      assert.deepEqual(await page.locator("td.plugin").allTextContents(), ["counter@1.0.0"]);
+      await page.fill("input[name=plugin]", "");
+      await page.fill("input[name=runtime]", "2.0.0");
+      await page.click("button[type=submit]");
+      await page.waitForURL(/runtime=2\.0\.0/);
+      assert.deepEqual(await page.locator("td.plugin").allTextContents(), ["@acme/driver@1.0.0"]);
+
+      const forged = await fetch(`http://${server.http}/?page=bm90LWEtdG9rZW4`);
+      assert.equal(forged.status, 400);
+      assert.match(await forged.text(), /page token is not one this server gave out/);
     } finally {
       await browser.close();
     }

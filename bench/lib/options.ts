@@ -34,12 +34,17 @@ export interface BenchOptions {
   fanoutArtifacts: number;
   /** Run only these sections (single, concurrent, slow, fanout, unary, rss, compile, replica); all when empty. */
   only: string[];
+  /** Keys of the filesystem store in the index rows (section index: ls, catalog pages, gc). */
+  indexKeys: number[];
+  /** Keys of the registry store in the index rows; 0 leaves that row out. */
+  indexRegistryKeys: number;
 }
 
 const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,fanout,unary,rss,compile,replica]
   [--single-pulls N] [--concurrency N] [--slow-rate BYTES_PER_S] [--rss-sizes 1,64,512] [--fanout 100,1000,5000]
   [--unary-seconds S] [--unary-fresh-pairs N] [--peer-chunk BYTES] [--server-args "--chunk-size 1048576"]
   [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"] [--server-log FILE]
+  [--only index --index-keys 10000,100000 --index-registry-keys 10000]
 Every flag also reads BENCH_<FLAG> from the environment (BENCH_ROUNDS=3).`;
 
 /** Flags win over BENCH_* environment variables, which win over the defaults (full or --quick). */
@@ -63,6 +68,8 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
       "server-node-args": { type: "string" },
       "server-log": { type: "string" },
       only: { type: "string" },
+      "index-keys": { type: "string" },
+      "index-registry-keys": { type: "string" },
     },
   });
   if (values.help) {
@@ -102,6 +109,11 @@ export function parseBenchOptions(argv: string[], env: NodeJS.ProcessEnv): Bench
     serverArgs: (read("server-args") ?? "").split(/\s+/).filter(Boolean),
     serverNodeArgs: (read("server-node-args") ?? "").split(/\s+/).filter(Boolean),
     serverLog: read("server-log"),
+    indexKeys: (read("index-keys") ?? (quick ? "10000" : "10000,100000"))
+      .split(",")
+      .filter(Boolean)
+      .map(Number),
+    indexRegistryKeys: number("index-registry-keys", quick ? 0 : 10_000),
     only: (read("only") ?? "").split(",").filter(Boolean),
   };
 }

@@ -1,4 +1,5 @@
 import { Command } from "commander";
+import type { PluginManifest } from "../client/plugin-client.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import { visibleText } from "../errors/visible-text.js";
 import { formatBuildKey } from "../model/build-key.js";
@@ -7,11 +8,12 @@ import {
   type ClientFlags,
   fieldLines,
   formatBytes,
+  jsonArrayWriter,
   keyFromArgs,
   PLUGIN_ARGUMENT_HELP,
   printJson,
   printText,
-  table,
+  tableWriter,
   withClient,
   withClientOptions,
   withRuntimeOptions,
@@ -20,47 +22,96 @@ import { manifestJson } from "./transfer-commands.js";
 
 type KeyFlags = ClientFlags & { runtime?: string; build?: string };
 
+type LsFlags = ClientFlags & {
+  plugin?: string;
+  runtime?: string;
+  limit?: string;
+  pageToken?: string;
+  all?: boolean;
+};
+
+const LS_HEADER = ["PLUGIN", "RUNTIME", "BUILD", "SIZE", "DIGEST", "CREATED"];
+
 export function lsCommand(): Command {
   return withClientOptions(
     new Command("ls")
-      .description("list the artifacts the server stores")
+      .description("list the artifacts the server stores, a page at a time")
       .option("--plugin <name>", "only this plugin")
-      .option("--runtime <version>", "only this runtime release"),
+      .option("--runtime <version>", "only this runtime release")
+      .option("--limit <n>", "at most this many artifacts per page (the server sends at most 1000)")
+      .option("--page-token <token>", "start where a previous page ended (the token it printed)")
+      .option("--all", "every page, printed as it arrives"),
   )
     .addHelpText(
       "after",
       `
+Without --all, ls prints one page and, when more follow, the command for the
+next one on stderr. Artifacts come in the store's stable order (an OCI store:
+by plugin name; the filesystem store: by a hash of the key).
+
 Examples:
   atomix-plugins ls
   atomix-plugins ls --plugin counter --runtime 1.0.0
-  atomix-plugins ls --json | jq -r '.[].digest'`,
+  atomix-plugins ls --limit 50 --page-token <token from the previous page>
+  atomix-plugins ls --all --json | jq -r '.[].digest'`,
     )
     .action(
-      action(async (flags: ClientFlags & { plugin?: string; runtime?: string }) => {
-        const manifests = await withClient(flags, (client, control) =>
-          client.list(
-            {
-              ...(flags.plugin ? { pluginName: flags.plugin } : {}),
-              ...(flags.runtime ? { runtimeVersion: flags.runtime } : {}),
-            },
-            control,
-          ),
-        );
-        if (flags.json) {
-          printJson(manifests.map(manifestJson));
-          return;
+      action(async (flags: LsFlags) => {
+        const pageSize = pageSizeFlag(flags.limit);
+        const filter = {
+          ...(flags.plugin ? { pluginName: flags.plugin } : {}),
+          ...(flags.runtime ? { runtimeVersion: flags.runtime } : {}),
+        };
+        const next = await withClient(flags, async (client, control) => {
+          const out = flags.json ? jsonArrayWriter() : tableWriter(LS_HEADER);
+          let pageToken = flags.pageToken;
+          do {
+            const page = await client.listPage({ ...filter, pageSize, pageToken }, control);
+            // Each page is written before the next is asked for: memory holds one page.
+            await out.write(page.manifests.map((m) => (flags.json ? manifestJson(m) : lsRow(m))));
+            pageToken = page.nextPageToken;
+          } while (flags.all && pageToken);
+          await out.end();
+          return pageToken;
+        });
+        if (next) {
+          const more = [
+            "atomix-plugins ls",
+            ...(flags.plugin ? ["--plugin", shellWord(flags.plugin)] : []),
+            ...(flags.runtime ? ["--runtime", shellWord(flags.runtime)] : []),
+            ...(flags.limit ? ["--limit", flags.limit] : []),
+            "--page-token",
+            next,
+          ].join(" ");
+          process.stderr.write(`more artifacts follow: ${visibleText(more)} (or --all)\n`);
         }
-        const rows = manifests.map((m) => [
-          `${m.plugin?.name}@${m.plugin?.version}`,
-          m.runtime?.version ?? "",
-          m.runtime?.buildVersion ?? "",
-          formatBytes(m.size),
-          `${m.digest.slice(0, 19)}…`,
-          m.createdAt,
-        ]);
-        printText(table(["PLUGIN", "RUNTIME", "BUILD", "SIZE", "DIGEST", "CREATED"], rows));
       }),
     );
+}
+
+function lsRow(m: PluginManifest): string[] {
+  return [
+    `${m.plugin?.name}@${m.plugin?.version}`,
+    m.runtime?.version ?? "",
+    m.runtime?.buildVersion ?? "",
+    formatBytes(m.size),
+    `${m.digest.slice(0, 19)}…`,
+    m.createdAt,
+  ];
+}
+
+function pageSizeFlag(limit: string | undefined): number | undefined {
+  if (limit === undefined) return undefined;
+  const n = Number(limit);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new PluginError(Code.InvalidArgument, `--limit "${limit}" must be a whole number of at least 1`);
+  }
+  return n;
+}
+
+/** `word` quoted for a POSIX shell when it holds anything but safe characters. */
+function shellWord(word: string): string {
+  return /^[A-Za-z0-9@%+=:,./_-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
 export function inspectCommand(): Command {

@@ -369,4 +369,62 @@ export function table(header: string[], rawRows: string[][]): string {
   return [header, ...rows].map(line).join("");
 }
 
+/** Rows written as they come, for listings too long to hold. */
+export interface RowWriter<Row> {
+  write(rows: Row[]): Promise<void>;
+  end(): Promise<void>;
+}
+
+/**
+ * A JSON array written element by element (two-space indented, as
+ * `printJson` writes one), waiting for stdout to drain between batches.
+ */
+export function jsonArrayWriter(): RowWriter<unknown> {
+  let count = 0;
+  return {
+    async write(rows) {
+      if (rows.length === 0) return;
+      const items = rows.map((row) => `  ${visibleJson(row, 2).replaceAll("\n", "\n  ")}`);
+      await writeOut(`${count === 0 ? "[\n" : ",\n"}${items.join(",\n")}`);
+      count += rows.length;
+    },
+    async end() {
+      await writeOut(count === 0 ? "[]\n" : "\n]\n");
+    },
+  };
+}
+
+/**
+ * `table` written a batch at a time: the columns take the widths of the
+ * header and the first batch; a longer cell later only pushes its own row.
+ */
+export function tableWriter(header: string[]): RowWriter<string[]> {
+  let widths: number[] | undefined;
+  const line = (cells: string[]) =>
+    `${cells
+      .map((c, i) => c.padEnd(widths?.[i] ?? 0))
+      .join("  ")
+      .trimEnd()}\n`;
+  return {
+    async write(rawRows) {
+      // A cell is one line whatever it holds, as in `table`.
+      const rows = rawRows.map((row) => row.map((cell) => visibleText(cell)));
+      let text = "";
+      if (!widths) {
+        widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+        text += line(header);
+      }
+      await writeOut(text + rows.map(line).join(""));
+    },
+    async end() {
+      if (!widths) await this.write([]);
+    },
+  };
+}
+
+function writeOut(text: string): Promise<void> {
+  if (text === "" || process.stdout.write(text)) return Promise.resolve();
+  return new Promise((resolve) => process.stdout.once("drain", () => resolve()));
+}
+
 export { formatBuildKey };

@@ -16,6 +16,8 @@ export type { LoadedPlugin, LoadPluginOptions } from "./load-plugin.js";
 export { loadPlugin } from "./load-plugin.js";
 export type {
   GarbageReport,
+  ListPageRequest,
+  ManifestPage,
   PluginClient,
   PluginManifest,
   ProvenanceAnswer,

@@ -53,6 +53,21 @@ export interface ProvenanceAnswer {
 /** A stored artifact's manifest as the admin API returns it. */
 export type PluginManifest = Manifest;
 
+export interface ListPageRequest {
+  pluginName?: string | undefined;
+  runtimeVersion?: string | undefined;
+  /** 0 or absent: the server's maximum, 1000. */
+  pageSize?: number | undefined;
+  /** The previous page's `nextPageToken`. */
+  pageToken?: string | undefined;
+}
+
+export interface ManifestPage {
+  manifests: PluginManifest[];
+  /** Set when more manifests may follow. */
+  nextPageToken: string | undefined;
+}
+
 export interface GarbageReport {
   removedBlobs: number;
   freedBytes: number;
@@ -87,10 +102,25 @@ export interface PluginClient {
     path: string,
     options?: Omit<PushOptions, "digest" | "size">,
   ): Promise<PluginManifest>;
+  /**
+   * Every stored manifest matching `filter`, following the server's pages;
+   * all held in memory: for large stores use `listPage` or `listEach`.
+   */
   list(
     filter?: { pluginName?: string; runtimeVersion?: string },
     options?: CallControl,
   ): Promise<PluginManifest[]>;
+  /**
+   * One page of stored manifests, in the store's order; `nextPageToken` is
+   * set when more may follow (pass it as `pageToken`). The server sends at
+   * most 1000 per page whatever `pageSize` asks.
+   */
+  listPage(request: ListPageRequest, options?: CallControl): Promise<ManifestPage>;
+  /** The stored manifests matching `filter`, page by page as the loop consumes them. */
+  listEach(
+    filter?: { pluginName?: string; runtimeVersion?: string },
+    options?: CallControl,
+  ): AsyncIterable<PluginManifest>;
   /** The manifest stored for `key`; NOT_FOUND if none. */
   inspect(key: BuildKey, options?: CallControl): Promise<PluginManifest>;
   /** Forgets `key` (its blob stays until collectGarbage); false if it was not stored. */
@@ -327,12 +357,32 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       return parseReference(response.plugin);
     },
 
-    async list(filter = {}, options) {
-      const body = { pluginName: filter.pluginName ?? "", runtimeVersion: filter.runtimeVersion ?? "" };
+    async listPage(request, options) {
+      const body = {
+        pluginName: request.pluginName ?? "",
+        runtimeVersion: request.runtimeVersion ?? "",
+        pageSize: request.pageSize ?? 0,
+        pageToken: request.pageToken ?? "",
+      };
       const response = await unary(options, (settings) =>
         channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.listPlugins, body, settings),
       );
-      return response.manifests;
+      return { manifests: response.manifests, nextPageToken: response.nextPageToken || undefined };
+    },
+
+    async *listEach(filter = {}, options) {
+      let pageToken: string | undefined;
+      do {
+        const page = await this.listPage({ ...filter, pageToken }, options);
+        yield* page.manifests;
+        pageToken = page.nextPageToken;
+      } while (pageToken);
+    },
+
+    async list(filter = {}, options) {
+      const all: PluginManifest[] = [];
+      for await (const manifest of this.listEach(filter, options)) all.push(manifest);
+      return all;
     },
 
     async inspect(key, options) {

@@ -10,6 +10,7 @@ import type { Compiler } from "../compiler/compiler.js";
 import type { ServeConfig } from "../config.js";
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import {
+  type ListPluginsRequest,
   PluginAdminDefinition,
   type PushHeader,
   PushPluginRequest,
@@ -21,6 +22,7 @@ import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key
 import { PROVENANCE } from "../model/provenance.js";
 import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
+import { listPage } from "../store/manifest-pages.js";
 import type { AdminAuth } from "./admin-auth.js";
 import { grpcService, type HandlersOf } from "./grpc-service.js";
 import { toManifestMessage } from "./manifest-message.js";
@@ -124,12 +126,14 @@ export function createAdminService(deps: AdminDeps): AdminServer {
 
   return {
     pushPlugin: clientStreaming(pushPlugin, log),
-    listPlugins: unary("read", async (request: { pluginName: string; runtimeVersion: string }) => {
-      const manifests = await store.list({
+    listPlugins: unary("read", async (request: ListPluginsRequest) => {
+      const page = await listPage(store, {
         pluginName: request.pluginName,
         runtimeVersion: request.runtimeVersion,
+        limit: request.pageSize,
+        pageToken: request.pageToken,
       });
-      return { manifests: manifests.map(toManifestMessage) };
+      return { manifests: page.manifests.map(toManifestMessage), nextPageToken: page.next ?? "" };
     }),
     inspectPlugin: unary("read", async (request: Parameters<typeof parseBuildKey>[0]) => {
       const key = parseBuildKey(request);

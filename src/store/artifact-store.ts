@@ -72,6 +72,22 @@ export interface ListFilter {
   runtimeVersion?: string;
 }
 
+/** One key met by `ArtifactStore.scan`, in the store's order. */
+export interface ScanEntry {
+  /** Where the key sits in the store's order; scanning `after` it resumes past it. */
+  readonly position: string;
+  /** Its manifest; undefined when the key went away while being read. */
+  readonly manifest: ArtifactManifest | undefined;
+}
+
+export interface ScanOptions {
+  /** A hint: stores that can skip unrelated keys by their layout do; callers still check. */
+  filter?: ListFilter | undefined;
+  /** Start past this position (a ScanEntry's); INVALID_ARGUMENT if it is not one the store gives. */
+  after?: string | undefined;
+  signal?: AbortSignal | undefined;
+}
+
 /**
  * Where artifacts live. Implementations: the filesystem store (the embedded
  * default) and an OCI distribution registry store. Callers never learn which.
@@ -141,7 +157,21 @@ export interface ArtifactStore {
     options?: PutOptions,
   ): Promise<ArtifactManifest>;
 
+  /**
+   * Every manifest matching `filter`, sorted by key, held in memory at once:
+   * for callers that need them all (a prewarm of one release). Listings a
+   * person asks for go page by page (`scan`, store/manifest-pages.ts).
+   */
   list(filter?: ListFilter): Promise<ArtifactManifest[]>;
+
+  /**
+   * The stored keys in the store's stable order, each with its manifest, read
+   * as the consumer pulls (a few at a time): memory and open descriptors do
+   * not grow with the number of keys. Breaking out of the loop stops it.
+   * A store that leaves it out (one that fronts another) is paged through
+   * `list`, held in memory (`scanStore`, store/manifest-pages.ts).
+   */
+  scan?(options?: ScanOptions): AsyncIterable<ScanEntry>;
 
   /**
    * The provenance stored with the artifact of `key`, read together with its

@@ -3,6 +3,7 @@ import {
   type FileHandle,
   mkdir,
   open,
+  opendir,
   readdir,
   readFile,
   rename,
@@ -16,10 +17,12 @@ import { Code, PluginError } from "../errors/plugin-error.js";
 import type { ArtifactManifest, Digest, GarbageReport } from "../model/artifact.js";
 import { DEFAULT_MEDIA_TYPE, DIGEST_PATTERN } from "../model/artifact.js";
 import { type BuildKey, buildKeyId, buildKeyText, formatBuildKey } from "../model/build-key.js";
-import type { ArtifactStore, ListFilter, ReadOptions } from "./artifact-store.js";
+import type { ArtifactStore, ReadOptions, ScanEntry } from "./artifact-store.js";
 import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
+import { DigestMarks } from "./digest-marks.js";
 import { writeHashedFile } from "./hashed-file.js";
-import { checkPut, matchesFilter, outOfRange } from "./store-checks.js";
+import { badToken, collectManifests, mapOrdered } from "./manifest-pages.js";
+import { checkPut, outOfRange } from "./store-checks.js";
 
 export interface FsStoreOptions {
   /** The data directory; created if missing. */
@@ -30,7 +33,11 @@ export interface FsStoreOptions {
  * The embedded default store: a content-addressed directory.
  *
  *   <dir>/blobs/sha256/<2 hex>/<64 hex>   artifact bytes, immutable
- *   <dir>/index/<sha256 of build key>.json  manifest of one build key
+ *   <dir>/index/<2 hex>/<sha256 of build key>.json
+ *                                         manifest of one build key, in
+ *                                         256 folders by the hash's first
+ *                                         byte (a flat index/ of older
+ *                                         versions is moved there at start)
  *   <dir>/provenance/<sha256 of build key>/<64 hex>.json
  *                                         signed provenance of that key's
  *                                         artifact with that digest
@@ -38,6 +45,13 @@ export interface FsStoreOptions {
  *
  * Index files are named by a hash of the key, so no field of a request ever
  * becomes a path. One server process owns a data directory.
+ *
+ * Listing and garbage collection stream the index in the order of those
+ * hashes, a folder at a time (at a million keys, 4,000 names), reading at
+ * most INDEX_READ_CONCURRENCY manifests at once: memory and descriptors stay
+ * bounded however many keys there are. Keys are not grouped by plugin or
+ * runtime in the layout, so a filtered listing reads every manifest it
+ * passes (a page call stops after PAGE_SCAN_BUDGET of them).
  */
 export async function createFsStore(options: FsStoreOptions): Promise<ArtifactStore> {
   const root = options.dir;
@@ -49,6 +63,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
   // Leftovers of writes interrupted by a crash: never visible, now removed.
   for (const leftover of await readdir(tmpDir))
     await rm(join(tmpDir, leftover), { recursive: true, force: true });
+  await shardFlatIndex(indexDir);
 
   /**
    * Manifests read or written by this process, by the key's fields joined
@@ -58,12 +73,21 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
   const manifests = new Map<string, ArtifactManifest>();
   /** Digests whose blob is written but whose index entry may not be yet: gc keeps them. */
   const writing = new Map<Digest, number>();
+  /**
+   * One set per garbage collection under way: the digests committed since it
+   * began marking, which its sweep keeps (its marking may have passed their
+   * index folder already).
+   */
+  const committedDuringGc = new Set<Set<Digest>>();
+  /** Index folders known to exist, so a put does not ask again. */
+  const shards = new Set<string>();
 
   const blobPath = (digest: Digest) => {
     const hex = digest.slice("sha256:".length);
     return join(blobsDir, hex.slice(0, 2), hex);
   };
-  const indexPath = (id: string) => join(indexDir, `${id}.json`);
+  const shardDir = (id: string) => join(indexDir, id.slice(0, 2));
+  const indexPath = (id: string) => join(shardDir(id), `${id}.json`);
   const provenancePath = (id: string, digest: Digest) =>
     join(provenanceDir, id, `${digest.slice("sha256:".length)}.json`);
 
@@ -110,10 +134,39 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     }
   }
 
-  async function allManifests(): Promise<ArtifactManifest[]> {
-    const names = (await readdir(indexDir)).filter((n) => n.endsWith(".json"));
-    const read = await Promise.all(names.map((n) => readManifest(join(indexDir, n))));
-    return read.filter((m): m is ArtifactManifest => m !== undefined);
+  /**
+   * Every index entry past `after` (a key id), by id: folder by folder, each
+   * folder's names sorted, manifests read INDEX_READ_CONCURRENCY at a time.
+   */
+  async function* scanIndex(after?: string, signal?: AbortSignal): AsyncGenerator<ScanEntry> {
+    if (after !== undefined && !KEY_ID.test(after)) throw badToken();
+    const folders = (await readdir(indexDir)).filter((name) => SHARD.test(name)).sort();
+    for (const folder of folders) {
+      if (after !== undefined && folder < after.slice(0, 2)) continue;
+      signal?.throwIfAborted();
+      const ids: string[] = [];
+      for await (const entry of await opendir(join(indexDir, folder), { bufferSize: 256 })) {
+        const id = entry.name.slice(0, -".json".length);
+        if (entry.name.endsWith(".json") && KEY_ID.test(id) && (after === undefined || id > after))
+          ids.push(id);
+      }
+      ids.sort();
+      const read = mapOrdered(ids, INDEX_READ_CONCURRENCY, async (id) => ({
+        position: id,
+        manifest: await readManifest(indexPath(id)),
+      }));
+      for await (const entry of read) {
+        signal?.throwIfAborted();
+        yield entry;
+      }
+    }
+  }
+
+  async function ensureShard(id: string): Promise<void> {
+    const folder = id.slice(0, 2);
+    if (shards.has(folder)) return;
+    await mkdir(shardDir(id), { recursive: true });
+    shards.add(folder);
   }
 
   return {
@@ -185,8 +238,10 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
           await writeFileAtomic(provenancePath(id, digest), bundle, tmpDir);
           signed = true;
         }
+        await ensureShard(id);
         // The index entry is the commit: a put cancelled until now leaves the key as it was.
         options.signal?.throwIfAborted();
+        for (const marks of committedDuringGc) marks.add(digest);
         await writeFileAtomic(indexPath(id), `${JSON.stringify(manifest, null, 2)}\n`, tmpDir);
         committed = true;
         manifests.set(buildKeyText(key), manifest);
@@ -219,9 +274,12 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
       }
     },
 
-    async list(filter?: ListFilter) {
-      const all = await allManifests();
-      return all.filter((m) => matchesFilter(m, filter)).sort(compareManifests);
+    scan(scanOptions = {}) {
+      return scanIndex(scanOptions.after, scanOptions.signal);
+    },
+
+    async list(filter) {
+      return (await collectManifests(() => scanIndex(), filter)).sort(compareManifests);
     },
 
     async remove(key: BuildKey) {
@@ -229,7 +287,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
       manifests.delete(buildKeyText(key));
       try {
         await unlink(indexPath(id));
-        await syncDirectory(indexDir);
+        await syncDirectory(shardDir(id));
         await pruneProvenance(id, undefined);
         return true;
       } catch (error) {
@@ -239,24 +297,35 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     },
 
     async collectGarbage(): Promise<GarbageReport> {
-      const stored = await allManifests();
-      const referenced = new Set(stored.map((m) => m.digest));
-      // Provenance of keys removed or replaced while a put failed midway.
-      const current = new Map(stored.map((m) => [buildKeyId(m.key), m.digest]));
-      for (const id of await readdir(provenanceDir)) await pruneProvenance(id, current.get(id));
-      const report: GarbageReport = { removedBlobs: 0, freedBytes: 0 };
-      for (const prefix of await readdir(blobsDir)) {
-        for (const hex of await readdir(join(blobsDir, prefix))) {
-          const digest = `sha256:${hex}` as Digest;
-          if (referenced.has(digest) || writing.has(digest)) continue;
-          const path = join(blobsDir, prefix, hex);
-          const { size } = await stat(path);
-          await unlink(path);
-          report.removedBlobs += 1;
-          report.freedBytes += size;
+      const late = new Set<Digest>();
+      committedDuringGc.add(late);
+      try {
+        // Mark: the index streamed, a digest's first 64 bits kept per key.
+        const referenced = new DigestMarks();
+        for await (const { manifest } of scanIndex()) if (manifest) referenced.add(manifest.digest);
+        // Provenance of keys removed or replaced while a put failed midway.
+        for await (const entry of await opendir(provenanceDir)) {
+          if (!KEY_ID.test(entry.name)) continue;
+          const current = await readManifest(indexPath(entry.name)).catch(() => undefined);
+          await pruneProvenance(entry.name, current?.digest);
         }
+        // Sweep.
+        const report: GarbageReport = { removedBlobs: 0, freedBytes: 0 };
+        for await (const prefix of await opendir(blobsDir)) {
+          for await (const blob of await opendir(join(blobsDir, prefix.name))) {
+            const digest = `sha256:${blob.name}` as Digest;
+            if (referenced.has(digest) || writing.has(digest) || late.has(digest)) continue;
+            const path = join(blobsDir, prefix.name, blob.name);
+            const { size } = await stat(path);
+            await unlink(path);
+            report.removedBlobs += 1;
+            report.freedBytes += size;
+          }
+        }
+        return report;
+      } finally {
+        committedDuringGc.delete(late);
       }
-      return report;
     },
 
     async close() {
@@ -325,6 +394,32 @@ function blobMissing(error: unknown, manifest: ArtifactManifest): PluginError {
     );
   }
   return PluginError.from(error, `opening blob ${manifest.digest}`);
+}
+
+const KEY_ID = /^[0-9a-f]{64}$/;
+const SHARD = /^[0-9a-f]{2}$/;
+/** Manifests read at once while listing: descriptors stay far below a 1,024 limit. */
+const INDEX_READ_CONCURRENCY = 16;
+
+/**
+ * Moves index entries of the flat layout (`index/<id>.json`, before index
+ * folders) into their folder. Each move is a rename, so a crash midway
+ * leaves every entry in one place or the other, and the next start goes on.
+ */
+async function shardFlatIndex(indexDir: string): Promise<void> {
+  // Passes until one finds nothing: entries renamed away while a directory
+  // is being read may hide others from that pass.
+  for (let moved = true; moved; ) {
+    moved = false;
+    for await (const entry of await opendir(indexDir, { bufferSize: 256 })) {
+      const id = entry.name.slice(0, -".json".length);
+      if (!entry.isFile() || !entry.name.endsWith(".json") || !KEY_ID.test(id)) continue;
+      await mkdir(join(indexDir, id.slice(0, 2)), { recursive: true });
+      await rename(join(indexDir, entry.name), join(indexDir, id.slice(0, 2), entry.name));
+      moved = true;
+    }
+    if (moved) await syncDirectory(indexDir);
+  }
 }
 
 function compareManifests(a: ArtifactManifest, b: ArtifactManifest): number {

@@ -191,6 +191,9 @@ export function createReplicaStore(upstream: ArtifactStore, options: ReplicaStor
 
     list: (filter) => upstream.list(filter),
 
+    // Listing pages go to the registry, a page at a time, as without a cache.
+    ...(upstream.scan ? { scan: upstream.scan.bind(upstream) } : {}),
+
     getProvenance: (key, provenanceOptions) => upstream.getProvenance(key, provenanceOptions),
 
     async remove(key) {

@@ -30,8 +30,18 @@ function formatSize(bytes: number): string {
 }
 
 export interface CatalogView {
+  /** One page of artifacts, already filtered: all of them are shown. */
   manifests: ArtifactManifest[];
+  /** The free-text filter (`q`), the exact plugin name and runtime version filters. */
   query: string;
+  plugin?: string;
+  runtime?: string;
+  /** The page size asked for (`limit`), carried into the page links; undefined for the default. */
+  limit?: number | undefined;
+  /** The continuation token of the next page; undefined on the last. */
+  next?: string | undefined;
+  /** Whether this is a later page (a link back to the first is shown). */
+  continued?: boolean;
   storeDescription: string;
   /** The gRPC address clients should use, for the copyable commands. */
   grpcAddress: string;
@@ -45,14 +55,8 @@ export interface CatalogView {
  * any browser and behind any proxy.
  */
 export function renderCatalogPage(view: CatalogView): string {
-  const query = view.query.trim().toLowerCase();
-  const shown = query
-    ? view.manifests.filter((m) =>
-        [m.key.plugin.name, m.key.plugin.version, m.key.runtime.version, m.key.runtime.buildVersion].some(
-          (field) => field.toLowerCase().includes(query),
-        ),
-      )
-    : view.manifests;
+  const shown = view.manifests;
+  const filtered = Boolean(view.query.trim() || view.plugin || view.runtime);
   const rows = shown
     .map((m) => {
       const spec = `${m.key.plugin.name}@${m.key.plugin.version}`;
@@ -84,9 +88,29 @@ export function renderCatalogPage(view: CatalogView): string {
 </tr>`;
     })
     .join("\n");
-  const summary = query
-    ? `${shown.length} of ${view.manifests.length} artifacts match “${escapeHtml(view.query)}”`
-    : `${view.manifests.length} artifacts`;
+  const conditions = [
+    view.query.trim() ? `“${escapeHtml(view.query)}”` : "",
+    view.plugin ? `plugin ${escapeHtml(view.plugin)}` : "",
+    view.runtime ? `runtime ${escapeHtml(view.runtime)}` : "",
+  ].filter(Boolean);
+  const where = view.continued || view.next ? " on this page" : "";
+  const summary = `${shown.length} artifact${shown.length === 1 ? "" : "s"}${conditions.length ? ` matching ${conditions.join(", ")}` : ""}${where}`;
+  const link = (page: string | undefined) => {
+    const params = new URLSearchParams();
+    if (view.query) params.set("q", view.query);
+    if (view.plugin) params.set("plugin", view.plugin);
+    if (view.runtime) params.set("runtime", view.runtime);
+    if (view.limit !== undefined) params.set("limit", String(view.limit));
+    if (page) params.set("page", page);
+    const text = params.toString();
+    return escapeHtml(text ? `/?${text}` : "/");
+  };
+  const pager = [
+    view.continued ? `<a class="first" href="${link(undefined)}">First page</a>` : "",
+    view.next ? `<a class="next" rel="next" href="${link(view.next)}">Next page</a>` : "",
+  ]
+    .filter(Boolean)
+    .join(" · ");
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -98,6 +122,8 @@ export function renderCatalogPage(view: CatalogView): string {
   h1 { font-size: 1.4rem; margin: 0 0 .25rem; }
   .meta { color: #59636e; margin-bottom: 1rem; }
   form { margin-bottom: 1rem; display: flex; gap: .5rem; }
+  .pager { margin: .75rem 0; }
+  input[type=text] { padding: .35rem .5rem; border: 1px solid #c8ced6; border-radius: 4px; }
   input[type=search] { padding: .35rem .5rem; min-width: 18rem; border: 1px solid #c8ced6; border-radius: 4px; }
   button { padding: .35rem .8rem; border: 1px solid #1f6feb; background: #1f6feb; color: white; border-radius: 4px; }
   table { border-collapse: collapse; width: 100%; background: white; }
@@ -119,11 +145,14 @@ export function renderCatalogPage(view: CatalogView): string {
 <p class="meta">${summary} · ${escapeHtml(view.storeDescription)} · gRPC at <code>${escapeHtml(view.grpcAddress)}</code> · <a href="/metrics">metrics</a></p>
 <form method="get" action="/">
   <input type="search" name="q" value="${escapeHtml(view.query)}" placeholder="plugin, version, runtime or build" aria-label="filter">
+  <input type="text" name="plugin" value="${escapeHtml(view.plugin ?? "")}" placeholder="exact plugin name" aria-label="plugin name">
+  <input type="text" name="runtime" value="${escapeHtml(view.runtime ?? "")}" placeholder="runtime version" aria-label="runtime version">
+  ${view.limit !== undefined ? `<input type="hidden" name="limit" value="${view.limit}">` : ""}
   <button type="submit">Filter</button>
 </form>
 ${
   shown.length === 0
-    ? `<p class="empty">No artifacts${query ? " match this filter" : " yet: compile or push one"}.</p>`
+    ? `<p class="empty">No artifacts${filtered ? " match this filter" : view.continued ? " on this page" : " yet: compile or push one"}${view.next ? "; the next page may hold some" : ""}.</p>`
     : `<table>
 <thead><tr><th>Plugin</th><th>Runtime</th><th>Build</th><th>Size</th><th>Digest</th><th>Origin</th><th>Stored</th><th>Pull with</th></tr></thead>
 <tbody>
@@ -131,8 +160,22 @@ ${rows}
 </tbody>
 </table>`
 }
+${pager ? `<p class="pager">${pager}</p>` : ""}
 ${view.appendix ?? ""}
 </body>
 </html>
 `;
+}
+
+/**
+ * Whether `manifest` matches the page's free-text filter: a case-insensitive
+ * substring of its plugin name or version, runtime version or build.
+ */
+export function matchesQuery(manifest: ArtifactManifest, query: string): boolean {
+  const wanted = query.trim().toLowerCase();
+  if (!wanted) return true;
+  const { plugin, runtime } = manifest.key;
+  return [plugin.name, plugin.version, runtime.version, runtime.buildVersion].some((field) =>
+    field.toLowerCase().includes(wanted),
+  );
 }

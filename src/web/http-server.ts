@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
 import { splitHostPort } from "../config.js";
-import { PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "../errors/plugin-error.js";
 import type { PrewarmProgress } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
 import { PROVENANCE } from "../model/provenance.js";
@@ -10,6 +10,7 @@ import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
+import { listPage } from "../store/manifest-pages.js";
 import { renderBuildLogPage, renderBuildSection, renderRuntimeSection } from "./release-sections.js";
 
 export interface HttpDeps {
@@ -29,6 +30,9 @@ export interface HttpDeps {
   /** Build records: the recent builds on the catalog page, and /build-log. */
   records?: BuildRecordStore | undefined;
 }
+
+/** Artifacts on one catalog page unless `limit` says otherwise (at most MAX_PAGE_SIZE). */
+const CATALOG_PAGE_SIZE = 100;
 
 /** Recent builds shown on the catalog page. */
 const RECENT_BUILDS = 50;
@@ -81,13 +85,44 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
       switch (url.pathname) {
         case "/": {
           // The page's code is loaded at its first request, not at start.
-          const { renderCatalogPage } = await import("./catalog-page.js");
+          const { renderCatalogPage, matchesQuery } = await import("./catalog-page.js");
+          const q = url.searchParams;
+          const query = q.get("q") ?? "";
+          const plugin = q.get("plugin")?.trim() ?? "";
+          const runtime = q.get("runtime")?.trim() ?? "";
+          const limitText = q.get("limit") ?? "";
+          const limit = limitText ? Number(limitText) : undefined;
+          let page: Awaited<ReturnType<typeof listPage>>;
+          try {
+            if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 1)) {
+              throw new PluginError(
+                Code.InvalidArgument,
+                `limit "${limitText}" is not a whole number of at least 1`,
+              );
+            }
+            page = await listPage(deps.store, {
+              pluginName: plugin,
+              runtimeVersion: runtime,
+              limit: limit ?? CATALOG_PAGE_SIZE,
+              pageToken: q.get("page") || undefined,
+              where: (m) => matchesQuery(m, query),
+            });
+          } catch (error) {
+            const failure = PluginError.from(error);
+            if (failure.code !== Code.InvalidArgument) throw failure;
+            return send(400, "text/plain; charset=utf-8", `${failure.message}\n`);
+          }
           return send(
             200,
             "text/html; charset=utf-8",
             renderCatalogPage({
-              manifests: await deps.store.list(),
-              query: url.searchParams.get("q") ?? "",
+              manifests: page.manifests,
+              next: page.next,
+              continued: Boolean(q.get("page")),
+              query,
+              plugin,
+              runtime,
+              limit,
               storeDescription: deps.store.description,
               grpcAddress: deps.grpcAddress,
               appendix: [

@@ -36,14 +36,19 @@ export interface StartOptions {
   http?: string;
   args?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Runs the server under `ulimit -n` of this (through bash), as systemd's default 1,024 would. */
+  openFileLimit?: number;
 }
 
 /** Runs `atomix-plugins serve` as a real process and waits until it listens. */
 export async function startServerProcess(options: StartOptions = {}): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "atomix-data-")));
+  // exec: under a limit, the server is bash's process itself, so signals and exit codes are its own.
+  const limit = options.openFileLimit;
   const child = spawn(
-    process.execPath,
+    limit === undefined ? process.execPath : "bash",
     [
+      ...(limit === undefined ? [] : ["-c", `ulimit -n ${limit} && exec "$0" "$@"`, process.execPath]),
       CLI,
       "serve",
       ...["--listen", options.listen ?? "127.0.0.1:0"],

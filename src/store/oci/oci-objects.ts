@@ -4,6 +4,7 @@ import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { Digest } from "../../model/artifact.js";
 import { MEDIA_TYPES, type OciImageManifest } from "./oci-manifest.js";
 import { discard, type RegistryClient } from "./registry-client.js";
+import { readTagList } from "./tag-list-reader.js";
 
 /** Pauses of 50, 200 and 800 ms: the link race lasts one write of a few bytes. */
 const BLOB_UNKNOWN_RETRIES = 3;
@@ -158,8 +159,59 @@ export class OciObjects {
     return bytes;
   }
 
-  /** Every tag of the repository (none before its first push). */
-  async listTags(): Promise<string[]> {
+  /**
+   * Up to `n` tags after `after` in the registry's (lexical) order, sorted.
+   * Asks the registry for that page (`n`, `last`) and keeps only that page of
+   * what it answers, reading the body as it arrives: a registry that ignores
+   * the parameters and sends every tag still costs memory for `n` tags only.
+   */
+  async tagsAfter(after: string | undefined, n: number, signal?: AbortSignal): Promise<string[]> {
+    const last: Record<string, string> = after !== undefined ? { last: after } : {};
+    let response = await this.client.request(
+      "GET",
+      `tags/list?${new URLSearchParams({ n: String(n), ...last })}`,
+      {
+        expect: [200, 400, 404],
+        signal,
+      },
+    );
+    if (response.status === 400) {
+      // A registry whose own maximum is below `n` (Distribution 3's tags.maxtags)
+      // refuses it: asked again without `n`, it sends what it likes.
+      await discard(response);
+      response = await this.client.request("GET", `tags/list?${new URLSearchParams(last)}`, {
+        expect: [200, 404],
+        signal,
+      });
+    }
+    if (response.status === 404) {
+      await discard(response);
+      return [];
+    }
+    const page: string[] = [];
+    await readTagList(
+      response.body,
+      (tag) => {
+        if (after !== undefined && tag <= after) return;
+        if (page.length === n && tag >= (page[n - 1] as string)) return;
+        // Insertion into the sorted page: a registry's answer is sorted already, so this is the end.
+        let at = page.length;
+        while (at > 0 && (page[at - 1] as string) > tag) at -= 1;
+        if (page[at - 1] === tag) return;
+        page.splice(at, 0, tag);
+        if (page.length > n) page.pop();
+      },
+      `the OCI registry ${this.client.origin}`,
+    );
+    return page;
+  }
+
+  /**
+   * Every tag of the repository that `keep` accepts (all by default; none
+   * before its first push), read as the body arrives: a store of many
+   * artifacts costs memory for the tags kept only.
+   */
+  async listTags(keep: (tag: string) => boolean = () => true): Promise<string[]> {
     const tags: string[] = [];
     let target: string | undefined = "tags/list?n=1000";
     while (target) {
@@ -168,8 +220,13 @@ export class OciObjects {
         await discard(response);
         return tags;
       }
-      const body = await this.client.json<{ tags?: string[] | null }>(response, "a tag list");
-      tags.push(...(body.tags ?? []));
+      await readTagList(
+        response.body,
+        (tag) => {
+          if (keep(tag)) tags.push(tag);
+        },
+        `the OCI registry ${this.client.origin}`,
+      );
       target = nextLink(response.headers.get("link"), this.client.origin);
     }
     return tags;

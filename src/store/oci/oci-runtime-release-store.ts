@@ -193,7 +193,7 @@ export async function createOciRuntimeReleaseStore(options: {
     getRuntimeRelease: (version, getOptions) => get(version, getOptions?.signal),
 
     async listRuntimeReleases() {
-      const tags = (await objects.listTags()).filter((tag) => tag.startsWith(TAG_PREFIX));
+      const tags = await objects.listTags((tag) => tag.startsWith(TAG_PREFIX));
       const found: RuntimeReleaseSummary[] = [];
       for (const tag of tags) {
         const known = listed.get(tag);

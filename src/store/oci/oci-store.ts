@@ -7,10 +7,11 @@ import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { ArtifactManifest, GarbageReport } from "../../model/artifact.js";
 import { DEFAULT_MEDIA_TYPE } from "../../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../../model/build-key.js";
-import type { ArtifactStore, ListFilter, ReadOptions } from "../artifact-store.js";
+import type { ArtifactStore, ListFilter, ReadOptions, ScanEntry } from "../artifact-store.js";
 import { writeHashedFile } from "../hashed-file.js";
+import { badToken, collectManifests, mapOrdered } from "../manifest-pages.js";
 import { isRunning } from "../process-alive.js";
-import { checkPut, matchesFilter, outOfRange } from "../store-checks.js";
+import { checkPut, outOfRange } from "../store-checks.js";
 import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "./build-key-tag.js";
 import type { OciLocation } from "./oci-location.js";
 import {
@@ -52,7 +53,10 @@ export interface OciStoreOptions extends OciLocation {
   log?: Logger | undefined;
 }
 
+/** Manifest GETs in flight while listing. */
 const LIST_CONCURRENCY = 8;
+/** Tags asked for per tag list request. */
+const TAG_PAGE = 1000;
 
 /**
  * An ArtifactStore in one repository of an OCI distribution registry (CNCF
@@ -183,27 +187,43 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     };
   }
 
-  async function listManifests(filter: ListFilter | undefined): Promise<ArtifactManifest[]> {
+  /**
+   * The build-key tags after `after`, in the registry's lexical order (so by
+   * plugin name first), each with its manifest: a tag list page at a time,
+   * LIST_CONCURRENCY manifest GETs in flight. A plugin name filter starts at
+   * its tag prefix and stops past it.
+   */
+  async function* scanTags(
+    filter: ListFilter | undefined,
+    after: string | undefined,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<ScanEntry> {
+    if (after !== undefined && !isBuildKeyTag(after)) throw badToken();
     const prefix = filter?.pluginName ? readableTagPrefix(filter.pluginName) : undefined;
-    const tags = (await objects.listTags()).filter(
-      (tag) => isBuildKeyTag(tag) && (!prefix || tag.startsWith(prefix)),
-    );
-    const found: ArtifactManifest[] = [];
-    let next = 0;
-    const worker = async () => {
-      while (next < tags.length) {
-        const tag = tags[next++] as string;
-        const fetched = await fetchManifest(tag);
-        if (!fetched) continue; // removed since the tag list was read
+    // Tags of the plugin sort right after its prefix, which is never a tag itself.
+    let from = prefix && (after === undefined || after < prefix) ? prefix : after;
+    for (;;) {
+      const tags = await objects.tagsAfter(from, TAG_PAGE, signal);
+      if (tags.length === 0) return;
+      const past = prefix ? tags.findIndex((tag) => !tag.startsWith(prefix)) : -1;
+      const ours = (past === -1 ? tags : tags.slice(0, past)).filter(isBuildKeyTag);
+      const read = mapOrdered(ours, LIST_CONCURRENCY, async (tag): Promise<ScanEntry> => {
+        const fetched = await fetchManifest(tag, signal);
+        if (!fetched) return { position: tag, manifest: undefined }; // removed since the tag list was read
         try {
-          found.push(fromOciManifest(fetched.oci, undefined, `tag ${tag} of ${where}`));
+          return {
+            position: tag,
+            manifest: fromOciManifest(fetched.oci, undefined, `tag ${tag} of ${where}`),
+          };
         } catch {
           // a manifest someone else put in the repository: not ours to list
+          return { position: tag, manifest: undefined };
         }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, tags.length) }, worker));
-    return found.filter((m) => matchesFilter(m, filter)).sort(compareManifests);
+      });
+      for await (const entry of read) yield entry;
+      if (past !== -1) return;
+      from = tags[tags.length - 1];
+    }
   }
 
   return {
@@ -309,7 +329,15 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
       }
     },
 
-    list: listManifests,
+    scan(scanOptions = {}) {
+      return scanTags(scanOptions.filter, scanOptions.after, scanOptions.signal);
+    },
+
+    async list(filter) {
+      return (await collectManifests(() => scanTags(filter, undefined, undefined), filter)).sort(
+        compareManifests,
+      );
+    },
 
     async getProvenance(key, options) {
       const tag = buildKeyTag(key);
@@ -337,8 +365,14 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
     async collectGarbage(): Promise<GarbageReport> {
       const report: GarbageReport = { removedBlobs: 0, freedBytes: 0 };
       if (orphans.size === 0) return report;
-      const referenced = new Set<string>((await listManifests(undefined)).map((m) => m.digest));
-      for (const [digest] of [...orphans]) {
+      // Mark only what may be swept: the orphans some manifest still names.
+      const candidates = new Set(orphans.keys());
+      const referenced = new Set<string>();
+      for await (const { manifest } of scanTags(undefined, undefined, undefined)) {
+        if (manifest && candidates.has(manifest.digest)) referenced.add(manifest.digest);
+      }
+      for (const digest of candidates) {
+        if (!orphans.has(digest)) continue; // stored again meanwhile
         if (referenced.has(digest) || writing.has(digest)) {
           if (referenced.has(digest)) orphans.delete(digest);
           continue;

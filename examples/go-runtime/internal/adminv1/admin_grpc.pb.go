@@ -22,7 +22,13 @@ type PluginAdminClient interface {
 	// receives and refuses the upload (INVALID_ARGUMENT) when the header's
 	// digest or size do not match the bytes.
 	PushPlugin(ctx context.Context, opts ...grpc.CallOption) (PluginAdmin_PushPluginClient, error)
-	// Lists the stored artifacts, one manifest per build key.
+	// Lists the stored artifacts, one manifest per build key, a page at a time
+	// in the store's stable order (the filesystem store: by the hash of the
+	// key; an OCI registry: by tag, so by plugin name). An answer carries at
+	// most 1000 manifests, whatever page_size says (a request without one
+	// gets up to 1000), and about 2 MiB of them (annotations may be large),
+	// and next_page_token when more may follow: send it back as page_token,
+	// with the same filters, for the next page.
 	ListPlugins(ctx context.Context, in *ListPluginsRequest, opts ...grpc.CallOption) (*ListPluginsResponse, error)
 	// Returns the manifest of one build key (NOT_FOUND if none is stored).
 	InspectPlugin(ctx context.Context, in *InspectPluginRequest, opts ...grpc.CallOption) (*Manifest, error)
@@ -211,7 +217,13 @@ type PluginAdminServer interface {
 	// receives and refuses the upload (INVALID_ARGUMENT) when the header's
 	// digest or size do not match the bytes.
 	PushPlugin(PluginAdmin_PushPluginServer) error
-	// Lists the stored artifacts, one manifest per build key.
+	// Lists the stored artifacts, one manifest per build key, a page at a time
+	// in the store's stable order (the filesystem store: by the hash of the
+	// key; an OCI registry: by tag, so by plugin name). An answer carries at
+	// most 1000 manifests, whatever page_size says (a request without one
+	// gets up to 1000), and about 2 MiB of them (annotations may be large),
+	// and next_page_token when more may follow: send it back as page_token,
+	// with the same filters, for the next page.
 	ListPlugins(context.Context, *ListPluginsRequest) (*ListPluginsResponse, error)
 	// Returns the manifest of one build key (NOT_FOUND if none is stored).
 	InspectPlugin(context.Context, *InspectPluginRequest) (*Manifest, error)

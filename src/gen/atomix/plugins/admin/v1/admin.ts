@@ -71,10 +71,26 @@ export interface ListPluginsRequest {
   /** Optional filters: only keys whose plugin name / runtime version match. */
   pluginName: string;
   runtimeVersion: string;
+  /**
+   * At most this many manifests in the answer; 0 means the server's maximum
+   * (1000), and larger values are cut to it.
+   */
+  pageSize: number;
+  /**
+   * The next_page_token of the previous answer; empty for the first page.
+   * INVALID_ARGUMENT when it is not one the server gave out.
+   */
+  pageToken: string;
 }
 
 export interface ListPluginsResponse {
   manifests: Manifest[];
+  /**
+   * Set when more manifests may follow (a page may be short, even empty,
+   * when a filter matches few keys of many: the server examines at most
+   * 10000 keys per call). Empty on the last page.
+   */
+  nextPageToken: string;
 }
 
 export interface InspectPluginRequest {
@@ -966,7 +982,7 @@ export const Manifest_AnnotationsEntry: MessageFns<Manifest_AnnotationsEntry> = 
 };
 
 function createBaseListPluginsRequest(): ListPluginsRequest {
-  return { pluginName: "", runtimeVersion: "" };
+  return { pluginName: "", runtimeVersion: "", pageSize: 0, pageToken: "" };
 }
 
 export const ListPluginsRequest: MessageFns<ListPluginsRequest> = {
@@ -976,6 +992,12 @@ export const ListPluginsRequest: MessageFns<ListPluginsRequest> = {
     }
     if (message.runtimeVersion !== "") {
       writer.uint32(18).string(message.runtimeVersion);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(24).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(34).string(message.pageToken);
     }
     return writer;
   },
@@ -1009,6 +1031,22 @@ export const ListPluginsRequest: MessageFns<ListPluginsRequest> = {
             message.runtimeVersion = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1033,6 +1071,16 @@ export const ListPluginsRequest: MessageFns<ListPluginsRequest> = {
         : isSet(object.runtime_version)
         ? globalThis.String(object.runtime_version)
         : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -1044,6 +1092,12 @@ export const ListPluginsRequest: MessageFns<ListPluginsRequest> = {
     if (message.runtimeVersion !== "") {
       obj.runtimeVersion = message.runtimeVersion;
     }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
@@ -1054,18 +1108,23 @@ export const ListPluginsRequest: MessageFns<ListPluginsRequest> = {
     const message = createBaseListPluginsRequest();
     message.pluginName = object.pluginName ?? "";
     message.runtimeVersion = object.runtimeVersion ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListPluginsResponse(): ListPluginsResponse {
-  return { manifests: [] };
+  return { manifests: [], nextPageToken: "" };
 }
 
 export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
   encode(message: ListPluginsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.manifests) {
       Manifest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -1091,6 +1150,14 @@ export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
             message.manifests.push(Manifest.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1108,6 +1175,11 @@ export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
       manifests: globalThis.Array.isArray(object?.manifests)
         ? object.manifests.map((e: any) => Manifest.fromJSON(e))
         : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
     };
   },
 
@@ -1115,6 +1187,9 @@ export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
     const obj: any = {};
     if (message.manifests?.length) {
       obj.manifests = message.manifests.map((e) => Manifest.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -1125,6 +1200,7 @@ export const ListPluginsResponse: MessageFns<ListPluginsResponse> = {
   fromPartial<I extends Exact<DeepPartial<ListPluginsResponse>, I>>(object: I): ListPluginsResponse {
     const message = createBaseListPluginsResponse();
     message.manifests = object.manifests?.map((e) => Manifest.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
@@ -3301,7 +3377,15 @@ export const PluginAdminDefinition = {
       responseStream: false,
       options: {},
     },
-    /** Lists the stored artifacts, one manifest per build key. */
+    /**
+     * Lists the stored artifacts, one manifest per build key, a page at a time
+     * in the store's stable order (the filesystem store: by the hash of the
+     * key; an OCI registry: by tag, so by plugin name). An answer carries at
+     * most 1000 manifests, whatever page_size says (a request without one
+     * gets up to 1000), and about 2 MiB of them (annotations may be large),
+     * and next_page_token when more may follow: send it back as page_token,
+     * with the same filters, for the next page.
+     */
     listPlugins: {
       name: "ListPlugins",
       requestType: ListPluginsRequest as typeof ListPluginsRequest,
