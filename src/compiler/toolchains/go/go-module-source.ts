@@ -63,7 +63,16 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
   }
   const downloadDir = join(workDir, "download");
   await mkdir(downloadDir, { recursive: true });
-  const result = await options.go.download(["mod", "download", "-json", `${name}@${version}`], downloadDir);
+  // Into a module cache of the build's own, removed with it: the plugin
+  // module is built from the build's copy, never from the shared cache, so
+  // what the source limits refuse (a zip bomb, too many files) is never left
+  // where every later build would find it. Writable (-modcacherw), so that
+  // a server that is not root can remove it.
+  const privateCache = join(workDir, "plugin-module-cache");
+  await mkdir(privateCache, { recursive: true });
+  const result = await options.go
+    .withModuleCache(privateCache)
+    .download(["mod", "download", "-modcacherw", "-json", `${name}@${version}`], downloadDir);
   let info: { Dir?: string; Sum?: string; Error?: string } = {};
   try {
     info = JSON.parse(result.stdout) as typeof info;
