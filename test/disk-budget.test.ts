@@ -86,15 +86,6 @@ describe("disk is a budget: what hostile callers leave on the server's disk", ()
     await cp(EXAMPLE_PLUGINS, catalog, { recursive: true });
     const proxy = join(work.path, "goproxy");
     await cp(EXAMPLE_GOPROXY, proxy, { recursive: true });
-    const goMod = (module: string) => `module ${module}\n\ngo 1.19\n`;
-    // Within --max-source-size as a zip (a few KiB), not once unpacked.
-    await publish(proxy, "example.com/hostile/bomb", "v1.0.0", {
-      "go.mod": goMod("example.com/hostile/bomb"),
-      "zeros.go": Buffer.concat([Buffer.from("package main\n\n/*"), Buffer.alloc(2 * MAX_SOURCE_BYTES, 32)]),
-    });
-    const swarm: Record<string, string> = { "go.mod": goMod("example.com/hostile/swarm") };
-    for (let i = 0; i < 4 * MAX_SOURCE_FILES; i++) swarm[`f${i}.go`] = "package main\n";
-    await publish(proxy, "example.com/hostile/swarm", "v1.0.0", swarm);
     goCache = join(work.path, "go-cache");
     server = await startServerProcess({
       dataDir: join(work.path, "data"),
@@ -102,7 +93,6 @@ describe("disk is a budget: what hostile callers leave on the server's disk", ()
       args: [
         ...["--runtimes", EXAMPLE_RUNTIMES_DIR, "--sources", catalog, "--go-proxy", proxy],
         ...["--go-cache", goCache, "--go-cache-max-bytes", String(GO_CACHE_MAX)],
-        ...["--max-source-files", String(MAX_SOURCE_FILES), "--max-source-size", String(MAX_SOURCE_BYTES)],
         ...["--build-concurrency", "2", "--build-queue", "1000", "--build-records-max", "3"],
         // One client here stands for the many callers an attacker can be.
         ...["--builds-per-caller", "1000"],
@@ -156,18 +146,6 @@ describe("disk is a budget: what hostile callers leave on the server's disk", ()
     assert.ok((await readdir(join(goCache, "build-by-module"))).includes(cacheOf(module)));
   });
 
-  it("a module zip that the source limits refuse is never left in the shared module cache", async () => {
-    for (const name of ["example.com/hostile/bomb", "example.com/hostile/swarm"]) {
-      assert.equal(await codeOf(client.compile(goKey(name, "v1.0.0"))), Code.FailedPrecondition, name);
-    }
-    const shared = join(goCache, "mod");
-    assert.deepEqual(
-      (await readdir(shared, { recursive: true })).filter((path) => path.includes("hostile")),
-      [],
-      "nothing of the refused modules in the module cache",
-    );
-  });
-
   it("keeps the Go caches within --go-cache-max-bytes, the least recently used module's cache removed first", async () => {
     const echo = "example.com/atomix/drivers/echo";
     const counter = "example.com/atomix/drivers/counter";
@@ -207,5 +185,64 @@ describe("disk is a budget: what hostile callers leave on the server's disk", ()
     const kept = report.caches.find((cache) => cache.name === "build-records");
     assert.equal(kept?.entries, 3);
     assert.equal(kept?.maxEntries, 3);
+  });
+});
+
+describe("disk is a budget: module zips are held to the source limits before they are unpacked", () => {
+  let work: Awaited<ReturnType<typeof tempDir>>;
+  let server: ServerProcess;
+  let client: PluginClient;
+  let goCache: string;
+
+  before(async () => {
+    work = await tempDir("atomix-disk-budget-zips-");
+    const proxy = join(work.path, "goproxy");
+    await cp(EXAMPLE_GOPROXY, proxy, { recursive: true });
+    const goMod = (module: string) => `module ${module}\n\ngo 1.19\n`;
+    // A few KiB as a zip; unpacked, one file twice --max-source-size and beyond --max-build-output.
+    await publish(proxy, "example.com/hostile/bomb", "v1.0.0", {
+      "go.mod": goMod("example.com/hostile/bomb"),
+      "zeros.go": Buffer.concat([Buffer.from("package main\n\n/*"), Buffer.alloc(2 * MAX_SOURCE_BYTES, 32)]),
+    });
+    const swarm: Record<string, string> = { "go.mod": goMod("example.com/hostile/swarm") };
+    for (let i = 0; i < 4 * MAX_SOURCE_FILES; i++) swarm[`f${i}.go`] = "package main\n";
+    await publish(proxy, "example.com/hostile/swarm", "v1.0.0", swarm);
+    goCache = join(work.path, "go-cache");
+    server = await startServerProcess({
+      dataDir: join(work.path, "data"),
+      openFileLimit: 1024,
+      args: [
+        ...["--runtimes", EXAMPLE_RUNTIMES_DIR, "--sources", EXAMPLE_PLUGINS, "--go-proxy", proxy],
+        ...["--go-cache", goCache, "--max-build-output", String(MAX_SOURCE_BYTES)],
+        ...["--max-source-files", String(MAX_SOURCE_FILES), "--max-source-size", String(MAX_SOURCE_BYTES)],
+      ],
+    });
+    client = createPluginClient({ address: server.address });
+  });
+  after(async () => {
+    client?.close();
+    await server?.stop();
+    await work?.remove();
+  });
+
+  it("a module zip over the source limits is refused by its zip, before Go unpacks it, and never reaches the shared module cache", async () => {
+    // Unpacking the bomb would write a file larger than any build step may: refused before, by its zip.
+    const limits = [
+      ["example.com/hostile/bomb", /refused: it unpacks to more than 4194304 bytes \(--max-source-size\)/],
+      ["example.com/hostile/swarm", /refused: it holds more than 50 entries \(--max-source-files\)/],
+    ] as const;
+    for (const [name, message] of limits) {
+      await assert.rejects(client.compile(goKey(name, "v1.0.0")), (error: PluginError) => {
+        assert.equal(error.code, Code.FailedPrecondition, error.message);
+        assert.match(error.message, message);
+        return true;
+      });
+    }
+    const shared = join(goCache, "mod");
+    assert.deepEqual(
+      (await readdir(shared, { recursive: true })).filter((path) => path.includes("hostile")),
+      [],
+      "nothing of the refused modules in the module cache",
+    );
   });
 });

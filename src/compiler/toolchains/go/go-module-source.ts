@@ -1,11 +1,13 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readdir, rm, stat } from "node:fs/promises";
-import { join, relative } from "node:path";
+import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { dirname, join, relative } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
+import type { RunResult } from "../../run-process.js";
 import type { SourceUnpacker } from "../../sources/source-unpacker.js";
 import type { GoCommand } from "./go-command.js";
 import { firstLines } from "./go-mod.js";
+import { checkModuleZip, escapeModulePath } from "./go-module-zip.js";
 
 /** A plugin module's sources, copied into the build's private directory. */
 export interface GoModuleSource {
@@ -63,16 +65,7 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
   }
   const downloadDir = join(workDir, "download");
   await mkdir(downloadDir, { recursive: true });
-  // Into a module cache of the build's own, removed with it: the plugin
-  // module is built from the build's copy, never from the shared cache, so
-  // what the source limits refuse (a zip bomb, too many files) is never left
-  // where every later build would find it. Writable (-modcacherw), so that
-  // a server that is not root can remove it.
-  const privateCache = join(workDir, "plugin-module-cache");
-  await mkdir(privateCache, { recursive: true });
-  const result = await options.go
-    .withModuleCache(privateCache)
-    .download(["mod", "download", "-modcacherw", "-json", `${name}@${version}`], downloadDir);
+  const result = await downloadWithinLimits(options, version, downloadDir);
   let info: { Dir?: string; Sum?: string; Error?: string } = {};
   try {
     info = JSON.parse(result.stdout) as typeof info;
@@ -99,6 +92,46 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
   }
   await copyModule(options, info.Dir, target, `${name}@${version}`);
   return { dir: target, origin: `goproxy:${options.proxy}`, integrity: info.Sum, version };
+}
+
+/**
+ * `go mod download` of the plugin module, its zip checked against the source
+ * limits before Go unpacks it. Into a module cache of the build's own,
+ * removed with it: the plugin module is built from the build's copy, never
+ * from the shared cache, so whatever the limits refuse is never left where
+ * every later build would find it. Writable (-modcacherw), so that a server
+ * that is not root can remove it.
+ *
+ * Go downloads a module's zip before it unpacks it; a file where the module's
+ * folder would go makes it stop in between, so that the zip can be checked
+ * (with Go's own proxy handling: lists, fallbacks, credentials). A zip
+ * within the limits is then unpacked by a second run, from the cache.
+ */
+async function downloadWithinLimits(
+  options: FetchGoModuleOptions,
+  version: string,
+  cwd: string,
+): Promise<RunResult> {
+  const { name } = options;
+  const privateCache = join(options.workDir, "plugin-module-cache");
+  const go = options.go.withModuleCache(privateCache);
+  const args = ["mod", "download", "-modcacherw", "-json", `${name}@${version}`];
+  const folder = join(privateCache, `${escapeModulePath(name)}@${escapeModulePath(version)}`);
+  await mkdir(dirname(folder), { recursive: true });
+  await writeFile(folder, "");
+  const fetched = await go.download(args, cwd);
+  const zip = join(
+    privateCache,
+    "cache",
+    "download",
+    escapeModulePath(name),
+    "@v",
+    `${escapeModulePath(version)}.zip`,
+  );
+  if (!(await isFile(zip))) return fetched;
+  await checkModuleZip(zip, options.unpacker.limits, `${name}@${version}`);
+  await rm(folder, { force: true });
+  return go.download(args, cwd);
 }
 
 /**
