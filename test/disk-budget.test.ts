@@ -6,10 +6,19 @@ import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createPluginClient, type PluginClient } from "../src/client/index.js";
 import { treeBytes } from "../src/compiler/disk-cache.js";
+import { createSourceUnpacker } from "../src/compiler/sources/source-unpacker.js";
+import { type GoCommand, goCommand } from "../src/compiler/toolchains/go/go-command.js";
+import {
+  probeGoInstallations,
+  selectGoInstallation,
+} from "../src/compiler/toolchains/go/go-installations.js";
+import { fetchGoModule } from "../src/compiler/toolchains/go/go-module-source.js";
+import { normalizeGoProxy } from "../src/compiler/toolchains/go/go-toolchain.js";
 import { EXAMPLE_RUNTIMES_DIR } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { EXAMPLE_GOPROXY, EXAMPLE_PLUGINS, GO_RELEASE, writeModule } from "./helpers/go-fixtures.js";
+import { testSandbox } from "./helpers/sandbox.js";
 import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
 
 const MiB = 1024 * 1024;
@@ -244,5 +253,77 @@ describe("disk is a budget: module zips are held to the source limits before the
       [],
       "nothing of the refused modules in the module cache",
     );
+  });
+});
+
+describe("disk is a budget: Go stops between fetching a plugin module's zip and unpacking it", () => {
+  it("a zip over the source limits is refused before any of it is unpacked", async () => {
+    const work = await tempDir("atomix-disk-budget-unpack-");
+    try {
+      const proxy = join(work.path, "goproxy");
+      const module = "example.com/hostile/bomb";
+      await publish(proxy, module, "v1.0.0", {
+        "go.mod": `module ${module}\n\ngo 1.19\n`,
+        "zeros.go": Buffer.alloc(2 * MAX_SOURCE_BYTES, 32),
+      });
+      const sandbox = await testSandbox();
+      const installation = selectGoInstallation(await probeGoInstallations(["go"]), GO_RELEASE);
+      const workDir = join(work.path, "build");
+      await mkdir(join(workDir, "home"), { recursive: true });
+      await mkdir(join(workDir, "tmp"), { recursive: true });
+      await mkdir(join(workDir, "go-cache"), { recursive: true });
+      await mkdir(join(work.path, "mod"), { recursive: true });
+      const go = goCommand({
+        installation,
+        sandbox,
+        env: {
+          installation,
+          workDir,
+          buildCache: join(workDir, "go-cache"),
+          modCache: join(work.path, "mod"),
+          proxy: normalizeGoProxy(proxy),
+          sumdb: "off",
+        },
+      });
+      // The real go, watched: after each download run, was the module unpacked?
+      const unpackedAfterRuns: boolean[] = [];
+      const watched = (command: GoCommand): GoCommand => ({
+        ...command,
+        withReadable: (paths) => watched(command.withReadable(paths)),
+        withModuleCache: (dir) => {
+          const inner = command.withModuleCache(dir);
+          return {
+            ...inner,
+            async download(args, cwd) {
+              const result = await inner.download(args, cwd);
+              const unpacked = await readdir(join(dir, "example.com", "hostile"), { recursive: true }).then(
+                (names) => names.some((name) => name.includes("zeros.go")),
+                () => false,
+              );
+              unpackedAfterRuns.push(unpacked);
+              return result;
+            },
+          };
+        },
+      });
+      await assert.rejects(
+        fetchGoModule({
+          name: module,
+          version: "v1.0.0",
+          catalogs: [],
+          proxy: normalizeGoProxy(proxy),
+          go: watched(go),
+          unpacker: createSourceUnpacker({
+            sandbox,
+            limits: { maxBytes: MAX_SOURCE_BYTES, maxFiles: MAX_SOURCE_FILES },
+          }),
+          workDir,
+        }),
+        /refused: it unpacks to more than 4194304 bytes \(--max-source-size\)/,
+      );
+      assert.deepEqual(unpackedAfterRuns, [false], "one run, which fetched the zip and unpacked nothing");
+    } finally {
+      await work.remove();
+    }
   });
 });

@@ -27,8 +27,11 @@ import type { GoInstallation } from "./go-installations.js";
  * cache) is kept within `maxBytes`, least recently used module first.
  */
 export interface GoBuildCaches {
-  /** Begins one build's use of the caches; end it with `close`, whatever happened. */
-  open(): GoCacheSession;
+  /**
+   * Begins one build's use of the caches (the module cache at `<cacheDir>/mod`
+   * is there until it ends); end it with `close`, whatever happened.
+   */
+  open(): Promise<GoCacheSession>;
   /** Module build caches and the module cache, as `gc` and /metrics report them. */
   readonly caches: readonly DiskCache[];
 }
@@ -149,44 +152,48 @@ export function createGoBuildCaches(cacheDir: string, options: GoBuildCacheOptio
 
   /** Keeps the whole cache within maxBytes: modules' caches first, least recently used first. */
   function reclaim(): Promise<CacheCollection> {
-    reclaiming = reclaiming.then(async () => {
-      await load();
-      let removedEntries = 0;
-      let freedBytes = 0;
-      const total = () =>
-        measured.baseBytes + measured.modBytes + [...modules.values()].reduce((sum, m) => sum + m.bytes, 0);
-      const idle = [...modules.entries()]
-        .filter(([id]) => !held.has(id))
-        .sort(([, a], [, b]) => a.usedAt - b.usedAt);
-      for (const [id, entry] of idle) {
-        if (total() <= maxBytes) break;
-        if (held.has(id)) continue;
-        await removeTree(join(byModule, id));
-        modules.delete(id);
-        removedEntries++;
-        freedBytes += entry.bytes;
-        freed.builds.removedEntries++;
-        freed.builds.freedBytes += entry.bytes;
-      }
-      // The module cache is read by every build, whatever module it builds:
-      // it is emptied (modules are downloaded again) only while none runs.
-      if (total() > maxBytes && sessions === 0 && measured.modBytes > 0) {
-        const bytes = measured.modBytes;
-        await removeTree(modCache);
-        measured.modBytes = 0;
-        freedBytes += bytes;
-        removedEntries++;
-        freed.modules.removedEntries++;
-        freed.modules.freedBytes += bytes;
-      }
-      if (freedBytes > 0) {
-        options.log?.info(
-          { removedEntries, freedBytes, maxBytes },
-          "Go caches reclaimed to stay within --go-cache-max-bytes",
-        );
-      }
-      return { removedEntries, freedBytes };
-    });
+    // One at a time; one that failed (a file it could not remove) does not stop the next.
+    reclaiming = reclaiming
+      .catch(() => undefined)
+      .then(async () => {
+        await load();
+        let removedEntries = 0;
+        let freedBytes = 0;
+        const total = () =>
+          measured.baseBytes + measured.modBytes + [...modules.values()].reduce((sum, m) => sum + m.bytes, 0);
+        const idle = [...modules.entries()]
+          .filter(([id]) => !held.has(id))
+          .sort(([, a], [, b]) => a.usedAt - b.usedAt);
+        for (const [id, entry] of idle) {
+          if (total() <= maxBytes) break;
+          if (held.has(id)) continue;
+          // Forgotten before the removal: a build of the module may start meanwhile and count its new cache.
+          modules.delete(id);
+          await removeTree(join(byModule, id));
+          removedEntries++;
+          freedBytes += entry.bytes;
+          freed.builds.removedEntries++;
+          freed.builds.freedBytes += entry.bytes;
+        }
+        // The module cache is read by every build, whatever module it builds:
+        // it is emptied (modules are downloaded again) only while none runs.
+        if (total() > maxBytes && sessions === 0 && measured.modBytes > 0) {
+          const bytes = measured.modBytes;
+          await removeTree(modCache);
+          measured.modBytes = 0;
+          freedBytes += bytes;
+          removedEntries++;
+          freed.modules.removedEntries++;
+          freed.modules.freedBytes += bytes;
+        }
+        if (freedBytes > 0) {
+          options.log?.info(
+            { removedEntries, freedBytes, maxBytes },
+            "Go caches reclaimed to stay within --go-cache-max-bytes",
+          );
+        }
+        return { removedEntries, freedBytes };
+      });
     return reclaiming;
   }
 
@@ -221,8 +228,17 @@ export function createGoBuildCaches(cacheDir: string, options: GoBuildCacheOptio
 
   return {
     caches,
-    open() {
+    async open() {
+      // Counted first: a reclaim deciding from now on leaves the module cache alone,
+      // and one that decided before is waited for.
       sessions++;
+      try {
+        await reclaiming.catch(() => {});
+        await mkdir(modCache, { recursive: true });
+      } catch (error) {
+        sessions--;
+        throw error;
+      }
       let holding: { id: string; let: () => void } | undefined;
       let closed = false;
       return {

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { dirname, join, relative } from "node:path";
+import { join, relative } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { RunResult } from "../../run-process.js";
 import type { SourceUnpacker } from "../../sources/source-unpacker.js";
@@ -102,10 +102,12 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
  * every later build would find it. Writable (-modcacherw), so that a server
  * that is not root can remove it.
  *
- * Go downloads a module's zip before it unpacks it; a file where the module's
- * folder would go makes it stop in between, so that the zip can be checked
- * (with Go's own proxy handling: lists, fallbacks, credentials). A zip
- * within the limits is then unpacked by a second run, from the cache.
+ * Go fetches a module's zip (`cache/download/...`) before it unpacks it
+ * (`<module>@<version>/`). A file where the module path's first folder
+ * would be makes the unpacking fail, and nothing else, so the first run
+ * stops in between, with Go's own proxy handling (lists, fallbacks,
+ * credentials) intact. The zip is then checked, and a zip within the limits
+ * unpacked by a second run, from the cache.
  */
 async function downloadWithinLimits(
   options: FetchGoModuleOptions,
@@ -114,12 +116,15 @@ async function downloadWithinLimits(
 ): Promise<RunResult> {
   const { name } = options;
   const privateCache = join(options.workDir, "plugin-module-cache");
+  await mkdir(privateCache, { recursive: true });
   const go = options.go.withModuleCache(privateCache);
   const args = ["mod", "download", "-modcacherw", "-json", `${name}@${version}`];
-  const folder = join(privateCache, `${escapeModulePath(name)}@${escapeModulePath(version)}`);
-  await mkdir(dirname(folder), { recursive: true });
-  await writeFile(folder, "");
+  // A proxied module path's first element has a dot, so it is never `cache`.
+  const first = escapeModulePath(name.split("/")[0] ?? "");
+  const blocker = name.includes("/") && first !== "cache" ? join(privateCache, first) : undefined;
+  if (blocker) await writeFile(blocker, "");
   const fetched = await go.download(args, cwd);
+  if (!blocker) return fetched;
   const zip = join(
     privateCache,
     "cache",
@@ -130,7 +135,7 @@ async function downloadWithinLimits(
   );
   if (!(await isFile(zip))) return fetched;
   await checkModuleZip(zip, options.unpacker.limits, `${name}@${version}`);
-  await rm(folder, { force: true });
+  await rm(blocker, { force: true });
   return go.download(args, cwd);
 }
 

@@ -121,9 +121,8 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
       await mkdir(join(workDir, "tmp"), { recursive: true });
       const flags = ["-buildmode=plugin", "-trimpath", "-buildvcs=false", ...spec.buildFlags];
       const modCache = join(cacheDir, "mod");
-      await mkdir(modCache, { recursive: true });
       const what = formatBuildKey(key);
-      const session = buildCaches.open();
+      const session = await buildCaches.open();
       let succeeded = false;
       try {
         const commandWith = (buildCache: string) =>
