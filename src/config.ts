@@ -389,6 +389,17 @@ export const serveConfigSchema = z
       what: "GOCACHE and GOMODCACHE of Go builds",
       defaultText: "<data>/go-cache",
     }),
+    /**
+     * Bytes the Go caches (module build caches, their bases, the module
+     * cache) may hold together; beyond, the least recently used module's
+     * build cache goes first, and the module cache is emptied while no
+     * build runs.
+     */
+    goCacheMaxBytes: byteSize.default(10 * 1024 * 1024 * 1024).register(serveOptionText, {
+      flag: "--go-cache-max-bytes <bytes>",
+      env: "ATOMIX_PLUGINS_GO_CACHE_MAX_BYTES",
+      what: "bytes the Go caches may hold; least recently used modules' build caches are removed beyond",
+    }),
     /** Builds that run at once. */
     buildConcurrency: z.coerce
       .number()
@@ -466,6 +477,12 @@ export const serveConfigSchema = z
       flag: "--failure-ttl <ms>",
       env: "ATOMIX_PLUGINS_FAILURE_TTL_MS",
       what: "answer a FAILED_PRECONDITION build again without building for this long (0: never)",
+    }),
+    /** Build records kept (the catalog page's recent builds, `logs`, remembered failures); the oldest go first. */
+    buildRecordsMax: z.coerce.number().int().positive().default(10_000).register(serveOptionText, {
+      flag: "--build-records-max <n>",
+      env: "ATOMIX_PLUGINS_BUILD_RECORDS_MAX",
+      what: "build records kept; beyond, the oldest are removed",
     }),
     /**
      * When a runtime release is registered, build in the background every

@@ -117,7 +117,23 @@ export async function startService(
     log,
     ...(config.store ? { refreshIntervalMs: config.storeProbeIntervalMs } : {}),
   });
-  const records = await createBuildRecordStore(storeConfigOf(config));
+  const records = await createBuildRecordStore(storeConfigOf(config), { maxRecords: config.buildRecordsMax });
+  const toolchains = [
+    createNodeToolchain({ sources, sandbox, unpacker, maxOutputBytes: config.maxBuildOutputBytes }),
+    createGoToolchain({
+      sandbox,
+      unpacker,
+      maxOutputBytes: config.maxBuildOutputBytes,
+      sources: config.sources,
+      installations: config.goInstallations,
+      proxy: config.goProxy,
+      sumdb: config.goSumdb,
+      cacheDir: config.goCacheDir ?? join(config.dataDir, "go-cache"),
+      maxCacheBytes: config.goCacheMaxBytes,
+      log,
+      ...(config.goNoSumdb ? { noSumCheck: config.goNoSumdb } : {}),
+    }),
+  ];
   const prewarmSlots = config.prewarmSlots ?? Math.max(1, Math.floor(config.buildConcurrency / 2));
   const upstream = upstreamConnectionOf(config);
   const builder = createBuildCompiler({
@@ -129,20 +145,7 @@ export async function startService(
     sourceStamp: createSourceStamp(config.sources),
     backgroundSlots: prewarmSlots,
     sandbox,
-    toolchains: [
-      createNodeToolchain({ sources, sandbox, unpacker, maxOutputBytes: config.maxBuildOutputBytes }),
-      createGoToolchain({
-        sandbox,
-        unpacker,
-        maxOutputBytes: config.maxBuildOutputBytes,
-        sources: config.sources,
-        installations: config.goInstallations,
-        proxy: config.goProxy,
-        sumdb: config.goSumdb,
-        cacheDir: config.goCacheDir ?? join(config.dataDir, "go-cache"),
-        ...(config.goNoSumdb ? { noSumCheck: config.goNoSumdb } : {}),
-      }),
-    ],
+    toolchains,
     concurrency: config.buildConcurrency,
     queueLimit: config.buildQueue,
     buildsPerCaller: config.buildsPerCaller,
@@ -166,6 +169,8 @@ export async function startService(
   const metrics = options.metrics ?? createMetrics();
   if (isReplicaStore(store)) registerCacheMetrics(metrics.registry, store);
   metrics.observeCallerRefusals(() => builder.stats().refusedOverShare);
+  const caches = [...toolchains.flatMap((toolchain) => toolchain.caches ?? []), records.cache];
+  metrics.observeCaches(caches);
   // Subscribed before the --runtimes directories are registered: a new one pre-warms too.
   const prewarmer = createPrewarmer({
     runtimes,
@@ -196,6 +201,7 @@ export async function startService(
       runtimes,
       records,
       prewarmProgress,
+      caches,
     });
     const grpc = server;
     http =

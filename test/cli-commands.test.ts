@@ -96,7 +96,15 @@ describe("the command line", () => {
 
     const gc = await runCli(["gc", "--json"], env());
     expectExit(gc, EXIT.ok);
-    assert.deepEqual(JSON.parse(gc.stdout), { removedBlobs: 1, freedBytes: artifact.length });
+    const report = JSON.parse(gc.stdout);
+    assert.deepEqual(
+      { removedBlobs: report.removedBlobs, freedBytes: report.freedBytes },
+      { removedBlobs: 1, freedBytes: artifact.length },
+    );
+    assert.deepEqual(
+      report.caches.map((cache: { name: string }) => cache.name),
+      ["go-build", "go-modules", "build-records"],
+    );
   });
 
   it("prints human tables and lines without --json", async () => {

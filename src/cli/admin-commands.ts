@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import type { PluginManifest } from "../client/plugin-client.js";
+import type { CacheReport, PluginManifest } from "../client/plugin-client.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import { visibleText } from "../errors/visible-text.js";
 import { formatBuildKey } from "../model/build-key.js";
@@ -194,7 +194,7 @@ Examples:
 export function gcCommand(): Command {
   return withClientOptions(
     new Command("gc").description(
-      "remove stored blobs that no build key refers to, and report what was freed",
+      "remove stored blobs that no build key refers to, bring the build caches within their bounds, and report what was freed and what each cache holds",
     ),
   )
     .addHelpText(
@@ -210,8 +210,18 @@ Examples:
         if (flags.json) printJson(report);
         else
           printText(
-            `removed ${report.removedBlobs} blob${report.removedBlobs === 1 ? "" : "s"}, freed ${formatBytes(report.freedBytes)}\n`,
+            `removed ${report.removedBlobs} blob${report.removedBlobs === 1 ? "" : "s"}, freed ${formatBytes(report.freedBytes)}\n${report.caches.map(cacheLine).join("")}`,
           );
       }),
     );
+}
+
+/** `go-build: 120.0 MiB in 9 entries (bound 10.0 GiB), freed 14.0 MiB of 1 entry` */
+function cacheLine(cache: CacheReport): string {
+  const bound = cache.maxBytes > 0 ? formatBytes(cache.maxBytes) : `${cache.maxEntries} entries`;
+  const freed =
+    cache.removedEntries > 0
+      ? `, freed ${formatBytes(cache.freedBytes)} of ${cache.removedEntries} entr${cache.removedEntries === 1 ? "y" : "ies"}`
+      : "";
+  return `${cache.name}: ${formatBytes(cache.bytes)} in ${cache.entries} entr${cache.entries === 1 ? "y" : "ies"} (bound ${bound})${freed}\n`;
 }

@@ -15,6 +15,7 @@ export type { ConnectionOptions } from "./connection-options.js";
 export type { LoadedPlugin, LoadPluginOptions } from "./load-plugin.js";
 export { loadPlugin } from "./load-plugin.js";
 export type {
+  CacheReport,
   GarbageReport,
   ListPageRequest,
   ManifestPage,

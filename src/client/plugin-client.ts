@@ -71,6 +71,22 @@ export interface ManifestPage {
 export interface GarbageReport {
   removedBlobs: number;
   freedBytes: number;
+  /**
+   * Each cache the server keeps on disk between builds (`go-build`,
+   * `go-modules`, `build-records`): what it holds now, its bound (`maxBytes`
+   * or `maxEntries`, the other 0), and what was reclaimed since the last gc.
+   */
+  caches: CacheReport[];
+}
+
+export interface CacheReport {
+  name: string;
+  bytes: number;
+  entries: number;
+  maxBytes: number;
+  maxEntries: number;
+  removedEntries: number;
+  freedBytes: number;
 }
 
 /**
@@ -414,7 +430,19 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       const report = await unary(options, (settings) =>
         channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.collectGarbage, {}, settings),
       );
-      return { removedBlobs: Number(report.removedBlobs), freedBytes: Number(report.freedBytes) };
+      return {
+        removedBlobs: Number(report.removedBlobs),
+        freedBytes: Number(report.freedBytes),
+        caches: report.caches.map((cache) => ({
+          name: cache.name,
+          bytes: Number(cache.bytes),
+          entries: Number(cache.entries),
+          maxBytes: Number(cache.maxBytes),
+          maxEntries: Number(cache.maxEntries),
+          removedEntries: Number(cache.removedEntries),
+          freedBytes: Number(cache.freedBytes),
+        })),
+      };
     },
 
     close() {

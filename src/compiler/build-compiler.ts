@@ -272,7 +272,9 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
               { key: formatBuildKey(key), code: failure.code, error: failure.message },
               "build failed",
             );
-            await record({ failure });
+            // A plugin that exists nowhere was not built: a record of it
+            // would only let every caller fill the store with names.
+            if (failure.code !== Code.NotFound) await record({ failure });
             reject(failure);
           } finally {
             await cleanUp();

@@ -1,5 +1,6 @@
 import type { Digest } from "../model/artifact.js";
 import type { BuildKey } from "../model/build-key.js";
+import type { DiskCache } from "./disk-cache.js";
 
 /**
  * A runtime release as the compiler knows it, read from
@@ -63,6 +64,8 @@ export interface Toolchain {
    */
   buildVersionFor?(runtime: RuntimeDescriptor, buildVersion: string): string;
   build(job: BuildJob): Promise<BuildOutput>;
+  /** What it keeps on disk between builds, each within its bound: `gc` and /metrics report them. */
+  readonly caches?: readonly DiskCache[];
 }
 
 /**

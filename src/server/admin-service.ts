@@ -7,6 +7,7 @@ import type {
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
+import { collectCaches, type DiskCache } from "../compiler/disk-cache.js";
 import type { ServeConfig } from "../config.js";
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import {
@@ -37,6 +38,8 @@ export interface AdminDeps {
   attestor?: Attestor | undefined;
   /** Names the key a build version's artifact is stored under (`node20.20.2` → `node20`); absent, every key is its own. */
   compiler?: Pick<Compiler, "storedKey"> | undefined;
+  /** What the server keeps on disk between builds: `gc` reclaims and reports each. */
+  caches?: readonly DiskCache[];
 }
 
 /**
@@ -161,7 +164,7 @@ export function createAdminService(deps: AdminDeps): AdminServer {
       return { removed };
     }),
     collectGarbage: unary("write", async () => {
-      const report = await store.collectGarbage();
+      const report = { ...(await store.collectGarbage()), caches: await collectCaches(deps.caches ?? []) };
       log.info(report, "garbage collected");
       return report;
     }),

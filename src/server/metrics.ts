@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { DiskCache } from "../compiler/disk-cache.js";
 import { type Code, codeName } from "../errors/plugin-error.js";
 
 /** The server's Prometheus metrics, served at /metrics on the HTTP port. */
@@ -11,6 +12,8 @@ export interface ServerMetrics {
   observePullMemory(read: () => { chunkBytes: number; openBlobs: number }): void;
   /** Reports, at each scrape, how many builds were refused because their caller had its share already. */
   observeCallerRefusals(read: () => number): void;
+  /** Reports, at each scrape, what each cache kept on disk between builds holds, and its bound. */
+  observeCaches(caches: readonly DiskCache[]): void;
 }
 
 export function createMetrics(): ServerMetrics {
@@ -79,6 +82,37 @@ export function createMetrics(): ServerMetrics {
       this.inc(callerRefusals());
     },
   });
+  let caches: readonly DiskCache[] = [];
+  new Gauge({
+    name: "atomix_plugins_build_cache_bytes",
+    help: "Bytes a cache kept on disk between builds holds now (go-build, go-modules, build-records)",
+    labelNames: ["cache"],
+    registers: [registry],
+    collect() {
+      for (const cache of caches) this.set({ cache: cache.name }, cache.usage().bytes);
+    },
+  });
+  new Gauge({
+    name: "atomix_plugins_build_cache_entries",
+    help: "Entries a cache kept on disk between builds holds now: modules' build caches, build records",
+    labelNames: ["cache"],
+    registers: [registry],
+    collect() {
+      for (const cache of caches) this.set({ cache: cache.name }, cache.usage().entries);
+    },
+  });
+  new Gauge({
+    name: "atomix_plugins_build_cache_max_bytes",
+    help: "The bound in bytes of a cache kept on disk between builds (absent: bounded by entries)",
+    labelNames: ["cache"],
+    registers: [registry],
+    collect() {
+      for (const cache of caches) {
+        const { maxBytes } = cache.usage();
+        if (maxBytes > 0) this.set({ cache: cache.name }, maxBytes);
+      }
+    },
+  });
   const pullsBy = byCode(pulls);
   const compilesBy = byCode(compiles);
   return {
@@ -99,6 +133,9 @@ export function createMetrics(): ServerMetrics {
     },
     observeCallerRefusals(read) {
       callerRefusals = read;
+    },
+    observeCaches(observed) {
+      caches = observed;
     },
   };
 }

@@ -7,7 +7,7 @@ import { PluginCompilerDefinition } from "../gen/atomix/runtime/v1/plugin.js";
 import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
-import { createAdminService, pluginAdminDefinition } from "./admin-service.js";
+import { type AdminDeps, createAdminService, pluginAdminDefinition } from "./admin-service.js";
 import { CallTracker } from "./call-tracker.js";
 import { trustedProxyList } from "./caller-identity.js";
 import { createCompilerService } from "./compiler-service.js";
@@ -51,6 +51,8 @@ export interface ServerDeps {
   prewarmProgress?: RuntimeAdminDeps["prewarmProgress"];
   /** Build records behind GetBuildLog; UNIMPLEMENTED without. */
   records?: RuntimeAdminDeps["records"];
+  /** What the server keeps on disk between builds, reclaimed and reported by `gc`. */
+  caches?: AdminDeps["caches"];
 }
 
 export interface RunningServer {

@@ -1,3 +1,4 @@
+import type { DiskCache } from "../compiler/disk-cache.js";
 import type { BuildKey } from "../model/build-key.js";
 import type { BuildRecord } from "../model/build-record.js";
 
@@ -16,4 +17,9 @@ export interface BuildRecordStore {
   getBuildRecord(key: BuildKey, options?: { signal?: AbortSignal }): Promise<BuildRecord | undefined>;
   /** The most recent records, newest first, without their output. */
   listBuildRecords(limit: number): Promise<BuildRecord[]>;
+  /** The records as a bounded cache: at most so many, the oldest removed first. */
+  readonly cache: DiskCache;
 }
+
+/** Build records kept by default (--build-records-max). */
+export const DEFAULT_MAX_BUILD_RECORDS = 10_000;

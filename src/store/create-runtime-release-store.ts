@@ -34,14 +34,17 @@ export async function createRuntimeReleaseStore(
 }
 
 /** The build records' part of the store `config` names. */
-export async function createBuildRecordStore(config: StoreConfig): Promise<BuildRecordStore> {
+export async function createBuildRecordStore(
+  config: StoreConfig,
+  options: { maxRecords?: number } = {},
+): Promise<BuildRecordStore> {
   switch (config.kind) {
     case "fs":
-      return createFsBuildRecordStore({ dir: config.dir });
+      return createFsBuildRecordStore({ dir: config.dir, ...options });
     case "upstream":
-      return createFsBuildRecordStore({ dir: config.dataDir });
+      return createFsBuildRecordStore({ dir: config.dataDir, ...options });
     case "oci":
-      return createOciBuildRecordStore({ client: await registryClientOf(config) });
+      return createOciBuildRecordStore({ client: await registryClientOf(config), ...options });
   }
 }
 

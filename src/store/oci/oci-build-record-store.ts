@@ -1,7 +1,8 @@
+import type { CacheCollection, DiskCache } from "../../compiler/disk-cache.js";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import { type BuildKey, buildKeyId, formatBuildKey, parseBuildKey } from "../../model/build-key.js";
 import type { BuildRecord } from "../../model/build-record.js";
-import type { BuildRecordStore } from "../build-record-store.js";
+import { type BuildRecordStore, DEFAULT_MAX_BUILD_RECORDS } from "../build-record-store.js";
 import { readableKey } from "./build-key-tag.js";
 import {
   EMPTY_CONFIG,
@@ -44,9 +45,14 @@ export function buildRecordTag(key: BuildKey): string {
  * (artifactType `application/vnd.atomix.build-record.v1`, the empty config,
  * one layer holding the record as JSON, the key and outcome in the
  * annotations so that listings need no blob), tagged by `buildRecordTag`.
- * A new record replaces the tag and deletes the manifest it replaced.
+ * A new record replaces the tag and deletes the manifest it replaced; at
+ * most `maxRecords` are kept, the oldest deleted first.
  */
-export function createOciBuildRecordStore(options: { client: RegistryClient }): BuildRecordStore {
+export function createOciBuildRecordStore(options: {
+  client: RegistryClient;
+  maxRecords?: number;
+}): BuildRecordStore {
+  const maxRecords = options.maxRecords ?? DEFAULT_MAX_BUILD_RECORDS;
   const objects = new OciObjects(options.client);
   let emptyConfigKnown = false;
 
@@ -74,6 +80,81 @@ export function createOciBuildRecordStore(options: { client: RegistryClient }): 
     return { record, digest: fetched.digest };
   }
 
+  /** Every record's key, outcome and time, from its manifest's annotations (no blob read), newest first. */
+  async function scan(): Promise<{ record: BuildRecord; digest: string; bytes: number }[]> {
+    const tags = (await objects.listTags()).filter((tag) => tag.startsWith(TAG_PREFIX));
+    const found: { record: BuildRecord; digest: string; bytes: number }[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < tags.length) {
+        const tag = tags[next++] as string;
+        const fetched = await objects.getManifest(tag).catch(() => undefined);
+        const annotations = fetched?.oci.annotations;
+        if (!fetched || fetched.oci.artifactType !== BUILD_RECORD_MEDIA_TYPES.artifact || !annotations)
+          continue;
+        try {
+          const key = parseBuildKey(keyFromAnnotations(annotations));
+          found.push({
+            digest: fetched.digest,
+            bytes: fetched.oci.layers?.[0]?.size ?? 0,
+            record: {
+              key,
+              outcome: annotations[ANNOTATION.outcome] === "success" ? "success" : "failure",
+              code: annotations[ANNOTATION.code] ?? "",
+              message: "",
+              durationMs: 0,
+              finishedAt: annotations[ANNOTATION.finished] ?? "",
+              toolchain: {},
+              runtimeDigest: "",
+              sourceStamp: "",
+              artifactDigest: "",
+              output: "",
+              outputTruncated: false,
+            },
+          });
+        } catch {
+          // a tag someone else wrote: not listed
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, tags.length) }, worker));
+    return found.sort((a, b) => b.record.finishedAt.localeCompare(a.record.finishedAt));
+  }
+
+  /**
+   * Deletes the oldest records beyond the bound. Every replica may do it: a
+   * record another one deleted first is simply gone.
+   */
+  let trimming: Promise<CacheCollection> | undefined;
+  function trim(): Promise<CacheCollection> {
+    trimming ??= (async () => {
+      const found = await scan();
+      usage = {
+        entries: Math.min(found.length, maxRecords),
+        bytes: found.slice(0, maxRecords).reduce((sum, entry) => sum + entry.bytes, 0),
+      };
+      let removedEntries = 0;
+      let freedBytes = 0;
+      for (const entry of found.slice(maxRecords)) {
+        await objects.deleteManifest(entry.digest).catch(() => {});
+        removedEntries++;
+        freedBytes += entry.bytes;
+      }
+      putsSinceTrim = 0;
+      return { removedEntries, freedBytes };
+    })().finally(() => {
+      trimming = undefined;
+    });
+    return trimming;
+  }
+  let usage = { entries: 0, bytes: 0 };
+  let putsSinceTrim = 0;
+  const cache: DiskCache = {
+    name: "build-records",
+    usage: () => ({ ...usage, maxBytes: 0, maxEntries: maxRecords }),
+    collect: trim,
+  };
+
   return {
     async putBuildRecord(record) {
       const bytes = Buffer.from(JSON.stringify(record));
@@ -100,6 +181,9 @@ export function createOciBuildRecordStore(options: { client: RegistryClient }): 
       };
       const written = await objects.putManifest(tag, manifest);
       if (previous && previous.digest !== written) await objects.deleteManifest(previous.digest);
+      if (!previous) usage = { entries: usage.entries + 1, bytes: usage.bytes + bytes.byteLength };
+      // Listing every record is costly: the bound is enforced once a tenth of it was added.
+      if (++putsSinceTrim >= Math.max(1, Math.ceil(maxRecords / 10))) void trim().catch(() => {});
     },
 
     async getBuildRecord(key, getOptions) {
@@ -107,39 +191,10 @@ export function createOciBuildRecordStore(options: { client: RegistryClient }): 
     },
 
     async listBuildRecords(limit) {
-      const tags = (await objects.listTags()).filter((tag) => tag.startsWith(TAG_PREFIX));
-      const found: BuildRecord[] = [];
-      let next = 0;
-      const worker = async () => {
-        while (next < tags.length) {
-          const tag = tags[next++] as string;
-          const fetched = await objects.getManifest(tag).catch(() => undefined);
-          const annotations = fetched?.oci.annotations;
-          if (!fetched || fetched.oci.artifactType !== BUILD_RECORD_MEDIA_TYPES.artifact || !annotations)
-            continue;
-          try {
-            const key = parseBuildKey(keyFromAnnotations(annotations));
-            found.push({
-              key,
-              outcome: annotations[ANNOTATION.outcome] === "success" ? "success" : "failure",
-              code: annotations[ANNOTATION.code] ?? "",
-              message: "",
-              durationMs: 0,
-              finishedAt: annotations[ANNOTATION.finished] ?? "",
-              toolchain: {},
-              runtimeDigest: "",
-              sourceStamp: "",
-              artifactDigest: "",
-              output: "",
-              outputTruncated: false,
-            });
-          } catch {
-            // a tag someone else wrote: not listed
-          }
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, tags.length) }, worker));
-      return found.sort((a, b) => b.finishedAt.localeCompare(a.finishedAt)).slice(0, limit);
+      const found = await scan();
+      return found.map((entry) => entry.record).slice(0, limit);
     },
+
+    cache,
   };
 }

@@ -18,6 +18,8 @@ export interface GoCommand {
   download(args: readonly string[], cwd: string): Promise<RunResult>;
   /** The same command with more folders readable (the runtime's replacement directories). */
   withReadable(paths: readonly string[]): GoCommand;
+  /** The same command with another GOMODCACHE: one private to the build, for what must not be shared yet. */
+  withModuleCache(dir: string): GoCommand;
 }
 
 export interface GoEnvironmentOptions {
@@ -113,5 +115,6 @@ export function goCommand(options: {
     run: (args, cwd) => run(args, cwd, false),
     download: (args, cwd) => run(args, cwd, true),
     withReadable: (paths) => goCommand({ ...options, readable: [...(options.readable ?? []), ...paths] }),
+    withModuleCache: (dir) => goCommand({ ...options, env: { ...options.env, modCache: dir } }),
   };
 }

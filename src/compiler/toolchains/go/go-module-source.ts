@@ -1,11 +1,13 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readdir, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
+import type { RunResult } from "../../run-process.js";
 import type { SourceUnpacker } from "../../sources/source-unpacker.js";
 import type { GoCommand } from "./go-command.js";
 import { firstLines } from "./go-mod.js";
+import { checkModuleZip, escapeModulePath } from "./go-module-zip.js";
 
 /** A plugin module's sources, copied into the build's private directory. */
 export interface GoModuleSource {
@@ -63,7 +65,7 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
   }
   const downloadDir = join(workDir, "download");
   await mkdir(downloadDir, { recursive: true });
-  const result = await options.go.download(["mod", "download", "-json", `${name}@${version}`], downloadDir);
+  const result = await downloadWithinLimits(options, version, downloadDir);
   let info: { Dir?: string; Sum?: string; Error?: string } = {};
   try {
     info = JSON.parse(result.stdout) as typeof info;
@@ -90,6 +92,51 @@ export async function fetchGoModule(options: FetchGoModuleOptions): Promise<GoMo
   }
   await copyModule(options, info.Dir, target, `${name}@${version}`);
   return { dir: target, origin: `goproxy:${options.proxy}`, integrity: info.Sum, version };
+}
+
+/**
+ * `go mod download` of the plugin module, its zip checked against the source
+ * limits before Go unpacks it. Into a module cache of the build's own,
+ * removed with it: the plugin module is built from the build's copy, never
+ * from the shared cache, so whatever the limits refuse is never left where
+ * every later build would find it. Writable (-modcacherw), so that a server
+ * that is not root can remove it.
+ *
+ * Go fetches a module's zip (`cache/download/...`) before it unpacks it
+ * (`<module>@<version>/`). A file where the module path's first folder
+ * would be makes the unpacking fail, and nothing else, so the first run
+ * stops in between, with Go's own proxy handling (lists, fallbacks,
+ * credentials) intact. The zip is then checked, and a zip within the limits
+ * unpacked by a second run, from the cache.
+ */
+async function downloadWithinLimits(
+  options: FetchGoModuleOptions,
+  version: string,
+  cwd: string,
+): Promise<RunResult> {
+  const { name } = options;
+  const privateCache = join(options.workDir, "plugin-module-cache");
+  await mkdir(privateCache, { recursive: true });
+  const go = options.go.withModuleCache(privateCache);
+  const args = ["mod", "download", "-modcacherw", "-json", `${name}@${version}`];
+  // A proxied module path's first element has a dot, so it is never `cache`.
+  const first = escapeModulePath(name.split("/")[0] ?? "");
+  const blocker = name.includes("/") && first !== "cache" ? join(privateCache, first) : undefined;
+  if (blocker) await writeFile(blocker, "");
+  const fetched = await go.download(args, cwd);
+  if (!blocker) return fetched;
+  const zip = join(
+    privateCache,
+    "cache",
+    "download",
+    escapeModulePath(name),
+    "@v",
+    `${escapeModulePath(version)}.zip`,
+  );
+  if (!(await isFile(zip))) return fetched;
+  await checkModuleZip(zip, options.unpacker.limits, `${name}@${version}`);
+  await rm(blocker, { force: true });
+  return go.download(args, cwd);
 }
 
 /**

@@ -1,6 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import type { Logger } from "pino";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { ANNOTATIONS } from "../../../model/annotations.js";
 import { formatBuildKey } from "../../../model/build-key.js";
@@ -26,7 +27,7 @@ import {
   redactOutsidePaths,
   runtimeReplacementDirs,
 } from "./go-mod.js";
-import { fetchGoModule } from "./go-module-source.js";
+import { fetchGoModule, type GoModuleSource } from "./go-module-source.js";
 import { checkGoPlugin } from "./go-plugin-check.js";
 import { GO_RELEASE, type GoRuntimeSpec, parseGoRuntimeSpec } from "./go-runtime-spec.js";
 
@@ -72,6 +73,9 @@ export interface GoToolchainOptions {
   readonly sumdb?: string;
   /** GONOSUMDB patterns, for a sum database that must not be asked about private modules. */
   readonly noSumCheck?: string;
+  /** Bytes all of `cacheDir` may hold (--go-cache-max-bytes); 10 GiB by default. */
+  readonly maxCacheBytes?: number;
+  readonly log?: Logger;
 }
 
 /**
@@ -87,7 +91,10 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
   const catalogs = (options.sources ?? []).map((dir) => resolve(dir));
   const { sandbox } = options;
   const unpacker = options.unpacker ?? createSourceUnpacker({ sandbox });
-  const buildCaches = createGoBuildCaches(cacheDir);
+  const buildCaches = createGoBuildCaches(cacheDir, {
+    ...(options.maxCacheBytes === undefined ? {} : { maxBytes: options.maxCacheBytes }),
+    ...(options.log ? { log: options.log } : {}),
+  });
   let installations: Promise<GoInstallations> | undefined;
   // Probed once: installing another Go release takes a restart to be seen.
   const installed = () => {
@@ -102,6 +109,7 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
       checkRelease(buildVersion, parseGoRuntimeSpec(runtime), runtime.version);
       return buildVersion;
     },
+    caches: buildCaches.caches,
     async build(job: BuildJob): Promise<BuildOutput> {
       const { key, runtime, workDir, signal } = job;
       const spec = parseGoRuntimeSpec(runtime);
@@ -112,116 +120,150 @@ export function createGoToolchain(options: GoToolchainOptions): Toolchain {
       await mkdir(join(workDir, "home"), { recursive: true });
       await mkdir(join(workDir, "tmp"), { recursive: true });
       const flags = ["-buildmode=plugin", "-trimpath", "-buildvcs=false", ...spec.buildFlags];
-      const buildCache = await buildCaches.forModule(key.plugin.name, {
-        installation,
-        flags,
-        sandbox,
-        signal,
-      });
       const modCache = join(cacheDir, "mod");
-      await mkdir(modCache, { recursive: true });
       const what = formatBuildKey(key);
-      const goMod = goCommand({
-        installation,
-        sandbox,
-        signal,
-        env: {
-          installation,
+      const session = await buildCaches.open();
+      let succeeded = false;
+      try {
+        const commandWith = (buildCache: string) =>
+          goCommand({
+            installation,
+            sandbox,
+            signal,
+            env: {
+              installation,
+              workDir,
+              buildCache,
+              modCache,
+              proxy,
+              sumdb,
+              ...(options.noSumCheck ? { noSumCheck: options.noSumCheck } : {}),
+            },
+            // The runtime's go.mod alone: not the rest of the folder it sits in.
+            readable: [spec.goModPath],
+            maxFileBytes: options.maxOutputBytes ?? DEFAULT_MAX_BUILD_OUTPUT,
+          });
+        // Until the plugin module is found, go runs with a throwaway cache:
+        // a module that exists nowhere gets no cache of its own.
+        const scratchCache = join(workDir, "go-cache");
+        await mkdir(scratchCache, { recursive: true });
+        const goMod = commandWith(scratchCache);
+        const runtimeMod = await readGoMod(
+          goMod,
+          spec.goModPath,
+          `runtime ${runtime.version}'s go.mod`,
           workDir,
-          buildCache,
-          modCache,
+        );
+        // The runtime's directory replacements (operator-trusted) are what
+        // every later step may read beyond the module, the caches and Go.
+        const replacementDirs = runtimeReplacementDirs(runtimeMod, spec.goModPath);
+        if (runtime.digest) checkRegisteredReplacements(replacementDirs, runtime.dir, runtime.version);
+        const source = await fetchGoModule({
+          name: key.plugin.name,
+          version: key.plugin.version,
+          catalogs,
           proxy,
-          sumdb,
-          ...(options.noSumCheck ? { noSumCheck: options.noSumCheck } : {}),
-        },
-        // The runtime's go.mod alone: not the rest of the folder it sits in.
-        readable: [spec.goModPath],
-        maxFileBytes: options.maxOutputBytes ?? DEFAULT_MAX_BUILD_OUTPUT,
-      });
+          go: goMod.withReadable(replacementDirs),
+          unpacker,
+          workDir,
+          signal,
+        });
+        const buildCache = await session.forModule(key.plugin.name, { installation, flags, sandbox, signal });
+        const go = commandWith(buildCache).withReadable(replacementDirs);
+        const output = await buildModule({
+          go,
+          key,
+          spec,
+          source,
+          runtimeMod,
+          flags,
+          what,
+          workDir,
+          release,
+          tidy: (text: string) =>
+            firstLines(
+              redactOutsidePaths(text.replaceAll(`${source.dir}/`, "").replaceAll(workDir, "."), [
+                installation.goroot,
+                modCache,
+                ...replacementDirs,
+              ]),
+            ),
+        });
+        succeeded = true;
+        return output;
+      } finally {
+        await session.close(succeeded);
+      }
+    },
+  };
+}
 
-      const runtimeMod = await readGoMod(
-        goMod,
-        spec.goModPath,
-        `runtime ${runtime.version}'s go.mod`,
-        workDir,
+/** Aligns, checks and compiles the plugin module copied into the build, and checks what it built. */
+async function buildModule(options: {
+  go: GoCommand;
+  key: BuildJob["key"];
+  spec: GoRuntimeSpec;
+  source: GoModuleSource;
+  runtimeMod: GoMod;
+  flags: readonly string[];
+  what: string;
+  workDir: string;
+  release: string;
+  tidy: (text: string) => string;
+}): Promise<BuildOutput> {
+  const { go, key, spec, source, runtimeMod, flags, what, workDir, release, tidy } = options;
+  const pluginMod = await readGoMod(go, join(source.dir, "go.mod"), `${key.plugin.name}'s go.mod`);
+  if (pluginMod.Module.Path !== key.plugin.name) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `${what}: the module's go.mod declares module ${pluginMod.Module.Path}, not ${key.plugin.name}`,
+    );
+  }
+
+  checkPluginReplacements(pluginMod, what);
+  const plan = planAlignment(pluginMod, runtimeMod, spec.goModPath);
+  if (plan.editArgs.length > 0) {
+    const edit = await go.run(["mod", "edit", ...plan.editArgs, "go.mod"], source.dir);
+    if (edit.exitCode !== 0) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${what}: cannot align go.mod to the runtime's: ${tidy(edit.stderr)}`,
       );
-      // The runtime's directory replacements (operator-trusted) are what
-      // every later step may read beyond the module, the caches and Go.
-      const replacementDirs = runtimeReplacementDirs(runtimeMod, spec.goModPath);
-      if (runtime.digest) checkRegisteredReplacements(replacementDirs, runtime.dir, runtime.version);
-      const go = goMod.withReadable(replacementDirs);
-      const source = await fetchGoModule({
-        name: key.plugin.name,
-        version: key.plugin.version,
-        catalogs,
-        proxy,
-        go,
-        unpacker,
-        workDir,
-        signal,
-      });
-      const tidy = (text: string) =>
-        firstLines(
-          redactOutsidePaths(text.replaceAll(`${source.dir}/`, "").replaceAll(workDir, "."), [
-            installation.goroot,
-            modCache,
-            ...replacementDirs,
-          ]),
-        );
-      const pluginMod = await readGoMod(go, join(source.dir, "go.mod"), `${key.plugin.name}'s go.mod`);
-      if (pluginMod.Module.Path !== key.plugin.name) {
-        throw new PluginError(
-          Code.FailedPrecondition,
-          `${what}: the module's go.mod declares module ${pluginMod.Module.Path}, not ${key.plugin.name}`,
-        );
-      }
+    }
+  }
+  const alignment = plan.changes.length
+    ? plan.changes.map((c) => `${c.path} ${c.from}=>${c.to}`).join(", ")
+    : "none";
+  const alignedNote = plan.changes.length ? ` (requirements set to the runtime's: ${alignment})` : "";
 
-      checkPluginReplacements(pluginMod, what);
-      const plan = planAlignment(pluginMod, runtimeMod, spec.goModPath);
-      if (plan.editArgs.length > 0) {
-        const edit = await go.run(["mod", "edit", ...plan.editArgs, "go.mod"], source.dir);
-        if (edit.exitCode !== 0) {
-          throw new PluginError(
-            Code.FailedPrecondition,
-            `${what}: cannot align go.mod to the runtime's: ${tidy(edit.stderr)}`,
-          );
-        }
-      }
-      const alignment = plan.changes.length
-        ? plan.changes.map((c) => `${c.path} ${c.from}=>${c.to}`).join(", ")
-        : "none";
-      const alignedNote = plan.changes.length ? ` (requirements set to the runtime's: ${alignment})` : "";
+  await checkLinkedVersions({ go, dir: source.dir, flags, runtimeMod, what, tidy, alignedNote });
 
-      await checkLinkedVersions({ go, dir: source.dir, flags, runtimeMod, what, tidy, alignedNote });
+  const artifactPath = join(workDir, "out", "plugin.so");
+  const build = await go.run(["build", ...flags, "-o", artifactPath, "."], source.dir);
+  if (build.exitCode !== 0) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `${what} does not compile with ${release}${alignedNote}:\n${tidy(build.stderr || build.stdout)}`,
+    );
+  }
+  await checkGoPlugin({
+    file: artifactPath,
+    mainPackage: key.plugin.name,
+    symbol: spec.symbol,
+    go,
+    what,
+  });
 
-      const artifactPath = join(workDir, "out", "plugin.so");
-      const build = await go.run(["build", ...flags, "-o", artifactPath, "."], source.dir);
-      if (build.exitCode !== 0) {
-        throw new PluginError(
-          Code.FailedPrecondition,
-          `${what} does not compile with ${release}${alignedNote}:\n${tidy(build.stderr || build.stdout)}`,
-        );
-      }
-      await checkGoPlugin({
-        file: artifactPath,
-        mainPackage: key.plugin.name,
-        symbol: spec.symbol,
-        go,
-        what,
-      });
-
-      return {
-        artifactPath,
-        mediaType: GO_PLUGIN_MEDIA_TYPE,
-        annotations: {
-          [ANNOTATIONS.toolchain]: "go",
-          [ANNOTATIONS.toolchainVersion]: release,
-          [ANNOTATIONS.source]: source.origin,
-          [ANNOTATIONS.sourceIntegrity]: source.integrity,
-          [GO_ANNOTATIONS.alignment]: alignment,
-          [GO_ANNOTATIONS.buildFlags]: flags.join(" "),
-        },
-      };
+  return {
+    artifactPath,
+    mediaType: GO_PLUGIN_MEDIA_TYPE,
+    annotations: {
+      [ANNOTATIONS.toolchain]: "go",
+      [ANNOTATIONS.toolchainVersion]: release,
+      [ANNOTATIONS.source]: source.origin,
+      [ANNOTATIONS.sourceIntegrity]: source.integrity,
+      [GO_ANNOTATIONS.alignment]: alignment,
+      [GO_ANNOTATIONS.buildFlags]: flags.join(" "),
     },
   };
 }

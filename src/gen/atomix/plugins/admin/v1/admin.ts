@@ -111,7 +111,26 @@ export interface CollectGarbageRequest {
 }
 
 export interface CollectGarbageResponse {
+  /** Artifact blobs no build key refers to, removed from the store. */
   removedBlobs: number;
+  freedBytes: number;
+  /**
+   * Each cache the server keeps on disk between builds (go-build,
+   * go-modules, build-records): what it holds after the collection, its
+   * bound, and what was reclaimed since the last collection (builds reclaim
+   * as they go).
+   */
+  caches: CacheReport[];
+}
+
+export interface CacheReport {
+  name: string;
+  bytes: number;
+  entries: number;
+  /** Its bound in bytes, or 0 when it is bounded by max_entries. */
+  maxBytes: number;
+  maxEntries: number;
+  removedEntries: number;
   freedBytes: number;
 }
 
@@ -1503,7 +1522,7 @@ export const CollectGarbageRequest: MessageFns<CollectGarbageRequest> = {
 };
 
 function createBaseCollectGarbageResponse(): CollectGarbageResponse {
-  return { removedBlobs: 0, freedBytes: 0 };
+  return { removedBlobs: 0, freedBytes: 0, caches: [] };
 }
 
 export const CollectGarbageResponse: MessageFns<CollectGarbageResponse> = {
@@ -1513,6 +1532,9 @@ export const CollectGarbageResponse: MessageFns<CollectGarbageResponse> = {
     }
     if (message.freedBytes !== 0) {
       writer.uint32(16).uint64(message.freedBytes);
+    }
+    for (const v of message.caches) {
+      CacheReport.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1546,6 +1568,14 @@ export const CollectGarbageResponse: MessageFns<CollectGarbageResponse> = {
             message.freedBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.caches.push(CacheReport.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1570,6 +1600,7 @@ export const CollectGarbageResponse: MessageFns<CollectGarbageResponse> = {
         : isSet(object.freed_bytes)
         ? globalThis.Number(object.freed_bytes)
         : 0,
+      caches: globalThis.Array.isArray(object?.caches) ? object.caches.map((e: any) => CacheReport.fromJSON(e)) : [],
     };
   },
 
@@ -1581,6 +1612,9 @@ export const CollectGarbageResponse: MessageFns<CollectGarbageResponse> = {
     if (message.freedBytes !== 0) {
       obj.freedBytes = Math.round(message.freedBytes);
     }
+    if (message.caches?.length) {
+      obj.caches = message.caches.map((e) => CacheReport.toJSON(e));
+    }
     return obj;
   },
 
@@ -1590,6 +1624,188 @@ export const CollectGarbageResponse: MessageFns<CollectGarbageResponse> = {
   fromPartial<I extends Exact<DeepPartial<CollectGarbageResponse>, I>>(object: I): CollectGarbageResponse {
     const message = createBaseCollectGarbageResponse();
     message.removedBlobs = object.removedBlobs ?? 0;
+    message.freedBytes = object.freedBytes ?? 0;
+    message.caches = object.caches?.map((e) => CacheReport.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseCacheReport(): CacheReport {
+  return { name: "", bytes: 0, entries: 0, maxBytes: 0, maxEntries: 0, removedEntries: 0, freedBytes: 0 };
+}
+
+export const CacheReport: MessageFns<CacheReport> = {
+  encode(message: CacheReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(16).uint64(message.bytes);
+    }
+    if (message.entries !== 0) {
+      writer.uint32(24).uint64(message.entries);
+    }
+    if (message.maxBytes !== 0) {
+      writer.uint32(32).uint64(message.maxBytes);
+    }
+    if (message.maxEntries !== 0) {
+      writer.uint32(40).uint64(message.maxEntries);
+    }
+    if (message.removedEntries !== 0) {
+      writer.uint32(48).uint64(message.removedEntries);
+    }
+    if (message.freedBytes !== 0) {
+      writer.uint32(56).uint64(message.freedBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CacheReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCacheReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.entries = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.maxEntries = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.removedEntries = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.freedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CacheReport {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      entries: isSet(object.entries) ? globalThis.Number(object.entries) : 0,
+      maxBytes: isSet(object.maxBytes)
+        ? globalThis.Number(object.maxBytes)
+        : isSet(object.max_bytes)
+        ? globalThis.Number(object.max_bytes)
+        : 0,
+      maxEntries: isSet(object.maxEntries)
+        ? globalThis.Number(object.maxEntries)
+        : isSet(object.max_entries)
+        ? globalThis.Number(object.max_entries)
+        : 0,
+      removedEntries: isSet(object.removedEntries)
+        ? globalThis.Number(object.removedEntries)
+        : isSet(object.removed_entries)
+        ? globalThis.Number(object.removed_entries)
+        : 0,
+      freedBytes: isSet(object.freedBytes)
+        ? globalThis.Number(object.freedBytes)
+        : isSet(object.freed_bytes)
+        ? globalThis.Number(object.freed_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: CacheReport): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    if (message.entries !== 0) {
+      obj.entries = Math.round(message.entries);
+    }
+    if (message.maxBytes !== 0) {
+      obj.maxBytes = Math.round(message.maxBytes);
+    }
+    if (message.maxEntries !== 0) {
+      obj.maxEntries = Math.round(message.maxEntries);
+    }
+    if (message.removedEntries !== 0) {
+      obj.removedEntries = Math.round(message.removedEntries);
+    }
+    if (message.freedBytes !== 0) {
+      obj.freedBytes = Math.round(message.freedBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CacheReport>, I>>(base?: I): CacheReport {
+    return CacheReport.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CacheReport>, I>>(object: I): CacheReport {
+    const message = createBaseCacheReport();
+    message.name = object.name ?? "";
+    message.bytes = object.bytes ?? 0;
+    message.entries = object.entries ?? 0;
+    message.maxBytes = object.maxBytes ?? 0;
+    message.maxEntries = object.maxEntries ?? 0;
+    message.removedEntries = object.removedEntries ?? 0;
     message.freedBytes = object.freedBytes ?? 0;
     return message;
   },
