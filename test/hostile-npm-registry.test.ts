@@ -472,7 +472,8 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
     );
     // Room for every call in the build queue: this is about the registry, not the queue's limit.
     const server = await startServerProcess({
-      args: ["--npm-registry", registry.origin, "--build-queue", "100"],
+      // One test client stands for many runtimes: the per-caller share is not what is tested here.
+      args: ["--npm-registry", registry.origin, "--build-queue", "100", "--builds-per-caller", "1000"],
     });
     const client = createPluginClient({ address: server.address });
     try {

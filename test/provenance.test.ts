@@ -367,7 +367,16 @@ function serverArgs(dir: string): string[] {
       await writeFile(tokenFile, TOKEN);
       const storeUrl = registry.storeUrl("atomix/plugins");
       server = await startServerProcess({
-        args: [...serverArgs(dir), "--admin-token-file", tokenFile, "--store", storeUrl],
+        // A forged tag is seen at the next lookup, not within the replica's resolve TTL.
+        args: [
+          ...serverArgs(dir),
+          "--admin-token-file",
+          tokenFile,
+          "--store",
+          storeUrl,
+          "--resolve-ttl",
+          "0",
+        ],
       });
       const base = `http://${registry.address}/v2/atomix/plugins`;
       return {

@@ -64,6 +64,8 @@ export function createReplicaStore(upstream: ArtifactStore, options: ReplicaStor
   const inflight = new Map<string, Promise<ArtifactManifest | undefined>>();
   const lookups = { fresh: 0, upstream: 0, lastKnownGood: 0 };
   let degraded = false;
+  /** Key files being written: close() waits for them, so the folder is whole when the process ends. */
+  const writes = new Set<Promise<void>>();
 
   const keyFile = (key: BuildKey) => join(keysDir, `${buildKeyId(key)}.json`);
 
@@ -80,18 +82,24 @@ export function createReplicaStore(upstream: ArtifactStore, options: ReplicaStor
     resolved.set(text, entry);
     if (!entry.kept) {
       entry.kept = true;
-      writeFileAtomic(keyFile(key), JSON.stringify(manifest), keysDir).catch((error: unknown) => {
-        entry.kept = false;
-        log?.warn(
-          { key: formatBuildKey(key), error: (error as Error).message },
-          "cannot keep a key's manifest",
-        );
-      });
+      const write = writeFileAtomic(keyFile(key), JSON.stringify(manifest), keysDir).catch(
+        (error: unknown) => {
+          entry.kept = false;
+          log?.warn(
+            { key: formatBuildKey(key), error: (error as Error).message },
+            "cannot keep a key's manifest",
+          );
+        },
+      );
+      writes.add(write);
+      void write.finally(() => writes.delete(write));
     }
   }
 
   async function forget(key: BuildKey): Promise<void> {
     resolved.delete(buildKeyText(key));
+    // A write of this key's file still landing would bring it back after the removal.
+    await Promise.all(writes);
     await rm(keyFile(key), { force: true });
   }
 
@@ -205,6 +213,7 @@ export function createReplicaStore(upstream: ArtifactStore, options: ReplicaStor
     collectGarbage: () => upstream.collectGarbage(),
 
     async close() {
+      await Promise.all(writes);
       await cache.close();
       await upstream.close();
     },
