@@ -156,12 +156,17 @@ Examples:
                 ...(expectedDigest ? { expectedDigest } : {}),
                 ...(cacheDir ? { cacheDir } : {}),
                 ...(cacheMax !== undefined ? { cacheMaxBytes: Number(cacheMax) } : {}),
-                onProgress: ({ received, total }) => progress.update(received, total),
+                onProgress: ({ received, total }) => progress.update(received, total ?? received),
               });
             } finally {
               progress.stop();
             }
           });
+          if (result.verifiedBy === "none") {
+            process.stderr.write(
+              `atomix-plugins: warning: ${formatBuildKey(key)} is unverified: the server announced no digest, and none was pinned (--digest, a reference) nor trusted keys given (--trust-key)\n`,
+            );
+          }
           if (flags.json) {
             printJson({ key, ...result });
           } else {

@@ -34,6 +34,7 @@ export type {
   PullProgress,
   PullResult,
   RetryControl,
+  VerifiedBy,
 } from "./pull-artifact.js";
 export type { RetryPolicy } from "./retry-policy.js";
 export { DEFAULT_RETRY_POLICY } from "./retry-policy.js";

@@ -255,7 +255,8 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       answer = prefetched?.digest === digest ? prefetched : await fetchProvenance(key, options);
     } catch (error) {
       const failure = PluginError.from(error);
-      if (failure.code !== Code.NotFound) throw failure;
+      // UNIMPLEMENTED: a server of atomix.runtime.v1 alone has no admin API, so no provenance.
+      if (failure.code !== Code.NotFound && failure.code !== Code.Unimplemented) throw failure;
       throw new UntrustedArtifactError(
         `refusing ${formatBuildKey(key)} (${digest}): the server has no signed provenance for it: ${failure.message}`,
       );
@@ -324,7 +325,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       // key was built or replaced meanwhile).
       let early: Promise<Provenance> | undefined = fetchProvenance(valid, options);
       early.catch(() => {});
-      return pullArtifact(pulls, valid, {
+      const result = await pullArtifact(pulls, valid, {
         ...options,
         accept: async (artifact) => {
           await before?.(artifact);
@@ -333,6 +334,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
           await checkProvenance(valid, artifact.digest, options, prefetched);
         },
       });
+      return { ...result, verifiedBy: "provenance" };
     },
 
     push,
