@@ -7,7 +7,14 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { buildGoPeers } from "../bench/lib/go-peers.js";
 import { type ServerProcess as PeerProcess, startServer } from "../bench/lib/processes.js";
-import { Code, createPluginClient, PluginError, type VerifiedBy } from "../src/client/index.js";
+import {
+  Code,
+  createPluginClient,
+  loadPlugin,
+  PluginError,
+  UntrustedArtifactError,
+  type VerifiedBy,
+} from "../src/client/index.js";
 import type { Digest } from "../src/model/artifact.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { REPO_ROOT } from "./helpers/go-fixtures.js";
@@ -29,6 +36,8 @@ const BIG = randomBytes(3 * MiB + 12_345);
 const BIG_DIGEST = sha256(BIG);
 const CUT_AT = MiB;
 const WRONG = `sha256:${"0".repeat(64)}` as Digest;
+/** A Node.js plugin, to load what a compile answered. */
+const MODULE = Buffer.from("export default { answer: 42 };\n");
 
 const key = (name: string): BuildKey => ({
   runtime: { version: "1.0.0", buildVersion: "node20" },
@@ -45,17 +54,25 @@ interface Mode {
   name: string;
   /** What a pull with nothing pinned or trusted is verified by. */
   verifiedBy: VerifiedBy;
+  /** CompilePlugin answers an atomix-plugin:// reference (else a string of its own). */
+  references: boolean;
   /** A wrong pin: refused before the bytes (the server's digest differs) or after them. */
   wrongPin: Code;
   resumes: boolean;
 }
 
 const MODES: Mode[] = [
-  { name: "ours", verifiedBy: "server", wrongPin: Code.FailedPrecondition, resumes: true },
-  { name: "full", verifiedBy: "server", wrongPin: Code.FailedPrecondition, resumes: true },
-  { name: "none", verifiedBy: "none", wrongPin: Code.DataLoss, resumes: false },
-  { name: "size", verifiedBy: "none", wrongPin: Code.DataLoss, resumes: false },
-  { name: "trailer", verifiedBy: "server", wrongPin: Code.FailedPrecondition, resumes: false },
+  { name: "ours", verifiedBy: "server", references: true, wrongPin: Code.FailedPrecondition, resumes: true },
+  { name: "full", verifiedBy: "server", references: true, wrongPin: Code.FailedPrecondition, resumes: true },
+  { name: "none", verifiedBy: "none", references: false, wrongPin: Code.DataLoss, resumes: false },
+  { name: "size", verifiedBy: "none", references: false, wrongPin: Code.DataLoss, resumes: false },
+  {
+    name: "trailer",
+    verifiedBy: "server",
+    references: true,
+    wrongPin: Code.FailedPrecondition,
+    resumes: false,
+  },
 ];
 
 const GO_MODES = MODES.filter((mode) => mode.name !== "ours");
@@ -71,20 +88,25 @@ describe("the client against any server of atomix.runtime.v1", () => {
   const cutting = new Map<string, string>();
   const peers: PeerProcess[] = [];
   let corrupting: string;
+  let trustedKey: string;
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), "atomix-any-server-"));
     const go = await buildGoPeers({ root: REPO_ROOT, outDir: join(work, "go") });
     await writeFile(join(work, "big.bin"), BIG);
     await writeFile(join(work, "empty.bin"), "");
-    const files = ["-file", `big=${join(work, "big.bin")}`, "-file", `empty=${join(work, "empty.bin")}`];
+    await writeFile(join(work, "module.mjs"), MODULE);
+    const files = ["big", "empty", "module"].flatMap((name) => [
+      "-file",
+      `${name}=${join(work, name === "module" ? "module.mjs" : `${name}.bin`)}`,
+    ]);
     const peer = async (name: string, args: string[]) => {
       const started = await startServer({ name, command: go.server, args: [...files, ...args] });
       peers.push(started);
       return started.address;
     };
     for (const mode of GO_MODES) {
-      const answer = mode.name === "none" || mode.name === "size" ? "opaque" : "reference";
+      const answer = mode.references ? "reference" : "opaque";
       address.set(mode.name, await peer(mode.name, ["-metadata", mode.name, "-compile-answer", answer]));
       cutting.set(
         mode.name,
@@ -93,12 +115,24 @@ describe("the client against any server of atomix.runtime.v1", () => {
     }
     corrupting = await peer("trailer corrupt", ["-metadata", "trailer", "-corrupt"]);
 
-    ours = await startServerProcess({ args: ["--pull-policy", "never"] });
+    const keygen = await runCli(["keygen", "-o", join(work, "signing")]);
+    assert.equal(keygen.code, 0, keygen.stderr);
+    trustedKey = await readFile(join(work, "signing.pub"), "utf8");
+    // Pushes are signed only with the admin token (they record who pushed).
+    const token = randomBytes(16).toString("hex");
+    await writeFile(join(work, "token"), token);
+    ours = await startServerProcess({
+      args: [
+        ...["--pull-policy", "never", "--signing-key", join(work, "signing.key")],
+        ...["--admin-token-file", join(work, "token")],
+      ],
+    });
     address.set("ours", ours.address);
-    const client = createPluginClient({ address: ours.address });
+    const client = createPluginClient({ address: ours.address, token });
     try {
       await client.push(key("big"), [BIG]);
       await client.push(key("empty"), [Buffer.alloc(0)]);
+      await client.push(key("module"), [MODULE]);
     } finally {
       client.close();
     }
@@ -205,6 +239,68 @@ describe("the client against any server of atomix.runtime.v1", () => {
           assert.equal(pinned.fromCache, true);
           assert.deepEqual(await readFile(to), BIG);
         });
+      });
+
+      it("compiles: the answer as it came, parsed when it is a reference", async () => {
+        const at = address.get(mode.name) as string;
+        const compiled = await withClient(at, (client) => client.compile(key("big")));
+        assert.deepEqual(compiled.key, key("big"));
+        if (mode.references) {
+          assert.equal(compiled.plugin, `atomix-plugin://1.0.0/node20/big@1.0.0@${BIG_DIGEST}`);
+          assert.equal(compiled.digest, BIG_DIGEST);
+          assert.deepEqual(compiled.reference, { key: key("big"), digest: BIG_DIGEST });
+        } else {
+          assert.equal(compiled.plugin, "big-1.0.0.bin");
+          assert.equal(compiled.digest, undefined);
+          assert.equal(compiled.reference, undefined);
+        }
+
+        const run = await runCli(["compile", ...cliKey("big"), "-s", at]);
+        assert.equal(run.code, 0, run.stderr);
+        assert.equal(run.stdout, `${compiled.plugin}\n`);
+        const json = await runCli(["compile", ...cliKey("big"), "-s", at, "--json"]);
+        assert.equal(json.code, 0, json.stderr);
+        const printed = JSON.parse(json.stdout) as Record<string, unknown>;
+        assert.equal(printed.plugin, compiled.plugin);
+        assert.equal(printed.reference, compiled.reference ? compiled.plugin : undefined);
+        assert.equal(printed.digest, compiled.digest);
+        assert.deepEqual(printed.key, key("big"));
+      });
+
+      it("loads what a compile answered: pinned by a reference, by key otherwise", async () => {
+        const cacheDir = join(work, `load-${mode.name}`);
+        await withClient(address.get(mode.name) as string, async (client) => {
+          const compiled = await client.compile(key("module"));
+          const loaded = await loadPlugin<{ answer: number }>(compiled, { client, cacheDir });
+          assert.equal(loaded.plugin.answer, 42);
+          assert.equal(loaded.digest, sha256(MODULE));
+          const pulled = await client.pull(compiled.key, {
+            to: target(),
+            ...(compiled.digest ? { expectedDigest: compiled.digest } : {}),
+          });
+          assert.equal(pulled.verifiedBy, mode.references ? "pin" : mode.verifiedBy);
+        });
+      });
+
+      it("with trusted keys, takes only what signed provenance vouches for", async () => {
+        const at = address.get(mode.name) as string;
+        const client = createPluginClient({ address: at, trustedKeys: [trustedKey] });
+        const to = target();
+        try {
+          if (mode.name === "ours") {
+            assert.equal((await client.pull(key("big"), { to })).verifiedBy, "provenance");
+            return;
+          }
+          // A server of the API alone has no provenance to give: nothing it sends is taken.
+          await assert.rejects(client.pull(key("big"), { to }), UntrustedArtifactError);
+          assert.equal(existsSync(to), false);
+        } finally {
+          client.close();
+        }
+        const keyFile = join(work, "signing.pub");
+        const run = await runCli(["pull", ...cliKey("big"), "-o", to, "-s", at, "--trust-key", keyFile]);
+        assert.equal(run.code, 9, run.stderr);
+        assert.equal(existsSync(to), false);
       });
 
       if (mode.name === "ours") return;

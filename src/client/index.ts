@@ -16,6 +16,7 @@ export type { LoadedPlugin, LoadPluginOptions } from "./load-plugin.js";
 export { loadPlugin } from "./load-plugin.js";
 export type {
   CacheReport,
+  CompileResult,
   GarbageReport,
   ListPageRequest,
   ManifestPage,

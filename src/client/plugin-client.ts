@@ -9,7 +9,7 @@ import {
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { PluginCompilerDefinition } from "../gen/atomix/runtime/v1/plugin.js";
 import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
+import { type BuildKey, buildKeyText, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import type { ProvenanceStatement } from "../model/provenance.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
 import type { ConnectionOptions } from "./connection-options.js";
@@ -68,6 +68,23 @@ export interface ManifestPage {
   nextPageToken: string | undefined;
 }
 
+/**
+ * What CompilePlugin answered. The API's answer is a string the client does
+ * not interpret, unless it is this project's `atomix-plugin://` reference for
+ * the key asked for: then it names the artifact's digest too, which a pull
+ * can pin (`expectedDigest`). Without one, pull by `key`.
+ */
+export interface CompileResult {
+  /** The server's answer, as it came. */
+  plugin: string;
+  /** The key compiled. */
+  key: BuildKey;
+  /** The digest the answer pins, when it is a reference. */
+  digest?: Digest;
+  /** The answer parsed, when it is a reference to `key`. */
+  reference?: PluginReference;
+}
+
 export interface GarbageReport {
   removedBlobs: number;
   freedBytes: number;
@@ -102,10 +119,11 @@ export interface PluginClient {
    */
   pull(key: BuildKey, options: PullOptions): Promise<PullResult>;
   /**
-   * Builds (or finds) the artifact of `key` and returns its reference.
+   * Builds (or finds) the artifact of `key` and returns the server's answer,
+   * with the reference it holds when it is one (see CompileResult).
    * Retries UNAVAILABLE: compiling a key twice gives the same artifact.
    */
-  compile(key: BuildKey, options?: CallControl & RetryControl): Promise<PluginReference>;
+  compile(key: BuildKey, options?: CallControl & RetryControl): Promise<CompileResult>;
   /** Publishes a prebuilt artifact for `key`, replacing what was stored. */
   push(
     key: BuildKey,
@@ -182,6 +200,19 @@ function announce(
     size += chunk.byteLength;
   }
   return { digest: `sha256:${hash.digest("hex")}`, size };
+}
+
+/** The answer of CompilePlugin for `key`: a reference when it parses as one to `key`, else opaque. */
+function compileResult(key: BuildKey, plugin: string): CompileResult {
+  let reference: PluginReference | undefined;
+  try {
+    reference = parseReference(plugin);
+  } catch {
+    return { plugin, key };
+  }
+  // A reference to another key pins nothing about this one.
+  if (buildKeyText(reference.key) !== buildKeyText(key)) return { plugin, key };
+  return { plugin, key, digest: reference.digest, reference };
 }
 
 /** Connects (lazily: the first call dials) to the server at `connection.address`. */
@@ -372,7 +403,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
           ),
         true,
       );
-      return parseReference(response.plugin);
+      return compileResult(parseBuildKey(key), response.plugin);
     },
 
     async listPage(request, options) {
