@@ -259,7 +259,10 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
   async function fetchProvenance(key: BuildKey, options: CallControl | undefined) {
     const body = request(key);
     const answer = await unary(options, (settings) =>
-      channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.getProvenance, body, settings),
+      channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.getProvenance, body, {
+        ...settings,
+        idempotent: true,
+      }),
     );
     if (!DIGEST_PATTERN.test(answer.digest)) {
       throw new PluginError(
@@ -414,7 +417,10 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         pageToken: request.pageToken ?? "",
       };
       const response = await unary(options, (settings) =>
-        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.listPlugins, body, settings),
+        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.listPlugins, body, {
+          ...settings,
+          idempotent: true,
+        }),
       );
       return { manifests: response.manifests, nextPageToken: response.nextPageToken || undefined };
     },
@@ -437,7 +443,10 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     async inspect(key, options) {
       const body = request(key);
       return unary(options, (settings) =>
-        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.inspectPlugin, body, settings),
+        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.inspectPlugin, body, {
+          ...settings,
+          idempotent: true,
+        }),
       );
     },
 
