@@ -341,6 +341,20 @@ describe("the client against any server of atomix.runtime.v1", () => {
         );
         assert.equal(existsSync(to), false);
       });
+      const to = target();
+      const run = await runCli([
+        "pull",
+        ...cliKey("big"),
+        "-o",
+        to,
+        "-s",
+        address.get("none") as string,
+        "--max-bytes",
+        String(MiB),
+      ]);
+      assert.equal(run.code, 8, run.stderr);
+      assert.match(run.stderr, /RESOURCE_EXHAUSTED: .*more than the 1048576 bytes accepted/);
+      assert.equal(existsSync(to), false);
     });
 
     it("refuses an announced size past maxBytes before any byte", async () => {
