@@ -7,7 +7,15 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Metadata } from "@grpc/grpc-js";
-import { Code, createPluginClient, loadPlugin, type PluginClient, PluginError } from "../src/client/index.js";
+import {
+  Code,
+  createPluginClient,
+  formatReference,
+  loadPlugin,
+  type PluginClient,
+  PluginError,
+} from "../src/client/index.js";
+import type { Digest } from "../src/model/artifact.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { PULL_METADATA } from "../src/protocol/metadata.js";
 import { createGrpcClients } from "./helpers/grpc-js-clients.js";
@@ -291,9 +299,15 @@ function describeClientPull() {
       }
     });
 
-    it("compile returns the parsed reference of the stored artifact", async () => {
-      const reference = await client.compile(key("blob"));
-      assert.deepEqual(reference, { key: key("blob"), digest: sha256(artifact) });
+    it("compile returns the server's answer with the reference of the stored artifact it parses to", async () => {
+      const compiled = await client.compile(key("blob"));
+      const digest = sha256(artifact) as Digest;
+      assert.deepEqual(compiled, {
+        plugin: formatReference({ key: key("blob"), digest }),
+        key: key("blob"),
+        digest,
+        reference: { key: key("blob"), digest },
+      });
     });
 
     it("keeps one TLS connection for pulls, a cache check and a pull abandoned midway", async () => {

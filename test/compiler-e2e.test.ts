@@ -9,7 +9,6 @@ import { runProcess } from "../src/compiler/run-process.js";
 import { EXAMPLE_PLUGINS_DIR, EXAMPLE_RUNTIMES_DIR } from "../src/config.js";
 import { Code } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
-import { formatReference } from "../src/model/reference.js";
 import { failure } from "./helpers/failure.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
@@ -57,7 +56,7 @@ describe("compile and pull over gRPC", () => {
     const k = key("counter", "1.0.0", "1.0.0");
     const references = await Promise.all(Array.from({ length: 20 }, () => client.compile(k)));
     assert.equal(toolchainRuns, 1);
-    const texts = new Set(references.map((reference) => formatReference(reference)));
+    const texts = new Set(references.map((reference) => reference.plugin));
     assert.equal(texts.size, 1);
     assert.match(
       [...texts][0] ?? "",

@@ -1,6 +1,5 @@
 import { Command } from "commander";
 import { formatBuildKey } from "../model/build-key.js";
-import { formatReference } from "../model/reference.js";
 import {
   action,
   type ClientFlags,
@@ -26,6 +25,7 @@ export function compileCommand(): Command {
       `
 The reference pins the artifact's bytes; pull or load it to get exactly them:
   atomix-plugin://<runtime>/<build>/<name>@<version>@sha256:<64 hex>
+Another server of the API may answer any string: it is printed as it came.
 
 Examples:
   atomix-plugins compile counter@1.0.0 --runtime 1.0.0 --build node20
@@ -36,7 +36,7 @@ Examples:
       action(async (spec: string, flags: ClientFlags & { runtime?: string; build?: string }) => {
         const { key } = keyFromArgs(spec, flags);
         const started = Date.now();
-        const reference = await withClient(flags, async (client, control) => {
+        const compiled = await withClient(flags, async (client, control) => {
           const stop = spinner(`compiling ${formatBuildKey(key)}`);
           try {
             return await client.compile(key, control);
@@ -46,10 +46,11 @@ Examples:
         });
         const elapsedMs = Date.now() - started;
         if (flags.json) {
+          // `reference` and `digest` only when the answer is an atomix-plugin:// reference.
           printJson({
-            reference: formatReference(reference),
-            key: reference.key,
-            digest: reference.digest,
+            plugin: compiled.plugin,
+            ...(compiled.reference ? { reference: compiled.plugin, digest: compiled.reference.digest } : {}),
+            key: compiled.key,
             elapsedMs,
           });
           return;
@@ -57,7 +58,8 @@ Examples:
         if (showsProgress()) {
           printText(`compiled ${formatBuildKey(key)} in ${(elapsedMs / 1000).toFixed(1)}s\n`, process.stderr);
         }
-        printText(`${formatReference(reference)}\n`);
+        // The server's answer as it came: a reference from atomix-plugins, any string from another server.
+        printText(`${compiled.plugin}\n`);
       }),
     );
 }

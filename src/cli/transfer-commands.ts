@@ -101,6 +101,10 @@ export function pullCommand(): Command {
           `evict the least recently used cached artifacts beyond this size [env ${CACHE_MAX_ENV}]`,
         )
         .option(
+          "--max-bytes <bytes>",
+          "refuse an artifact larger than this (default: the size the server announces, 1 GiB if none)",
+        )
+        .option(
           "--retries <n>",
           "retries after UNAVAILABLE or a broken stream, each resuming where it broke",
           "5",
@@ -126,6 +130,7 @@ Examples:
             digest?: string;
             cache?: string;
             cacheMaxBytes?: string;
+            maxBytes?: string;
             retries: string;
           },
         ) => {
@@ -146,6 +151,12 @@ Examples:
               `--cache-max-bytes "${cacheMax}" must be a whole number of bytes`,
             );
           }
+          if (flags.maxBytes !== undefined && !/^\d{1,15}$/.test(flags.maxBytes)) {
+            throw new PluginError(
+              Code.InvalidArgument,
+              `--max-bytes "${flags.maxBytes}" must be a whole number of bytes`,
+            );
+          }
           const result = await withClient(flags, async (client, control) => {
             const progress = transferProgress(`pull ${key.plugin.name}@${key.plugin.version}`);
             try {
@@ -156,12 +167,18 @@ Examples:
                 ...(expectedDigest ? { expectedDigest } : {}),
                 ...(cacheDir ? { cacheDir } : {}),
                 ...(cacheMax !== undefined ? { cacheMaxBytes: Number(cacheMax) } : {}),
-                onProgress: ({ received, total }) => progress.update(received, total),
+                ...(flags.maxBytes !== undefined ? { maxBytes: Number(flags.maxBytes) } : {}),
+                onProgress: ({ received, total }) => progress.update(received, total ?? received),
               });
             } finally {
               progress.stop();
             }
           });
+          if (result.verifiedBy === "none") {
+            process.stderr.write(
+              `atomix-plugins: warning: ${formatBuildKey(key)} is unverified: the server announced no digest, and none was pinned (--digest, a reference) nor trusted keys given (--trust-key)\n`,
+            );
+          }
           if (flags.json) {
             printJson({ key, ...result });
           } else {

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import {
   type ClientHttp2Session,
   type ClientHttp2Stream,
@@ -61,6 +62,12 @@ export interface CallSettings {
   signal?: AbortSignal | undefined;
   /** Epoch milliseconds the call must end by: DEADLINE_EXCEEDED past it. */
   deadline?: number | undefined;
+  /**
+   * The call changes nothing (a read): when its connection is lost before
+   * the answer (the server or something between closed it), it is sent once
+   * more, at once, on a new connection. Unary calls only.
+   */
+  idempotent?: boolean | undefined;
 }
 
 /** A caller's `signal` and `timeoutMs` (CallControl) as one call's settings, its deadline counted from now. */
@@ -95,6 +102,8 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
   let closed = false;
   /** Aborted by close(): the calls in flight end at once, so that nothing is left running or holding the process. */
   const closing = new AbortController();
+  // Every call in flight listens to it: as many as the server's concurrent streams.
+  setMaxListeners(0, closing.signal);
 
   /**
    * The kept session, or a new one if the server closed it or is going
@@ -270,8 +279,15 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
       if (failure.code === Code.DeadlineExceeded && !responded) retire(current);
       throw failure;
     } finally {
-      // Answered while our side was still sending, or failed: the stream goes.
-      if (stream && !stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+      // Answered while our side was still sending, or failed: the stream
+      // goes. Not one that ended both ways and only waits for Node.js to say
+      // so (most answered calls): nghttp2 counts every RST_STREAM a server
+      // receives, even for a closed stream, against its budget of 1000 (33
+      // a second back), and past it tears the connection down with
+      // GOAWAY(INTERNAL_ERROR), failing every call on it.
+      if (stream && !stream.closed && !(stream.readableEnded && stream.writableEnded)) {
+        stream.close(constants.NGHTTP2_CANCEL);
+      }
       end(current);
     }
   }
@@ -286,8 +302,11 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
         return await call(service, method, settings, send);
       } catch (error) {
         // Refused before the server took it (a kept connection the server
-        // was closing): sent once more at once, as grpc-js does, on a new one.
-        if (!(error instanceof UntakenCall)) throw error;
+        // was closing): sent once more at once, as grpc-js does, on a new
+        // one. A read whose connection was lost under it, the same.
+        const again =
+          error instanceof UntakenCall || (settings.idempotent === true && error instanceof LostConnection);
+        if (!again) throw error;
         return call(service, method, settings, send);
       }
     },
@@ -345,6 +364,9 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
 
 /** A call the server refused before taking it: nothing of it was done. */
 class UntakenCall extends PluginError {}
+
+/** A call whose connection dropped before its answer came: the server may or may not have done it. */
+class LostConnection extends PluginError {}
 
 /**
  * The answer, or CANCELLED when `signal` aborts or the client is closed, or
@@ -492,7 +514,7 @@ function readResponse<Response>(
       if (!dropped && stream.rstCode) return resetFailure(stream.rstCode);
       if (!dropped) return new PluginError(Code.Internal, "the stream ended without a gRPC status");
       const why = streamError?.message ?? "the connection closed";
-      return new PluginError(
+      return new LostConnection(
         Code.Unavailable,
         headers ? `the connection dropped: ${why}` : `cannot reach ${authority}: ${why}`,
       );

@@ -16,6 +16,7 @@ export type { LoadedPlugin, LoadPluginOptions } from "./load-plugin.js";
 export { loadPlugin } from "./load-plugin.js";
 export type {
   CacheReport,
+  CompileResult,
   GarbageReport,
   ListPageRequest,
   ManifestPage,
@@ -34,6 +35,7 @@ export type {
   PullProgress,
   PullResult,
   RetryControl,
+  VerifiedBy,
 } from "./pull-artifact.js";
 export type { RetryPolicy } from "./retry-policy.js";
 export { DEFAULT_RETRY_POLICY } from "./retry-policy.js";

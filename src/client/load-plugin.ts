@@ -7,7 +7,7 @@ import type { Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
 import type { ConnectionOptions } from "./connection-options.js";
-import { createPluginClient, type PluginClient } from "./plugin-client.js";
+import { type CompileResult, createPluginClient, type PluginClient } from "./plugin-client.js";
 import type { CallControl, PullProgress, RetryControl } from "./pull-artifact.js";
 
 export interface LoadPluginOptions<T> extends CallControl, RetryControl {
@@ -60,22 +60,24 @@ export interface LoadedPlugin<T> {
 /**
  * Loads a Node.js plugin into this process: pulls its artifact (or takes it
  * from the cache), verifies it, `import()`s it and checks the required
- * export. `target` is a build key, or a reference from CompilePlugin (which
- * pins the digest: a cached copy of it loads without calling the server).
+ * export. `target` is a build key, a reference from CompilePlugin (which
+ * pins the digest: a cached copy of it loads without calling the server), or
+ * what `client.compile` returned (pinned when the server answered a
+ * reference, pulled by key otherwise).
  *
  * The module file is named by its digest (`<modulesDir>/<hex>.mjs`), so loading a new version of a key
  * in a long-running process imports the new bytes, and loading the same
  * bytes twice returns the module already imported.
  */
 export async function loadPlugin<T = unknown>(
-  target: BuildKey | PluginReference | string,
+  target: BuildKey | PluginReference | CompileResult | string,
   options: LoadPluginOptions<T>,
 ): Promise<LoadedPlugin<T>> {
-  const reference =
-    typeof target === "string" ? parseReference(target) : "digest" in target ? target : undefined;
-  const key = parseBuildKey(reference ? reference.key : (target as BuildKey));
-  const expectedDigest = options.expectedDigest ?? reference?.digest;
-  if (reference && options.expectedDigest && options.expectedDigest !== reference.digest) {
+  const named: { key: BuildKey; digest?: Digest | undefined } | undefined =
+    typeof target === "string" ? parseReference(target) : "key" in target ? target : undefined;
+  const key = parseBuildKey(named ? named.key : (target as BuildKey));
+  const expectedDigest = options.expectedDigest ?? named?.digest;
+  if (named?.digest && options.expectedDigest && options.expectedDigest !== named.digest) {
     throw new PluginError(Code.InvalidArgument, "expectedDigest contradicts the reference's digest");
   }
   if (options.checkNodeVersion !== false) checkNodeRelease(key);

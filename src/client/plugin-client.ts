@@ -9,7 +9,7 @@ import {
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { PluginCompilerDefinition } from "../gen/atomix/runtime/v1/plugin.js";
 import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
+import { type BuildKey, buildKeyText, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import type { ProvenanceStatement } from "../model/provenance.js";
 import { type PluginReference, parseReference } from "../model/reference.js";
 import type { ConnectionOptions } from "./connection-options.js";
@@ -68,6 +68,23 @@ export interface ManifestPage {
   nextPageToken: string | undefined;
 }
 
+/**
+ * What CompilePlugin answered. The API's answer is a string the client does
+ * not interpret, unless it is this project's `atomix-plugin://` reference for
+ * the key asked for: then it names the artifact's digest too, which a pull
+ * can pin (`expectedDigest`). Without one, pull by `key`.
+ */
+export interface CompileResult {
+  /** The server's answer, as it came. */
+  plugin: string;
+  /** The key compiled. */
+  key: BuildKey;
+  /** The digest the answer pins, when it is a reference. */
+  digest?: Digest;
+  /** The answer parsed, when it is a reference to `key`. */
+  reference?: PluginReference;
+}
+
 export interface GarbageReport {
   removedBlobs: number;
   freedBytes: number;
@@ -102,10 +119,11 @@ export interface PluginClient {
    */
   pull(key: BuildKey, options: PullOptions): Promise<PullResult>;
   /**
-   * Builds (or finds) the artifact of `key` and returns its reference.
+   * Builds (or finds) the artifact of `key` and returns the server's answer,
+   * with the reference it holds when it is one (see CompileResult).
    * Retries UNAVAILABLE: compiling a key twice gives the same artifact.
    */
-  compile(key: BuildKey, options?: CallControl & RetryControl): Promise<PluginReference>;
+  compile(key: BuildKey, options?: CallControl & RetryControl): Promise<CompileResult>;
   /** Publishes a prebuilt artifact for `key`, replacing what was stored. */
   push(
     key: BuildKey,
@@ -184,6 +202,19 @@ function announce(
   return { digest: `sha256:${hash.digest("hex")}`, size };
 }
 
+/** The answer of CompilePlugin for `key`: a reference when it parses as one to `key`, else opaque. */
+function compileResult(key: BuildKey, plugin: string): CompileResult {
+  let reference: PluginReference | undefined;
+  try {
+    reference = parseReference(plugin);
+  } catch {
+    return { plugin, key };
+  }
+  // A reference to another key pins nothing about this one.
+  if (buildKeyText(reference.key) !== buildKeyText(key)) return { plugin, key };
+  return { plugin, key, digest: reference.digest, reference };
+}
+
 /** Connects (lazily: the first call dials) to the server at `connection.address`. */
 export function createPluginClient(connection: ConnectionOptions): PluginClient {
   const target = serverTarget(connection.address, connection.tls, connection.proxy);
@@ -228,7 +259,10 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
   async function fetchProvenance(key: BuildKey, options: CallControl | undefined) {
     const body = request(key);
     const answer = await unary(options, (settings) =>
-      channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.getProvenance, body, settings),
+      channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.getProvenance, body, {
+        ...settings,
+        idempotent: true,
+      }),
     );
     if (!DIGEST_PATTERN.test(answer.digest)) {
       throw new PluginError(
@@ -255,7 +289,8 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       answer = prefetched?.digest === digest ? prefetched : await fetchProvenance(key, options);
     } catch (error) {
       const failure = PluginError.from(error);
-      if (failure.code !== Code.NotFound) throw failure;
+      // UNIMPLEMENTED: a server of atomix.runtime.v1 alone has no admin API, so no provenance.
+      if (failure.code !== Code.NotFound && failure.code !== Code.Unimplemented) throw failure;
       throw new UntrustedArtifactError(
         `refusing ${formatBuildKey(key)} (${digest}): the server has no signed provenance for it: ${failure.message}`,
       );
@@ -324,7 +359,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       // key was built or replaced meanwhile).
       let early: Promise<Provenance> | undefined = fetchProvenance(valid, options);
       early.catch(() => {});
-      return pullArtifact(pulls, valid, {
+      const result = await pullArtifact(pulls, valid, {
         ...options,
         accept: async (artifact) => {
           await before?.(artifact);
@@ -333,6 +368,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
           await checkProvenance(valid, artifact.digest, options, prefetched);
         },
       });
+      return { ...result, verifiedBy: "provenance" };
     },
 
     push,
@@ -370,7 +406,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
           ),
         true,
       );
-      return parseReference(response.plugin);
+      return compileResult(parseBuildKey(key), response.plugin);
     },
 
     async listPage(request, options) {
@@ -381,7 +417,10 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         pageToken: request.pageToken ?? "",
       };
       const response = await unary(options, (settings) =>
-        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.listPlugins, body, settings),
+        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.listPlugins, body, {
+          ...settings,
+          idempotent: true,
+        }),
       );
       return { manifests: response.manifests, nextPageToken: response.nextPageToken || undefined };
     },
@@ -404,7 +443,10 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     async inspect(key, options) {
       const body = request(key);
       return unary(options, (settings) =>
-        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.inspectPlugin, body, settings),
+        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.inspectPlugin, body, {
+          ...settings,
+          idempotent: true,
+        }),
       );
     },
 

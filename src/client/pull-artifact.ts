@@ -4,9 +4,8 @@ import { basename, dirname, join } from "node:path";
 import { Code, codeName, PluginError } from "../errors/plugin-error.js";
 import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../model/build-key.js";
-import { PULL_METADATA } from "../protocol/metadata.js";
-import { type CacheEntry, openPluginCache } from "./plugin-cache.js";
-import type { AttemptOutcome, PullTransport } from "./pull-transport.js";
+import { openPluginCache } from "./plugin-cache.js";
+import type { Announced, AttemptOutcome, PullTransport } from "./pull-transport.js";
 import {
   backoffDelay,
   cancelled,
@@ -34,8 +33,8 @@ export interface RetryControl {
 export interface PullProgress {
   /** Bytes of the artifact in hand, whichever attempt brought them. */
   received: number;
-  /** The artifact's size, as the server announced it. */
-  total: number;
+  /** The artifact's size, as the server announced it; undefined when it did not. */
+  total: number | undefined;
   /** 1-based attempt that is streaming. */
   attempt: number;
 }
@@ -43,8 +42,18 @@ export interface PullProgress {
 export interface PullOptions extends CallControl, RetryControl {
   /** Where the verified artifact is written; replaced atomically, never left half-written. */
   to: string;
-  /** Refuse the artifact (FAILED_PRECONDITION, before any byte is fetched) unless it has this digest. */
+  /**
+   * Refuse the artifact unless it has this digest: FAILED_PRECONDITION
+   * before any byte is fetched when the server announces another digest,
+   * DATA_LOSS when the bytes received hash to another.
+   */
   expectedDigest?: Digest;
+  /**
+   * The largest artifact accepted: RESOURCE_EXHAUSTED past it (before any
+   * byte when the server announces a larger size). By default the size the
+   * server announces bounds the pull, and 1 GiB when it announces none.
+   */
+  maxBytes?: number;
   /**
    * A local cache directory (see PluginCache). A pull whose cached copy is
    * still current transfers no artifact bytes; with `expectedDigest` and a
@@ -77,10 +86,20 @@ export interface PullAttempt {
   error?: string;
 }
 
+/**
+ * What vouched for the bytes of a pull, strongest first: signed provenance
+ * under a trusted key, the digest the caller pinned, the digest the server
+ * announced (catches damage, not a lying server), or nothing: a server that
+ * announces no digest, with nothing pinned or trusted.
+ */
+export type VerifiedBy = "provenance" | "pin" | "server" | "none";
+
 export interface PullResult {
   path: string;
+  /** The sha256 of the bytes written, computed as they arrived. */
   digest: Digest;
   size: number;
+  verifiedBy: VerifiedBy;
   /** True when the bytes came from the local cache. */
   fromCache: boolean;
   /** Artifact bytes received over the network, all attempts together. */
@@ -107,6 +126,12 @@ export async function pullArtifact(
       `expectedDigest "${options.expectedDigest}" must be sha256:<64 lowercase hex>`,
     );
   }
+  if (options.maxBytes !== undefined && (!Number.isSafeInteger(options.maxBytes) || options.maxBytes < 0)) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `maxBytes must be a whole number of bytes ≥ 0, not ${options.maxBytes}`,
+    );
+  }
   const policy = resolveRetryPolicy(options.retry);
   const deadline = options.timeoutMs ? Date.now() + options.timeoutMs : undefined;
   const cache = options.cacheDir
@@ -123,7 +148,14 @@ export async function pullArtifact(
       if (entry && (await cache.copyOut(entry, partial))) {
         await options.accept?.(entry);
         await rename(partial, options.to);
-        return { path: options.to, ...entry, fromCache: true, transferredBytes: 0, attempts: [] };
+        return {
+          path: options.to,
+          ...entry,
+          verifiedBy: "pin",
+          fromCache: true,
+          transferredBytes: 0,
+          attempts: [],
+        };
       }
     }
 
@@ -131,9 +163,31 @@ export async function pullArtifact(
     file = await openPartial(partial, options.to);
     let hash = createHash("sha256");
     let received = 0;
-    let announced: CacheEntry | undefined;
+    /** What the response headers of the artifact being received announced. */
+    let announced: Announced | undefined;
+    /** What the trailers of the last attempt announced. */
+    let trailed: Announced = {};
     const attempts: PullAttempt[] = [];
     let failures = 0;
+
+    /** Drops the bytes in hand. */
+    const discard = async () => {
+      announced = undefined;
+      await (file as FileHandle).truncate(0);
+      hash = createHash("sha256");
+      received = 0;
+    };
+    /**
+     * After a failure: the next attempt asks for the bytes not yet in hand
+     * only from a server that resumes (`x-plugin-offset`, our extension,
+     * which every server that announces `x-plugin-digest` honours); from
+     * any other the artifact is fetched again from byte 0.
+     */
+    const resumeOrRestart = async (attempt: PullAttempt) => {
+      if (received === 0 || announced?.digest !== undefined) return;
+      attempt.error += "; the server does not resume a pull: starting over";
+      await discard();
+    };
 
     let restarts = 0;
     /** Drops the bytes in hand: the artifact changed between attempts. */
@@ -145,17 +199,15 @@ export async function pullArtifact(
           `${what} changed ${restarts} times during the pull; try again later`,
         );
       }
-      announced = undefined;
-      await (file as FileHandle).truncate(0);
-      hash = createHash("sha256");
-      received = 0;
+      await discard();
     };
 
     /** Waits before the next attempt, or throws when the policy or the deadline says stop. */
     const backOff = async (failure: PluginError) => {
       failures += 1;
       if (failures >= policy.maxAttempts) {
-        const inHand = received > 0 ? ` with ${received} of ${announced?.size} bytes in hand` : "";
+        const of = announced?.size === undefined ? "" : ` of ${announced.size}`;
+        const inHand = received > 0 ? ` with ${received}${of} bytes in hand` : "";
         throw new PluginError(
           failure.code,
           `${what}: gave up after ${failures} attempts${inHand}: ${failure.message}`,
@@ -177,6 +229,7 @@ export async function pullArtifact(
       const attempt: PullAttempt = { offset: received, bytes: 0 };
       attempts.push(attempt);
       const ifNoneMatch = received === 0 ? cached?.digest : undefined;
+      trailed = {};
       let outcome: AttemptOutcome;
       try {
         outcome = await transport.pullOnce(key, {
@@ -188,26 +241,50 @@ export async function pullArtifact(
             if (announced && (headers.digest !== announced.digest || headers.size !== announced.size)) {
               return false; // the artifact changed between attempts
             }
-            if (options.expectedDigest && headers.digest !== options.expectedDigest) {
+            if (
+              options.expectedDigest &&
+              headers.digest !== undefined &&
+              headers.digest !== options.expectedDigest
+            ) {
               throw new PluginError(
                 Code.FailedPrecondition,
                 `the server holds ${headers.digest} for ${what}, not the expected ${options.expectedDigest}`,
               );
             }
+            if (
+              headers.size !== undefined &&
+              options.maxBytes !== undefined &&
+              headers.size > options.maxBytes
+            ) {
+              throw new PluginError(
+                Code.ResourceExhausted,
+                `the server announced ${headers.size} bytes for ${what}, more than the ${options.maxBytes} accepted`,
+              );
+            }
             announced = headers;
             return true;
           },
+          onTrailers(trailers) {
+            trailed = trailers;
+          },
           async onData(chunks) {
-            const size = announced?.size ?? 0;
             let bytes = 0;
             for (const chunk of chunks) {
               bytes += chunk.byteLength;
               hash.update(chunk);
             }
-            if (received + bytes > size) {
+            const size = announced?.size;
+            if (size !== undefined && received + bytes > size) {
               throw new PluginError(
                 Code.DataLoss,
                 `the server sent more than the ${size} bytes it announced for ${what}`,
+              );
+            }
+            const limit = options.maxBytes ?? DEFAULT_MAX_BYTES;
+            if (size === undefined && received + bytes > limit) {
+              throw new PluginError(
+                Code.ResourceExhausted,
+                `the server sent more than the ${limit} bytes accepted for ${what} (maxBytes), without announcing a size`,
               );
             }
             await writeAll(file as FileHandle, chunks, bytes, received);
@@ -227,6 +304,7 @@ export async function pullArtifact(
         }
         if (!isRetryable(failure.code, "pull")) throw failure;
         await backOff(failure);
+        await resumeOrRestart(attempt);
         continue;
       }
 
@@ -235,14 +313,8 @@ export async function pullArtifact(
         await startOver();
         continue;
       }
-      if (!announced) {
-        throw new PluginError(
-          Code.DataLoss,
-          `the server sent no ${PULL_METADATA.digest} metadata for ${what}`,
-        );
-      }
       if (outcome === "not-modified") {
-        if (!cache || !cached || cached.digest !== announced.digest) {
+        if (!cache || !cached || cached.digest !== announced?.digest) {
           throw new PluginError(Code.DataLoss, `the server answered "not modified" for ${what} unasked`);
         }
         await file.close();
@@ -251,7 +323,14 @@ export async function pullArtifact(
         if (await cache.copyOut(cached, partial)) {
           await options.accept?.(cached);
           await rename(partial, options.to);
-          return { path: options.to, ...cached, fromCache: true, transferredBytes: 0, attempts };
+          return {
+            path: options.to,
+            ...cached,
+            verifiedBy: options.expectedDigest ? "pin" : "server",
+            fromCache: true,
+            transferredBytes: 0,
+            attempts,
+          };
         }
         // The cached copy was damaged (and is now evicted): fetch the bytes.
         attempt.error = "the cached copy no longer matches its digest; fetching it";
@@ -259,28 +338,31 @@ export async function pullArtifact(
         file = await openPartial(partial, options.to);
         continue;
       }
-      if (received < announced.size) {
+      const size = announced?.size;
+      if (size !== undefined && received < size) {
         // The stream ended cleanly but short: a proxy or the network cut it.
-        attempt.error = `the stream ended after ${received} of ${announced.size} bytes`;
+        attempt.error = `the stream ended after ${received} of ${size} bytes`;
         await backOff(new PluginError(Code.Unavailable, attempt.error));
+        await resumeOrRestart(attempt);
         continue;
       }
-
-      const digest = `sha256:${hash.digest("hex")}` as Digest;
-      if (digest !== announced.digest) {
+      if (trailed.size !== undefined && trailed.size !== received) {
         throw new PluginError(
           Code.DataLoss,
-          `${what}: received ${received} bytes hashing to ${digest}, but the server announced ${announced.digest}; the server's stored copy is damaged, or the transfer was`,
+          `${what}: received ${received} bytes, but the server's trailers announced ${trailed.size}`,
         );
       }
+
+      const artifact = { digest: `sha256:${hash.digest("hex")}` as Digest, size: received };
+      const verifiedBy = verify(artifact, { announced, trailed, expected: options.expectedDigest, what });
       await file.sync();
       await file.close();
       file = undefined;
-      await options.accept?.(announced);
-      await cache?.add(key, partial, announced);
+      await options.accept?.(artifact);
+      await cache?.add(key, partial, artifact);
       await rename(partial, options.to);
       const transferredBytes = attempts.reduce((sum, a) => sum + a.bytes, 0);
-      return { path: options.to, ...announced, fromCache: false, transferredBytes, attempts };
+      return { path: options.to, ...artifact, verifiedBy, fromCache: false, transferredBytes, attempts };
     }
   } catch (error) {
     await file?.close().catch(() => {});
@@ -291,6 +373,52 @@ export async function pullArtifact(
 
 /** Times a pull starts over because the artifact changed, before it gives up. */
 const MAX_RESTARTS = 3;
+
+/** The bound of a pull whose server announces no size, unless the caller gives `maxBytes`. */
+const DEFAULT_MAX_BYTES = 1024 ** 3;
+
+/**
+ * Holds the digest of the bytes received against every digest there is for
+ * them: the server's (headers, or trailers at the end) and the caller's
+ * pin. Bytes that contradict one are DATA_LOSS; a server whose own digest
+ * fits its bytes but not the pin holds another artifact (FAILED_PRECONDITION).
+ */
+function verify(
+  { digest, size }: { digest: Digest; size: number },
+  claims: {
+    announced: Announced | undefined;
+    trailed: Announced;
+    expected: Digest | undefined;
+    what: string;
+  },
+): VerifiedBy {
+  const { what, expected } = claims;
+  const serverDigests = [claims.announced?.digest, claims.trailed.digest].filter(
+    (claim): claim is Digest => claim !== undefined,
+  );
+  for (const claim of serverDigests) {
+    if (claim !== digest) {
+      throw new PluginError(
+        Code.DataLoss,
+        `${what}: received ${size} bytes hashing to ${digest}, but the server announced ${claim}; the server's stored copy is damaged, or the transfer was`,
+      );
+    }
+  }
+  if (expected !== undefined && digest !== expected) {
+    if (serverDigests.length > 0) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `the server holds ${digest} for ${what}, not the expected ${expected}`,
+      );
+    }
+    throw new PluginError(
+      Code.DataLoss,
+      `${what}: received ${size} bytes hashing to ${digest}, not the expected ${expected}; nothing was written`,
+    );
+  }
+  if (expected !== undefined) return "pin";
+  return serverDigests.length > 0 ? "server" : "none";
+}
 
 async function openPartial(partial: string, to: string): Promise<FileHandle> {
   try {

@@ -1,8 +1,7 @@
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import type { BuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
-import type { CacheEntry } from "./plugin-cache.js";
 
 /**
  * The PullPlugin protocol as the client speaks it, apart from how the bytes
@@ -15,6 +14,17 @@ import type { CacheEntry } from "./plugin-cache.js";
 /** How one PullPlugin call ended, when it ended well. */
 export type AttemptOutcome = "complete" | "not-modified" | "changed";
 
+/**
+ * What a server said of the artifact it streams: our extension metadata,
+ * which `atomix.runtime.v1` does not promise. A server that is not
+ * atomix-plugins may announce nothing, a size alone, or its digest only in
+ * the trailers.
+ */
+export interface Announced {
+  digest?: Digest;
+  size?: number;
+}
+
 export interface AttemptOptions {
   /** `x-plugin-offset`: the bytes already in hand. */
   offset: number;
@@ -23,8 +33,14 @@ export interface AttemptOptions {
   /** Epoch milliseconds the call must end by. */
   deadline: number | undefined;
   signal: AbortSignal | undefined;
-  /** Sees the announced digest and size; false abandons the attempt ("changed"). */
-  onHeaders(headers: CacheEntry): boolean;
+  /**
+   * Sees the response headers' digest and size, either or both absent when
+   * the server does not announce them; false abandons the attempt
+   * ("changed"). Not called for a trailers-only answer (an error).
+   */
+  onHeaders(headers: Announced): boolean;
+  /** Sees the digest and size the trailers of a call that ended with OK announce, if any. */
+  onTrailers?(trailers: Announced): void;
   /**
    * Takes the next artifact bytes, in order. The stream waits while the
    * promise is pending, so a slow disk slows the server instead of
@@ -58,20 +74,33 @@ export function pullRequestMetadata(
 }
 
 /**
- * Checks the response headers every pull starts with. Headers that announce
- * nothing (no digest, no size) come before an error status, which says why:
- * undefined then.
+ * Reads the digest and size a pull's headers or trailers announce. Each is
+ * optional (the API does not promise them); one that is present must be
+ * well formed: a server that announces a digest or size it cannot state
+ * cannot be checked against it (DATA_LOSS).
  */
-export function announcedArtifact(digest: string, size: string): CacheEntry | undefined {
-  if (digest === "" && size === "") return undefined;
-  const bytes = Number(size);
-  if (!DIGEST_PATTERN.test(digest) || size === "" || !Number.isSafeInteger(bytes) || bytes < 0) {
-    throw new PluginError(
-      Code.DataLoss,
-      `the server announced digest "${digest}" and size "${size}", which are not valid`,
-    );
+export function announcedArtifact(digest: string | undefined, size: string | undefined): Announced {
+  const announced: Announced = {};
+  if (digest !== undefined) {
+    if (!DIGEST_PATTERN.test(digest)) {
+      throw new PluginError(
+        Code.DataLoss,
+        `the server announced digest ${quoted(digest)}, which is not sha256:<64 lowercase hex>`,
+      );
+    }
+    announced.digest = digest as Digest;
   }
-  return { digest: digest as Digest, size: bytes };
+  if (size !== undefined) {
+    const bytes = Number(size);
+    if (!/^\d{1,16}$/.test(size) || !Number.isSafeInteger(bytes)) {
+      throw new PluginError(
+        Code.DataLoss,
+        `the server announced size ${quoted(size)}, which is not a byte count`,
+      );
+    }
+    announced.size = bytes;
+  }
+  return announced;
 }
 
 /** A call that ended with OK: its trailers say whether the cached copy is current. */

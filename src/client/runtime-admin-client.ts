@@ -68,15 +68,26 @@ export function createRuntimeAdminClient(connection: ConnectionOptions): Runtime
         PluginAdminDefinition,
         methods.listRuntimes,
         {},
-        callSettings(options),
+        { ...callSettings(options), idempotent: true },
       );
       return response.releases;
     },
     inspect(version, options) {
-      return channel.unary(PluginAdminDefinition, methods.inspectRuntime, { version }, callSettings(options));
+      return channel.unary(
+        PluginAdminDefinition,
+        methods.inspectRuntime,
+        { version },
+        {
+          ...callSettings(options),
+          idempotent: true,
+        },
+      );
     },
     buildLog(key, options) {
-      return channel.unary(PluginAdminDefinition, methods.getBuildLog, key, callSettings(options));
+      return channel.unary(PluginAdminDefinition, methods.getBuildLog, key, {
+        ...callSettings(options),
+        idempotent: true,
+      });
     },
     close: () => channel.close(),
   };

@@ -514,11 +514,7 @@ class PullCall {
     }
     if (fields.has("grpc-status")) return; // trailers-only: an error before any message
     try {
-      const announced = announcedArtifact(
-        fields.get(PULL_METADATA.digest) ?? "",
-        fields.get(PULL_METADATA.size) ?? "",
-      );
-      if (announced && !this.attempt.onHeaders(announced)) {
+      if (!this.attempt.onHeaders(announcedIn(fields))) {
         this.changed = true;
         this.stop();
       }
@@ -597,8 +593,17 @@ class PullCall {
     if (!this.parser.atMessageBoundary) {
       throw new PluginError(Code.Internal, "the stream ended with OK in the middle of a message");
     }
+    this.attempt.onTrailers?.(announcedIn(status));
     return attemptOutcome(status.get(PULL_METADATA.notModified));
   }
+}
+
+/** The digest and size a header block announces; an empty value announces nothing. */
+function announcedIn(fields: Map<string, string>) {
+  return announcedArtifact(
+    fields.get(PULL_METADATA.digest) || undefined,
+    fields.get(PULL_METADATA.size) || undefined,
+  );
 }
 
 /** A HEADERS payload without its padding and priority fields. */

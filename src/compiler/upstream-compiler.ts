@@ -1,6 +1,6 @@
 import type { ConnectionOptions } from "../client/connection-options.js";
 import { createPluginClient } from "../client/plugin-client.js";
-import { abandonable, Code, PluginError } from "../errors/plugin-error.js";
+import { abandonable, Code, PluginError, quoted } from "../errors/plugin-error.js";
 import type { ArtifactManifest } from "../model/artifact.js";
 import { type BuildKey, buildKeyText, formatBuildKey } from "../model/build-key.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
@@ -27,7 +27,7 @@ export function createUpstreamCompiler(options: {
   async function forward(key: BuildKey): Promise<ArtifactManifest> {
     const found = await options.store.get(key);
     if (found) return found;
-    const reference = await client.compile(key).catch((error: unknown) => {
+    const compiled = await client.compile(key).catch((error: unknown) => {
       const failure = PluginError.from(error);
       // Said once, by the tier next to the caller, however long the chain.
       const told = failure.message.includes("(built by the upstream");
@@ -35,6 +35,14 @@ export function createUpstreamCompiler(options: {
         cause: error,
       });
     });
+    const reference = compiled.reference;
+    if (!reference) {
+      // Only an atomix-plugins server's answer names the digest this store must come to show.
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${where} answered ${quoted(compiled.plugin)} for ${formatBuildKey(key)}, not an atomix-plugin:// reference: an upstream must be an atomix-plugins server`,
+      );
+    }
     // A registry mirror fetches from its upstream on demand; a cache may still hold a miss for a moment.
     const until = Date.now() + (options.visibleWithinMs ?? 5_000);
     for (let wait = 50; ; wait = Math.min(wait * 2, 1000)) {

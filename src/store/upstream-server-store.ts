@@ -114,7 +114,16 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
         ifNoneMatch: undefined,
         deadline: undefined,
         signal,
-        onHeaders: (announced) => announced.digest === manifest.digest && announced.size === manifest.size,
+        onHeaders: (announced) => {
+          // Only an atomix-plugins server announces the digest a mirror is checked against.
+          if (announced.digest === undefined) {
+            throw new PluginError(
+              Code.FailedPrecondition,
+              `${where} announced no digest for ${formatBuildKey(manifest.key)}: an upstream must be an atomix-plugins server`,
+            );
+          }
+          return announced.digest === manifest.digest && announced.size === manifest.size;
+        },
         onData: async (chunks) => {
           for (const data of chunks) {
             for (let at = 0; at < data.byteLength; ) {
