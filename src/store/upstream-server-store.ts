@@ -127,6 +127,13 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
         onData: async (chunks) => {
           for (const data of chunks) {
             for (let at = 0; at < data.byteLength; ) {
+              // Past the size it announced there is no chunk to fill (and no end to an empty one).
+              if (!pending && position >= manifest.size) {
+                throw new PluginError(
+                  Code.DataLoss,
+                  `${where} sent more than the ${manifest.size} bytes of ${formatBuildKey(manifest.key)}`,
+                );
+              }
               pending ??= allocate(headroom + chunkFor());
               const want = pending.byteLength - headroom - filled;
               const take = Math.min(want, data.byteLength - at);

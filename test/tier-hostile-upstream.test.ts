@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
+import { Code } from "../src/errors/plugin-error.js";
+import type { BuildKey } from "../src/model/build-key.js";
+import { failure } from "./helpers/failure.js";
+import { checkHealth } from "./helpers/grpc-probes.js";
+import { type HostileUpstream, sha256, startHostileUpstream } from "./helpers/hostile-upstream.js";
+import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
+
+const key = (name: string): BuildKey => ({
+  runtime: { version: "1.0.0", buildVersion: "node20" },
+  plugin: { name, version: "1.0.0" },
+});
+
+/**
+ * A tier (`--upstream`, a real server process) in front of a gRPC server
+ * that answers what a compromised or broken atomix-plugins server could:
+ * each hostile answer is refused with a clear code, nothing of it is
+ * cached, and the tier keeps serving.
+ */
+describe("a tier in front of a hostile upstream server", () => {
+  let hostile: HostileUpstream;
+  let tier: ServerProcess;
+  let client: PluginClient;
+  let work: { path: string; remove: () => Promise<void> };
+  const honest = randomBytes(300_000);
+
+  before(async () => {
+    work = await tempDir("atomix-hostile-upstream-");
+    hostile = await startHostileUpstream();
+    hostile.answers.set("honest", {
+      manifest: { digest: sha256(honest), size: honest.byteLength },
+      body: (offset) => honest.subarray(offset),
+    });
+    tier = await startServerProcess({ args: ["--upstream", hostile.address] });
+    client = createPluginClient({ address: tier.address });
+  });
+  after(async () => {
+    client?.close();
+    await tier?.kill();
+    await hostile?.close();
+    await work?.remove();
+  });
+
+  /** The tier still answers, and serves an honest artifact whole. */
+  async function stillServing(): Promise<void> {
+    assert.equal(await checkHealth(tier.address), "SERVING");
+    const to = join(work.path, `honest-${Math.random()}`);
+    await client.pull(key("honest"), { to });
+    assert.equal(sha256(await readFile(to)), sha256(honest));
+  }
+
+  /** Blob files and partial files in the tier's content cache. */
+  const cached = async () => (await readdir(join(tier.dataDir, "content-cache", "sha256"))).sort();
+
+  it("refuses an upstream that streams more bytes than the size it announced, and keeps serving", async () => {
+    const data = randomBytes(200_000);
+    hostile.answers.set("long", {
+      manifest: { digest: sha256(data), size: data.byteLength },
+      // The artifact, then as much again.
+      body: (offset) => Buffer.concat([data.subarray(offset), randomBytes(data.byteLength)]),
+    });
+    const refused = await failure(client.pull(key("long"), { to: join(work.path, "long") }));
+    assert.equal(refused.code, Code.DataLoss, refused.message);
+    assert.match(refused.message, /more than|bytes/);
+    assert.ok(!(await cached()).some((name) => name.startsWith(sha256(data).slice(7))));
+    await stillServing();
+  });
+
+  it("refuses a manifest naming another key, a huge size, a malformed digest, and bytes that change on resume", async () => {
+    const data = randomBytes(100_000);
+    hostile.answers.set("renamed", {
+      manifest: { digest: sha256(data), size: data.byteLength, plugin: { name: "other", version: "1.0.0" } },
+      body: (offset) => data.subarray(offset),
+    });
+    hostile.answers.set("huge", {
+      manifest: { digest: sha256(data), size: Number.MAX_SAFE_INTEGER },
+      body: (offset) => data.subarray(offset),
+    });
+    hostile.answers.set("malformed", {
+      manifest: { digest: "sha256:../../etc/passwd", size: data.byteLength },
+      body: (offset) => data.subarray(offset),
+    });
+    // Half the artifact and an OK; the ranged read that resumes gets another artifact's half.
+    const large = randomBytes(600_000);
+    const changed = randomBytes(600_000);
+    hostile.answers.set("shifting", {
+      manifest: { digest: sha256(large), size: large.byteLength },
+      body: (offset) => (offset === 0 ? large.subarray(0, 300_000) : changed.subarray(offset)),
+    });
+    const expected: [string, Code][] = [
+      ["renamed", Code.DataLoss],
+      ["huge", Code.ResourceExhausted],
+      ["malformed", Code.DataLoss],
+      ["shifting", Code.DataLoss],
+    ];
+    for (const [name, code] of expected) {
+      const refused = await failure(client.pull(key(name), { to: join(work.path, name) }));
+      assert.equal(refused.code, code, `${name}: ${refused.message}`);
+      assert.match(refused.message, new RegExp(`${hostile.address}|upstream`), refused.message);
+    }
+    const files = await cached();
+    assert.ok(
+      !files.some(
+        (name) => name.startsWith(sha256(data).slice(7)) || name.startsWith(sha256(large).slice(7)),
+      ),
+    );
+    assert.ok((hostile.pulls.get("shifting") ?? 0) >= 2, "the fill resumed with a ranged read");
+    await stillServing();
+  });
+});
