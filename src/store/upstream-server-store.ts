@@ -76,7 +76,17 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
     const text = buildKeyText(manifest.key);
     if (verified.get(text) === manifest.digest) return;
     // client.provenance verifies the bundle against the trusted keys for the digest it names.
-    const answer = await client.provenance(manifest.key, { ...(signal ? { signal } : {}) });
+    const answer = await client
+      .provenance(manifest.key, { ...(signal ? { signal } : {}) })
+      .catch((error: unknown) => {
+        const failure = PluginError.from(error);
+        if (failure.code !== Code.NotFound) throw failure;
+        throw new PluginError(
+          Code.FailedPrecondition,
+          `${where} holds no signed provenance of ${formatBuildKey(manifest.key)}; not mirrored`,
+          { cause: error },
+        );
+      });
     if (answer.digest !== manifest.digest) {
       throw new PluginError(
         Code.FailedPrecondition,
@@ -202,16 +212,22 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
     readOnly: true,
 
     async get(key, getOptions) {
+      let message: PluginManifest;
       try {
-        const message = await client.inspect(key, {
+        message = await client.inspect(key, {
           ...(getOptions?.signal ? { signal: getOptions.signal } : {}),
         });
-        return checkManifest(key, message);
       } catch (error) {
         const failure = PluginError.from(error);
         if (failure.code === Code.NotFound) return undefined;
         throw failure;
       }
+      const manifest = checkManifest(key, message);
+      // Checked for each key, not only when bytes are fetched: the content
+      // cache serves a digest it holds to every key that names it, so a key
+      // whose provenance is for other bytes (or missing) must not get that far.
+      await checkProvenance(manifest, getOptions?.signal);
+      return manifest;
     },
 
     async checkReachable(signal) {
