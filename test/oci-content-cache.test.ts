@@ -154,6 +154,40 @@ describe("a replica's content cache over a real registry", () => {
     assert.ok((await readAll(store, found)).data.equals(data));
   });
 
+  it("a manifest giving a digest another size ends no pull well on part of the blob, while it is fetched or held", async () => {
+    const { data } = await publish("resized", 2 * MiB);
+    const store = await replica({ stallMs: 500 });
+    // The fill stops after a MiB until its stall limit, then resumes.
+    proxy.faults.push({ stallAfter: MiB });
+    const found = await store.get(keyOf("resized"));
+    assert.ok(found);
+    const whole = readAll(store, found, { chunkSize: 65536 });
+    while (store.cache.counters.upstreamBytes < 300_000)
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    // Another key's manifest could name the same digest with a smaller size.
+    const shorter = { ...found, size: 256 * 1024 };
+    const during = await Promise.allSettled([readAll(store, shorter)]);
+    assert.equal(
+      during[0]?.status,
+      "rejected",
+      "a pull ended well on the first 256 KiB of a blob being fetched",
+    );
+    assert.equal(((during[0] as PromiseRejectedResult).reason as PluginError).code, Code.DataLoss);
+    assert.ok((await whole).data.equals(data));
+    const held = await Promise.allSettled([
+      readAll(store, shorter),
+      readAll(store, { ...found, size: 3 * MiB }),
+    ]);
+    for (const outcome of held) {
+      assert.equal(outcome.status, "rejected");
+      assert.equal(((outcome as PromiseRejectedResult).reason as PluginError).code, Code.DataLoss);
+    }
+    // The blob held is kept, and served to its own manifest.
+    assert.ok(store.cache.holds(found.digest));
+    assert.ok((await readAll(store, found)).data.equals(data));
+    assert.equal(store.cache.counters.upstreamFetches, 1);
+  });
+
   it("stays within its bytes, least recently used out first, never a blob a pull is reading", async () => {
     const blobs = await Promise.all([1, 2, 3, 4, 5].map((n) => publish(`evict-${n}`, MiB)));
     const store = await replica({ maxBytes: 3 * MiB });

@@ -3,10 +3,12 @@ import { randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { credentials } from "@grpc/grpc-js";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { Code } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { failure } from "./helpers/failure.js";
+import { PluginRegistryClient } from "./helpers/grpc-js-clients.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
 import { type HostileUpstream, sha256, startHostileUpstream } from "./helpers/hostile-upstream.js";
 import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
@@ -52,6 +54,32 @@ describe("a tier in front of a hostile upstream server", () => {
     const to = join(work.path, `honest-${Math.random()}`);
     await client.pull(key("honest"), { to });
     assert.equal(sha256(await readFile(to)), sha256(honest));
+  }
+
+  /** A counter's value in the tier's /metrics. */
+  async function metric(name: string): Promise<number> {
+    const text = await (await fetch(`http://${tier.http}/metrics`)).text();
+    return Number(new RegExp(`^atomix_plugins_${name} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+  }
+
+  /** A pull over grpc-js, which checks nothing: the status the tier ends it with, and the bytes. */
+  function rawPull(name: string): Promise<{ code: number; bytes: number; details: string }> {
+    const raw = new PluginRegistryClient(tier.address, credentials.createInsecure());
+    return new Promise((resolve) => {
+      let bytes = 0;
+      const call = raw.pullPlugin({ runtime: key(name).runtime, plugin: key(name).plugin });
+      call.on("data", (message: { data: Buffer }) => {
+        bytes += message.data.byteLength;
+      });
+      call.on("error", (error: { code: number; details: string }) => {
+        raw.close();
+        resolve({ code: error.code, bytes, details: error.details });
+      });
+      call.on("end", () => {
+        raw.close();
+        resolve({ code: Code.Ok, bytes, details: "" });
+      });
+    });
   }
 
   /** Blob files and partial files in the tier's content cache. */
@@ -110,6 +138,43 @@ describe("a tier in front of a hostile upstream server", () => {
       ),
     );
     assert.ok((hostile.pulls.get("shifting") ?? 0) >= 2, "the fill resumed with a ranged read");
+    await stillServing();
+  });
+
+  it("a key whose manifest gives a digest being fetched another size ends no pull well on part of it", async () => {
+    const data = randomBytes(3 * 1024 * 1024);
+    let open = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    hostile.answers.set("sized-right", {
+      manifest: { digest: sha256(data), size: data.byteLength },
+      body: (offset) => data.subarray(offset),
+      // Past the transport's 1 MiB receive buffer, so that the fill holds more than the short size.
+      gate: { after: 2 * 1024 * 1024, open: gate },
+    });
+    hostile.answers.set("sized-short", {
+      manifest: { digest: sha256(data), size: 300_000 },
+      body: (offset) => data.subarray(offset, 300_000),
+    });
+    const before = await metric("cache_upstream_bytes_total");
+    const whole = rawPull("sized-right");
+    try {
+      while ((await metric("cache_upstream_bytes_total")) < before + 300_000) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const short = await rawPull("sized-short");
+      assert.equal(
+        short.code,
+        Code.DataLoss,
+        `the tier ended a pull of ${short.bytes} bytes with ${short.code}`,
+      );
+    } finally {
+      open();
+    }
+    const right = await whole;
+    assert.equal(right.code, Code.Ok, right.details);
+    assert.equal(right.bytes, data.byteLength);
     await stillServing();
   });
 });

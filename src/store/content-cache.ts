@@ -149,6 +149,15 @@ export class ContentCache {
   async openBlob(manifest: ArtifactManifest, upstream: UpstreamRead): Promise<BlobReader> {
     const hex = hexOf(manifest.digest);
     let held = this.#held.get(hex);
+    // A fill reads to the size it was started with, and a blob that matched its
+    // digest has its true size: a pull that ends elsewhere would end on bytes
+    // that were never checked, or that are not the blob.
+    if (held && held.size !== manifest.size && (held.fill || held.verified === true)) {
+      throw new PluginError(
+        Code.DataLoss,
+        `${manifest.digest} is ${held.size} bytes ${held.fill ? "as it is being fetched" : "as held"}, not the ${manifest.size} its manifest says`,
+      );
+    }
     if (held && !held.fill) {
       if (held.size === manifest.size) {
         held.readers += 1;

@@ -27,6 +27,8 @@ export interface HostileAnswer {
   manifest: Partial<Manifest>;
   /** The bytes PullPlugin sends from the offset asked for, whatever the manifest says. */
   body: (offset: number) => Buffer;
+  /** PullPlugin sends the body's 64 KiB messages up to byte `after`, the rest once `open` settles. */
+  gate?: { after: number; open: Promise<void> };
 }
 
 export interface HostileUpstream {
@@ -67,7 +69,7 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
     },
   } as never);
   server.addService(grpcService(PluginRegistryDefinition), {
-    pullPlugin(call: ServerWritableStream<PullPluginRequest, PullPluginResponse>) {
+    async pullPlugin(call: ServerWritableStream<PullPluginRequest, PullPluginResponse>) {
       const name = call.request.plugin?.name ?? "";
       pulls.set(name, (pulls.get(name) ?? 0) + 1);
       const answer = answers.get(name);
@@ -81,7 +83,11 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
       call.sendMetadata(headers);
       const offset = Number(call.metadata.get(PULL_METADATA.offset)[0] ?? 0);
       const body = answer.body(offset);
-      for (let at = 0; at < body.byteLength; at += 65536) call.write({ data: body.subarray(at, at + 65536) });
+      const gate = answer.gate;
+      for (let at = 0; at < body.byteLength; at += 65536) {
+        if (gate && offset + at >= gate.after) await gate.open;
+        call.write({ data: body.subarray(at, at + 65536) });
+      }
       call.end();
     },
   } as never);
