@@ -12,6 +12,7 @@ import { type RegistryProxy, startRegistryProxy } from "./helpers/registry-proxy
 import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
 
 const sha256 = (data: Uint8Array) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
+const sha256Of = (hash: ReturnType<typeof createHash>) => `sha256:${hash.digest("hex")}`;
 const key = (name: string): BuildKey => ({
   runtime: { version: "1.0.0", buildVersion: "node20" },
   plugin: { name, version: "1.0.0" },
@@ -133,5 +134,46 @@ describe("a rollout on a fresh OCI replica", () => {
     const kept = await readdir(cacheDir);
     assert.deepEqual(kept, [digest.slice("sha256:".length)]);
     assert.equal(sha256(await readFile(join(cacheDir, kept[0] as string))), digest);
+  });
+
+  it("2,000 pulls at once of 20 artifacts on a fresh replica limited to 1,024 open files all succeed", async () => {
+    const published = await Promise.all(
+      Array.from({ length: 20 }, async (_, index) => ({
+        name: `many-${index}`,
+        digest: await publish(`many-${index}`, 300_000 + index),
+      })),
+    );
+    const replica = await startServerProcess({ args: replicaArgs(), openFileLimit: 1024 });
+    servers.push(replica);
+    const clients = Array.from(
+      { length: 50 },
+      () => new PluginRegistryClient(replica.address, credentials.createInsecure()),
+    );
+    try {
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 2000 }, (_, index) => {
+          const { name, digest } = published[index % published.length] as { name: string; digest: string };
+          const hash = createHash("sha256");
+          return new Promise<void>((resolve, reject) => {
+            const call = (clients[index % clients.length] as PluginRegistryClient).pullPlugin(key(name));
+            call.on("data", (message: { data: Buffer }) => hash.update(message.data));
+            call.on("error", reject);
+            call.on("end", () =>
+              sha256Of(hash) === digest ? resolve() : reject(new Error(`${name}: other bytes`)),
+            );
+          });
+        }),
+      );
+      const failed = outcomes.filter((outcome) => outcome.status === "rejected");
+      assert.deepEqual(
+        failed.slice(0, 3).map((outcome) => String((outcome as PromiseRejectedResult).reason)),
+        [],
+        `${failed.length} of 2,000 pulls failed`,
+      );
+    } finally {
+      for (const client of clients) client.close();
+    }
+    const metrics = await (await fetch(`http://${replica.http}/metrics`)).text();
+    assert.match(metrics, /^atomix_plugins_cache_upstream_fetches_total 20$/m);
   });
 });
