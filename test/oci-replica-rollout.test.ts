@@ -69,9 +69,28 @@ describe("a rollout on a fresh OCI replica", () => {
     for (const remove of removals) await remove();
   });
 
+  /** A server that writes straight to the registry: the first one started. */
+  async function publisherAddress(): Promise<string> {
+    if (!servers[0]) {
+      servers.push(
+        await startServerProcess({
+          args: [
+            "--store",
+            registry.storeUrl("rollout/plugins"),
+            "--cache-max-bytes",
+            "0",
+            "--prewarm",
+            "off",
+          ],
+        }),
+      );
+    }
+    return (servers[0] as ServerProcess).address;
+  }
+
   async function publish(name: string, size: number): Promise<string> {
     const data = randomBytes(size);
-    const publisher = createPluginClient({ address: servers[0]?.address ?? "" });
+    const publisher = createPluginClient({ address: await publisherAddress() });
     try {
       await publisher.push(key(name), [data], { size });
     } finally {
@@ -81,12 +100,6 @@ describe("a rollout on a fresh OCI replica", () => {
   }
 
   it("1,000 pulls make one blob read of the registry, and five requests at most in all", async () => {
-    // The publisher writes straight to the registry.
-    servers.push(
-      await startServerProcess({
-        args: ["--store", registry.storeUrl("rollout/plugins"), "--cache-max-bytes", "0", "--prewarm", "off"],
-      }),
-    );
     const digest = await publish("rollout", 2 * 1024 * 1024);
     const replica = await startServerProcess({ args: replicaArgs() });
     servers.push(replica);
@@ -175,5 +188,62 @@ describe("a rollout on a fresh OCI replica", () => {
     }
     const metrics = await (await fetch(`http://${replica.http}/metrics`)).text();
     assert.match(metrics, /^atomix_plugins_cache_upstream_fetches_total 20$/m);
+  });
+
+  it("2,000 pulls cancelled mid-fill leave no open files, waiters or chunk memory; the fill completes", async () => {
+    const digest = await publish("cancelled", 4 * 1024 * 1024);
+    const replica = await startServerProcess({ args: replicaArgs() });
+    servers.push(replica);
+    const metrics = async () => (await fetch(`http://${replica.http}/metrics`)).text();
+    const gauge = async (name: string) =>
+      Number(new RegExp(`^atomix_plugins_${name} (\\d+)$`, "m").exec(await metrics())?.[1] ?? Number.NaN);
+    const openFiles = async () => (await readdir(`/proc/${replica.child.pid}/fd`)).length;
+    // Warm: the registry's connection and the probes are there before the baseline.
+    await publish("warm", 1000);
+    await pullMany(replica.address, key("warm"), 1, 1);
+    const baseline = await openFiles();
+
+    let release = () => {};
+    proxy.faults.push({
+      stallAfter: 1024 * 1024,
+      until: new Promise<void>((resolve) => (release = resolve)),
+    });
+    const clients = Array.from(
+      { length: 20 },
+      () => new PluginRegistryClient(replica.address, credentials.createInsecure()),
+    );
+    try {
+      let started = 0;
+      const calls = Array.from({ length: 2000 }, (_, index) => {
+        const call = (clients[index % clients.length] as PluginRegistryClient).pullPlugin(key("cancelled"));
+        const ended = new Promise<void>((resolve) => {
+          call.on("error", () => resolve());
+          call.on("end", () => resolve());
+        });
+        call.once("data", () => {
+          started += 1;
+        });
+        return { call, ended };
+      });
+      // Every pull has its first chunk: the rest waits for bytes the registry holds back.
+      while (started < calls.length) await new Promise((resolve) => setTimeout(resolve, 20));
+      for (const { call } of calls) call.cancel();
+      await Promise.all(calls.map(({ ended }) => ended));
+    } finally {
+      for (const client of clients) client.close();
+    }
+    release();
+    // The fill nobody waits for any more completes, and keeps the blob.
+    while ((await gauge("cache_fills")) > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await gauge("cache_fill_failures_total"), 0);
+    assert.equal(await gauge("cache_fill_waiters"), 0);
+    assert.equal(await gauge("pull_chunk_bytes"), 0);
+    assert.equal(await gauge("pull_open_blobs"), 0);
+    for (let files = await openFiles(); files > baseline; files = await openFiles()) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const digests = await pullMany(replica.address, key("cancelled"), 10);
+    assert.ok(digests.every((d) => d === digest));
+    assert.match(await metrics(), /^atomix_plugins_cache_upstream_fetches_total 2$/m);
   });
 });

@@ -5,8 +5,8 @@ import type { AddressInfo } from "node:net";
 export type BlobFault =
   /** Sends this many bytes of the body, then drops the connection. */
   | { cutAfter: number }
-  /** Sends this many bytes, then nothing more until the connection is closed. */
-  | { stallAfter: number }
+  /** Sends this many bytes, then nothing more until the connection is closed (or `until` settles: the rest). */
+  | { stallAfter: number; until?: Promise<void> }
   /** Flips one byte of the body. */
   | { corrupt: true };
 
@@ -73,7 +73,7 @@ export async function startRegistryProxy(registryAddress: string): Promise<Regis
           return;
         }
         let sent = 0;
-        answer.on("data", (chunk: Buffer) => {
+        const onData = (chunk: Buffer) => {
           if ("corrupt" in fault) {
             const copy = Buffer.from(chunk);
             if (sent === 0 && copy.byteLength > 0) copy[0] = (copy[0] as number) ^ 0xff;
@@ -88,8 +88,19 @@ export async function startRegistryProxy(registryAddress: string): Promise<Regis
           if (sent >= limit) {
             answer.pause();
             if ("cutAfter" in fault) setTimeout(() => outgoing.socket?.destroy(), 20);
+            if ("until" in fault && fault.until) {
+              const held = chunk.subarray(Math.max(0, room));
+              fault.until.then(() => {
+                if (held.byteLength > 0) outgoing.write(held);
+                answer.off("data", onData);
+                answer.pipe(outgoing);
+                answer.resume();
+              });
+              fault.until = undefined;
+            }
           }
-        });
+        };
+        answer.on("data", onData);
         answer.on("end", () => {
           if ("corrupt" in fault) outgoing.end();
         });
