@@ -139,6 +139,29 @@ describe("a replica's content cache over a real registry", () => {
     assert.ok((await readAll(store, found)).data.equals(data));
   });
 
+  it("a fill whose registry stops sending ends within its stall limit: every waiter gets UNAVAILABLE", async () => {
+    const { data } = await publish("stalled", 2 * MiB);
+    const store = await replica({ stallMs: 300 });
+    proxy.seen.length = 0;
+    // Every read stalls, the ranged ones too: there is nothing to resume from.
+    proxy.faults.push(...Array.from({ length: 4 }, () => ({ stallAfter: 100_000 })));
+    const found = await store.get(keyOf("stalled"));
+    assert.ok(found);
+    const outcomes = await Promise.allSettled(Array.from({ length: 10 }, () => readAll(store, found)));
+    for (const outcome of outcomes) {
+      assert.equal(outcome.status, "rejected");
+      const error = (outcome as PromiseRejectedResult).reason as PluginError;
+      assert.equal(error.code, Code.Unavailable, error.message);
+      assert.match(error.message, /sent nothing for 300 ms/);
+    }
+    // One stall limit without a byte ends the fill: it does not wait out another per ranged read.
+    assert.equal(proxy.count("GET", "blobs"), 1, JSON.stringify(proxy.seen));
+    assert.equal(store.cache.state.waiters, 0);
+    assert.deepEqual(await cached(store.dir), []);
+    proxy.faults.length = 0;
+    assert.ok((await readAll(store, found)).data.equals(data));
+  });
+
   it("bytes that do not hash to the digest end no pull well and are not kept", async () => {
     const { data } = await publish("corrupt", 600_000);
     const store = await replica();
@@ -156,9 +179,10 @@ describe("a replica's content cache over a real registry", () => {
 
   it("a manifest giving a digest another size ends no pull well on part of the blob, while it is fetched or held", async () => {
     const { data } = await publish("resized", 2 * MiB);
-    const store = await replica({ stallMs: 500 });
-    // The fill stops after a MiB until its stall limit, then resumes.
-    proxy.faults.push({ stallAfter: MiB });
+    const store = await replica();
+    // The fill stops after a MiB until the registry is let go on.
+    let release = () => {};
+    proxy.faults.push({ stallAfter: MiB, until: new Promise<void>((resolve) => (release = resolve)) });
     const found = await store.get(keyOf("resized"));
     assert.ok(found);
     const whole = readAll(store, found, { chunkSize: 65536 });
@@ -167,6 +191,7 @@ describe("a replica's content cache over a real registry", () => {
     // Another key's manifest could name the same digest with a smaller size.
     const shorter = { ...found, size: 256 * 1024 };
     const during = await Promise.allSettled([readAll(store, shorter)]);
+    release();
     assert.equal(
       during[0]?.status,
       "rejected",

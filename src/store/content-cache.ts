@@ -19,7 +19,7 @@ export interface ContentCacheOptions {
   log?: Logger | undefined;
   /** Ranged reads that resume a fill after its upstream failed, at most. Default 3. */
   maxResumes?: number | undefined;
-  /** A fill whose upstream sends nothing for this long fails (UNAVAILABLE). Default 30 s. */
+  /** A fill whose upstream sends nothing for this long fails (UNAVAILABLE), without resuming. Default 30 s. */
   stallMs?: number | undefined;
 }
 
@@ -465,7 +465,11 @@ class Fill {
         }
       } catch (error) {
         const failure = PluginError.from(stall.signal.aborted ? (stall.signal.reason ?? error) : error);
-        const retriable = failure.code === Code.Unavailable || failure.code === Code.DeadlineExceeded;
+        // A stall is not resumed: its waiters were promised an answer within one stall limit,
+        // not one per ranged read of an upstream that keeps sending nothing.
+        const retriable =
+          !stall.signal.aborted &&
+          (failure.code === Code.Unavailable || failure.code === Code.DeadlineExceeded);
         if (this.options.closing.aborted || !retriable || resumes >= this.options.maxResumes) throw failure;
         resumes += 1;
         counters.upstreamResumes += 1;
