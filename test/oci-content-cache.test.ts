@@ -265,6 +265,24 @@ describe("a replica's content cache over a real registry", () => {
     assert.equal(proxy.count("GET", "blobs"), 1);
   });
 
+  it("pulls at once of a blob planted corrupt in the folder all get the registry's bytes, fetched once", async () => {
+    const { manifest, data } = await publish("planted", MiB);
+    const dir = join(work, "planted");
+    const hex = manifest.digest.slice("sha256:".length);
+    await mkdir(join(dir, "sha256"), { recursive: true });
+    const bad = Buffer.from(data);
+    bad[777] = (bad[777] as number) ^ 1;
+    await writeFile(join(dir, "sha256", hex), bad);
+    const store = await replica({ dir });
+    proxy.seen.length = 0;
+    const pulls = await Promise.allSettled(Array.from({ length: 10 }, () => readAll(store, manifest)));
+    for (const pull of pulls) {
+      assert.equal(pull.status, "fulfilled", String((pull as PromiseRejectedResult).reason));
+      assert.ok((pull as PromiseFulfilledResult<{ data: Buffer }>).value.data.equals(data));
+    }
+    assert.equal(proxy.count("GET", "blobs"), 1, JSON.stringify(proxy.seen));
+  });
+
   it("resolves a key once per TTL; a put or remove through the replica is seen there at once", async () => {
     await publish("ttl", 1000);
     const store = await replica({ resolveTtlMs: 60_000 });

@@ -176,8 +176,10 @@ export class ContentCache {
           return reader;
         }
       }
-      // A file that is not what its name says is dropped and fetched again.
-      if (held.readers === 0) await this.#forget(hex, held, "does not match its digest");
+      // A file that is not what its name says is dropped and fetched again. Its
+      // other readers are opens checking it as this one did (none reads a file
+      // that failed), so they join the fill this one starts.
+      await this.#forget(hex, held, "does not match its digest");
       held = this.#held.get(hex);
     }
     this.counters.misses += 1;
