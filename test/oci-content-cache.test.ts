@@ -238,6 +238,20 @@ describe("a replica's content cache over a real registry", () => {
     assert.ok(store.cache.holds((blobs[4] as { manifest: ArtifactManifest }).manifest.digest));
   });
 
+  it("more fills at once than its bytes hold: once their pulls end it is within its bytes, on disk too", async () => {
+    const blobs = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => publish(`burst-${n}`, MiB)));
+    const store = await replica({ maxBytes: 3 * MiB });
+    const pulls = await Promise.all(
+      blobs.map(async ({ manifest }) => (await readAll(store, manifest, { chunkSize: 65536 })).data),
+    );
+    for (const [index, data] of pulls.entries())
+      assert.ok(data.equals((blobs[index] as { data: Buffer }).data));
+    assert.ok(store.cache.state.bytes <= 3 * MiB, `${store.cache.state.bytes} bytes held`);
+    const files = await cached(store.dir);
+    assert.equal(files.length, store.cache.state.blobs, files.join(", "));
+    assert.ok(files.length <= 3, files.join(", "));
+  });
+
   it("keeps its blobs across a restart, checks them before first use, and drops partial and corrupt files", async () => {
     const { manifest, data } = await publish("restart", MiB);
     const dir = join(work, "restarting");
