@@ -12,7 +12,7 @@ import { parseOciLocation } from "../src/store/oci/oci-location.js";
 import { createOciStore } from "../src/store/oci/oci-store.js";
 import { createReplicaStore, type ReplicaStore } from "../src/store/replica-store.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
-import { type RegistryProxy, startRegistryProxy } from "./helpers/registry-proxy.js";
+import { type BlobFault, type RegistryProxy, startRegistryProxy } from "./helpers/registry-proxy.js";
 import { chunksOf, keyOf, readAll } from "./store-suite.js";
 
 const MiB = 1024 * 1024;
@@ -119,6 +119,51 @@ describe("a replica's content cache over a real registry", () => {
     assert.equal(reads[0]?.range, undefined);
     assert.match(reads[1]?.range ?? "", /^bytes=[1-9]\d*-$/);
     assert.equal(store.cache.counters.upstreamResumes, 1);
+  });
+
+  it("a resumed read answered with the whole blob (200), another blob's bytes, or another range ends no pull well on wrong bytes", async () => {
+    const { data } = await publish("ranges", 2 * MiB);
+    const other = randomBytes(2 * MiB);
+    const found = await (await replica()).get(keyOf("ranges"));
+    assert.ok(found);
+    const attempts: [string, BlobFault[], Code | undefined][] = [
+      // The registry ignores Range: the bytes the fill holds are skipped.
+      ["200 to a ranged read", [{ cutAfter: 700_000 }, { ignoreRange: true }], undefined],
+      // The blob changed between the first read and the resumed one.
+      [
+        "another blob on resume",
+        [{ cutAfter: 700_000 }, { body: (offset) => other.subarray(offset) }],
+        Code.DataLoss,
+      ],
+      // A 206 from somewhere else than asked, every time.
+      [
+        "a wrong Content-Range",
+        [{ cutAfter: 700_000 }, ...Array(3).fill({ shiftRange: 1000 })],
+        Code.Unavailable,
+      ],
+    ];
+    for (const [what, faults, code] of attempts) {
+      const store = await replica();
+      proxy.faults.push(...faults);
+      const outcomes: PromiseSettledResult<{ data: Buffer }>[] = await Promise.allSettled(
+        Array.from({ length: 5 }, () => readAll(store, found)),
+      );
+      proxy.faults.length = 0;
+      for (const outcome of outcomes) {
+        if (code === undefined) {
+          assert.equal(
+            outcome.status,
+            "fulfilled",
+            `${what}: ${String((outcome as PromiseRejectedResult).reason)}`,
+          );
+          assert.ok((outcome as PromiseFulfilledResult<{ data: Buffer }>).value.data.equals(data), what);
+        } else {
+          assert.equal(outcome.status, "rejected", what);
+          assert.equal(((outcome as PromiseRejectedResult).reason as PluginError).code, code, what);
+        }
+      }
+      assert.deepEqual(await cached(store.dir), code === undefined ? [found.digest.slice(7)] : [], what);
+    }
   });
 
   it("a fill whose registry keeps failing fails every waiter with UNAVAILABLE and keeps nothing; the next pull fetches again", async () => {

@@ -8,7 +8,13 @@ export type BlobFault =
   /** Sends this many bytes, then nothing more until the connection is closed (or `until` settles: the rest). */
   | { stallAfter: number; until?: Promise<void> }
   /** Flips one byte of the body. */
-  | { corrupt: true };
+  | { corrupt: true }
+  /** Forwards the read without its Range header: the registry answers 200 with the whole blob. */
+  | { ignoreRange: true }
+  /** Forwards a ranged read as one from `shiftRange` bytes earlier: a 206 whose Content-Range is not the one asked. */
+  | { shiftRange: number }
+  /** Answers itself with these bytes from the offset asked (206 to a ranged read): a blob that changed. */
+  | { body: (offset: number) => Buffer };
 
 export interface RegistryProxy {
   /** host:port of the proxy. */
@@ -64,11 +70,25 @@ export async function startRegistryProxy(registryAddress: string): Promise<Regis
     const range = incoming.headers.range;
     seen.push({ method: incoming.method ?? "", kind, range });
     const fault = incoming.method === "GET" && kind === "blobs" ? proxy.faults.shift() : undefined;
+    const offset = Number(/^bytes=(\d+)-$/.exec(range ?? "")?.[1] ?? 0);
+    if (fault && "body" in fault) {
+      const body = fault.body(offset);
+      outgoing.writeHead(range ? 206 : 200, {
+        "content-length": body.byteLength,
+        ...(range ? { "content-range": `bytes ${offset}-${offset + body.byteLength - 1}/*` } : {}),
+      });
+      outgoing.end(body);
+      return;
+    }
+    const headers = { ...incoming.headers };
+    if (fault && "ignoreRange" in fault) delete headers.range;
+    if (fault && "shiftRange" in fault && range)
+      headers.range = `bytes=${Math.max(0, offset - fault.shiftRange)}-`;
     const forwarded = httpRequest(
-      { host, port: Number(port), method: incoming.method, path: url, headers: incoming.headers },
+      { host, port: Number(port), method: incoming.method, path: url, headers },
       (answer) => {
         outgoing.writeHead(answer.statusCode ?? 502, answer.headers);
-        if (!fault) {
+        if (!fault || "ignoreRange" in fault || "shiftRange" in fault) {
           answer.pipe(outgoing);
           return;
         }
@@ -81,7 +101,7 @@ export async function startRegistryProxy(registryAddress: string): Promise<Regis
             outgoing.write(copy);
             return;
           }
-          const limit = "cutAfter" in fault ? fault.cutAfter : fault.stallAfter;
+          const limit = "cutAfter" in fault ? fault.cutAfter : "stallAfter" in fault ? fault.stallAfter : 0;
           const room = limit - sent;
           if (room > 0) outgoing.write(chunk.subarray(0, room));
           sent += chunk.byteLength;
