@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { credentials } from "@grpc/grpc-js";
@@ -245,5 +245,53 @@ describe("a rollout on a fresh OCI replica", () => {
     const digests = await pullMany(replica.address, key("cancelled"), 10);
     assert.ok(digests.every((d) => d === digest));
     assert.match(await metrics(), /^atomix_plugins_cache_upstream_fetches_total 2$/m);
+  });
+
+  it("two replicas with the same pid (containers) filling one digest into a shared folder keep it whole", async () => {
+    const digest = await publish("shared-folder", 2 * 1024 * 1024);
+    const temporary = await tempDir("atomix-shared-cache-");
+    removals.push(temporary.remove);
+    const cacheArgs = [...replicaArgs(), "--cache-dir", temporary.path];
+    const [first, second] = [
+      await startServerProcess({ args: cacheArgs, ownPidNamespace: true }),
+      await startServerProcess({ args: cacheArgs, ownPidNamespace: true }),
+    ] as [ServerProcess, ServerProcess];
+    servers.push(first, second);
+    const blobs = join(temporary.path, "sha256");
+    const sizes = async () =>
+      Promise.all(
+        (await readdir(blobs))
+          .filter((name) => name.endsWith(".partial"))
+          .map(async (name) => (await stat(join(blobs, name))).size),
+      );
+    const until = async (done: (sizes: number[]) => boolean) => {
+      while (!done(await sizes())) await new Promise((resolve) => setTimeout(resolve, 20));
+    };
+    let releaseFirst = () => {};
+    let releaseSecond = () => {};
+    proxy.faults.push(
+      { stallAfter: 1024 * 1024, until: new Promise<void>((resolve) => (releaseFirst = resolve)) },
+      { stallAfter: 100_000, until: new Promise<void>((resolve) => (releaseSecond = resolve)) },
+    );
+    try {
+      // The first replica's fill holds a MiB; then the second's starts, and stalls before its first chunk.
+      const firstPull = pullMany(first.address, key("shared-folder"), 1, 1);
+      await until((found) => found.some((size) => size >= 1024 * 1024));
+      const secondPull = pullMany(second.address, key("shared-folder"), 1, 1);
+      while (proxy.faults.length > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+      await until((found) => found.some((size) => size < 1024 * 1024));
+      releaseFirst();
+      assert.deepEqual(await firstPull, [digest]);
+      // What the first replica keeps is what it serves from now on.
+      assert.deepEqual(await pullMany(first.address, key("shared-folder"), 3, 1), [digest, digest, digest]);
+      releaseSecond();
+      assert.deepEqual(await secondPull, [digest]);
+      assert.deepEqual(await pullMany(second.address, key("shared-folder"), 3, 1), [digest, digest, digest]);
+    } finally {
+      releaseFirst();
+      releaseSecond();
+    }
+    const kept = join(blobs, digest.slice("sha256:".length));
+    assert.equal(sha256(await readFile(kept)), digest);
   });
 });

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, opendir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -65,9 +65,19 @@ interface Held {
 }
 
 const HEX = /^[0-9a-f]{64}$/;
-/** `<hex>.<pid>.partial`: a fill in progress, or one a crash interrupted. */
-const PARTIAL = /^[0-9a-f]{64}\.(\d+)\.partial$/;
-const partialName = (hex: string) => `${hex}.${process.pid}.partial`;
+/**
+ * `<hex>.<pid>-<run>.partial` (`<hex>.<pid>.partial` before runs were named):
+ * a fill in progress, or one a crash interrupted. The run's random token
+ * keeps apart replicas that share the folder with the same pid, as
+ * processes in containers do.
+ */
+const PARTIAL = /^[0-9a-f]{64}\.(\d+)(?:-([0-9a-f]{16}))?\.partial$/;
+/**
+ * A partial file of a running pid that nothing wrote for this long was left
+ * by a crash (the pid is another container's, or this one's before a
+ * restart): a fill writes as bytes arrive, and one that stalls is removed.
+ */
+const STALE_PARTIAL_MS = 10 * 60_000;
 const TOUCH_EVERY_MS = 60_000;
 
 /**
@@ -83,10 +93,11 @@ const TOUCH_EVERY_MS = 60_000;
  *   the read that reaches a blob's last byte waits until the whole blob
  *   matched its digest and was committed (fsync, rename). A blob found on
  *   disk at start is hashed before its first use.
- * - Crash-safe: a fill writes `<hex>.<pid>.partial`; partial files of
- *   processes no longer running are removed at start, so a replica killed
- *   mid-fill serves none of it. Replicas may share the folder: each counts
- *   and evicts what it knows, and a blob another one evicted is fetched again.
+ * - Crash-safe: a fill writes `<hex>.<pid>-<run>.partial`; partial files of
+ *   processes no longer running (or not written for ten minutes) are
+ *   removed at start, so a replica killed mid-fill serves none of it.
+ *   Replicas may share the folder: each counts and evicts what it knows,
+ *   and a blob another one evicted is fetched again.
  * - Bounded: blobs beyond `maxBytes` are evicted least recently used first,
  *   never while a pull reads them; only the cache's own files count.
  */
@@ -97,6 +108,8 @@ export class ContentCache {
   readonly #held = new Map<string, Held>();
   readonly #fills = new Set<Fill>();
   readonly #closing = new AbortController();
+  /** Names this process's partial files apart from those of any other with its pid. */
+  readonly #run = randomBytes(8).toString("hex");
   #bytes = 0;
   readonly counters: ContentCacheCounters = {
     hits: 0,
@@ -222,9 +235,13 @@ export class ContentCache {
       const path = join(this.#dir, entry.name);
       const partial = PARTIAL.exec(entry.name);
       if (partial) {
-        // A fill a crash interrupted (replicas sharing the folder name theirs after themselves).
+        // A fill a crash interrupted; a running pid's may be another replica's fill in progress.
         const pid = Number(partial[1]);
-        if (pid === process.pid || !isRunning(pid)) await rm(path, { force: true });
+        const stale =
+          !isRunning(pid) ||
+          (partial[2] === undefined && pid === process.pid) ||
+          Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? 0) > STALE_PARTIAL_MS;
+        if (stale) await rm(path, { force: true });
         continue;
       }
       if (!entry.isFile() || !HEX.test(entry.name)) continue;
@@ -289,6 +306,7 @@ export class ContentCache {
     const fill = new Fill({
       dir: this.#dir,
       hex,
+      partial: `${hex}.${process.pid}-${this.#run}.partial`,
       manifest,
       upstream,
       counters: this.counters,
@@ -349,6 +367,8 @@ export class ContentCache {
 interface FillOptions {
   dir: string;
   hex: string;
+  /** The file's name while it fills, this process's own. */
+  partial: string;
   manifest: ArtifactManifest;
   upstream: UpstreamRead;
   counters: ContentCacheCounters;
@@ -374,7 +394,7 @@ class Fill {
   #users = 1;
 
   constructor(private readonly options: FillOptions) {
-    this.#handle = open(join(options.dir, partialName(options.hex)), "w+", 0o644);
+    this.#handle = open(join(options.dir, options.partial), "w+", 0o644);
     this.finished = this.#run().then(
       () => {
         this.#committed = true;
@@ -383,7 +403,7 @@ class Fill {
       async (error: unknown) => {
         // Nothing half-fetched is kept (its readers still hold the handle),
         // and it is gone before any waiter hears of the failure.
-        await rm(join(options.dir, partialName(options.hex)), { force: true }).catch(() => {});
+        await rm(join(options.dir, options.partial), { force: true }).catch(() => {});
         this.#error = fillError(error, options.manifest);
         this.#notify();
         throw this.#error;
@@ -488,7 +508,7 @@ class Fill {
       );
     }
     await handle.sync();
-    await rename(join(dir, partialName(hex)), join(dir, hex));
+    await rename(join(dir, this.options.partial), join(dir, hex));
     await syncDirectory(dir);
   }
 }
