@@ -7,6 +7,7 @@ import { credentials } from "@grpc/grpc-js";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { Code } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
+import { createUpstreamServerStore } from "../src/store/upstream-server-store.js";
 import { failure } from "./helpers/failure.js";
 import { PluginRegistryClient } from "./helpers/grpc-js-clients.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
@@ -176,5 +177,25 @@ describe("a tier in front of a hostile upstream server", () => {
     assert.equal(right.code, Code.Ok, right.details);
     assert.equal(right.bytes, data.byteLength);
     await stillServing();
+  });
+
+  it("a key lookup the upstream takes and never answers ends with DEADLINE_EXCEEDED", async () => {
+    hostile.answers.set("silent", {
+      manifest: { digest: sha256(honest), size: honest.byteLength },
+      body: (offset) => honest.subarray(offset),
+      silent: true,
+    });
+    const store = createUpstreamServerStore({
+      connection: { address: hostile.address },
+      maxArtifactBytes: 1 << 30,
+      lookupTimeoutMs: 300,
+    });
+    try {
+      const refused = await failure(store.get(key("silent")));
+      assert.equal(refused.code, Code.DeadlineExceeded, refused.message);
+      assert.equal((await store.get(key("honest")))?.digest, sha256(honest));
+    } finally {
+      await store.close();
+    }
   });
 });

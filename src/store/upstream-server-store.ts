@@ -13,6 +13,12 @@ export interface UpstreamServerStoreOptions {
   connection: ConnectionOptions;
   /** Largest artifact taken from upstream: a bigger announced size is refused before a byte is read. */
   maxArtifactBytes: number;
+  /**
+   * How long a key lookup (or a provenance check) may wait for the upstream's
+   * answer before it fails with DEADLINE_EXCEEDED, which a replica takes as
+   * the upstream being unreachable. Default 30 s.
+   */
+  lookupTimeoutMs?: number | undefined;
 }
 
 /** What a store that is another server's mirror says to writes. */
@@ -39,6 +45,9 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
     ...(connection.token ? { token: connection.token } : {}),
   });
   const where = `the atomix-plugins server at ${connection.address}`;
+  // An upstream that takes a call and never answers would hold every pull of the key for good.
+  const timeoutMs = options.lookupTimeoutMs ?? 30_000;
+  const control = (signal: AbortSignal | undefined) => ({ timeoutMs, ...(signal ? { signal } : {}) });
   /** Keys whose provenance was verified for a digest, so that the check runs once per artifact. */
   const verified = new Map<string, Digest>();
 
@@ -76,17 +85,15 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
     const text = buildKeyText(manifest.key);
     if (verified.get(text) === manifest.digest) return;
     // client.provenance verifies the bundle against the trusted keys for the digest it names.
-    const answer = await client
-      .provenance(manifest.key, { ...(signal ? { signal } : {}) })
-      .catch((error: unknown) => {
-        const failure = PluginError.from(error);
-        if (failure.code !== Code.NotFound) throw failure;
-        throw new PluginError(
-          Code.FailedPrecondition,
-          `${where} holds no signed provenance of ${formatBuildKey(manifest.key)}; not mirrored`,
-          { cause: error },
-        );
-      });
+    const answer = await client.provenance(manifest.key, control(signal)).catch((error: unknown) => {
+      const failure = PluginError.from(error);
+      if (failure.code !== Code.NotFound) throw failure;
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${where} holds no signed provenance of ${formatBuildKey(manifest.key)}; not mirrored`,
+        { cause: error },
+      );
+    });
     if (answer.digest !== manifest.digest) {
       throw new PluginError(
         Code.FailedPrecondition,
@@ -214,9 +221,7 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
     async get(key, getOptions) {
       let message: PluginManifest;
       try {
-        message = await client.inspect(key, {
-          ...(getOptions?.signal ? { signal: getOptions.signal } : {}),
-        });
+        message = await client.inspect(key, control(getOptions?.signal));
       } catch (error) {
         const failure = PluginError.from(error);
         if (failure.code === Code.NotFound) return undefined;

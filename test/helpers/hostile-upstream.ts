@@ -27,6 +27,8 @@ export interface HostileAnswer {
   manifest: Partial<Manifest>;
   /** The bytes PullPlugin sends from the offset asked for, whatever the manifest says. */
   body: (offset: number) => Buffer;
+  /** InspectPlugin takes the call and never answers. */
+  silent?: boolean;
   /** PullPlugin sends the body's 64 KiB messages up to byte `after`, the rest once `open` settles. */
   gate?: { after: number; open: Promise<void> };
 }
@@ -56,6 +58,7 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
     inspectPlugin(call: ServerUnaryCall<InspectPluginRequest, Manifest>, callback: sendUnaryData<Manifest>) {
       const answer = answers.get(call.request.plugin?.name ?? "");
       if (!answer) return callback({ code: status.NOT_FOUND, details: "not here" });
+      if (answer.silent) return;
       callback(null, {
         runtime: call.request.runtime,
         plugin: call.request.plugin,
