@@ -366,6 +366,38 @@ describe("a replica's content cache over a real registry", () => {
     assert.equal((await short.get(keyOf("ttl-other")))?.digest, republished.manifest.digest);
   });
 
+  it("a key removed upstream is not served as last seen once the registry said so, nor after a restart; TTL 0 asks each time", async () => {
+    await publish("outage-removed", 300_000);
+    const dir = join(work, "outage-removed");
+    const store = await replica({ dir, resolveTtlMs: 0 });
+    const found = await store.get(keyOf("outage-removed"));
+    assert.ok(found);
+    await readAll(store, found);
+    proxy.seen.length = 0;
+    for (let ask = 0; ask < 3; ask += 1) await store.get(keyOf("outage-removed"));
+    assert.equal(proxy.count("GET", "manifests"), 3, "--resolve-ttl 0 asks every time");
+    try {
+      proxy.down = true;
+      assert.equal((await store.get(keyOf("outage-removed")))?.digest, found.digest);
+      proxy.down = false;
+      assert.equal(await publisher.remove(keyOf("outage-removed")), true);
+      assert.equal(await store.get(keyOf("outage-removed")), undefined);
+      proxy.down = true;
+      await assert.rejects(
+        store.get(keyOf("outage-removed")),
+        (error: PluginError) => error.code === Code.Unavailable,
+      );
+      await store.close();
+      const restarted = await replica({ dir, resolveTtlMs: 0 });
+      await assert.rejects(
+        restarted.get(keyOf("outage-removed")),
+        (error: PluginError) => error.code === Code.Unavailable,
+      );
+    } finally {
+      proxy.down = false;
+    }
+  });
+
   it("serves the keys it holds as last seen while the registry is down, also after a restart, and catches up", async () => {
     const held = await publish("outage-held", 500_000);
     await publish("outage-not-held", 500_000);
