@@ -15,8 +15,8 @@ export interface UpstreamServerStoreOptions {
   maxArtifactBytes: number;
   /**
    * How long a key lookup (or a provenance check) may wait for the upstream's
-   * answer before it fails with DEADLINE_EXCEEDED, which a replica takes as
-   * the upstream being unreachable. Default 30 s.
+   * answer before it fails with UNAVAILABLE, as from an upstream that is
+   * down (a replica then serves what it holds as last seen). Default 30 s.
    */
   lookupTimeoutMs?: number | undefined;
 }
@@ -48,6 +48,13 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
   // An upstream that takes a call and never answers would hold every pull of the key for good.
   const timeoutMs = options.lookupTimeoutMs ?? 30_000;
   const control = (signal: AbortSignal | undefined) => ({ timeoutMs, ...(signal ? { signal } : {}) });
+  /** The upstream's silence is its being unreachable (UNAVAILABLE), not a deadline of the caller's. */
+  const unanswered = (failure: PluginError, what: string) =>
+    failure.code === Code.DeadlineExceeded
+      ? new PluginError(Code.Unavailable, `${where} did not answer ${what} within ${timeoutMs} ms`, {
+          cause: failure,
+        })
+      : failure;
   /** Keys whose provenance was verified for a digest, so that the check runs once per artifact. */
   const verified = new Map<string, Digest>();
 
@@ -87,7 +94,7 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
     // client.provenance verifies the bundle against the trusted keys for the digest it names.
     const answer = await client.provenance(manifest.key, control(signal)).catch((error: unknown) => {
       const failure = PluginError.from(error);
-      if (failure.code !== Code.NotFound) throw failure;
+      if (failure.code !== Code.NotFound) throw unanswered(failure, "a provenance request");
       throw new PluginError(
         Code.FailedPrecondition,
         `${where} holds no signed provenance of ${formatBuildKey(manifest.key)}; not mirrored`,
@@ -225,7 +232,7 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
       } catch (error) {
         const failure = PluginError.from(error);
         if (failure.code === Code.NotFound) return undefined;
-        throw failure;
+        throw unanswered(failure, `the lookup of ${formatBuildKey(key)}`);
       }
       const manifest = checkManifest(key, message);
       // Checked for each key, not only when bytes are fetched: the content
