@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { credentials } from "@grpc/grpc-js";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
+import { createUpstreamCompiler } from "../src/compiler/upstream-compiler.js";
 import { Code } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { createUpstreamServerStore } from "../src/store/upstream-server-store.js";
@@ -196,6 +197,30 @@ describe("a tier in front of a hostile upstream server", () => {
       assert.match(refused.message, /did not answer/);
       assert.equal((await store.get(key("honest")))?.digest, sha256(honest));
     } finally {
+      await store.close();
+    }
+  });
+
+  it("a build forwarded to an upstream that never answers ends with UNAVAILABLE, and the next call forwards again", async () => {
+    const store = createUpstreamServerStore({
+      connection: { address: hostile.address },
+      maxArtifactBytes: 1 << 30,
+    });
+    const compiler = createUpstreamCompiler({
+      connection: { address: hostile.address },
+      store,
+      compileTimeoutMs: 300,
+    });
+    try {
+      const before = hostile.compiles;
+      for (let call = 1; call <= 2; call += 1) {
+        const refused = await failure(compiler.compile(key("never-built")));
+        assert.equal(refused.code, Code.Unavailable, refused.message);
+        assert.match(refused.message, /did not answer/);
+        assert.equal(hostile.compiles, before + call);
+      }
+    } finally {
+      await compiler.close();
       await store.close();
     }
   });

@@ -14,6 +14,7 @@ import {
   PluginAdminDefinition,
 } from "../../src/gen/atomix/plugins/admin/v1/admin.js";
 import {
+  PluginCompilerDefinition,
   PluginRegistryDefinition,
   type PullPluginRequest,
   type PullPluginResponse,
@@ -40,6 +41,8 @@ export interface HostileUpstream {
   readonly answers: Map<string, HostileAnswer>;
   /** PullPlugin calls seen, by plugin name. */
   readonly pulls: Map<string, number>;
+  /** CompilePlugin calls seen; none is ever answered. */
+  readonly compiles: number;
   close(): Promise<void>;
 }
 
@@ -53,6 +56,7 @@ export const sha256 = (data: Uint8Array) => `sha256:${createHash("sha256").updat
 export async function startHostileUpstream(): Promise<HostileUpstream> {
   const answers = new Map<string, HostileAnswer>();
   const pulls = new Map<string, number>();
+  let compiles = 0;
   const server = new Server();
   server.addService(grpcService(PluginAdminDefinition), {
     inspectPlugin(call: ServerUnaryCall<InspectPluginRequest, Manifest>, callback: sendUnaryData<Manifest>) {
@@ -69,6 +73,12 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
         annotations: {},
         ...answer.manifest,
       });
+    },
+  } as never);
+  server.addService(grpcService(PluginCompilerDefinition), {
+    compilePlugin() {
+      // Takes every build and never answers, as an upstream behind a connection lost without a reset.
+      compiles += 1;
     },
   } as never);
   server.addService(grpcService(PluginRegistryDefinition), {
@@ -103,6 +113,9 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
     address: `127.0.0.1:${port}`,
     answers,
     pulls,
+    get compiles() {
+      return compiles;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.forceShutdown();
