@@ -283,6 +283,22 @@ describe("a replica's content cache over a real registry", () => {
     assert.ok(store.cache.holds((blobs[4] as { manifest: ArtifactManifest }).manifest.digest));
   });
 
+  it("a blob larger than the whole cache is served, then not kept, and evicts none of the others", async () => {
+    const small = await Promise.all([1, 2].map((n) => publish(`small-${n}`, MiB)));
+    const big = await publish("bigger-than-cache", 4 * MiB);
+    const store = await replica({ maxBytes: 3 * MiB });
+    for (const { manifest } of small) await readAll(store, manifest);
+    assert.ok((await readAll(store, big.manifest, { chunkSize: 65536 })).data.equals(big.data));
+    for (const { manifest } of small)
+      assert.ok(store.cache.holds(manifest.digest), "a small blob was evicted");
+    assert.equal(store.cache.holds(big.manifest.digest), false);
+    assert.equal(store.cache.state.bytes, 2 * MiB);
+    assert.deepEqual(
+      await cached(store.dir),
+      small.map(({ manifest }) => manifest.digest.slice("sha256:".length)).sort(),
+    );
+  });
+
   it("more fills at once than its bytes hold: once their pulls end it is within its bytes, on disk too", async () => {
     const blobs = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => publish(`burst-${n}`, MiB)));
     const store = await replica({ maxBytes: 3 * MiB });

@@ -99,7 +99,8 @@ const TOUCH_EVERY_MS = 60_000;
  *   Replicas may share the folder: each counts and evicts what it knows,
  *   and a blob another one evicted is fetched again.
  * - Bounded: blobs beyond `maxBytes` are evicted least recently used first,
- *   never while a pull reads them; only the cache's own files count.
+ *   never while a pull reads them; only the cache's own files count. A blob
+ *   larger than `maxBytes` is served and then dropped, evicting no other.
  */
 export class ContentCache {
   readonly #dir: string;
@@ -342,13 +343,26 @@ export class ContentCache {
 
   /** Evicts least recently used blobs no pull reads until the cache is within its bytes. */
   async #makeRoom(): Promise<void> {
-    for (const [hex, held] of this.#held) {
-      if (this.#bytes <= this.#options.maxBytes) return;
-      if (held.readers > 0 || held.fill) continue;
-      this.counters.evictions += 1;
-      this.counters.evictedBytes += held.size;
-      await this.#forget(hex, held, "evicted");
+    const max = this.#options.maxBytes;
+    // A blob larger than the whole cache is never kept: it goes first once no
+    // pull reads it, and while one does, nothing is evicted for room it cannot have.
+    let unkeepable = 0;
+    for (const [hex, held] of [...this.#held]) {
+      if (held.size <= max) continue;
+      if (held.readers > 0 || held.fill) unkeepable += held.size;
+      else await this.#evict(hex, held);
     }
+    for (const [hex, held] of this.#held) {
+      if (this.#bytes - unkeepable <= max) return;
+      if (held.readers > 0 || held.fill || held.size > max) continue;
+      await this.#evict(hex, held);
+    }
+  }
+
+  async #evict(hex: string, held: Held): Promise<void> {
+    this.counters.evictions += 1;
+    this.counters.evictedBytes += held.size;
+    await this.#forget(hex, held, "evicted");
   }
 
   async #forget(hex: string, held: Held, why: string): Promise<void> {
