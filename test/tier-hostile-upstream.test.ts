@@ -224,4 +224,30 @@ describe("a tier in front of a hostile upstream server", () => {
       await store.close();
     }
   });
+
+  it("a listing naming an artifact with a key that is not valid is DATA_LOSS, not the caller's INVALID_ARGUMENT", async () => {
+    const manifest = {
+      digest: sha256(honest),
+      size: honest.byteLength,
+      mediaType: "application/octet-stream",
+      createdAt: "2026-01-01T00:00:00Z",
+      annotations: {},
+    };
+    hostile.listing.push(
+      { ...manifest, ...key("honest") },
+      {
+        ...manifest,
+        runtime: { version: "1.0.0", buildVersion: "node20" },
+        plugin: { name: "../../x", version: "1.0.0" },
+      },
+    );
+    try {
+      const refused = await failure(client.list());
+      assert.equal(refused.code, Code.DataLoss, refused.message);
+      assert.match(refused.message, /listed an artifact whose key is not valid/);
+    } finally {
+      hostile.listing.length = 0;
+    }
+    await stillServing();
+  });
 });

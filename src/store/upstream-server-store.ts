@@ -267,7 +267,16 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
 
     async list(filter) {
       const messages = await client.list(filter ?? {});
-      return messages.map((message) => checkManifest(parseBuildKey(message), message));
+      return messages.map((message) => {
+        let key: BuildKey;
+        try {
+          key = parseBuildKey(message);
+        } catch {
+          // The upstream's answer, not the caller's request: not INVALID_ARGUMENT.
+          throw new PluginError(Code.DataLoss, `${where} listed an artifact whose key is not valid`);
+        }
+        return checkManifest(key, message);
+      });
     },
 
     async getProvenance(key, provenanceOptions) {

@@ -41,6 +41,8 @@ export interface HostileUpstream {
   readonly answers: Map<string, HostileAnswer>;
   /** PullPlugin calls seen, by plugin name. */
   readonly pulls: Map<string, number>;
+  /** What ListPlugins answers, whatever the filter. */
+  readonly listing: Manifest[];
   /** CompilePlugin calls seen; none is ever answered. */
   readonly compiles: number;
   close(): Promise<void>;
@@ -57,8 +59,12 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
   const answers = new Map<string, HostileAnswer>();
   const pulls = new Map<string, number>();
   let compiles = 0;
+  const listing: Manifest[] = [];
   const server = new Server();
   server.addService(grpcService(PluginAdminDefinition), {
+    listPlugins(_call: unknown, callback: sendUnaryData<{ manifests: Manifest[]; nextPageToken: string }>) {
+      callback(null, { manifests: listing, nextPageToken: "" });
+    },
     inspectPlugin(call: ServerUnaryCall<InspectPluginRequest, Manifest>, callback: sendUnaryData<Manifest>) {
       const answer = answers.get(call.request.plugin?.name ?? "");
       if (!answer) return callback({ code: status.NOT_FOUND, details: "not here" });
@@ -113,6 +119,7 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
     address: `127.0.0.1:${port}`,
     answers,
     pulls,
+    listing,
     get compiles() {
       return compiles;
     },
