@@ -328,6 +328,8 @@ describe("a replica's content cache over a real registry", () => {
     const second = await replica({ dir });
     assert.deepEqual(await cached(dir), [hex]);
     assert.ok((await readAll(second, found)).data.equals(data));
+    // Its first use set its times (the eviction order after a restart): still the blob checked.
+    assert.ok((await readAll(second, found)).data.equals(data));
     assert.equal(proxy.count("GET", "blobs"), 0);
     await second.close();
 
@@ -356,6 +358,21 @@ describe("a replica's content cache over a real registry", () => {
       assert.ok((pull as PromiseFulfilledResult<{ data: Buffer }>).value.data.equals(data));
     }
     assert.equal(proxy.count("GET", "blobs"), 1, JSON.stringify(proxy.seen));
+  });
+
+  it("a kept blob written over in place while the replica runs is checked again, never served", async () => {
+    const { manifest, data } = await publish("overwritten", MiB);
+    const store = await replica();
+    assert.ok((await readAll(store, manifest)).data.equals(data));
+    const bad = Buffer.from(data);
+    bad[4321] = (bad[4321] as number) ^ 1;
+    await writeFile(join(store.dir, "sha256", manifest.digest.slice("sha256:".length)), bad);
+    proxy.seen.length = 0;
+    assert.ok((await readAll(store, manifest)).data.equals(data), "the bytes written over it were served");
+    assert.equal(proxy.count("GET", "blobs"), 1, "the blob was fetched again");
+    // Its own touches (the eviction order) do not make it look written over.
+    assert.ok((await readAll(store, manifest)).data.equals(data));
+    assert.equal(proxy.count("GET", "blobs"), 1);
   });
 
   it("resolves a key once per TTL; a put or remove through the replica is seen there at once", async () => {

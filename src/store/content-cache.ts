@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import type { Stats } from "node:fs";
 import { type FileHandle, mkdir, open, opendir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -60,6 +61,8 @@ interface Held {
   verified: boolean | Promise<boolean>;
   /** When its file's time was last set, for the order of eviction after a restart. */
   touchedAt: number;
+  /** identityOf its file once it matched its digest: another means the file was written since. */
+  identity?: string | undefined;
   /** Set while the blob is being fetched: opens join it. */
   fill?: Fill | undefined;
 }
@@ -178,6 +181,7 @@ export class ContentCache {
         let reader: BlobReader | undefined;
         try {
           if (await this.#verify(hex, held)) reader = await this.#heldReader(hex, held, manifest);
+          if (!reader) held.verified = false;
         } catch (error) {
           // Another replica sharing the folder evicted it: fetched again below.
           if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
@@ -277,8 +281,24 @@ export class ContentCache {
     return ok;
   }
 
-  async #heldReader(hex: string, held: Held, manifest: ArtifactManifest): Promise<BlobReader> {
-    const handle = await open(join(this.#dir, hex), "r");
+  /** A reader of a whole blob on disk; undefined when its file was written since it matched its digest and no longer does. */
+  async #heldReader(hex: string, held: Held, manifest: ArtifactManifest): Promise<BlobReader | undefined> {
+    const path = join(this.#dir, hex);
+    const handle = await open(path, "r");
+    try {
+      // Nothing of this cache writes a kept blob: a file written since (in
+      // place, or another put in its place) is hashed again before it is served.
+      const identity = identityOf(await handle.stat());
+      if (held.identity !== undefined && held.identity !== identity && (await hashHandle(handle)) !== hex) {
+        this.#options.log?.warn({ digest: `sha256:${hex}` }, "content cache: a kept blob was written over");
+        await handle.close();
+        return undefined;
+      }
+      held.identity = identity;
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
     // Most recently used: to the end of the eviction order.
     this.#held.delete(hex);
     this.#held.set(hex, held);
@@ -286,7 +306,14 @@ export class ContentCache {
     if (now - held.touchedAt > TOUCH_EVERY_MS) {
       held.touchedAt = now;
       const seconds = now / 1000;
-      utimes(join(this.#dir, hex), seconds, seconds).catch(() => {});
+      const before = held.identity;
+      // The touch changes the file's times: what it is now is what was checked.
+      utimes(path, seconds, seconds)
+        .then(() => stat(path))
+        .then((info) => {
+          if (held.identity === before) held.identity = identityOf(info);
+        })
+        .catch(() => {});
     }
     let closed = false;
     return {
@@ -325,6 +352,7 @@ export class ContentCache {
       () => {
         this.#fills.delete(fill);
         held.fill = undefined;
+        held.identity = fill.identity;
         void this.#makeRoom();
       },
       (error: unknown) => {
@@ -399,6 +427,8 @@ interface FillOptions {
  */
 class Fill {
   readonly finished: Promise<void>;
+  /** identityOf the committed file. */
+  identity: string | undefined;
   #filled = 0;
   #committed = false;
   #error: PluginError | undefined;
@@ -524,6 +554,7 @@ class Fill {
     await handle.sync();
     await rename(join(dir, this.options.partial), join(dir, hex));
     await syncDirectory(dir);
+    this.identity = identityOf(await handle.stat());
   }
 }
 
@@ -583,21 +614,30 @@ function hexOf(digest: string): string {
 }
 
 async function hashFile(path: string): Promise<string> {
-  const hash = createHash("sha256");
   const handle = await open(path, "r");
   try {
-    const buffer = Buffer.allocUnsafe(1024 * 1024);
-    let position = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, 0, buffer.byteLength, position);
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-      position += bytesRead;
-    }
+    return await hashHandle(handle);
   } finally {
     await handle.close();
   }
+}
+
+async function hashHandle(handle: FileHandle): Promise<string> {
+  const hash = createHash("sha256");
+  const buffer = Buffer.allocUnsafe(1024 * 1024);
+  let position = 0;
+  for (;;) {
+    const { bytesRead } = await handle.read(buffer, 0, buffer.byteLength, position);
+    if (bytesRead === 0) break;
+    hash.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
   return hash.digest("hex");
+}
+
+/** What changes when a file is written or another is put in its place (ctime: even if its mtime is set back). */
+function identityOf(info: Stats): string {
+  return `${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}`;
 }
 
 async function readFully(
