@@ -372,10 +372,12 @@ export class ContentCache {
   /** Evicts least recently used blobs no pull reads until the cache is within its bytes. */
   async #makeRoom(): Promise<void> {
     const max = this.#options.maxBytes;
+    // Called at every close: within its bytes, nothing to look at.
+    if (this.#bytes <= max) return;
     // A blob larger than the whole cache is never kept: it goes first once no
     // pull reads it, and while one does, nothing is evicted for room it cannot have.
     let unkeepable = 0;
-    for (const [hex, held] of [...this.#held]) {
+    for (const [hex, held] of this.#held) {
       if (held.size <= max) continue;
       if (held.readers > 0 || held.fill) unkeepable += held.size;
       else await this.#evict(hex, held);
