@@ -299,6 +299,26 @@ describe("a replica's content cache over a real registry", () => {
     );
   });
 
+  it("a reader of a fill closed twice does not let a blob another pull still reads be evicted", async () => {
+    const blobs = await Promise.all([1, 2, 3, 4].map((n) => publish(`twice-${n}`, MiB)));
+    const store = await replica({ maxBytes: 2 * MiB });
+    const [first, ...others] = blobs.map(({ manifest }) => manifest) as [
+      ArtifactManifest,
+      ...ArtifactManifest[],
+    ];
+    assert.ok(store.openBlob);
+    const careless = await store.openBlob(first);
+    const reading = await store.openBlob(first);
+    await careless.close();
+    await careless.close();
+    for (const manifest of others) await readAll(store, manifest);
+    assert.ok(store.cache.holds(first.digest), "the blob a pull still reads was evicted");
+    const into = Buffer.alloc(MiB);
+    assert.equal(await reading.read(into, 0, MiB, 0), MiB);
+    assert.ok(into.equals((blobs[0] as { data: Buffer }).data));
+    await reading.close();
+  });
+
   it("more fills at once than its bytes hold: once their pulls end it is within its bytes, on disk too", async () => {
     const blobs = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => publish(`burst-${n}`, MiB)));
     const store = await replica({ maxBytes: 3 * MiB });

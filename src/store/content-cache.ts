@@ -213,9 +213,13 @@ export class ContentCache {
     entry.readers += 1;
     try {
       const reader = await fill.reader();
+      let closed = false;
       return {
         read: reader.read,
         close: async () => {
+          // Counted once: a second close must not make a blob another pull reads evictable.
+          if (closed) return;
+          closed = true;
           await reader.close();
           entry.readers -= 1;
           await this.#makeRoom();
