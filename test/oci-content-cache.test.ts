@@ -12,7 +12,7 @@ import { parseOciLocation } from "../src/store/oci/oci-location.js";
 import { createOciStore } from "../src/store/oci/oci-store.js";
 import { createReplicaStore, type ReplicaStore } from "../src/store/replica-store.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
-import { type RegistryProxy, startRegistryProxy } from "./helpers/registry-proxy.js";
+import { type BlobFault, type RegistryProxy, startRegistryProxy } from "./helpers/registry-proxy.js";
 import { chunksOf, keyOf, readAll } from "./store-suite.js";
 
 const MiB = 1024 * 1024;
@@ -121,6 +121,51 @@ describe("a replica's content cache over a real registry", () => {
     assert.equal(store.cache.counters.upstreamResumes, 1);
   });
 
+  it("a resumed read answered with the whole blob (200), another blob's bytes, or another range ends no pull well on wrong bytes", async () => {
+    const { data } = await publish("ranges", 2 * MiB);
+    const other = randomBytes(2 * MiB);
+    const found = await (await replica()).get(keyOf("ranges"));
+    assert.ok(found);
+    const attempts: [string, BlobFault[], Code | undefined][] = [
+      // The registry ignores Range: the bytes the fill holds are skipped.
+      ["200 to a ranged read", [{ cutAfter: 700_000 }, { ignoreRange: true }], undefined],
+      // The blob changed between the first read and the resumed one.
+      [
+        "another blob on resume",
+        [{ cutAfter: 700_000 }, { body: (offset) => other.subarray(offset) }],
+        Code.DataLoss,
+      ],
+      // A 206 from somewhere else than asked, every time.
+      [
+        "a wrong Content-Range",
+        [{ cutAfter: 700_000 }, ...Array(3).fill({ shiftRange: 1000 })],
+        Code.Unavailable,
+      ],
+    ];
+    for (const [what, faults, code] of attempts) {
+      const store = await replica();
+      proxy.faults.push(...faults);
+      const outcomes: PromiseSettledResult<{ data: Buffer }>[] = await Promise.allSettled(
+        Array.from({ length: 5 }, () => readAll(store, found)),
+      );
+      proxy.faults.length = 0;
+      for (const outcome of outcomes) {
+        if (code === undefined) {
+          assert.equal(
+            outcome.status,
+            "fulfilled",
+            `${what}: ${String((outcome as PromiseRejectedResult).reason)}`,
+          );
+          assert.ok((outcome as PromiseFulfilledResult<{ data: Buffer }>).value.data.equals(data), what);
+        } else {
+          assert.equal(outcome.status, "rejected", what);
+          assert.equal(((outcome as PromiseRejectedResult).reason as PluginError).code, code, what);
+        }
+      }
+      assert.deepEqual(await cached(store.dir), code === undefined ? [found.digest.slice(7)] : [], what);
+    }
+  });
+
   it("a fill whose registry keeps failing fails every waiter with UNAVAILABLE and keeps nothing; the next pull fetches again", async () => {
     const { data } = await publish("broken", MiB);
     const store = await replica();
@@ -139,6 +184,29 @@ describe("a replica's content cache over a real registry", () => {
     assert.ok((await readAll(store, found)).data.equals(data));
   });
 
+  it("a fill whose registry stops sending ends within its stall limit: every waiter gets UNAVAILABLE", async () => {
+    const { data } = await publish("stalled", 2 * MiB);
+    const store = await replica({ stallMs: 300 });
+    proxy.seen.length = 0;
+    // Every read stalls, the ranged ones too: there is nothing to resume from.
+    proxy.faults.push(...Array.from({ length: 4 }, () => ({ stallAfter: 100_000 })));
+    const found = await store.get(keyOf("stalled"));
+    assert.ok(found);
+    const outcomes = await Promise.allSettled(Array.from({ length: 10 }, () => readAll(store, found)));
+    for (const outcome of outcomes) {
+      assert.equal(outcome.status, "rejected");
+      const error = (outcome as PromiseRejectedResult).reason as PluginError;
+      assert.equal(error.code, Code.Unavailable, error.message);
+      assert.match(error.message, /sent nothing for 300 ms/);
+    }
+    // One stall limit without a byte ends the fill: it does not wait out another per ranged read.
+    assert.equal(proxy.count("GET", "blobs"), 1, JSON.stringify(proxy.seen));
+    assert.equal(store.cache.state.waiters, 0);
+    assert.deepEqual(await cached(store.dir), []);
+    proxy.faults.length = 0;
+    assert.ok((await readAll(store, found)).data.equals(data));
+  });
+
   it("bytes that do not hash to the digest end no pull well and are not kept", async () => {
     const { data } = await publish("corrupt", 600_000);
     const store = await replica();
@@ -152,6 +220,42 @@ describe("a replica's content cache over a real registry", () => {
     }
     assert.deepEqual(await cached(store.dir), []);
     assert.ok((await readAll(store, found)).data.equals(data));
+  });
+
+  it("a manifest giving a digest another size ends no pull well on part of the blob, while it is fetched or held", async () => {
+    const { data } = await publish("resized", 2 * MiB);
+    const store = await replica();
+    // The fill stops after a MiB until the registry is let go on.
+    let release = () => {};
+    proxy.faults.push({ stallAfter: MiB, until: new Promise<void>((resolve) => (release = resolve)) });
+    const found = await store.get(keyOf("resized"));
+    assert.ok(found);
+    const whole = readAll(store, found, { chunkSize: 65536 });
+    while (store.cache.counters.upstreamBytes < 300_000)
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    // Another key's manifest could name the same digest with a smaller size.
+    const shorter = { ...found, size: 256 * 1024 };
+    const during = await Promise.allSettled([readAll(store, shorter)]);
+    release();
+    assert.equal(
+      during[0]?.status,
+      "rejected",
+      "a pull ended well on the first 256 KiB of a blob being fetched",
+    );
+    assert.equal(((during[0] as PromiseRejectedResult).reason as PluginError).code, Code.DataLoss);
+    assert.ok((await whole).data.equals(data));
+    const held = await Promise.allSettled([
+      readAll(store, shorter),
+      readAll(store, { ...found, size: 3 * MiB }),
+    ]);
+    for (const outcome of held) {
+      assert.equal(outcome.status, "rejected");
+      assert.equal(((outcome as PromiseRejectedResult).reason as PluginError).code, Code.DataLoss);
+    }
+    // The blob held is kept, and served to its own manifest.
+    assert.ok(store.cache.holds(found.digest));
+    assert.ok((await readAll(store, found)).data.equals(data));
+    assert.equal(store.cache.counters.upstreamFetches, 1);
   });
 
   it("stays within its bytes, least recently used out first, never a blob a pull is reading", async () => {
@@ -179,6 +283,56 @@ describe("a replica's content cache over a real registry", () => {
     assert.ok(store.cache.holds((blobs[4] as { manifest: ArtifactManifest }).manifest.digest));
   });
 
+  it("a blob larger than the whole cache is served, then not kept, and evicts none of the others", async () => {
+    const small = await Promise.all([1, 2].map((n) => publish(`small-${n}`, MiB)));
+    const big = await publish("bigger-than-cache", 4 * MiB);
+    const store = await replica({ maxBytes: 3 * MiB });
+    for (const { manifest } of small) await readAll(store, manifest);
+    assert.ok((await readAll(store, big.manifest, { chunkSize: 65536 })).data.equals(big.data));
+    for (const { manifest } of small)
+      assert.ok(store.cache.holds(manifest.digest), "a small blob was evicted");
+    assert.equal(store.cache.holds(big.manifest.digest), false);
+    assert.equal(store.cache.state.bytes, 2 * MiB);
+    assert.deepEqual(
+      await cached(store.dir),
+      small.map(({ manifest }) => manifest.digest.slice("sha256:".length)).sort(),
+    );
+  });
+
+  it("a reader of a fill closed twice does not let a blob another pull still reads be evicted", async () => {
+    const blobs = await Promise.all([1, 2, 3, 4].map((n) => publish(`twice-${n}`, MiB)));
+    const store = await replica({ maxBytes: 2 * MiB });
+    const [first, ...others] = blobs.map(({ manifest }) => manifest) as [
+      ArtifactManifest,
+      ...ArtifactManifest[],
+    ];
+    assert.ok(store.openBlob);
+    const careless = await store.openBlob(first);
+    const reading = await store.openBlob(first);
+    await careless.close();
+    await careless.close();
+    for (const manifest of others) await readAll(store, manifest);
+    assert.ok(store.cache.holds(first.digest), "the blob a pull still reads was evicted");
+    const into = Buffer.alloc(MiB);
+    assert.equal(await reading.read(into, 0, MiB, 0), MiB);
+    assert.ok(into.equals((blobs[0] as { data: Buffer }).data));
+    await reading.close();
+  });
+
+  it("more fills at once than its bytes hold: once their pulls end it is within its bytes, on disk too", async () => {
+    const blobs = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => publish(`burst-${n}`, MiB)));
+    const store = await replica({ maxBytes: 3 * MiB });
+    const pulls = await Promise.all(
+      blobs.map(async ({ manifest }) => (await readAll(store, manifest, { chunkSize: 65536 })).data),
+    );
+    for (const [index, data] of pulls.entries())
+      assert.ok(data.equals((blobs[index] as { data: Buffer }).data));
+    assert.ok(store.cache.state.bytes <= 3 * MiB, `${store.cache.state.bytes} bytes held`);
+    const files = await cached(store.dir);
+    assert.equal(files.length, store.cache.state.blobs, files.join(", "));
+    assert.ok(files.length <= 3, files.join(", "));
+  });
+
   it("keeps its blobs across a restart, checks them before first use, and drops partial and corrupt files", async () => {
     const { manifest, data } = await publish("restart", MiB);
     const dir = join(work, "restarting");
@@ -194,6 +348,8 @@ describe("a replica's content cache over a real registry", () => {
     const second = await replica({ dir });
     assert.deepEqual(await cached(dir), [hex]);
     assert.ok((await readAll(second, found)).data.equals(data));
+    // Its first use set its times (the eviction order after a restart): still the blob checked.
+    assert.ok((await readAll(second, found)).data.equals(data));
     assert.equal(proxy.count("GET", "blobs"), 0);
     await second.close();
 
@@ -203,6 +359,39 @@ describe("a replica's content cache over a real registry", () => {
     await writeFile(join(dir, "sha256", hex), bad);
     const third = await replica({ dir });
     assert.ok((await readAll(third, found)).data.equals(data));
+    assert.equal(proxy.count("GET", "blobs"), 1);
+  });
+
+  it("pulls at once of a blob planted corrupt in the folder all get the registry's bytes, fetched once", async () => {
+    const { manifest, data } = await publish("planted", MiB);
+    const dir = join(work, "planted");
+    const hex = manifest.digest.slice("sha256:".length);
+    await mkdir(join(dir, "sha256"), { recursive: true });
+    const bad = Buffer.from(data);
+    bad[777] = (bad[777] as number) ^ 1;
+    await writeFile(join(dir, "sha256", hex), bad);
+    const store = await replica({ dir });
+    proxy.seen.length = 0;
+    const pulls = await Promise.allSettled(Array.from({ length: 10 }, () => readAll(store, manifest)));
+    for (const pull of pulls) {
+      assert.equal(pull.status, "fulfilled", String((pull as PromiseRejectedResult).reason));
+      assert.ok((pull as PromiseFulfilledResult<{ data: Buffer }>).value.data.equals(data));
+    }
+    assert.equal(proxy.count("GET", "blobs"), 1, JSON.stringify(proxy.seen));
+  });
+
+  it("a kept blob written over in place while the replica runs is checked again, never served", async () => {
+    const { manifest, data } = await publish("overwritten", MiB);
+    const store = await replica();
+    assert.ok((await readAll(store, manifest)).data.equals(data));
+    const bad = Buffer.from(data);
+    bad[4321] = (bad[4321] as number) ^ 1;
+    await writeFile(join(store.dir, "sha256", manifest.digest.slice("sha256:".length)), bad);
+    proxy.seen.length = 0;
+    assert.ok((await readAll(store, manifest)).data.equals(data), "the bytes written over it were served");
+    assert.equal(proxy.count("GET", "blobs"), 1, "the blob was fetched again");
+    // Its own touches (the eviction order) do not make it look written over.
+    assert.ok((await readAll(store, manifest)).data.equals(data));
     assert.equal(proxy.count("GET", "blobs"), 1);
   });
 
@@ -228,6 +417,38 @@ describe("a replica's content cache over a real registry", () => {
     const republished = await publish("ttl-other", 1001);
     await new Promise((resolve) => setTimeout(resolve, 400));
     assert.equal((await short.get(keyOf("ttl-other")))?.digest, republished.manifest.digest);
+  });
+
+  it("a key removed upstream is not served as last seen once the registry said so, nor after a restart; TTL 0 asks each time", async () => {
+    await publish("outage-removed", 300_000);
+    const dir = join(work, "outage-removed");
+    const store = await replica({ dir, resolveTtlMs: 0 });
+    const found = await store.get(keyOf("outage-removed"));
+    assert.ok(found);
+    await readAll(store, found);
+    proxy.seen.length = 0;
+    for (let ask = 0; ask < 3; ask += 1) await store.get(keyOf("outage-removed"));
+    assert.equal(proxy.count("GET", "manifests"), 3, "--resolve-ttl 0 asks every time");
+    try {
+      proxy.down = true;
+      assert.equal((await store.get(keyOf("outage-removed")))?.digest, found.digest);
+      proxy.down = false;
+      assert.equal(await publisher.remove(keyOf("outage-removed")), true);
+      assert.equal(await store.get(keyOf("outage-removed")), undefined);
+      proxy.down = true;
+      await assert.rejects(
+        store.get(keyOf("outage-removed")),
+        (error: PluginError) => error.code === Code.Unavailable,
+      );
+      await store.close();
+      const restarted = await replica({ dir, resolveTtlMs: 0 });
+      await assert.rejects(
+        restarted.get(keyOf("outage-removed")),
+        (error: PluginError) => error.code === Code.Unavailable,
+      );
+    } finally {
+      proxy.down = false;
+    }
   });
 
   it("serves the keys it holds as last seen while the registry is down, also after a restart, and catches up", async () => {

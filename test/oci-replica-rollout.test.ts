@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { credentials } from "@grpc/grpc-js";
@@ -12,6 +12,7 @@ import { type RegistryProxy, startRegistryProxy } from "./helpers/registry-proxy
 import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
 
 const sha256 = (data: Uint8Array) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
+const sha256Of = (hash: ReturnType<typeof createHash>) => `sha256:${hash.digest("hex")}`;
 const key = (name: string): BuildKey => ({
   runtime: { version: "1.0.0", buildVersion: "node20" },
   plugin: { name, version: "1.0.0" },
@@ -68,9 +69,28 @@ describe("a rollout on a fresh OCI replica", () => {
     for (const remove of removals) await remove();
   });
 
+  /** A server that writes straight to the registry: the first one started. */
+  async function publisherAddress(): Promise<string> {
+    if (!servers[0]) {
+      servers.push(
+        await startServerProcess({
+          args: [
+            "--store",
+            registry.storeUrl("rollout/plugins"),
+            "--cache-max-bytes",
+            "0",
+            "--prewarm",
+            "off",
+          ],
+        }),
+      );
+    }
+    return (servers[0] as ServerProcess).address;
+  }
+
   async function publish(name: string, size: number): Promise<string> {
     const data = randomBytes(size);
-    const publisher = createPluginClient({ address: servers[0]?.address ?? "" });
+    const publisher = createPluginClient({ address: await publisherAddress() });
     try {
       await publisher.push(key(name), [data], { size });
     } finally {
@@ -80,12 +100,6 @@ describe("a rollout on a fresh OCI replica", () => {
   }
 
   it("1,000 pulls make one blob read of the registry, and five requests at most in all", async () => {
-    // The publisher writes straight to the registry.
-    servers.push(
-      await startServerProcess({
-        args: ["--store", registry.storeUrl("rollout/plugins"), "--cache-max-bytes", "0", "--prewarm", "off"],
-      }),
-    );
     const digest = await publish("rollout", 2 * 1024 * 1024);
     const replica = await startServerProcess({ args: replicaArgs() });
     servers.push(replica);
@@ -133,5 +147,151 @@ describe("a rollout on a fresh OCI replica", () => {
     const kept = await readdir(cacheDir);
     assert.deepEqual(kept, [digest.slice("sha256:".length)]);
     assert.equal(sha256(await readFile(join(cacheDir, kept[0] as string))), digest);
+  });
+
+  it("2,000 pulls at once of 20 artifacts on a fresh replica limited to 1,024 open files all succeed", async () => {
+    const published = await Promise.all(
+      Array.from({ length: 20 }, async (_, index) => ({
+        name: `many-${index}`,
+        digest: await publish(`many-${index}`, 300_000 + index),
+      })),
+    );
+    const replica = await startServerProcess({ args: replicaArgs(), openFileLimit: 1024 });
+    servers.push(replica);
+    const clients = Array.from(
+      { length: 50 },
+      () => new PluginRegistryClient(replica.address, credentials.createInsecure()),
+    );
+    try {
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 2000 }, (_, index) => {
+          const { name, digest } = published[index % published.length] as { name: string; digest: string };
+          const hash = createHash("sha256");
+          return new Promise<void>((resolve, reject) => {
+            const call = (clients[index % clients.length] as PluginRegistryClient).pullPlugin(key(name));
+            call.on("data", (message: { data: Buffer }) => hash.update(message.data));
+            call.on("error", reject);
+            call.on("end", () =>
+              sha256Of(hash) === digest ? resolve() : reject(new Error(`${name}: other bytes`)),
+            );
+          });
+        }),
+      );
+      const failed = outcomes.filter((outcome) => outcome.status === "rejected");
+      assert.deepEqual(
+        failed.slice(0, 3).map((outcome) => String((outcome as PromiseRejectedResult).reason)),
+        [],
+        `${failed.length} of 2,000 pulls failed`,
+      );
+    } finally {
+      for (const client of clients) client.close();
+    }
+    const metrics = await (await fetch(`http://${replica.http}/metrics`)).text();
+    assert.match(metrics, /^atomix_plugins_cache_upstream_fetches_total 20$/m);
+  });
+
+  it("2,000 pulls cancelled mid-fill leave no open files, waiters or chunk memory; the fill completes", async () => {
+    const digest = await publish("cancelled", 4 * 1024 * 1024);
+    const replica = await startServerProcess({ args: replicaArgs() });
+    servers.push(replica);
+    const metrics = async () => (await fetch(`http://${replica.http}/metrics`)).text();
+    const gauge = async (name: string) =>
+      Number(new RegExp(`^atomix_plugins_${name} (\\d+)$`, "m").exec(await metrics())?.[1] ?? Number.NaN);
+    const openFiles = async () => (await readdir(`/proc/${replica.child.pid}/fd`)).length;
+    // Warm: the registry's connection and the probes are there before the baseline.
+    await publish("warm", 1000);
+    await pullMany(replica.address, key("warm"), 1, 1);
+    const baseline = await openFiles();
+
+    let release = () => {};
+    proxy.faults.push({
+      stallAfter: 1024 * 1024,
+      until: new Promise<void>((resolve) => (release = resolve)),
+    });
+    const clients = Array.from(
+      { length: 20 },
+      () => new PluginRegistryClient(replica.address, credentials.createInsecure()),
+    );
+    try {
+      let started = 0;
+      const calls = Array.from({ length: 2000 }, (_, index) => {
+        const call = (clients[index % clients.length] as PluginRegistryClient).pullPlugin(key("cancelled"));
+        const ended = new Promise<void>((resolve) => {
+          call.on("error", () => resolve());
+          call.on("end", () => resolve());
+        });
+        call.once("data", () => {
+          started += 1;
+        });
+        return { call, ended };
+      });
+      // Every pull has its first chunk: the rest waits for bytes the registry holds back.
+      while (started < calls.length) await new Promise((resolve) => setTimeout(resolve, 20));
+      for (const { call } of calls) call.cancel();
+      await Promise.all(calls.map(({ ended }) => ended));
+    } finally {
+      for (const client of clients) client.close();
+    }
+    release();
+    // The fill nobody waits for any more completes, and keeps the blob.
+    while ((await gauge("cache_fills")) > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await gauge("cache_fill_failures_total"), 0);
+    assert.equal(await gauge("cache_fill_waiters"), 0);
+    assert.equal(await gauge("pull_chunk_bytes"), 0);
+    assert.equal(await gauge("pull_open_blobs"), 0);
+    for (let files = await openFiles(); files > baseline; files = await openFiles()) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const digests = await pullMany(replica.address, key("cancelled"), 10);
+    assert.ok(digests.every((d) => d === digest));
+    assert.match(await metrics(), /^atomix_plugins_cache_upstream_fetches_total 2$/m);
+  });
+
+  it("two replicas with the same pid (containers) filling one digest into a shared folder keep it whole", async () => {
+    const digest = await publish("shared-folder", 2 * 1024 * 1024);
+    const temporary = await tempDir("atomix-shared-cache-");
+    removals.push(temporary.remove);
+    const cacheArgs = [...replicaArgs(), "--cache-dir", temporary.path];
+    const [first, second] = [
+      await startServerProcess({ args: cacheArgs, ownPidNamespace: true }),
+      await startServerProcess({ args: cacheArgs, ownPidNamespace: true }),
+    ] as [ServerProcess, ServerProcess];
+    servers.push(first, second);
+    const blobs = join(temporary.path, "sha256");
+    const sizes = async () =>
+      Promise.all(
+        (await readdir(blobs))
+          .filter((name) => name.endsWith(".partial"))
+          .map(async (name) => (await stat(join(blobs, name))).size),
+      );
+    const until = async (done: (sizes: number[]) => boolean) => {
+      while (!done(await sizes())) await new Promise((resolve) => setTimeout(resolve, 20));
+    };
+    let releaseFirst = () => {};
+    let releaseSecond = () => {};
+    proxy.faults.push(
+      { stallAfter: 1024 * 1024, until: new Promise<void>((resolve) => (releaseFirst = resolve)) },
+      { stallAfter: 100_000, until: new Promise<void>((resolve) => (releaseSecond = resolve)) },
+    );
+    try {
+      // The first replica's fill holds a MiB; then the second's starts, and stalls before its first chunk.
+      const firstPull = pullMany(first.address, key("shared-folder"), 1, 1);
+      await until((found) => found.some((size) => size >= 1024 * 1024));
+      const secondPull = pullMany(second.address, key("shared-folder"), 1, 1);
+      while (proxy.faults.length > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+      await until((found) => found.some((size) => size < 1024 * 1024));
+      releaseFirst();
+      assert.deepEqual(await firstPull, [digest]);
+      // What the first replica keeps is what it serves from now on.
+      assert.deepEqual(await pullMany(first.address, key("shared-folder"), 3, 1), [digest, digest, digest]);
+      releaseSecond();
+      assert.deepEqual(await secondPull, [digest]);
+      assert.deepEqual(await pullMany(second.address, key("shared-folder"), 3, 1), [digest, digest, digest]);
+    } finally {
+      releaseFirst();
+      releaseSecond();
+    }
+    const kept = join(blobs, digest.slice("sha256:".length));
+    assert.equal(sha256(await readFile(kept)), digest);
   });
 });

@@ -159,6 +159,46 @@ describe("mirrors in tiers", () => {
     }
   });
 
+  it("a tier that trusts central's key serves no key without provenance for it, even when it holds the bytes", async () => {
+    const dir = await tempDir("atomix-tiers-twin-");
+    removals.push(dir.remove);
+    const data = randomBytes(200_000);
+    const token = ["--admin-token-file", join(keys, "token"), "--prewarm", "off"];
+    const push = async (server: ServerProcess, name: string) => {
+      const pusher = createPluginClient({ address: server.address, token: "central-admin-token" });
+      try {
+        await pusher.push(key(name), [data]);
+      } finally {
+        pusher.close();
+      }
+    };
+    // Stored while the server signed nothing: these bytes have no provenance for this key.
+    const unsigned = await startServerProcess({ dataDir: dir.path, args: token });
+    await push(unsigned, "unsigned-twin");
+    await unsigned.stop();
+    const signer = await startServerProcess({
+      dataDir: dir.path,
+      args: [...token, "--signing-key", join(keys, "central.key")],
+    });
+    servers.push(signer);
+    await push(signer, "signed-twin");
+    const tier = await startServerProcess({
+      args: ["--upstream", signer.address, "--upstream-trust-key", join(keys, "central.pub")],
+    });
+    servers.push(tier);
+    const client = createPluginClient({ address: tier.address });
+    try {
+      await client.pull(key("signed-twin"), { to: join(keys, "signed-twin.bin") });
+      assert.equal(sha256(await readFile(join(keys, "signed-twin.bin"))), sha256(data));
+      // The same digest, now held by the tier, under a key central never signed.
+      const refused = await failure(client.pull(key("unsigned-twin"), { to: join(keys, "twin.bin") }));
+      assert.equal(refused.code, Code.FailedPrecondition, refused.message);
+      assert.match(refused.message, /provenance/);
+    } finally {
+      client.close();
+    }
+  });
+
   it("a replica over a registry mirror serves what the mirror finds and forwards its builds", async () => {
     const registry = await startRegistry();
     removals.push(() => registry.dispose());

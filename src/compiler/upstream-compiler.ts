@@ -19,6 +19,11 @@ export function createUpstreamCompiler(options: {
   store: ArtifactStore;
   /** How long a store that mirrors the upstream's may take to show a key built there. */
   visibleWithinMs?: number;
+  /**
+   * How long a forwarded build may wait for the upstream's answer (its queue
+   * and build included) before it is UNAVAILABLE. Default 15 minutes.
+   */
+  compileTimeoutMs?: number;
 }): Compiler {
   const client = createPluginClient(options.connection);
   const inflight = new Map<string, Promise<ArtifactManifest>>();
@@ -27,8 +32,18 @@ export function createUpstreamCompiler(options: {
   async function forward(key: BuildKey): Promise<ArtifactManifest> {
     const found = await options.store.get(key);
     if (found) return found;
-    const compiled = await client.compile(key).catch((error: unknown) => {
+    // Bounded: callers of a key share this forward, so an upstream that took the call and went
+    // silent (a connection lost without a reset) would keep the key from building here for good.
+    const timeoutMs = options.compileTimeoutMs ?? 15 * 60_000;
+    const compiled = await client.compile(key, { timeoutMs }).catch((error: unknown) => {
       const failure = PluginError.from(error);
+      if (failure.code === Code.DeadlineExceeded) {
+        throw new PluginError(
+          Code.Unavailable,
+          `${where} did not answer the build of ${formatBuildKey(key)} within ${timeoutMs} ms; try again`,
+          { cause: error },
+        );
+      }
       // Said once, by the tier next to the caller, however long the chain.
       const told = failure.message.includes("(built by the upstream");
       throw new PluginError(failure.code, told ? failure.message : `${failure.message} (built by ${where})`, {

@@ -1,5 +1,5 @@
 import { abandonable, Code, PluginError } from "../errors/plugin-error.js";
-import type { ArtifactManifest, Digest } from "../model/artifact.js";
+import type { ArtifactManifest } from "../model/artifact.js";
 import { frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
 import type { ArtifactStore, BlobReader } from "../store/artifact-store.js";
 import { GRPC_PREFIX_BYTES, sendInPlace } from "./grpc-framing.js";
@@ -75,7 +75,7 @@ export interface SharedChunksOptions {
  */
 export class SharedChunks {
   private readonly chunks = new Map<string, Entry>();
-  private readonly blobs = new Map<Digest, OpenBlob>();
+  private readonly blobs = new Map<string, OpenBlob>();
   private readonly free: Buffer[] = [];
   private held = 0;
   private readonly waiting: { bytes: number; grant: () => void }[] = [];
@@ -112,7 +112,7 @@ export class SharedChunks {
     try {
       await blob.reader;
     } catch (error) {
-      this.unuseBlob(manifest.digest, blob);
+      this.unuseBlob(blobId(manifest), blob);
       throw error;
     }
     let closed = false;
@@ -121,28 +121,28 @@ export class SharedChunks {
       close: () => {
         if (closed) return;
         closed = true;
-        this.unuseBlob(manifest.digest, blob);
+        this.unuseBlob(blobId(manifest), blob);
       },
     };
   }
 
   private useBlob(manifest: ArtifactManifest): OpenBlob {
-    let blob = this.blobs.get(manifest.digest);
+    let blob = this.blobs.get(blobId(manifest));
     if (!blob) {
       const { store } = this.options;
       if (!store.openBlob) throw new PluginError(Code.Internal, "the store offers no random access");
       blob = { reader: store.openBlob(manifest), users: 0 };
       blob.reader.catch(() => {}); // the opener sees the error; others retry with a new open
-      this.blobs.set(manifest.digest, blob);
+      this.blobs.set(blobId(manifest), blob);
     }
     blob.users += 1;
     return blob;
   }
 
-  private unuseBlob(digest: Digest, blob: OpenBlob): void {
+  private unuseBlob(id: string, blob: OpenBlob): void {
     blob.users -= 1;
     if (blob.users > 0) return;
-    if (this.blobs.get(digest) === blob) this.blobs.delete(digest);
+    if (this.blobs.get(id) === blob) this.blobs.delete(id);
     blob.reader.then(
       (reader) => reader.close(),
       () => {},
@@ -154,7 +154,7 @@ export class SharedChunks {
     position: number,
     signal: AbortSignal,
   ): Promise<HeldChunk> {
-    const id = `${manifest.digest}@${position}`;
+    const id = `${blobId(manifest)}@${position}`;
     let entry = this.chunks.get(id);
     if (!entry) {
       entry = this.load(manifest, id, position);
@@ -194,7 +194,7 @@ export class SharedChunks {
       try {
         read = await (await reading.reader).read(buffer, HEADROOM, length, position);
       } finally {
-        this.unuseBlob(manifest.digest, reading);
+        this.unuseBlob(blobId(manifest), reading);
       }
       if (read !== length) {
         throw new PluginError(
@@ -269,6 +269,16 @@ export class SharedChunks {
       next.grant();
     }
   }
+}
+
+/**
+ * Streams share a blob, and its chunks, only when their manifests agree on
+ * its size too: one whose manifest gives the digest another size must not
+ * end on chunks read (or cut) to the other's, which the store would not
+ * have checked against the digest.
+ */
+function blobId(manifest: ArtifactManifest): string {
+  return `${manifest.digest}/${manifest.size}`;
 }
 
 /** Resolves true once `promise` fulfilled, false once it rejected. */

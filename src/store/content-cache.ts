@@ -1,4 +1,5 @@
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import type { Stats } from "node:fs";
 import { type FileHandle, mkdir, open, opendir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -19,7 +20,7 @@ export interface ContentCacheOptions {
   log?: Logger | undefined;
   /** Ranged reads that resume a fill after its upstream failed, at most. Default 3. */
   maxResumes?: number | undefined;
-  /** A fill whose upstream sends nothing for this long fails (UNAVAILABLE). Default 30 s. */
+  /** A fill whose upstream sends nothing for this long fails (UNAVAILABLE), without resuming. Default 30 s. */
   stallMs?: number | undefined;
 }
 
@@ -60,14 +61,26 @@ interface Held {
   verified: boolean | Promise<boolean>;
   /** When its file's time was last set, for the order of eviction after a restart. */
   touchedAt: number;
+  /** identityOf its file once it matched its digest: another means the file was written since. */
+  identity?: string | undefined;
   /** Set while the blob is being fetched: opens join it. */
   fill?: Fill | undefined;
 }
 
 const HEX = /^[0-9a-f]{64}$/;
-/** `<hex>.<pid>.partial`: a fill in progress, or one a crash interrupted. */
-const PARTIAL = /^[0-9a-f]{64}\.(\d+)\.partial$/;
-const partialName = (hex: string) => `${hex}.${process.pid}.partial`;
+/**
+ * `<hex>.<pid>-<run>.partial` (`<hex>.<pid>.partial` before runs were named):
+ * a fill in progress, or one a crash interrupted. The run's random token
+ * keeps apart replicas that share the folder with the same pid, as
+ * processes in containers do.
+ */
+const PARTIAL = /^[0-9a-f]{64}\.(\d+)(?:-([0-9a-f]{16}))?\.partial$/;
+/**
+ * A partial file of a running pid that nothing wrote for this long was left
+ * by a crash (the pid is another container's, or this one's before a
+ * restart): a fill writes as bytes arrive, and one that stalls is removed.
+ */
+const STALE_PARTIAL_MS = 10 * 60_000;
 const TOUCH_EVERY_MS = 60_000;
 
 /**
@@ -83,12 +96,14 @@ const TOUCH_EVERY_MS = 60_000;
  *   the read that reaches a blob's last byte waits until the whole blob
  *   matched its digest and was committed (fsync, rename). A blob found on
  *   disk at start is hashed before its first use.
- * - Crash-safe: a fill writes `<hex>.<pid>.partial`; partial files of
- *   processes no longer running are removed at start, so a replica killed
- *   mid-fill serves none of it. Replicas may share the folder: each counts
- *   and evicts what it knows, and a blob another one evicted is fetched again.
+ * - Crash-safe: a fill writes `<hex>.<pid>-<run>.partial`; partial files of
+ *   processes no longer running (or not written for ten minutes) are
+ *   removed at start, so a replica killed mid-fill serves none of it.
+ *   Replicas may share the folder: each counts and evicts what it knows,
+ *   and a blob another one evicted is fetched again.
  * - Bounded: blobs beyond `maxBytes` are evicted least recently used first,
- *   never while a pull reads them; only the cache's own files count.
+ *   never while a pull reads them; only the cache's own files count. A blob
+ *   larger than `maxBytes` is served and then dropped, evicting no other.
  */
 export class ContentCache {
   readonly #dir: string;
@@ -97,6 +112,8 @@ export class ContentCache {
   readonly #held = new Map<string, Held>();
   readonly #fills = new Set<Fill>();
   readonly #closing = new AbortController();
+  /** Names this process's partial files apart from those of any other with its pid. */
+  readonly #run = randomBytes(8).toString("hex");
   #bytes = 0;
   readonly counters: ContentCacheCounters = {
     hits: 0,
@@ -149,12 +166,22 @@ export class ContentCache {
   async openBlob(manifest: ArtifactManifest, upstream: UpstreamRead): Promise<BlobReader> {
     const hex = hexOf(manifest.digest);
     let held = this.#held.get(hex);
+    // A fill reads to the size it was started with, and a blob that matched its
+    // digest has its true size: a pull that ends elsewhere would end on bytes
+    // that were never checked, or that are not the blob.
+    if (held && held.size !== manifest.size && (held.fill || held.verified === true)) {
+      throw new PluginError(
+        Code.DataLoss,
+        `${manifest.digest} is ${held.size} bytes ${held.fill ? "as it is being fetched" : "as held"}, not the ${manifest.size} its manifest says`,
+      );
+    }
     if (held && !held.fill) {
       if (held.size === manifest.size) {
         held.readers += 1;
         let reader: BlobReader | undefined;
         try {
           if (await this.#verify(hex, held)) reader = await this.#heldReader(hex, held, manifest);
+          if (!reader) held.verified = false;
         } catch (error) {
           // Another replica sharing the folder evicted it: fetched again below.
           if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
@@ -167,8 +194,10 @@ export class ContentCache {
           return reader;
         }
       }
-      // A file that is not what its name says is dropped and fetched again.
-      if (held.readers === 0) await this.#forget(hex, held, "does not match its digest");
+      // A file that is not what its name says is dropped and fetched again. Its
+      // other readers are opens checking it as this one did (none reads a file
+      // that failed), so they join the fill this one starts.
+      await this.#forget(hex, held, "does not match its digest");
       held = this.#held.get(hex);
     }
     this.counters.misses += 1;
@@ -184,9 +213,13 @@ export class ContentCache {
     entry.readers += 1;
     try {
       const reader = await fill.reader();
+      let closed = false;
       return {
         read: reader.read,
         close: async () => {
+          // Counted once: a second close must not make a blob another pull reads evictable.
+          if (closed) return;
+          closed = true;
           await reader.close();
           entry.readers -= 1;
           await this.#makeRoom();
@@ -211,9 +244,13 @@ export class ContentCache {
       const path = join(this.#dir, entry.name);
       const partial = PARTIAL.exec(entry.name);
       if (partial) {
-        // A fill a crash interrupted (replicas sharing the folder name theirs after themselves).
+        // A fill a crash interrupted; a running pid's may be another replica's fill in progress.
         const pid = Number(partial[1]);
-        if (pid === process.pid || !isRunning(pid)) await rm(path, { force: true });
+        const stale =
+          !isRunning(pid) ||
+          (partial[2] === undefined && pid === process.pid) ||
+          Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? 0) > STALE_PARTIAL_MS;
+        if (stale) await rm(path, { force: true });
         continue;
       }
       if (!entry.isFile() || !HEX.test(entry.name)) continue;
@@ -248,8 +285,24 @@ export class ContentCache {
     return ok;
   }
 
-  async #heldReader(hex: string, held: Held, manifest: ArtifactManifest): Promise<BlobReader> {
-    const handle = await open(join(this.#dir, hex), "r");
+  /** A reader of a whole blob on disk; undefined when its file was written since it matched its digest and no longer does. */
+  async #heldReader(hex: string, held: Held, manifest: ArtifactManifest): Promise<BlobReader | undefined> {
+    const path = join(this.#dir, hex);
+    const handle = await open(path, "r");
+    try {
+      // Nothing of this cache writes a kept blob: a file written since (in
+      // place, or another put in its place) is hashed again before it is served.
+      const identity = identityOf(await handle.stat());
+      if (held.identity !== undefined && held.identity !== identity && (await hashHandle(handle)) !== hex) {
+        this.#options.log?.warn({ digest: `sha256:${hex}` }, "content cache: a kept blob was written over");
+        await handle.close();
+        return undefined;
+      }
+      held.identity = identity;
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
     // Most recently used: to the end of the eviction order.
     this.#held.delete(hex);
     this.#held.set(hex, held);
@@ -257,7 +310,14 @@ export class ContentCache {
     if (now - held.touchedAt > TOUCH_EVERY_MS) {
       held.touchedAt = now;
       const seconds = now / 1000;
-      utimes(join(this.#dir, hex), seconds, seconds).catch(() => {});
+      const before = held.identity;
+      // The touch changes the file's times: what it is now is what was checked.
+      utimes(path, seconds, seconds)
+        .then(() => stat(path))
+        .then((info) => {
+          if (held.identity === before) held.identity = identityOf(info);
+        })
+        .catch(() => {});
     }
     let closed = false;
     return {
@@ -278,6 +338,7 @@ export class ContentCache {
     const fill = new Fill({
       dir: this.#dir,
       hex,
+      partial: `${hex}.${process.pid}-${this.#run}.partial`,
       manifest,
       upstream,
       counters: this.counters,
@@ -295,6 +356,7 @@ export class ContentCache {
       () => {
         this.#fills.delete(fill);
         held.fill = undefined;
+        held.identity = fill.identity;
         void this.#makeRoom();
       },
       (error: unknown) => {
@@ -313,13 +375,28 @@ export class ContentCache {
 
   /** Evicts least recently used blobs no pull reads until the cache is within its bytes. */
   async #makeRoom(): Promise<void> {
+    const max = this.#options.maxBytes;
+    // Called at every close: within its bytes, nothing to look at.
+    if (this.#bytes <= max) return;
+    // A blob larger than the whole cache is never kept: it goes first once no
+    // pull reads it, and while one does, nothing is evicted for room it cannot have.
+    let unkeepable = 0;
     for (const [hex, held] of this.#held) {
-      if (this.#bytes <= this.#options.maxBytes) return;
-      if (held.readers > 0 || held.fill) continue;
-      this.counters.evictions += 1;
-      this.counters.evictedBytes += held.size;
-      await this.#forget(hex, held, "evicted");
+      if (held.size <= max) continue;
+      if (held.readers > 0 || held.fill) unkeepable += held.size;
+      else await this.#evict(hex, held);
     }
+    for (const [hex, held] of this.#held) {
+      if (this.#bytes - unkeepable <= max) return;
+      if (held.readers > 0 || held.fill || held.size > max) continue;
+      await this.#evict(hex, held);
+    }
+  }
+
+  async #evict(hex: string, held: Held): Promise<void> {
+    this.counters.evictions += 1;
+    this.counters.evictedBytes += held.size;
+    await this.#forget(hex, held, "evicted");
   }
 
   async #forget(hex: string, held: Held, why: string): Promise<void> {
@@ -338,6 +415,8 @@ export class ContentCache {
 interface FillOptions {
   dir: string;
   hex: string;
+  /** The file's name while it fills, this process's own. */
+  partial: string;
   manifest: ArtifactManifest;
   upstream: UpstreamRead;
   counters: ContentCacheCounters;
@@ -354,6 +433,8 @@ interface FillOptions {
  */
 class Fill {
   readonly finished: Promise<void>;
+  /** identityOf the committed file. */
+  identity: string | undefined;
   #filled = 0;
   #committed = false;
   #error: PluginError | undefined;
@@ -363,7 +444,7 @@ class Fill {
   #users = 1;
 
   constructor(private readonly options: FillOptions) {
-    this.#handle = open(join(options.dir, partialName(options.hex)), "w+", 0o644);
+    this.#handle = open(join(options.dir, options.partial), "w+", 0o644);
     this.finished = this.#run().then(
       () => {
         this.#committed = true;
@@ -372,7 +453,7 @@ class Fill {
       async (error: unknown) => {
         // Nothing half-fetched is kept (its readers still hold the handle),
         // and it is gone before any waiter hears of the failure.
-        await rm(join(options.dir, partialName(options.hex)), { force: true }).catch(() => {});
+        await rm(join(options.dir, options.partial), { force: true }).catch(() => {});
         this.#error = fillError(error, options.manifest);
         this.#notify();
         throw this.#error;
@@ -456,7 +537,11 @@ class Fill {
         }
       } catch (error) {
         const failure = PluginError.from(stall.signal.aborted ? (stall.signal.reason ?? error) : error);
-        const retriable = failure.code === Code.Unavailable || failure.code === Code.DeadlineExceeded;
+        // A stall is not resumed: its waiters were promised an answer within one stall limit,
+        // not one per ranged read of an upstream that keeps sending nothing.
+        const retriable =
+          !stall.signal.aborted &&
+          (failure.code === Code.Unavailable || failure.code === Code.DeadlineExceeded);
         if (this.options.closing.aborted || !retriable || resumes >= this.options.maxResumes) throw failure;
         resumes += 1;
         counters.upstreamResumes += 1;
@@ -473,8 +558,9 @@ class Fill {
       );
     }
     await handle.sync();
-    await rename(join(dir, partialName(hex)), join(dir, hex));
+    await rename(join(dir, this.options.partial), join(dir, hex));
     await syncDirectory(dir);
+    this.identity = identityOf(await handle.stat());
   }
 }
 
@@ -534,21 +620,30 @@ function hexOf(digest: string): string {
 }
 
 async function hashFile(path: string): Promise<string> {
-  const hash = createHash("sha256");
   const handle = await open(path, "r");
   try {
-    const buffer = Buffer.allocUnsafe(1024 * 1024);
-    let position = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, 0, buffer.byteLength, position);
-      if (bytesRead === 0) break;
-      hash.update(buffer.subarray(0, bytesRead));
-      position += bytesRead;
-    }
+    return await hashHandle(handle);
   } finally {
     await handle.close();
   }
+}
+
+async function hashHandle(handle: FileHandle): Promise<string> {
+  const hash = createHash("sha256");
+  const buffer = Buffer.allocUnsafe(1024 * 1024);
+  let position = 0;
+  for (;;) {
+    const { bytesRead } = await handle.read(buffer, 0, buffer.byteLength, position);
+    if (bytesRead === 0) break;
+    hash.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
   return hash.digest("hex");
+}
+
+/** What changes when a file is written or another is put in its place (ctime: even if its mtime is set back). */
+function identityOf(info: Stats): string {
+  return `${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}`;
 }
 
 async function readFully(

@@ -13,6 +13,12 @@ export interface UpstreamServerStoreOptions {
   connection: ConnectionOptions;
   /** Largest artifact taken from upstream: a bigger announced size is refused before a byte is read. */
   maxArtifactBytes: number;
+  /**
+   * How long a key lookup (or a provenance check) may wait for the upstream's
+   * answer before it fails with UNAVAILABLE, as from an upstream that is
+   * down (a replica then serves what it holds as last seen). Default 30 s.
+   */
+  lookupTimeoutMs?: number | undefined;
 }
 
 /** What a store that is another server's mirror says to writes. */
@@ -39,6 +45,16 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
     ...(connection.token ? { token: connection.token } : {}),
   });
   const where = `the atomix-plugins server at ${connection.address}`;
+  // An upstream that takes a call and never answers would hold every pull of the key for good.
+  const timeoutMs = options.lookupTimeoutMs ?? 30_000;
+  const control = (signal: AbortSignal | undefined) => ({ timeoutMs, ...(signal ? { signal } : {}) });
+  /** The upstream's silence is its being unreachable (UNAVAILABLE), not a deadline of the caller's. */
+  const unanswered = (failure: PluginError, what: string) =>
+    failure.code === Code.DeadlineExceeded
+      ? new PluginError(Code.Unavailable, `${where} did not answer ${what} within ${timeoutMs} ms`, {
+          cause: failure,
+        })
+      : failure;
   /** Keys whose provenance was verified for a digest, so that the check runs once per artifact. */
   const verified = new Map<string, Digest>();
 
@@ -76,7 +92,15 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
     const text = buildKeyText(manifest.key);
     if (verified.get(text) === manifest.digest) return;
     // client.provenance verifies the bundle against the trusted keys for the digest it names.
-    const answer = await client.provenance(manifest.key, { ...(signal ? { signal } : {}) });
+    const answer = await client.provenance(manifest.key, control(signal)).catch((error: unknown) => {
+      const failure = PluginError.from(error);
+      if (failure.code !== Code.NotFound) throw unanswered(failure, "a provenance request");
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `${where} holds no signed provenance of ${formatBuildKey(manifest.key)}; not mirrored`,
+        { cause: error },
+      );
+    });
     if (answer.digest !== manifest.digest) {
       throw new PluginError(
         Code.FailedPrecondition,
@@ -127,6 +151,13 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
         onData: async (chunks) => {
           for (const data of chunks) {
             for (let at = 0; at < data.byteLength; ) {
+              // Past the size it announced there is no chunk to fill (and no end to an empty one).
+              if (!pending && position >= manifest.size) {
+                throw new PluginError(
+                  Code.DataLoss,
+                  `${where} sent more than the ${manifest.size} bytes of ${formatBuildKey(manifest.key)}`,
+                );
+              }
               pending ??= allocate(headroom + chunkFor());
               const want = pending.byteLength - headroom - filled;
               const take = Math.min(want, data.byteLength - at);
@@ -195,16 +226,20 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
     readOnly: true,
 
     async get(key, getOptions) {
+      let message: PluginManifest;
       try {
-        const message = await client.inspect(key, {
-          ...(getOptions?.signal ? { signal: getOptions.signal } : {}),
-        });
-        return checkManifest(key, message);
+        message = await client.inspect(key, control(getOptions?.signal));
       } catch (error) {
         const failure = PluginError.from(error);
         if (failure.code === Code.NotFound) return undefined;
-        throw failure;
+        throw unanswered(failure, `the lookup of ${formatBuildKey(key)}`);
       }
+      const manifest = checkManifest(key, message);
+      // Checked for each key, not only when bytes are fetched: the content
+      // cache serves a digest it holds to every key that names it, so a key
+      // whose provenance is for other bytes (or missing) must not get that far.
+      await checkProvenance(manifest, getOptions?.signal);
+      return manifest;
     },
 
     async checkReachable(signal) {
@@ -232,7 +267,16 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
 
     async list(filter) {
       const messages = await client.list(filter ?? {});
-      return messages.map((message) => checkManifest(parseBuildKey(message), message));
+      return messages.map((message) => {
+        let key: BuildKey;
+        try {
+          key = parseBuildKey(message);
+        } catch {
+          // The upstream's answer, not the caller's request: not INVALID_ARGUMENT.
+          throw new PluginError(Code.DataLoss, `${where} listed an artifact whose key is not valid`);
+        }
+        return checkManifest(key, message);
+      });
     },
 
     async getProvenance(key, provenanceOptions) {

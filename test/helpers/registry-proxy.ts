@@ -5,10 +5,16 @@ import type { AddressInfo } from "node:net";
 export type BlobFault =
   /** Sends this many bytes of the body, then drops the connection. */
   | { cutAfter: number }
-  /** Sends this many bytes, then nothing more until the connection is closed. */
-  | { stallAfter: number }
+  /** Sends this many bytes, then nothing more until the connection is closed (or `until` settles: the rest). */
+  | { stallAfter: number; until?: Promise<void> }
   /** Flips one byte of the body. */
-  | { corrupt: true };
+  | { corrupt: true }
+  /** Forwards the read without its Range header: the registry answers 200 with the whole blob. */
+  | { ignoreRange: true }
+  /** Forwards a ranged read as one from `shiftRange` bytes earlier: a 206 whose Content-Range is not the one asked. */
+  | { shiftRange: number }
+  /** Answers itself with these bytes from the offset asked (206 to a ranged read): a blob that changed. */
+  | { body: (offset: number) => Buffer };
 
 export interface RegistryProxy {
   /** host:port of the proxy. */
@@ -64,16 +70,30 @@ export async function startRegistryProxy(registryAddress: string): Promise<Regis
     const range = incoming.headers.range;
     seen.push({ method: incoming.method ?? "", kind, range });
     const fault = incoming.method === "GET" && kind === "blobs" ? proxy.faults.shift() : undefined;
+    const offset = Number(/^bytes=(\d+)-$/.exec(range ?? "")?.[1] ?? 0);
+    if (fault && "body" in fault) {
+      const body = fault.body(offset);
+      outgoing.writeHead(range ? 206 : 200, {
+        "content-length": body.byteLength,
+        ...(range ? { "content-range": `bytes ${offset}-${offset + body.byteLength - 1}/*` } : {}),
+      });
+      outgoing.end(body);
+      return;
+    }
+    const headers = { ...incoming.headers };
+    if (fault && "ignoreRange" in fault) delete headers.range;
+    if (fault && "shiftRange" in fault && range)
+      headers.range = `bytes=${Math.max(0, offset - fault.shiftRange)}-`;
     const forwarded = httpRequest(
-      { host, port: Number(port), method: incoming.method, path: url, headers: incoming.headers },
+      { host, port: Number(port), method: incoming.method, path: url, headers },
       (answer) => {
         outgoing.writeHead(answer.statusCode ?? 502, answer.headers);
-        if (!fault) {
+        if (!fault || "ignoreRange" in fault || "shiftRange" in fault) {
           answer.pipe(outgoing);
           return;
         }
         let sent = 0;
-        answer.on("data", (chunk: Buffer) => {
+        const onData = (chunk: Buffer) => {
           if ("corrupt" in fault) {
             const copy = Buffer.from(chunk);
             if (sent === 0 && copy.byteLength > 0) copy[0] = (copy[0] as number) ^ 0xff;
@@ -81,15 +101,26 @@ export async function startRegistryProxy(registryAddress: string): Promise<Regis
             outgoing.write(copy);
             return;
           }
-          const limit = "cutAfter" in fault ? fault.cutAfter : fault.stallAfter;
+          const limit = "cutAfter" in fault ? fault.cutAfter : "stallAfter" in fault ? fault.stallAfter : 0;
           const room = limit - sent;
           if (room > 0) outgoing.write(chunk.subarray(0, room));
           sent += chunk.byteLength;
           if (sent >= limit) {
             answer.pause();
             if ("cutAfter" in fault) setTimeout(() => outgoing.socket?.destroy(), 20);
+            if ("until" in fault && fault.until) {
+              const held = chunk.subarray(Math.max(0, room));
+              fault.until.then(() => {
+                if (held.byteLength > 0) outgoing.write(held);
+                answer.off("data", onData);
+                answer.pipe(outgoing);
+                answer.resume();
+              });
+              fault.until = undefined;
+            }
           }
-        });
+        };
+        answer.on("data", onData);
         answer.on("end", () => {
           if ("corrupt" in fault) outgoing.end();
         });

@@ -38,6 +38,11 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** Runs the server under `ulimit -n` of this (through bash), as systemd's default 1,024 would. */
   openFileLimit?: number;
+  /**
+   * Runs the server in a PID namespace of its own (bubblewrap), as in a
+   * container: servers started so have the same pid. Not with `openFileLimit`.
+   */
+  ownPidNamespace?: boolean;
 }
 
 /** Runs `atomix-plugins serve` as a real process and waits until it listens. */
@@ -45,9 +50,11 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "atomix-data-")));
   // exec: under a limit, the server is bash's process itself, so signals and exit codes are its own.
   const limit = options.openFileLimit;
+  const contained = ["--unshare-pid", "--die-with-parent", "--dev-bind", "/", "/", "--proc", "/proc"];
   const child = spawn(
-    limit === undefined ? process.execPath : "bash",
+    options.ownPidNamespace ? "bwrap" : limit === undefined ? process.execPath : "bash",
     [
+      ...(options.ownPidNamespace ? [...contained, process.execPath] : []),
       ...(limit === undefined ? [] : ["-c", `ulimit -n ${limit} && exec "$0" "$@"`, process.execPath]),
       CLI,
       "serve",
