@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { mkdir, writeFile } from "node:fs/promises";
-import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { PeerCertificate } from "node:tls";
@@ -15,6 +14,7 @@ import { failure } from "./helpers/failure.js";
 import { createGrpcClients, fromServiceError } from "./helpers/grpc-js-clients.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
 import { startServerProcess, tempDir } from "./helpers/server-process.js";
+import { startTcpRelay } from "./helpers/tcp-relay.js";
 
 const key = (name: string, version: string): BuildKey => ({
   runtime: { version: "1.0.0", buildVersion: "node20" },
@@ -40,39 +40,6 @@ const noRetry = { retry: { maxAttempts: 1 } };
 
 /** Versions of the hanging plugin in the catalog: each is a build key of its own. */
 const HANG_VERSIONS = 200;
-
-/**
- * A TCP relay to `target` whose connections to it come from `sourceAddress`
- * (any 127.x.y.z is this host on Linux): a second client, as the server
- * sees it, on the same machine.
- */
-async function relayFrom(
-  sourceAddress: string,
-  target: string,
-): Promise<{ address: string; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const relay = createServer((downstream) => {
-    const upstream = connect({
-      port: Number(target.split(":").at(-1)),
-      host: "127.0.0.1",
-      localAddress: sourceAddress,
-    });
-    for (const socket of [downstream, upstream]) {
-      sockets.add(socket);
-      socket.on("error", () => {});
-      socket.on("close", () => sockets.delete(socket));
-    }
-    downstream.pipe(upstream).pipe(downstream);
-  });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  return {
-    address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => relay.close(() => resolve()));
-    },
-  };
-}
 
 /**
  * One caller asking, without end, for builds of distinct keys that hang,
@@ -154,7 +121,7 @@ describe("fair build slots", () => {
         ...["--shutdown-grace", "1000"],
       ],
     });
-    const relay = await relayFrom("127.0.0.2", server.address);
+    const relay = await startTcpRelay(server.address, { sourceAddress: "127.0.0.2" });
     const attacker = createPluginClient({ address: server.address });
     const other = createPluginClient({ address: relay.address });
     // More calls in flight than there are slots and queue places together.
@@ -200,7 +167,7 @@ describe("fair build slots", () => {
         ...["--tls-client-ca", fixture("ca.pem")],
       ],
     });
-    const relay = await relayFrom("127.0.0.2", server.address);
+    const relay = await startTcpRelay(server.address, { sourceAddress: "127.0.0.2" });
     const first = createPluginClient({ address: server.address, tls: mutualTls });
     const second = createPluginClient({ address: relay.address, tls: mutualTls });
     try {

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -20,6 +19,7 @@ import type { BuildKey } from "../src/model/build-key.js";
 import { PULL_METADATA } from "../src/protocol/metadata.js";
 import { createGrpcClients } from "./helpers/grpc-js-clients.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
+import { startTcpRelay } from "./helpers/tcp-relay.js";
 
 const sha256 = (bytes: Uint8Array) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 const key = (name: string, version = "1.0.0"): BuildKey => ({
@@ -37,33 +37,6 @@ async function rejectsWith(promise: Promise<unknown>, code: Code, pattern?: RegE
     return error;
   }
   assert.fail(`expected ${Code[code]}, but the call succeeded`);
-}
-
-/** A TCP relay to `target` that counts the connections it accepts: each is a handshake the client paid. */
-async function countingRelay(
-  target: string,
-): Promise<{ address: string; accepted(): number; close(): Promise<void> }> {
-  let accepted = 0;
-  const sockets = new Set<Socket>();
-  const relay = createServer((downstream) => {
-    accepted++;
-    const upstream = connect(Number(target.split(":").at(-1)), "127.0.0.1");
-    for (const socket of [downstream, upstream]) {
-      sockets.add(socket);
-      socket.on("error", () => {});
-      socket.on("close", () => sockets.delete(socket));
-    }
-    downstream.pipe(upstream).pipe(downstream);
-  });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  return {
-    address: `127.0.0.1:${(relay.address() as AddressInfo).port}`,
-    accepted: () => accepted,
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => relay.close(() => resolve()));
-    },
-  };
 }
 
 /** test/fixtures/tls, from dist/test/. */
@@ -314,7 +287,7 @@ function describeClientPull() {
       const secure = await startTestServer({
         config: { chunkSize: 64 * 1024, tlsCert: fixture("server.pem"), tlsKey: fixture("server-key.pem") },
       });
-      const relay = await countingRelay(secure.address);
+      const relay = await startTcpRelay(secure.address);
       const tlsClient = createPluginClient({
         address: relay.address,
         tls: { caFile: fixture("ca.pem"), serverName: "registry.test" },

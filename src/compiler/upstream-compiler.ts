@@ -3,6 +3,7 @@ import { createPluginClient } from "../client/plugin-client.js";
 import { abandonable, Code, PluginError, quoted } from "../errors/plugin-error.js";
 import type { ArtifactManifest } from "../model/artifact.js";
 import { type BuildKey, buildKeyText, formatBuildKey } from "../model/build-key.js";
+import { SingleFlight } from "../model/single-flight.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { Compiler } from "./compiler.js";
 
@@ -26,7 +27,7 @@ export function createUpstreamCompiler(options: {
   compileTimeoutMs?: number;
 }): Compiler {
   const client = createPluginClient(options.connection);
-  const inflight = new Map<string, Promise<ArtifactManifest>>();
+  const inflight = new SingleFlight<ArtifactManifest>();
   const where = `the upstream atomix-plugins server at ${options.connection.address}`;
 
   async function forward(key: BuildKey): Promise<ArtifactManifest> {
@@ -76,16 +77,7 @@ export function createUpstreamCompiler(options: {
   return {
     compile(key, compileOptions) {
       const text = buildKeyText(key);
-      let pending = inflight.get(text);
-      if (!pending) {
-        const started = forward(key);
-        pending = started;
-        inflight.set(text, started);
-        started.then(
-          () => inflight.delete(text),
-          () => inflight.delete(text),
-        );
-      }
+      const pending = inflight.run(text, () => forward(key));
       return abandonable(pending, compileOptions?.signal, `compiling ${formatBuildKey(key)} was cancelled`);
     },
     async close() {

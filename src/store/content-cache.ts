@@ -8,6 +8,7 @@ import type { ArtifactManifest } from "../model/artifact.js";
 import type { BlobReader } from "./artifact-store.js";
 import { syncDirectory } from "./atomic-file.js";
 import { isRunning } from "./process-alive.js";
+import { readFully } from "./read-fully.js";
 
 /** The bytes of a blob from `offset` on, as its upstream (a registry, another server) sends them. */
 export type UpstreamRead = (offset: number, signal: AbortSignal) => AsyncIterable<Uint8Array>;
@@ -644,22 +645,6 @@ async function hashHandle(handle: FileHandle): Promise<string> {
 /** What changes when a file is written or another is put in its place (ctime: even if its mtime is set back). */
 function identityOf(info: Stats): string {
   return `${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}`;
-}
-
-async function readFully(
-  handle: FileHandle,
-  into: Buffer,
-  at: number,
-  length: number,
-  position: number,
-): Promise<number> {
-  let filled = 0;
-  while (filled < length) {
-    const { bytesRead } = await handle.read(into, at + filled, length - filled, position + filled);
-    if (bytesRead === 0) break;
-    filled += bytesRead;
-  }
-  return filled;
 }
 
 async function writeFully(handle: FileHandle, chunk: Uint8Array, position: number): Promise<void> {

@@ -22,6 +22,7 @@ import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
 import { DigestMarks } from "./digest-marks.js";
 import { writeHashedFile } from "./hashed-file.js";
 import { badToken, collectManifests, mapOrdered } from "./manifest-pages.js";
+import { readFully } from "./read-fully.js";
 import { checkPut, outOfRange } from "./store-checks.js";
 
 export interface FsStoreOptions {
@@ -191,15 +192,7 @@ export async function createFsStore(options: FsStoreOptions): Promise<ArtifactSt
     async openBlob(manifest) {
       const handle = await openChecked(blobPath(manifest.digest), manifest);
       return {
-        async read(into, at, length, position) {
-          let filled = 0;
-          while (filled < length) {
-            const { bytesRead } = await handle.read(into, at + filled, length - filled, position + filled);
-            if (bytesRead === 0) break;
-            filled += bytesRead;
-          }
-          return filled;
-        },
+        read: (into, at, length, position) => readFully(handle, into, at, length, position),
         close: () => handle.close(),
       };
     },

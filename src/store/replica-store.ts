@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { abandonable, Code, PluginError } from "../errors/plugin-error.js";
 import type { ArtifactManifest } from "../model/artifact.js";
 import { type BuildKey, buildKeyId, buildKeyText, formatBuildKey } from "../model/build-key.js";
+import { SingleFlight } from "../model/single-flight.js";
 import type { ArtifactStore, BlobReader, ReadOptions } from "./artifact-store.js";
 import { writeFileAtomic } from "./atomic-file.js";
 import type { ContentCache } from "./content-cache.js";
@@ -61,7 +62,7 @@ interface Resolved {
 export function createReplicaStore(upstream: ArtifactStore, options: ReplicaStoreOptions): ReplicaStore {
   const { cache, resolveTtlMs, keysDir, log } = options;
   const resolved = new Map<string, Resolved>();
-  const inflight = new Map<string, Promise<ArtifactManifest | undefined>>();
+  const inflight = new SingleFlight<ArtifactManifest | undefined>();
   const lookups = { fresh: 0, upstream: 0, lastKnownGood: 0 };
   let degraded = false;
   /** Key files being written: close() waits for them, so the folder is whole when the process ends. */
@@ -162,17 +163,8 @@ export function createReplicaStore(upstream: ArtifactStore, options: ReplicaStor
         lookups.fresh += 1;
         return known.manifest;
       }
-      let pending = inflight.get(text);
-      if (!pending) {
-        // Shared by every caller of this key: one caller's cancellation does not end it.
-        const started = lookup(key);
-        pending = started;
-        inflight.set(text, started);
-        started.then(
-          () => inflight.delete(text),
-          () => inflight.delete(text),
-        );
-      }
+      // Shared by every caller of this key: one caller's cancellation does not end it.
+      const pending = inflight.run(text, () => lookup(key));
       return abandonable(pending, getOptions?.signal, `looking up ${formatBuildKey(key)} was cancelled`);
     },
 
