@@ -62,6 +62,7 @@ describe("the command line", () => {
         mediaType: "application/octet-stream",
         createdAt: undefined,
         annotations: { team: "storage" },
+        heldHere: true,
       },
     );
     assert.equal(push.stderr, "", "no progress when stderr is not a terminal");
@@ -112,10 +113,12 @@ describe("the command line", () => {
     const ls = await runCli(["ls"], env());
     expectExit(ls, EXIT.ok);
     const [header, row] = ls.stdout.trimEnd().split("\n");
-    assert.match(header ?? "", /^PLUGIN\s+RUNTIME\s+BUILD\s+SIZE\s+DIGEST\s+CREATED$/);
-    assert.match(row ?? "", /^@acme\/driver@2\.0\.0\s+1\.0\.0\s+node20\s+293\.0 KiB\s+sha256:[0-9a-f]{12}…/);
+    assert.match(header ?? "", /^PLUGIN\s+RUNTIME\s+BUILD\s+SIZE\s+DIGEST\s+CREATED\s+HERE$/);
+    // The embedded store holds every artifact's bytes on the server's disk.
+    assert.match(row ?? "", /^@acme\/driver@2\.0\.0\s+1\.0\.0\s+node20\s+293\.0 KiB\s+sha256:[0-9a-f]{12}….*\syes$/);
     const inspect = await runCli(["inspect", "@acme/driver@2.0.0", ...RUNTIME], env());
     assert.match(inspect.stdout, new RegExp(`^digest:\\s+${digest}$`, "m"));
+    assert.match(inspect.stdout, /^held here:\s+yes$/m);
     const cache = join(work, "cache");
     const first = await runCli(
       ["pull", "@acme/driver@2.0.0", ...RUNTIME, "-o", join(work, "d1.mjs"), "--cache", cache],

@@ -232,6 +232,7 @@ describe("a tier in front of a hostile upstream server", () => {
       mediaType: "application/octet-stream",
       createdAt: "2026-01-01T00:00:00Z",
       annotations: {},
+      heldHere: true,
     };
     hostile.listing.push(
       { ...manifest, ...key("honest") },

@@ -116,6 +116,33 @@ describe("mirrors in tiers", () => {
     assert.equal(await metric(site, FETCHES), 1);
     assert.equal(await metric(edge, FETCHES), 1);
     assert.equal(await metric(edge, OK_PULLS), 500);
+
+    // What the edge holds itself, as ls, inspect and the catalog page say it.
+    const pusher2 = createPluginClient({ address: central.address, token: "central-admin-token" });
+    try {
+      await pusher2.push(key("not-pulled"), [randomBytes(1000)]);
+    } finally {
+      pusher2.close();
+    }
+    const atEdge = createPluginClient({ address: edge.address });
+    try {
+      assert.equal((await atEdge.inspect(key("tiered"))).heldHere, true);
+      assert.equal((await atEdge.inspect(key("not-pulled"))).heldHere, false);
+      const listed = await atEdge.list();
+      assert.deepEqual(listed.map((m) => [m.plugin?.name, m.heldHere]).sort(), [
+        ["not-pulled", false],
+        ["tiered", true],
+      ]);
+    } finally {
+      atEdge.close();
+    }
+    const ls = await runCli(["ls", "--server", edge.address]);
+    assert.match(ls.stdout, /^tiered@1\.0\.0\s.*\syes$/m);
+    assert.match(ls.stdout, /^not-pulled@1\.0\.0\s.*\sno$/m);
+    const page = await (await fetch(`http://${edge.http}/`)).text();
+    assert.match(page, /content cache: 1 artifact held here/);
+    assert.match(page, /<td class="here">held here<\/td>/);
+    assert.match(page, /<td class="here">upstream<\/td>/);
   });
 
   it("a compile at the edge is built once, by central, and pulled through the chain", async () => {

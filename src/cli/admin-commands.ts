@@ -30,7 +30,8 @@ type LsFlags = ClientFlags & {
   all?: boolean;
 };
 
-const LS_HEADER = ["PLUGIN", "RUNTIME", "BUILD", "SIZE", "DIGEST", "CREATED"];
+/** HERE: whether the server that answered holds the bytes on its own disk (a replica's content cache). */
+const LS_HEADER = ["PLUGIN", "RUNTIME", "BUILD", "SIZE", "DIGEST", "CREATED", "HERE"];
 
 export function lsCommand(): Command {
   return withClientOptions(
@@ -97,6 +98,7 @@ function lsRow(m: PluginManifest): string[] {
     formatBytes(m.size),
     `${m.digest.slice(0, 19)}…`,
     m.createdAt,
+    m.heldHere ? "yes" : "no",
   ];
 }
 
@@ -146,6 +148,7 @@ Examples:
           ["size", `${formatBytes(manifest.size)} (${manifest.size} bytes)`],
           ["media type", manifest.mediaType],
           ["created", manifest.createdAt],
+          ["held here", manifest.heldHere ? "yes" : "no (pulls of it fetch from upstream first)"],
         ];
         let out = fieldLines(fields, 12);
         // Anyone who can push sets annotations: each name and value stays one line of text.

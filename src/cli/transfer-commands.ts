@@ -227,5 +227,6 @@ export function manifestJson(manifest: PluginManifest) {
     mediaType: manifest.mediaType,
     createdAt: manifest.createdAt,
     annotations: manifest.annotations,
+    heldHere: manifest.heldHere,
   };
 }

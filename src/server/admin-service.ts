@@ -22,7 +22,7 @@ import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "../model/art
 import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import { PROVENANCE } from "../model/provenance.js";
 import type { Attestor } from "../provenance/attestor.js";
-import type { ArtifactStore } from "../store/artifact-store.js";
+import { type ArtifactStore, heldHere } from "../store/artifact-store.js";
 import { listPage } from "../store/manifest-pages.js";
 import type { AdminAuth } from "./admin-auth.js";
 import { grpcService, type HandlersOf } from "./grpc-service.js";
@@ -124,7 +124,7 @@ export function createAdminService(deps: AdminDeps): AdminServer {
       { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, by: credential },
       "artifact pushed",
     );
-    return { manifest: toManifestMessage(manifest) };
+    return { manifest: toManifestMessage(manifest, heldHere(deps.store, manifest.digest)) };
   }
 
   return {
@@ -136,13 +136,16 @@ export function createAdminService(deps: AdminDeps): AdminServer {
         limit: request.pageSize,
         pageToken: request.pageToken,
       });
-      return { manifests: page.manifests.map(toManifestMessage), nextPageToken: page.next ?? "" };
+      return {
+        manifests: page.manifests.map((m) => toManifestMessage(m, heldHere(deps.store, m.digest))),
+        nextPageToken: page.next ?? "",
+      };
     }),
     inspectPlugin: unary("read", async (request: Parameters<typeof parseBuildKey>[0]) => {
       const key = parseBuildKey(request);
       const manifest = (await store.get(key)) ?? (await storedElsewhere(key, (at) => store.get(at)));
       if (!manifest) throw new PluginError(Code.NotFound, `no artifact stored for ${formatBuildKey(key)}`);
-      return toManifestMessage(manifest);
+      return toManifestMessage(manifest, heldHere(deps.store, manifest.digest));
     }),
     getProvenance: unary("read", async (request: Parameters<typeof parseBuildKey>[0]) => {
       const key = parseBuildKey(request);

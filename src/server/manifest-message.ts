@@ -2,7 +2,7 @@ import type { Manifest } from "../gen/atomix/plugins/admin/v1/admin.js";
 import type { ArtifactManifest } from "../model/artifact.js";
 
 /** A store manifest as the admin API sends it. */
-export function toManifestMessage(manifest: ArtifactManifest): Manifest {
+export function toManifestMessage(manifest: ArtifactManifest, heldHere = true): Manifest {
   return {
     runtime: { version: manifest.key.runtime.version, buildVersion: manifest.key.runtime.buildVersion },
     plugin: { name: manifest.key.plugin.name, version: manifest.key.plugin.version },
@@ -11,5 +11,6 @@ export function toManifestMessage(manifest: ArtifactManifest): Manifest {
     mediaType: manifest.mediaType,
     createdAt: manifest.createdAt,
     annotations: { ...manifest.annotations },
+    heldHere,
   };
 }

@@ -128,6 +128,13 @@ export interface ArtifactStore {
   readonly servesWhileUnreachable?: boolean;
 
   /**
+   * Whether this process holds the blob `digest` on its own disk now (a
+   * replica's content cache). Absent: the store is on local disk, and holds
+   * every blob it names.
+   */
+  holdsLocally?(digest: string): boolean;
+
+  /**
    * True for a store that takes no writes (a registry mirror): put and
    * remove refuse, so builds are forwarded (`--upstream`) or refused.
    */
@@ -186,4 +193,9 @@ export interface ArtifactStore {
   collectGarbage(): Promise<GarbageReport>;
 
   close(): Promise<void>;
+}
+
+/** Whether `store` holds the blob `digest` on this machine's disk. */
+export function heldHere(store: Pick<ArtifactStore, "holdsLocally">, digest: string): boolean {
+  return store.holdsLocally ? store.holdsLocally(digest) : true;
 }

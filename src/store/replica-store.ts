@@ -175,6 +175,7 @@ export function createReplicaStore(upstream: ArtifactStore, options: ReplicaStor
 
     checkReachable: upstream.checkReachable?.bind(upstream),
     servesWhileUnreachable: true,
+    holdsLocally: (digest) => cache.holds(digest),
     ...(upstream.readOnly ? { readOnly: true } : {}),
 
     openBlob,

@@ -224,6 +224,7 @@ export function createUpstreamServerStore(options: UpstreamServerStoreOptions): 
   return {
     description: `upstream ${where}`,
     readOnly: true,
+    holdsLocally: () => false,
 
     async get(key, getOptions) {
       let message: PluginManifest;

@@ -43,6 +43,13 @@ export interface CatalogView {
   /** Whether this is a later page (a link back to the first is shown). */
   continued?: boolean;
   storeDescription: string;
+  /**
+   * Whether this server holds an artifact's bytes on its own disk; given on
+   * a replica or tier, whose page then says so of each artifact.
+   */
+  heldHere?: ((manifest: ArtifactManifest) => boolean) | undefined;
+  /** A line about the replica's content cache (what it holds, what it fetched), on a replica or tier. */
+  cacheSummary?: string | undefined;
   /** The gRPC address clients should use, for the copyable commands. */
   grpcAddress: string;
   /** More sections, rendered (runtime releases, recent builds): shown below the artifacts. */
@@ -82,7 +89,9 @@ export function renderCatalogPage(view: CatalogView): string {
   <td>${escapeHtml(m.key.runtime.buildVersion)}</td>
   <td class="num">${formatSize(m.size)}</td>
   <td><code title="${escapeHtml(m.digest)}">${escapeHtml(m.digest.slice(0, 19))}…</code></td>
-  <td class="origin">${escapeHtml(origin)} · <a href="${escapeHtml(provenance)}">provenance</a></td>
+  <td class="origin">${escapeHtml(origin)} · <a href="${escapeHtml(provenance)}">provenance</a></td>${
+    view.heldHere ? `\n  <td class="here">${view.heldHere(m) ? "held here" : "upstream"}</td>` : ""
+  }
   <td><time datetime="${escapeHtml(m.createdAt)}">${escapeHtml(m.createdAt.replace("T", " ").slice(0, 19))}</time></td>
   <td><code class="command">${escapeHtml(command)}</code></td>
 </tr>`;
@@ -142,7 +151,9 @@ export function renderCatalogPage(view: CatalogView): string {
 </head>
 <body>
 <h1>Plugin catalog</h1>
-<p class="meta">${summary} · ${escapeHtml(view.storeDescription)} · gRPC at <code>${escapeHtml(view.grpcAddress)}</code> · <a href="/metrics">metrics</a></p>
+<p class="meta">${summary} · ${escapeHtml(view.storeDescription)} · gRPC at <code>${escapeHtml(view.grpcAddress)}</code> · <a href="/metrics">metrics</a></p>${
+    view.cacheSummary ? `\n<p class="meta cache">${escapeHtml(view.cacheSummary)}</p>` : ""
+  }
 <form method="get" action="/">
   <input type="search" name="q" value="${escapeHtml(view.query)}" placeholder="plugin, version, runtime or build" aria-label="filter">
   <input type="text" name="plugin" value="${escapeHtml(view.plugin ?? "")}" placeholder="exact plugin name" aria-label="plugin name">
@@ -154,7 +165,7 @@ ${
   shown.length === 0
     ? `<p class="empty">No artifacts${filtered ? " match this filter" : view.continued ? " on this page" : " yet: compile or push one"}${view.next ? "; the next page may hold some" : ""}.</p>`
     : `<table>
-<thead><tr><th>Plugin</th><th>Runtime</th><th>Build</th><th>Size</th><th>Digest</th><th>Origin</th><th>Stored</th><th>Pull with</th></tr></thead>
+<thead><tr><th>Plugin</th><th>Runtime</th><th>Build</th><th>Size</th><th>Digest</th><th>Origin</th>${view.heldHere ? "<th>Bytes</th>" : ""}<th>Stored</th><th>Pull with</th></tr></thead>
 <tbody>
 ${rows}
 </tbody>

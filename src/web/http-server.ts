@@ -6,6 +6,7 @@ import type { PrewarmProgress } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
 import { PROVENANCE } from "../model/provenance.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+import { isReplicaStore } from "../server/cache-metrics.js";
 import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
@@ -124,6 +125,7 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
               runtime,
               limit,
               storeDescription: deps.store.description,
+              ...replicaView(deps.store),
               grpcAddress: deps.grpcAddress,
               appendix: [
                 deps.runtimes
@@ -190,5 +192,22 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
         server.close(() => resolve());
         server.closeAllConnections();
       }),
+  };
+}
+
+/** What the catalog page says of a replica's or tier's local copies; nothing for a store on local disk. */
+function replicaView(store: HttpDeps["store"]) {
+  if (!isReplicaStore(store)) return {};
+  const { state, counters } = store.cache;
+  const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  const summary = [
+    `content cache: ${state.blobs} ${state.blobs === 1 ? "artifact" : "artifacts"} held here, ${mib(state.bytes)}`,
+    `${counters.upstreamFetches} fetched from upstream (${mib(counters.upstreamBytes)})`,
+    `${counters.hits} ${counters.hits === 1 ? "pull" : "pulls"} served from disk`,
+    ...(store.degraded ? ["upstream unreachable: held artifacts served as last seen"] : []),
+  ].join(" · ");
+  return {
+    heldHere: (manifest: { digest: string }) => store.cache.holds(manifest.digest),
+    cacheSummary: summary,
   };
 }

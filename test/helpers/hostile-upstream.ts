@@ -77,8 +77,9 @@ export async function startHostileUpstream(): Promise<HostileUpstream> {
         mediaType: "application/octet-stream",
         createdAt: "2026-01-01T00:00:00Z",
         annotations: {},
+        heldHere: true,
         ...answer.manifest,
-      });
+      } as Manifest);
     },
   } as never);
   server.addService(grpcService(PluginCompilerDefinition), {

@@ -229,6 +229,8 @@ export async function createOciStore(options: OciStoreOptions): Promise<Artifact
   return {
     description: `OCI registry store at ${where}${readOnly ? " (read-only mirror)" : ""}`,
     readOnly,
+    // Every read goes to the registry (no content cache in front).
+    holdsLocally: () => false,
 
     async checkReachable(signal) {
       // The API's base answers 200, or 401 with the challenge; either way the registry is there.

@@ -60,6 +60,12 @@ export interface Manifest {
   /** RFC 3339 time the artifact was stored. */
   createdAt: string;
   annotations: { [key: string]: string };
+  /**
+   * Whether the server that answered holds the artifact's bytes on its own
+   * disk now: always on the embedded store; on a replica or a tier, whether
+   * its content cache holds them (pulls of it need no upstream).
+   */
+  heldHere: boolean;
 }
 
 export interface Manifest_AnnotationsEntry {
@@ -709,7 +715,16 @@ export const PushPluginResponse: MessageFns<PushPluginResponse> = {
 };
 
 function createBaseManifest(): Manifest {
-  return { runtime: undefined, plugin: undefined, digest: "", size: 0, mediaType: "", createdAt: "", annotations: {} };
+  return {
+    runtime: undefined,
+    plugin: undefined,
+    digest: "",
+    size: 0,
+    mediaType: "",
+    createdAt: "",
+    annotations: {},
+    heldHere: false,
+  };
 }
 
 export const Manifest: MessageFns<Manifest> = {
@@ -735,6 +750,9 @@ export const Manifest: MessageFns<Manifest> = {
     globalThis.Object.entries(message.annotations).forEach(([key, value]: [string, string]) => {
       Manifest_AnnotationsEntry.encode({ key: key as any, value }, writer.uint32(58).fork()).join();
     });
+    if (message.heldHere !== false) {
+      writer.uint32(64).bool(message.heldHere);
+    }
     return writer;
   },
 
@@ -810,6 +828,14 @@ export const Manifest: MessageFns<Manifest> = {
             }
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.heldHere = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -852,6 +878,11 @@ export const Manifest: MessageFns<Manifest> = {
           {},
         )
         : {},
+      heldHere: isSet(object.heldHere)
+        ? globalThis.Boolean(object.heldHere)
+        : isSet(object.held_here)
+        ? globalThis.Boolean(object.held_here)
+        : false,
     };
   },
 
@@ -884,6 +915,9 @@ export const Manifest: MessageFns<Manifest> = {
         });
       }
     }
+    if (message.heldHere !== false) {
+      obj.heldHere = message.heldHere;
+    }
     return obj;
   },
 
@@ -911,6 +945,7 @@ export const Manifest: MessageFns<Manifest> = {
       },
       {},
     );
+    message.heldHere = object.heldHere ?? false;
     return message;
   },
 };
