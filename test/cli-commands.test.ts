@@ -115,7 +115,10 @@ describe("the command line", () => {
     const [header, row] = ls.stdout.trimEnd().split("\n");
     assert.match(header ?? "", /^PLUGIN\s+RUNTIME\s+BUILD\s+SIZE\s+DIGEST\s+CREATED\s+HERE$/);
     // The embedded store holds every artifact's bytes on the server's disk.
-    assert.match(row ?? "", /^@acme\/driver@2\.0\.0\s+1\.0\.0\s+node20\s+293\.0 KiB\s+sha256:[0-9a-f]{12}….*\syes$/);
+    assert.match(
+      row ?? "",
+      /^@acme\/driver@2\.0\.0\s+1\.0\.0\s+node20\s+293\.0 KiB\s+sha256:[0-9a-f]{12}….*\syes$/,
+    );
     const inspect = await runCli(["inspect", "@acme/driver@2.0.0", ...RUNTIME], env());
     assert.match(inspect.stdout, new RegExp(`^digest:\\s+${digest}$`, "m"));
     assert.match(inspect.stdout, /^held here:\s+yes$/m);
