@@ -16,7 +16,7 @@ slow=(
   hostile-sources hostile-npm-registry build-containment build-fairness disk-budget source-stamp
   tier-hostile-upstream
   # stress and scale: thousands of calls, keys, cancelled streams
-  index-scale pull-streams-grpc-go pull-streams-grpcio server-connections
+  index-scale pull-streams-grpc-go pull-streams-grpcio server-connections client-sustained-load
 )
 
 tier="${1:-fast}"
