@@ -126,16 +126,19 @@ describe("a rollout on a fresh OCI replica", () => {
     const first = await startServerProcess({ dataDir, args: replicaArgs() });
     servers.push(first);
     proxy.faults.push({ stallAfter: 1024 * 1024 });
+    const readsBefore = proxy.count("GET", "blobs");
     const stalled = pullMany(first.address, key("killed"), 3, 1).catch((error: unknown) => error);
     const cacheDir = join(dataDir, "content-cache", "sha256");
     const until = Date.now() + 20_000;
-    while (!(await readdir(cacheDir)).some((name) => name.endsWith(".partial")) && Date.now() < until) {
+    // The partial file exists before the registry is asked: wait for both, so
+    // that the stall is this replica's and not the next one's.
+    const filling = async () =>
+      proxy.count("GET", "blobs") > readsBefore &&
+      (await readdir(cacheDir)).some((name) => name.endsWith(".partial"));
+    while (!(await filling()) && Date.now() < until) {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    assert.ok(
-      (await readdir(cacheDir)).some((name) => name.endsWith(".partial")),
-      "the fill started",
-    );
+    assert.ok(await filling(), "the fill started and asked the registry");
     await first.kill();
     assert.ok((await stalled) instanceof Error, "the pulls of the killed replica failed");
 
