@@ -3,6 +3,7 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Code, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";
 import {
+  type CacheReport,
   type Manifest,
   PluginAdminDefinition,
   type PushPluginRequest,
@@ -96,15 +97,8 @@ export interface GarbageReport {
   caches: CacheReport[];
 }
 
-export interface CacheReport {
-  name: string;
-  bytes: number;
-  entries: number;
-  maxBytes: number;
-  maxEntries: number;
-  removedEntries: number;
-  freedBytes: number;
-}
+/** One cache the server keeps between builds, as `gc` reports it: the admin API's message as it is. */
+export type { CacheReport };
 
 /**
  * A client of one atomix-plugins server. Every method takes `signal` and
@@ -475,15 +469,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       return {
         removedBlobs: Number(report.removedBlobs),
         freedBytes: Number(report.freedBytes),
-        caches: report.caches.map((cache) => ({
-          name: cache.name,
-          bytes: Number(cache.bytes),
-          entries: Number(cache.entries),
-          maxBytes: Number(cache.maxBytes),
-          maxEntries: Number(cache.maxEntries),
-          removedEntries: Number(cache.removedEntries),
-          freedBytes: Number(cache.freedBytes),
-        })),
+        caches: report.caches,
       };
     },
 

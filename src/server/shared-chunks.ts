@@ -108,32 +108,34 @@ export class SharedChunks {
    * (NOT_FOUND, DATA_LOSS) when the blob cannot be read.
    */
   async open(manifest: ArtifactManifest): Promise<SharedBlob> {
-    const blob = this.useBlob(manifest);
+    // Made once per stream: every chunk's id and the blob's entry derive from it.
+    const id = blobId(manifest);
+    const blob = this.useBlob(manifest, id);
     try {
       await blob.reader;
     } catch (error) {
-      this.unuseBlob(blobId(manifest), blob);
+      this.unuseBlob(id, blob);
       throw error;
     }
     let closed = false;
     return {
-      acquire: (position, signal) => this.acquire(manifest, position, signal),
+      acquire: (position, signal) => this.acquire(manifest, id, position, signal),
       close: () => {
         if (closed) return;
         closed = true;
-        this.unuseBlob(blobId(manifest), blob);
+        this.unuseBlob(id, blob);
       },
     };
   }
 
-  private useBlob(manifest: ArtifactManifest): OpenBlob {
-    let blob = this.blobs.get(blobId(manifest));
+  private useBlob(manifest: ArtifactManifest, id: string): OpenBlob {
+    let blob = this.blobs.get(id);
     if (!blob) {
       const { store } = this.options;
       if (!store.openBlob) throw new PluginError(Code.Internal, "the store offers no random access");
       blob = { reader: store.openBlob(manifest), users: 0 };
       blob.reader.catch(() => {}); // the opener sees the error; others retry with a new open
-      this.blobs.set(blobId(manifest), blob);
+      this.blobs.set(id, blob);
     }
     blob.users += 1;
     return blob;
@@ -151,13 +153,14 @@ export class SharedChunks {
 
   private async acquire(
     manifest: ArtifactManifest,
+    blob: string,
     position: number,
     signal: AbortSignal,
   ): Promise<HeldChunk> {
-    const id = `${blobId(manifest)}@${position}`;
+    const id = `${blob}@${position}`;
     let entry = this.chunks.get(id);
     if (!entry) {
-      entry = this.load(manifest, id, position);
+      entry = this.load(manifest, blob, id, position);
       this.chunks.set(id, entry);
     }
     entry.refs += 1;
@@ -178,7 +181,7 @@ export class SharedChunks {
   }
 
   /** Reads one chunk once room is granted; the entry is in the map from the start, so later streams join it. */
-  private load(manifest: ArtifactManifest, id: string, position: number): Entry {
+  private load(manifest: ArtifactManifest, blob: string, id: string, position: number): Entry {
     const length = Math.min(this.options.chunkSize, manifest.size - position);
     const size = HEADROOM + length;
     const entry: Entry = { refs: 0, reserved: 0, ready: Promise.resolve(undefined as never) };
@@ -189,12 +192,12 @@ export class SharedChunks {
       const buffer = this.take(size);
       entry.buffer = buffer;
       // The read keeps the blob open (or opens it again) even if every stream closed it meanwhile.
-      const reading = this.useBlob(manifest);
+      const reading = this.useBlob(manifest, blob);
       let read: number;
       try {
         read = await (await reading.reader).read(buffer, HEADROOM, length, position);
       } finally {
-        this.unuseBlob(blobId(manifest), reading);
+        this.unuseBlob(blob, reading);
       }
       if (read !== length) {
         throw new PluginError(
