@@ -3,7 +3,8 @@
 # checks that its second command is `bash .ci/run` (which runs this walk),
 # runs its first command (`npm ci && npm start`, the server in the
 # background), waits until the server serves, then runs every shell block
-# marked `<!-- walk -->` in the README, in order, line by line. A line whose
+# marked `<!-- walk -->` in the README, in order, line by line, in a clean
+# HOME, exactly as typed (`npx atomix-plugins`, `go build`, `./...`). A line whose
 # comment names a gRPC code (`# FAILED_PRECONDITION: ...`) must fail with
 # that code; every other line must succeed. Then the clone must hold nothing
 # git does not know of or ignore, and build and lint must still pass.
@@ -49,8 +50,10 @@ awk '/^<!-- walk -->$/ { marked = 1; next }
      !inside && !/^[[:space:]]*$/ { marked = 0 }' README.md >"$work/walk.sh"
 [ -s "$work/walk.sh" ] || { echo "readme-walk: no block is marked <!-- walk -->"; exit 1; }
 
-# The README's `atomix-plugins` is the package's binary: here, the clone's build.
-atomix-plugins() { node "$work/clone/dist/src/cli/main.js" "$@"; }
+# The lines run as typed: no function or alias stands in for a command.
+# The Go build cache the tests filled, when there is one (.ci/run), spares
+# the example Go runtime's cold build; it changes no output.
+if [ -n "${ATOMIX_PLUGINS_TEST_GO_CACHE:-}" ]; then export GOCACHE="$ATOMIX_PLUGINS_TEST_GO_CACHE"; fi
 failures=0
 # One shell for the whole walk (a variable set on one line is there on the
 # next), each line's output and status taken on its own.
