@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -13,7 +13,6 @@ import { startTestServer, type TestServer } from "./helpers/in-process-server.js
 
 const run = promisify(execFile);
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const CLIENT = join(ROOT, "packages", "client");
 /** What a runtime that only pulls and loads plugins must not have to install. */
 const SERVER_ONLY = [
   "typescript",
@@ -29,6 +28,33 @@ const SERVER_ONLY = [
   "@grpc/proto-loader",
   "protobufjs",
 ];
+
+interface LockEntry {
+  version?: string;
+  resolved?: string;
+  integrity?: string;
+  license?: string;
+  engines?: Record<string, string>;
+  dependencies?: Record<string, string>;
+  optionalDependencies?: Record<string, string>;
+  peerDependencies?: Record<string, string>;
+  dev?: boolean;
+  devOptional?: boolean;
+  optional?: boolean;
+  peer?: boolean;
+}
+type Lock = { packages: Record<string, LockEntry> };
+
+/** Runs npm, its output (both streams) in the error when it fails. */
+async function npm(args: string[], cwd: string): Promise<string> {
+  try {
+    const { stdout, stderr } = await run("npm", args, { cwd, maxBuffer: 64 * 1024 * 1024 });
+    return stdout + stderr;
+  } catch (error) {
+    const { stdout, stderr } = error as { stdout?: string; stderr?: string };
+    throw new Error(`npm ${args.join(" ")} failed in ${cwd}:\n${stdout}${stderr}`, { cause: error });
+  }
+}
 
 /** Bytes of files under `dir`, as `du` counts them (blocks, so what the disk really holds). */
 async function diskBytes(dir: string): Promise<number> {
@@ -48,18 +74,106 @@ async function serverInstallBytes(): Promise<number> {
   return total;
 }
 
-describe("the client package (packages/client)", () => {
+/** Where Node.js finds `name` from the package at lock path `from`, as npm laid the tree out. */
+function resolveInLock(lock: Lock, from: string, name: string): string | undefined {
+  let base = from;
+  for (;;) {
+    const candidate = `${base === "" ? "" : `${base}/`}node_modules/${name}`;
+    if (lock.packages[candidate]) return candidate;
+    if (base === "") return undefined;
+    const parent = base.lastIndexOf("/node_modules/");
+    base = parent < 0 ? "" : base.slice(0, parent);
+  }
+}
+
+/**
+ * The package-lock of a project that depends on the packed client alone:
+ * the client's dependencies at the versions the repository's lock holds.
+ * npm installs from it with no registry at all (tarballs from npm's cache,
+ * which the repository's own `npm ci` filled), where resolving the ranges
+ * afresh would ask the registry for every package's versions.
+ */
+function clientProjectLock(repoLock: Lock, tarball: { spec: string; integrity: string }): unknown {
+  const workspace = "packages/client";
+  const client = repoLock.packages[workspace];
+  assert.ok(client?.dependencies, "the repository's lock has the client workspace");
+  const installedAt = "node_modules/atomix-plugins-client";
+  const packages: Record<string, LockEntry> = {
+    "": { dependencies: { "atomix-plugins-client": tarball.spec } },
+    [installedAt]: {
+      version: client.version,
+      resolved: tarball.spec,
+      integrity: tarball.integrity,
+      license: client.license,
+      dependencies: client.dependencies,
+      engines: client.engines,
+    },
+  };
+  const pending: Array<[string, string]> = Object.keys(client.dependencies).map((name) => [workspace, name]);
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    const [from, name] = next;
+    const at = resolveInLock(repoLock, from, name);
+    assert.ok(at, `the repository's lock has ${name}, which ${from} needs`);
+    const here = at.startsWith(`${workspace}/`) ? installedAt + at.slice(workspace.length) : at;
+    if (packages[here]) continue;
+    const { dev, devOptional, optional, peer, ...entry } = repoLock.packages[at] as LockEntry;
+    packages[here] = entry;
+    const needs = { ...entry.dependencies, ...entry.optionalDependencies, ...entry.peerDependencies };
+    for (const dependency of Object.keys(needs)) pending.push([at, dependency]);
+  }
+  return { name: "a-runtime", lockfileVersion: 3, requires: true, packages };
+}
+
+/**
+ * The packages a built module tree imports by name: its import and export
+ * declarations (tsc writes each at the start of a line), in JavaScript and
+ * in the declarations a typed caller reads, and what it loads with
+ * `createRequire`.
+ */
+async function bareImports(dir: string): Promise<Set<string>> {
+  const names = new Set<string>();
+  const files = (await readdir(dir, { recursive: true })).filter(
+    (file) => file.endsWith(".js") || file.endsWith(".d.ts"),
+  );
+  const patterns = [
+    /^(?:import|export)\s[^;]*?\bfrom\s*"([^"]+)";/gm,
+    /^import\s*"([^"]+)";/gm,
+    /createRequire\(import\.meta\.url\)\(\s*"([^"]+)"\s*\)/g,
+  ];
+  for (const file of files) {
+    const text = await readFile(join(dir, file), "utf8");
+    for (const pattern of patterns) {
+      for (const [, specifier = "."] of text.matchAll(pattern)) {
+        if (specifier.startsWith(".") || specifier.startsWith("node:")) continue;
+        const parts = specifier.split("/");
+        names.add(parts.slice(0, specifier.startsWith("@") ? 2 : 1).join("/"));
+      }
+    }
+  }
+  return names;
+}
+
+describe("the client package (packages/client), packed from a fresh clone", () => {
   let dir: string;
+  let clone: string;
+  let tarball: string;
   let server: TestServer;
-  const key = {
-    runtime: { version: "1.0.0", buildVersion: "node20" },
+  const nodeBuild = `node${process.versions.node.split(".")[0]}`;
+  const blobKey = {
+    runtime: { version: "1.0.0", buildVersion: nodeBuild },
     plugin: { name: "embedded", version: "1.0.0" },
   };
-  const artifact = randomBytes(3 * 1024 * 1024 + 17);
+  const blob = randomBytes(3 * 1024 * 1024 + 17);
+  const pluginKey = {
+    runtime: { version: "1.0.0", buildVersion: nodeBuild },
+    plugin: { name: "greeter", version: "1.0.0" },
+  };
+  const pluginSource = 'export const driver = { greet: (name) => "hello, " + name };\n';
   let publicKeyPem: string;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "atomix-client-package-"));
+    clone = join(dir, "clone");
     const pair = generateSigningKey("ecdsa-p256");
     publicKeyPem = pair.publicKeyPem;
     await writeFile(join(dir, "signing.key"), pair.privateKeyPem, { mode: 0o600 });
@@ -69,7 +183,8 @@ describe("the client package (packages/client)", () => {
     });
     const admin = createPluginClient({ address: server.address, token: "package-test" });
     try {
-      await admin.push(key, [artifact]);
+      await admin.push(blobKey, [blob]);
+      await admin.push(pluginKey, [Buffer.from(pluginSource)]);
     } finally {
       admin.close();
     }
@@ -79,24 +194,74 @@ describe("the client package (packages/client)", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it("installs alone, without toolchains or server libraries, and pulls a signed plugin verified", async () => {
-    await run(join(ROOT, "node_modules", ".bin", "tsc"), ["-p", join(CLIENT, "tsconfig.json")]);
-    const packed = await run("npm", ["pack", "--json", "--pack-destination", dir], { cwd: CLIENT });
-    const [{ filename }] = JSON.parse(packed.stdout) as [{ filename: string }];
+  it("a fresh clone installs with npm ci, offline, and no engine warning", async () => {
+    // The committed tree, as a user's clone has it: commit before running this.
+    await run("git", ["clone", "--quiet", ROOT, clone]);
+    const output = await npm(["ci", "--offline", "--no-audit", "--no-fund"], clone);
+    assert.doesNotMatch(output, /EBADENGINE/, output);
+  });
+
+  it("npm pack builds the client first and ships its JavaScript, types and README, nothing of the server", async () => {
+    await npm(["pack", "-w", "packages/client", "--pack-destination", dir], clone);
+    const packed = (await readdir(dir)).filter((name) => name.endsWith(".tgz"));
+    assert.equal(packed.length, 1, `one tarball: ${packed.join(", ")}`);
+    tarball = join(dir, packed[0] as string);
+    const { stdout } = await run("tar", ["-tzf", tarball]);
+    const files = stdout.split("\n").filter(Boolean);
+    for (const file of ["dist/client/index.js", "dist/client/index.d.ts", "README.md", "package.json"]) {
+      assert.ok(files.includes(`package/${file}`), `${file} is packed`);
+    }
+    const folders = new Set(files.flatMap((file) => /^package\/dist\/([^/]+)\//.exec(file)?.[1] ?? []));
+    assert.deepEqual([...folders].sort(), ["client", "errors", "gen", "model", "protocol"]);
+    assert.ok(
+      !files.some((file) => file.includes("runtime-admin-client")),
+      "the CLI's admin client is not packed",
+    );
+    assert.ok(!files.some((file) => file.endsWith(".tsbuildinfo")), "no build state is packed");
+  });
+
+  it("a client file that imports server code fails the client's build, naming the file", async () => {
+    const fixture = join(clone, "src", "client", "reaches-into-the-server.ts");
+    await writeFile(fixture, 'export { DEFAULT_LISTEN } from "../config.js";\n');
+    try {
+      const built = await run("npm", ["run", "build", "-w", "packages/client"], { cwd: clone }).then(
+        () => undefined,
+        (error: { stdout: string; stderr: string }) => error.stdout + error.stderr,
+      );
+      assert.ok(built !== undefined, "the client's build succeeded with an import of src/config.ts");
+      assert.match(
+        built,
+        /TS6307: File '[^']*\/src\/config\.ts' is not listed within the file list of project/,
+      );
+    } finally {
+      await rm(fixture);
+    }
+  });
+
+  it("installs engine-strict into an empty project, offline, with only its own dependencies, and pulls and loads a signed plugin", async () => {
+    assert.ok(tarball, "packed by the test above");
     const project = join(dir, "runtime");
     await mkdir(project);
+    const spec = `file:../${tarball.slice(dir.length + 1)}`;
+    const integrity = `sha512-${createHash("sha512")
+      .update(await readFile(tarball))
+      .digest("base64")}`;
     await writeFile(
       join(project, "package.json"),
-      JSON.stringify({ name: "a-runtime", private: true, type: "module" }),
+      JSON.stringify({
+        name: "a-runtime",
+        private: true,
+        type: "module",
+        dependencies: { "atomix-plugins-client": spec },
+      }),
     );
-    // From npm's cache when `npm ci` filled it, as on CI; the registry otherwise.
-    await run(
-      "npm",
-      ["install", "--prefer-offline", "--no-audit", "--no-fund", "--omit=dev", join(dir, filename)],
-      {
-        cwd: project,
-      },
+    const repoLock = JSON.parse(await readFile(join(clone, "package-lock.json"), "utf8")) as Lock;
+    await writeFile(
+      join(project, "package-lock.json"),
+      JSON.stringify(clientProjectLock(repoLock, { spec, integrity })),
     );
+    const output = await npm(["install", "--offline", "--engine-strict", "--no-audit", "--no-fund"], project);
+    assert.doesNotMatch(output, /EBADENGINE/, output);
 
     const installed = join(project, "node_modules");
     const names = (await readdir(installed)).flatMap((name) => (name.startsWith("@") ? [] : [name]));
@@ -109,6 +274,15 @@ describe("the client package (packages/client)", () => {
     assert.ok(packages.includes("atomix-plugins-client"));
     for (const name of SERVER_ONLY) assert.ok(!packages.includes(name), `${name} came with the client`);
 
+    // The dependencies the manifest names are exactly those its code imports.
+    const manifest = JSON.parse(
+      await readFile(join(installed, "atomix-plugins-client", "package.json"), "utf8"),
+    ) as { dependencies: Record<string, string> };
+    assert.deepEqual(
+      [...(await bareImports(join(installed, "atomix-plugins-client", "dist")))].sort(),
+      Object.keys(manifest.dependencies).sort(),
+    );
+
     const clientBytes = await diskBytes(installed);
     const serverBytes = await serverInstallBytes();
     // What a runtime image pays for the client, against the server's
@@ -119,27 +293,40 @@ describe("the client package (packages/client)", () => {
     );
 
     // A runtime's code, using nothing but the installed package.
-    const script = join(project, "pull.mjs");
+    const script = join(project, "runtime.mjs");
     await writeFile(
       script,
-      `import { createPluginClient } from "atomix-plugins-client";
-const [address, key, to, pem] = process.argv.slice(2);
+      `import { createPluginClient, loadPlugin } from "atomix-plugins-client";
+const [address, blobKey, pluginKey, to, cacheDir, pem] = process.argv.slice(2);
 const client = createPluginClient({ address, trustedKeys: [pem] });
-const result = await client.pull(JSON.parse(key), { to });
+const pulled = await client.pull(JSON.parse(blobKey), { to });
+const loaded = await loadPlugin(JSON.parse(pluginKey), { client, cacheDir, exportName: "driver" });
 client.close();
-console.log(JSON.stringify(result));`,
+console.log(JSON.stringify({ pulled, greeting: loaded.plugin.greet("runtime"), digest: loaded.digest }));`,
     );
-    const to = join(dir, "pulled");
     const { stdout } = await run(
       process.execPath,
-      [script, server.address, JSON.stringify(key), to, publicKeyPem],
-      {
-        cwd: project,
-      },
+      [
+        script,
+        server.address,
+        JSON.stringify(blobKey),
+        JSON.stringify(pluginKey),
+        join(dir, "pulled"),
+        join(dir, "cache"),
+        publicKeyPem,
+      ],
+      { cwd: project },
     );
-    const result = JSON.parse(stdout) as { digest: string; size: number };
-    assert.equal(result.digest, `sha256:${createHash("sha256").update(artifact).digest("hex")}`);
-    assert.equal(result.size, artifact.byteLength);
+    const result = JSON.parse(stdout) as {
+      pulled: { digest: string; size: number; verifiedBy: string };
+      greeting: string;
+      digest: string;
+    };
+    assert.equal(result.pulled.digest, `sha256:${createHash("sha256").update(blob).digest("hex")}`);
+    assert.equal(result.pulled.size, blob.byteLength);
+    assert.equal(result.pulled.verifiedBy, "provenance");
+    assert.equal(result.greeting, "hello, runtime");
+    assert.equal(result.digest, `sha256:${createHash("sha256").update(pluginSource).digest("hex")}`);
     console.log(`client install: ${clientBytes} bytes; server production install: ${serverBytes} bytes`);
   });
 });

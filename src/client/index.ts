@@ -1,6 +1,8 @@
 /**
  * The client library for runtimes and pipelines:
- * `import { createPluginClient, loadPlugin } from "atomix-plugins"`.
+ * `import { createPluginClient, loadPlugin } from "atomix-plugins-client"`
+ * (packages/client, which builds only what its tsconfig lists; the server
+ * package exports the same as "atomix-plugins").
  */
 export { Code, codeName, PluginError, UntrustedArtifactError } from "../errors/plugin-error.js";
 export type { Digest } from "../model/artifact.js";
