@@ -14,6 +14,9 @@
 # Arguments go to `serve`: npm start -- --listen 0.0.0.0:5679
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/require-node.sh
+source scripts/require-node.sh
+require_node "npm start"
 # shellcheck source=scripts/debian-packages.sh
 source scripts/debian-packages.sh
 
