@@ -200,7 +200,12 @@ describe("Go toolchain", () => {
       "go.mod": `module ${module}\n\ngo 1.19\n`,
       "main.go": "package main\n\n// Driver is not the symbol runtime 3.0.0 looks up.\nvar Driver = 1\n",
     });
-    const error = await buildError(scratchToolchain, goKey(module, "v0.1.0"));
+    // The symbol table, what a runtime that names no symbolType is checked by.
+    const error = await buildError(
+      scratchToolchain,
+      goKey(module, "v0.1.0"),
+      exampleGoRuntime({ symbolType: undefined }),
+    );
     assert.equal(error.code, Code.FailedPrecondition);
     assert.match(error.message, /builds but does not export Plugin/);
   });
@@ -239,13 +244,18 @@ describe("Go toolchain", () => {
       "main.go": "package main\n",
       "plugin.go": "//go:build atomix_extra\n\npackage main\n\nvar Plugin = 1\n",
     });
-    const tagged = exampleGoRuntime({ buildFlags: ["-tags=atomix_extra"] });
+    // A runtime that checks the symbol's name only (go-symbol-type.test.ts checks types).
+    const tagged = exampleGoRuntime({ buildFlags: ["-tags=atomix_extra"], symbolType: undefined });
     const output = await build(scratchToolchain, goKey(module, "v0.1.0"), tagged);
     assert.equal(
       output.annotations["dev.atomix.go.build-flags"],
       "-buildmode=plugin -trimpath -buildvcs=false -tags=atomix_extra",
     );
-    const untagged = await buildError(scratchToolchain, goKey(module, "v0.1.0"));
+    const untagged = await buildError(
+      scratchToolchain,
+      goKey(module, "v0.1.0"),
+      exampleGoRuntime({ symbolType: undefined }),
+    );
     assert.match(untagged.message, /does not export Plugin/);
   });
 
@@ -276,7 +286,7 @@ describe("Go toolchain", () => {
       "go.mod": `module ${isolated}\n\ngo 1.19\n`,
       "main.go": "package main\n\nvar Plugin = 1\n",
     });
-    await build(scratchToolchain, goKey(isolated, "v0.1.0"));
+    await build(scratchToolchain, goKey(isolated, "v0.1.0"), exampleGoRuntime({ symbolType: undefined }));
     const entries = await readdir(cacheOf(isolated));
     assert.ok(!entries.includes("planted"), "another module's build never sees it");
     const bases = await readdir(join(test.cacheDir, "build-base"));

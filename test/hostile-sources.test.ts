@@ -509,6 +509,15 @@ describe("hostile plugin sources", { timeout: 600_000 }, () => {
             "main.go": main(`__asm__(".section .rodata\\n.incbin \\"${secretFile}\\"\\n.previous");`),
           },
         },
+        {
+          version: "v1.0.5",
+          attack: "exports Plugin of another type than the one the runtime asserts after plugin.Lookup",
+          files: {
+            "go.mod": `module ${HOSTILE}\n\ngo 1.19\n`,
+            "main.go": "package main\n\nvar Plugin = 1\n",
+          },
+          says: /: Plugin is a variable of type int, but the runtime loads Plugin as a variable of type example\.com\/atomix\/sdk\.Driver/,
+        },
       );
       for (const hostile of goCases) {
         for (const [file, content] of Object.entries(hostile.files)) {

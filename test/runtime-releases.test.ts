@@ -228,6 +228,31 @@ for (const kind of ["fs", "oci"] as const) {
       assert.equal(hostFolder.code, Code.InvalidArgument, hostFolder.message);
       assert.match(hostFolder.message, /\/etc\/ssl; an absolute replacement folder must lie under \/usr/);
 
+      // symbolType becomes part of a Go file every build compiles: nothing but a path and a type name.
+      const plainGoMod = Buffer.from("module example.com/rt\n\ngo 1.19\n");
+      for (const [index, symbolType] of [
+        'example.com/sdk.Driver"\nimport "os',
+        "*example.com/sdk.Driver",
+        "Driver",
+      ].entries()) {
+        const typed = json({
+          toolchain: "go",
+          goReleases: ["go1.19.8"],
+          goMod: "go/go.mod",
+          symbol: "Plugin",
+          symbolType,
+        });
+        const refused = await rawRegister(server.address, [
+          header(`7.2.${index}`),
+          file("runtime.json", typed.byteLength),
+          data(typed),
+          file("go/go.mod", plainGoMod.byteLength),
+          data(plainGoMod),
+        ]);
+        assert.equal(refused.code, Code.FailedPrecondition, `${symbolType}: ${refused.message}`);
+        assert.match(refused.message, /symbolType: expected a package path and an exported type name in it/);
+      }
+
       // A module's name, not only its path, is where the server copies its files in every build.
       const victim = join(work, "victim");
       await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0", "sdk"), victim, { recursive: true });

@@ -18,6 +18,7 @@ const RESERVED_FLAGS = ["-o", "-buildmode", "-modfile", "-mod", "-C", "-n", "-to
  *   "goReleases": ["go1.19.8"],
  *   "goMod": "go.mod",
  *   "symbol": "Plugin",
+ *   "symbolType": "example.com/atomix/sdk.Driver",
  *   "buildFlags": ["-tags=grpcnotrace"]
  * }
  * ```
@@ -44,6 +45,23 @@ export const goRuntimeSpecSchema = z
     goMod: z.string().min(1),
     /** The exported package-level variable or function a driver must have in its main package. */
     symbol: z.string().regex(/^\p{Lu}[\p{L}\p{N}_]*$/u, "expected an exported Go identifier such as Plugin"),
+    /**
+     * The type `symbol` must have: a package path and a named type in it,
+     * `example.com/atomix/sdk.Driver`. The symbol must then be a package-level
+     * variable of exactly that type (not a type that implements it, a pointer
+     * to it, or a function), which is what a runtime's `sym.(*sdk.Driver)`
+     * assertion after `plugin.Lookup` needs. Without it, only the name is
+     * checked. It becomes part of a Go file the build compiles, so nothing
+     * beyond those two parts passes.
+     */
+    symbolType: z
+      .string()
+      .max(1024)
+      .refine((text) => parseGoTypeName(text) !== undefined, {
+        message:
+          "expected a package path and an exported type name in it, such as example.com/atomix/sdk.Driver",
+      })
+      .optional(),
     /**
      * Extra `go build` flags the runtime itself was built with and plugins
      * must share (`-tags=...`, `-gcflags=...`, `-race`), each one token in the
@@ -88,6 +106,33 @@ export function parseGoRuntimeSpec(runtime: RuntimeDescriptor): GoRuntimeSpec {
     ? parsed.data.goMod
     : resolve(runtime.dir, parsed.data.goMod);
   return { ...parsed.data, goModPath };
+}
+
+/** A named type of a package, as `symbolType` names it. */
+export interface GoTypeName {
+  /** The package's import path: `example.com/atomix/sdk`. */
+  readonly importPath: string;
+  /** The exported type name: `Driver`. */
+  readonly name: string;
+}
+
+/**
+ * Splits `example.com/atomix/sdk.Driver` at its last dot (a type name has
+ * none; an import path may: `gopkg.in/yaml.v3.Node`). Undefined unless the
+ * path is a Go import path (golang.org/x/mod/module.CheckImportPath's
+ * characters and element rules) and the name an exported identifier.
+ */
+export function parseGoTypeName(text: string): GoTypeName | undefined {
+  const dot = text.lastIndexOf(".");
+  if (dot < 0) return undefined;
+  const importPath = text.slice(0, dot);
+  const name = text.slice(dot + 1);
+  if (!/^\p{Lu}[\p{L}\p{Nd}_]*$/u.test(name)) return undefined;
+  // cgo's pseudo-package holds no Go types a plugin can declare a variable of.
+  if (importPath === "C" || importPath.startsWith("-")) return undefined;
+  const element = /^[A-Za-z0-9_~+-]([A-Za-z0-9._~+-]*[A-Za-z0-9_~+-])?$/;
+  if (!importPath.split("/").every((part) => element.test(part))) return undefined;
+  return { importPath, name };
 }
 
 function flagName(flag: string): string {

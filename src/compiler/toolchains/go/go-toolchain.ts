@@ -29,7 +29,8 @@ import {
 } from "./go-mod.js";
 import { fetchGoModule, type GoModuleSource } from "./go-module-source.js";
 import { checkGoPlugin } from "./go-plugin-check.js";
-import { GO_RELEASE, type GoRuntimeSpec, parseGoRuntimeSpec } from "./go-runtime-spec.js";
+import { GO_RELEASE, type GoRuntimeSpec, parseGoRuntimeSpec, parseGoTypeName } from "./go-runtime-spec.js";
+import { checkGoSymbolType } from "./go-symbol-type.js";
 
 /** Media type of Go plugin artifacts: ELF shared objects. */
 export const GO_PLUGIN_MEDIA_TYPE = "application/x-sharedlib";
@@ -245,6 +246,20 @@ async function buildModule(options: {
       Code.FailedPrecondition,
       `${what} does not compile with ${release}${alignedNote}:\n${tidy(build.stderr || build.stdout)}`,
     );
+  }
+  // The type first: it tells a constant, a type or a function apart, where the symbol table only lacks a name.
+  const symbolType = spec.symbolType === undefined ? undefined : parseGoTypeName(spec.symbolType);
+  if (symbolType) {
+    await checkGoSymbolType({
+      go,
+      dir: source.dir,
+      workDir,
+      flags,
+      symbol: spec.symbol,
+      type: symbolType,
+      what,
+      tidy,
+    });
   }
   await checkGoPlugin({
     file: artifactPath,
