@@ -96,9 +96,10 @@ describe("Go runtime end to end", () => {
     };
     // Built as the compiler builds plugins: the same Go, -trimpath.
     runtimeBinary = join(test.dir, "runtime");
+    // In the workspace of its go.work, which brings in the client package (clients/go).
     const built = await runProcess("go", ["build", "-trimpath", "-o", runtimeBinary, "."], {
       cwd: EXAMPLE_GO_RUNTIME,
-      env: goEnv,
+      env: { ...goEnv, GOWORK: join(EXAMPLE_GO_RUNTIME, "go.work") },
     });
     assert.equal(built.exitCode, 0, `building the example runtime failed:\n${built.stderr}`);
 
@@ -201,32 +202,66 @@ describe("Go runtime end to end", () => {
     assert.deepEqual((JSON.parse(ran.stdout) as RuntimeReport).results, ["hello"]);
   });
 
-  it("cannot load the same driver built against its own go.mod: alignment is what makes it load", async () => {
-    // What a build without alignment produces: sdk v1.0.0 inside the plugin.
-    const module = join(test.dir, "unaligned");
+  /** Builds the counter driver as a plugin with `flags`, pushes it as `version`, and has the runtime load it. */
+  async function loadBuiltWith(version: string, flags: string[], alignSdk: boolean) {
+    const module = join(test.dir, `counter-${version}`);
     await cp(join(EXAMPLE_PLUGINS, COUNTER, "v1.0.0"), module, { recursive: true });
-    const unaligned = join(test.dir, "unaligned.so");
+    if (alignSdk) {
+      const aligned = await runProcess("go", ["mod", "edit", "-require=example.com/atomix/sdk@v1.1.0"], {
+        cwd: module,
+        env: goEnv,
+      });
+      assert.equal(aligned.exitCode, 0, aligned.stderr);
+    }
+    const file = join(test.dir, `counter-${version}.so`);
     const built = await runProcess(
       "go",
-      ["build", "-buildmode=plugin", "-trimpath", "-buildvcs=false", "-o", unaligned, "."],
-      { cwd: module, env: goEnv },
+      ["build", "-buildmode=plugin", "-buildvcs=false", ...flags, "-o", file, "."],
+      { cwd: module, env: { ...goEnv, GOFLAGS: "-mod=mod" } },
     );
     assert.equal(built.exitCode, 0, built.stderr);
-    const key = goKey(COUNTER, "v1.0.0-unaligned");
-    await client.pushFile(key, unaligned);
+    await client.pushFile(goKey(COUNTER, version), file);
+    return runtime(`${COUNTER}@${version}`, ["1"]);
+  }
 
-    const ran = await runtime(`${COUNTER}@v1.0.0-unaligned`, ["1"]);
-    assert.equal(ran.exitCode, 1);
+  /** The client package's gate refused the plugin, naming the field, before plugin.Open. */
+  function assertIncompatible(
+    ran: Awaited<ReturnType<typeof runtime>>,
+    field: string,
+    got: string,
+    want: string,
+  ) {
+    assert.equal(ran.exitCode, 1, ran.stderr);
     assert.match(
       ran.stderr,
-      /plugin was built with a different version of package example\.com\/atomix\/sdk/,
+      new RegExp(
+        `cannot load into this host: ${literally(field)} is "${got}", the host's is "${want}"; plugin\\.Open was not called`,
+      ),
     );
+    assert.doesNotMatch(ran.stderr, /different version of package/);
+  }
+
+  it("refuses the same driver built against its own go.mod before plugin.Open: alignment is what makes it load", async () => {
+    // What a build without alignment produces: sdk v1.0.0 inside the plugin,
+    // which plugin.Open would refuse with "plugin was built with a different
+    // version of package example.com/atomix/sdk" (and refuse for good).
+    const ran = await loadBuiltWith("v1.0.0-unaligned", ["-trimpath"], false);
+    assertIncompatible(
+      ran,
+      "module example.com/atomix/sdk",
+      "another version or build \\(package example\\.com/atomix/sdk differs: [0-9a-f]{16}, the host's [0-9a-f]{16}\\)",
+      'v1\\.1\\.0 h1:[^"]+',
+    );
+  });
+
+  it("refuses a driver built without -trimpath, naming the setting, before plugin.Open", async () => {
+    assertIncompatible(await loadBuiltWith("v1.0.0-untrimmed", [], true), "-trimpath", "false", "true");
   });
 
   it("reports a driver that cannot build for the runtime with the compiler's error", async () => {
     const ran = await runtime(`${COUNTER}@v1.1.0`, ["1"]);
     assert.equal(ran.exitCode, 1);
-    assert.match(ran.stderr, /code = FailedPrecondition/);
+    assert.match(ran.stderr, /: FailedPrecondition: /);
     assert.match(ran.stderr, /undefined: sdk\.Describe/);
   });
 
