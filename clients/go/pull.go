@@ -149,11 +149,11 @@ func (c *Client) pull(ctx context.Context, key Key, pin string) (*Result, error)
 			return &Result{Key: key, Path: path, Digest: pin, Size: size, VerifiedBy: by, FromCache: true}, nil
 		}
 	}
-	res, err := c.transfer(ctx, key, pin)
+	res, attempts, err := c.transfer(ctx, key, pin)
 	var failure *StatusError
 	if err != nil && errors.As(err, &failure) && failure.Code == codes.Unavailable {
 		if good := c.lastKnownGood(key, pin); good != nil {
-			good.StaleReason = err
+			good.StaleReason, good.Attempts = err, attempts
 			return good, nil
 		}
 	}
@@ -231,7 +231,14 @@ var errShort = errors.New("the stream ended before the announced size")
 
 // transfer is the pull from the server: attempts until the bytes are in
 // hand and verified, then provenance, then the cache.
-func (c *Client) transfer(ctx context.Context, key Key, pin string) (*Result, error) {
+func (c *Client) transfer(ctx context.Context, key Key, pin string) (*Result, int, error) {
+	res := &Result{Key: key}
+	out, err := c.pullAttempts(ctx, key, pin, res)
+	return out, res.Attempts, err
+}
+
+// pullAttempts makes requests until the bytes are in hand and verified.
+func (c *Client) pullAttempts(ctx context.Context, key Key, pin string, res *Result) (*Result, error) {
 	cached := c.cache.lookup(key)
 	file, err := c.cache.partial()
 	if err != nil {
@@ -240,7 +247,6 @@ func (c *Client) transfer(ctx context.Context, key Key, pin string) (*Result, er
 	defer os.Remove(file.Name())
 	defer file.Close()
 	d := &download{file: file, hash: sha256.New()}
-	res := &Result{Key: key}
 	failures, restarts := 0, 0
 	startOver := func() error {
 		restarts++
@@ -389,11 +395,15 @@ func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, 
 		d.received += n
 		*transferred += n
 	}
+	trailer := stream.Trailer()
+	if v := trailer.Get(mdNotModified); len(v) == 1 && v[0] == "true" {
+		return trailer, nil
+	}
 	if a := d.announced; a != nil && a.size >= 0 && d.received < a.size {
 		// The stream ended cleanly but short: a proxy or the network cut it.
 		return nil, fmt.Errorf("%w (%d of %d bytes)", errShort, d.received, a.size)
 	}
-	return stream.Trailer(), nil
+	return trailer, nil
 }
 
 // finish verifies the bytes in hand against every claim on them, checks
