@@ -31,6 +31,8 @@ interface RuntimeReport {
   digest: string;
   size: number;
   path: string;
+  verifiedBy: string;
+  transferred: number;
   driver: string;
   results: string[];
 }
@@ -138,13 +140,14 @@ describe("Go runtime end to end", () => {
   async function runtime(
     plugin: string,
     calls: string[],
-    { build = GO_RELEASE, trust = [] as string[], at = address } = {},
+    { build = GO_RELEASE, trust = [] as string[], at = address, parallel = 1 } = {},
   ) {
     const dir = join(test.dir, "pulled", String(++runs));
     await mkdir(dir, { recursive: true });
     const args = ["-server", at, "-version", "3.0.0", "-build", build, "-plugin", plugin, "-dir", dir];
     for (const call of calls) args.push("-call", call);
     for (const key of trust) args.push("-trust-key", key);
+    if (parallel > 1) args.push("-parallel", String(parallel));
     const ran = await runProcess(runtimeBinary, args, { cwd: test.dir, env: { PATH: goEnv.PATH ?? "" } });
     if (ran.exitCode === 0) {
       const report = JSON.parse(ran.stdout) as RuntimeReport;
@@ -196,10 +199,14 @@ describe("Go runtime end to end", () => {
     );
   });
 
-  it("loads a driver that came through the Go module proxy", async () => {
-    const ran = await runtime(`${ECHO}@v1.0.0`, ["hello"]);
+  it("loads a driver that came through the Go module proxy, from 100 goroutines with one transfer", async () => {
+    const ran = await runtime(`${ECHO}@v1.0.0`, ["hello"], { parallel: 100 });
     assert.equal(ran.exitCode, 0, ran.stderr);
-    assert.deepEqual((JSON.parse(ran.stdout) as RuntimeReport).results, ["hello"]);
+    const report = JSON.parse(ran.stdout) as RuntimeReport;
+    assert.deepEqual(report.results, ["hello"]);
+    assert.equal(report.verifiedBy, "server");
+    assert.ok(report.size > 0);
+    assert.equal(report.transferred, report.size, "the 100 loads shared one transfer");
   });
 
   /** Builds the counter driver as a plugin with `flags`, pushes it as `version`, and has the runtime load it. */
@@ -254,8 +261,31 @@ describe("Go runtime end to end", () => {
     );
   });
 
-  it("refuses a driver built without -trimpath, naming the setting, before plugin.Open", async () => {
+  it("refuses a driver built without -trimpath or with other compiler flags, naming the setting, before plugin.Open", async () => {
     assertIncompatible(await loadBuiltWith("v1.0.0-untrimmed", [], true), "-trimpath", "false", "true");
+    const debug = await loadBuiltWith("v1.0.0-debug", ["-trimpath", "-gcflags=all=-N -l"], true);
+    assertIncompatible(debug, "-gcflags", '[^"]*-l[^"]*', "regabi");
+  });
+
+  it("refuses a driver whose symbol is not of the type the runtime asks for", async () => {
+    const module = join(test.dir, "wrongtype");
+    await mkdir(module, { recursive: true });
+    await writeFile(join(module, "go.mod"), "module example.com/atomix/drivers/wrongtype\n\ngo 1.19\n");
+    await writeFile(
+      join(module, "main.go"),
+      "package main\n\n// Plugin builds and passes a check by name.\nvar Plugin = 1\n",
+    );
+    const file = join(test.dir, "wrongtype.so");
+    const built = await runProcess(
+      "go",
+      ["build", "-buildmode=plugin", "-buildvcs=false", "-trimpath", "-o", file, "."],
+      { cwd: module, env: goEnv },
+    );
+    assert.equal(built.exitCode, 0, built.stderr);
+    await client.pushFile(goKey("example.com/atomix/drivers/wrongtype", "v1.0.0"), file);
+    const ran = await runtime("example.com/atomix/drivers/wrongtype@v1.0.0", ["1"]);
+    assert.equal(ran.exitCode, 1, ran.stderr);
+    assert.match(ran.stderr, /: symbol Plugin is a \*int, not a sdk\.Driver \(nor a \*sdk\.Driver\)\n$/);
   });
 
   it("reports a driver that cannot build for the runtime with the compiler's error", async () => {

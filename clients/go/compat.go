@@ -11,10 +11,11 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 )
 
-// Go's plugin.Open checks one thing before it runs a plugin's code: every
-// package the plugin shares with the host must have the same hash (the
+// Before it runs a plugin's code, Go's plugin.Open checks that every
+// package the plugin shares with the host has the same hash (the
 // fingerprint of its export data, exported as go.link.pkghashbytes.<path> by
 // the host and by the plugin). Any difference ("plugin was built with a
 // different version of package ...") fails Open for good for that path.
@@ -32,14 +33,20 @@ const hashPrefix = "go.link.pkghashbytes."
 
 // goFile is what the check reads of a Go ELF file.
 type goFile struct {
+	path    string
 	machine elf.Machine
 	class   elf.Class
 	// hashes is each package's export data fingerprint.
 	hashes map[string]string
-	// hasDWARF: producer and trimmed below are known.
-	hasDWARF bool
-	// producer is the Go release and flags of the runtime package's
-	// compilation: "go1.19.8; -shared -dynlink regabi".
+}
+
+// unit is what the DWARF of a Go file says of its runtime package, read only
+// to name the cause of a difference (decompressing a host's DWARF takes a
+// noticeable fraction of a second).
+type unit struct {
+	// known is false for a file without DWARF (-ldflags=-w).
+	known bool
+	// producer is the Go release and compiler flags: "go1.19.8; -shared -dynlink regabi".
 	producer string
 	trimmed  bool
 }
@@ -48,6 +55,14 @@ type goFile struct {
 type hostFile struct {
 	goFile
 	info *debug.BuildInfo
+
+	unitOnce sync.Once
+	unit     unit
+}
+
+func (h *hostFile) runtimeUnit() unit {
+	h.unitOnce.Do(func() { h.unit = readUnit(h.path) })
+	return h.unit
 }
 
 func readHost() (*hostFile, error) {
@@ -73,7 +88,7 @@ func readGoFile(path string) (*goFile, error) {
 		return nil, err
 	}
 	defer f.Close()
-	out := &goFile{machine: f.Machine, class: f.Class, hashes: map[string]string{}}
+	out := &goFile{path: path, machine: f.Machine, class: f.Class, hashes: map[string]string{}}
 	syms, err := f.DynamicSymbols()
 	if err != nil && !errors.Is(err, elf.ErrNoSymbols) {
 		return nil, err
@@ -87,11 +102,20 @@ func readGoFile(path string) (*goFile, error) {
 			out.hashes[strings.TrimPrefix(s.Name, hashPrefix)] = hex.EncodeToString(value)
 		}
 	}
-	if data, err := f.DWARF(); err == nil {
-		out.hasDWARF = true
-		out.producer, out.trimmed = runtimeUnit(data)
-	}
 	return out, nil
+}
+
+func readUnit(path string) unit {
+	f, err := elf.Open(path)
+	if err != nil {
+		return unit{}
+	}
+	defer f.Close()
+	data, err := f.DWARF()
+	if err != nil {
+		return unit{}
+	}
+	return runtimeUnit(data)
 }
 
 // readAt reads the bytes at a virtual address from the section holding them.
@@ -110,12 +134,12 @@ func readAt(f *elf.File, addr uint64, into []byte) bool {
 // without "Go cmd/compile ", and whether its file names are trimmed
 // (-trimpath makes them relative: "runtime/proc.go", not
 // "/usr/lib/go/src/runtime/proc.go").
-func runtimeUnit(data *dwarf.Data) (string, bool) {
+func runtimeUnit(data *dwarf.Data) unit {
 	r := data.Reader()
 	for {
 		e, err := r.Next()
 		if err != nil || e == nil {
-			return "", false
+			return unit{}
 		}
 		if e.Tag != dwarf.TagCompileUnit {
 			r.SkipChildren()
@@ -135,18 +159,18 @@ func runtimeUnit(data *dwarf.Data) (string, bool) {
 				}
 			}
 		}
-		return strings.TrimPrefix(producer, "Go cmd/compile "), trimmed
+		return unit{known: true, producer: strings.TrimPrefix(producer, "Go cmd/compile "), trimmed: trimmed}
 	}
 }
 
 // CheckCompatible checks, without loading it, that the plugin file at path
-// can be loaded into this host: an ELF shared object for this machine,
-// built by this Go release with these compiler flags (-gcflags, and
-// -buildmode=plugin), trimmed as this host is (-trimpath), and with every
-// package it shares with the host identical to the host's, as plugin.Open
-// requires. The first difference is an *IncompatibleError naming it. It
-// never calls plugin.Open, whose failure would be permanent for path in this
-// process; Load calls it before Open.
+// can be loaded into this host: an ELF file for this machine, a Go plugin,
+// and every package it shares with the host identical to the host's, as
+// plugin.Open requires. The first difference is an *IncompatibleError naming
+// its cause when the files show it (the Go release, -buildmode, -trimpath,
+// the compiler flags, in that order), else the module of the host that holds
+// the package, else the package. It never calls plugin.Open, whose failure
+// would be permanent for path in this process; Load calls it before Open.
 func CheckCompatible(path string) error {
 	host, err := readHost()
 	if err != nil {
@@ -169,26 +193,8 @@ func checkCompatible(path string, host *hostFile) error {
 	if len(p.hashes) == 0 {
 		return differ("-buildmode", "plugin", "not a Go plugin (no package hashes)")
 	}
-	if p.hasDWARF {
-		version, flags := splitProducer(p.producer)
-		if version != runtime.Version() {
-			return differ("go version", runtime.Version(), version)
-		}
-		if !flags["-dynlink"] {
-			return differ("-buildmode", "plugin", "another mode")
-		}
-		if host.hasDWARF {
-			_, hostFlags := splitProducer(host.producer)
-			if want, got := gcflags(hostFlags), gcflags(flags); want != got {
-				return differ("-gcflags", want, got)
-			}
-		}
-		if want := host.setting("-trimpath") == "true"; want != p.trimmed {
-			return differ("-trimpath", fmt.Sprint(want), fmt.Sprint(p.trimmed))
-		}
-	}
 	// The packages both contain, standard library first: when the toolchain
-	// or its settings differ, those name it; else the first module's package.
+	// or its settings differ, those differ too.
 	var shared []string
 	for pkg := range p.hashes {
 		if _, ok := host.hashes[pkg]; ok {
@@ -207,12 +213,43 @@ func checkCompatible(path string, host *hostFile) error {
 		if want == got {
 			continue
 		}
+		// plugin.Open would fail: name the cause, the most general first.
+		if field, want, got := diagnose(p.path, host); field != "" {
+			return differ(field, want, got)
+		}
 		if m := host.module(pkg); m != nil {
 			return differ("module "+m.Path, describeModule(m), "another version or build (package "+pkg+" differs: "+got+", the host's "+want+")")
 		}
 		return differ("package "+pkg, want, got)
 	}
 	return nil
+}
+
+// diagnose names a toolchain difference between a plugin and its host from
+// the DWARF of their runtime packages: the Go release, the build mode, the
+// trimming of paths, the compiler flags. "" when none shows.
+func diagnose(path string, host *hostFile) (field, want, got string) {
+	p := readUnit(path)
+	if !p.known {
+		return "", "", ""
+	}
+	version, flags := splitProducer(p.producer)
+	if version != runtime.Version() {
+		return "go version", runtime.Version(), version
+	}
+	if !flags["-dynlink"] {
+		return "-buildmode", "plugin", "another mode"
+	}
+	if want := host.setting("-trimpath") == "true"; want != p.trimmed {
+		return "-trimpath", fmt.Sprint(want), fmt.Sprint(p.trimmed)
+	}
+	if h := host.runtimeUnit(); h.known {
+		_, hostFlags := splitProducer(h.producer)
+		if want, got := gcflags(hostFlags), gcflags(flags); want != got {
+			return "-gcflags", want, got
+		}
+	}
+	return "", "", ""
 }
 
 // splitProducer reads "go1.19.8; -shared -dynlink regabi" into the release

@@ -21,6 +21,7 @@ type StatusError struct {
 	Message string
 }
 
+// Error names the call, the key and the status.
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("%s %s: %s: %s", e.Op, e.Key, e.Code, e.Message)
 }
@@ -44,6 +45,7 @@ type IntegrityError struct {
 	Want, Got string
 }
 
+// Error names the key, the claim and what the bytes are.
 func (e *IntegrityError) Error() string {
 	who := "the server announced"
 	if e.Claimed == "pin" {
@@ -63,8 +65,9 @@ type VerificationError struct {
 	Reason string
 }
 
+// Error names the key, the digest and the check that failed.
 func (e *VerificationError) Error() string {
-	return fmt.Sprintf("refusing %s (%s): %s", e.Key.describe(), e.Digest, e.Reason)
+	return fmt.Sprintf("refusing %s (%s): %s", e.Key.String(), e.Digest, e.Reason)
 }
 
 // IncompatibleError says a plugin cannot be loaded into this host: its build
@@ -85,6 +88,7 @@ type IncompatibleError struct {
 	Want, Got string
 }
 
+// Error names the file, the field and both values.
 func (e *IncompatibleError) Error() string {
 	return fmt.Sprintf("plugin %s cannot load into this host: %s is %q, the host's is %q; plugin.Open was not called",
 		e.Path, e.Field, e.Got, e.Want)
@@ -99,6 +103,7 @@ type SymbolError struct {
 	Want, Got string
 }
 
+// Error names the file, the symbol and both types.
 func (e *SymbolError) Error() string {
 	if e.Got == "" {
 		return fmt.Sprintf("plugin %s has no symbol %s", e.Path, e.Symbol)

@@ -23,8 +23,6 @@ func (k Key) String() string {
 	return fmt.Sprintf("%s@%s for runtime %s/%s", k.Name, k.Version, k.Runtime, k.Build)
 }
 
-func (k Key) describe() string { return k.String() }
-
 // subject is the name a provenance statement's one subject must carry, so
 // that a statement signed for one build key cannot be replayed for another.
 func (k Key) subject() string {

@@ -27,6 +27,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"example.com/atomix/sdk"
@@ -42,15 +43,17 @@ func (c *listFlag) String() string     { return strings.Join(*c, ",") }
 func (c *listFlag) Set(v string) error { *c = append(*c, v); return nil }
 
 type report struct {
-	Runtime      string   `json:"runtime"`
-	BuildVersion string   `json:"buildVersion"`
-	SDK          string   `json:"sdk"`
-	Digest       string   `json:"digest"`
-	Size         int64    `json:"size"`
-	Path         string   `json:"path"`
-	VerifiedBy   string   `json:"verifiedBy"`
-	Driver       string   `json:"driver"`
-	Results      []string `json:"results"`
+	Runtime      string `json:"runtime"`
+	BuildVersion string `json:"buildVersion"`
+	SDK          string `json:"sdk"`
+	Digest       string `json:"digest"`
+	Size         int64  `json:"size"`
+	Path         string `json:"path"`
+	VerifiedBy   string `json:"verifiedBy"`
+	// Transferred is the artifact bytes received, all -parallel loads together.
+	Transferred int64    `json:"transferred"`
+	Driver      string   `json:"driver"`
+	Results     []string `json:"results"`
 }
 
 func main() {
@@ -60,12 +63,13 @@ func main() {
 	spec := flag.String("plugin", "", "driver to load, module@version")
 	dir := flag.String("dir", os.TempDir(), "the cache of pulled drivers")
 	timeout := flag.Duration("timeout", 60*time.Second, "limit for the whole pull")
+	parallel := flag.Int("parallel", 1, "load the driver from this many goroutines at once, as a proxy's workers do at start")
 	var calls, trustKeys listFlag
 	flag.Var(&calls, "call", "a request to hand the driver (repeatable)")
 	flag.Var(&trustKeys, "trust-key", "PEM public key whose signed provenance the driver must carry (repeatable: any of them)")
 	flag.Parse()
 
-	out, err := run(*server, *version, *build, *spec, *dir, *timeout, calls, trustKeys)
+	out, err := run(*server, *version, *build, *spec, *dir, *timeout, *parallel, calls, trustKeys)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "runtime:", err)
 		var untrusted *plugins.VerificationError
@@ -77,7 +81,7 @@ func main() {
 	_ = json.NewEncoder(os.Stdout).Encode(out)
 }
 
-func run(server, version, build, spec, dir string, timeout time.Duration, calls, trustKeys []string) (*report, error) {
+func run(server, version, build, spec, dir string, timeout time.Duration, parallel int, calls, trustKeys []string) (*report, error) {
 	key, err := plugins.ParseKey(spec)
 	if err != nil {
 		return nil, fmt.Errorf("-plugin: %w", err)
@@ -98,14 +102,34 @@ func run(server, version, build, spec, dir string, timeout time.Duration, calls,
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	driver, res, err := plugins.Load[sdk.Driver](ctx, client, key)
-	if err != nil {
-		return nil, err
+	// Every goroutine gets the same driver; the client makes one transfer.
+	drivers := make([]sdk.Driver, parallel)
+	results := make([]*plugins.Result, parallel)
+	errs := make([]error, parallel)
+	var wg sync.WaitGroup
+	for i := 0; i < parallel; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			drivers[i], results[i], errs[i] = plugins.Load[sdk.Driver](ctx, client, key)
+		}(i)
 	}
+	wg.Wait()
+	var transferred int64
+	for i := range errs {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		if drivers[i] != drivers[0] {
+			return nil, fmt.Errorf("two loads of %s gave two drivers", spec)
+		}
+		transferred += results[i].Transferred
+	}
+	driver, res := drivers[0], results[0]
 	out := &report{
 		Runtime: version, BuildVersion: build, SDK: sdk.Version,
 		Digest: res.Digest, Size: res.Size, Path: res.Path, VerifiedBy: string(res.VerifiedBy),
-		Driver: driver.Name(), Results: []string{},
+		Transferred: transferred, Driver: driver.Name(), Results: []string{},
 	}
 	for _, call := range calls {
 		result, err := driver.Handle(call)
