@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/atomix/atomix-plugins/clients/go/internal/runtimev1"
@@ -55,6 +56,7 @@ type config struct {
 	retry    retryPolicy
 	maxSize  int64
 	dial     []grpc.DialOption
+	creds    credentials.TransportCredentials
 }
 
 // Option configures a Client.
@@ -99,8 +101,14 @@ func WithRetry(attempts int, initial, max time.Duration) Option {
 // default); a larger one fails with RESOURCE_EXHAUSTED.
 func WithMaxBytes(n int64) Option { return func(c *config) { c.maxSize = n } }
 
-// WithDialOptions adds gRPC dial options (credentials, interceptors, ...).
-// Without transport credentials among them, the connection is plaintext.
+// WithTransportCredentials secures the connection (TLS); it is plaintext
+// by default.
+func WithTransportCredentials(creds credentials.TransportCredentials) Option {
+	return func(c *config) { c.creds = creds }
+}
+
+// WithDialOptions adds gRPC dial options (interceptors, keepalive, ...);
+// credentials belong in WithTransportCredentials.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *config) { c.dial = append(c.dial, opts...) }
 }
@@ -137,7 +145,11 @@ func NewClient(target string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	dial := append([]grpc.DialOption{grpc.WithInsecure()}, cfg.dial...)
+	security := grpc.WithInsecure()
+	if cfg.creds != nil {
+		security = grpc.WithTransportCredentials(cfg.creds)
+	}
+	dial := append([]grpc.DialOption{security}, cfg.dial...)
 	conn, err := grpc.Dial(target, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("plugins: %s: %w", target, err)

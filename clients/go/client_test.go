@@ -165,6 +165,18 @@ func TestTheLastKnownGoodCopyWhenTheServerIsUnreachable(t *testing.T) {
 	if !res.Stale || !res.FromCache || res.VerifiedBy != plugins.VerifiedByServer || status.Code(res.StaleReason) != codes.Unavailable {
 		t.Fatalf("offline pull: %+v", res)
 	}
+	// A client that trusts keys does not serve a copy no signature vouched for.
+	err = pullErr(t, newClient(t, down, dir, trusted(t, "ATOMIX_GOCLIENT_TRUST")), "big")
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("offline pull with trusted keys of a copy verified by the server only: %v", err)
+	}
+	// One that was verified by provenance when it was cached is served.
+	signedDir := t.TempDir()
+	pull(t, newClient(t, env(t, "ATOMIX_GOCLIENT_OURS"), signedDir, trusted(t, "ATOMIX_GOCLIENT_TRUST")), "big")
+	signed := pull(t, newClient(t, down, signedDir, trusted(t, "ATOMIX_GOCLIENT_TRUST")), "big")
+	if !signed.Stale || signed.VerifiedBy != plugins.VerifiedByProvenance {
+		t.Fatalf("offline pull with trusted keys of a signed copy: %+v", signed)
+	}
 	// Without a cached copy there is nothing to fall back on.
 	err = pullErr(t, offline, "module")
 	var failure *plugins.StatusError

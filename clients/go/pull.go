@@ -166,6 +166,11 @@ func (c *Client) lastKnownGood(key Key, pin string) *Result {
 	if r == nil || (pin != "" && r.Digest != pin) {
 		return nil
 	}
+	// A client that trusts keys serves only a copy that was verified by
+	// provenance when it was cached: it cannot ask the server now.
+	if len(c.trusted) > 0 && r.VerifiedBy != VerifiedByProvenance {
+		return nil
+	}
 	path, size, ok := c.cache.verified(r.Digest)
 	if !ok {
 		return nil
