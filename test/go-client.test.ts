@@ -58,6 +58,7 @@ describe("the Go client package", () => {
     }
     await peer("FULL_CUT", ["-metadata", "full", "-cut-after", String(MiB), "-cuts", "1"]);
     await peer("NONE_CUT", ["-metadata", "none", "-cut-after", String(MiB), "-cuts", "1"]);
+    await peer("ALWAYS_CUT", ["-metadata", "none", "-cut-after", String(MiB), "-cuts", "1000000"]);
     await peer("CORRUPT", ["-metadata", "trailer", "-corrupt"]);
 
     for (const name of ["signing", "stranger"]) {
@@ -130,6 +131,7 @@ describe("the Go client package", () => {
       "TestACutStreamResumesOrStartsOver",
       "TestConcurrentPullsShareOneTransfer",
       "TestTheCacheIsReverifiedAndBounded",
+      "TestRetriesThenTheDeadlineComeToAnEnd",
     ]) {
       assert.match(ran.stdout, new RegExp(`--- PASS: ${test} `));
     }

@@ -243,7 +243,8 @@ type retryPolicy struct {
 
 // wait sleeps before the attempt after `attempt` (1-based): a random delay up
 // to a bound that doubles each time ("full jitter"), so runtimes that lost
-// the server together do not come back in lockstep; ctx ends it early.
+// the server together do not come back in lockstep; ctx ends it early, and
+// a delay past ctx's deadline is not waited for.
 func (p retryPolicy) wait(ctx context.Context, attempt int) error {
 	bound := p.initial << (attempt - 1)
 	if bound > p.max || bound <= 0 {
@@ -252,6 +253,10 @@ func (p retryPolicy) wait(ctx context.Context, attempt int) error {
 	var delay time.Duration
 	if bound > 0 {
 		delay = time.Duration(rand.Int63n(int64(bound)))
+	}
+	if deadline, ok := ctx.Deadline(); ok && time.Now().Add(delay).After(deadline) {
+		// No attempt could start before the deadline: say so now.
+		return context.DeadlineExceeded
 	}
 	timer := time.NewTimer(delay)
 	defer timer.Stop()

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -371,5 +372,22 @@ func TestKeysAndReferences(t *testing.T) {
 	}
 	if _, err := plugins.ParseKey("counter"); err == nil {
 		t.Error("a key without a version parsed")
+	}
+}
+
+func TestRetriesThenTheDeadlineComeToAnEnd(t *testing.T) {
+	// This peer cuts every pull after 1 MiB.
+	address := env(t, "ATOMIX_GOCLIENT_PEER_ALWAYS_CUT")
+	_, err := newClient(t, address, "", plugins.WithRetry(3, time.Millisecond, time.Millisecond)).Pull(context.Background(), key("big"))
+	var failure *plugins.StatusError
+	if !errors.As(err, &failure) || failure.Code != codes.Unavailable || !strings.Contains(failure.Message, "gave up after 3 attempts") {
+		t.Fatalf("want UNAVAILABLE after 3 attempts, got %v", err)
+	}
+	// The backoff before the second attempt outlasts the context's deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = newClient(t, address, "", plugins.WithRetry(6, time.Hour, time.Hour)).Pull(ctx, key("big"))
+	if !errors.As(err, &failure) || failure.Code != codes.DeadlineExceeded {
+		t.Fatalf("want DEADLINE_EXCEEDED, got %v", err)
 	}
 }
