@@ -12,6 +12,7 @@ import type { BuildKey } from "../src/model/build-key.js";
 import { REPO_ROOT } from "./helpers/go-fixtures.js";
 import { runCli } from "./helpers/run-cli.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
+import { startTcpRelay, type TcpRelay } from "./helpers/tcp-relay.js";
 
 const MiB = 1024 * 1024;
 /** A few of the Go peer's 1 MiB chunks, the last one partial; its tests cut pulls after the first. */
@@ -37,6 +38,7 @@ describe("the Go client package", () => {
   let work: string;
   let ours: ServerProcess | undefined;
   const peers: PeerProcess[] = [];
+  let relay: TcpRelay | undefined;
   const env: Record<string, string> = {};
 
   before(async () => {
@@ -77,6 +79,9 @@ describe("the Go client package", () => {
       ],
     });
     env.ATOMIX_GOCLIENT_OURS = ours.address;
+    // Our server through a network that drops the first connection after 1 MiB.
+    relay = await startTcpRelay(ours.address, { cutFirstAfter: MiB });
+    env.ATOMIX_GOCLIENT_OURS_CUT = relay.address;
     const client = createPluginClient({ address: ours.address, token });
     try {
       await client.push(key("big"), [BIG]);
@@ -89,6 +94,7 @@ describe("the Go client package", () => {
 
   after(async () => {
     await Promise.all(peers.map((peer) => peer.stop()));
+    await relay?.close();
     await ours?.stop();
     await rm(work, { recursive: true, force: true });
   });

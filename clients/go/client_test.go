@@ -290,6 +290,13 @@ func TestACutStreamResumesOrStartsOver(t *testing.T) {
 	if resumed.Attempts != 2 || resumed.Transferred != int64(len(data)) {
 		t.Fatalf("resumed pull: %d attempts, %d bytes transferred, want 2 and %d", resumed.Attempts, resumed.Transferred, len(data))
 	}
+	// Our server, through a network that drops the connection after 1 MiB:
+	// the pull resumes from the bytes in hand on a new connection.
+	ours := pull(t, newClient(t, env(t, "ATOMIX_GOCLIENT_OURS_CUT"), ""), "big")
+	assertArtifact(t, ours, data, digest)
+	if ours.Attempts != 2 || ours.Transferred != int64(len(data)) {
+		t.Fatalf("resumed pull from our server: %d attempts, %d bytes transferred, want 2 and %d", ours.Attempts, ours.Transferred, len(data))
+	}
 	// Without metadata, a server does not say it resumes: start over.
 	restarted := pull(t, newClient(t, env(t, "ATOMIX_GOCLIENT_PEER_NONE_CUT"), ""), "big")
 	assertArtifact(t, restarted, data, digest)
