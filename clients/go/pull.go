@@ -149,15 +149,19 @@ func (c *Client) pull(ctx context.Context, key Key, pin string) (*Result, error)
 			return &Result{Key: key, Path: path, Digest: pin, Size: size, VerifiedBy: by, FromCache: true}, nil
 		}
 	}
-	res, attempts, err := c.transfer(ctx, key, pin)
+	res := &Result{Key: key}
+	err := c.transfer(ctx, key, pin, res)
 	var failure *StatusError
 	if err != nil && errors.As(err, &failure) && failure.Code == codes.Unavailable {
 		if good := c.lastKnownGood(key, pin); good != nil {
-			good.StaleReason, good.Attempts = err, attempts
+			good.StaleReason, good.Attempts = err, res.Attempts
 			return good, nil
 		}
 	}
-	return res, err
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // lastKnownGood is the cached copy last pulled for key, re-verified.
@@ -235,19 +239,12 @@ var errChanged = errors.New("the artifact changed on the server")
 var errShort = errors.New("the stream ended before the announced size")
 
 // transfer is the pull from the server: attempts until the bytes are in
-// hand and verified, then provenance, then the cache.
-func (c *Client) transfer(ctx context.Context, key Key, pin string) (*Result, int, error) {
-	res := &Result{Key: key}
-	out, err := c.pullAttempts(ctx, key, pin, res)
-	return out, res.Attempts, err
-}
-
-// pullAttempts makes requests until the bytes are in hand and verified.
-func (c *Client) pullAttempts(ctx context.Context, key Key, pin string, res *Result) (*Result, error) {
+// hand and verified, then provenance, then the cache; it fills res.
+func (c *Client) transfer(ctx context.Context, key Key, pin string, res *Result) error {
 	cached := c.cache.lookup(key)
 	file, err := c.cache.partial()
 	if err != nil {
-		return nil, fmt.Errorf("plugins: cache: %w", err)
+		return fmt.Errorf("plugins: cache: %w", err)
 	}
 	defer os.Remove(file.Name())
 	defer file.Close()
@@ -272,16 +269,16 @@ func (c *Client) pullAttempts(ctx context.Context, key Key, pin string, res *Res
 		case err == nil:
 		case errors.Is(err, errChanged):
 			if err := startOver(); err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		case ctx.Err() != nil:
-			return nil, statusError("pull", key, ctx.Err())
+			return statusError("pull", key, ctx.Err())
 		default:
 			var refusal *IntegrityError
 			var limit *StatusError
 			if errors.As(err, &refusal) || (errors.As(err, &limit) && limit.Op == "pull") {
-				return nil, err
+				return err
 			}
 			code := status.Code(err)
 			if errors.Is(err, errShort) {
@@ -291,27 +288,27 @@ func (c *Client) pullAttempts(ctx context.Context, key Key, pin string, res *Res
 				// Our offset never exceeds what was announced, so the artifact
 				// shrank or was replaced: start over.
 				if err := startOver(); err != nil {
-					return nil, err
+					return err
 				}
 				continue
 			}
 			if code != codes.Unavailable && code != codes.Aborted && code != codes.Internal {
-				return nil, statusError("pull", key, err)
+				return statusError("pull", key, err)
 			}
 			failures++
 			if failures >= c.retry.attempts {
 				failure := statusError("pull", key, err).(*StatusError)
 				failure.Code = code
 				failure.Message = fmt.Sprintf("gave up after %d attempts with %d bytes in hand: %s", failures, d.received, failure.Message)
-				return nil, failure
+				return failure
 			}
 			if err := c.retry.wait(ctx, failures); err != nil {
-				return nil, statusError("pull", key, err)
+				return statusError("pull", key, err)
 			}
 			// Only a server that announces x-plugin-digest honours x-plugin-offset.
 			if d.received > 0 && (d.announced == nil || d.announced.digest == "") {
 				if err := d.discard(); err != nil {
-					return nil, err
+					return err
 				}
 			}
 			continue
@@ -319,7 +316,7 @@ func (c *Client) pullAttempts(ctx context.Context, key Key, pin string, res *Res
 
 		if v := trailer.Get(mdNotModified); len(v) == 1 && v[0] == "true" {
 			if cached == nil || d.announced == nil || d.announced.digest != cached.Digest {
-				return nil, &StatusError{Op: "pull", Key: key, Code: codes.DataLoss, Message: `the server answered "not modified" unasked`}
+				return &StatusError{Op: "pull", Key: key, Code: codes.DataLoss, Message: `the server answered "not modified" unasked`}
 			}
 			if path, size, ok := c.cache.verified(cached.Digest); ok {
 				by := VerifiedByServer
@@ -327,15 +324,15 @@ func (c *Client) pullAttempts(ctx context.Context, key Key, pin string, res *Res
 					by = VerifiedByPin
 				}
 				if err := c.accept(ctx, key, cached.Digest, &by); err != nil {
-					return nil, err
+					return err
 				}
 				res.Path, res.Digest, res.Size, res.VerifiedBy, res.FromCache = path, cached.Digest, size, by, true
-				return res, nil
+				return nil
 			}
 			// The cached copy was damaged (and is now removed): fetch the bytes.
 			cached = nil
 			if err := d.discard(); err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		}
@@ -413,9 +410,9 @@ func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, 
 
 // finish verifies the bytes in hand against every claim on them, checks
 // provenance, and moves them into the cache.
-func (c *Client) finish(ctx context.Context, key Key, pin string, d *download, trailed claims, res *Result) (*Result, error) {
+func (c *Client) finish(ctx context.Context, key Key, pin string, d *download, trailed claims, res *Result) error {
 	if trailed.size >= 0 && trailed.size != d.received {
-		return nil, &IntegrityError{Key: key, Field: "size", Claimed: "server",
+		return &IntegrityError{Key: key, Field: "size", Claimed: "server",
 			Want: strconv.FormatInt(trailed.size, 10), Got: strconv.FormatInt(d.received, 10)}
 	}
 	digest := "sha256:" + hex.EncodeToString(d.hash.Sum(nil))
@@ -425,28 +422,28 @@ func (c *Client) finish(ctx context.Context, key Key, pin string, d *download, t
 			continue
 		}
 		if claim != digest {
-			return nil, &IntegrityError{Key: key, Field: "digest", Claimed: "server", Want: claim, Got: digest}
+			return &IntegrityError{Key: key, Field: "digest", Claimed: "server", Want: claim, Got: digest}
 		}
 		by = VerifiedByServer
 	}
 	if pin != "" {
 		if digest != pin {
-			return nil, &IntegrityError{Key: key, Field: "digest", Claimed: "pin", Want: pin, Got: digest}
+			return &IntegrityError{Key: key, Field: "digest", Claimed: "pin", Want: pin, Got: digest}
 		}
 		by = VerifiedByPin
 	}
 	if err := d.file.Sync(); err != nil {
-		return nil, fmt.Errorf("plugins: cache: %w", err)
+		return fmt.Errorf("plugins: cache: %w", err)
 	}
 	if err := c.accept(ctx, key, digest, &by); err != nil {
-		return nil, err
+		return err
 	}
 	path, err := c.cache.add(key, d.file.Name(), record{Digest: digest, Size: d.received, VerifiedBy: by})
 	if err != nil {
-		return nil, fmt.Errorf("plugins: cache: %w", err)
+		return fmt.Errorf("plugins: cache: %w", err)
 	}
 	res.Path, res.Digest, res.Size, res.VerifiedBy = path, digest, d.received, by
-	return res, nil
+	return nil
 }
 
 func (d *download) announcedDigest() string {
