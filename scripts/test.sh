@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 slow=(
   # integration: real toolchains, registries, tiers of servers, a browser
-  go-runtime go-toolchain go-symbol-type compiler-node compiler-e2e client-load-e2e runtime-releases prewarm
+  go-runtime go-client go-toolchain go-symbol-type compiler-node compiler-e2e client-load-e2e runtime-releases prewarm
   build-records provenance tiers oci-replicas oci-replica-rollout oci-content-cache oci-transient oci-auth
   independent-server client-proxy client-package web-catalog cli-commands cli-progress push-integrity
   # hostile: what strangers' sources, registries and callers try

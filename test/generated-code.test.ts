@@ -50,12 +50,12 @@ describe("generated code", () => {
     await assertFresh("scripts/generate.sh", ".", join(ROOT, "src/gen"), "run `npm run generate`");
   });
 
-  it("the example Go runtime's clients (runtime and admin API) match what protoc-gen-go makes from proto/", async () => {
+  it("the Go client package's clients (runtime and admin API) match what protoc-gen-go makes from proto/", async () => {
     await assertFresh(
-      "examples/go-runtime/generate.sh",
+      "clients/go/generate.sh",
       "internal",
-      join(ROOT, "examples/go-runtime/internal"),
-      "run examples/go-runtime/generate.sh",
+      join(ROOT, "clients/go/internal"),
+      "run clients/go/generate.sh",
     );
   });
 });

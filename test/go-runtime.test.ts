@@ -31,6 +31,8 @@ interface RuntimeReport {
   digest: string;
   size: number;
   path: string;
+  verifiedBy: string;
+  transferred: number;
   driver: string;
   results: string[];
 }
@@ -96,9 +98,10 @@ describe("Go runtime end to end", () => {
     };
     // Built as the compiler builds plugins: the same Go, -trimpath.
     runtimeBinary = join(test.dir, "runtime");
+    // In the workspace of its go.work, which brings in the client package (clients/go).
     const built = await runProcess("go", ["build", "-trimpath", "-o", runtimeBinary, "."], {
       cwd: EXAMPLE_GO_RUNTIME,
-      env: goEnv,
+      env: { ...goEnv, GOWORK: join(EXAMPLE_GO_RUNTIME, "go.work") },
     });
     assert.equal(built.exitCode, 0, `building the example runtime failed:\n${built.stderr}`);
 
@@ -137,13 +140,14 @@ describe("Go runtime end to end", () => {
   async function runtime(
     plugin: string,
     calls: string[],
-    { build = GO_RELEASE, trust = [] as string[], at = address } = {},
+    { build = GO_RELEASE, trust = [] as string[], at = address, parallel = 1 } = {},
   ) {
     const dir = join(test.dir, "pulled", String(++runs));
     await mkdir(dir, { recursive: true });
     const args = ["-server", at, "-version", "3.0.0", "-build", build, "-plugin", plugin, "-dir", dir];
     for (const call of calls) args.push("-call", call);
     for (const key of trust) args.push("-trust-key", key);
+    if (parallel > 1) args.push("-parallel", String(parallel));
     const ran = await runProcess(runtimeBinary, args, { cwd: test.dir, env: { PATH: goEnv.PATH ?? "" } });
     if (ran.exitCode === 0) {
       const report = JSON.parse(ran.stdout) as RuntimeReport;
@@ -195,38 +199,99 @@ describe("Go runtime end to end", () => {
     );
   });
 
-  it("loads a driver that came through the Go module proxy", async () => {
-    const ran = await runtime(`${ECHO}@v1.0.0`, ["hello"]);
+  it("loads a driver that came through the Go module proxy, from 100 goroutines with one transfer", async () => {
+    const ran = await runtime(`${ECHO}@v1.0.0`, ["hello"], { parallel: 100 });
     assert.equal(ran.exitCode, 0, ran.stderr);
-    assert.deepEqual((JSON.parse(ran.stdout) as RuntimeReport).results, ["hello"]);
+    const report = JSON.parse(ran.stdout) as RuntimeReport;
+    assert.deepEqual(report.results, ["hello"]);
+    assert.equal(report.verifiedBy, "server");
+    assert.ok(report.size > 0);
+    assert.equal(report.transferred, report.size, "the 100 loads shared one transfer");
   });
 
-  it("cannot load the same driver built against its own go.mod: alignment is what makes it load", async () => {
-    // What a build without alignment produces: sdk v1.0.0 inside the plugin.
-    const module = join(test.dir, "unaligned");
+  /** Builds the counter driver as a plugin with `flags`, pushes it as `version`, and has the runtime load it. */
+  async function loadBuiltWith(version: string, flags: string[], alignSdk: boolean) {
+    const module = join(test.dir, `counter-${version}`);
     await cp(join(EXAMPLE_PLUGINS, COUNTER, "v1.0.0"), module, { recursive: true });
-    const unaligned = join(test.dir, "unaligned.so");
+    if (alignSdk) {
+      const aligned = await runProcess("go", ["mod", "edit", "-require=example.com/atomix/sdk@v1.1.0"], {
+        cwd: module,
+        env: goEnv,
+      });
+      assert.equal(aligned.exitCode, 0, aligned.stderr);
+    }
+    const file = join(test.dir, `counter-${version}.so`);
     const built = await runProcess(
       "go",
-      ["build", "-buildmode=plugin", "-trimpath", "-buildvcs=false", "-o", unaligned, "."],
+      ["build", "-buildmode=plugin", "-buildvcs=false", ...flags, "-o", file, "."],
+      { cwd: module, env: { ...goEnv, GOFLAGS: "-mod=mod" } },
+    );
+    assert.equal(built.exitCode, 0, built.stderr);
+    await client.pushFile(goKey(COUNTER, version), file);
+    return runtime(`${COUNTER}@${version}`, ["1"]);
+  }
+
+  /** The client package's gate refused the plugin, naming the field, before plugin.Open. */
+  function assertIncompatible(
+    ran: Awaited<ReturnType<typeof runtime>>,
+    field: string,
+    got: string,
+    want: string,
+  ) {
+    assert.equal(ran.exitCode, 1, ran.stderr);
+    assert.match(
+      ran.stderr,
+      new RegExp(
+        `cannot load into this host: ${literally(field)} is "${got}", the host's is "${want}"; plugin\\.Open was not called`,
+      ),
+    );
+    assert.doesNotMatch(ran.stderr, /different version of package/);
+  }
+
+  it("refuses the same driver built against its own go.mod before plugin.Open: alignment is what makes it load", async () => {
+    // What a build without alignment produces: sdk v1.0.0 inside the plugin,
+    // which plugin.Open would refuse with "plugin was built with a different
+    // version of package example.com/atomix/sdk" (and refuse for good).
+    const ran = await loadBuiltWith("v1.0.0-unaligned", ["-trimpath"], false);
+    assertIncompatible(
+      ran,
+      "module example.com/atomix/sdk",
+      "another version or build \\(package example\\.com/atomix/sdk differs: [0-9a-f]{16}, the host's [0-9a-f]{16}\\)",
+      'v1\\.1\\.0 h1:[^"]+',
+    );
+  });
+
+  it("refuses a driver built without -trimpath or with other compiler flags, naming the setting, before plugin.Open", async () => {
+    assertIncompatible(await loadBuiltWith("v1.0.0-untrimmed", [], true), "-trimpath", "false", "true");
+    const debug = await loadBuiltWith("v1.0.0-debug", ["-trimpath", "-gcflags=all=-N -l"], true);
+    assertIncompatible(debug, "-gcflags", '[^"]*-l[^"]*', "regabi");
+  });
+
+  it("refuses a driver whose symbol is not of the type the runtime asks for", async () => {
+    const module = join(test.dir, "wrongtype");
+    await mkdir(module, { recursive: true });
+    await writeFile(join(module, "go.mod"), "module example.com/atomix/drivers/wrongtype\n\ngo 1.19\n");
+    await writeFile(
+      join(module, "main.go"),
+      "package main\n\n// Plugin builds and passes a check by name.\nvar Plugin = 1\n",
+    );
+    const file = join(test.dir, "wrongtype.so");
+    const built = await runProcess(
+      "go",
+      ["build", "-buildmode=plugin", "-buildvcs=false", "-trimpath", "-o", file, "."],
       { cwd: module, env: goEnv },
     );
     assert.equal(built.exitCode, 0, built.stderr);
-    const key = goKey(COUNTER, "v1.0.0-unaligned");
-    await client.pushFile(key, unaligned);
-
-    const ran = await runtime(`${COUNTER}@v1.0.0-unaligned`, ["1"]);
-    assert.equal(ran.exitCode, 1);
-    assert.match(
-      ran.stderr,
-      /plugin was built with a different version of package example\.com\/atomix\/sdk/,
-    );
+    await client.pushFile(goKey("example.com/atomix/drivers/wrongtype", "v1.0.0"), file);
+    const ran = await runtime("example.com/atomix/drivers/wrongtype@v1.0.0", ["1"]);
+    assert.equal(ran.exitCode, 1, ran.stderr);
+    assert.match(ran.stderr, /: symbol Plugin is a \*int, not a sdk\.Driver \(nor a \*sdk\.Driver\)\n$/);
   });
 
   it("reports a driver that cannot build for the runtime with the compiler's error", async () => {
     const ran = await runtime(`${COUNTER}@v1.1.0`, ["1"]);
     assert.equal(ran.exitCode, 1);
-    assert.match(ran.stderr, /code = FailedPrecondition/);
+    assert.match(ran.stderr, /: FailedPrecondition: /);
     assert.match(ran.stderr, /undefined: sdk\.Describe/);
   });
 

@@ -12,11 +12,13 @@ export interface TcpRelay {
  * A TCP relay on 127.0.0.1 to `target` (a loopback host:port). With
  * `sourceAddress` its connections to the target come from that address
  * (any 127.x.y.z is this host on Linux): a second client, as the server
- * sees it, on the same machine.
+ * sees it, on the same machine. With `cutFirstAfter`, the first connection
+ * is dropped once it has carried that many bytes from the target: a
+ * network that breaks a stream halfway.
  */
 export async function startTcpRelay(
   target: string,
-  options: { sourceAddress?: string } = {},
+  options: { sourceAddress?: string; cutFirstAfter?: number } = {},
 ): Promise<TcpRelay> {
   let accepted = 0;
   const sockets = new Set<Socket>();
@@ -31,6 +33,17 @@ export async function startTcpRelay(
       sockets.add(socket);
       socket.on("error", () => {});
       socket.on("close", () => sockets.delete(socket));
+    }
+    const { cutFirstAfter } = options;
+    if (cutFirstAfter !== undefined && accepted === 1) {
+      let carried = 0;
+      upstream.on("data", (chunk: Buffer) => {
+        carried += chunk.byteLength;
+        if (carried > cutFirstAfter) {
+          upstream.destroy();
+          downstream.destroy();
+        }
+      });
     }
     downstream.pipe(upstream).pipe(downstream);
   });

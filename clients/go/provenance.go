@@ -1,12 +1,11 @@
-package main
+package plugins
 
-// The runtime's check of signed provenance, the same as the TypeScript
-// client's (src/client/provenance-check.ts): before a pulled driver is
-// renamed into place or loaded, the server's Sigstore bundle for it must
-// carry a DSSE signature by a trusted key over an in-toto Statement v1 with a
-// SLSA Provenance v1 predicate whose one subject names exactly this build key
-// and these bytes. Only the standard library is used, so what is checked is
-// all in this file.
+// The check of signed provenance, the same as the TypeScript client's
+// (src/client/provenance-check.ts): before a pulled plugin is cached or
+// loaded, the server's Sigstore bundle for it must carry a DSSE signature by
+// a trusted key over an in-toto Statement v1 with a SLSA Provenance v1
+// predicate whose one subject names exactly this build key and these bytes.
+// Only the standard library is used, so what is checked is all in this file.
 
 import (
 	"context"
@@ -22,7 +21,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -31,8 +29,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"example.com/atomix/runtime/internal/adminv1"
-	"example.com/atomix/runtime/internal/runtimev1"
+	"github.com/atomix/atomix-plugins/clients/go/internal/adminv1"
 )
 
 // The words of provenance, as src/model/provenance.ts defines them.
@@ -48,13 +45,6 @@ const (
 // Sigstore bundle media types, as @sigstore/bundle accepts them.
 var bundleMediaType = regexp.MustCompile(`^application/vnd\.dev\.sigstore\.bundle(\+json;version=\d\.\d|\.v\d\.\d\+json)`)
 
-// untrustedError is a refusal of the artifact itself (exit code 9, as the
-// CLI's pull --trust-key): no provenance, an untrusted signer, or a
-// statement that is not for these bytes.
-type untrustedError struct{ msg string }
-
-func (e *untrustedError) Error() string { return e.msg }
-
 // trustedKeys are the public keys provenance may be signed by, by key id:
 // the lowercase hex sha256 of the key's SubjectPublicKeyInfo DER, which is
 // the hint a bundle names its signer by.
@@ -69,38 +59,34 @@ func (t trustedKeys) ids() string {
 	return strings.Join(ids, ", ")
 }
 
-// loadTrustedKeys reads -trust-key files: PEM public keys (PREFIX.pub of
-// `atomix-plugins keygen`), ECDSA P-256 or Ed25519. Several at once is how a
-// deployment rotates its signing key.
-func loadTrustedKeys(paths []string) (trustedKeys, error) {
+// parseTrustedKeys reads PEM public keys, ECDSA P-256 or Ed25519. Several at
+// once is how a deployment rotates its signing key.
+func parseTrustedKeys(pems [][]byte) (trustedKeys, error) {
 	keys := trustedKeys{}
-	for _, path := range paths {
-		text, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("-trust-key: %w", err)
-		}
+	for n, text := range pems {
+		where := fmt.Sprintf("plugins: trusted key %d", n+1)
 		block, _ := pem.Decode(text)
 		if block == nil || block.Type != "PUBLIC KEY" {
-			return nil, fmt.Errorf("-trust-key %s: not a PEM public key (want the PREFIX.pub that atomix-plugins keygen writes)", path)
+			return nil, fmt.Errorf("%s: not a PEM public key (want the PREFIX.pub that atomix-plugins keygen writes)", where)
 		}
 		key, err := x509.ParsePKIXPublicKey(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("-trust-key %s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		switch k := key.(type) {
 		case ed25519.PublicKey:
 		case *ecdsa.PublicKey:
 			if k.Curve != elliptic.P256() {
-				return nil, fmt.Errorf("-trust-key %s: an ECDSA key on %s; provenance is signed with ECDSA P-256 or Ed25519 keys", path, k.Curve.Params().Name)
+				return nil, fmt.Errorf("%s: an ECDSA key on %s; provenance is signed with ECDSA P-256 or Ed25519 keys", where, k.Curve.Params().Name)
 			}
 		default:
-			return nil, fmt.Errorf("-trust-key %s: a %T; provenance is signed with ECDSA P-256 or Ed25519 keys", path, key)
+			return nil, fmt.Errorf("%s: a %T; provenance is signed with ECDSA P-256 or Ed25519 keys", where, key)
 		}
-		// The id of the key as parsed, not of the file's bytes: the same DER
+		// The id of the key as parsed, not of the PEM's bytes: the same DER
 		// the server hashes for its hint.
 		der, err := x509.MarshalPKIXPublicKey(key)
 		if err != nil {
-			return nil, fmt.Errorf("-trust-key %s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		id := sha256.Sum256(der)
 		keys[hex.EncodeToString(id[:])] = key
@@ -108,45 +94,37 @@ func loadTrustedKeys(paths []string) (trustedKeys, error) {
 	return keys, nil
 }
 
-// subjectName is the name the statement's one subject must carry: a
-// statement signed for one build key cannot be replayed for another.
-func subjectName(req *runtimev1.PullPluginRequest) string {
-	return fmt.Sprintf("atomix-plugin://%s/%s/%s@%s",
-		req.Runtime.Version, req.Runtime.BuildVersion, req.Plugin.Name, req.Plugin.Version)
-}
-
-func describe(req *runtimev1.PullPluginRequest) string {
-	return fmt.Sprintf("%s@%s for runtime %s/%s",
-		req.Plugin.Name, req.Plugin.Version, req.Runtime.Version, req.Runtime.BuildVersion)
-}
-
 // checkProvenance asks the server, on the pull's connection, for the
 // provenance of the artifact just pulled and verifies it (verifyProvenance).
-// A call that fails for another reason than a missing provenance is an
-// ordinary error: nothing was learnt about the artifact.
-func checkProvenance(ctx context.Context, conn grpc.ClientConnInterface, req *runtimev1.PullPluginRequest, digest string, trusted trustedKeys) error {
+// A call that fails for another reason than a missing provenance is a
+// *StatusError: nothing was learnt about the artifact.
+func checkProvenance(ctx context.Context, conn grpc.ClientConnInterface, key Key, digest string, trusted trustedKeys) error {
 	refuse := func(format string, args ...interface{}) error {
-		return &untrustedError{fmt.Sprintf("refusing %s (%s): ", describe(req), digest) + fmt.Sprintf(format, args...)}
+		return &VerificationError{Key: key, Digest: digest, Reason: fmt.Sprintf(format, args...)}
 	}
 	answer, err := adminv1.NewPluginAdminClient(conn).GetProvenance(ctx,
-		&adminv1.GetProvenanceRequest{Runtime: req.Runtime, Plugin: req.Plugin},
+		&adminv1.GetProvenanceRequest{Runtime: runtimeInfo(key), Plugin: pluginInfo(key)},
 		// Room for the bundle and the answer's other fields, and no more.
 		grpc.MaxCallRecvMsgSize(maxBundleBytes+4096))
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.NotFound:
 		return refuse("the server has no signed provenance for it: %s", status.Convert(err).Message())
+	case codes.Unimplemented:
+		// A server of atomix.runtime.v1 alone has no admin API, so no provenance.
+		return refuse("the server has no signed provenance for it: it does not serve the admin API (%s)", status.Convert(err).Message())
 	case codes.ResourceExhausted:
 		return refuse("its provenance answer is larger than %d bytes: %s", maxBundleBytes, status.Convert(err).Message())
 	default:
-		return fmt.Errorf("provenance of %s: %w", describe(req), err)
+		return statusError("provenance", key, err)
 	}
 	if answer.Digest != digest {
 		// The key now names other bytes: a race with a push or a build, not a
 		// refusal (the TypeScript client says ABORTED). Nothing is loaded.
-		return fmt.Errorf("%s was replaced on the server during the pull (%s, now %s); pull again", describe(req), digest, answer.Digest)
+		return &StatusError{Op: "provenance", Key: key, Code: codes.Aborted,
+			Message: fmt.Sprintf("replaced on the server during the pull (%s, now %s); pull again", digest, answer.Digest)}
 	}
-	return verifyProvenance(answer.Bundle, subjectName(req), digest, trusted, refuse)
+	return verifyProvenance(answer.Bundle, key.subject(), digest, trusted, refuse)
 }
 
 // verifyProvenance checks, in the TypeScript client's order: the bundle's

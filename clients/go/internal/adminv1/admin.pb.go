@@ -11,7 +11,7 @@
 package adminv1
 
 import (
-	runtimev1 "example.com/atomix/runtime/internal/runtimev1"
+	runtimev1 "github.com/atomix/atomix-plugins/clients/go/internal/runtimev1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
