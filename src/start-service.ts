@@ -102,6 +102,7 @@ export async function startService(
   const sandbox = await createSandbox({
     mode: config.sandbox,
     bwrap: config.bwrap,
+    log,
     limits: { memoryBytes: config.buildMemoryBytes, cpuSeconds: Math.ceil(config.buildTimeoutMs / 1000) },
   });
   logSandbox(log, sandbox);
