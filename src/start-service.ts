@@ -186,6 +186,7 @@ export async function startService(
   // Releases are registered where builds run: not by a tier, nor into a store that takes no writes.
   if (!upstream && !store.readOnly) await runtimes.registerDirectories(config.runtimes);
   const auth = await loadAdminAuth(config);
+  if (auth.refusal) log.warn({ listen: config.listen }, auth.refusal);
   const credentials = await loadServerCredentials(config);
   let server: RunningServer | undefined;
   let http: RunningHttpServer | undefined;

@@ -282,6 +282,37 @@ for (const kind of ["fs", "oci"] as const) {
       );
     });
 
+    it("refuses a release whose files every build would fail on, naming what is missing", async () => {
+      const broken = async (version: string, change: (dir: string) => Promise<void>) => {
+        const dir = join(work, "broken", version);
+        await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), dir, { recursive: true });
+        await change(dir);
+        const run = await runCli(["runtime", "add", dir], env());
+        expectExit(run, EXIT.failedPrecondition);
+        return run.stderr;
+      };
+      // The SDK's code, which every plugin's verification load imports, is not shipped.
+      const noCode = await broken("2.7.0", (dir) => rm(join(dir, "sdk", "runtime-sdk", "index.js")));
+      assert.match(
+        noCode,
+        /module @atomix\/runtime-sdk names \.\/index\.js in its package\.json, which the release does not hold/,
+      );
+      // The declared type comes from a module the runtime does not supply.
+      const noTypeSource = await broken("2.7.1", async (dir) => {
+        const descriptor = JSON.parse(await readFile(join(dir, "runtime.json"), "utf8"));
+        descriptor.export.from = "@atomix/other-sdk";
+        await writeFile(join(dir, "runtime.json"), JSON.stringify(descriptor));
+      });
+      assert.match(
+        noTypeSource,
+        /export\.from "@atomix\/other-sdk" is not one of the modules the runtime supplies/,
+      );
+      const listed = JSON.parse((await runCli(["runtime", "ls", "--json"], env())).stdout) as {
+        version: string;
+      }[];
+      assert.ok(!listed.some((release) => release.version.startsWith("2.7.")), JSON.stringify(listed));
+    });
+
     if (kind === "fs") {
       it("keeps registered releases across a restart", async () => {
         await server.stop();
