@@ -86,6 +86,9 @@ describe("admin writes without a token", () => {
       });
       assert.equal(added.code, EXIT.denied, added.stderr);
       assert.match(added.stderr, /PERMISSION_DENIED.*--admin-token-file FILE/);
+      const removed = await runCli(["runtime", "rm", "2.0.0"], { ATOMIX_PLUGINS_SERVER: address });
+      assert.equal(removed.code, EXIT.denied, removed.stderr);
+      assert.match(removed.stderr, /PERMISSION_DENIED.*--admin-token-file FILE/);
       const listed = await runCli(["runtime", "ls", "--json"], { ATOMIX_PLUGINS_SERVER: address });
       assert.ok(
         !JSON.parse(listed.stdout).some((release: { version: string }) => release.version === "2.5.0"),
