@@ -179,7 +179,7 @@ export async function createSandbox(
     // refused without one, so that the first build after the fix succeeds.
     probing ??= (async () => {
       const wait = probedAt + reprobeIntervalMs - Date.now();
-      if (wait > 0) await sleep(wait, undefined, { ref: false });
+      if (wait > 0) await sleep(wait);
       state = await probe();
       probedAt = Date.now();
       if (state.kind === "bwrap")
