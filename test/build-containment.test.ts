@@ -115,6 +115,9 @@ describe("build containment", () => {
       assert.equal(refused.code, Code.FailedPrecondition);
       assert.match(refused.message, /apt-get install bubblewrap.*no restart needed/);
       assert.equal(await checkHealth(server.address), "SERVING", "the registry side keeps serving");
+      const healthz = await fetch(`http://${server.http}/healthz`);
+      assert.equal(healthz.status, 200);
+      assert.equal(await healthz.text(), "serving\n");
 
       // The operator installs bubblewrap where the server was told to find it.
       await symlink(execFileSync("sh", ["-c", "command -v bwrap"], { encoding: "utf8" }).trim(), bwrap);
