@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { delimiter, join } from "node:path";
+import { delimiter, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import type { ConnectionOptions } from "./client/connection-options.js";
@@ -694,7 +694,53 @@ export function parseServeConfig(
     });
     throw new PluginError(Code.InvalidArgument, `invalid configuration: ${problems.join("; ")}`);
   }
-  return parsed.data;
+  return resolveServePaths(parsed.data);
+}
+
+/** Options that name files or folders (see resolveServePaths). */
+const PATH_OPTIONS = [
+  "dataDir",
+  "cacheDir",
+  "ociCredentialsFile",
+  "upstreamCa",
+  "upstreamTokenFile",
+  "upstreamTrustKeys",
+  "runtimes",
+  "sources",
+  "goCacheDir",
+  "tlsCert",
+  "tlsKey",
+  "tlsClientCa",
+  "adminTokenFile",
+  "signingKey",
+] as const satisfies readonly (keyof ServeConfig)[];
+
+/** Options that name programs: a bare name is looked up on PATH, anything with a `/` is a path. */
+const PROGRAM_OPTIONS = ["bwrap", "goInstallations"] as const satisfies readonly (keyof ServeConfig)[];
+
+/**
+ * The config with every path made absolute against `cwd`, once, as the
+ * person who started `serve` meant them: build steps, bubblewrap and go run
+ * in folders of their own, where a relative path would name another file
+ * (`--data ./data`, `npm start`'s default, is the common case). GOPROXY
+ * directories are made `file://` URLs, resolved the same way, where the Go
+ * toolchain is created (normalizeGoProxy).
+ */
+export function resolveServePaths(config: ServeConfig, cwd: string = process.cwd()): ServeConfig {
+  const resolved: Record<string, unknown> = { ...config };
+  const each = (value: unknown, one: (path: string) => string) =>
+    Array.isArray(value)
+      ? value.map((entry: string) => one(entry))
+      : typeof value === "string"
+        ? one(value)
+        : value;
+  for (const option of PATH_OPTIONS) resolved[option] = each(config[option], (path) => resolve(cwd, path));
+  for (const option of PROGRAM_OPTIONS) {
+    resolved[option] = each(config[option], (program) =>
+      program.includes("/") ? resolve(cwd, program) : program,
+    );
+  }
+  return resolved as ServeConfig;
 }
 
 /** Splits `host:port` (IPv6 hosts in brackets). */

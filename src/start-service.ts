@@ -102,6 +102,7 @@ export async function startService(
   const sandbox = await createSandbox({
     mode: config.sandbox,
     bwrap: config.bwrap,
+    log,
     limits: { memoryBytes: config.buildMemoryBytes, cpuSeconds: Math.ceil(config.buildTimeoutMs / 1000) },
   });
   logSandbox(log, sandbox);
@@ -185,6 +186,7 @@ export async function startService(
   // Releases are registered where builds run: not by a tier, nor into a store that takes no writes.
   if (!upstream && !store.readOnly) await runtimes.registerDirectories(config.runtimes);
   const auth = await loadAdminAuth(config);
+  if (auth.refusal) log.warn({ listen: config.listen }, auth.refusal);
   const credentials = await loadServerCredentials(config);
   let server: RunningServer | undefined;
   let http: RunningHttpServer | undefined;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createPluginClient } from "../src/client/plugin-client.js";
@@ -97,6 +97,34 @@ describe("build containment", () => {
         /the build sandbox \(bubblewrap\) cannot start on this server.*apt-get install bubblewrap.*--sandbox off/,
       );
       assert.equal(await checkHealth(server.address), "SERVING", "the registry side keeps serving");
+    } finally {
+      client.close();
+      await server.stop();
+    }
+  });
+
+  it("builds once bubblewrap is installed after the start, without a restart, and says so while it is not", async () => {
+    const tools = join(dir.path, "late-tools");
+    await mkdir(tools, { recursive: true });
+    const bwrap = join(tools, "bwrap");
+    const server = await startServerProcess({ args: ["--bwrap", bwrap] });
+    const client = createPluginClient({ address: server.address });
+    try {
+      assert.ok(server.logs.some((entry) => entry.sandbox === "unavailable"));
+      const refused = await failure(client.compile(key("counter"), { retry: { maxAttempts: 1 } }));
+      assert.equal(refused.code, Code.FailedPrecondition);
+      assert.match(refused.message, /apt-get install bubblewrap.*no restart needed/);
+      assert.equal(await checkHealth(server.address), "SERVING", "the registry side keeps serving");
+      const healthz = await fetch(`http://${server.http}/healthz`);
+      assert.equal(healthz.status, 200);
+      assert.equal(await healthz.text(), "serving\n");
+
+      // The operator installs bubblewrap where the server was told to find it.
+      await symlink(execFileSync("sh", ["-c", "command -v bwrap"], { encoding: "utf8" }).trim(), bwrap);
+      const reference = await client.compile(key("counter"), { retry: { maxAttempts: 1 } });
+      assert.match(reference.digest ?? "", /^sha256:/, "built by the same server process");
+      assert.ok(server.logs.some((entry) => /build sandbox now available/.test(String(entry.msg))));
+      assert.equal(await checkHealth(server.address), "SERVING");
     } finally {
       client.close();
       await server.stop();

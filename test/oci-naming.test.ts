@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { resolve } from "node:path";
 import { describe, it } from "node:test";
 import { parseServeConfig, storeConfigOf } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
@@ -100,15 +101,15 @@ describe("OCI store URLs", () => {
   });
 
   it("select the store in the serve configuration, flags over environment", () => {
-    assert.deepEqual(storeConfigOf(parseServeConfig({}, {})), { kind: "fs", dir: "./data" });
+    assert.deepEqual(storeConfigOf(parseServeConfig({}, {})), { kind: "fs", dir: resolve("./data") });
     const fromEnv = parseServeConfig({}, { ATOMIX_PLUGINS_STORE: "oci://127.0.0.1:5000/a" });
     assert.deepEqual(storeConfigOf(fromEnv), {
       kind: "oci",
       url: "oci://127.0.0.1:5000/a",
       credentialsFile: undefined,
-      spoolDir: "data/oci-spool",
+      spoolDir: resolve("data/oci-spool"),
       writes: "read-write",
-      cache: { dir: "data/content-cache", maxBytes: 8 * 1024 ** 3, resolveTtlMs: 2000 },
+      cache: { dir: resolve("data/content-cache"), maxBytes: 8 * 1024 ** 3, resolveTtlMs: 2000 },
     });
     const fromFlag = parseServeConfig(
       { store: "oci://127.0.0.1:5000/b", ociCredentialsFile: "/etc/atomix/config.json" },
@@ -118,9 +119,9 @@ describe("OCI store URLs", () => {
       kind: "oci",
       url: "oci://127.0.0.1:5000/b",
       credentialsFile: "/etc/atomix/config.json",
-      spoolDir: "data/oci-spool",
+      spoolDir: resolve("data/oci-spool"),
       writes: "read-write",
-      cache: { dir: "data/content-cache", maxBytes: 8 * 1024 ** 3, resolveTtlMs: 2000 },
+      cache: { dir: resolve("data/content-cache"), maxBytes: 8 * 1024 ** 3, resolveTtlMs: 2000 },
     });
     // A replica beside an upstream server asks its registry whether it takes writes; its cache can be turned off.
     const tier = parseServeConfig(

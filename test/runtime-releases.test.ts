@@ -307,6 +307,90 @@ for (const kind of ["fs", "oci"] as const) {
       );
     });
 
+    it("refuses a release whose files every build would fail on, naming what is missing", async () => {
+      const broken = async (version: string, change: (dir: string) => Promise<void>) => {
+        const dir = join(work, "broken", version);
+        await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), dir, { recursive: true });
+        await change(dir);
+        const run = await runCli(["runtime", "add", dir], env());
+        expectExit(run, EXIT.failedPrecondition);
+        return run.stderr;
+      };
+      // The SDK's code, which every plugin's verification load imports, is not shipped.
+      const noCode = await broken("2.7.0", (dir) => rm(join(dir, "sdk", "runtime-sdk", "index.js")));
+      assert.match(
+        noCode,
+        /module @atomix\/runtime-sdk names \.\/index\.js in its package\.json, which the release does not hold/,
+      );
+      // The declared type comes from a module the runtime does not supply.
+      const noTypeSource = await broken("2.7.1", async (dir) => {
+        const descriptor = JSON.parse(await readFile(join(dir, "runtime.json"), "utf8"));
+        descriptor.export.from = "@atomix/other-sdk";
+        await writeFile(join(dir, "runtime.json"), JSON.stringify(descriptor));
+      });
+      assert.match(
+        noTypeSource,
+        /export\.from "@atomix\/other-sdk" is not one of the modules the runtime supplies/,
+      );
+      const listed = JSON.parse((await runCli(["runtime", "ls", "--json"], env())).stdout) as {
+        version: string;
+      }[];
+      assert.ok(!listed.some((release) => release.version.startsWith("2.7.")), JSON.stringify(listed));
+    });
+
+    it("runtime rm removes a release no stored artifact records, and keeps one that artifacts record, saying how to remove them", async () => {
+      await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "2.4.0"), { recursive: true });
+      expectExit(await runCli(["runtime", "add", join(work, "2.4.0")], env()), EXIT.ok);
+      const key = ["counter@2.0.0", "-r", "2.4.0", "-b", "node20"];
+      expectExit(await runCli(["compile", ...key], env()), EXIT.ok);
+
+      const kept = await runCli(["runtime", "rm", "2.4.0"], env());
+      expectExit(kept, EXIT.failedPrecondition);
+      assert.match(kept.stderr, /runtime 2\.4\.0 is recorded by 1 stored artifact; remove it first/);
+      assert.match(
+        kept.stderr,
+        /atomix-plugins ls --runtime 2\.4\.0 --all.*atomix-plugins rm NAME@VERSION -r 2\.4\.0 -b BUILD/,
+      );
+      expectExit(await runCli(["runtime", "inspect", "2.4.0"], env()), EXIT.ok);
+
+      expectExit(await runCli(["rm", ...key], env()), EXIT.ok);
+      const removed = await runCli(["runtime", "rm", "2.4.0", "--json"], env());
+      expectExit(removed, EXIT.ok);
+      assert.equal(JSON.parse(removed.stdout).version, "2.4.0");
+      const listed = JSON.parse((await runCli(["runtime", "ls", "--json"], env())).stdout) as {
+        version: string;
+      }[];
+      assert.ok(!listed.some((release) => release.version === "2.4.0"), JSON.stringify(listed));
+      expectExit(await runCli(["runtime", "inspect", "2.4.0"], env()), EXIT.notFound);
+      const compiled = await runCli(["compile", ...key], env());
+      expectExit(compiled, EXIT.notFound);
+      assert.match(compiled.stderr, /runtime 2\.4\.0 is unknown/);
+
+      // The version is free again, for other content too.
+      await writeFile(join(work, "2.4.0", "sdk", "runtime-sdk", "CHANGES"), "rebuilt\n");
+      const again = await runCli(["runtime", "add", join(work, "2.4.0"), "--json"], env());
+      expectExit(again, EXIT.ok);
+      assert.equal(JSON.parse(again.stdout).created, true);
+      assert.notEqual(JSON.parse(again.stdout).digest, JSON.parse(removed.stdout).digest);
+      expectExit(await runCli(["compile", ...key], env()), EXIT.ok);
+    });
+
+    it("runtime rm answers NOT_FOUND for an unknown version, refuses the server's --runtimes releases and callers without the token", async () => {
+      const unknown = await runCli(["runtime", "rm", "9.9.9"], env());
+      expectExit(unknown, EXIT.notFound);
+      assert.match(unknown.stderr, /runtime 9\.9\.9 is unknown/);
+      const installed = await runCli(["runtime", "rm", "1.0.0"], env());
+      expectExit(installed, EXIT.failedPrecondition);
+      assert.match(
+        installed.stderr,
+        /installed from this server's --runtimes folders.*remove its folder there/,
+      );
+      const anonymous = await runCli(["runtime", "rm", "2.1.0"], { ATOMIX_PLUGINS_SERVER: server.address });
+      expectExit(anonymous, EXIT.denied);
+      assert.match(anonymous.stderr, /UNAUTHENTICATED/);
+      expectExit(await runCli(["runtime", "inspect", "1.0.0"], env()), EXIT.ok);
+    });
+
     if (kind === "fs") {
       it("keeps registered releases across a restart", async () => {
         await server.stop();
@@ -372,6 +456,30 @@ for (const kind of ["fs", "oci"] as const) {
               .stdout,
           );
           assert.equal(manifest.annotations[ANNOTATIONS.runtimeDigest], digest);
+        } finally {
+          await other.stop();
+        }
+      });
+
+      it("a release removed through one replica is gone on another within a probe interval", async () => {
+        const other = await startServerProcess({ dataDir: join(work, "data-d"), args: serverArgs() });
+        try {
+          await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(work, "2.6.0"), { recursive: true });
+          expectExit(await runCli(["runtime", "add", join(work, "2.6.0")], env()), EXIT.ok);
+          const onB = { ATOMIX_PLUGINS_SERVER: other.address, ATOMIX_PLUGINS_TOKEN: TOKEN };
+          // Replica B knows it (it built for it) before it is removed through A.
+          const key = ["@atomix/echo@1.0.0", "-r", "2.6.0", "-b", "node20"];
+          expectExit(await runCli(["compile", ...key], onB), EXIT.ok);
+          expectExit(await runCli(["rm", ...key], onB), EXIT.ok);
+          expectExit(await runCli(["runtime", "rm", "2.6.0"], env()), EXIT.ok);
+          const goneOnB = async () =>
+            (await runCli(["compile", "counter@2.0.0", "-r", "2.6.0", "-b", "node20"], onB)).code ===
+            EXIT.notFound;
+          assert.ok(await eventually(goneOnB), "replica B answers NOT_FOUND for 2.6.0");
+          const listed = JSON.parse((await runCli(["runtime", "ls", "--json"], onB)).stdout) as {
+            version: string;
+          }[];
+          assert.ok(!listed.some((release) => release.version === "2.6.0"), JSON.stringify(listed));
         } finally {
           await other.stop();
         }

@@ -9,6 +9,7 @@ import { hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createSandbox, type Sandbox } from "../src/compiler/sandbox/sandbox.js";
+import { Code, type PluginError } from "../src/errors/plugin-error.js";
 import { testSandbox } from "./helpers/sandbox.js";
 import { tempDir } from "./helpers/server-process.js";
 
@@ -176,6 +177,39 @@ describe("build sandbox", () => {
       !result.stdout.includes("allocated"),
       `1 GiB of buffers did not fit: ${result.stdout}${result.stderr}`,
     );
+  });
+
+  it("probes an unavailable sandbox again at a later build, once for a thousand callers, and uses bubblewrap once it works", async () => {
+    // A bubblewrap stand-in that counts its starts: failing first, the real one after.
+    const starts = join(dir.path, "bwrap-starts");
+    const bwrap = join(dir.path, "late-bwrap");
+    const standIn = (then: string) =>
+      writeFile(bwrap, `#!/bin/sh\necho start >> '${starts}'\n${then}\n`, { mode: 0o755 });
+    const startCount = () => readFileSync(starts, "utf8").split("\n").filter(Boolean).length;
+    await standIn("echo 'bwrap: No permissions to create new namespace' >&2; exit 1");
+    const late = await createSandbox({ mode: "bwrap", bwrap, reprobeIntervalMs: 100 });
+    assert.equal(late.kind, "unavailable");
+    assert.equal(startCount(), 1, "probed once at creation");
+
+    const refusals = await Promise.allSettled(Array.from({ length: 1000 }, () => late.ready()));
+    for (const refusal of refusals) {
+      assert.equal(refusal.status, "rejected");
+      const error = (refusal as PromiseRejectedResult).reason as PluginError;
+      assert.equal(error.code, Code.FailedPrecondition);
+      assert.match(error.message, /apt-get install bubblewrap.*no restart needed/);
+    }
+    assert.equal(startCount(), 2, "a thousand refused callers shared one probe");
+
+    await standIn(`exec ${execFileSync("sh", ["-c", "command -v bwrap"], { encoding: "utf8" }).trim()} "$@"`);
+    await late.ready();
+    assert.equal(late.kind, "bwrap", late.description);
+    const result = await late.run({
+      file: "/bin/sh",
+      args: ["-c", "echo contained"],
+      cwd: work,
+      writable: [work],
+    });
+    assert.equal(result.stdout.trim(), "contained");
   });
 
   it("bounds the processes of a step", async () => {

@@ -1,9 +1,16 @@
 import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { SERVE_ENVIRONMENT, SERVE_OPTIONS, serveConfigSchema } from "../src/config.js";
+import {
+  parseServeConfig,
+  resolveServePaths,
+  SERVE_ENVIRONMENT,
+  SERVE_OPTIONS,
+  serveConfigSchema,
+} from "../src/config.js";
 import { runCli } from "./helpers/run-cli.js";
 
 const README = fileURLToPath(new URL("../../README.md", import.meta.url));
@@ -74,5 +81,39 @@ describe("serve options", () => {
         assert.ok(section.includes(`\`${longFlag(option.flag)}\``), `${option.flag} in the README's table`);
       }
     }
+  });
+});
+
+describe("serve paths", () => {
+  it("resolves every path option against the working directory once, and leaves program names to PATH", () => {
+    const config = resolveServePaths(
+      serveConfigSchema.parse({
+        dataDir: "./data",
+        cacheDir: "cache",
+        runtimes: ["./runtimes", "/opt/runtimes"],
+        sources: ["plugins"],
+        goCacheDir: "../go-cache",
+        adminTokenFile: "token",
+        signingKey: "keys/signing.key",
+        bwrap: "./tools/bwrap",
+        goInstallations: ["go", "./go1.19"],
+      }),
+      "/srv/atomix",
+    );
+    assert.equal(config.dataDir, "/srv/atomix/data");
+    assert.equal(config.cacheDir, "/srv/atomix/cache");
+    assert.deepEqual(config.runtimes, ["/srv/atomix/runtimes", "/opt/runtimes"]);
+    assert.deepEqual(config.sources, ["/srv/atomix/plugins"]);
+    assert.equal(config.goCacheDir, "/srv/go-cache");
+    assert.equal(config.adminTokenFile, "/srv/atomix/token");
+    assert.equal(config.signingKey, "/srv/atomix/keys/signing.key");
+    assert.equal(config.bwrap, "/srv/atomix/tools/bwrap");
+    assert.deepEqual(config.goInstallations, ["go", "/srv/atomix/go1.19"], "a bare name stays a PATH lookup");
+    assert.equal(config.tlsCert, undefined, "an option not given stays unset");
+    assert.equal(
+      parseServeConfig({}, {}).dataDir,
+      join(process.cwd(), "data"),
+      "serve resolves the default ./data where it was started",
+    );
   });
 });

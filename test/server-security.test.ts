@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { inspect } from "node:util";
+import { EXIT } from "../src/cli/cli-common.js";
 import { createPluginClient } from "../src/client/plugin-client.js";
-import { parseServeConfig } from "../src/config.js";
+import { EXAMPLE_RUNTIMES_DIR, parseServeConfig, splitHostPort } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { loadAdminAuth } from "../src/server/credentials.js";
@@ -45,6 +46,70 @@ describe("admin token", () => {
       assert.equal(await admin.remove(key), true);
     } finally {
       for (const c of [anonymous, wrong, admin]) c.close();
+      await server.stop();
+    }
+  });
+});
+
+describe("admin writes without a token", () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  before(async () => {
+    dir = await tempDir();
+    // A release an operator would register: the example runtime 2.0.0 as 2.5.0.
+    await cp(join(EXAMPLE_RUNTIMES_DIR, "2.0.0"), join(dir.path, "2.5.0"), { recursive: true });
+  });
+  after(() => dir.remove());
+
+  it("are refused with the fix on a server that listens beyond loopback, while reads stay open", async () => {
+    const server = await startServerProcess({ listen: "0.0.0.0:0" });
+    const address = `127.0.0.1:${splitHostPort(server.address).port}`;
+    const client = createPluginClient({ address });
+    try {
+      const warning = server.logs.find((entry) => /beyond loopback/.test(String(entry.msg)));
+      assert.equal(warning?.level, 40, "the start-up log says admin writes are refused");
+      const fix =
+        /listens on 0\.0\.0\.0:\d+, beyond loopback, and has no admin token.*--admin-token-file FILE/;
+      for (const write of [
+        () => client.push(key, [randomBytes(100)]),
+        () => client.remove(key),
+        () => client.collectGarbage(),
+      ]) {
+        const error = await write().then(
+          () => assert.fail("an admin write was accepted"),
+          (thrown: unknown) => thrown as PluginError,
+        );
+        assert.equal(error.code, Code.PermissionDenied);
+        assert.match(error.message, fix);
+      }
+      const added = await runCli(["runtime", "add", join(dir.path, "2.5.0")], {
+        ATOMIX_PLUGINS_SERVER: address,
+      });
+      assert.equal(added.code, EXIT.denied, added.stderr);
+      assert.match(added.stderr, /PERMISSION_DENIED.*--admin-token-file FILE/);
+      const removed = await runCli(["runtime", "rm", "2.0.0"], { ATOMIX_PLUGINS_SERVER: address });
+      assert.equal(removed.code, EXIT.denied, removed.stderr);
+      assert.match(removed.stderr, /PERMISSION_DENIED.*--admin-token-file FILE/);
+      const listed = await runCli(["runtime", "ls", "--json"], { ATOMIX_PLUGINS_SERVER: address });
+      assert.ok(
+        !JSON.parse(listed.stdout).some((release: { version: string }) => release.version === "2.5.0"),
+        "nothing was registered",
+      );
+      assert.deepEqual(await client.list(), [], "listing stays open");
+    } finally {
+      client.close();
+      await server.stop();
+    }
+  });
+
+  it("are taken on a server that listens on loopback only, as npm start's default does", async () => {
+    const server = await startServerProcess({ listen: "127.0.0.1:0" });
+    const client = createPluginClient({ address: server.address });
+    try {
+      assert.ok(!server.logs.some((entry) => /beyond loopback/.test(String(entry.msg))));
+      await client.push(key, [randomBytes(100)]);
+      assert.equal(await client.remove(key), true);
+    } finally {
+      client.close();
       await server.stop();
     }
   });
@@ -158,7 +223,10 @@ describe("secrets", () => {
     const dir = await tempDir();
     try {
       await writeFile(join(dir.path, "token"), `${token}\u0000\n`);
-      const error = await loadAdminAuth({ adminTokenFile: join(dir.path, "token") }).then(
+      const error = await loadAdminAuth({
+        adminTokenFile: join(dir.path, "token"),
+        listen: "127.0.0.1:0",
+      }).then(
         () => assert.fail("expected a refusal"),
         (e: unknown) => e,
       );

@@ -163,12 +163,40 @@ function inspectCommand(): Command {
     );
 }
 
+function rmCommand(): Command {
+  return withClientOptions(
+    new Command("rm")
+      .description(
+        "remove a registered runtime release that no stored artifact records (remove those first with rm)",
+      )
+      .argument("<version>"),
+  )
+    .addHelpText(
+      "after",
+      `
+Examples:
+  atomix-plugins runtime rm 2.1.0
+  atomix-plugins ls --runtime 2.1.0 --all   # the artifacts that keep it`,
+    )
+    .action(
+      action(async (version: string, flags: ClientFlags) => {
+        const removed = await withRuntimeClient(flags, (client, control) => client.remove(version, control));
+        if (flags.json) {
+          printJson(releaseJson(removed));
+          return;
+        }
+        printText(`removed runtime ${removed.version} (${removed.toolchain}) ${removed.digest}\n`);
+      }),
+    );
+}
+
 export function runtimeCommand(): Command {
   return new Command("runtime")
-    .description("register, list and inspect runtime releases")
+    .description("register, list, inspect and remove runtime releases")
     .addCommand(addCommand())
     .addCommand(lsCommand())
-    .addCommand(inspectCommand());
+    .addCommand(inspectCommand())
+    .addCommand(rmCommand());
 }
 
 /** `logs <plugin> -r V -b B`: the last build's record and output. */

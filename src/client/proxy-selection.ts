@@ -139,7 +139,8 @@ LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
 LOOPBACK.addAddress("::1", "ipv6");
 LOOPBACK.addSubnet("::ffff:127.0.0.0", 104, "ipv6");
 
-function isLoopback(host: string): boolean {
+/** `localhost`, `*.localhost` or a loopback address (127.0.0.0/8, ::1, IPv4-mapped 127/8). */
+export function isLoopback(host: string): boolean {
   if (host === "localhost" || host.endsWith(".localhost")) return true;
   const family = isIP(host);
   return family !== 0 && LOOPBACK.check(host, family === 4 ? "ipv4" : "ipv6");

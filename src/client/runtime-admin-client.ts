@@ -1,5 +1,6 @@
 import { createReadStream } from "node:fs";
 import type { GatheredRelease } from "../compiler/runtime-release-layout.js";
+import { Code, PluginError } from "../errors/plugin-error.js";
 import {
   type BuildRecord,
   PluginAdminDefinition,
@@ -22,6 +23,11 @@ export interface RuntimeAdminClient {
   register(release: GatheredRelease, options?: CallControl): Promise<RegisterRuntimeResponse>;
   list(options?: CallControl): Promise<RuntimeRelease[]>;
   inspect(version: string, options?: CallControl): Promise<RuntimeRelease>;
+  /**
+   * Removes a release no stored artifact records; needs the admin token.
+   * The removed release; NOT_FOUND, or FAILED_PRECONDITION saying what keeps it.
+   */
+  remove(version: string, options?: CallControl): Promise<RuntimeRelease>;
   /** The last build record of `key`; NOT_FOUND if it was never built. */
   buildLog(key: BuildKey, options?: CallControl): Promise<BuildRecord>;
   close(): void;
@@ -82,6 +88,17 @@ export function createRuntimeAdminClient(connection: ConnectionOptions): Runtime
           idempotent: true,
         },
       );
+    },
+    async remove(version, options) {
+      const response = await channel.unary(
+        PluginAdminDefinition,
+        methods.removeRuntime,
+        { version },
+        callSettings(options),
+      );
+      if (!response.release)
+        throw new PluginError(Code.Internal, "the server removed no release it could name");
+      return response.release;
     },
     buildLog(key, options) {
       return channel.unary(PluginAdminDefinition, methods.getBuildLog, key, {

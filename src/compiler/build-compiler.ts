@@ -140,11 +140,13 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
         cause: error,
       });
     }
-    if (options.sandbox?.kind === "unavailable") {
-      throw new PluginError(
-        Code.FailedPrecondition,
-        `cannot build ${formatBuildKey(key)}: builds are refused: ${options.sandbox.refusal ?? "the build sandbox cannot start"}`,
-      );
+    try {
+      await options.sandbox?.ready();
+    } catch (error) {
+      const failure = PluginError.from(error);
+      throw new PluginError(failure.code, `cannot build ${formatBuildKey(key)}: ${failure.message}`, {
+        cause: error,
+      });
     }
     const toolchain = toolchains.get(runtime.toolchain);
     if (!toolchain) {

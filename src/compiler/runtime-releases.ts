@@ -34,7 +34,16 @@ export interface RuntimeReleases extends RuntimeCatalog {
   releases(): Promise<RuntimeReleaseSummary[]>;
   /** One registered release; NOT_FOUND naming the known ones. */
   inspect(version: string): Promise<RuntimeReleaseSummary>;
-  /** Asks the store for releases registered elsewhere (called every store probe interval). */
+  /**
+   * Removes a registered release from the store (see
+   * RuntimeReleaseStore.removeRuntimeRelease); NOT_FOUND naming the known
+   * ones. The caller checks first that no artifact records it, and that it
+   * is not one of this server's `--runtimes` directories (`installedFrom`).
+   */
+  remove(version: string): Promise<RuntimeReleaseSummary>;
+  /** The `--runtimes` directory this server registered `version` from at start, if any. */
+  installedFrom(version: string): string | undefined;
+  /** Asks the store for releases registered or removed elsewhere (called every store probe interval). */
   refresh(): Promise<void>;
   /** `listener` hears of every release this process registers (not of those it learns). */
   onRegistered(listener: (release: RuntimeReleaseSummary) => void): void;
@@ -64,8 +73,24 @@ export async function createRuntimeReleases(options: RuntimeReleasesOptions): Pr
     }
   };
 
+  /** Versions registered from --runtimes directories at start, and the directory of each. */
+  const installed = new Map<string, string>();
+
+  const forget = (version: string) => {
+    known.delete(version);
+    descriptors.delete(version);
+  };
+
   async function refresh(): Promise<void> {
-    for (const release of await store.listRuntimeReleases()) learn(release);
+    const listed = await store.listRuntimeReleases();
+    for (const release of listed) learn(release);
+    // A release removed through another replica, or removed and registered
+    // again with other content, is read afresh from the store.
+    for (const [version, release] of known) {
+      if (!listed.some((current) => current.version === version && current.digest === release.digest)) {
+        forget(version);
+      }
+    }
   }
   await refresh();
 
@@ -164,6 +189,7 @@ export async function createRuntimeReleases(options: RuntimeReleasesOptions): Pr
         const gathered = await gatherRuntimeRelease(descriptor.dir, descriptor.version);
         try {
           await register(descriptor.version, gatheredFiles(gathered));
+          installed.set(descriptor.version, descriptor.dir);
         } catch (error) {
           const failure = PluginError.from(error);
           throw new PluginError(failure.code, `--runtimes ${descriptor.dir}: ${failure.message}`, {
@@ -181,6 +207,17 @@ export async function createRuntimeReleases(options: RuntimeReleasesOptions): Pr
       if (!release) throw notFound(version);
       return release;
     },
+    async remove(version) {
+      const removed = await store.removeRuntimeRelease(version).catch((error: unknown) => {
+        if (error instanceof PluginError && error.code === Code.InvalidArgument) return undefined;
+        throw error;
+      });
+      forget(version);
+      if (!removed) throw notFound(version);
+      log?.info({ runtime: version, digest: removed.digest }, "runtime release removed");
+      return removed;
+    },
+    installedFrom: (version) => installed.get(version),
     refresh,
     onRegistered(listener) {
       listeners.push(listener);

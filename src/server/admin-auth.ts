@@ -1,15 +1,23 @@
 import { createHash, scryptSync, timingSafeEqual } from "node:crypto";
 import type { Metadata } from "@grpc/grpc-js";
+import { isLoopback } from "../client/proxy-selection.js";
+import { splitHostPort } from "../config.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { Secret } from "../model/secret.js";
 
 /**
- * Guards the admin API (push, remove, gc): whoever can push can replace what
- * every runtime of the fleet loads. With a token configured, admin calls
- * must carry `authorization: Bearer <token>`; the runtime API stays open.
+ * Guards the admin API's writes (push, remove, gc, runtime registration and
+ * removal): whoever can push can replace what every runtime of the fleet
+ * loads. With a token configured, they must carry `authorization: Bearer
+ * <token>`; the runtime API stays open.
  */
 export interface AdminAuth {
   readonly required: boolean;
+  /**
+   * Without a token, on a server that listens beyond loopback: why every
+   * admin write is refused, with the fix (for the start-up log too).
+   */
+  readonly refusal?: string;
   /**
    * Throws UNAUTHENTICATED (no credentials) or PERMISSION_DENIED (wrong ones);
    * otherwise names the credential for provenance and logs: a fingerprint of
@@ -18,8 +26,25 @@ export interface AdminAuth {
   check(metadata: Metadata): string;
 }
 
-export function createAdminAuth(token: Secret | undefined): AdminAuth {
-  if (!token) return { required: false, check: () => "anyone (the server has no admin token)" };
+/**
+ * `listen`, the gRPC address: without a token, admin writes are open only
+ * on a server that listens on loopback alone, where only this host's users
+ * reach it (`npm start`'s default). Anywhere else anyone who can connect
+ * could replace what every runtime loads, so they are refused with the fix.
+ */
+export function createAdminAuth(token: Secret | undefined, options: { listen: string }): AdminAuth {
+  if (!token) {
+    const { host } = splitHostPort(options.listen);
+    if (isLoopback(host)) return { required: false, check: () => "anyone (the server has no admin token)" };
+    const refusal = `this server listens on ${options.listen}, beyond loopback, and has no admin token, so push, rm, gc, runtime add and runtime rm are refused: start it with --admin-token-file FILE (or ATOMIX_PLUGINS_ADMIN_TOKEN) and send that token (ATOMIX_PLUGINS_TOKEN for the CLI), or listen on loopback only (--listen 127.0.0.1:5679)`;
+    return {
+      required: false,
+      refusal,
+      check: () => {
+        throw new PluginError(Code.PermissionDenied, refusal);
+      },
+    };
+  }
   // Compare digests: equal length, so timingSafeEqual never throws and leaks no length.
   const expected = createHash("sha256").update(token.reveal()).digest();
   // Signed statements name the pusher by this, and anyone may read them: a

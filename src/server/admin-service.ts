@@ -51,7 +51,7 @@ export interface AdminDeps {
  */
 export type AdminServer = Omit<
   HandlersOf<typeof PluginAdminDefinition>,
-  "pushPlugin" | "registerRuntime" | "listRuntimes" | "inspectRuntime" | "getBuildLog"
+  "pushPlugin" | "registerRuntime" | "listRuntimes" | "inspectRuntime" | "removeRuntime" | "getBuildLog"
 > & {
   pushPlugin: handleClientStreamingCall<DecodedPushRequest, PushPluginResponse>;
 };

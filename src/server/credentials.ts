@@ -26,10 +26,11 @@ export async function loadServerCredentials(
  * one in `adminTokenFile`, checked by the same rule. No message shows it.
  */
 export async function loadAdminAuth(
-  config: Pick<ServeConfig, "adminToken" | "adminTokenFile">,
+  config: Pick<ServeConfig, "adminToken" | "adminTokenFile" | "listen">,
 ): Promise<AdminAuth> {
-  if (config.adminToken) return createAdminAuth(config.adminToken);
-  if (!config.adminTokenFile) return createAdminAuth(undefined);
+  const options = { listen: config.listen };
+  if (config.adminToken) return createAdminAuth(config.adminToken, options);
+  if (!config.adminTokenFile) return createAdminAuth(undefined, options);
   let text: string;
   try {
     text = await readFile(config.adminTokenFile, "utf8");
@@ -43,5 +44,5 @@ export async function loadAdminAuth(
       `the admin token in ${config.adminTokenFile}: ${token.error.issues.map((issue) => issue.message).join("; ")}`,
     );
   }
-  return createAdminAuth(token.data);
+  return createAdminAuth(token.data, options);
 }

@@ -1,5 +1,6 @@
 import type {
   handleClientStreamingCall,
+  Metadata,
   ServerReadableStream,
   ServerUnaryCall,
   sendUnaryData,
@@ -14,12 +15,15 @@ import {
   type PrewarmProgress,
   RegisterRuntimeRequest,
   type RegisterRuntimeResponse,
+  type RemoveRuntimeResponse,
   type RuntimeRelease,
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import type { BuildRecord as StoredBuildRecord } from "../model/build-record.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+import type { ArtifactStore } from "../store/artifact-store.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
+import { scanStore } from "../store/manifest-pages.js";
 import type { AdminAuth } from "./admin-auth.js";
 import { clientStreaming, pluginAdminDefinition } from "./admin-service.js";
 import type { HandlersOf } from "./grpc-service.js";
@@ -34,12 +38,14 @@ export interface RuntimeAdminDeps {
   prewarmProgress?: ((version: string) => PrewarmProgress | undefined) | undefined;
   /** Absent: GetBuildLog answers UNIMPLEMENTED. */
   records?: BuildRecordStore | undefined;
+  /** The artifacts, which RemoveRuntime checks no longer record the release. */
+  store: Pick<ArtifactStore, "scan" | "list">;
 }
 
 /** The handlers below, with RegisterRuntime's requests as `registerRuntimeDefinition` decodes them. */
 type RuntimeAdminServer = Pick<
   HandlersOf<typeof PluginAdminDefinition>,
-  "listRuntimes" | "inspectRuntime" | "getBuildLog"
+  "listRuntimes" | "inspectRuntime" | "removeRuntime" | "getBuildLog"
 > & {
   registerRuntime: handleClientStreamingCall<DecodedRegisterRequest, RegisterRuntimeResponse>;
 };
@@ -101,12 +107,46 @@ export function createRuntimeAdminService(deps: RuntimeAdminDeps): RuntimeAdminS
     return { release: message(outcome.release), created: outcome.created };
   }
 
-  function unary<Request, Response>(handler: (request: Request) => Promise<Response>) {
-    return (call: ServerUnaryCall<Request, Response>, callback: sendUnaryData<Response>) => {
-      handler(call.request).then(
-        (response) => callback(null, response),
-        (error: unknown) => callback(toServiceError(error, log)),
+  /**
+   * RemoveRuntime: a release stays while any stored artifact records it (its
+   * build keys name the version): removing it would leave artifacts that
+   * runtimes still pull built for a release nobody can inspect or build
+   * again. Removing those is a separate, deliberate step per key, so there
+   * is no force here.
+   */
+  async function removeRuntime(version: string, metadata: Metadata): Promise<RemoveRuntimeResponse> {
+    deps.auth.check(metadata);
+    const registry = runtimes();
+    const release = await registry.inspect(version);
+    if (registry.installedFrom(version) !== undefined) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `runtime ${version} is installed from this server's --runtimes folders, which register it again at every start: remove its folder there (and restart) instead`,
       );
+    }
+    let recorded = 0;
+    for await (const { manifest } of scanStore(deps.store)) {
+      if (manifest?.key.runtime.version === version) recorded++;
+    }
+    if (recorded > 0) {
+      throw new PluginError(
+        Code.FailedPrecondition,
+        `runtime ${version} is recorded by ${recorded === 1 ? "1 stored artifact" : `${recorded} stored artifacts`}; remove ${recorded === 1 ? "it" : "them"} first (atomix-plugins ls --runtime ${version} --all lists them, atomix-plugins rm NAME@VERSION -r ${version} -b BUILD removes each), then remove the release`,
+      );
+    }
+    const removed = await registry.remove(release.version);
+    log.info({ runtime: version, digest: removed.digest }, "runtime release removed over the admin API");
+    return { release: message(removed) };
+  }
+
+  function unary<Request, Response>(handler: (request: Request, metadata: Metadata) => Promise<Response>) {
+    return (call: ServerUnaryCall<Request, Response>, callback: sendUnaryData<Response>) => {
+      Promise.resolve()
+        .then(() => handler(call.request, call.metadata))
+        .then(
+          (response) => callback(null, response),
+          (error: unknown) => callback(toServiceError(error, log)),
+        );
     };
   }
 
@@ -115,6 +155,9 @@ export function createRuntimeAdminService(deps: RuntimeAdminDeps): RuntimeAdminS
     listRuntimes: unary(async () => ({ releases: (await runtimes().releases()).map(message) })),
     inspectRuntime: unary(async (request: { version: string }) =>
       message(await runtimes().inspect(request.version)),
+    ),
+    removeRuntime: unary((request: { version: string }, metadata) =>
+      removeRuntime(request.version, metadata),
     ),
     getBuildLog: unary(async (request: Parameters<typeof parseBuildKey>[0]) => {
       if (!deps.records) throw new PluginError(Code.Unimplemented, "this server keeps no build records");

@@ -99,6 +99,19 @@ export async function createFsRuntimeReleaseStore(options: { dir: string }): Pro
       return found.filter((release): release is RuntimeReleaseSummary => release !== undefined);
     },
 
+    async removeRuntimeRelease(version) {
+      const release = await readVersion(version);
+      if (!release) return undefined;
+      // The version file first: once it is gone nothing names the release's
+      // files (its digest hashes its version, so no other version shares them).
+      await rm(versionPath(version), { force: true });
+      await syncDirectory(versionsDir);
+      const hex = hexOf(release);
+      await rm(join(releasesDir, `${hex}.index.json`), { force: true });
+      await rm(join(releasesDir, hex), { recursive: true, force: true });
+      return release;
+    },
+
     async openRuntimeRelease(release) {
       return join(releasesDir, hexOf(release));
     },

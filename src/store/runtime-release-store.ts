@@ -44,6 +44,13 @@ export interface RuntimeReleaseStore {
   listRuntimeReleases(): Promise<RuntimeReleaseSummary[]>;
 
   /**
+   * Forgets the release registered as `version`, so that the version may be
+   * registered again; the removed release, or undefined if none was. Whether
+   * artifacts still record it is the caller's to check first.
+   */
+  removeRuntimeRelease(version: string): Promise<RuntimeReleaseSummary | undefined>;
+
+  /**
    * A local folder holding the release's files, every one checked against
    * the release's digest; read-only by convention, kept for later calls.
    */

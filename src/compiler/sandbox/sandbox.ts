@@ -2,7 +2,9 @@ import { execFile } from "node:child_process";
 import { access, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, isAbsolute, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
+import type { Logger } from "pino";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import { recordStepOutput } from "../build-output.js";
 import { type RunResult, runProcess } from "../run-process.js";
@@ -73,10 +75,22 @@ export interface Sandbox {
   /** One line for the start-up log: what contains the builds, and how. */
   readonly description: string;
   /** When unavailable: why builds are refused, in words for callers (no server paths). */
-  readonly refusal?: string;
-  /** Runs a step; FAILED_PRECONDITION naming the fix when the sandbox is unavailable. */
+  readonly refusal?: string | undefined;
+  /**
+   * Resolves once steps can run. An unavailable sandbox is probed again
+   * first, so that bubblewrap installed (or user namespaces allowed) after
+   * the start is used without a restart: at most one probe per
+   * `reprobeIntervalMs`, shared by every caller waiting, so a thousand
+   * refused builds start one probe, not a thousand. FAILED_PRECONDITION
+   * naming the fix while it still cannot start.
+   */
+  ready(): Promise<void>;
+  /** Runs a step (after `ready`); FAILED_PRECONDITION naming the fix when the sandbox is unavailable. */
   run(step: SandboxStep): Promise<StepResult>;
 }
+
+/** How often an unavailable sandbox is probed again, at most: a probe starts one bubblewrap. */
+export const DEFAULT_REPROBE_INTERVAL_MS = 2_000;
 
 const execFileAsync = promisify(execFile);
 
@@ -88,7 +102,8 @@ const ADDRESS_SPACE_RESERVE = 1024 * 1024 * 1024;
  * namespace, a non-root user), a filesystem of the OS's /usr plus the paths
  * the step names, in a cgroup with the step's limits. It is probed here: when
  * it cannot start (no bubblewrap, user namespaces off), the sandbox is
- * `unavailable` and every build is refused with the reason. `off` runs steps
+ * `unavailable` and builds are refused with the reason until a probe at a
+ * later build (see `ready`) finds it working. `off` runs steps
  * directly (still under rlimits and the cgroup), for hosts that contain the
  * whole server some other way.
  */
@@ -99,6 +114,10 @@ export async function createSandbox(
     bwrap?: string;
     /** false: do without cgroups even where they are writable (what a server without them gets). */
     cgroups?: boolean;
+    /** Least time between two probes of an unavailable sandbox; DEFAULT_REPROBE_INTERVAL_MS. */
+    reprobeIntervalMs?: number;
+    /** Told when an unavailable sandbox becomes available. */
+    log?: Pick<Logger, "info">;
   } = {},
 ): Promise<Sandbox> {
   const mode = options.mode ?? "bwrap";
@@ -115,24 +134,26 @@ export async function createSandbox(
     return {
       kind: "off",
       description: `off: builds run unsandboxed on the host (${limitNote})`,
+      ready: () => Promise.resolve(),
       run: run(undefined),
     };
   }
-  const bwrap = await findProgram(options.bwrap ?? "bwrap");
-  const problem = await probeBubblewrap(bwrap);
-  if (problem) {
-    const fix =
-      "install bubblewrap (Debian: apt-get install bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1, or run the server as root), or pass --sandbox off if this host contains builds some other way";
-    const refusal = `the build sandbox (bubblewrap) cannot start on this server; the operator must ${fix}`;
+  const reprobeIntervalMs = options.reprobeIntervalMs ?? DEFAULT_REPROBE_INTERVAL_MS;
+  const fix =
+    "install bubblewrap (Debian: apt-get install bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1, or run the server as root), or pass --sandbox off if this host contains builds some other way";
+  const recheck = "the server checks again at the next build, no restart needed";
+  type State = Pick<Sandbox, "kind" | "description" | "refusal" | "run">;
+  const unavailable = (problem: string): State => {
+    const refusal = `the build sandbox (bubblewrap) cannot start on this server; the operator must ${fix} (${recheck})`;
     return {
       kind: "unavailable",
       // The log says what failed (it may name server paths); callers get the fix.
-      description: `the build sandbox (bubblewrap) cannot start: ${problem}; ${fix}`,
+      description: `the build sandbox (bubblewrap) cannot start: ${problem}; ${fix} (${recheck})`,
       refusal,
       run: () => Promise.reject(new PluginError(Code.FailedPrecondition, `builds are refused: ${refusal}`)),
     };
-  }
-  return {
+  };
+  const available = (bwrap: string): State => ({
     kind: "bwrap",
     description: `bubblewrap: no network, own PID namespace, read-only toolchain, writable build directory only; ${limitNote}`,
     run: run((step, stepLimits) => [
@@ -142,6 +163,50 @@ export async function createSandbox(
       step.file,
       ...step.args,
     ]),
+  });
+  const probe = async (): Promise<State> => {
+    // Looked up again each time: bubblewrap may have been installed on PATH since.
+    const bwrap = await findProgram(options.bwrap ?? "bwrap");
+    const problem = await probeBubblewrap(bwrap);
+    return problem ? unavailable(problem) : available(bwrap);
+  };
+  let state = await probe();
+  let probedAt = Date.now();
+  let probing: Promise<void> | undefined;
+  const ready = async (): Promise<void> => {
+    if (state.kind !== "unavailable") return;
+    // Callers within the interval wait for the next probe instead of being
+    // refused without one, so that the first build after the fix succeeds.
+    probing ??= (async () => {
+      const wait = probedAt + reprobeIntervalMs - Date.now();
+      if (wait > 0) await sleep(wait);
+      state = await probe();
+      probedAt = Date.now();
+      if (state.kind === "bwrap")
+        options.log?.info({ sandbox: state.kind }, `build sandbox now available: ${state.description}`);
+    })().finally(() => {
+      probing = undefined;
+    });
+    await probing;
+    if (state.kind === "unavailable") {
+      throw new PluginError(Code.FailedPrecondition, `builds are refused: ${state.refusal}`);
+    }
+  };
+  return {
+    get kind() {
+      return state.kind;
+    },
+    get description() {
+      return state.description;
+    },
+    get refusal() {
+      return state.refusal;
+    },
+    ready,
+    async run(step) {
+      await ready();
+      return state.run(step);
+    },
   };
 }
 

@@ -194,6 +194,8 @@ export async function createOciRuntimeReleaseStore(options: {
 
     async listRuntimeReleases() {
       const tags = await objects.listTags((tag) => tag.startsWith(TAG_PREFIX));
+      // A tag removed (through any replica) is forgotten, so that the version registered again is read afresh.
+      for (const tag of listed.keys()) if (!tags.includes(tag)) listed.delete(tag);
       const found: RuntimeReleaseSummary[] = [];
       for (const tag of tags) {
         const known = listed.get(tag);
@@ -213,6 +215,21 @@ export async function createOciRuntimeReleaseStore(options: {
         }
       }
       return found;
+    },
+
+    async removeRuntimeRelease(version) {
+      const tag = runtimeReleaseTag(checkRuntimeVersion(version));
+      const fetched = await objects.getManifest(tag);
+      if (!fetched) return undefined;
+      const release = fromManifest(fetched.oci, `tag ${tag} of ${objects.where}`);
+      // Deleting the manifest by digest removes its tag; the registry's own
+      // collector frees the files' blobs. A registry without deletes answers 405.
+      const response = await options.client.request("DELETE", `manifests/${fetched.digest}`, {
+        expect: [202, 404],
+      });
+      await response.arrayBuffer();
+      listed.delete(tag);
+      return release;
     },
 
     openRuntimeRelease(release, openOptions) {

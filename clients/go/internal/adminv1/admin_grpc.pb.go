@@ -55,6 +55,12 @@ type PluginAdminClient interface {
 	ListRuntimes(ctx context.Context, in *ListRuntimesRequest, opts ...grpc.CallOption) (*ListRuntimesResponse, error)
 	// Returns one runtime release (NOT_FOUND if none is registered).
 	InspectRuntime(ctx context.Context, in *InspectRuntimeRequest, opts ...grpc.CallOption) (*RuntimeRelease, error)
+	// Removes a registered release that no stored artifact records (needs the
+	// admin token, as RegisterRuntime). NOT_FOUND for an unknown version;
+	// FAILED_PRECONDITION while artifacts are stored for it (their number and
+	// how to remove them in the message), or when the release is installed
+	// from the server's --runtimes folders (remove it there).
+	RemoveRuntime(ctx context.Context, in *RemoveRuntimeRequest, opts ...grpc.CallOption) (*RemoveRuntimeResponse, error)
 	// Returns the record of the last build of one build key, success or
 	// failure, with the toolchain's output (NOT_FOUND if it was never built).
 	GetBuildLog(ctx context.Context, in *GetBuildLogRequest, opts ...grpc.CallOption) (*BuildRecord, error)
@@ -199,6 +205,15 @@ func (c *pluginAdminClient) InspectRuntime(ctx context.Context, in *InspectRunti
 	return out, nil
 }
 
+func (c *pluginAdminClient) RemoveRuntime(ctx context.Context, in *RemoveRuntimeRequest, opts ...grpc.CallOption) (*RemoveRuntimeResponse, error) {
+	out := new(RemoveRuntimeResponse)
+	err := c.cc.Invoke(ctx, "/atomix.plugins.admin.v1.PluginAdmin/RemoveRuntime", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pluginAdminClient) GetBuildLog(ctx context.Context, in *GetBuildLogRequest, opts ...grpc.CallOption) (*BuildRecord, error) {
 	out := new(BuildRecord)
 	err := c.cc.Invoke(ctx, "/atomix.plugins.admin.v1.PluginAdmin/GetBuildLog", in, out, opts...)
@@ -250,6 +265,12 @@ type PluginAdminServer interface {
 	ListRuntimes(context.Context, *ListRuntimesRequest) (*ListRuntimesResponse, error)
 	// Returns one runtime release (NOT_FOUND if none is registered).
 	InspectRuntime(context.Context, *InspectRuntimeRequest) (*RuntimeRelease, error)
+	// Removes a registered release that no stored artifact records (needs the
+	// admin token, as RegisterRuntime). NOT_FOUND for an unknown version;
+	// FAILED_PRECONDITION while artifacts are stored for it (their number and
+	// how to remove them in the message), or when the release is installed
+	// from the server's --runtimes folders (remove it there).
+	RemoveRuntime(context.Context, *RemoveRuntimeRequest) (*RemoveRuntimeResponse, error)
 	// Returns the record of the last build of one build key, success or
 	// failure, with the toolchain's output (NOT_FOUND if it was never built).
 	GetBuildLog(context.Context, *GetBuildLogRequest) (*BuildRecord, error)
@@ -286,6 +307,9 @@ func (UnimplementedPluginAdminServer) ListRuntimes(context.Context, *ListRuntime
 }
 func (UnimplementedPluginAdminServer) InspectRuntime(context.Context, *InspectRuntimeRequest) (*RuntimeRelease, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method InspectRuntime not implemented")
+}
+func (UnimplementedPluginAdminServer) RemoveRuntime(context.Context, *RemoveRuntimeRequest) (*RemoveRuntimeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveRuntime not implemented")
 }
 func (UnimplementedPluginAdminServer) GetBuildLog(context.Context, *GetBuildLogRequest) (*BuildRecord, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetBuildLog not implemented")
@@ -481,6 +505,24 @@ func _PluginAdmin_InspectRuntime_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PluginAdmin_RemoveRuntime_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveRuntimeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginAdminServer).RemoveRuntime(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/atomix.plugins.admin.v1.PluginAdmin/RemoveRuntime",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginAdminServer).RemoveRuntime(ctx, req.(*RemoveRuntimeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PluginAdmin_GetBuildLog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetBuildLogRequest)
 	if err := dec(in); err != nil {
@@ -530,6 +572,10 @@ var _PluginAdmin_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InspectRuntime",
 			Handler:    _PluginAdmin_InspectRuntime_Handler,
+		},
+		{
+			MethodName: "RemoveRuntime",
+			Handler:    _PluginAdmin_RemoveRuntime_Handler,
 		},
 		{
 			MethodName: "GetBuildLog",

@@ -1,8 +1,8 @@
-import { readFile, realpath } from "node:fs/promises";
+import { readFile, realpath, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import semver from "semver";
 import { z } from "zod";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { Code, PluginError, quoted } from "../../../errors/plugin-error.js";
 import { isBelow } from "../../../model/contained-path.js";
 import { isPackageName } from "../../../model/package-name.js";
 import type { RuntimeDescriptor } from "../../toolchain.js";
@@ -84,7 +84,7 @@ export async function readNodeRuntime(descriptor: RuntimeDescriptor): Promise<No
         `runtime descriptor ${file}: modules.${name}.path ${module.path} leaves the release's folder`,
       );
     }
-    let pkg: { name?: string; version?: string };
+    let pkg: SuppliedPackageJson;
     try {
       pkg = JSON.parse(await readFile(join(dir, "package.json"), "utf8")) as typeof pkg;
     } catch (error) {
@@ -100,6 +100,19 @@ export async function readNodeRuntime(descriptor: RuntimeDescriptor): Promise<No
         `runtime descriptor ${file}: ${dir} holds ${pkg.name}@${pkg.version}, not ${name}@${module.version}`,
       );
     }
+    for (const entry of entryFiles(pkg)) {
+      const path = resolve(real, entry);
+      const isFile = await stat(path).then(
+        (info) => info.isFile(),
+        () => false,
+      );
+      if (!isBelow(real, path) || !isFile) {
+        throw new PluginError(
+          Code.FailedPrecondition,
+          `runtime descriptor ${file}: module ${name} names ${entry} in its package.json, which the release does not hold; every build for this runtime would fail`,
+        );
+      }
+    }
     modules.push({ name, version: module.version, dir });
   }
   if (spec.export.type && !spec.export.from) {
@@ -108,7 +121,42 @@ export async function readNodeRuntime(descriptor: RuntimeDescriptor): Promise<No
       `runtime descriptor ${file}: export.type needs export.from`,
     );
   }
+  if (spec.export.from !== undefined && !Object.hasOwn(spec.modules, spec.export.from)) {
+    throw new PluginError(
+      Code.FailedPrecondition,
+      `runtime descriptor ${file}: export.from ${quoted(spec.export.from)} is not one of the modules the runtime supplies (${Object.keys(spec.modules).join(", ") || "none"}); every build for this runtime would fail its type check`,
+    );
+  }
   return { version: descriptor.version, releases: spec.node, modules, export: spec.export };
+}
+
+/** What of a supplied module's package.json a build relies on. */
+interface SuppliedPackageJson {
+  name?: string;
+  version?: string;
+  main?: unknown;
+  types?: unknown;
+  typings?: unknown;
+  exports?: unknown;
+}
+
+/**
+ * The files a supplied module's package.json names as its entry points:
+ * `main`, `types`, `typings` and every path of `exports` (subpath patterns
+ * aside), or Node.js's default `index.js` when it names neither `main` nor
+ * `exports`. Plugins' imports resolve to them in the type check and the
+ * verification load, so a release that lacks one fails every build.
+ */
+function entryFiles(pkg: SuppliedPackageJson): string[] {
+  const found: string[] = [];
+  const walk = (value: unknown): void => {
+    if (typeof value === "string") found.push(value);
+    else if (Array.isArray(value)) value.forEach(walk);
+    else if (typeof value === "object" && value !== null) Object.values(value).forEach(walk);
+  };
+  for (const value of [pkg.main, pkg.types, pkg.typings, pkg.exports]) walk(value);
+  if (pkg.main === undefined && pkg.exports === undefined) found.push("index.js");
+  return [...new Set(found.filter((entry) => !entry.includes("*")))];
 }
 
 function parseNodeRuntimeSpec(descriptor: RuntimeDescriptor): z.infer<typeof nodeRuntimeSpecSchema> {

@@ -220,6 +220,15 @@ export interface InspectRuntimeRequest {
   version: string;
 }
 
+export interface RemoveRuntimeRequest {
+  version: string;
+}
+
+export interface RemoveRuntimeResponse {
+  /** The release as it was registered. */
+  release: RuntimeRelease | undefined;
+}
+
 export interface GetBuildLogRequest {
   runtime: RuntimeInfo | undefined;
   plugin: PluginInfo | undefined;
@@ -2928,6 +2937,142 @@ export const InspectRuntimeRequest: MessageFns<InspectRuntimeRequest> = {
   },
 };
 
+function createBaseRemoveRuntimeRequest(): RemoveRuntimeRequest {
+  return { version: "" };
+}
+
+export const RemoveRuntimeRequest: MessageFns<RemoveRuntimeRequest> = {
+  encode(message: RemoveRuntimeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== "") {
+      writer.uint32(10).string(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveRuntimeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveRuntimeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveRuntimeRequest {
+    return { version: isSet(object.version) ? globalThis.String(object.version) : "" };
+  },
+
+  toJSON(message: RemoveRuntimeRequest): unknown {
+    const obj: any = {};
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RemoveRuntimeRequest>, I>>(base?: I): RemoveRuntimeRequest {
+    return RemoveRuntimeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RemoveRuntimeRequest>, I>>(object: I): RemoveRuntimeRequest {
+    const message = createBaseRemoveRuntimeRequest();
+    message.version = object.version ?? "";
+    return message;
+  },
+};
+
+function createBaseRemoveRuntimeResponse(): RemoveRuntimeResponse {
+  return { release: undefined };
+}
+
+export const RemoveRuntimeResponse: MessageFns<RemoveRuntimeResponse> = {
+  encode(message: RemoveRuntimeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.release !== undefined) {
+      RuntimeRelease.encode(message.release, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveRuntimeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveRuntimeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.release = RuntimeRelease.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveRuntimeResponse {
+    return { release: isSet(object.release) ? RuntimeRelease.fromJSON(object.release) : undefined };
+  },
+
+  toJSON(message: RemoveRuntimeResponse): unknown {
+    const obj: any = {};
+    if (message.release !== undefined) {
+      obj.release = RuntimeRelease.toJSON(message.release);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RemoveRuntimeResponse>, I>>(base?: I): RemoveRuntimeResponse {
+    return RemoveRuntimeResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RemoveRuntimeResponse>, I>>(object: I): RemoveRuntimeResponse {
+    const message = createBaseRemoveRuntimeResponse();
+    message.release = (object.release !== undefined && object.release !== null)
+      ? RuntimeRelease.fromPartial(object.release)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseGetBuildLogRequest(): GetBuildLogRequest {
   return { runtime: undefined, plugin: undefined };
 }
@@ -3720,6 +3865,21 @@ export const PluginAdminDefinition = {
       requestType: InspectRuntimeRequest as typeof InspectRuntimeRequest,
       requestStream: false,
       responseType: RuntimeRelease as typeof RuntimeRelease,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Removes a registered release that no stored artifact records (needs the
+     * admin token, as RegisterRuntime). NOT_FOUND for an unknown version;
+     * FAILED_PRECONDITION while artifacts are stored for it (their number and
+     * how to remove them in the message), or when the release is installed
+     * from the server's --runtimes folders (remove it there).
+     */
+    removeRuntime: {
+      name: "RemoveRuntime",
+      requestType: RemoveRuntimeRequest as typeof RemoveRuntimeRequest,
+      requestStream: false,
+      responseType: RemoveRuntimeResponse as typeof RemoveRuntimeResponse,
       responseStream: false,
       options: {},
     },
