@@ -6,6 +6,7 @@ import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { ANNOTATIONS } from "../../../model/annotations.js";
 import { formatBuildKey } from "../../../model/build-key.js";
 import { isBelow } from "../../../model/contained-path.js";
+import { redactOutsidePaths } from "../../redact-outside-paths.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
 import {
@@ -24,7 +25,6 @@ import {
   type GoMod,
   planAlignment,
   readGoMod,
-  redactOutsidePaths,
   runtimeReplacementDirs,
 } from "./go-mod.js";
 import { fetchGoModule, type GoModuleSource } from "./go-module-source.js";
