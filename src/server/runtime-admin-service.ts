@@ -5,8 +5,6 @@ import type {
   sendUnaryData,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import type { IncomingReleaseFile } from "../compiler/runtime-release-staging.js";
-import type { RuntimeReleases } from "../compiler/runtime-releases.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import {
   type BuildRecord,
@@ -19,6 +17,8 @@ import {
 import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import type { BuildRecord as StoredBuildRecord } from "../model/build-record.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+import type { IncomingReleaseFile } from "../runtime-releases/runtime-release-staging.js";
+import type { RuntimeReleases } from "../runtime-releases/runtime-releases.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
 import type { AdminAuth } from "./admin-auth.js";
 import { clientStreaming, pluginAdminDefinition } from "./admin-service.js";
