@@ -13,9 +13,7 @@ import { fileURLToPath } from "node:url";
 import { createPluginClient } from "../src/client/index.js";
 import { DEFAULT_CHUNK_SIZE } from "../src/config.js";
 import type { BuildKey } from "../src/model/build-key.js";
-import { compileRows } from "./lib/compile-rows.js";
 import { buildGoPeers, type GoPeers } from "./lib/go-peers.js";
-import { indexRows } from "./lib/index-rows.js";
 import { startNginx } from "./lib/nginx.js";
 import { type BenchOptions, parseBenchOptions } from "./lib/options.js";
 import {
@@ -30,9 +28,11 @@ import {
   watchDescriptors,
   watchPeakRss,
 } from "./lib/processes.js";
-import { replicaRows } from "./lib/replica-rows.js";
 import { GiB, MiB, median, megabytesPerSecond } from "./lib/stats.js";
 import { formatTable, type Row } from "./lib/table.js";
+import { compileRows } from "./sections/compile.js";
+import { indexRows } from "./sections/index.js";
+import { replicaRows } from "./sections/replica.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const CLI = join(ROOT, "dist/src/cli/main.js");
