@@ -26,7 +26,7 @@ import { type ServerProcess, startServerProcess, tempDir } from "./helpers/serve
  * artifact, and the server must stay healthy and build the next plugin.
  */
 /** Declarations of the server's own code, which a plugin must not be able to read either. */
-const SERVER_DECLARATIONS = fileURLToPath(new URL("../src/compiler/build-compiler.d.ts", import.meta.url));
+const SERVER_DECLARATIONS = fileURLToPath(new URL("../src/compiler/build-defaults.d.ts", import.meta.url));
 
 const canary = `CANARY${randomBytes(12).toString("hex")}`;
 

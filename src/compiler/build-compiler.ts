@@ -11,6 +11,7 @@ import type { Attestor } from "../provenance/attestor.js";
 import type { RuntimeCatalog } from "../runtime-releases/runtime-catalog.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
+import { DEFAULT_BUILD_QUEUE, DEFAULT_BUILD_TIMEOUT_MS } from "./build-defaults.js";
 import { BuildOutputLog, withBuildOutput } from "./build-output.js";
 import { createBuildPool, type PoolTicket } from "./build-pool.js";
 import { type BuildRecordContext, rememberedFailure, writeBuildRecord } from "./build-records.js";
@@ -19,8 +20,6 @@ import type { Sandbox } from "./sandbox/sandbox.js";
 import type { SourceStamp } from "./sources/source-stamp.js";
 import type { BuildOutput, RuntimeDescriptor, Toolchain } from "./toolchain.js";
 
-export const DEFAULT_BUILD_QUEUE = 64;
-export const DEFAULT_BUILD_TIMEOUT_MS = 120_000;
 /**
  * After a build is stopped, how long its toolchain may take to return
  * before the slot is freed anyway: every step runs in a child process that

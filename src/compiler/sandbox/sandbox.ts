@@ -4,20 +4,12 @@ import { tmpdir } from "node:os";
 import { delimiter, isAbsolute, join } from "node:path";
 import { promisify } from "node:util";
 import { Code, PluginError } from "../../errors/plugin-error.js";
+import { DEFAULT_STEP_LIMITS } from "../build-defaults.js";
 import { recordStepOutput } from "../build-output.js";
 import { type RunResult, runProcess } from "../run-process.js";
 import { bubblewrapArgs } from "./bubblewrap-args.js";
 import { type CgroupLimiter, createCgroupLimiter } from "./cgroup-limiter.js";
 import type { SandboxStep, StepLimits } from "./sandbox-step.js";
-
-export const DEFAULT_STEP_LIMITS: StepLimits = {
-  memoryBytes: 2 * 1024 * 1024 * 1024,
-  processes: 512,
-  cpuSeconds: 300,
-  fileBytes: 1024 * 1024 * 1024,
-  tmpBytes: 512 * 1024 * 1024,
-  openFiles: 1024,
-};
 
 export interface StepResult extends RunResult {
   /** The step was killed for using more memory than its limit. */
