@@ -439,19 +439,26 @@ describe("the call channel against a hostile server (raw HTTP/2)", () => {
   });
 
   it("survives errors on an idle connection and after close(), and dials again", async () => {
+    /** Each answered connection's reset, in order: the test goes on once it has happened, not after a time. */
+    const resets: Promise<void>[] = [];
     raw.behave(({ socket, id }) => {
       socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
       socket.write(frame(DATA, 0, id, answer));
       socket.write(frame(HEADERS, END_HEADERS | END_STREAM, id, block([["grpc-status", "0"]])));
       // Then, idle, the connection is reset: an error on a session no call uses.
-      setTimeout(() => socket.resetAndDestroy(), 50);
+      resets.push(
+        new Promise((resolve) => {
+          socket.once("close", () => resolve());
+          setTimeout(() => socket.resetAndDestroy(), 50);
+        }),
+      );
     });
     const client = fresh();
     assert.equal((await unary(client)).plugin, "atomix-plugin://answer");
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await resets[0];
     assert.equal((await endsBy(5_000, unary(client))).plugin, "atomix-plugin://answer", "dialled again");
     client.close();
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await resets[1];
     const closed = await failure(unary(client));
     assert.equal(Code[closed.code], "Cancelled");
   });
@@ -538,11 +545,14 @@ describe("the call channel against a hostile server (node:http2)", () => {
   });
 
   it("ends a call in flight when the client is closed", async () => {
-    behaviour = () => {};
+    // In flight once the server has the call, not after a time: closed before, it would test nothing.
+    const arrived = new Promise<void>((resolve) => {
+      behaviour = () => resolve();
+    });
     const local = grpcChannel(serverTarget(address, undefined), { token: TOKEN });
     const call = unary(local);
     call.catch(() => {});
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await arrived;
     local.close();
     const error = await failure(endsBy(2_000, call));
     assert.equal(Code[error.code], "Cancelled", error.message);
