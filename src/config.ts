@@ -5,12 +5,22 @@ import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import type { ConnectionOptions } from "./client/connection-options.js";
 import {
+  DEFAULT_BUILD_QUEUE,
+  DEFAULT_BUILD_TIMEOUT_MS,
+  DEFAULT_GO_CACHE_MAX_BYTES,
+  DEFAULT_MAX_BUILD_OUTPUT,
+  DEFAULT_MAX_SOURCE_BYTES,
+  DEFAULT_MAX_SOURCE_FILES,
+  DEFAULT_STEP_LIMITS,
+} from "./compiler/build-defaults.js";
+import {
   DEFAULT_MAX_PACKUMENT_BYTES,
   DEFAULT_PACKUMENT_TTL_MS,
 } from "./compiler/sources/npm-registry-source.js";
 import { Code, PluginError } from "./errors/plugin-error.js";
 import { Secret } from "./model/secret.js";
 import { trustedProxyList } from "./server/caller-identity.js";
+import { DEFAULT_MAX_BUILD_RECORDS } from "./store/build-record-store.js";
 import type { StoreConfig } from "./store/create-store.js";
 import { parseOciLocation } from "./store/oci/oci-location.js";
 
@@ -395,7 +405,7 @@ export const serveConfigSchema = z
      * build cache goes first, and the module cache is emptied while no
      * build runs.
      */
-    goCacheMaxBytes: byteSize.default(10 * 1024 * 1024 * 1024).register(serveOptionText, {
+    goCacheMaxBytes: byteSize.default(DEFAULT_GO_CACHE_MAX_BYTES).register(serveOptionText, {
       flag: "--go-cache-max-bytes <bytes>",
       env: "ATOMIX_PLUGINS_GO_CACHE_MAX_BYTES",
       what: "bytes the Go caches may hold; least recently used modules' build caches are removed beyond",
@@ -413,7 +423,7 @@ export const serveConfigSchema = z
         defaultText: "the number of cores",
       }),
     /** Builds that may wait for a slot; one more is refused with RESOURCE_EXHAUSTED. */
-    buildQueue: z.coerce.number().int().nonnegative().default(64).register(serveOptionText, {
+    buildQueue: z.coerce.number().int().nonnegative().default(DEFAULT_BUILD_QUEUE).register(serveOptionText, {
       flag: "--build-queue <n>",
       env: "ATOMIX_PLUGINS_BUILD_QUEUE",
       what: "builds waiting before RESOURCE_EXHAUSTED",
@@ -463,11 +473,16 @@ export const serveConfigSchema = z
         defaultText: "none",
       }),
     /** A build running longer is killed and reported as DEADLINE_EXCEEDED. */
-    buildTimeoutMs: z.coerce.number().int().positive().default(120_000).register(serveOptionText, {
-      flag: "--build-timeout <ms>",
-      env: "ATOMIX_PLUGINS_BUILD_TIMEOUT_MS",
-      what: "time limit of one build",
-    }),
+    buildTimeoutMs: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(DEFAULT_BUILD_TIMEOUT_MS)
+      .register(serveOptionText, {
+        flag: "--build-timeout <ms>",
+        env: "ATOMIX_PLUGINS_BUILD_TIMEOUT_MS",
+        what: "time limit of one build",
+      }),
     /**
      * A build that failed with FAILED_PRECONDITION is answered again, without
      * building, for this long, unless its source or runtime release changed;
@@ -479,11 +494,16 @@ export const serveConfigSchema = z
       what: "answer a FAILED_PRECONDITION build again without building for this long (0: never)",
     }),
     /** Build records kept (the catalog page's recent builds, `logs`, remembered failures); the oldest go first. */
-    buildRecordsMax: z.coerce.number().int().positive().default(10_000).register(serveOptionText, {
-      flag: "--build-records-max <n>",
-      env: "ATOMIX_PLUGINS_BUILD_RECORDS_MAX",
-      what: "build records kept; beyond, the oldest are removed",
-    }),
+    buildRecordsMax: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(DEFAULT_MAX_BUILD_RECORDS)
+      .register(serveOptionText, {
+        flag: "--build-records-max <n>",
+        env: "ATOMIX_PLUGINS_BUILD_RECORDS_MAX",
+        what: "build records kept; beyond, the oldest are removed",
+      }),
     /**
      * When a runtime release is registered, build in the background every
      * plugin stored for the previous release of the same toolchain
@@ -519,29 +539,34 @@ export const serveConfigSchema = z
       what: "the bubblewrap program",
     }),
     /** All memory one build step may use (cgroup): heap, buffers, children, its tmpfs. */
-    buildMemoryBytes: byteSize.default(2 * 1024 * 1024 * 1024).register(serveOptionText, {
+    buildMemoryBytes: byteSize.default(DEFAULT_STEP_LIMITS.memoryBytes).register(serveOptionText, {
       flag: "--build-memory <bytes>",
       env: "ATOMIX_PLUGINS_BUILD_MEMORY",
       what: "all memory of one build step",
     }),
     /** Largest file a build may produce (a bundle, a Go plugin); larger is FAILED_PRECONDITION. */
-    maxBuildOutputBytes: byteSize.default(128 * 1024 * 1024).register(serveOptionText, {
+    maxBuildOutputBytes: byteSize.default(DEFAULT_MAX_BUILD_OUTPUT).register(serveOptionText, {
       flag: "--max-build-output <bytes>",
       env: "ATOMIX_PLUGINS_MAX_BUILD_OUTPUT",
       what: "largest file a build may produce (a bundle, a Go plugin)",
     }),
     /** Bytes a plugin source may unpack to; a larger one is refused. */
-    maxSourceBytes: byteSize.default(64 * 1024 * 1024).register(serveOptionText, {
+    maxSourceBytes: byteSize.default(DEFAULT_MAX_SOURCE_BYTES).register(serveOptionText, {
       flag: "--max-source-size <bytes>",
       env: "ATOMIX_PLUGINS_MAX_SOURCE_SIZE",
       what: "bytes a plugin source may unpack to",
     }),
     /** Files and folders a plugin source may hold; more is refused. */
-    maxSourceFiles: z.coerce.number().int().positive().default(10_000).register(serveOptionText, {
-      flag: "--max-source-files <n>",
-      env: "ATOMIX_PLUGINS_MAX_SOURCE_FILES",
-      what: "files a plugin source may hold",
-    }),
+    maxSourceFiles: z.coerce
+      .number()
+      .int()
+      .positive()
+      .default(DEFAULT_MAX_SOURCE_FILES)
+      .register(serveOptionText, {
+        flag: "--max-source-files <n>",
+        env: "ATOMIX_PLUGINS_MAX_SOURCE_FILES",
+        what: "files a plugin source may hold",
+      }),
     /** How long in-flight calls may run after SIGTERM before they end with UNAVAILABLE. */
     shutdownGraceMs: z.coerce.number().int().nonnegative().default(10_000).register(serveOptionText, {
       flag: "--shutdown-grace <ms>",

@@ -267,32 +267,36 @@ describe("proxy selection from the environment", () => {
     assert.doesNotMatch(https.message, /hunter2/);
   });
 
-  it("refuses a server address with whitespace or control characters, which would go into the CONNECT line", () => {
-    for (const address of [
-      "evil\r\n\r\nGET http://x/ HTTP/1.1\r\nHost x.test:443",
-      "a b:443",
-      "a\u0000b:443",
-    ]) {
+  // Each would go into the CONNECT line.
+  for (const address of [
+    "evil\r\n\r\nGET http://x/ HTTP/1.1\r\nHost x.test:443",
+    "a b:443",
+    "a\u0000b:443",
+  ]) {
+    it(`refuses a server address with whitespace or control characters: ${JSON.stringify(address)}`, () => {
       const error = thrown(() => serverTarget(address, undefined, "http://p:1", {}));
       assert.equal(error.code, Code.InvalidArgument);
       assert.doesNotMatch(error.message, /[\r\n\0]/);
-    }
-  });
+    });
+  }
 
-  it("refuses a password whose / ? # \\ or bad % would end up in messages, and takes an IPv6 proxy", () => {
-    // Unencoded, each ends the authority early: host "user", port 1234...
-    for (const text of [
-      "http://user:1234/secret@proxy.corp:3128",
-      "http://user:1234?secret@proxy.corp",
-      "http://user:1234#secret@proxy.corp",
-      "http://user:1234\\secret@proxy.corp",
-      "http://user:1234%zzsecret@proxy.corp",
-    ]) {
+  // Unencoded, each ends the authority early: host "user", port 1234...
+  for (const text of [
+    "http://user:1234/secret@proxy.corp:3128",
+    "http://user:1234?secret@proxy.corp",
+    "http://user:1234#secret@proxy.corp",
+    "http://user:1234\\secret@proxy.corp",
+    "http://user:1234%zzsecret@proxy.corp",
+  ]) {
+    it(`refuses a proxy password whose / ? # \\ or bad % would end up in messages: ${text}`, () => {
       const error = thrown(() => parseProxyUrl(text, "$grpc_proxy"));
       assert.equal(error.code, Code.InvalidArgument, text);
       assert.match(error.message, /^\$grpc_proxy is not a proxy URL/);
       assert.doesNotMatch(error.message, /1234|secret/, text);
-    }
+    });
+  }
+
+  it("takes a proxy URL with a path (ignored) and an IPv6 proxy with an encoded password", () => {
     assert.equal(parseProxyUrl("http://proxy.corp:3128/ignored", "x").shown, "http://proxy.corp:3128");
     const v6 = parseProxyUrl("u:s%2Fcret@[fd00::7]:3128", "x");
     assert.deepEqual([v6.host, v6.port, v6.shown], ["fd00::7", 3128, "http://u@[fd00::7]:3128"]);

@@ -260,81 +260,78 @@ describe("the call channel against a hostile server (raw HTTP/2)", () => {
     assert.match(error.message, /connection dropped/);
   });
 
-  it("ends by its deadline whatever the server sends or does not", async () => {
-    const attacks: [string, RawBehaviour, Buffer?][] = [
-      ["silence after SETTINGS", () => {}],
-      ["no SETTINGS at all", () => {}, Buffer.alloc(0)],
-      ["half a frame", ({ socket, id }) => socket.write(frame(HEADERS, END_HEADERS, id).subarray(0, 5))],
-      [
-        "endless CONTINUATION",
-        ({ socket, id }) => {
-          socket.write(frame(HEADERS, 0, id, block(grpcResponseHeaders)));
-          const filler = frame(CONTINUATION, 0, id, block([["x-filler", "a".repeat(1000)]]));
-          const flood = () => {
-            while (!socket.destroyed && socket.write(filler)) {}
-            if (!socket.destroyed) socket.once("drain", flood);
-          };
-          flood();
-        },
-      ],
-      [
-        "a SETTINGS flood, never reading the acks",
-        ({ socket }) => {
-          socket.pause();
-          const settings = settingsFrame([[3, 100]]);
-          const flood = () => {
-            while (!socket.destroyed && socket.write(settings)) {}
-            if (!socket.destroyed) socket.once("drain", flood);
-          };
-          flood();
-        },
-      ],
-      [
-        "a PING flood, never reading the acks",
-        ({ socket }) => {
-          socket.pause();
-          const ping = frame(PING, 0, 0, Buffer.alloc(8, 1));
-          const flood = () => {
-            while (!socket.destroyed && socket.write(ping)) {}
-            if (!socket.destroyed) socket.once("drain", flood);
-          };
-          flood();
-        },
-      ],
-      [
-        "empty DATA frames, endlessly",
-        ({ socket, id }) => {
-          socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
-          const empty = frame(DATA, 0, id);
-          const flood = () => {
-            while (!socket.destroyed && socket.write(empty)) {}
-            if (!socket.destroyed) socket.once("drain", flood);
-          };
-          flood();
-        },
-      ],
-      ["no stream may be opened", () => {}, settingsFrame([[3, 0]])],
-      // Node.js keeps a session nghttp2 ended for a protocol error open,
-      // and stops reading it, so that even the peer's FIN goes unseen: its
-      // calls hear nothing more, and only the deadline ends them.
-      [
-        "an HTTP/1.1 answer, then the socket closed",
-        ({ socket }) => socket.end(Buffer.from("HTTP/1.1 400 Bad Request\r\n\r\n")),
-      ],
-      ["a SETTINGS frame of 5 bytes", ({ socket }) => socket.write(frame(SETTINGS, 0, 0, Buffer.alloc(5)))],
-    ];
-    for (const [name, behaviour, greeting] of attacks) {
+  // Each its own test: the call ends by its deadline whatever the server sends or does not.
+  const silences: [string, RawBehaviour, Buffer?][] = [
+    ["silence after SETTINGS", () => {}],
+    ["no SETTINGS at all", () => {}, Buffer.alloc(0)],
+    ["half a frame", ({ socket, id }) => socket.write(frame(HEADERS, END_HEADERS, id).subarray(0, 5))],
+    [
+      "endless CONTINUATION",
+      ({ socket, id }) => {
+        socket.write(frame(HEADERS, 0, id, block(grpcResponseHeaders)));
+        const filler = frame(CONTINUATION, 0, id, block([["x-filler", "a".repeat(1000)]]));
+        const flood = () => {
+          while (!socket.destroyed && socket.write(filler)) {}
+          if (!socket.destroyed) socket.once("drain", flood);
+        };
+        flood();
+      },
+    ],
+    [
+      "a SETTINGS flood, never reading the acks",
+      ({ socket }) => {
+        socket.pause();
+        const settings = settingsFrame([[3, 100]]);
+        const flood = () => {
+          while (!socket.destroyed && socket.write(settings)) {}
+          if (!socket.destroyed) socket.once("drain", flood);
+        };
+        flood();
+      },
+    ],
+    [
+      "a PING flood, never reading the acks",
+      ({ socket }) => {
+        socket.pause();
+        const ping = frame(PING, 0, 0, Buffer.alloc(8, 1));
+        const flood = () => {
+          while (!socket.destroyed && socket.write(ping)) {}
+          if (!socket.destroyed) socket.once("drain", flood);
+        };
+        flood();
+      },
+    ],
+    [
+      "empty DATA frames, endlessly",
+      ({ socket, id }) => {
+        socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
+        const empty = frame(DATA, 0, id);
+        const flood = () => {
+          while (!socket.destroyed && socket.write(empty)) {}
+          if (!socket.destroyed) socket.once("drain", flood);
+        };
+        flood();
+      },
+    ],
+    ["no stream may be opened", () => {}, settingsFrame([[3, 0]])],
+    // Node.js keeps a session nghttp2 ended for a protocol error open,
+    // and stops reading it, so that even the peer's FIN goes unseen: its
+    // calls hear nothing more, and only the deadline ends them.
+    [
+      "an HTTP/1.1 answer, then the socket closed",
+      ({ socket }) => socket.end(Buffer.from("HTTP/1.1 400 Bad Request\r\n\r\n")),
+    ],
+    ["a SETTINGS frame of 5 bytes", ({ socket }) => socket.write(frame(SETTINGS, 0, 0, Buffer.alloc(5)))],
+  ];
+  for (const [name, behaviour, greeting] of silences) {
+    it(`ends by its deadline whatever the server does: ${name}`, async () => {
       raw.behave(behaviour, greeting);
       // The flooding server runs in this process too: the bound leaves it time.
-      const error = await failure(
-        endsBy(3_000, unary(fresh(), within(400))).catch((e) =>
-          Promise.reject(e instanceof PluginError ? e : new Error(`${name}: ${e.message}`)),
-        ),
-      );
+      const error = await failure(endsBy(3_000, unary(fresh(), within(400))));
       // A flood the client's HTTP/2 stack refuses ends the call sooner, as UNAVAILABLE.
       assert.ok(["DeadlineExceeded", "Unavailable"].includes(Code[error.code]), `${name}: ${error.message}`);
-    }
-  });
+    });
+  }
 
   it("is cancelled by its signal while the server holds the stream half answered", async () => {
     raw.behave(({ socket, id }) => {
@@ -347,58 +344,55 @@ describe("the call channel against a hostile server (raw HTTP/2)", () => {
     assert.equal(Code[error.code], "Cancelled", error.message);
   });
 
-  it("reports a connection broken at any point as a PluginError with grpc-js's code", async () => {
-    const attacks: [string, RawBehaviour, string][] = [
-      ["closed right after SETTINGS", ({ socket }) => socket.destroy(), "Unavailable"],
-      [
-        "GOAWAY with an error while answering",
-        ({ socket, id }) => {
-          socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
-          socket.write(frame(GOAWAY, 0, 0, u32(id, 1)));
-        },
-        "Unavailable",
-      ],
-      [
-        "a PUSH_PROMISE although push is off",
-        ({ socket, id }) =>
-          socket.write(
-            frame(PUSH_PROMISE, END_HEADERS, id, Buffer.concat([u32(2), block(grpcResponseHeaders)])),
-          ),
-        "Unavailable",
-      ],
-      [
-        "RST_STREAM after the headers",
-        ({ socket, id }) => {
-          socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
-          socket.write(frame(RST_STREAM, 0, id, u32(2)));
-        },
-        "Internal",
-      ],
-      [
-        "RST_STREAM(NO_ERROR) after a whole message",
-        ({ socket, id }) => {
-          socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
-          socket.write(frame(DATA, 0, id, answer));
-          socket.write(frame(RST_STREAM, 0, id, u32(0)));
-        },
-        "Internal",
-      ],
-      [
-        "a WINDOW_UPDATE that overflows the window",
-        ({ socket, id }) => socket.write(frame(WINDOW_UPDATE, 0, id, u32(0x7fffffff))),
-        "Unavailable",
-      ],
-    ];
-    for (const [name, behaviour, code] of attacks) {
-      raw.behave(behaviour);
-      const error = await failure(
-        endsBy(5_000, unary(fresh())).catch((e) =>
-          Promise.reject(e instanceof PluginError ? e : new Error(`${name}: ${e.message}`)),
+  // Each its own test: a connection broken at any point is a PluginError with grpc-js's code.
+  const breaks: [string, RawBehaviour, string][] = [
+    ["closed right after SETTINGS", ({ socket }) => socket.destroy(), "Unavailable"],
+    [
+      "GOAWAY with an error while answering",
+      ({ socket, id }) => {
+        socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
+        socket.write(frame(GOAWAY, 0, 0, u32(id, 1)));
+      },
+      "Unavailable",
+    ],
+    [
+      "a PUSH_PROMISE although push is off",
+      ({ socket, id }) =>
+        socket.write(
+          frame(PUSH_PROMISE, END_HEADERS, id, Buffer.concat([u32(2), block(grpcResponseHeaders)])),
         ),
-      );
+      "Unavailable",
+    ],
+    [
+      "RST_STREAM after the headers",
+      ({ socket, id }) => {
+        socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
+        socket.write(frame(RST_STREAM, 0, id, u32(2)));
+      },
+      "Internal",
+    ],
+    [
+      "RST_STREAM(NO_ERROR) after a whole message",
+      ({ socket, id }) => {
+        socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
+        socket.write(frame(DATA, 0, id, answer));
+        socket.write(frame(RST_STREAM, 0, id, u32(0)));
+      },
+      "Internal",
+    ],
+    [
+      "a WINDOW_UPDATE that overflows the window",
+      ({ socket, id }) => socket.write(frame(WINDOW_UPDATE, 0, id, u32(0x7fffffff))),
+      "Unavailable",
+    ],
+  ];
+  for (const [name, behaviour, code] of breaks) {
+    it(`reports a broken connection as a PluginError with grpc-js's code: ${name} is ${code}`, async () => {
+      raw.behave(behaviour);
+      const error = await failure(endsBy(5_000, unary(fresh())));
       assert.equal(Code[error.code], code, `${name}: ${error.message}`);
-    }
-  });
+    });
+  }
 
   it("sends a call refused by a GOAWAY once more, on a new connection", async () => {
     const first = raw.connections() + 1;
@@ -439,19 +433,26 @@ describe("the call channel against a hostile server (raw HTTP/2)", () => {
   });
 
   it("survives errors on an idle connection and after close(), and dials again", async () => {
+    /** Each answered connection's reset, in order: the test goes on once it has happened, not after a time. */
+    const resets: Promise<void>[] = [];
     raw.behave(({ socket, id }) => {
       socket.write(frame(HEADERS, END_HEADERS, id, block(grpcResponseHeaders)));
       socket.write(frame(DATA, 0, id, answer));
       socket.write(frame(HEADERS, END_HEADERS | END_STREAM, id, block([["grpc-status", "0"]])));
       // Then, idle, the connection is reset: an error on a session no call uses.
-      setTimeout(() => socket.resetAndDestroy(), 50);
+      resets.push(
+        new Promise((resolve) => {
+          socket.once("close", () => resolve());
+          setTimeout(() => socket.resetAndDestroy(), 50);
+        }),
+      );
     });
     const client = fresh();
     assert.equal((await unary(client)).plugin, "atomix-plugin://answer");
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await resets[0];
     assert.equal((await endsBy(5_000, unary(client))).plugin, "atomix-plugin://answer", "dialled again");
     client.close();
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await resets[1];
     const closed = await failure(unary(client));
     assert.equal(Code[closed.code], "Cancelled");
   });
@@ -538,11 +539,14 @@ describe("the call channel against a hostile server (node:http2)", () => {
   });
 
   it("ends a call in flight when the client is closed", async () => {
-    behaviour = () => {};
+    // In flight once the server has the call, not after a time: closed before, it would test nothing.
+    const arrived = new Promise<void>((resolve) => {
+      behaviour = () => resolve();
+    });
     const local = grpcChannel(serverTarget(address, undefined), { token: TOKEN });
     const call = unary(local);
     call.catch(() => {});
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await arrived;
     local.close();
     const error = await failure(endsBy(2_000, call));
     assert.equal(Code[error.code], "Cancelled", error.message);

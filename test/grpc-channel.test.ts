@@ -342,9 +342,11 @@ describe("the client's call channel over node:http2", () => {
       { signal: controller.signal },
     );
     call.catch(() => {});
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Calls answered over the same connection, not a time: each round trip
+    // gives a producer that ignored the window every chance to go on.
+    await channel.unary(PluginCompilerDefinition, compile, request("ok"));
     const held = produced;
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    for (let i = 0; i < 3; i++) await channel.unary(PluginCompilerDefinition, compile, request("ok"));
     controller.abort();
     readPushes = true;
     await assert.rejects(call, (error: PluginError) => error.code === Code.Cancelled);

@@ -256,54 +256,85 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
         written < 64 * 1024 * 1024,
         `the server stopped reading (the registry wrote ${written} bytes)`,
       );
+    });
 
-      // Declared too large: refused before its body is read; compressed: the limit holds after gzip.
+    /** A packument the server must refuse as over --max-packument-size (1 MiB here). */
+    async function refusedOverLimit(name: string): Promise<void> {
+      const source = createNpmRegistrySource({ url: registry.origin, maxPackumentBytes: 1024 * 1024 });
+      const error = await refusal(fetchWith(source, name, "1.0.0"));
+      assert.equal(error.code, Code.FailedPrecondition);
+      assert.match(error.message, /is over 1048576 bytes \(--max-packument-size\)/);
+    }
+
+    it("refuses a packument whose declared length is over the limit before reading its body", async () => {
       registry.routes.set("/declared", (_request, response) => {
         response.writeHead(200, { "content-length": String(2 * 1024 * 1024) }).write("{");
       });
+      await refusedOverLimit("declared");
+    });
+
+    it("refuses a gzipped packument that inflates past the limit", async () => {
       registry.routes.set("/bomb", (_request, response) => {
         const inflated = `{"versions":{"1.0.0":{"dist":{"tarball":"${" ".repeat(64 * 1024 * 1024)}"}}}}`;
         response.writeHead(200, { "content-encoding": "gzip" }).end(gzipSync(inflated));
       });
-      for (const name of ["declared", "bomb"]) {
-        const error = await refusal(fetchWith(source, name, "1.0.0"));
-        assert.equal(error.code, Code.FailedPrecondition);
-        assert.match(error.message, /is over 1048576 bytes \(--max-packument-size\)/);
-      }
+      await refusedOverLimit("bomb");
     });
 
-    it("gives up on a registry that stops sending a packument halfway, plain or gzipped, within the time limit", async () => {
-      const half = gzipSync(JSON.stringify(packument("stalled", { "1.0.0": { tarball: "x", integrity } })));
+    /** A packument the registry stops sending halfway: UNAVAILABLE within the time limit. */
+    async function givenUpOn(name: string): Promise<void> {
+      const source = createNpmRegistrySource({ url: registry.origin, fetchTimeoutMs: 500 });
+      const error = await refusal(fetchWith(source, name, "1.0.0"));
+      assert.equal(error.code, Code.Unavailable, error.message);
+      assert.match(
+        error.message,
+        new RegExp(`^the packument of ${name} could not be read from npm registry `),
+      );
+    }
+
+    it("gives up on a registry that stops sending a packument halfway, within the time limit", async () => {
       registry.routes.set("/stalled", (_request, response) => {
         response.writeHead(200, { "content-type": "application/json" }).write('{"versions":{');
       });
+      await givenUpOn("stalled");
+    });
+
+    it("gives up on a registry that stops sending a gzipped packument halfway, within the time limit", async () => {
+      const half = gzipSync(JSON.stringify(packument("stalled", { "1.0.0": { tarball: "x", integrity } })));
       registry.routes.set("/stalled-gzip", (_request, response) => {
         response.writeHead(200, { "content-encoding": "gzip" }).write(half.subarray(0, half.length / 2));
       });
-      const source = createNpmRegistrySource({ url: registry.origin, fetchTimeoutMs: 500 });
-      for (const name of ["stalled", "stalled-gzip"]) {
-        const error = await refusal(fetchWith(source, name, "1.0.0"));
-        assert.equal(error.code, Code.Unavailable, error.message);
-        assert.match(
-          error.message,
-          new RegExp(`^the packument of ${name} could not be read from npm registry `),
-        );
-      }
+      await givenUpOn("stalled-gzip");
     });
 
-    it("refuses a packument that is not a packument, naming what is wrong", async () => {
-      registry.routes.set("/garbled", (_request, response) => response.writeHead(200).end("{not json"));
-      registry.routes.set("/listless", json({ name: "listless", versions: [1, 2] }));
+    /** A packument that is not one: FAILED_PRECONDITION naming what is wrong with it. */
+    async function refusedAsNotAPackument(name: string, version: string, says: RegExp): Promise<void> {
       const source = createNpmRegistrySource({ url: registry.origin });
-      const garbled = await refusal(fetchWith(source, "garbled", "1.0.0"));
-      assert.equal(garbled.code, Code.FailedPrecondition);
-      assert.match(
-        garbled.message,
+      const error = await refusal(fetchWith(source, name, version));
+      assert.equal(error.code, Code.FailedPrecondition, error.message);
+      assert.match(error.message, says);
+    }
+
+    it("refuses a packument that is not JSON, saying so", async () => {
+      registry.routes.set("/garbled", (_request, response) => response.writeHead(200).end("{not json"));
+      await refusedAsNotAPackument(
+        "garbled",
+        "1.0.0",
         /^the npm registry's packument of garbled cannot be read: it is not JSON/,
       );
-      const listless = await refusal(fetchWith(source, "listless", "1.0.0"));
-      assert.match(listless.message, /packument of listless cannot be read: it has no versions object$/);
-      // Within the size limit, but more than any real package: what the server keeps of a packument stays small.
+    });
+
+    it("refuses a packument without a versions object, saying so", async () => {
+      registry.routes.set("/listless", json({ name: "listless", versions: [1, 2] }));
+      await refusedAsNotAPackument(
+        "listless",
+        "1.0.0",
+        /packument of listless cannot be read: it has no versions object$/,
+      );
+    });
+
+    it("refuses a packument of more versions than any real package, within the size limit", async () => {
+      // What the server keeps of a packument stays small.
       const versions = Object.fromEntries(
         Array.from({ length: 10_001 }, (_, index) => [
           `0.0.${index}`,
@@ -311,16 +342,21 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
         ]),
       );
       registry.routes.set("/many", json(packument("many", versions)));
-      const many = await refusal(fetchWith(source, "many", "0.0.1"));
-      assert.equal(many.code, Code.FailedPrecondition);
-      assert.match(many.message, /packument of many cannot be read: it lists more than 10000 versions$/);
+      await refusedAsNotAPackument(
+        "many",
+        "0.0.1",
+        /packument of many cannot be read: it lists more than 10000 versions$/,
+      );
+    });
+
+    it("refuses a packument whose tarball address is over 1024 characters", async () => {
       registry.routes.set(
         "/long",
         json(packument("long", { "1.0.0": { tarball: `${registry.origin}/${"x".repeat(2000)}.tgz` } })),
       );
-      const long = await refusal(fetchWith(source, "long", "1.0.0"));
-      assert.match(
-        long.message,
+      await refusedAsNotAPackument(
+        "long",
+        "1.0.0",
         /packument of long cannot be read: a version's tarball has \d+ characters \(at most 1024\)$/,
       );
     });
@@ -418,14 +454,14 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
     .flat()
     .find((entry) => entry && !entry.internal && entry.family === "IPv4")?.address;
 
-  it("refuses a tarball host that is (or resolves to) loopback when the registry is not there", {
-    skip: external ? false : "this host has no non-loopback IPv4 address to serve the registry on",
-  }, async () => {
-    const outside = await startTestServer(external);
-    const local = await startTestServer();
-    try {
-      local.routes.set("/admin.tgz", serveTarball);
-      for (const host of ["127.0.0.1", "localhost"]) {
+  for (const host of ["127.0.0.1", "localhost"]) {
+    it(`refuses a tarball host ${host}, which is (or resolves to) loopback, when the registry is not there`, {
+      skip: external ? false : "this host has no non-loopback IPv4 address to serve the registry on",
+    }, async () => {
+      const outside = await startTestServer(external);
+      const local = await startTestServer();
+      try {
+        local.routes.set("/admin.tgz", serveTarball);
         outside.routes.set(
           `/via-${host}`,
           json(
@@ -444,13 +480,13 @@ describe("a hostile npm registry", { timeout: 300_000 }, () => {
           error.message,
           /is at the loopback address (127\.0\.0\.1|::1), where the npm registry is not/,
         );
+        assert.equal(local.hits.length, 0, "nothing on loopback received a request");
+      } finally {
+        await outside.close();
+        await local.close();
       }
-      assert.equal(local.hits.length, 0, "nothing on loopback received a request");
-    } finally {
-      await outside.close();
-      await local.close();
-    }
-  });
+    });
+  }
 
   it("takes --npm-tarball-host from flags or a comma-separated environment variable", () => {
     const fromEnv = parseServeConfig({}, { ATOMIX_PLUGINS_NPM_TARBALL_HOSTS: "cdn.example.com, [::1]:8080" });

@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { Code } from "../src/errors/plugin-error.js";
-import type { BuildKey } from "../src/model/build-key.js";
+import { type BuildKey, formatBuildKey } from "../src/model/build-key.js";
 import { failure } from "./helpers/failure.js";
 import { rawPush } from "./helpers/raw-push.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
@@ -23,12 +23,25 @@ const keyOf = (name: string): BuildKey => ({
   plugin: { name, version: "1.0.0" },
 });
 const sha256 = (data: Uint8Array) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Sends `head`, then holds the stream open without ending it until `release` settles. */
-async function* stalledAfter(head: Buffer, release: Promise<unknown>): AsyncGenerator<Uint8Array> {
-  yield head;
-  await release.catch(() => {});
+/**
+ * Sends `head`, then holds the stream open without ending it until `release`
+ * aborts; `stalled` resolves once the head is handed over and the stream holds.
+ */
+function stalledAfter(
+  head: Buffer,
+  release: AbortSignal,
+): { data: AsyncGenerator<Uint8Array>; stalled: Promise<void> } {
+  let holding!: () => void;
+  const stalled = new Promise<void>((resolve) => {
+    holding = resolve;
+  });
+  async function* data(): AsyncGenerator<Uint8Array> {
+    yield head;
+    holding();
+    if (!release.aborted) await once(release, "abort");
+  }
+  return { data: data(), stalled };
 }
 
 /**
@@ -53,6 +66,23 @@ function describePushIntegrity(storeName: string, start: () => Promise<ServerPro
       assert.ok((await readFile(to)).equals(good), "the pulled bytes are the good artifact's");
     }
 
+    /**
+     * Resolves once the server has said how the push to `key` ended, stored
+     * or not: its store has let go of it, so what the key holds after that is
+     * what the push left (not what a slow store has yet to finish). The line
+     * must say it was not stored.
+     */
+    const pushNotStored = async (key: BuildKey) => {
+      const end = await server.logged(
+        (entry) =>
+          (entry.msg === "push not stored" || entry.msg === "artifact pushed") &&
+          entry.key === formatBuildKey(key) &&
+          entry.digest !== sha256(good),
+      );
+      assert.equal(end.msg, "push not stored");
+      return end;
+    };
+
     /** A key holding the good artifact, pushed whole. */
     async function keyWithGoodArtifact(name: string): Promise<BuildKey> {
       const key = keyOf(name);
@@ -75,24 +105,26 @@ function describePushIntegrity(storeName: string, start: () => Promise<ServerPro
     it("keeps the previous artifact when the client cancels mid-stream", async () => {
       const key = await keyWithGoodArtifact("cancelled");
       const controller = new AbortController();
-      const pushing = client.push(key, stalledAfter(randomBytes(MiB), sleep(5_000)), {
-        size: good.byteLength,
-        signal: controller.signal,
-      });
-      setTimeout(() => controller.abort(), 300);
+      const over = pushNotStored(key);
+      const stream = stalledAfter(randomBytes(MiB), controller.signal);
+      const pushing = client.push(key, stream.data, { size: good.byteLength, signal: controller.signal });
+      // Cancelled once the first MiB is sent and the stream holds: mid-stream, whatever the machine's speed.
+      await stream.stalled;
+      controller.abort();
       assert.equal((await failure(pushing)).code, Code.Cancelled);
-      await sleep(300); // time for the server to see the stream end
+      assert.equal((await over).code, "CANCELLED");
       await assertGoodArtifactServed(key);
     });
 
     it("keeps the previous artifact when the push's deadline passes mid-stream", async () => {
       const key = await keyWithGoodArtifact("deadline");
-      const pushing = client.push(key, stalledAfter(randomBytes(MiB), sleep(5_000)), {
-        size: good.byteLength,
-        timeoutMs: 400,
-      });
+      const release = new AbortController();
+      const over = pushNotStored(key);
+      const stream = stalledAfter(randomBytes(MiB), release.signal);
+      const pushing = client.push(key, stream.data, { size: good.byteLength, timeoutMs: 400 });
       assert.equal((await failure(pushing)).code, Code.DeadlineExceeded);
-      await sleep(300);
+      release.abort();
+      await over;
       await assertGoodArtifactServed(key);
     });
 
@@ -104,12 +136,13 @@ function describePushIntegrity(storeName: string, start: () => Promise<ServerPro
         { stdio: ["ignore", "pipe", "inherit"] },
       );
       const exited = once(child, "exit");
+      const over = pushNotStored(key);
       const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
       const [line] = (await once(lines, "line")) as [string];
       assert.equal(line, "sent");
       child.kill("SIGKILL");
       await exited;
-      await sleep(500); // time for the server to see the connection drop
+      assert.equal((await over).code, "CANCELLED");
       await assertGoodArtifactServed(key);
     });
 

@@ -63,8 +63,8 @@ describe("codes and messages for what a caller sends", () => {
     await server.close();
   });
 
-  it("answers INVALID_ARGUMENT naming size for a PushHeader size no artifact can have (2^53 and up)", async () => {
-    for (const size of ["9007199254740992", "18446744073709551615"]) {
+  for (const size of ["9007199254740992", "18446744073709551615"]) {
+    it(`answers INVALID_ARGUMENT naming size for a PushHeader size no artifact can have: ${size}`, async () => {
       const failure = await rawPush(server.address, {
         ...keyOf("huge"),
         // A uint64 past 2^53: the encoder takes its decimal digits.
@@ -72,12 +72,12 @@ describe("codes and messages for what a caller sends", () => {
       });
       assert.equal(failure?.code, Code.InvalidArgument, failure?.message);
       assert.match(failure.message, new RegExp(`^size ${size} is larger than any artifact can be`));
-    }
-    assert.equal(await server.store.get(keyOf("huge")), undefined);
-  });
+      assert.equal(await server.store.get(keyOf("huge")), undefined);
+    });
+  }
 
-  it("answers OUT_OF_RANGE for any whole number of bytes past the end as x-plugin-offset", async () => {
-    for (const offset of ["1001", "1000000000000000", "99999999999999999999999999", "1".repeat(10 * 1024)]) {
+  for (const offset of ["1001", "1000000000000000", "99999999999999999999999999", "1".repeat(10 * 1024)]) {
+    it(`answers OUT_OF_RANGE for a whole number of bytes past the end as x-plugin-offset: ${offset.length > 30 ? `${offset.length} digits` : offset}`, async () => {
       const status = await pullWithOffset(server.address, stored, [offset]);
       assert.equal(status.code, Code.OutOfRange, `${offset.slice(0, 30)}: ${status.details}`);
       assert.match(
@@ -85,7 +85,10 @@ describe("codes and messages for what a caller sends", () => {
         /^x-plugin-offset "\d+(…)?" is past the end of stored@1\.0\.0 .*\(1000 bytes\)$/,
       );
       assert.ok(status.details.length < 200, "a long number is cut");
-    }
+    });
+  }
+
+  it("streams from x-plugin-offset up to the end, and nothing from the end itself", async () => {
     const atTheEnd = await pullWithOffset(server.address, stored, ["1000"]);
     assert.equal(atTheEnd.code, Code.Ok);
     assert.equal(atTheEnd.bytes, 0);
@@ -93,25 +96,34 @@ describe("codes and messages for what a caller sends", () => {
     assert.equal(fromFive.bytes, 995);
   });
 
-  it("refuses a malformed x-plugin-offset with INVALID_ARGUMENT instead of streaming from byte 0", async () => {
-    for (const offsets of [["+5"], ["-1"], ["5.0"], ["0x10"], ["1e3"], [""], ["5", "6"], ["five"]]) {
+  for (const offsets of [["+5"], ["-1"], ["5.0"], ["0x10"], ["1e3"], [""], ["5", "6"], ["five"]]) {
+    it(`refuses a malformed x-plugin-offset with INVALID_ARGUMENT instead of streaming from byte 0: ${JSON.stringify(offsets)}`, async () => {
       const status = await pullWithOffset(server.address, stored, offsets);
       assert.equal(status.code, Code.InvalidArgument, `${JSON.stringify(offsets)}: ${status.details}`);
       assert.match(status.details, /^x-plugin-offset ".*" must be one non-negative whole number of bytes/);
       assert.equal(status.bytes, 0);
-    }
+    });
+  }
+
+  it("refuses a malformed x-plugin-offset of 10 KiB, quoting only its start", async () => {
     const status = await pullWithOffset(server.address, stored, [LONG]);
     assert.equal(status.code, Code.InvalidArgument);
     assertCut(status.details, LONG);
   });
 
-  it("cuts long values in messages instead of echoing them whole", async () => {
+  it("cuts a long plugin name in its message instead of echoing it whole", async () => {
     const name = await rawPush(server.address, { ...keyOf(LONG), size: 1 });
     assert.equal(name?.code, Code.InvalidArgument);
     assertCut(name.message, LONG);
+  });
+
+  it("cuts a long digest in its message instead of echoing it whole", async () => {
     const digest = await rawPush(server.address, { ...keyOf("digest"), digest: `sha256:${LONG}` });
     assert.equal(digest?.code, Code.InvalidArgument);
     assertCut(digest.message, LONG);
+  });
+
+  it("cuts a long media type in its message instead of echoing it whole", async () => {
     const mediaType = await rawPush(server.address, {
       ...keyOf("media"),
       size: 1,
@@ -121,25 +133,28 @@ describe("codes and messages for what a caller sends", () => {
     assertCut(mediaType.message, LONG);
   });
 
-  it("checks media_type against RFC 6838 and stores the ones that are media types", async () => {
-    for (const mediaType of [
-      "text/plain\r\nx-injected: 1",
-      "text/plain\n",
-      "text",
-      "/javascript",
-      "text/java script",
-      "text/plain; charset",
-      `application/${"a".repeat(130)}`,
-      `text/plain; a=${"b".repeat(100 * 1024)}`,
-    ]) {
-      const failure = await rawPush(server.address, { ...keyOf("media"), size: 1, mediaType }, [
+  for (const mediaType of [
+    "text/plain\r\nx-injected: 1",
+    "text/plain\n",
+    "text",
+    "/javascript",
+    "text/java script",
+    "text/plain; charset",
+    `application/${"a".repeat(130)}`,
+    `text/plain; a=${"b".repeat(100 * 1024)}`,
+  ]) {
+    it(`refuses a media_type that is not one (RFC 6838), storing nothing: ${JSON.stringify(mediaType.slice(0, 40))}`, async () => {
+      const failure = await rawPush(server.address, { ...keyOf("bad-media"), size: 1, mediaType }, [
         Buffer.from("x"),
       ]);
       assert.equal(failure?.code, Code.InvalidArgument, JSON.stringify(mediaType.slice(0, 40)));
       assert.match(failure.message, /^media_type ".*" must be a media type \(RFC 6838\)/);
       assert.ok(failure.message.length < 400);
-    }
-    assert.equal(await server.store.get(keyOf("media")), undefined);
+      assert.equal(await server.store.get(keyOf("bad-media")), undefined);
+    });
+  }
+
+  it("stores the media types that are media types", async () => {
     for (const mediaType of [
       "text/javascript",
       "application/vnd.atomix.plugin.v1+wasm",
@@ -150,10 +165,10 @@ describe("codes and messages for what a caller sends", () => {
     }
   });
 
-  it("reserves dev.atomix.* annotations to the server, naming the key a push set", async () => {
-    for (const name of ["dev.atomix.toolchain", "dev.atomix.key.plugin.name", "DEV.Atomix.source"]) {
+  for (const name of ["dev.atomix.toolchain", "dev.atomix.key.plugin.name", "DEV.Atomix.source"]) {
+    it(`reserves dev.atomix.* annotations to the server, naming the key a push set: ${name}`, async () => {
       const failure = await client
-        .push(keyOf("annotated"), [Buffer.from("x")], { annotations: { team: "storage", [name]: "forged" } })
+        .push(keyOf("forged"), [Buffer.from("x")], { annotations: { team: "storage", [name]: "forged" } })
         .then(
           () => undefined,
           (error: unknown) => error,
@@ -164,8 +179,11 @@ describe("codes and messages for what a caller sends", () => {
         failure.message,
         new RegExp(`^annotations "${name}": keys under dev\\.atomix\\. are set by the server`),
       );
-    }
-    assert.equal(await server.store.get(keyOf("annotated")), undefined);
+      assert.equal(await server.store.get(keyOf("forged")), undefined);
+    });
+  }
+
+  it("stores annotations outside dev.atomix. as pushed", async () => {
     const manifest = await client.push(keyOf("annotated"), [Buffer.from("x")], {
       annotations: { team: "storage", "org.example.atomix": "ok" },
     });

@@ -6,48 +6,81 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { inspect } from "node:util";
 import { EXIT } from "../src/cli/cli-common.js";
-import { createPluginClient } from "../src/client/plugin-client.js";
+import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
 import { EXAMPLE_RUNTIMES_DIR, parseServeConfig, splitHostPort } from "../src/config.js";
 import { Code, PluginError } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
 import { loadAdminAuth } from "../src/server/credentials.js";
 import { runCli } from "./helpers/run-cli.js";
-import { startServerProcess, tempDir } from "./helpers/server-process.js";
+import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
 
 const key: BuildKey = {
   runtime: { version: "1.0.0", buildVersion: "node20" },
   plugin: { name: "counter", version: "1.0.0" },
 };
 
+const keyOf = (name: string): BuildKey => ({ ...key, plugin: { name, version: "1.0.0" } });
+
 const rejectsWith = (code: Code) => (error: unknown) => error instanceof PluginError && error.code === code;
 
 describe("admin token", () => {
   let dir: { path: string; remove: () => Promise<void> };
+  let server: ServerProcess;
+  let anonymous: PluginClient;
+  let wrong: PluginClient;
+  let admin: PluginClient;
   before(async () => {
     dir = await tempDir();
     await writeFile(join(dir.path, "token"), "s3cret-admin-token\n");
+    server = await startServerProcess({ args: ["--admin-token-file", join(dir.path, "token")] });
+    anonymous = createPluginClient({ address: server.address });
+    wrong = createPluginClient({ address: server.address, token: "guess" });
+    admin = createPluginClient({ address: server.address, token: "s3cret-admin-token" });
   });
-  after(() => dir.remove());
+  after(async () => {
+    for (const c of [anonymous, wrong, admin]) c?.close();
+    await server?.stop();
+    await dir?.remove();
+  });
 
-  it("guards push, remove and gc, and leaves pulls and listing open", async () => {
-    const server = await startServerProcess({ args: ["--admin-token-file", join(dir.path, "token")] });
-    const anonymous = createPluginClient({ address: server.address });
-    const wrong = createPluginClient({ address: server.address, token: "guess" });
-    const admin = createPluginClient({ address: server.address, token: "s3cret-admin-token" });
-    try {
-      await assert.rejects(anonymous.push(key, [randomBytes(100)]), rejectsWith(Code.Unauthenticated));
-      await assert.rejects(wrong.push(key, [randomBytes(100)]), rejectsWith(Code.PermissionDenied));
-      await assert.rejects(anonymous.remove(key), rejectsWith(Code.Unauthenticated));
-      await assert.rejects(wrong.collectGarbage(), rejectsWith(Code.PermissionDenied));
-      await admin.push(key, [randomBytes(100)]);
-      assert.equal((await anonymous.list()).length, 1);
-      const to = join(dir.path, "pulled");
-      assert.equal((await anonymous.pull(key, { to })).size, 100);
-      assert.equal(await admin.remove(key), true);
-    } finally {
-      for (const c of [anonymous, wrong, admin]) c.close();
-      await server.stop();
-    }
+  it("refuses a push without the token with UNAUTHENTICATED, storing nothing", async () => {
+    await assert.rejects(
+      anonymous.push(keyOf("anonymous-push"), [randomBytes(100)]),
+      rejectsWith(Code.Unauthenticated),
+    );
+    assert.equal(
+      await anonymous.inspect(keyOf("anonymous-push")).catch((e: PluginError) => e.code),
+      Code.NotFound,
+    );
+  });
+
+  it("refuses a push with a wrong token with PERMISSION_DENIED, storing nothing", async () => {
+    await assert.rejects(
+      wrong.push(keyOf("wrong-push"), [randomBytes(100)]),
+      rejectsWith(Code.PermissionDenied),
+    );
+    assert.equal(
+      await anonymous.inspect(keyOf("wrong-push")).catch((e: PluginError) => e.code),
+      Code.NotFound,
+    );
+  });
+
+  it("refuses a remove without the token with UNAUTHENTICATED, keeping the key", async () => {
+    await admin.push(keyOf("kept"), [randomBytes(100)]);
+    await assert.rejects(anonymous.remove(keyOf("kept")), rejectsWith(Code.Unauthenticated));
+    assert.equal((await anonymous.inspect(keyOf("kept"))).size, 100);
+  });
+
+  it("refuses gc with a wrong token with PERMISSION_DENIED", async () => {
+    await assert.rejects(wrong.collectGarbage(), rejectsWith(Code.PermissionDenied));
+  });
+
+  it("leaves pulls and listing open to anyone, and lets the token's holder push and remove", async () => {
+    await admin.push(key, [randomBytes(100)]);
+    assert.ok((await anonymous.list()).some((m) => m.plugin?.name === key.plugin.name));
+    const to = join(dir.path, "pulled");
+    assert.equal((await anonymous.pull(key, { to })).size, 100);
+    assert.equal(await admin.remove(key), true);
   });
 });
 
@@ -202,16 +235,29 @@ describe("secrets", () => {
     }
   });
 
-  it("are named, never shown, in configuration errors", () => {
+  it("are not shown in an error about another option", () => {
     assertHidden(messageOf(() => parseServeConfig({ chunkSize: "abc" }, secretEnv)));
+  });
+
+  it("are named, not shown, when the admin token is not printable ASCII", () => {
     const spaced = messageOf(() => parseServeConfig({}, { ATOMIX_PLUGINS_ADMIN_TOKEN: `${token} x` }));
     assert.match(spaced, /ATOMIX_PLUGINS_ADMIN_TOKEN: expected printable ASCII/);
     assertHidden(spaced);
+  });
+
+  it("are named, not shown, when a registry password comes without its username", () => {
     const alone = messageOf(() => parseServeConfig({}, { ATOMIX_PLUGINS_OCI_PASSWORD: password }));
     assert.match(alone, /ATOMIX_PLUGINS_OCI_PASSWORD: set both ATOMIX_PLUGINS_OCI_USERNAME and/);
     assertHidden(alone);
+  });
+
+  it("are named, not shown, when the admin token is given twice", () => {
     const twice = messageOf(() => parseServeConfig({ adminTokenFile: "/etc/token" }, secretEnv));
     assert.match(twice, /ATOMIX_PLUGINS_ADMIN_TOKEN: give the admin token in the environment or in a file/);
+    assertHidden(twice);
+  });
+
+  it("are not shown when a store URL carries credentials, which it must not", () => {
     const inUrl = messageOf(() =>
       parseServeConfig({ store: `oci://atomix:${password}@127.0.0.1:5000/a` }, {}),
     );

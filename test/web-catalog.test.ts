@@ -4,7 +4,9 @@ import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { chromium } from "playwright-core";
 import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
+import { Code } from "../src/errors/plugin-error.js";
 import type { BuildKey } from "../src/model/build-key.js";
+import { failure } from "./helpers/failure.js";
 import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -32,7 +34,6 @@ describe("catalog page and metrics on the HTTP port", () => {
     client = createPluginClient({ address: server.address });
     await client.push(key("counter"), [randomBytes(1000)]);
     await client.push(key("@acme/driver", "2.0.0"), [randomBytes(2000)]);
-    await client.push(key("<script>alert(1)</script>"), [randomBytes(10)]).catch(() => undefined);
   });
 
   after(async () => {
@@ -96,6 +97,39 @@ describe("catalog page and metrics on the HTTP port", () => {
       const forged = await fetch(`http://${server.http}/?page=bm90LWEtdG9rZW4`);
       assert.equal(forged.status, 400);
       assert.match(await forged.text(), /page token is not one this server gave out/);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it("refuses a push whose plugin name is markup, so no stored name carries it to the page", async () => {
+    const refused = await failure(client.push(key("<script>alert(1)</script>"), [randomBytes(10)]));
+    assert.equal(refused.code, Code.InvalidArgument, refused.message);
+    assert.match(refused.message, /plugin\.name/);
+  });
+
+  it("shows markup from a link's query as text, and runs none of it", async () => {
+    // What a stranger can put on the page: a link to it with a filter of their choosing.
+    const markup = `<script>window.injected = "script"</script><img src=x onerror="window.injected = 'img'">`;
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    try {
+      const page = await browser.newPage();
+      const dialogs: string[] = [];
+      page.on("dialog", (dialog) => {
+        dialogs.push(dialog.message());
+        void dialog.dismiss();
+      });
+      await page.goto(`http://${server.http}/?${new URLSearchParams({ q: markup, plugin: markup })}`);
+      assert.equal(await page.title(), "atomix-plugins catalog");
+      const meta = (await page.locator(".meta").first().textContent()) ?? "";
+      assert.ok(meta.includes(`“${markup}”`), `the query is shown as written: ${meta}`);
+      assert.ok(meta.includes(`plugin ${markup}`), `the plugin filter is shown as written: ${meta}`);
+      assert.equal(await page.inputValue("input[name=q]"), markup);
+      assert.equal(await page.inputValue("input[name=plugin]"), markup);
+      // None of it became an element, and none of it ran (the page load event has fired by now).
+      assert.equal(await page.locator("script, img").count(), 0);
+      assert.equal(await page.evaluate(() => (globalThis as { injected?: string }).injected), undefined);
+      assert.deepEqual(dialogs, []);
     } finally {
       await browser.close();
     }

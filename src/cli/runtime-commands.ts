@@ -1,8 +1,8 @@
 import { Command } from "commander";
 import type { RuntimeAdminClient } from "../client/runtime-admin-client.js";
-import { gatherRuntimeRelease } from "../compiler/runtime-release-layout.js";
 import { visibleText } from "../errors/visible-text.js";
 import type { PrewarmProgress, RuntimeRelease } from "../gen/atomix/plugins/admin/v1/admin.js";
+import { gatherRuntimeRelease } from "../runtime-releases/runtime-release-layout.js";
 import {
   action,
   type ClientFlags,

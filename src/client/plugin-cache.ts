@@ -14,7 +14,7 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, PluginError } from "../errors/plugin-error.js";
-import type { Digest } from "../model/artifact.js";
+import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import { type BuildKey, buildKeyId } from "../model/build-key.js";
 
 /** What the cache remembers of one build key: the digest it last pulled. */
@@ -133,7 +133,7 @@ export async function openPluginCache(dir: string, options: PluginCacheOptions =
         () => undefined,
       );
       const digest = entry?.digest;
-      const valid = typeof digest === "string" && /^sha256:[0-9a-f]{64}$/.test(digest);
+      const valid = typeof digest === "string" && DIGEST_PATTERN.test(digest);
       // Checked now, not from the listing above: another process may have added it since.
       const blobThere =
         valid &&
@@ -162,7 +162,7 @@ export async function openPluginCache(dir: string, options: PluginCacheOptions =
       } catch {
         return undefined; // absent or torn: a miss either way
       }
-      if (!/^sha256:[0-9a-f]{64}$/.test(entry.digest) || !Number.isSafeInteger(entry.size)) return undefined;
+      if (!DIGEST_PATTERN.test(entry.digest) || !Number.isSafeInteger(entry.size)) return undefined;
       try {
         const { size } = await stat(blobPath(entry.digest));
         return size === entry.size ? { digest: entry.digest, size: entry.size } : undefined;

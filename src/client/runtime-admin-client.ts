@@ -1,5 +1,4 @@
 import { createReadStream } from "node:fs";
-import type { GatheredRelease } from "../compiler/runtime-release-layout.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import {
   type BuildRecord,
@@ -10,6 +9,7 @@ import {
 } from "../gen/atomix/plugins/admin/v1/admin.js";
 import type { BuildKey } from "../model/build-key.js";
 import { RUNTIME_DESCRIPTOR_FILE } from "../model/runtime-release.js";
+import type { GatheredRelease } from "../runtime-releases/runtime-release-layout.js";
 import type { ConnectionOptions } from "./connection-options.js";
 import { callSettings, grpcChannel } from "./grpc-channel.js";
 import type { CallControl } from "./pull-artifact.js";

@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { basename } from "node:path";
 import { MAX_RECORDED_OUTPUT, tailOf } from "../model/build-record.js";
-import { redactOutsidePaths } from "./toolchains/go/go-mod.js";
+import { redactOutsidePaths } from "./redact-outside-paths.js";
 
 /**
  * What one build's steps printed, kept for its build record: every step

@@ -16,11 +16,14 @@ export interface Compiler {
    * caller, within its own share of the build slots, until a caller asks
    * for the same key and joins it. `caller` names who asks (a peer address
    * or a client certificate's identity): the builds a caller starts are
-   * held to its share of the slots and the queue.
+   * held to its share of the slots and the queue. `missed` says the caller
+   * has just looked `key` up in this compiler's store and found nothing: the
+   * compiler goes on to the build without asking the store again (with an
+   * OCI store each lookup is a registry request).
    */
   compile(
     key: BuildKey,
-    options?: { signal?: AbortSignal; background?: boolean; caller?: string },
+    options?: { signal?: AbortSignal; background?: boolean; caller?: string; missed?: boolean },
   ): Promise<ArtifactManifest>;
   /**
    * The key `key`'s artifact is built and stored under: its build version

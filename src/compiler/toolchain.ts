@@ -67,9 +67,3 @@ export interface Toolchain {
   /** What it keeps on disk between builds, each within its bound: `gc` and /metrics report them. */
   readonly caches?: readonly DiskCache[];
 }
-
-/**
- * Largest file a build may produce (--max-build-output): a plugin is small,
- * and a few bytes of source can fold into a huge output.
- */
-export const DEFAULT_MAX_BUILD_OUTPUT = 128 * 1024 * 1024;

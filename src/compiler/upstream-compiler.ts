@@ -30,8 +30,8 @@ export function createUpstreamCompiler(options: {
   const inflight = new SingleFlight<ArtifactManifest>();
   const where = `the upstream atomix-plugins server at ${options.connection.address}`;
 
-  async function forward(key: BuildKey): Promise<ArtifactManifest> {
-    const found = await options.store.get(key);
+  async function forward(key: BuildKey, missed: boolean): Promise<ArtifactManifest> {
+    const found = missed ? undefined : await options.store.get(key);
     if (found) return found;
     // Bounded: callers of a key share this forward, so an upstream that took the call and went
     // silent (a connection lost without a reset) would keep the key from building here for good.
@@ -77,7 +77,7 @@ export function createUpstreamCompiler(options: {
   return {
     compile(key, compileOptions) {
       const text = buildKeyText(key);
-      const pending = inflight.run(text, () => forward(key));
+      const pending = inflight.run(text, () => forward(key, compileOptions?.missed === true));
       return abandonable(pending, compileOptions?.signal, `compiling ${formatBuildKey(key)} was cancelled`);
     },
     async close() {

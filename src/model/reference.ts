@@ -1,5 +1,5 @@
 import { Code, PluginError } from "../errors/plugin-error.js";
-import type { Digest } from "../model/artifact.js";
+import { DIGEST_PATTERN, type Digest } from "./artifact.js";
 import { type BuildKey, parsePluginSpec } from "./build-key.js";
 
 /**
@@ -35,13 +35,7 @@ export function parseReference(text: string): PluginReference {
   const at = rest.lastIndexOf("@");
   const digest = rest.slice(at + 1);
   const [version, buildVersion, ...pluginParts] = rest.slice(0, at).split("/");
-  if (
-    at < 0 ||
-    !/^sha256:[0-9a-f]{64}$/.test(digest) ||
-    !version ||
-    !buildVersion ||
-    pluginParts.length === 0
-  ) {
+  if (at < 0 || !DIGEST_PATTERN.test(digest) || !version || !buildVersion || pluginParts.length === 0) {
     throw bad();
   }
   const plugin = parsePluginSpec(pluginParts.join("/"));

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import semver from "semver";
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
-import type { Digest } from "./artifact.js";
+import { DIGEST_PATTERN, type Digest } from "./artifact.js";
 
 /**
  * A runtime release as it is registered and stored: `runtime.json` at the
@@ -138,7 +138,7 @@ export function parseReleaseIndex(bytes: Uint8Array, where: string): RuntimeRele
     if (
       typeof entry?.path !== "string" ||
       typeof entry.digest !== "string" ||
-      !/^sha256:[0-9a-f]{64}$/.test(entry.digest) ||
+      !DIGEST_PATTERN.test(entry.digest) ||
       !Number.isSafeInteger(entry.size) ||
       (entry.size as number) < 0 ||
       (entry.size as number) > RUNTIME_RELEASE_LIMITS.maxFileBytes

@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import { collectCaches, type DiskCache } from "../compiler/disk-cache.js";
 import type { ServeConfig } from "../config.js";
-import { Code, PluginError, quoted } from "../errors/plugin-error.js";
+import { Code, codeName, PluginError, quoted } from "../errors/plugin-error.js";
 import {
   type ListPluginsRequest,
   PluginAdminDefinition,
@@ -110,16 +110,25 @@ export function createAdminService(deps: AdminDeps): AdminServer {
         yield part.value;
       }
     }
-    const manifest = await store.put(key, data(), {
-      mediaType: header.mediaType,
-      annotations: header.annotations,
-      maxSize: deps.config.maxArtifactBytes,
-      ...expected,
-      signal,
-      // A signature vouches for who pushed: without an admin token anyone
-      // could, so such pushes are stored unsigned and verifying runtimes refuse them.
-      ...(deps.attestor && deps.auth.required ? { attest: attestPush(deps.attestor, credential) } : {}),
-    });
+    let manifest: ArtifactManifest;
+    try {
+      manifest = await store.put(key, data(), {
+        mediaType: header.mediaType,
+        annotations: header.annotations,
+        maxSize: deps.config.maxArtifactBytes,
+        ...expected,
+        signal,
+        // A signature vouches for who pushed: without an admin token anyone
+        // could, so such pushes are stored unsigned and verifying runtimes refuse them.
+        ...(deps.attestor && deps.auth.required ? { attest: attestPush(deps.attestor, credential) } : {}),
+      });
+    } catch (error) {
+      // Said once the store has let go of the push: from this line on, nothing
+      // of it can appear, so an operator (or a test) knows the key is as it was.
+      const code = PluginError.from(signal.aborted ? signal.reason : error).code;
+      log.info({ key: formatBuildKey(key), code: codeName(code), by: credential }, "push not stored");
+      throw error;
+    }
     log.info(
       { key: formatBuildKey(key), digest: manifest.digest, size: manifest.size, by: credential },
       "artifact pushed",

@@ -74,7 +74,8 @@ export function createRegistryService(deps: RegistryDeps): HandlersOf<typeof Plu
       );
     }
     // Who asks is worked out only for a build: a pull of a stored artifact pays nothing for it.
-    return compiler.compile(key, { signal, caller: callerOf(peer, deps.trustedProxies) });
+    // The lookup above answers the miss: the compiler does not repeat it.
+    return compiler.compile(key, { signal, caller: callerOf(peer, deps.trustedProxies), missed: true });
   }
 
   async function pullPlugin(

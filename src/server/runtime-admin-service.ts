@@ -6,8 +6,6 @@ import type {
   sendUnaryData,
 } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import type { IncomingReleaseFile } from "../compiler/runtime-release-staging.js";
-import type { RuntimeReleases } from "../compiler/runtime-releases.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import {
   type BuildRecord,
@@ -21,6 +19,8 @@ import {
 import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import type { BuildRecord as StoredBuildRecord } from "../model/build-record.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+import type { IncomingReleaseFile } from "../runtime-releases/runtime-release-staging.js";
+import type { RuntimeReleases } from "../runtime-releases/runtime-releases.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
 import { scanStore } from "../store/manifest-pages.js";

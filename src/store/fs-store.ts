@@ -21,7 +21,7 @@ import type { ArtifactStore, ReadOptions, ScanEntry } from "./artifact-store.js"
 import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
 import { DigestMarks } from "./digest-marks.js";
 import { writeHashedFile } from "./hashed-file.js";
-import { badToken, collectManifests, mapOrdered } from "./manifest-pages.js";
+import { badToken, collectManifests, compareManifests, mapOrdered } from "./manifest-pages.js";
 import { readFully } from "./read-fully.js";
 import { checkPut, outOfRange } from "./store-checks.js";
 
@@ -413,8 +413,4 @@ async function shardFlatIndex(indexDir: string): Promise<void> {
     }
     if (moved) await syncDirectory(indexDir);
   }
-}
-
-function compareManifests(a: ArtifactManifest, b: ArtifactManifest): number {
-  return formatBuildKey(a.key).localeCompare(formatBuildKey(b.key));
 }

@@ -93,6 +93,11 @@ async function* scanList(
   }
 }
 
+/** The order of `list` and of pages: by formatted build key, the position `scan` goes by. */
+export function compareManifests(a: ArtifactManifest, b: ArtifactManifest): number {
+  return formatBuildKey(a.key).localeCompare(formatBuildKey(b.key));
+}
+
 /** Every manifest matching `filter`, read as `scan` goes; what the stores' `list` answers. */
 export async function collectManifests(
   scan: () => AsyncIterable<ScanEntry>,

@@ -17,6 +17,12 @@ export interface ServerProcess {
   child: ChildProcess;
   /** Every log line the server printed so far, parsed. */
   logs: Record<string, unknown>[];
+  /**
+   * The first log line, printed so far or from now on, that `match` accepts:
+   * a test waits for the server to say something happened, never for a time.
+   * Rejects if the server exits first.
+   */
+  logged(match: (entry: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
   /** What the server printed on stderr so far. */
   stderr(): string;
   /** What the server printed on stdout so far (its log lines), as written. */
@@ -71,6 +77,10 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
   process.once("exit", killOnExit);
   child.once("exit", () => process.off("exit", killOnExit));
   const logs: Record<string, unknown>[] = [];
+  const watchers = new Set<{
+    match: (entry: Record<string, unknown>) => boolean;
+    found: (entry: Record<string, unknown>) => void;
+  }>();
   let stderr = "";
   let stdout = "";
   child.stderr?.on("data", (chunk: Buffer) => {
@@ -90,6 +100,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;
         logs.push(entry);
+        for (const watcher of watchers) if (watcher.match(entry)) watcher.found(entry);
         if (entry.msg === "serving") {
           child.off("exit", onExit);
           resolve(entry);
@@ -109,6 +120,26 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     dataDir,
     child,
     logs,
+    logged(match) {
+      const seen = logs.find(match);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const watcher = {
+          match,
+          found: (entry: Record<string, unknown>) => {
+            watchers.delete(watcher);
+            child.off("exit", onExit);
+            resolve(entry);
+          },
+        };
+        const onExit = () => {
+          watchers.delete(watcher);
+          reject(new Error(`the server exited before logging the line waited for: ${stderr}`));
+        };
+        watchers.add(watcher);
+        child.once("exit", onExit);
+      });
+    },
     stderr: () => stderr,
     stdout: () => stdout,
     async stop() {

@@ -1,5 +1,5 @@
 import { lstatSync, readlinkSync, realpathSync } from "node:fs";
-import type { SandboxStep, StepLimits } from "./sandbox.js";
+import type { SandboxStep, StepLimits } from "./sandbox-step.js";
 
 /** The unprivileged user a step runs as: it owns the writable paths inside, nothing else. */
 const SANDBOX_UID = "65534";

@@ -1,11 +1,10 @@
 import { mkdir } from "node:fs/promises";
 import { Code, PluginError } from "../../errors/plugin-error.js";
+import { DEFAULT_MAX_SOURCE_BYTES, DEFAULT_MAX_SOURCE_FILES } from "../build-defaults.js";
 import { nodeProgram } from "../sandbox/node-program.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import { stepReports } from "../sandbox/step-report.js";
 
-export const DEFAULT_MAX_SOURCE_BYTES = 64 * 1024 * 1024;
-export const DEFAULT_MAX_SOURCE_FILES = 10_000;
 const UNPACK_TIMEOUT_MS = 60_000;
 
 export interface SourceLimits {

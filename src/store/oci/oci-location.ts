@@ -67,11 +67,6 @@ export function parseOciLocation(url: string): OciLocation {
   return { origin: `${transport}://${parsed.host}`, repository };
 }
 
-/** `oci://...` URLs go to the OCI store; everything else is not one. */
-export function isOciUrl(value: string): boolean {
-  return /^oci(\+https?)?:\/\//.test(value);
-}
-
 function invalid(url: string, rule: string): PluginError {
   return new PluginError(Code.InvalidArgument, `store "${url}" ${rule}`);
 }

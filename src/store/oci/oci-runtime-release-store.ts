@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Code, PluginError } from "../../errors/plugin-error.js";
-import type { Digest } from "../../model/artifact.js";
+import { DIGEST_PATTERN, type Digest } from "../../model/artifact.js";
 import {
   checkRuntimeVersion,
   parseReleaseIndex,
@@ -249,7 +249,7 @@ function fromManifest(oci: OciImageManifest, where: string): RuntimeReleaseSumma
   if (
     oci.artifactType !== RUNTIME_MEDIA_TYPES.artifact ||
     typeof digest !== "string" ||
-    !/^sha256:[0-9a-f]{64}$/.test(digest)
+    !DIGEST_PATTERN.test(digest)
   ) {
     throw new PluginError(Code.DataLoss, `${where} is not an atomix runtime release`);
   }

@@ -9,7 +9,7 @@ import { DEFAULT_MEDIA_TYPE } from "../../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../../model/build-key.js";
 import type { ArtifactStore, ListFilter, ReadOptions, ScanEntry } from "../artifact-store.js";
 import { writeHashedFile } from "../hashed-file.js";
-import { badToken, collectManifests, mapOrdered } from "../manifest-pages.js";
+import { badToken, collectManifests, compareManifests, mapOrdered } from "../manifest-pages.js";
 import { isRunning } from "../process-alive.js";
 import { checkPut, outOfRange } from "../store-checks.js";
 import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "./build-key-tag.js";
@@ -549,10 +549,6 @@ function withDigest(location: string, digest: string): string {
   const url = new URL(location);
   url.searchParams.set("digest", digest);
   return url.toString();
-}
-
-function compareManifests(a: ArtifactManifest, b: ArtifactManifest): number {
-  return formatBuildKey(a.key).localeCompare(formatBuildKey(b.key));
 }
 
 const SPOOL_PREFIX = "atomix-oci-";

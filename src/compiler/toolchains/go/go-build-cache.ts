@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { cp, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
+import { DEFAULT_GO_CACHE_MAX_BYTES } from "../../build-defaults.js";
 import { type CacheCollection, type DiskCache, removeTree, treeBytes } from "../../disk-cache.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { goCommand } from "./go-command.js";
@@ -60,7 +61,6 @@ export interface GoBuildCacheOptions {
   readonly log?: Logger;
 }
 
-export const DEFAULT_GO_CACHE_MAX_BYTES = 10 * 1024 * 1024 * 1024;
 const COMPLETE = "atomix-base-complete";
 
 export function createGoBuildCaches(cacheDir: string, options: GoBuildCacheOptions = {}): GoBuildCaches {

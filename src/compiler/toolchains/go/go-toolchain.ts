@@ -6,14 +6,11 @@ import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { ANNOTATIONS } from "../../../model/annotations.js";
 import { formatBuildKey } from "../../../model/build-key.js";
 import { isBelow } from "../../../model/contained-path.js";
+import { DEFAULT_MAX_BUILD_OUTPUT } from "../../build-defaults.js";
+import { redactOutsidePaths } from "../../redact-outside-paths.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
-import {
-  type BuildJob,
-  type BuildOutput,
-  DEFAULT_MAX_BUILD_OUTPUT,
-  type Toolchain,
-} from "../../toolchain.js";
+import type { BuildJob, BuildOutput, Toolchain } from "../../toolchain.js";
 import { createGoBuildCaches } from "./go-build-cache.js";
 import { type GoCommand, goCommand } from "./go-command.js";
 import { type GoInstallations, probeGoInstallations, selectGoInstallation } from "./go-installations.js";
@@ -24,7 +21,6 @@ import {
   type GoMod,
   planAlignment,
   readGoMod,
-  redactOutsidePaths,
   runtimeReplacementDirs,
 } from "./go-mod.js";
 import { fetchGoModule, type GoModuleSource } from "./go-module-source.js";

@@ -1,15 +1,11 @@
 import { mkdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { ANNOTATIONS } from "../../../model/annotations.js";
+import { DEFAULT_MAX_BUILD_OUTPUT } from "../../build-defaults.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { fetchPlugin, type PluginSource } from "../../sources/plugin-source.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../../sources/source-unpacker.js";
-import {
-  type BuildJob,
-  type BuildOutput,
-  DEFAULT_MAX_BUILD_OUTPUT,
-  type Toolchain,
-} from "../../toolchain.js";
+import type { BuildJob, BuildOutput, Toolchain } from "../../toolchain.js";
 import { alignDependencies } from "./align-dependencies.js";
 import { bundlePlugin, ESBUILD_VERSION } from "./bundle-plugin.js";
 import { nodeBuildVersion, nodeTarget, readNodeRuntime } from "./node-runtime-spec.js";

@@ -2,7 +2,7 @@ import { cp, lstat, readdir, readFile, rm, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import { packageFolder } from "../../../model/package-name.js";
-import type { PluginPackage } from "./plugin-package.js";
+import { MAX_CONFIG_BYTES, type PluginPackage } from "./plugin-package.js";
 
 /**
  * Rules a plugin package must follow, checked by the server on the build's
@@ -20,9 +20,6 @@ export function isOutside(path: string): boolean {
   const normalized = path.replaceAll("\\", "/");
   return isAbsolute(normalized) || normalized === ".." || normalized.startsWith("../");
 }
-
-/** Largest package.json or tsconfig the server parses: they are read in its own process. */
-export const MAX_CONFIG_BYTES = 1024 * 1024;
 
 /** TypeScript configuration files esbuild or tsc might read. */
 const CONFIG_FILE = /^(tsconfig(\..+)?|jsconfig)\.json$/;

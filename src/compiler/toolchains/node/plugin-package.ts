@@ -2,7 +2,9 @@ import { readFile, stat } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { PluginRef } from "../../../model/build-key.js";
-import { MAX_CONFIG_BYTES } from "./package-rules.js";
+
+/** Largest package.json or tsconfig the server parses: they are read in its own process. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
 
 /** The parts of a plugin's package.json the build reads. */
 export interface PluginPackage {

@@ -1,12 +1,12 @@
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
 import semver from "semver";
+import type { Compiler } from "../compiler/compiler.js";
 import { codeName, PluginError } from "../errors/plugin-error.js";
 import type { PrewarmFailure, PrewarmProgress } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
-import type { Compiler } from "./compiler.js";
 import type { RuntimeReleases } from "./runtime-releases.js";
 
 /** Failures kept per release for listings; the count goes on. */

@@ -2,6 +2,9 @@ import { randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
+import type { RuntimeDescriptor } from "../compiler/toolchain.js";
+import { parseGoRuntimeSpec } from "../compiler/toolchains/go/go-runtime-spec.js";
+import { readNodeRuntime } from "../compiler/toolchains/node/node-runtime-spec.js";
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import { isBelow } from "../model/contained-path.js";
 import { isPackageName } from "../model/package-name.js";
@@ -18,9 +21,6 @@ import { writeHashedFile } from "../store/hashed-file.js";
 import type { StagedRuntimeRelease } from "../store/runtime-release-store.js";
 import { parseRuntimeDescriptor } from "./runtime-catalog.js";
 import { type GatheredRelease, goModDirectoryReplacements } from "./runtime-release-layout.js";
-import type { RuntimeDescriptor } from "./toolchain.js";
-import { parseGoRuntimeSpec } from "./toolchains/go/go-runtime-spec.js";
-import { readNodeRuntime } from "./toolchains/node/node-runtime-spec.js";
 
 /** One file of a release as it arrives: its place, announced size, and bytes. */
 export interface IncomingReleaseFile {

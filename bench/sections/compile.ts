@@ -1,9 +1,9 @@
 import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import type { BuildKey } from "../../src/model/build-key.js";
-import { run, SERVER_NODE_FLAGS, type ServerProcess, startServer } from "./processes.js";
-import { median } from "./stats.js";
-import type { Row } from "./table.js";
+import { run, SERVER_NODE_FLAGS, type ServerProcess, startServer } from "../lib/processes.js";
+import { median } from "../lib/stats.js";
+import type { Row } from "../lib/table.js";
 
 /** The bundled examples (examples/runtimes, examples/plugins): what `npm start` serves. */
 const NODE_EXAMPLE: BuildKey = {

@@ -4,9 +4,9 @@ import { createPluginClient } from "../../src/client/index.js";
 import type { BuildKey } from "../../src/model/build-key.js";
 import { startRegistry } from "../../test/helpers/registry-process.js";
 import { startRegistryProxy } from "../../test/helpers/registry-proxy.js";
-import { type ServerProcess, watchPeakRss } from "./processes.js";
-import { MiB, megabytesPerSecond } from "./stats.js";
-import type { Row } from "./table.js";
+import { type ServerProcess, watchPeakRss } from "../lib/processes.js";
+import { MiB, megabytesPerSecond } from "../lib/stats.js";
+import type { Row } from "../lib/table.js";
 
 export interface ReplicaRowOptions {
   work: string;

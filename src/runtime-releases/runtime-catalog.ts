@@ -2,8 +2,8 @@ import { readdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import semver from "semver";
 import { z } from "zod";
+import type { RuntimeDescriptor } from "../compiler/toolchain.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
-import type { RuntimeDescriptor } from "./toolchain.js";
 
 /** The runtime releases the compiler knows, by version. */
 export interface RuntimeCatalog {

@@ -5,9 +5,9 @@ import { join } from "node:path";
 import type { BuildKey } from "../../src/model/build-key.js";
 import type { ArtifactStore } from "../../src/store/artifact-store.js";
 import { createFsStore } from "../../src/store/fs-store.js";
-import { SERVER_NODE_FLAGS, startServer, watchDescriptors, watchPeakRss } from "./processes.js";
-import { MiB } from "./stats.js";
-import type { Row } from "./table.js";
+import { SERVER_NODE_FLAGS, startServer, watchDescriptors, watchPeakRss } from "../lib/processes.js";
+import { MiB } from "../lib/stats.js";
+import type { Row } from "../lib/table.js";
 
 export interface IndexOptions {
   root: string;

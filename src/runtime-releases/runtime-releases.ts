@@ -1,6 +1,7 @@
 import { rm } from "node:fs/promises";
 import type { Logger } from "pino";
 import semver from "semver";
+import type { RuntimeDescriptor } from "../compiler/toolchain.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
 import type { RuntimeReleaseStore } from "../store/runtime-release-store.js";
@@ -12,7 +13,6 @@ import {
   type IncomingReleaseFile,
   stageRuntimeRelease,
 } from "./runtime-release-staging.js";
-import type { RuntimeDescriptor } from "./toolchain.js";
 
 /**
  * The runtime releases a server knows: registered ones, from the store that
