@@ -4,6 +4,7 @@ import { toSignedEntity, toTrustMaterial, Verifier } from "@sigstore/verify";
 import { UntrustedArtifactError } from "../errors/plugin-error.js";
 import type { Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../model/build-key.js";
+import { plural } from "../model/plural.js";
 import { keyId, PROVENANCE, type ProvenanceStatement, subjectName } from "../model/provenance.js";
 
 /** A public key a client trusts: PEM text or bytes, or a KeyObject. */
@@ -62,9 +63,10 @@ export function verifyProvenance(
   expected: { key: BuildKey; digest: Digest },
   trusted: TrustedKeySet,
 ): ProvenanceStatement {
-  const what = `${formatBuildKey(expected.key)} (${expected.digest})`;
+  // The digest is left out: a reason about bytes names it, and the line stays short.
+  const what = formatBuildKey(expected.key);
   const refuse = (reason: string, cause?: unknown) =>
-    new UntrustedArtifactError(`refusing ${what}: ${reason}`, cause === undefined ? undefined : { cause });
+    new UntrustedArtifactError(`${what}: ${reason}`, cause === undefined ? undefined : { cause });
   if (bundleBytes.byteLength > MAX_BUNDLE_BYTES) {
     throw refuse(`its provenance bundle has ${bundleBytes.byteLength} bytes, more than ${MAX_BUNDLE_BYTES}`);
   }
@@ -84,8 +86,10 @@ export function verifyProvenance(
   const hint = material.publicKey.hint;
   const signer = trusted.get(hint);
   if (!signer) {
+    const ids = [...trusted.keys()];
+    const count = ids.length === 1 ? "the 1 trusted key" : `any of the ${plural(ids.length, "trusted key")}`;
     throw refuse(
-      `its provenance is signed by key ${hint || "(unnamed)"}, which is not trusted (trusted: ${[...trusted.keys()].join(", ") || "none"})`,
+      `its provenance is signed by key ${hint ? shortKeyId(hint) : "(unnamed)"}, not by ${count} (${ids.map(shortKeyId).join(", ")}); pull from a server that signs with a trusted key, or trust its key with --trust-key`,
     );
   }
   const verifier = new Verifier(
@@ -136,6 +140,11 @@ export function verifyProvenance(
     );
   }
   return statement;
+}
+
+/** A key id as a person compares it: the first 16 of its 64 hex digits (what keygen prints begins so). */
+function shortKeyId(id: string): string {
+  return id.length > 16 ? `${id.slice(0, 16)}…` : id;
 }
 
 /**

@@ -4,6 +4,7 @@ import { splitHostPort } from "../config.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { PrewarmProgress } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
+import { plural } from "../model/plural.js";
 import { PROVENANCE } from "../model/provenance.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
 import { isReplicaStore } from "../server/cache-metrics.js";
@@ -113,11 +114,26 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
             if (failure.code !== Code.InvalidArgument) throw failure;
             return send(400, "text/plain; charset=utf-8", `${failure.message}\n`);
           }
+          // Read for the page's rows only, at once: a row links its provenance only when there is one.
+          const signed = new Set(
+            (
+              await Promise.all(
+                page.manifests.map((m) =>
+                  deps.store.getProvenance(m.key).then(
+                    (found) => (found?.bundle ? m : undefined),
+                    // Unknown (the store did not answer): the link stays, /provenance tells.
+                    () => m,
+                  ),
+                ),
+              )
+            ).filter((m) => m !== undefined),
+          );
           return send(
             200,
             "text/html; charset=utf-8",
             renderCatalogPage({
               manifests: page.manifests,
+              signed: (m) => signed.has(m),
               next: page.next,
               continued: Boolean(q.get("page")),
               query,
@@ -201,7 +217,7 @@ function replicaView(store: HttpDeps["store"]) {
   const { state, counters } = store.cache;
   const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
   const summary = [
-    `content cache: ${state.blobs} ${state.blobs === 1 ? "artifact" : "artifacts"} held here, ${mib(state.bytes)}`,
+    `content cache: ${plural(state.blobs, "artifact")} held here, ${mib(state.bytes)}`,
     `${counters.upstreamFetches} fetched from upstream (${mib(counters.upstreamBytes)})`,
     `${counters.hits} ${counters.hits === 1 ? "pull" : "pulls"} served from disk`,
     ...(store.degraded ? ["upstream unreachable: held artifacts served as last seen"] : []),

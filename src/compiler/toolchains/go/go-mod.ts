@@ -164,7 +164,7 @@ export function runtimeReplacementDirs(runtime: GoMod, runtimeGoModPath: string)
     .map((replacement) => resolve(dirname(runtimeGoModPath), replacement.New.Path));
 }
 
-const NOT_SHOWN = "(a line about a file outside the module, not shown)";
+const NOT_SHOWN = "(a line naming a file of the build host: not shown)";
 
 /**
  * Tool output as a caller may see it: gcc's quoted source lines are dropped
