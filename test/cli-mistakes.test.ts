@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer as createHttpServer } from "node:http";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -159,16 +160,42 @@ describe("a newcomer's mistakes, one line each", () => {
       }
     });
 
-    it("the catalog's HTTP port given as the gRPC port: says it answers HTTP/1.1 and where gRPC is (ls and pull alike)", async () => {
+    it("the catalog's HTTP port given as the gRPC port: says it answers HTTP/1.1 and names the gRPC port (ls and pull alike)", async () => {
       const http = server.service.http;
       for (const args of [["ls"], ["pull", "counter@1.0.0", ...RUNTIME, "-o", join(work, "never.mjs")]]) {
         const message = oneLine(await runCli([...args, "-s", http]), EXIT.unavailable, "UNAVAILABLE");
-        assert.match(message, new RegExp(`^${http.replaceAll(".", "\\.")} answers HTTP/1\\.1, not gRPC`));
-        assert.match(
+        assert.equal(
           message,
-          /The gRPC port is another \(5679 unless the server's --listen says otherwise\)/,
+          `${http} answers HTTP/1.1, not gRPC: it is the catalog page's port of a server whose gRPC port is ${server.address}; give that port with --server`,
         );
-        noInternals(message);
+      }
+    });
+
+    it("another HTTP/1.1 server given as the gRPC one: says so, and where gRPC usually is", async () => {
+      const other = createHttpServer((_request, response) => response.end("hello\n"));
+      const port = await listen(other as unknown as Server);
+      try {
+        for (const args of [["ls"], ["pull", "counter@1.0.0", ...RUNTIME, "-o", join(work, "never.mjs")]]) {
+          const message = oneLine(
+            await runCli([...args, "-s", `127.0.0.1:${port}`]),
+            EXIT.unavailable,
+            "UNAVAILABLE",
+          );
+          assert.match(
+            message,
+            new RegExp(
+              `^127\\.0\\.0\\.1:${port} answers HTTP/1\\.1, not gRPC: is it the catalog page's port\\?`,
+            ),
+          );
+          assert.match(
+            message,
+            /The gRPC port is another \(5679 unless the server's --listen says otherwise\)/,
+          );
+          noInternals(message);
+        }
+      } finally {
+        other.closeAllConnections();
+        await new Promise((resolve) => other.close(resolve));
       }
     });
 

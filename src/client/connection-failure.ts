@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
 import { Code, ServerUnreachableError } from "../errors/plugin-error.js";
+import { GRPC_ADDRESS_HEADER } from "../protocol/metadata.js";
 import type { ServerTarget } from "./server-target.js";
 import { CLIENT_PREFACE, settingsFrame } from "./wire/http2-frames.js";
 
@@ -68,10 +69,16 @@ export function socketFailure(authority: string, error: Error): ServerUnreachabl
 
 /** What the first bytes a server sent say when they are not HTTP/2; undefined when they may be. */
 export function answerFailure(authority: string, first: Uint8Array): ServerUnreachableError | undefined {
-  if (Buffer.from(first.subarray(0, 7)).toString("latin1") === "HTTP/1.") {
+  const head = Buffer.from(first.subarray(0, 4096)).toString("latin1");
+  if (head.startsWith("HTTP/1.")) {
+    // The catalog's port of an atomix-plugins server says where its gRPC port is.
+    const told = new RegExp(`\r\n${GRPC_ADDRESS_HEADER}: ([\\w.:[\\]-]{1,100})\r\n`, "i").exec(head)?.[1];
+    const grpc = told && grpcAddressFrom(told, authority);
     return new ServerUnreachableError(
       "http1",
-      `${authority} answers HTTP/1.1, not gRPC: is it the catalog page's port? The gRPC port is another (${DEFAULT_GRPC_PORT} unless the server's --listen says otherwise)`,
+      grpc
+        ? `${authority} answers HTTP/1.1, not gRPC: it is the catalog page's port of a server whose gRPC port is ${grpc}`
+        : `${authority} answers HTTP/1.1, not gRPC: is it the catalog page's port? The gRPC port is another (${DEFAULT_GRPC_PORT} unless the server's --listen says otherwise)`,
     );
   }
   // A TLS record (alert or handshake): the server expects TLS.
@@ -79,6 +86,14 @@ export function answerFailure(authority: string, first: Uint8Array): ServerUnrea
     return expectsTls(authority);
   }
   return undefined;
+}
+
+/** The gRPC address a server announces, its host the one the client used when it listens on every address. */
+function grpcAddressFrom(told: string, authority: string): string | undefined {
+  const match = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):(\d{1,5})$/.exec(told);
+  if (!match) return undefined;
+  const wildcard = match[1] === "0.0.0.0" || match[1] === "[::]";
+  return wildcard ? `${authority.replace(/:\d+$/, "")}:${match[2]}` : told;
 }
 
 function expectsTls(authority: string): ServerUnreachableError {
@@ -114,7 +129,10 @@ async function firstAnswer(target: ServerTarget): Promise<{ bytes: Buffer; close
     const timer = setTimeout(() => done(false), PROBE_MS);
     socket.on("data", (chunk: Buffer) => {
       chunks.push(chunk);
-      if (Buffer.concat(chunks).length >= 9) done(false);
+      // Enough to tell: an HTTP/1.1 answer's headers, or the first bytes of anything else.
+      const head = Buffer.concat(chunks);
+      const http1 = head.subarray(0, 5).toString("latin1") === "HTTP/";
+      if (head.length >= 4096 || (http1 ? head.includes("\r\n\r\n") : head.length >= 9)) done(false);
     });
     socket.on("error", () => done(true));
     socket.on("close", () => done(true));

@@ -108,7 +108,10 @@ export function verifyProvenance(
   try {
     verifier.verify(toSignedEntity(bundle));
   } catch (error) {
-    throw refuse(`the signature of its provenance does not verify with trusted key ${hint}`, error);
+    throw refuse(
+      `the signature of its provenance does not verify with trusted key ${shortKeyId(hint)}${ALTERED}`,
+      error,
+    );
   }
   const envelope = bundle.content.dsseEnvelope;
   if (envelope.payloadType !== PROVENANCE.payloadType) {
@@ -131,16 +134,19 @@ export function verifyProvenance(
   const subject = subjects.length === 1 ? subjects[0] : undefined;
   if (!subject || !lineKeys(expected.key).some((key) => subjectName(key) === subject.name)) {
     throw refuse(
-      `its provenance was signed for ${subjects.map((s) => String(s?.name)).join(", ") || "no subject"}, not for ${name}`,
+      `its provenance was signed for ${subjects.map((s) => String(s?.name)).join(", ") || "no subject"}, not for ${name}${ALTERED}`,
     );
   }
   if (subject.digest?.sha256 !== hex) {
     throw refuse(
-      `its provenance was signed for bytes with digest sha256:${String(subject.digest?.sha256)}, and these bytes hash to ${expected.digest}`,
+      `its provenance was signed for bytes with digest sha256:${String(subject.digest?.sha256)}, and these bytes hash to ${expected.digest}${ALTERED}`,
     );
   }
   return statement;
 }
+
+/** What to do when what the server holds is not what was signed. */
+const ALTERED = "; the server's copy was altered after it was signed: have it rebuilt or pushed again";
 
 /** A key id as a person compares it: the first 16 of its 64 hex digits (what keygen prints begins so). */
 function shortKeyId(id: string): string {

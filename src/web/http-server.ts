@@ -1,4 +1,5 @@
 import { createServer, type Server } from "node:http";
+import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { splitHostPort } from "../config.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
@@ -7,6 +8,7 @@ import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from ".
 import { plural } from "../model/plural.js";
 import { PROVENANCE } from "../model/provenance.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+import { GRPC_ADDRESS_HEADER } from "../protocol/metadata.js";
 import { isReplicaStore } from "../server/cache-metrics.js";
 import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
@@ -190,6 +192,9 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
       send(503, "text/plain; charset=utf-8", `unavailable: ${(error as Error).message}\n`);
     });
   });
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) =>
+    answerClientError(error, socket, deps),
+  );
   const { host, port } = splitHostPort(deps.listen);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error) => reject(listenError(deps.listen, "HTTP", error)));
@@ -226,4 +231,32 @@ function replicaView(store: HttpDeps["store"]) {
     heldHere: (manifest: { digest: string }) => store.cache.holds(manifest.digest),
     cacheSummary: summary,
   };
+}
+
+/**
+ * What Node.js answers a request it cannot parse, and, to a gRPC client
+ * pointed at this port by mistake (its HTTP/2 preface is no HTTP/1.1
+ * request), where the gRPC port is: a header the client reads, and a line
+ * for whoever looks (curl). Node.js answers nothing of its own once
+ * 'clientError' has a listener, so the other answers are its own, kept.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, deps: HttpDeps): void {
+  const fresh = socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0;
+  if (fresh && error.code === "HPE_PAUSED_H2_UPGRADE") {
+    const body = `this is the HTTP port of atomix-plugins (catalog page, /metrics, /healthz); gRPC is at ${deps.grpcAddress}\n`;
+    socket.end(
+      `HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\n${GRPC_ADDRESS_HEADER}: ${deps.grpcAddress}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    return;
+  }
+  if (fresh && error.code !== "ECONNRESET") {
+    const status =
+      error.code === "HPE_HEADER_OVERFLOW"
+        ? "431 Request Header Fields Too Large"
+        : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? "408 Request Timeout"
+          : "400 Bad Request";
+    socket.write(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
+  }
+  socket.destroy();
 }
