@@ -439,6 +439,14 @@ describe("a newcomer's mistakes, one line each", () => {
         /^counter@1\.0\.0 for runtime 1\.0\.0\/node20: its provenance is signed by key [0-9a-f]{16}…, not by the 1 trusted key \([0-9a-f]{16}…\); pull from a server that signs with a trusted key, or trust its key with --trust-key$/,
       );
       assert.ok(message.length < 250, `short: ${message.length} characters`);
+      const json = await runCli([
+        ...["pull", "counter@1.0.0", ...RUNTIME, "-o", join(work, "stranger.mjs"), "--json"],
+        ...["-s", signing.address, "--trust-key", join(work, "stranger.pub")],
+      ]);
+      assert.equal(json.code, EXIT.untrusted);
+      assert.deepEqual(JSON.parse(json.stderr), {
+        error: { code: "UNTRUSTED", message, exitCode: EXIT.untrusted },
+      });
     });
   });
 
