@@ -355,6 +355,12 @@ describe("a newcomer's mistakes, one line each", () => {
       }
     });
 
+    it("a timeout takes a fraction of a second: --timeout 0.25 is no usage error", async () => {
+      const ls = await runCli(["ls", "--timeout", "0.25", "-s", server.address]);
+      // Answered within it, or not (a loaded machine): either way the flag was taken.
+      assert.ok([EXIT.ok, EXIT.unavailable].includes(ls.code as 0 | 5), `exit ${ls.code}: ${ls.stderr}`);
+    });
+
     it("a size takes a unit: --max-bytes 1KiB pulls, 1B refuses the artifact", async () => {
       const to = join(work, "sized.mjs");
       const ok = await runCli([

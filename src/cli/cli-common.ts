@@ -222,7 +222,7 @@ export function checkLocalFile(what: string, path: string): void {
   } catch (error) {
     throw localFileError(what, path, error);
   }
-  if (isFolder) throw localFileError(what, path, Object.assign(new Error("EISDIR"), { code: "EISDIR" }));
+  if (isFolder) throw localFileError(what, path, "EISDIR");
 }
 
 /** A local file's text, with checkLocalFile's messages. */
@@ -257,8 +257,9 @@ export function checkOutputFile(what: string, path: string): void {
   }
 }
 
+/** `error` (or an errno code) from reading a local file, as what the person should change. */
 function localFileError(what: string, path: string, error: unknown): PluginError {
-  const errno = (error as NodeJS.ErrnoException).code;
+  const errno = typeof error === "string" ? error : (error as NodeJS.ErrnoException).code;
   const shown = quoted(path, 200);
   switch (errno) {
     case "ENOENT":
@@ -272,6 +273,12 @@ function localFileError(what: string, path: string, error: unknown): PluginError
     default:
       return PluginError.from(error, `reading ${what} ${shown}`);
   }
+}
+
+function readNumber(value: string, unit: "bytes" | "seconds" | "count"): number | undefined {
+  if (unit === "bytes") return parseByteSize(value);
+  const pattern = unit === "seconds" ? /^\s*\d{1,15}(\.\d{1,9})?\s*$/ : /^\s*\d{1,15}\s*$/;
+  return pattern.test(value) ? Number(value) : undefined;
 }
 
 /** `--timeout` in milliseconds, or undefined. */
@@ -293,17 +300,8 @@ export function numberFlag(
   least: 0 | 1 = 1,
   most = Number.MAX_SAFE_INTEGER,
 ): number {
-  const n =
-    unit === "bytes"
-      ? parseByteSize(value)
-      : unit === "seconds"
-        ? /^\s*\d+(\.\d+)?\s*$/.test(value)
-          ? Number(value)
-          : undefined
-        : /^\s*\d{1,15}\s*$/.test(value)
-          ? Number(value)
-          : undefined;
-  if (n !== undefined && n >= least && n <= most && (least === 0 || n > 0)) return n;
+  const n = readNumber(value, unit);
+  if (n !== undefined && n <= most && (least === 0 ? n >= 0 : n > 0)) return n;
   const [kind, range] = least === 0 ? ["", ", 0 or more"] : ["positive ", ""];
   const upTo = most < Number.MAX_SAFE_INTEGER ? `, at most ${most}` : "";
   const what =
