@@ -4,7 +4,6 @@ import { toSignedEntity, toTrustMaterial, Verifier } from "@sigstore/verify";
 import { UntrustedArtifactError } from "../errors/plugin-error.js";
 import type { Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../model/build-key.js";
-import { plural } from "../model/plural.js";
 import { keyId, PROVENANCE, type ProvenanceStatement, subjectName } from "../model/provenance.js";
 
 /** A public key a client trusts: PEM text or bytes, or a KeyObject. */
@@ -87,7 +86,7 @@ export function verifyProvenance(
   const signer = trusted.get(hint);
   if (!signer) {
     const ids = [...trusted.keys()];
-    const count = ids.length === 1 ? "the 1 trusted key" : `any of the ${plural(ids.length, "trusted key")}`;
+    const count = ids.length === 1 ? "the 1 trusted key" : `any of the ${ids.length} trusted keys`;
     throw refuse(
       `its provenance is signed by key ${hint ? shortKeyId(hint) : "(unnamed)"}, not by ${count} (${ids.map(shortKeyId).join(", ")}); pull from a server that signs with a trusted key, or trust its key with --trust-key`,
     );

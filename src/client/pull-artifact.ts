@@ -4,7 +4,6 @@ import { basename, dirname, join } from "node:path";
 import { Code, codeName, PluginError } from "../errors/plugin-error.js";
 import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../model/build-key.js";
-import { plural } from "../model/plural.js";
 import { isMismatch } from "./connection-failure.js";
 import { openPluginCache } from "./plugin-cache.js";
 import type { Announced, AttemptOutcome, PullTransport } from "./pull-transport.js";
@@ -212,7 +211,7 @@ export async function pullArtifact(
         const inHand = received > 0 ? ` with ${received}${of} bytes in hand` : "";
         throw new PluginError(
           failure.code,
-          `${what}: gave up after ${plural(failures, "attempt")}${inHand}: ${failure.message}`,
+          `${what}: gave up after ${failures} attempt${failures === 1 ? "" : "s"}${inHand}: ${failure.message}`,
           { cause: failure },
         );
       }
