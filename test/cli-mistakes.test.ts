@@ -243,7 +243,7 @@ describe("a newcomer's mistakes, one line each", () => {
       assert.equal(absent, `the artifact file "${missing}" does not exist`);
     });
 
-    it("-o into a missing folder, or onto a folder: INVALID_ARGUMENT naming it, and nothing is pulled", async () => {
+    it("-o into a missing folder, onto a folder, --cache onto a file: INVALID_ARGUMENT naming it, and nothing is pulled", async () => {
       const into = join(work, "no-folder", "counter.mjs");
       const message = oneLine(
         await runCli(["pull", "counter@1.0.0", ...RUNTIME, "-o", into, "-s", server.address]),
@@ -260,6 +260,22 @@ describe("a newcomer's mistakes, one line each", () => {
         "INVALID_ARGUMENT",
       );
       assert.match(onto, /is a folder: give the name of the file to write in it/);
+      const cache = oneLine(
+        await runCli([
+          "pull",
+          "counter@1.0.0",
+          ...RUNTIME,
+          "-o",
+          join(work, "x.mjs"),
+          "--cache",
+          artifact,
+          "-s",
+          server.address,
+        ]),
+        EXIT.usage,
+        "INVALID_ARGUMENT",
+      );
+      assert.equal(cache, `--cache "${artifact}" is a file, not a folder`);
       assert.equal(server.pulls.length, 0, "nothing was asked of the server");
     });
 

@@ -234,6 +234,18 @@ export function readLocalFile(what: string, path: string): string {
   }
 }
 
+/** A folder the command keeps files in (--cache): made when missing, but a file there is a mistake. */
+export function checkFolder(what: string, path: string): void {
+  let isFile = false;
+  try {
+    isFile = !statSync(path).isDirectory();
+  } catch {
+    return; // missing: made on first use
+  }
+  if (isFile)
+    throw new PluginError(Code.InvalidArgument, `${what} ${quoted(path, 200)} is a file, not a folder`);
+}
+
 /** Where `-o` writes: its folder must exist, and it must not be a folder itself. */
 export function checkOutputFile(what: string, path: string): void {
   let isFolder = false;

@@ -9,6 +9,7 @@ import {
   CACHE_ENV,
   CACHE_MAX_ENV,
   type ClientFlags,
+  checkFolder,
   checkLocalFile,
   checkOutputFile,
   formatBytes,
@@ -143,6 +144,8 @@ Examples:
           checkOutputFile("-o", flags.output);
           const maxAttempts = numberFlag("--retries", flags.retries, "count", 0, 9999) + 1;
           const cacheDir = flags.cache ?? process.env[CACHE_ENV];
+          if (cacheDir !== undefined)
+            checkFolder(flags.cache === undefined ? CACHE_ENV : "--cache", cacheDir);
           const cacheMaxText = flags.cacheMaxBytes ?? process.env[CACHE_MAX_ENV];
           const cacheMax =
             cacheMaxText === undefined
