@@ -18,6 +18,7 @@ import {
   DEFAULT_PACKUMENT_TTL_MS,
 } from "./compiler/sources/npm-registry-source.js";
 import { Code, PluginError } from "./errors/plugin-error.js";
+import { BYTE_SIZE_EXAMPLE, parseByteSize } from "./model/byte-size.js";
 import { Secret } from "./model/secret.js";
 import { trustedProxyList } from "./server/caller-identity.js";
 import { DEFAULT_MAX_BUILD_RECORDS } from "./store/build-record-store.js";
@@ -702,6 +703,11 @@ export function parseServeConfig(
   for (const [option, value] of Object.entries(options)) {
     if (value !== undefined) input[option] = value;
   }
+  // A size may be written with a unit (64KiB); anything else is left for the schema to refuse.
+  for (const [option, value] of Object.entries(input)) {
+    if (typeof value === "string" && unitOf(option) === "bytes")
+      input[option] = parseByteSize(value) ?? value;
+  }
   const parsed = serveConfigSchema.safeParse(input);
   if (!parsed.success) {
     const variableOf = (option: string, set: boolean) =>
@@ -715,7 +721,8 @@ export function parseServeConfig(
         flagOf(option) ??
         (options[option] === undefined ? variableOf(option, false) : undefined) ??
         (issue.path.join(".") || "config");
-      return `${name}: ${issue.message}`;
+      const numeric = ["invalid_type", "too_small", "too_big"].includes(issue.code);
+      return `${name}: ${(numeric && numberProblem(option)) || issue.message}`;
     });
     throw new PluginError(Code.InvalidArgument, `invalid configuration: ${problems.join("; ")}`);
   }
@@ -766,6 +773,29 @@ export function resolveServePaths(config: ServeConfig, cwd: string = process.cwd
     );
   }
   return resolved as ServeConfig;
+}
+
+/** What a numeric option counts, from its flag's placeholder (`--chunk-size <bytes>`). */
+function unitOf(option: string): "bytes" | "ms" | "n" | undefined {
+  const placeholder = SERVE_OPTIONS.find((o) => o.option === option)?.flag?.match(/<(bytes|ms|n)>$/)?.[1];
+  return placeholder as "bytes" | "ms" | "n" | undefined;
+}
+
+/**
+ * What a numeric option takes, said for a person ("must be a positive
+ * number of bytes (such as 65536 or 64KiB)") in place of the schema's
+ * "expected number, received NaN"; undefined for other options.
+ */
+function numberProblem(option: string): string | undefined {
+  const unit = unitOf(option);
+  const schema = serveConfigSchema.shape[option as keyof typeof serveConfigSchema.shape];
+  if (!unit || !schema) return undefined;
+  const zero = schema.safeParse(0).success;
+  const [kind, range] = zero ? ["", ", 0 or more"] : ["positive ", ""];
+  const most = option === "chunkSize" ? `, at most ${MAX_CHUNK_SIZE}` : "";
+  if (unit === "bytes") return `must be a ${kind}number of bytes${range} (${BYTE_SIZE_EXAMPLE})${most}`;
+  if (unit === "ms") return `must be a ${kind}whole number of milliseconds${range} (such as 5000)`;
+  return `must be a ${kind}whole number${range}`;
 }
 
 /** Splits `host:port` (IPv6 hosts in brackets). */

@@ -180,7 +180,7 @@ describe("fair build slots", () => {
       );
       const refusals = outcomes.filter((error) => error.code === Code.ResourceExhausted);
       assert.equal(refusals.length, 1, outcomes.map((error) => error.message).join("; "));
-      assert.match(refusals[0]?.message ?? "", /caller "cert:CN=runtime" has 1 builds running or waiting/);
+      assert.match(refusals[0]?.message ?? "", /caller "cert:CN=runtime" has 1 build running or waiting/);
     } finally {
       first.close();
       second.close();
@@ -218,7 +218,7 @@ describe("fair build slots", () => {
           call("1.0.1", "203.0.113.9, 198.51.100.1"),
           call("1.0.2", "198.51.100.2"),
         ]);
-        return outcomes.filter((message) => /builds running or waiting/.test(message));
+        return outcomes.filter((message) => /running or waiting, the most one caller may have/.test(message));
       } finally {
         clients.close();
         await server.stop();
@@ -226,10 +226,11 @@ describe("fair build slots", () => {
     };
     const trusted = await refusalsBehind(["--trusted-proxy", "127.0.0.0/8"]);
     assert.equal(trusted.length, 1, trusted.join("; "));
-    assert.match(trusted[0] ?? "", /caller "ip:198\.51\.100\.1" has 1 builds/);
+    assert.match(trusted[0] ?? "", /caller "ip:198\.51\.100\.1" has 1 build running or waiting/);
     const untrusted = await refusalsBehind([]);
     assert.equal(untrusted.length, 2, untrusted.join("; "));
-    for (const message of untrusted) assert.match(message, /caller "ip:127\.0\.0\.1" has 1 builds/);
+    for (const message of untrusted)
+      assert.match(message, /caller "ip:127\.0\.0\.1" has 1 build running or waiting/);
   });
 
   it("answers a build version the runtime does not run on without waiting for a slot", async () => {

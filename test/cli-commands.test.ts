@@ -155,7 +155,7 @@ describe("the command line", () => {
     expectExit(
       await runCli(["ls", "--limit", "0"], env()),
       EXIT.usage,
-      /^atomix-plugins: INVALID_ARGUMENT: --limit "0" must be a whole number of at least 1/,
+      /^atomix-plugins: INVALID_ARGUMENT: --limit must be a positive whole number, not "0"/,
     );
     expectExit(
       await runCli(["ls", "--page-token", "bm90LWEtdG9rZW4"], env()),

@@ -333,7 +333,7 @@ describe("node toolchain", () => {
     assert.equal(error.code, Code.NotFound);
     assert.match(
       error.message,
-      /^plugin nowhere@1\.0\.0 was found in no source \(looked in the source catalog; the npm registry\)/,
+      /^plugin nowhere@1\.0\.0 was found in no source \(looked in the source catalog "…\/examples\/plugins"; the source catalog "…\/[^/"]+\/catalog"; the npm registry\)/,
     );
     assert.doesNotMatch(error.message, /(^|[\s(])\/\w|127\.0\.0\.1/, "no server path or URL");
     assert.match(error.detail ?? "", /^looked in catalog \/.*; npm registry http:\/\/127\.0\.0\.1:\d+$/);

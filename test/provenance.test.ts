@@ -230,7 +230,7 @@ function provenanceSuite(name: string, setUp: () => Promise<Fixture>, tearDown: 
       const out = join(f.dir, `${name}-forged.mjs`);
       const refused = await pull("counter@1.0.0", out, "--trust-key", f.trusted);
       assert.equal(refused.code, 9, refused.stderr);
-      assert.match(refused.stderr, /PERMISSION_DENIED: refusing counter@1\.0\.0 .*provenance/);
+      assert.match(refused.stderr, /UNTRUSTED: counter@1\.0\.0 .*provenance/);
       await assert.rejects(stat(out), { code: "ENOENT" });
       assert.deepEqual(
         (await readdir(f.dir)).filter((n) => n.includes("forged")),
@@ -252,7 +252,7 @@ function provenanceSuite(name: string, setUp: () => Promise<Fixture>, tearDown: 
       const out = join(f.dir, `${name}-prebuilt.mjs`);
       const other = await pull("prebuilt@2.0.0", out, "--trust-key", f.other);
       assert.equal(other.code, 9, other.stderr);
-      assert.match(other.stderr, /not trusted/);
+      assert.match(other.stderr, /UNTRUSTED: .*not by the 1 trusted key/);
       await assert.rejects(stat(out), { code: "ENOENT" });
       const unverified = await pull("prebuilt@2.0.0", out);
       assert.equal(unverified.code, 0, unverified.stderr);
@@ -455,7 +455,10 @@ describe("signed provenance without an admin token", () => {
         ...["--trust-key", keys.trusted, "--server", server.address],
       ]);
       assert.equal(pulled.code, 9, pulled.stderr);
-      assert.match(pulled.stderr, /no signed provenance: .*pushed to one without an admin token/);
+      assert.match(
+        pulled.stderr,
+        /UNTRUSTED: .* carries no signed provenance \(.*pushed without an admin token\)/,
+      );
       // Trusted keys beside a client made without them are refused, not ignored.
       const client = createPluginClient({ address: server.address });
       try {

@@ -10,6 +10,7 @@ import {
   formatBytes,
   jsonArrayWriter,
   keyFromArgs,
+  numberFlag,
   PLUGIN_ARGUMENT_HELP,
   printJson,
   printText,
@@ -104,11 +105,7 @@ function lsRow(m: PluginManifest): string[] {
 
 function pageSizeFlag(limit: string | undefined): number | undefined {
   if (limit === undefined) return undefined;
-  const n = Number(limit);
-  if (!Number.isSafeInteger(n) || n < 1) {
-    throw new PluginError(Code.InvalidArgument, `--limit "${limit}" must be a whole number of at least 1`);
-  }
-  return n;
+  return numberFlag("--limit", limit, "count");
 }
 
 /** `word` quoted for a POSIX shell when it holds anything but safe characters. */

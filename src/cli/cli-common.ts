@@ -1,13 +1,23 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
+import { dirname } from "node:path";
 import { type Command, Option } from "commander";
 import type { ConnectionOptions } from "../client/connection-options.js";
 import type { PluginClient } from "../client/plugin-client.js";
 import { parseProxyUrl } from "../client/proxy-selection.js";
 import { DEFAULT_LISTEN } from "../config.js";
-import { Code, codeName, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";
+import {
+  Code,
+  codeName,
+  PluginError,
+  quoted,
+  ServerUnreachableError,
+  type UnreachableReason,
+  UntrustedArtifactError,
+} from "../errors/plugin-error.js";
 import { visibleJson, visibleText } from "../errors/visible-text.js";
 import type { Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
+import { BYTE_SIZE_EXAMPLE, parseByteSize } from "../model/byte-size.js";
 import { parseReference } from "../model/reference.js";
 
 /** Exit codes, one per class of failure, so scripts can tell them apart. */
@@ -92,7 +102,14 @@ export interface ClientFlags {
   trustKey?: string[];
 }
 
-/** Adds `--server`, `--json`, `--timeout` and the TLS flags. */
+/**
+ * The commands that present the admin token (`push`, `rm`, `gc`, `runtime
+ * add` and `runtime rm`), by name: only their help shows --token-file.
+ * The others take it too (a shell's environment sets it for all), unshown.
+ */
+const ADMIN_COMMANDS = new Set(["push", "rm", "gc", "add"]);
+
+/** Adds `--server`, `--json`, `--timeout`, the TLS flags, and --token-file (shown where it means something). */
 export function withClientOptions(command: Command): Command {
   return command
     .addOption(serverOption())
@@ -116,8 +133,10 @@ export function withClientOptions(command: Command): Command {
     .addOption(
       new Option(
         "--token-file <file>",
-        `file holding the admin token push, rm and gc present (or the token itself in ${TOKEN_ENV})`,
-      ).env("ATOMIX_PLUGINS_TOKEN_FILE"),
+        `file holding the admin token this command presents (or the token itself in ${TOKEN_ENV})`,
+      )
+        .env("ATOMIX_PLUGINS_TOKEN_FILE")
+        .hideHelp(!ADMIN_COMMANDS.has(command.name())),
     )
     .addOption(
       // Environment only: a token on the command line would show in `ps`.
@@ -142,6 +161,10 @@ export function connectionFrom(flags: ClientFlags): ConnectionOptions {
   // Checked here so that a bad one is named as the flag it came from.
   if (flags.proxy !== undefined && flags.proxy !== "direct") parseProxyUrl(flags.proxy, "--proxy");
   const tls = flags.tls || flags.ca || flags.cert || flags.key || flags.tlsServerName;
+  // Read by the client as it connects: checked here so that the message names the flag.
+  if (flags.ca) checkLocalFile("--ca", flags.ca);
+  if (flags.cert) checkLocalFile("--cert", flags.cert);
+  if (flags.key) checkLocalFile("--key", flags.key);
   const token = flags.tokenFile ? readToken(flags.tokenFile) : flags.token;
   const trustedKeys = (flags.trustKey ?? []).map(readTrustedKey);
   return {
@@ -179,32 +202,127 @@ export function withTrustOptions(command: Command): Command {
 }
 
 function readTrustedKey(path: string): string {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (error) {
-    throw PluginError.from(error, `reading the trusted key ${path}`);
-  }
+  return readLocalFile("--trust-key", path);
 }
 
 function readToken(path: string): string {
+  return readLocalFile("--token-file", path).trim();
+}
+
+/**
+ * A local file a command reads (the file to push, a key, a token), checked
+ * before anything is sent. A missing one or a folder is the caller's
+ * mistake: INVALID_ARGUMENT (exit 2) naming the flag and the path, not
+ * NOT_FOUND (which says the server lacks a plugin) nor INTERNAL EISDIR.
+ */
+export function checkLocalFile(what: string, path: string): void {
+  let isFolder: boolean;
   try {
-    return readFileSync(path, "utf8").trim();
+    isFolder = statSync(path).isDirectory();
   } catch (error) {
-    throw PluginError.from(error, `reading the token file ${path}`);
+    throw localFileError(what, path, error);
   }
+  if (isFolder) throw localFileError(what, path, "EISDIR");
+}
+
+/** A local file's text, with checkLocalFile's messages. */
+export function readLocalFile(what: string, path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw localFileError(what, path, error);
+  }
+}
+
+/** A folder the command keeps files in (--cache): made when missing, but a file there is a mistake. */
+export function checkFolder(what: string, path: string): void {
+  let isFile = false;
+  try {
+    isFile = !statSync(path).isDirectory();
+  } catch {
+    return; // missing: made on first use
+  }
+  if (isFile)
+    throw new PluginError(Code.InvalidArgument, `${what} ${quoted(path, 200)} is a file, not a folder`);
+}
+
+/** Where `-o` writes: its folder must exist, and it must not be a folder itself. */
+export function checkOutputFile(what: string, path: string): void {
+  let isFolder = false;
+  try {
+    isFolder = statSync(path).isDirectory();
+  } catch {
+    try {
+      if (!statSync(dirname(path)).isDirectory()) throw new Error("not a folder");
+    } catch {
+      throw new PluginError(
+        Code.InvalidArgument,
+        `${what} ${quoted(path, 200)}: the folder ${quoted(dirname(path), 200)} does not exist; create it first`,
+      );
+    }
+  }
+  if (isFolder) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `${what} ${quoted(path, 200)} is a folder: give the name of the file to write in it`,
+    );
+  }
+}
+
+/** `error` (or an errno code) from reading a local file, as what the person should change. */
+function localFileError(what: string, path: string, error: unknown): PluginError {
+  const errno = typeof error === "string" ? error : (error as NodeJS.ErrnoException).code;
+  const shown = quoted(path, 200);
+  switch (errno) {
+    case "ENOENT":
+    case "ENOTDIR":
+      return new PluginError(Code.InvalidArgument, `${what} ${shown} does not exist`);
+    case "EISDIR":
+      return new PluginError(Code.InvalidArgument, `${what} ${shown} is a folder, not a file`);
+    case "EACCES":
+    case "EPERM":
+      return new PluginError(Code.InvalidArgument, `${what} ${shown} cannot be read: permission denied`);
+    default:
+      return PluginError.from(error, `reading ${what} ${shown}`);
+  }
+}
+
+function readNumber(value: string, unit: "bytes" | "seconds" | "count"): number | undefined {
+  if (unit === "bytes") return parseByteSize(value);
+  const pattern = unit === "seconds" ? /^\s*\d{1,15}(\.\d{1,9})?\s*$/ : /^\s*\d{1,15}\s*$/;
+  return pattern.test(value) ? Number(value) : undefined;
 }
 
 /** `--timeout` in milliseconds, or undefined. */
 export function timeoutMs(flags: ClientFlags): number | undefined {
   if (flags.timeout === undefined) return undefined;
-  const seconds = Number(flags.timeout);
-  if (!Number.isFinite(seconds) || seconds <= 0) {
-    throw new PluginError(
-      Code.InvalidArgument,
-      `--timeout "${flags.timeout}" must be a positive number of seconds`,
-    );
-  }
-  return Math.round(seconds * 1000);
+  return Math.round(numberFlag("--timeout", flags.timeout, "seconds") * 1000);
+}
+
+/**
+ * The value of a numeric flag, or INVALID_ARGUMENT (exit 2) saying what it
+ * takes: every numeric flag of the client commands is read here, so that
+ * `--chunk-size abc` and `--limit x` are answered alike. Sizes take a unit
+ * (64KiB, parseByteSize); seconds a fraction; counts are whole numbers.
+ */
+export function numberFlag(
+  flag: string,
+  value: string,
+  unit: "bytes" | "seconds" | "count",
+  least: 0 | 1 = 1,
+  most = Number.MAX_SAFE_INTEGER,
+): number {
+  const n = readNumber(value, unit);
+  if (n !== undefined && n <= most && (least === 0 ? n >= 0 : n > 0)) return n;
+  const [kind, range] = least === 0 ? ["", ", 0 or more"] : ["positive ", ""];
+  const upTo = most < Number.MAX_SAFE_INTEGER ? `, at most ${most}` : "";
+  const what =
+    unit === "bytes"
+      ? `a ${kind}number of bytes${range} (${BYTE_SIZE_EXAMPLE})`
+      : unit === "seconds"
+        ? `a ${kind}number of seconds${range} (such as 30 or 0.5)`
+        : `a ${kind}whole number${range}`;
+  throw new PluginError(Code.InvalidArgument, `${flag} must be ${what}${upTo}, not ${quoted(value)}`);
 }
 
 /**
@@ -293,10 +411,11 @@ export function keyFromArgs(
  */
 export function fail(error: unknown, json = false): never {
   const pluginError = PluginError.from(error);
-  const exitCode =
-    pluginError instanceof UntrustedArtifactError ? EXIT.untrusted : exitCodeFor(pluginError.code);
-  const code = codeName(pluginError.code);
-  const message = pluginError.message.replace(/\s*\n\s*/g, " ");
+  const untrusted = pluginError instanceof UntrustedArtifactError;
+  const exitCode = untrusted ? EXIT.untrusted : exitCodeFor(pluginError.code);
+  // Exit 9 has a word of its own: PERMISSION_DENIED (7) is about the caller, this about the artifact.
+  const code = untrusted ? "UNTRUSTED" : codeName(pluginError.code);
+  const message = withAdvice(pluginError).replace(/\s*\n\s*/g, " ");
   // The message is often the server's, quoting what a plugin's build printed.
   process.stderr.write(
     json
@@ -304,6 +423,30 @@ export function fail(error: unknown, json = false): never {
       : `atomix-plugins: ${code}: ${visibleText(message)}\n`,
   );
   process.exit(exitCode);
+}
+
+/** What to change on the command line, for each way the server was not reached. */
+const UNREACHABLE_ADVICE: Record<UnreachableReason, string> = {
+  refused:
+    "start one with `atomix-plugins serve` (`npm start` in a checkout), or give its address with --server",
+  unresolved: "check the host of --server (or $ATOMIX_PLUGINS_SERVER)",
+  unroutable: "check --server, and the network between here and there",
+  "connect-timeout": "check --server, and whether a firewall drops the connection",
+  silent: "check the port of --server",
+  http1: "give that port with --server",
+  "expects-tls": "add --tls (and --ca if its certificate is not from a public CA)",
+  "expects-plaintext": "drop --tls (and --ca, --cert, --key, $ATOMIX_PLUGINS_TLS)",
+};
+
+/** The message, and when the server was not reached (anywhere in its causes), the flag to change. */
+function withAdvice(error: PluginError): string {
+  let cause: unknown = error;
+  while (cause instanceof Error && !(cause instanceof ServerUnreachableError)) cause = cause.cause;
+  if (!(cause instanceof ServerUnreachableError)) return error.message;
+  const advice = UNREACHABLE_ADVICE[cause.reason];
+  return error.message.endsWith("?")
+    ? `${error.message} ${advice.charAt(0).toUpperCase()}${advice.slice(1)}`
+    : `${error.message}; ${advice}`;
 }
 
 /** Wraps an action so that every error ends in `fail` (as JSON when the command got `--json`). */

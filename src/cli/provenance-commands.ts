@@ -7,6 +7,7 @@ import { generateSigningKey, KEY_ALGORITHMS, type KeyAlgorithm } from "../proven
 import {
   action,
   type ClientFlags,
+  checkOutputFile,
   fieldLines,
   keyFromArgs,
   PLUGIN_ARGUMENT_HELP,
@@ -36,6 +37,7 @@ Examples:
     )
     .action(
       action(async (flags: { output: string; algorithm: KeyAlgorithm; json?: boolean }) => {
+        checkOutputFile("-o", `${flags.output}.key`);
         const pair = generateSigningKey(flags.algorithm);
         const privatePath = `${flags.output}.key`;
         const publicPath = `${flags.output}.pub`;
@@ -85,6 +87,7 @@ Examples:
       action(
         async (spec: string, flags: ClientFlags & { runtime?: string; build?: string; output?: string }) => {
           const { key, digest: pinned } = keyFromArgs(spec, flags);
+          if (flags.output) checkOutputFile("-o", flags.output);
           const answer = await withClient(flags, (client, control) => client.provenance(key, control));
           if (pinned && pinned !== answer.digest) {
             throw new PluginError(

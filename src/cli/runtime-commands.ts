@@ -1,7 +1,12 @@
+import { existsSync, statSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
 import { Command } from "commander";
 import type { RuntimeAdminClient } from "../client/runtime-admin-client.js";
+import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import { visibleText } from "../errors/visible-text.js";
 import type { PrewarmProgress, RuntimeRelease } from "../gen/atomix/plugins/admin/v1/admin.js";
+import { plural } from "../model/plural.js";
+import { checkRuntimeVersion, RUNTIME_DESCRIPTOR_FILE } from "../model/runtime-release.js";
 import { gatherRuntimeRelease } from "../runtime-releases/runtime-release-layout.js";
 import {
   action,
@@ -89,6 +94,7 @@ Examples:
     )
     .action(
       action(async (dir: string, flags: ClientFlags & { runtime?: string }) => {
+        checkReleaseDirectory(dir, flags.runtime);
         const release = await gatherRuntimeRelease(dir, flags.runtime);
         const outcome = await withRuntimeClient(flags, (client, control) =>
           client.register(release, control),
@@ -99,10 +105,47 @@ Examples:
           return;
         }
         printText(
-          `${outcome.created ? "registered" : "already registered:"} runtime ${registered.version} (${registered.toolchain}) ${registered.digest}, ${registered.fileCount} files, ${formatBytes(registered.size)}\n`,
+          `${outcome.created ? "registered" : "already registered:"} runtime ${registered.version} (${registered.toolchain}) ${registered.digest}, ${plural(registered.fileCount, "file")}, ${formatBytes(registered.size)}\n`,
         );
       }),
     );
+}
+
+/**
+ * What `runtime add` needs of DIR, checked before anything is read or sent,
+ * each failure one line naming DIR: it exists, is a directory, holds a
+ * runtime.json, and is named by a version unless --runtime gives one.
+ */
+function checkReleaseDirectory(dir: string, version: string | undefined): void {
+  const shown = quoted(dir, 200);
+  let isDirectory: boolean;
+  try {
+    isDirectory = statSync(dir).isDirectory();
+  } catch {
+    throw new PluginError(Code.InvalidArgument, `the directory ${shown} does not exist`);
+  }
+  if (!isDirectory) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `${shown} is a file; give the release's directory, the one holding its ${RUNTIME_DESCRIPTOR_FILE}`,
+    );
+  }
+  if (!existsSync(join(dir, RUNTIME_DESCRIPTOR_FILE))) {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `${shown} holds no ${RUNTIME_DESCRIPTOR_FILE}: a runtime release's directory holds its ${RUNTIME_DESCRIPTOR_FILE} and the files it names (README, The runtime lifecycle)`,
+    );
+  }
+  if (version !== undefined) return;
+  const name = basename(resolve(dir));
+  try {
+    checkRuntimeVersion(name);
+  } catch {
+    throw new PluginError(
+      Code.InvalidArgument,
+      `the directory's name ${quoted(name)} is not a version: give the release's version with --runtime (such as --runtime 2.1.0), or name the directory after it`,
+    );
+  }
 }
 
 function lsCommand(): Command {
@@ -193,6 +236,18 @@ Examples:
 export function runtimeCommand(): Command {
   return new Command("runtime")
     .description("register, list, inspect and remove runtime releases")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  atomix-plugins runtime add ./runtimes/2.1.0 --token-file admin.token
+  atomix-plugins runtime ls
+  atomix-plugins runtime inspect 2.1.0
+  atomix-plugins runtime rm 2.1.0 --token-file admin.token
+
+A release's directory holds its runtime.json and the files it names; see
+"The runtime lifecycle" in the README.`,
+    )
     .addCommand(addCommand())
     .addCommand(lsCommand())
     .addCommand(inspectCommand())

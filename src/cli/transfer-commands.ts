@@ -9,8 +9,12 @@ import {
   CACHE_ENV,
   CACHE_MAX_ENV,
   type ClientFlags,
+  checkFolder,
+  checkLocalFile,
+  checkOutputFile,
   formatBytes,
   keyFromArgs,
+  numberFlag,
   PLUGIN_ARGUMENT_HELP,
   printJson,
   printText,
@@ -54,6 +58,7 @@ Examples:
         ) => {
           const { key } = keyFromArgs(spec, flags);
           const annotations = parseAnnotations(flags.annotation);
+          checkLocalFile("the artifact file", file);
           const manifest = await withClient(flags, async (client, control) => {
             const progress = transferProgress(`push ${key.plugin.name}@${key.plugin.version}`);
             const total = await stat(file).then(
@@ -136,27 +141,23 @@ Examples:
         ) => {
           const { key, digest: pinned } = keyFromArgs(spec, flags);
           const expectedDigest = expectedDigestFrom(flags.digest, pinned);
-          if (!/^\d{1,4}$/.test(flags.retries)) {
-            throw new PluginError(
-              Code.InvalidArgument,
-              `--retries "${flags.retries}" must be a whole number`,
-            );
-          }
-          const maxAttempts = Number(flags.retries) + 1;
+          checkOutputFile("-o", flags.output);
+          const maxAttempts = numberFlag("--retries", flags.retries, "count", 0, 9999) + 1;
           const cacheDir = flags.cache ?? process.env[CACHE_ENV];
-          const cacheMax = flags.cacheMaxBytes ?? process.env[CACHE_MAX_ENV];
-          if (cacheMax !== undefined && !/^\d{1,15}$/.test(cacheMax)) {
-            throw new PluginError(
-              Code.InvalidArgument,
-              `--cache-max-bytes "${cacheMax}" must be a whole number of bytes`,
-            );
-          }
-          if (flags.maxBytes !== undefined && !/^\d{1,15}$/.test(flags.maxBytes)) {
-            throw new PluginError(
-              Code.InvalidArgument,
-              `--max-bytes "${flags.maxBytes}" must be a whole number of bytes`,
-            );
-          }
+          if (cacheDir !== undefined)
+            checkFolder(flags.cache === undefined ? CACHE_ENV : "--cache", cacheDir);
+          const cacheMaxText = flags.cacheMaxBytes ?? process.env[CACHE_MAX_ENV];
+          const cacheMax =
+            cacheMaxText === undefined
+              ? undefined
+              : numberFlag(
+                  flags.cacheMaxBytes === undefined ? CACHE_MAX_ENV : "--cache-max-bytes",
+                  cacheMaxText,
+                  "bytes",
+                  0,
+                );
+          const maxBytes =
+            flags.maxBytes === undefined ? undefined : numberFlag("--max-bytes", flags.maxBytes, "bytes", 0);
           const result = await withClient(flags, async (client, control) => {
             const progress = transferProgress(`pull ${key.plugin.name}@${key.plugin.version}`);
             try {
@@ -166,8 +167,8 @@ Examples:
                 retry: { maxAttempts },
                 ...(expectedDigest ? { expectedDigest } : {}),
                 ...(cacheDir ? { cacheDir } : {}),
-                ...(cacheMax !== undefined ? { cacheMaxBytes: Number(cacheMax) } : {}),
-                ...(flags.maxBytes !== undefined ? { maxBytes: Number(flags.maxBytes) } : {}),
+                ...(cacheMax !== undefined ? { cacheMaxBytes: cacheMax } : {}),
+                ...(maxBytes !== undefined ? { maxBytes } : {}),
                 onProgress: ({ received, total }) => progress.update(received, total ?? received),
               });
             } finally {

@@ -16,6 +16,7 @@ import {
   type ResponseOf,
   type ServiceDefinition,
 } from "../protocol/service-definition.js";
+import { diagnose, socketFailure, unansweredFailure } from "./connection-failure.js";
 import {
   atDeadline,
   checkToken,
@@ -104,6 +105,8 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
   const closing = new AbortController();
   // Every call in flight listens to it: as many as the server's concurrent streams.
   setMaxListeners(0, closing.signal);
+  /** Each session's socket, its error, and whether the server said anything in HTTP/2 on it (its SETTINGS). */
+  const links = new WeakMap<ClientHttp2Session, { socket: Socket; error?: Error; heard: boolean }>();
 
   /**
    * The kept session, or a new one if the server closed it or is going
@@ -198,9 +201,17 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
       settings: { enablePush: false },
     });
     if (closed) opened.destroy();
+    const link: { socket: Socket; error?: Error; heard: boolean } = { socket, heard: false };
+    links.set(opened, link);
+    opened.once("remoteSettings", () => {
+      link.heard = true;
+    });
     // Failures reach the calls as their streams' errors; this keeps an
-    // idle session's error from being thrown as an uncaught one.
-    opened.on("error", () => {});
+    // idle session's error from being thrown as an uncaught one, and keeps
+    // it to tell why a call was never answered (unreachable).
+    opened.on("error", (error: Error) => {
+      link.error ??= error;
+    });
     const forget = () => {
       if (session === opened) session = undefined;
     };
@@ -235,6 +246,24 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
   function retire(current: ClientHttp2Session): void {
     if (session === current) session = undefined;
     if (!running.has(current)) current.destroy();
+  }
+
+  /**
+   * Why a call on `current` got no answer when the server never spoke HTTP/2
+   * on it, in words (connection-failure.ts): refused, unresolved, TLS or
+   * HTTP/1.1 where gRPC was expected, silent until the deadline.
+   */
+  async function unreachable(
+    current: ClientHttp2Session,
+    failure: PluginError,
+  ): Promise<PluginError | undefined> {
+    const link = links.get(current);
+    if (!link || link.heard || target.proxy !== undefined) return undefined;
+    if (failure.code === Code.DeadlineExceeded)
+      return unansweredFailure(target.authority, link.socket.connecting);
+    if (!(failure instanceof LostConnection)) return undefined;
+    const cause = link.error ?? ((failure.cause as Error | undefined)?.cause as Error | undefined);
+    return (cause && socketFailure(target.authority, cause)) ?? (await diagnose(target));
   }
 
   async function call<Response>(
@@ -277,7 +306,7 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
     } catch (error) {
       const failure = PluginError.from(error);
       if (failure.code === Code.DeadlineExceeded && !responded) retire(current);
-      throw failure;
+      throw (responded ? undefined : await unreachable(current, failure)) ?? failure;
     } finally {
       // Answered while our side was still sending, or failed: the stream
       // goes. Not one that ended both ways and only waits for Node.js to say
@@ -517,6 +546,7 @@ function readResponse<Response>(
       return new LostConnection(
         Code.Unavailable,
         headers ? `the connection dropped: ${why}` : `cannot reach ${authority}: ${why}`,
+        { cause: streamError },
       );
     }
   });

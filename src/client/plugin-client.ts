@@ -285,8 +285,14 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       const failure = PluginError.from(error);
       // UNIMPLEMENTED: a server of atomix.runtime.v1 alone has no admin API, so no provenance.
       if (failure.code !== Code.NotFound && failure.code !== Code.Unimplemented) throw failure;
+      // The server's own message repeats the key and digest: it stays the cause, out of the line.
+      const why =
+        failure.code === Code.NotFound
+          ? "the server stored it unsigned: built without --signing-key, or pushed without an admin token"
+          : "the server offers no provenance";
       throw new UntrustedArtifactError(
-        `refusing ${formatBuildKey(key)} (${digest}): the server has no signed provenance for it: ${failure.message}`,
+        `${formatBuildKey(key)} carries no signed provenance (${why}); pull it from a server that signs (serve --signing-key), or without --trust-key to take it unverified`,
+        { cause: failure },
       );
     }
     if (answer.digest !== digest) {

@@ -62,9 +62,10 @@ export function verifyProvenance(
   expected: { key: BuildKey; digest: Digest },
   trusted: TrustedKeySet,
 ): ProvenanceStatement {
-  const what = `${formatBuildKey(expected.key)} (${expected.digest})`;
+  // The digest is left out: a reason about bytes names it, and the line stays short.
+  const what = formatBuildKey(expected.key);
   const refuse = (reason: string, cause?: unknown) =>
-    new UntrustedArtifactError(`refusing ${what}: ${reason}`, cause === undefined ? undefined : { cause });
+    new UntrustedArtifactError(`${what}: ${reason}`, cause === undefined ? undefined : { cause });
   if (bundleBytes.byteLength > MAX_BUNDLE_BYTES) {
     throw refuse(`its provenance bundle has ${bundleBytes.byteLength} bytes, more than ${MAX_BUNDLE_BYTES}`);
   }
@@ -84,8 +85,10 @@ export function verifyProvenance(
   const hint = material.publicKey.hint;
   const signer = trusted.get(hint);
   if (!signer) {
+    const ids = [...trusted.keys()];
+    const count = ids.length === 1 ? "the 1 trusted key" : `any of the ${ids.length} trusted keys`;
     throw refuse(
-      `its provenance is signed by key ${hint || "(unnamed)"}, which is not trusted (trusted: ${[...trusted.keys()].join(", ") || "none"})`,
+      `its provenance is signed by key ${hint ? shortKeyId(hint) : "(unnamed)"}, not by ${count} (${ids.map(shortKeyId).join(", ")}); pull from a server that signs with a trusted key, or trust its key with --trust-key`,
     );
   }
   const verifier = new Verifier(
@@ -104,7 +107,10 @@ export function verifyProvenance(
   try {
     verifier.verify(toSignedEntity(bundle));
   } catch (error) {
-    throw refuse(`the signature of its provenance does not verify with trusted key ${hint}`, error);
+    throw refuse(
+      `the signature of its provenance does not verify with trusted key ${shortKeyId(hint)}${ALTERED}`,
+      error,
+    );
   }
   const envelope = bundle.content.dsseEnvelope;
   if (envelope.payloadType !== PROVENANCE.payloadType) {
@@ -127,15 +133,23 @@ export function verifyProvenance(
   const subject = subjects.length === 1 ? subjects[0] : undefined;
   if (!subject || !lineKeys(expected.key).some((key) => subjectName(key) === subject.name)) {
     throw refuse(
-      `its provenance was signed for ${subjects.map((s) => String(s?.name)).join(", ") || "no subject"}, not for ${name}`,
+      `its provenance was signed for ${subjects.map((s) => String(s?.name)).join(", ") || "no subject"}, not for ${name}${ALTERED}`,
     );
   }
   if (subject.digest?.sha256 !== hex) {
     throw refuse(
-      `its provenance was signed for bytes with digest sha256:${String(subject.digest?.sha256)}, and these bytes hash to ${expected.digest}`,
+      `its provenance was signed for bytes with digest sha256:${String(subject.digest?.sha256)}, and these bytes hash to ${expected.digest}${ALTERED}`,
     );
   }
   return statement;
+}
+
+/** What to do when what the server holds is not what was signed. */
+const ALTERED = "; the server's copy was altered after it was signed: have it rebuilt or pushed again";
+
+/** A key id as a person compares it: the first 16 of its 64 hex digits (what keygen prints begins so). */
+function shortKeyId(id: string): string {
+  return id.length > 16 ? `${id.slice(0, 16)}…` : id;
 }
 
 /**

@@ -4,6 +4,7 @@ import { basename, dirname, join } from "node:path";
 import { Code, codeName, PluginError } from "../errors/plugin-error.js";
 import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
 import { type BuildKey, formatBuildKey } from "../model/build-key.js";
+import { isMismatch } from "./connection-failure.js";
 import { openPluginCache } from "./plugin-cache.js";
 import type { Announced, AttemptOutcome, PullTransport } from "./pull-transport.js";
 import {
@@ -210,7 +211,7 @@ export async function pullArtifact(
         const inHand = received > 0 ? ` with ${received}${of} bytes in hand` : "";
         throw new PluginError(
           failure.code,
-          `${what}: gave up after ${failures} attempts${inHand}: ${failure.message}`,
+          `${what}: gave up after ${failures} attempt${failures === 1 ? "" : "s"}${inHand}: ${failure.message}`,
           { cause: failure },
         );
       }
@@ -302,7 +303,7 @@ export async function pullArtifact(
           await startOver();
           continue;
         }
-        if (!isRetryable(failure.code, "pull")) throw failure;
+        if (!isRetryable(failure.code, "pull") || isMismatch(failure)) throw failure;
         await backOff(failure);
         await resumeOrRestart(attempt);
         continue;

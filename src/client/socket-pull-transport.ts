@@ -5,6 +5,7 @@ import { PullPluginRequest } from "../gen/atomix/runtime/v1/plugin.js";
 import type { BuildKey } from "../model/build-key.js";
 import { PULL_METADATA } from "../protocol/metadata.js";
 import { PullStreamParser } from "../protocol/pull-stream-parser.js";
+import { answerFailure, diagnose, socketFailure, unansweredFailure } from "./connection-failure.js";
 import {
   atDeadline,
   checkToken,
@@ -94,6 +95,18 @@ export function socketPullTransport(target: ServerTarget, options: SocketPullOpt
           try {
             return await call.run();
           } catch (error) {
+            // Ended before the server said a byte: say why in words (still
+            // connecting at the deadline; an HTTP/1.1 port or a TLS server,
+            // found by asking again), so that the message says what to change.
+            if (connection.unanswered && !attempt.signal?.aborted && !closed) {
+              const failure = PluginError.from(error);
+              if (failure.code === Code.DeadlineExceeded) {
+                throw unansweredFailure(target.authority, !connection.isConnected);
+              }
+              if (failure.code === Code.Unavailable && connection.isConnected) {
+                throw (await diagnose(target)) ?? failure;
+              }
+            }
             // A kept connection the server closed meanwhile (its idle
             // timeout, a restart) fails before the call is taken: dial again
             // at once rather than spend an attempt and a backoff on it.
@@ -173,6 +186,8 @@ class PullConnection {
   private unacknowledged = 0;
   private paused = false;
   private connected = false;
+  /** The server sent something: what it answers is HTTP/2 at least, or was told apart as not. */
+  private heard = false;
   private goAway: { lastStream: number; error: number } | undefined;
   /** Why the connection can carry no more calls. */
   private dead: PluginError | undefined;
@@ -329,7 +344,17 @@ class PullConnection {
   private onRead(bytes: number): void {
     if (this.dead) return;
     try {
-      this.frames.push(this.receive.received(bytes));
+      const received = this.receive.received(bytes);
+      if (!this.heard) {
+        this.heard = true;
+        // An HTTP/1.1 page or a TLS record where HTTP/2 frames were expected, said in words.
+        const other = answerFailure(this.authority, received);
+        if (other) {
+          this.die(other);
+          return;
+        }
+      }
+      this.frames.push(received);
     } catch (error) {
       this.die(
         error instanceof Http2ProtocolError
@@ -402,8 +427,22 @@ class PullConnection {
     this.call?.fail(failure, !this.call.responded);
   }
 
+  /** Direct, and the server has not sent a single byte. */
+  get unanswered(): boolean {
+    return !this.heard && this.proxy === undefined;
+  }
+
+  /** The connection was made (TCP, and TLS when asked for). */
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
   private connectionFailure(error?: Error): PluginError {
     const why = error?.message ?? "the connection closed";
+    if (!this.heard && error && this.proxy === undefined) {
+      const told = socketFailure(this.authority, error);
+      if (told) return told;
+    }
     if (!this.connected) {
       const through = this.proxy === undefined ? "" : ` through the proxy ${this.proxy}`;
       return new PluginError(Code.Unavailable, `cannot connect to ${this.authority}${through}: ${why}`);

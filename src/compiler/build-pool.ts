@@ -1,4 +1,5 @@
 import { Code, PluginError, quoted } from "../errors/plugin-error.js";
+import { plural } from "../model/plural.js";
 
 /**
  * Runs at most `concurrency` tasks at once and lets at most `queueLimit`
@@ -214,7 +215,7 @@ export function createBuildPool(options: {
         return Promise.reject(
           new PluginError(
             Code.ResourceExhausted,
-            `caller ${quoted(caller, 128)} has ${share.held} builds running or waiting, the most one caller may have (--builds-per-caller ${perCaller}); retry when one of them has finished`,
+            `caller ${quoted(caller, 128)} has ${plural(share.held, "build")} running or waiting, the most one caller may have (--builds-per-caller ${perCaller}); retry when one of them has finished`,
           ),
         );
       }
@@ -230,7 +231,7 @@ export function createBuildPool(options: {
         return Promise.reject(
           new PluginError(
             Code.ResourceExhausted,
-            `the build queue is full (${running} builds running, ${queue.length} waiting); retry later`,
+            `the build queue is full (${plural(running, "build")} running, ${queue.length} waiting); retry later`,
           ),
         );
       }

@@ -1,4 +1,4 @@
-const NOT_SHOWN = "(a line about a file outside the module, not shown)";
+const NOT_SHOWN = "(a line naming a file of the build host: not shown)";
 
 /**
  * Tool output as a caller may see it: gcc's quoted source lines are dropped

@@ -153,3 +153,30 @@ export class UntrustedArtifactError extends PluginError {
     this.name = "UntrustedArtifactError";
   }
 }
+
+/** Why no call reached a server: what the CLI adds advice (a flag to change) for. */
+export type UnreachableReason =
+  | "refused"
+  | "unresolved"
+  | "unroutable"
+  | "connect-timeout"
+  | "silent"
+  | "http1"
+  | "expects-tls"
+  | "expects-plaintext";
+
+/**
+ * A connection to the server that never carried an answer, told in words a
+ * person acts on ("no server at 127.0.0.1:5679 (connection refused): is it
+ * running?") rather than the socket's. `reason` says which, so that a tool
+ * can add what to change (the CLI names its flags).
+ */
+export class ServerUnreachableError extends PluginError {
+  readonly reason: UnreachableReason;
+
+  constructor(reason: UnreachableReason, message: string, options?: { code?: Code; cause?: unknown }) {
+    super(options?.code ?? Code.Unavailable, message, options);
+    this.name = "ServerUnreachableError";
+    this.reason = reason;
+  }
+}

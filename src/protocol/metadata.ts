@@ -11,3 +11,9 @@ export const PULL_METADATA = {
   /** Response trailer: "true" when no chunks were sent because of ifNoneMatch. */
   notModified: "x-plugin-not-modified",
 } as const;
+
+/**
+ * Sent by the catalog's HTTP port to a client that spoke HTTP/2 (gRPC) to
+ * it: the server's gRPC address, so that the client can say where to go.
+ */
+export const GRPC_ADDRESS_HEADER = "x-atomix-plugins-grpc";

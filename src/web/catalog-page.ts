@@ -48,6 +48,12 @@ export interface CatalogView {
    * a replica or tier, whose page then says so of each artifact.
    */
   heldHere?: ((manifest: ArtifactManifest) => boolean) | undefined;
+  /**
+   * Whether an artifact was stored with signed provenance: only those get a
+   * provenance link (for the others /provenance answers 404). Every
+   * artifact gets one when not given.
+   */
+  signed?: ((manifest: ArtifactManifest) => boolean) | undefined;
   /** A line about the replica's content cache (what it holds, what it fetched), on a replica or tier. */
   cacheSummary?: string | undefined;
   /** The gRPC address clients should use, for the copyable commands. */
@@ -89,9 +95,9 @@ export function renderCatalogPage(view: CatalogView): string {
   <td>${escapeHtml(m.key.runtime.buildVersion)}</td>
   <td class="num">${formatSize(m.size)}</td>
   <td><code title="${escapeHtml(m.digest)}">${escapeHtml(m.digest.slice(0, 19))}…</code></td>
-  <td class="origin">${escapeHtml(origin)} · <a href="${escapeHtml(provenance)}">provenance</a></td>${
-    view.heldHere ? `\n  <td class="here">${view.heldHere(m) ? "held here" : "upstream"}</td>` : ""
-  }
+  <td class="origin">${escapeHtml(origin)}${
+    view.signed?.(m) === false ? " · unsigned" : ` · <a href="${escapeHtml(provenance)}">provenance</a>`
+  }</td>${view.heldHere ? `\n  <td class="here">${view.heldHere(m) ? "held here" : "upstream"}</td>` : ""}
   <td><time datetime="${escapeHtml(m.createdAt)}">${escapeHtml(m.createdAt.replace("T", " ").slice(0, 19))}</time></td>
   <td><code class="command">${escapeHtml(command)}</code></td>
 </tr>`;

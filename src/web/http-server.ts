@@ -1,11 +1,14 @@
 import { createServer, type Server } from "node:http";
+import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import { splitHostPort } from "../config.js";
 import { Code, PluginError } from "../errors/plugin-error.js";
 import type { PrewarmProgress } from "../gen/atomix/plugins/admin/v1/admin.js";
 import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
+import { plural } from "../model/plural.js";
 import { PROVENANCE } from "../model/provenance.js";
 import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+import { GRPC_ADDRESS_HEADER } from "../protocol/metadata.js";
 import { isReplicaStore } from "../server/cache-metrics.js";
 import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
@@ -113,11 +116,26 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
             if (failure.code !== Code.InvalidArgument) throw failure;
             return send(400, "text/plain; charset=utf-8", `${failure.message}\n`);
           }
+          // Read for the page's rows only, at once: a row links its provenance only when there is one.
+          const signed = new Set(
+            (
+              await Promise.all(
+                page.manifests.map((m) =>
+                  deps.store.getProvenance(m.key).then(
+                    (found) => (found?.bundle ? m : undefined),
+                    // Unknown (the store did not answer): the link stays, /provenance tells.
+                    () => m,
+                  ),
+                ),
+              )
+            ).filter((m) => m !== undefined),
+          );
           return send(
             200,
             "text/html; charset=utf-8",
             renderCatalogPage({
               manifests: page.manifests,
+              signed: (m) => signed.has(m),
               next: page.next,
               continued: Boolean(q.get("page")),
               query,
@@ -174,6 +192,9 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
       send(503, "text/plain; charset=utf-8", `unavailable: ${(error as Error).message}\n`);
     });
   });
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) =>
+    answerClientError(error, socket, deps),
+  );
   const { host, port } = splitHostPort(deps.listen);
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error) => reject(listenError(deps.listen, "HTTP", error)));
@@ -201,7 +222,7 @@ function replicaView(store: HttpDeps["store"]) {
   const { state, counters } = store.cache;
   const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
   const summary = [
-    `content cache: ${state.blobs} ${state.blobs === 1 ? "artifact" : "artifacts"} held here, ${mib(state.bytes)}`,
+    `content cache: ${plural(state.blobs, "artifact")} held here, ${mib(state.bytes)}`,
     `${counters.upstreamFetches} fetched from upstream (${mib(counters.upstreamBytes)})`,
     `${counters.hits} ${counters.hits === 1 ? "pull" : "pulls"} served from disk`,
     ...(store.degraded ? ["upstream unreachable: held artifacts served as last seen"] : []),
@@ -210,4 +231,32 @@ function replicaView(store: HttpDeps["store"]) {
     heldHere: (manifest: { digest: string }) => store.cache.holds(manifest.digest),
     cacheSummary: summary,
   };
+}
+
+/**
+ * What Node.js answers a request it cannot parse, and, to a gRPC client
+ * pointed at this port by mistake (its HTTP/2 preface is no HTTP/1.1
+ * request), where the gRPC port is: a header the client reads, and a line
+ * for whoever looks (curl). Node.js answers nothing of its own once
+ * 'clientError' has a listener, so the other answers are its own, kept.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, deps: HttpDeps): void {
+  const fresh = socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0;
+  if (fresh && error.code === "HPE_PAUSED_H2_UPGRADE") {
+    const body = `this is the HTTP port of atomix-plugins (catalog page, /metrics, /healthz); gRPC is at ${deps.grpcAddress}\n`;
+    socket.end(
+      `HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\n${GRPC_ADDRESS_HEADER}: ${deps.grpcAddress}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    return;
+  }
+  if (fresh && error.code !== "ECONNRESET") {
+    const status =
+      error.code === "HPE_HEADER_OVERFLOW"
+        ? "431 Request Header Fields Too Large"
+        : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? "408 Request Timeout"
+          : "400 Bad Request";
+    socket.write(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
+  }
+  socket.destroy();
 }

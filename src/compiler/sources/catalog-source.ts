@@ -1,5 +1,5 @@
 import { readdir, stat } from "node:fs/promises";
-import { join, relative, resolve } from "node:path";
+import { join, relative, resolve, sep } from "node:path";
 import { Code, PluginError } from "../../errors/plugin-error.js";
 import type { PluginRef } from "../../model/build-key.js";
 import type { PluginSource } from "./plugin-source.js";
@@ -15,7 +15,9 @@ export function createCatalogSource(root: string): PluginSource {
   const base = resolve(root);
   return {
     description: `catalog ${base}`,
-    label: "the source catalog",
+    // The folder's last two names tell a caller which catalog (examples/plugins,
+    // a --sources folder) without showing the server's paths; the log has those.
+    label: `the source catalog "…/${base.split(sep).slice(-2).join("/")}"`,
     async fetch(plugin: PluginRef, options) {
       const versionDir = join(base, plugin.name, plugin.version);
       // The name was validated (no "..", no leading "/"), but keep the promise explicit.
