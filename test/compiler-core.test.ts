@@ -130,7 +130,7 @@ describe("build compiler", () => {
     while (compiler.stats().queued < 1) await new Promise((r) => setImmediate(r));
     const error = await failure(compiler.compile(key("busy-3")));
     assert.equal(error.code, Code.ResourceExhausted);
-    assert.match(error.message, /build queue is full \(1 builds running, 1 waiting\)/);
+    assert.match(error.message, /build queue is full \(1 build running, 1 waiting\)/);
     gate.resolve();
     await Promise.all([running, queued]);
     assert.equal(compiler.stats().builds, 2);
