@@ -8,7 +8,7 @@ import {
   type CompilePluginRequest,
   type CompilePluginResponse,
   PluginCompilerDefinition,
-} from "../src/gen/atomix/runtime/v1/plugin.js";
+} from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
 import { grpcService } from "../src/server/grpc-service.js";
 
 const reference = `atomix-plugin://1.0.0/go1.19.8/bench@1.0.0@sha256:${"0".repeat(64)}`;

@@ -13,7 +13,7 @@ import { existsSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { cpus, hostname, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { createPluginClient } from "../src/client/index.js";
+import { createPluginClient } from "atomix-plugins-client";
 import {
   type Context,
   fanoutName,

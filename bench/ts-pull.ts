@@ -9,8 +9,8 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { createPluginClient } from "../src/client/index.js";
-import type { BuildKey } from "../src/model/build-key.js";
+import { createPluginClient } from "atomix-plugins-client";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 
 const { address, key, dir, count, trustedKeys } = JSON.parse(process.argv[2] ?? "{}") as {
   address: string;

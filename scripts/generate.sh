@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Generates src/gen/ from proto/ with protoc and ts-proto, and the descriptor
-# set reflection serves (src/gen/descriptor-set.ts). Pass an output directory
+# Generates packages/core/src/gen/ from proto/ with protoc and ts-proto, and the descriptor
+# set reflection serves (packages/core/src/gen/descriptor-set.ts). Pass an output directory
 # to generate elsewhere (the staleness test does).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$root/src/gen}
+out=${1:-$root/packages/core/src/gen}
 mkdir -p "$out"
 own=$(cd "$root/proto" && find . -name '*.proto' | sort | sed 's|^\./||')
 protoc \

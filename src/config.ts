@@ -2,8 +2,11 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { ConnectionOptions } from "atomix-plugins-client/connection-options";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { BYTE_SIZE_EXAMPLE, parseByteSize } from "atomix-plugins-core/model/byte-size";
+import { Secret } from "atomix-plugins-core/model/secret";
 import { z } from "zod";
-import type { ConnectionOptions } from "./client/connection-options.js";
 import {
   DEFAULT_BUILD_QUEUE,
   DEFAULT_BUILD_TIMEOUT_MS,
@@ -17,9 +20,6 @@ import {
   DEFAULT_MAX_PACKUMENT_BYTES,
   DEFAULT_PACKUMENT_TTL_MS,
 } from "./compiler/sources/npm-registry-source.js";
-import { Code, PluginError } from "./errors/plugin-error.js";
-import { BYTE_SIZE_EXAMPLE, parseByteSize } from "./model/byte-size.js";
-import { Secret } from "./model/secret.js";
 import { trustedProxyList } from "./server/caller-identity.js";
 import { DEFAULT_MAX_BUILD_RECORDS } from "./store/build-record-store.js";
 import type { StoreConfig } from "./store/create-store.js";

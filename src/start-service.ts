@@ -1,4 +1,6 @@
 import { join } from "node:path";
+import { inertJson } from "atomix-plugins-core/errors/visible-text";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import pino, { type Logger } from "pino";
 import { createBuildCompiler } from "./compiler/build-compiler.js";
 import type { Compiler } from "./compiler/compiler.js";
@@ -11,8 +13,6 @@ import { createGoToolchain } from "./compiler/toolchains/go/go-toolchain.js";
 import { createNodeToolchain } from "./compiler/toolchains/node/node-toolchain.js";
 import { createUpstreamCompiler } from "./compiler/upstream-compiler.js";
 import { type ServeConfig, storeConfigOf, upstreamConnectionOf } from "./config.js";
-import { inertJson } from "./errors/visible-text.js";
-import type { BuildKey } from "./model/build-key.js";
 import { type Attestor, createAttestor } from "./provenance/attestor.js";
 import { loadSigningKey } from "./provenance/signing-key.js";
 import { createPrewarmer } from "./runtime-releases/prewarm.js";

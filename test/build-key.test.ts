@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
-import { parseBuildKey, parsePluginSpec } from "../src/model/build-key.js";
-import { formatReference, parseReference } from "../src/model/reference.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { parseBuildKey, parsePluginSpec } from "atomix-plugins-core/model/build-key";
+import { formatReference, parseReference } from "atomix-plugins-core/model/reference";
 
 const valid = {
   runtime: { version: "1.4.0", buildVersion: "node20" },

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { Code, type PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { createBuildPool, type PoolTicket } from "../src/compiler/build-pool.js";
-import { Code, type PluginError } from "../src/errors/plugin-error.js";
 
 /** A task that runs until released, recording when it started. */
 function gate(name: string, started: string[]) {

@@ -3,7 +3,7 @@ import { cp, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Code, createPluginClient, loadPlugin, type PluginClient, PluginError } from "../src/client/index.js";
+import { Code, createPluginClient, loadPlugin, type PluginClient, PluginError } from "atomix-plugins-client";
 import { EXAMPLE_RUNTIMES_DIR } from "../src/config.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { createPluginClient } from "../src/client/plugin-client.js";
+import { createPluginClient } from "atomix-plugins-client/plugin-client";
 import { generateSigningKey } from "../src/provenance/signing-key.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 

@@ -13,10 +13,10 @@ import {
   loadPlugin,
   type PluginClient,
   PluginError,
-} from "../src/client/index.js";
-import type { Digest } from "../src/model/artifact.js";
-import type { BuildKey } from "../src/model/build-key.js";
-import { PULL_METADATA } from "../src/protocol/metadata.js";
+} from "atomix-plugins-client";
+import type { Digest } from "atomix-plugins-core/model/artifact";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
+import { PULL_METADATA } from "atomix-plugins-core/protocol/metadata";
 import { createGrpcClients } from "./helpers/grpc-js-clients.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 import { startTcpRelay } from "./helpers/tcp-relay.js";

@@ -5,8 +5,8 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createPluginClient, type PullAttempt } from "../src/client/index.js";
-import type { BuildKey } from "../src/model/build-key.js";
+import { createPluginClient, type PullAttempt } from "atomix-plugins-client";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { createFsStore } from "../src/store/fs-store.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 

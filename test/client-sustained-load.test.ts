@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { createPluginClient, type PluginClient } from "../src/client/index.js";
-import type { BuildKey } from "../src/model/build-key.js";
+import { createPluginClient, type PluginClient } from "atomix-plugins-client";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
 const CONCURRENCY = 64;

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { Code, createPluginClient, PluginError } from "../src/client/index.js";
+import { Code, createPluginClient, PluginError } from "atomix-plugins-client";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 
 /** test/fixtures/tls, from dist/test/. */

@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rename, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import type { BuildKey } from "../src/model/build-key.js";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";
 import { listPage } from "../src/store/manifest-pages.js";

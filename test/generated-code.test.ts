@@ -46,8 +46,13 @@ async function assertFresh(
 }
 
 describe("generated code", () => {
-  it("src/gen matches what ts-proto makes from proto/", async () => {
-    await assertFresh("scripts/generate.sh", ".", join(ROOT, "src/gen"), "run `npm run generate`");
+  it("packages/core/src/gen matches what ts-proto makes from proto/", async () => {
+    await assertFresh(
+      "scripts/generate.sh",
+      ".",
+      join(ROOT, "packages/core/src/gen"),
+      "run `npm run generate`",
+    );
   });
 
   it("the Go client package's clients (runtime and admin API) match what protoc-gen-go makes from proto/", async () => {

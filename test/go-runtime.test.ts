@@ -4,10 +4,10 @@ import { cp, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { pathToFileURL } from "node:url";
-import { createPluginClient, type PluginClient } from "../src/client/index.js";
+import { createPluginClient, type PluginClient } from "atomix-plugins-client";
+import { buildKeyId } from "atomix-plugins-core/model/build-key";
+import { keyId } from "atomix-plugins-core/model/provenance";
 import { runProcess } from "../src/compiler/run-process.js";
-import { buildKeyId } from "../src/model/build-key.js";
-import { keyId } from "../src/model/provenance.js";
 import { generateSigningKey, type KeyAlgorithm } from "../src/provenance/signing-key.js";
 import {
   COUNTER,

@@ -3,10 +3,10 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import type { RuntimeDescriptor, Toolchain } from "../src/compiler/toolchain.js";
 import { createGoToolchain } from "../src/compiler/toolchains/go/go-toolchain.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
-import type { BuildKey } from "../src/model/build-key.js";
 import {
   COUNTER,
   ECHO,

@@ -3,6 +3,8 @@ import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { runProcess } from "../src/compiler/run-process.js";
 import type { BuildJob, BuildOutput, RuntimeDescriptor, Toolchain } from "../src/compiler/toolchain.js";
 import { planAlignment } from "../src/compiler/toolchains/go/go-mod.js";
@@ -12,8 +14,6 @@ import {
   GO_PLUGIN_MEDIA_TYPE,
   normalizeGoProxy,
 } from "../src/compiler/toolchains/go/go-toolchain.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
-import type { BuildKey } from "../src/model/build-key.js";
 import {
   COUNTER,
   ECHO,

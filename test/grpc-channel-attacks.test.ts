@@ -7,11 +7,17 @@ import { type AddressInfo, createServer as createNetServer, type Server, type So
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { type CallSettings, type GrpcChannel, grpcChannel } from "../src/client/grpc-channel.js";
-import { serverTarget } from "../src/client/server-target.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
-import { PluginAdminDefinition, type PushPluginRequest } from "../src/gen/atomix/plugins/admin/v1/admin.js";
-import { CompilePluginResponse, PluginCompilerDefinition } from "../src/gen/atomix/runtime/v1/plugin.js";
+import { type CallSettings, type GrpcChannel, grpcChannel } from "atomix-plugins-client/grpc-channel";
+import { serverTarget } from "atomix-plugins-client/server-target";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import {
+  PluginAdminDefinition,
+  type PushPluginRequest,
+} from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import {
+  CompilePluginResponse,
+  PluginCompilerDefinition,
+} from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
 
 /**
  * A hostile or broken server, or whatever sits on the path of a plaintext

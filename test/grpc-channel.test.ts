@@ -11,15 +11,18 @@ import type { AddressInfo, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { type GrpcChannel, grpcChannel } from "../src/client/grpc-channel.js";
-import { serverTarget } from "../src/client/server-target.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
-import { PluginAdminDefinition, PushPluginRequest } from "../src/gen/atomix/plugins/admin/v1/admin.js";
+import { type GrpcChannel, grpcChannel } from "atomix-plugins-client/grpc-channel";
+import { serverTarget } from "atomix-plugins-client/server-target";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import {
+  PluginAdminDefinition,
+  PushPluginRequest,
+} from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
 import {
   CompilePluginRequest,
   CompilePluginResponse,
   PluginCompilerDefinition,
-} from "../src/gen/atomix/runtime/v1/plugin.js";
+} from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
 
 /**
  * The client's call channel (compile, admin and provenance calls over

@@ -6,9 +6,10 @@ import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { gzipSync } from "node:zlib";
+import { createPluginClient } from "atomix-plugins-client/plugin-client";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import ssri from "ssri";
 import { c as createTar } from "tar";
-import { createPluginClient } from "../src/client/plugin-client.js";
 import {
   createNpmRegistrySource,
   type NpmRegistrySourceOptions,
@@ -17,7 +18,6 @@ import { createPackumentCache } from "../src/compiler/sources/packument-cache.js
 import type { FetchedPackage } from "../src/compiler/sources/plugin-source.js";
 import { createSourceUnpacker, type SourceUnpacker } from "../src/compiler/sources/source-unpacker.js";
 import { parseServeConfig } from "../src/config.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
 import { checkHealth } from "./helpers/grpc-probes.js";
 import { testSandbox } from "./helpers/sandbox.js";
 import { startServerProcess } from "./helpers/server-process.js";

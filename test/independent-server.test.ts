@@ -5,8 +5,6 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { buildGoPeers } from "../bench/lib/go-peers.js";
-import { type ServerProcess as PeerProcess, startServer } from "../bench/lib/processes.js";
 import {
   Code,
   createPluginClient,
@@ -14,9 +12,11 @@ import {
   PluginError,
   UntrustedArtifactError,
   type VerifiedBy,
-} from "../src/client/index.js";
-import type { Digest } from "../src/model/artifact.js";
-import type { BuildKey } from "../src/model/build-key.js";
+} from "atomix-plugins-client";
+import type { Digest } from "atomix-plugins-core/model/artifact";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
+import { buildGoPeers } from "../bench/lib/go-peers.js";
+import { type ServerProcess as PeerProcess, startServer } from "../bench/lib/processes.js";
 import { REPO_ROOT } from "./helpers/go-fixtures.js";
 import { runCli } from "./helpers/run-cli.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
-import { createPluginClient } from "../src/client/plugin-client.js";
-import type { BuildKey } from "../src/model/build-key.js";
+import { createPluginClient } from "atomix-plugins-client/plugin-client";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";
 import { parseOciLocation } from "../src/store/oci/oci-location.js";

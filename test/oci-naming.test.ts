@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { describe, it } from "node:test";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { parseBuildKey } from "atomix-plugins-core/model/build-key";
 import { parseServeConfig, storeConfigOf } from "../src/config.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
-import { parseBuildKey } from "../src/model/build-key.js";
 import { buildKeyTag, isBuildKeyTag, readableTagPrefix } from "../src/store/oci/build-key-tag.js";
 import { parseOciLocation } from "../src/store/oci/oci-location.js";
 import { nextLink } from "../src/store/oci/oci-objects.js";

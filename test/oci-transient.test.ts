@@ -9,8 +9,8 @@ import {
 } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { createRuntimeAdminClient } from "../src/client/runtime-admin-client.js";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { createRuntimeAdminClient } from "../src/cli/runtime-admin-client.js";
 import { createStore } from "../src/store/create-store.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";
 import { startServerProcess } from "./helpers/server-process.js";

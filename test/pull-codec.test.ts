@@ -4,13 +4,13 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { PullPluginResponse } from "../src/gen/atomix/runtime/v1/plugin.js";
+import { PullPluginResponse } from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
 import {
   decodePullPluginResponse,
   encodePullPluginResponse,
   frameInPlace,
   PULL_FRAME_HEADROOM,
-} from "../src/protocol/pull-codec.js";
+} from "atomix-plugins-core/protocol/pull-codec";
 import { BufferPool } from "../src/server/buffer-pool.js";
 import { createFsStore } from "../src/store/fs-store.js";
 

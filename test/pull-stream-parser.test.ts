@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { Code, type PluginError } from "../src/errors/plugin-error.js";
-import { PullPluginResponse } from "../src/gen/atomix/runtime/v1/plugin.js";
-import { PullStreamParser } from "../src/protocol/pull-stream-parser.js";
+import { Code, type PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { PullPluginResponse } from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
+import { PullStreamParser } from "atomix-plugins-core/protocol/pull-stream-parser";
 
 /** gRPC's length prefix in front of one encoded message. */
 function grpcFrame(message: Uint8Array, compressed = false): Buffer {

@@ -3,9 +3,9 @@ import { randomBytes } from "node:crypto";
 import { cp, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createPluginClient } from "../src/client/index.js";
+import { createPluginClient } from "atomix-plugins-client";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { runProcess } from "../src/compiler/run-process.js";
-import type { BuildKey } from "../src/model/build-key.js";
 import { goTestDir, REPO_ROOT } from "./helpers/go-fixtures.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 

@@ -12,9 +12,9 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Code, createPluginClient, type PluginClient, PluginError } from "../src/client/index.js";
-import { PullPluginRequest } from "../src/gen/atomix/runtime/v1/plugin.js";
-import type { BuildKey } from "../src/model/build-key.js";
+import { Code, createPluginClient, type PluginClient, PluginError } from "atomix-plugins-client";
+import { PullPluginRequest } from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 
 /**
  * The client's PullPlugin reader against a real HTTP/2 server (Node's) that

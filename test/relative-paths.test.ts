@@ -4,9 +4,9 @@ import { cp, mkdir, readFile, realpath, stat, symlink, writeFile } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createPluginClient } from "../src/client/index.js";
+import { createPluginClient } from "atomix-plugins-client";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { runProcess } from "../src/compiler/run-process.js";
-import type { BuildKey } from "../src/model/build-key.js";
 import { generateSigningKey } from "../src/provenance/signing-key.js";
 import { COUNTER, EXAMPLES, goKey, goTestDir } from "./helpers/go-fixtures.js";
 import { type RegistryProcess, startRegistry } from "./helpers/registry-process.js";

@@ -8,8 +8,8 @@ import type { AddressInfo } from "node:net";
 import { hostname, totalmem } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { Code, type PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { createSandbox, type Sandbox } from "../src/compiler/sandbox/sandbox.js";
-import { Code, type PluginError } from "../src/errors/plugin-error.js";
 import { testSandbox } from "./helpers/sandbox.js";
 import { tempDir } from "./helpers/server-process.js";
 

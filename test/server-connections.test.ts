@@ -5,7 +5,7 @@ import { connect as http2Connect, constants as http2Constants } from "node:http2
 import { connect as netConnect, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { status } from "@grpc/grpc-js";
-import { createPluginClient } from "../src/client/index.js";
+import { createPluginClient } from "atomix-plugins-client";
 import { splitHostPort } from "../src/config.js";
 import { healthClient } from "./helpers/grpc-probes.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";

@@ -9,7 +9,7 @@ import { type DescMethod, fromBinary, fromJson, type JsonValue, toBinary, toJson
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Client, credentials } from "@grpc/grpc-js";
-import { createPluginClient, type PluginClient } from "../src/client/index.js";
+import { createPluginClient, type PluginClient } from "atomix-plugins-client";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 import {
   ReflectionClient,

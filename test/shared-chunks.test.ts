@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { ArtifactManifest } from "../src/model/artifact.js";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
 import { SharedChunks } from "../src/server/shared-chunks.js";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { createFsStore } from "../src/store/fs-store.js";

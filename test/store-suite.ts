@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { Code, PluginError } from "../src/errors/plugin-error.js";
-import type { ArtifactManifest, Digest } from "../src/model/artifact.js";
-import type { BuildKey } from "../src/model/build-key.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { ArtifactManifest, Digest } from "atomix-plugins-core/model/artifact";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import type { ArtifactStore } from "../src/store/artifact-store.js";
 import { listPage } from "../src/store/manifest-pages.js";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { quoted } from "../src/errors/plugin-error.js";
-import { inertJson, visibleJson, visibleText } from "../src/errors/visible-text.js";
+import { quoted } from "atomix-plugins-core/errors/plugin-error";
+import { inertJson, visibleJson, visibleText } from "atomix-plugins-core/errors/visible-text";
 
 describe("text shown on a terminal", () => {
   it("shows every control a terminal acts on as an escape, and leaves other text as it is", () => {

@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
+import { createPluginClient, type PluginClient } from "atomix-plugins-client/plugin-client";
+import { Code } from "atomix-plugins-core/errors/plugin-error";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { chromium } from "playwright-core";
-import { createPluginClient, type PluginClient } from "../src/client/plugin-client.js";
-import { Code } from "../src/errors/plugin-error.js";
-import type { BuildKey } from "../src/model/build-key.js";
 import { failure } from "./helpers/failure.js";
 import { type ServerProcess, startServerProcess, tempDir } from "./helpers/server-process.js";
 

@@ -6,8 +6,8 @@
 import { appendFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { DEFAULT_CHUNK_SIZE } from "../../src/config.js";
-import type { BuildKey } from "../../src/model/build-key.js";
 import type { GoPeers } from "./go-peers.js";
 import type { BenchOptions } from "./options.js";
 import { run, SERVER_NODE_FLAGS, type ServerProcess, startServer } from "./processes.js";

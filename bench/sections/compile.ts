@@ -1,6 +1,6 @@
 import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
-import type { BuildKey } from "../../src/model/build-key.js";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { run, SERVER_NODE_FLAGS, type ServerProcess, startServer } from "../lib/processes.js";
 import { median } from "../lib/stats.js";
 import type { Row } from "../lib/table.js";

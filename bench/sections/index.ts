@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import type { BuildKey } from "../../src/model/build-key.js";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import type { ArtifactStore } from "../../src/store/artifact-store.js";
 import { createFsStore } from "../../src/store/fs-store.js";
 import { SERVER_NODE_FLAGS, startServer, watchDescriptors, watchPeakRss } from "../lib/processes.js";

@@ -1,7 +1,7 @@
 import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
-import { createPluginClient } from "../../src/client/index.js";
-import type { BuildKey } from "../../src/model/build-key.js";
+import { createPluginClient } from "atomix-plugins-client";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { startRegistry } from "../../test/helpers/registry-process.js";
 import { startRegistryProxy } from "../../test/helpers/registry-proxy.js";
 import { type ServerProcess, watchPeakRss } from "../lib/processes.js";

@@ -1,8 +1,8 @@
+import type { CacheReport, PluginManifest } from "atomix-plugins-client/plugin-client";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { visibleText } from "atomix-plugins-core/errors/visible-text";
+import { formatBuildKey } from "atomix-plugins-core/model/build-key";
 import { Command } from "commander";
-import type { CacheReport, PluginManifest } from "../client/plugin-client.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import { visibleText } from "../errors/visible-text.js";
-import { formatBuildKey } from "../model/build-key.js";
 import {
   action,
   type ClientFlags,

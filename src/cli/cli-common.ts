@@ -1,10 +1,8 @@
 import { readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { type Command, Option } from "commander";
-import type { ConnectionOptions } from "../client/connection-options.js";
-import type { PluginClient } from "../client/plugin-client.js";
-import { parseProxyUrl } from "../client/proxy-selection.js";
-import { DEFAULT_LISTEN } from "../config.js";
+import type { ConnectionOptions } from "atomix-plugins-client/connection-options";
+import type { PluginClient } from "atomix-plugins-client/plugin-client";
+import { parseProxyUrl } from "atomix-plugins-client/proxy-selection";
 import {
   Code,
   codeName,
@@ -13,12 +11,19 @@ import {
   ServerUnreachableError,
   type UnreachableReason,
   UntrustedArtifactError,
-} from "../errors/plugin-error.js";
-import { visibleJson, visibleText } from "../errors/visible-text.js";
-import type { Digest } from "../model/artifact.js";
-import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
-import { BYTE_SIZE_EXAMPLE, parseByteSize } from "../model/byte-size.js";
-import { parseReference } from "../model/reference.js";
+} from "atomix-plugins-core/errors/plugin-error";
+import { visibleJson, visibleText } from "atomix-plugins-core/errors/visible-text";
+import type { Digest } from "atomix-plugins-core/model/artifact";
+import {
+  type BuildKey,
+  formatBuildKey,
+  parseBuildKey,
+  parsePluginSpec,
+} from "atomix-plugins-core/model/build-key";
+import { BYTE_SIZE_EXAMPLE, parseByteSize } from "atomix-plugins-core/model/byte-size";
+import { parseReference } from "atomix-plugins-core/model/reference";
+import { type Command, Option } from "commander";
+import { DEFAULT_LISTEN } from "../config.js";
 
 /** Exit codes, one per class of failure, so scripts can tell them apart. */
 export const EXIT = {
@@ -335,7 +340,8 @@ export function withClient<T>(
   use: (client: PluginClient, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
 ): Promise<T> {
   return withClientOf(
-    async (connection) => (await import("../client/plugin-client.js")).createPluginClient(connection),
+    async (connection) =>
+      (await import("atomix-plugins-client/plugin-client")).createPluginClient(connection),
     flags,
     use,
   );

@@ -1,5 +1,5 @@
+import { formatBuildKey } from "atomix-plugins-core/model/build-key";
 import { Command } from "commander";
-import { formatBuildKey } from "../model/build-key.js";
 import {
   action,
   type ClientFlags,

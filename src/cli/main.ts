@@ -1,10 +1,10 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 // The young generation capped at 2 x 4 MiB: Node.js 20 lets it grow to 2 x 16
 // MiB, and a long pull touches all of it, so a server's resident memory grew
 // with the size of what it streamed (README, Performance). Measured: no loss
 // of pull or CompilePlugin throughput. `npm start` and the benchmark pass it too.
 import { Command, type CommanderError } from "commander";
-import { Code, PluginError } from "../errors/plugin-error.js";
 import { SERVER_VERSION } from "../version.js";
 import { gcCommand, inspectCommand, lsCommand, rmCommand } from "./admin-commands.js";
 import { EXIT, fail } from "./cli-common.js";

@@ -1,5 +1,5 @@
+import { visibleText } from "atomix-plugins-core/errors/visible-text";
 import cliProgress from "cli-progress";
-import { visibleText } from "../errors/visible-text.js";
 import { formatBytes } from "./cli-common.js";
 
 /** A byte-count progress display; every method is a no-op when not on a terminal. */

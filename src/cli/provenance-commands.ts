@@ -1,8 +1,8 @@
 import { createPublicKey } from "node:crypto";
 import { writeFile } from "node:fs/promises";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { keyId, type ProvenanceStatement } from "atomix-plugins-core/model/provenance";
 import { Command, Option } from "commander";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import { keyId, type ProvenanceStatement } from "../model/provenance.js";
 import { generateSigningKey, KEY_ALGORITHMS, type KeyAlgorithm } from "../provenance/signing-key.js";
 import {
   action,

@@ -1,12 +1,11 @@
 import { existsSync, statSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
+import { visibleText } from "atomix-plugins-core/errors/visible-text";
+import type { PrewarmProgress, RuntimeRelease } from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import { plural } from "atomix-plugins-core/model/plural";
+import { checkRuntimeVersion, RUNTIME_DESCRIPTOR_FILE } from "atomix-plugins-core/model/runtime-release";
 import { Command } from "commander";
-import type { RuntimeAdminClient } from "../client/runtime-admin-client.js";
-import { Code, PluginError, quoted } from "../errors/plugin-error.js";
-import { visibleText } from "../errors/visible-text.js";
-import type { PrewarmProgress, RuntimeRelease } from "../gen/atomix/plugins/admin/v1/admin.js";
-import { plural } from "../model/plural.js";
-import { checkRuntimeVersion, RUNTIME_DESCRIPTOR_FILE } from "../model/runtime-release.js";
 import { gatherRuntimeRelease } from "../runtime-releases/runtime-release-layout.js";
 import {
   action,
@@ -22,6 +21,7 @@ import {
   withClientOptions,
   withRuntimeOptions,
 } from "./cli-common.js";
+import type { RuntimeAdminClient } from "./runtime-admin-client.js";
 
 /** Like withClient, with the admin API's runtime client; Ctrl-C cancels. */
 export function withRuntimeClient<T>(
@@ -29,8 +29,7 @@ export function withRuntimeClient<T>(
   use: (client: RuntimeAdminClient, control: { signal: AbortSignal; timeoutMs?: number }) => Promise<T>,
 ): Promise<T> {
   return withClientOf(
-    async (connection) =>
-      (await import("../client/runtime-admin-client.js")).createRuntimeAdminClient(connection),
+    async (connection) => (await import("./runtime-admin-client.js")).createRuntimeAdminClient(connection),
     flags,
     use,
   );

@@ -1,9 +1,9 @@
 import { stat } from "node:fs/promises";
+import type { PluginManifest } from "atomix-plugins-client/plugin-client";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
+import { formatBuildKey } from "atomix-plugins-core/model/build-key";
 import { Command } from "commander";
-import type { PluginManifest } from "../client/plugin-client.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import { formatBuildKey } from "../model/build-key.js";
 import {
   action,
   CACHE_ENV,

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { basename } from "node:path";
-import { MAX_RECORDED_OUTPUT, tailOf } from "../model/build-record.js";
+import { MAX_RECORDED_OUTPUT, tailOf } from "atomix-plugins-core/model/build-record";
 import { redactOutsidePaths } from "./redact-outside-paths.js";
 
 /**

@@ -1,5 +1,5 @@
-import { Code, PluginError, quoted } from "../errors/plugin-error.js";
-import { plural } from "../model/plural.js";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
+import { plural } from "atomix-plugins-core/model/plural";
 
 /**
  * Runs at most `concurrency` tasks at once and lets at most `queueLimit`

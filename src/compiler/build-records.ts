@@ -1,9 +1,9 @@
+import { Code, codeName, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { ANNOTATIONS } from "atomix-plugins-core/model/annotations";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, formatBuildKey } from "atomix-plugins-core/model/build-key";
+import type { BuildRecord } from "atomix-plugins-core/model/build-record";
 import type { Logger } from "pino";
-import { Code, codeName, PluginError } from "../errors/plugin-error.js";
-import { ANNOTATIONS } from "../model/annotations.js";
-import type { ArtifactManifest } from "../model/artifact.js";
-import { type BuildKey, formatBuildKey } from "../model/build-key.js";
-import type { BuildRecord } from "../model/build-record.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
 import type { SourceStamp } from "./sources/source-stamp.js";
 import type { RuntimeDescriptor } from "./toolchain.js";

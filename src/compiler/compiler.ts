@@ -1,5 +1,5 @@
-import type { ArtifactManifest } from "../model/artifact.js";
-import type { BuildKey } from "../model/build-key.js";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 
 /**
  * Builds artifacts for build keys and stores them. The server's services only

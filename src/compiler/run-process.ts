@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 export interface RunOptions {
   readonly cwd: string;

@@ -1,5 +1,5 @@
-import type { Digest } from "../model/artifact.js";
-import type { BuildKey } from "../model/build-key.js";
+import type { Digest } from "atomix-plugins-core/model/artifact";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import type { DiskCache } from "./disk-cache.js";
 
 /**

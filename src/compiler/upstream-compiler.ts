@@ -1,9 +1,9 @@
-import type { ConnectionOptions } from "../client/connection-options.js";
-import { createPluginClient } from "../client/plugin-client.js";
-import { abandonable, Code, PluginError, quoted } from "../errors/plugin-error.js";
-import type { ArtifactManifest } from "../model/artifact.js";
-import { type BuildKey, buildKeyText, formatBuildKey } from "../model/build-key.js";
-import { SingleFlight } from "../model/single-flight.js";
+import type { ConnectionOptions } from "atomix-plugins-client/connection-options";
+import { createPluginClient } from "atomix-plugins-client/plugin-client";
+import { abandonable, Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, buildKeyText, formatBuildKey } from "atomix-plugins-core/model/build-key";
+import { SingleFlight } from "atomix-plugins-core/model/single-flight";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { Compiler } from "./compiler.js";
 

@@ -1,7 +1,7 @@
 import type { bundleToJSON } from "@sigstore/bundle";
 import type { DSSEBundleBuilder, Signer } from "@sigstore/sign";
-import type { ArtifactManifest } from "../model/artifact.js";
-import { PROVENANCE } from "../model/provenance.js";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
+import { PROVENANCE } from "atomix-plugins-core/model/provenance";
 import type { SigningKey } from "./signing-key.js";
 import { type Origin, provenanceStatement } from "./statement.js";
 

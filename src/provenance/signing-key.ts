@@ -6,8 +6,8 @@ import {
   sign as signBytes,
 } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import { keyId } from "../model/provenance.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { keyId } from "atomix-plugins-core/model/provenance";
 
 export type KeyAlgorithm = "ecdsa-p256" | "ed25519";
 export const KEY_ALGORITHMS: readonly KeyAlgorithm[] = ["ecdsa-p256", "ed25519"];

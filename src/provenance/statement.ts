@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { ANNOTATIONS } from "../model/annotations.js";
-import type { ArtifactManifest } from "../model/artifact.js";
+import { ANNOTATIONS } from "atomix-plugins-core/model/annotations";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
 import {
   PROVENANCE,
   type ProvenanceStatement,
   type ResourceDescriptor,
   subjectName,
-} from "../model/provenance.js";
+} from "atomix-plugins-core/model/provenance";
 import { SERVER_VERSION } from "../version.js";
 
 /** How an artifact came to be stored: built here, or pushed by an operator. */

@@ -1,11 +1,11 @@
+import { codeName, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { PrewarmFailure, PrewarmProgress } from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import { type BuildKey, formatBuildKey, parseBuildKey } from "atomix-plugins-core/model/build-key";
+import type { RuntimeReleaseSummary } from "atomix-plugins-core/model/runtime-release";
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
 import semver from "semver";
 import type { Compiler } from "../compiler/compiler.js";
-import { codeName, PluginError } from "../errors/plugin-error.js";
-import type { PrewarmFailure, PrewarmProgress } from "../gen/atomix/plugins/admin/v1/admin.js";
-import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
-import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { RuntimeReleases } from "./runtime-releases.js";
 

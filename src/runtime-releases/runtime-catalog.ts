@@ -1,9 +1,9 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import semver from "semver";
 import { z } from "zod";
 import type { RuntimeDescriptor } from "../compiler/toolchain.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
 
 /** The runtime releases the compiler knows, by version. */
 export interface RuntimeCatalog {

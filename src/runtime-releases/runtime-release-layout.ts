@@ -1,14 +1,14 @@
 import { lstat, open, readdir, realpath, stat } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, posix, relative, resolve, sep } from "node:path";
-import { Code, PluginError, quoted } from "../errors/plugin-error.js";
-import { isPackageName } from "../model/package-name.js";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
+import { isPackageName } from "atomix-plugins-core/model/package-name";
 import {
   checkNoFileUnderFile,
   checkReleasePath,
   checkRuntimeVersion,
   RUNTIME_DESCRIPTOR_FILE,
   RUNTIME_RELEASE_LIMITS,
-} from "../model/runtime-release.js";
+} from "atomix-plugins-core/model/runtime-release";
 
 /** One file of a release gathered from disk: where it goes in the release, and where it is read from. */
 export interface GatheredFile {

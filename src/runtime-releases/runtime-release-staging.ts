@@ -2,12 +2,9 @@ import { randomUUID } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, isAbsolute, join, resolve } from "node:path";
-import type { RuntimeDescriptor } from "../compiler/toolchain.js";
-import { parseGoRuntimeSpec } from "../compiler/toolchains/go/go-runtime-spec.js";
-import { readNodeRuntime } from "../compiler/toolchains/node/node-runtime-spec.js";
-import { Code, PluginError, quoted } from "../errors/plugin-error.js";
-import { isBelow } from "../model/contained-path.js";
-import { isPackageName } from "../model/package-name.js";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
+import { isBelow } from "atomix-plugins-core/model/contained-path";
+import { isPackageName } from "atomix-plugins-core/model/package-name";
 import {
   checkReleasePath,
   checkRuntimeVersion,
@@ -16,7 +13,10 @@ import {
   type RuntimeReleaseFile,
   type RuntimeReleaseIndex,
   releaseDigest,
-} from "../model/runtime-release.js";
+} from "atomix-plugins-core/model/runtime-release";
+import type { RuntimeDescriptor } from "../compiler/toolchain.js";
+import { parseGoRuntimeSpec } from "../compiler/toolchains/go/go-runtime-spec.js";
+import { readNodeRuntime } from "../compiler/toolchains/node/node-runtime-spec.js";
 import { writeHashedFile } from "../store/hashed-file.js";
 import type { StagedRuntimeRelease } from "../store/runtime-release-store.js";
 import { parseRuntimeDescriptor } from "./runtime-catalog.js";

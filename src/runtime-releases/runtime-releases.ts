@@ -1,9 +1,9 @@
 import { rm } from "node:fs/promises";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { RuntimeReleaseSummary } from "atomix-plugins-core/model/runtime-release";
 import type { Logger } from "pino";
 import semver from "semver";
 import type { RuntimeDescriptor } from "../compiler/toolchain.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
 import type { RuntimeReleaseStore } from "../store/runtime-release-store.js";
 import { loadRuntimeCatalog, type RuntimeCatalog } from "./runtime-catalog.js";
 import { gatherRuntimeRelease } from "./runtime-release-layout.js";

@@ -1,9 +1,9 @@
 import { createHash, scryptSync, timingSafeEqual } from "node:crypto";
 import type { Metadata } from "@grpc/grpc-js";
-import { isLoopback } from "../client/proxy-selection.js";
+import { isLoopback } from "atomix-plugins-client/proxy-selection";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { Secret } from "atomix-plugins-core/model/secret";
 import { splitHostPort } from "../config.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import type { Secret } from "../model/secret.js";
 
 /**
  * Guards the admin API's writes (push, remove, gc, runtime registration and

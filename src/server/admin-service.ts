@@ -5,22 +5,22 @@ import type {
   ServerUnaryCall,
   sendUnaryData,
 } from "@grpc/grpc-js";
-import type { Logger } from "pino";
-import type { Compiler } from "../compiler/compiler.js";
-import { collectCaches, type DiskCache } from "../compiler/disk-cache.js";
-import type { ServeConfig } from "../config.js";
-import { Code, codeName, PluginError, quoted } from "../errors/plugin-error.js";
+import { Code, codeName, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
 import {
   type ListPluginsRequest,
   PluginAdminDefinition,
   type PushHeader,
   PushPluginRequest,
   type PushPluginResponse,
-} from "../gen/atomix/plugins/admin/v1/admin.js";
-import { RESERVED_ANNOTATION_PREFIX } from "../model/annotations.js";
-import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
-import { PROVENANCE } from "../model/provenance.js";
+} from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import { RESERVED_ANNOTATION_PREFIX } from "atomix-plugins-core/model/annotations";
+import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, formatBuildKey, parseBuildKey } from "atomix-plugins-core/model/build-key";
+import { PROVENANCE } from "atomix-plugins-core/model/provenance";
+import type { Logger } from "pino";
+import type { Compiler } from "../compiler/compiler.js";
+import { collectCaches, type DiskCache } from "../compiler/disk-cache.js";
+import type { ServeConfig } from "../config.js";
 import type { Attestor } from "../provenance/attestor.js";
 import { type ArtifactStore, heldHere } from "../store/artifact-store.js";
 import { listPage } from "../store/manifest-pages.js";

@@ -5,7 +5,7 @@ import type {
   ServerInterceptor,
   ServerMethodDefinition,
 } from "@grpc/grpc-js";
-import type { PluginError } from "../errors/plugin-error.js";
+import type { PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 type PartialStatusObject = Parameters<ServerInterceptingCallInterface["sendStatus"]>[0];
 type InterceptingServerListener = Parameters<ServerInterceptingCallInterface["start"]>[0];

@@ -1,16 +1,16 @@
 import type { BlockList } from "node:net";
 import type { ServerUnaryCall, sendUnaryData } from "@grpc/grpc-js";
-import type { Logger } from "pino";
-import type { Compiler } from "../compiler/compiler.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type {
   CompilePluginRequest,
   CompilePluginResponse,
   PluginCompilerDefinition,
-} from "../gen/atomix/runtime/v1/plugin.js";
-import type { Digest } from "../model/artifact.js";
-import { type BuildKey, parseBuildKey } from "../model/build-key.js";
-import { formatReference } from "../model/reference.js";
+} from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
+import type { Digest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, parseBuildKey } from "atomix-plugins-core/model/build-key";
+import { formatReference } from "atomix-plugins-core/model/reference";
+import type { Logger } from "pino";
+import type { Compiler } from "../compiler/compiler.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { callerOf } from "./caller-identity.js";
 import type { HandlersOf } from "./grpc-service.js";

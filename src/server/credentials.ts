@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { ServerCredentials } from "@grpc/grpc-js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { adminTokenSchema, type ServeConfig } from "../config.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";
 
 /** Plaintext, TLS, or mutual TLS, from the PEM files the config names. */

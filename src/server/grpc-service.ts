@@ -11,7 +11,7 @@ import {
   type RequestOf,
   type ResponseOf,
   type ServiceDefinition,
-} from "../protocol/service-definition.js";
+} from "atomix-plugins-core/protocol/service-definition";
 
 /**
  * A generated service definition (protocol/service-definition.ts) as

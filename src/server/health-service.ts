@@ -1,7 +1,7 @@
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import type { Server, ServerUnaryCall, ServerWritableStream, sendUnaryData } from "@grpc/grpc-js";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
 import type { Logger } from "pino";
-import { Code, PluginError, quoted } from "../errors/plugin-error.js";
 import { toServiceError } from "./status.js";
 
 /** What this server reports for a service it knows. */

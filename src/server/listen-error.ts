@@ -1,4 +1,4 @@
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 /** A listen that failed, said in one line a person can act on. */
 export function listenError(address: string, what: string, error: Error): PluginError {

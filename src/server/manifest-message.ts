@@ -1,5 +1,5 @@
-import type { Manifest } from "../gen/atomix/plugins/admin/v1/admin.js";
-import type { ArtifactManifest } from "../model/artifact.js";
+import type { Manifest } from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
 
 /** A store manifest as the admin API sends it. */
 export function toManifestMessage(manifest: ArtifactManifest, heldHere = true): Manifest {

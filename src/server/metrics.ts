@@ -1,6 +1,6 @@
+import { type Code, codeName } from "atomix-plugins-core/errors/plugin-error";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { DiskCache } from "../compiler/disk-cache.js";
-import { type Code, codeName } from "../errors/plugin-error.js";
 
 /** The server's Prometheus metrics, served at /metrics on the HTTP port. */
 export interface ServerMetrics {

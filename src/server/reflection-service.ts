@@ -1,8 +1,8 @@
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { DescriptorProto } from "@bufbuild/protobuf/wkt";
 import type { Server, ServerDuplexStream, ServiceDefinition } from "@grpc/grpc-js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { Logger } from "pino";
-import { Code, PluginError } from "../errors/plugin-error.js";
 import { toServiceError } from "./status.js";
 
 /** The reflection services this module serves; both speak the same messages. */
@@ -45,7 +45,7 @@ export async function createReflectionIndex(services: readonly string[]): Promis
   const [{ fromBinary }, { FileDescriptorProtoSchema }, { FILE_DESCRIPTOR_SET_BASE64 }] = await Promise.all([
     import("@bufbuild/protobuf"),
     import("@bufbuild/protobuf/wkt"),
-    import("../gen/descriptor-set.js"),
+    import("atomix-plugins-core/gen/descriptor-set"),
   ]);
   const files = new Map<string, ProtoFile>();
   const symbols = new Map<string, ProtoFile>();

@@ -1,18 +1,22 @@
 import type { BlockList } from "node:net";
 import { Metadata, type ServerWritableStream } from "@grpc/grpc-js";
-import type { Logger } from "pino";
-import type { Compiler } from "../compiler/compiler.js";
-import type { ServeConfig } from "../config.js";
-import { Code, PluginError, quoted } from "../errors/plugin-error.js";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
 import {
   PluginRegistryDefinition,
   type PullPluginRequest,
   type PullPluginResponse,
-} from "../gen/atomix/runtime/v1/plugin.js";
-import type { ArtifactManifest } from "../model/artifact.js";
-import { type BuildKey, formatBuildKey, parseBuildKey } from "../model/build-key.js";
-import { PULL_METADATA } from "../protocol/metadata.js";
-import { encodePullPluginResponse, frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
+} from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, formatBuildKey, parseBuildKey } from "atomix-plugins-core/model/build-key";
+import { PULL_METADATA } from "atomix-plugins-core/protocol/metadata";
+import {
+  encodePullPluginResponse,
+  frameInPlace,
+  PULL_FRAME_HEADROOM,
+} from "atomix-plugins-core/protocol/pull-codec";
+import type { Logger } from "pino";
+import type { Compiler } from "../compiler/compiler.js";
+import type { ServeConfig } from "../config.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { BufferPool } from "./buffer-pool.js";
 import { type CallPeer, callerOf } from "./caller-identity.js";

@@ -5,8 +5,7 @@ import type {
   ServerUnaryCall,
   sendUnaryData,
 } from "@grpc/grpc-js";
-import type { Logger } from "pino";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import {
   type BuildRecord,
   type PluginAdminDefinition,
@@ -15,10 +14,11 @@ import {
   type RegisterRuntimeResponse,
   type RemoveRuntimeResponse,
   type RuntimeRelease,
-} from "../gen/atomix/plugins/admin/v1/admin.js";
-import { formatBuildKey, parseBuildKey } from "../model/build-key.js";
-import type { BuildRecord as StoredBuildRecord } from "../model/build-record.js";
-import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+} from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import { formatBuildKey, parseBuildKey } from "atomix-plugins-core/model/build-key";
+import type { BuildRecord as StoredBuildRecord } from "atomix-plugins-core/model/build-record";
+import type { RuntimeReleaseSummary } from "atomix-plugins-core/model/runtime-release";
+import type { Logger } from "pino";
 import type { IncomingReleaseFile } from "../runtime-releases/runtime-release-staging.js";
 import type { RuntimeReleases } from "../runtime-releases/runtime-releases.js";
 import type { ArtifactStore } from "../store/artifact-store.js";

@@ -1,9 +1,9 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { PluginCompilerDefinition } from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
 import type { Logger } from "pino";
 import type { Compiler } from "../compiler/compiler.js";
 import { type ServeConfig, splitHostPort } from "../config.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import { PluginCompilerDefinition } from "../gen/atomix/runtime/v1/plugin.js";
 import type { Attestor } from "../provenance/attestor.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import { type AdminAuth, createAdminAuth } from "./admin-auth.js";

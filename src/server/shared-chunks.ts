@@ -1,6 +1,6 @@
-import { abandonable, Code, PluginError } from "../errors/plugin-error.js";
-import type { ArtifactManifest } from "../model/artifact.js";
-import { frameInPlace, PULL_FRAME_HEADROOM } from "../protocol/pull-codec.js";
+import { abandonable, Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
+import { frameInPlace, PULL_FRAME_HEADROOM } from "atomix-plugins-core/protocol/pull-codec";
 import type { ArtifactStore, BlobReader } from "../store/artifact-store.js";
 import { GRPC_PREFIX_BYTES, sendInPlace } from "./grpc-framing.js";
 

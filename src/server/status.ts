@@ -1,5 +1,5 @@
 import { Metadata, type ServiceError, type status } from "@grpc/grpc-js";
-import { Code, codeName, PluginError } from "../errors/plugin-error.js";
+import { Code, codeName, PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 /**
  * The one place a PluginError becomes a gRPC status. Errors the caller did

@@ -1,5 +1,5 @@
 import type { ServerWritableStream } from "@grpc/grpc-js";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 /**
  * Bounds the bytes a server stream has handed to grpc-js and not yet seen

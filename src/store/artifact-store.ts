@@ -1,5 +1,5 @@
-import type { ArtifactManifest, Digest, GarbageReport } from "../model/artifact.js";
-import type { BuildKey } from "../model/build-key.js";
+import type { ArtifactManifest, Digest, GarbageReport } from "atomix-plugins-core/model/artifact";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 
 export interface PutOptions {
   mediaType?: string;

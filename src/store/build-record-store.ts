@@ -1,6 +1,6 @@
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
+import type { BuildRecord } from "atomix-plugins-core/model/build-record";
 import type { DiskCache } from "../compiler/disk-cache.js";
-import type { BuildKey } from "../model/build-key.js";
-import type { BuildRecord } from "../model/build-record.js";
 
 /**
  * Where build records live, beside the artifacts, so that every replica

@@ -1,7 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import type { ConnectionOptions } from "atomix-plugins-client/connection-options";
 import type { Logger } from "pino";
-import type { ConnectionOptions } from "../client/connection-options.js";
 import type { ArtifactStore } from "./artifact-store.js";
 import { createFsStore } from "./fs-store.js";
 import type { RegistryCredentials } from "./oci/registry-credentials.js";

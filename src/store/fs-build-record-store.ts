@@ -1,9 +1,9 @@
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { type BuildKey, buildKeyId } from "atomix-plugins-core/model/build-key";
+import type { BuildRecord } from "atomix-plugins-core/model/build-record";
 import type { CacheCollection, DiskCache } from "../compiler/disk-cache.js";
-import { PluginError } from "../errors/plugin-error.js";
-import { type BuildKey, buildKeyId } from "../model/build-key.js";
-import type { BuildRecord } from "../model/build-record.js";
 import { writeFileAtomic } from "./atomic-file.js";
 import { type BuildRecordStore, DEFAULT_MAX_BUILD_RECORDS } from "./build-record-store.js";
 

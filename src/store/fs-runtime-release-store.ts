@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { link, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import {
   checkRuntimeVersion,
   type RuntimeReleaseSummary,
   releaseIndexBytes,
-} from "../model/runtime-release.js";
+} from "atomix-plugins-core/model/runtime-release";
 import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
 import type { RuntimeReleaseStore, StagedRuntimeRelease } from "./runtime-release-store.js";
 

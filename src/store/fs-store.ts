@@ -13,10 +13,10 @@ import {
   unlink,
 } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import type { ArtifactManifest, Digest, GarbageReport } from "../model/artifact.js";
-import { DEFAULT_MEDIA_TYPE, DIGEST_PATTERN } from "../model/artifact.js";
-import { type BuildKey, buildKeyId, buildKeyText, formatBuildKey } from "../model/build-key.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { ArtifactManifest, Digest, GarbageReport } from "atomix-plugins-core/model/artifact";
+import { DEFAULT_MEDIA_TYPE, DIGEST_PATTERN } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, buildKeyId, buildKeyText, formatBuildKey } from "atomix-plugins-core/model/build-key";
 import type { ArtifactStore, ReadOptions, ScanEntry } from "./artifact-store.js";
 import { syncDirectory, writeFileAtomic } from "./atomic-file.js";
 import { DigestMarks } from "./digest-marks.js";

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { open } from "node:fs/promises";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import type { Digest } from "../model/artifact.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { Digest } from "atomix-plugins-core/model/artifact";
 import type { PutOptions } from "./artifact-store.js";
 
 /**

@@ -1,6 +1,6 @@
-import { Code, PluginError } from "../errors/plugin-error.js";
-import type { ArtifactManifest } from "../model/artifact.js";
-import { formatBuildKey } from "../model/build-key.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
+import { formatBuildKey } from "atomix-plugins-core/model/build-key";
 import type { ArtifactStore, ListFilter, ScanEntry, ScanOptions } from "./artifact-store.js";
 import { matchesFilter } from "./store-checks.js";
 

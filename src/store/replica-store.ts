@@ -1,10 +1,10 @@
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { abandonable, Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, buildKeyId, buildKeyText, formatBuildKey } from "atomix-plugins-core/model/build-key";
+import { SingleFlight } from "atomix-plugins-core/model/single-flight";
 import type { Logger } from "pino";
-import { abandonable, Code, PluginError } from "../errors/plugin-error.js";
-import type { ArtifactManifest } from "../model/artifact.js";
-import { type BuildKey, buildKeyId, buildKeyText, formatBuildKey } from "../model/build-key.js";
-import { SingleFlight } from "../model/single-flight.js";
 import type { ArtifactStore, BlobReader, ReadOptions } from "./artifact-store.js";
 import { writeFileAtomic } from "./atomic-file.js";
 import type { ContentCache } from "./content-cache.js";

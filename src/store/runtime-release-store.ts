@@ -1,5 +1,5 @@
-import type { Digest } from "../model/artifact.js";
-import type { RuntimeReleaseIndex, RuntimeReleaseSummary } from "../model/runtime-release.js";
+import type { Digest } from "atomix-plugins-core/model/artifact";
+import type { RuntimeReleaseIndex, RuntimeReleaseSummary } from "atomix-plugins-core/model/runtime-release";
 
 /** A release written to a local staging folder and checked, ready to store. */
 export interface StagedRuntimeRelease {

@@ -1,6 +1,6 @@
-import { Code, PluginError } from "../errors/plugin-error.js";
-import type { ArtifactManifest, Digest } from "../model/artifact.js";
-import { type BuildKey, formatBuildKey } from "../model/build-key.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { ArtifactManifest, Digest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, formatBuildKey } from "atomix-plugins-core/model/build-key";
 import type { ListFilter, PutOptions } from "./artifact-store.js";
 
 /** Checks shared by every store: what `put` promised its caller. */

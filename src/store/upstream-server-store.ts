@@ -1,10 +1,15 @@
-import type { ConnectionOptions } from "../client/connection-options.js";
-import { createPluginClient, type PluginManifest } from "../client/plugin-client.js";
-import { serverTarget } from "../client/server-target.js";
-import { socketPullTransport } from "../client/socket-pull-transport.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import { type BuildKey, buildKeyText, formatBuildKey, parseBuildKey } from "../model/build-key.js";
+import type { ConnectionOptions } from "atomix-plugins-client/connection-options";
+import { createPluginClient, type PluginManifest } from "atomix-plugins-client/plugin-client";
+import { serverTarget } from "atomix-plugins-client/server-target";
+import { socketPullTransport } from "atomix-plugins-client/socket-pull-transport";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
+import {
+  type BuildKey,
+  buildKeyText,
+  formatBuildKey,
+  parseBuildKey,
+} from "atomix-plugins-core/model/build-key";
 import type { ArtifactStore, ReadOptions } from "./artifact-store.js";
 import { outOfRange } from "./store-checks.js";
 

@@ -1,5 +1,5 @@
-import { ANNOTATIONS } from "../model/annotations.js";
-import type { ArtifactManifest } from "../model/artifact.js";
+import { ANNOTATIONS } from "atomix-plugins-core/model/annotations";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
 
 const escapeHtml = (text: string) =>
   text.replace(

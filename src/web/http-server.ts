@@ -1,14 +1,19 @@
 import { createServer, type Server } from "node:http";
 import type { Duplex } from "node:stream";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { PrewarmProgress } from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import {
+  type BuildKey,
+  formatBuildKey,
+  parseBuildKey,
+  parsePluginSpec,
+} from "atomix-plugins-core/model/build-key";
+import { plural } from "atomix-plugins-core/model/plural";
+import { PROVENANCE } from "atomix-plugins-core/model/provenance";
+import type { RuntimeReleaseSummary } from "atomix-plugins-core/model/runtime-release";
+import { GRPC_ADDRESS_HEADER } from "atomix-plugins-core/protocol/metadata";
 import type { Logger } from "pino";
 import { splitHostPort } from "../config.js";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import type { PrewarmProgress } from "../gen/atomix/plugins/admin/v1/admin.js";
-import { type BuildKey, formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
-import { plural } from "../model/plural.js";
-import { PROVENANCE } from "../model/provenance.js";
-import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
-import { GRPC_ADDRESS_HEADER } from "../protocol/metadata.js";
 import { isReplicaStore } from "../server/cache-metrics.js";
 import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";

@@ -1,7 +1,7 @@
-import type { PrewarmProgress } from "../gen/atomix/plugins/admin/v1/admin.js";
-import { type BuildKey, formatBuildKey } from "../model/build-key.js";
-import type { BuildRecord } from "../model/build-record.js";
-import type { RuntimeReleaseSummary } from "../model/runtime-release.js";
+import type { PrewarmProgress } from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import { type BuildKey, formatBuildKey } from "atomix-plugins-core/model/build-key";
+import type { BuildRecord } from "atomix-plugins-core/model/build-record";
+import type { RuntimeReleaseSummary } from "atomix-plugins-core/model/runtime-release";
 
 const escapeHtml = (text: string) =>
   text.replace(

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PluginError } from "../../src/errors/plugin-error.js";
+import { PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 /** The PluginError `promise` rejects with; fails the test if it settles otherwise. */
 export async function failure(promise: Promise<unknown>): Promise<PluginError> {

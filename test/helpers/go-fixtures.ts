@@ -3,8 +3,8 @@ import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import type { RuntimeDescriptor } from "../../src/compiler/toolchain.js";
-import type { BuildKey } from "../../src/model/build-key.js";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 export const EXAMPLES = join(REPO_ROOT, "examples");

@@ -12,14 +12,14 @@ import {
   makeGenericClientConstructor,
   type ServiceError,
 } from "@grpc/grpc-js";
-import { Code, PluginError } from "../../src/errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import {
   PluginAdminDefinition,
   type PushPluginRequest,
   type PushPluginResponse,
   type RegisterRuntimeRequest,
   type RegisterRuntimeResponse,
-} from "../../src/gen/atomix/plugins/admin/v1/admin.js";
+} from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
 import {
   type CompilePluginRequest,
   type CompilePluginResponse,
@@ -27,8 +27,8 @@ import {
   PluginRegistryDefinition,
   type PullPluginRequest,
   type PullPluginResponse,
-} from "../../src/gen/atomix/runtime/v1/plugin.js";
-import type { ServiceDefinition } from "../../src/protocol/service-definition.js";
+} from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
+import type { ServiceDefinition } from "atomix-plugins-core/protocol/service-definition";
 import { grpcService } from "../../src/server/grpc-service.js";
 
 /**

@@ -12,14 +12,14 @@ import {
   type InspectPluginRequest,
   type Manifest,
   PluginAdminDefinition,
-} from "../../src/gen/atomix/plugins/admin/v1/admin.js";
+} from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
 import {
   PluginCompilerDefinition,
   PluginRegistryDefinition,
   type PullPluginRequest,
   type PullPluginResponse,
-} from "../../src/gen/atomix/runtime/v1/plugin.js";
-import { PULL_METADATA } from "../../src/protocol/metadata.js";
+} from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
+import { PULL_METADATA } from "atomix-plugins-core/protocol/metadata";
 import { grpcService } from "../../src/server/grpc-service.js";
 
 /** What the hostile server answers for one plugin name. */

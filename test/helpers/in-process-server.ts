@@ -1,9 +1,9 @@
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Code } from "atomix-plugins-core/errors/plugin-error";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { parseServeConfig } from "../../src/config.js";
-import type { Code } from "../../src/errors/plugin-error.js";
-import type { BuildKey } from "../../src/model/build-key.js";
 import { createMetrics, type ServerMetrics } from "../../src/server/metrics.js";
 import type { RunningServer } from "../../src/server/server.js";
 import { type RunningService, startService } from "../../src/start-service.js";

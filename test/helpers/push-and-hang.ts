@@ -6,7 +6,7 @@
  * waits for ever, holding the stream open.
  */
 import { randomBytes } from "node:crypto";
-import { createPluginClient } from "../../src/client/plugin-client.js";
+import { createPluginClient } from "atomix-plugins-client/plugin-client";
 
 const [address, name, announced, send] = process.argv.slice(2);
 const client = createPluginClient({ address: String(address) });

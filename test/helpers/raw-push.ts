@@ -1,6 +1,6 @@
 import { credentials, Metadata } from "@grpc/grpc-js";
-import type { PluginError } from "../../src/errors/plugin-error.js";
-import type { PushHeader } from "../../src/gen/atomix/plugins/admin/v1/admin.js";
+import type { PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { PushHeader } from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
 import { fromServiceError, PluginAdminClient } from "./grpc-js-clients.js";
 
 /**

@@ -1,7 +1,7 @@
 import { readdir, stat } from "node:fs/promises";
 import { join, relative, resolve, sep } from "node:path";
-import { Code, PluginError } from "../../errors/plugin-error.js";
-import type { PluginRef } from "../../model/build-key.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { PluginRef } from "atomix-plugins-core/model/build-key";
 import type { PluginSource } from "./plugin-source.js";
 
 /**

@@ -1,4 +1,4 @@
-import { abandonable } from "../../errors/plugin-error.js";
+import { abandonable } from "atomix-plugins-core/errors/plugin-error";
 
 /** What a registry answered for one package name, as the cache keeps it. */
 export interface CachedAnswer<T> {

@@ -1,5 +1,5 @@
-import { Code, PluginError } from "../../errors/plugin-error.js";
-import type { PluginRef } from "../../model/build-key.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { PluginRef } from "atomix-plugins-core/model/build-key";
 import type { SourceUnpacker } from "./source-unpacker.js";
 
 /** A plugin package, unpacked into a build's work directory. */

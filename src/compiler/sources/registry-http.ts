@@ -2,7 +2,7 @@ import { lookup as dnsLookup, type LookupAddress } from "node:dns";
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { BlockList, isIP, type LookupFunction } from "node:net";
-import { Code, PluginError, quoted } from "../../errors/plugin-error.js";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
 
 /** Redirects followed before a registry answer is refused; npm's own client stops at 5 too. */
 const MAX_REDIRECTS = 5;

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import * as fsPromises from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
-import type { PluginRef } from "../../model/build-key.js";
+import type { PluginRef } from "atomix-plugins-core/model/build-key";
 
 /** Entries a stamp looks at before it gives up (and says "unknown", which forgets nothing wrongly). */
 const MAX_ENTRIES = 20_000;

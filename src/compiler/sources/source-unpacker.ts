@@ -1,5 +1,5 @@
 import { mkdir } from "node:fs/promises";
-import { Code, PluginError } from "../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { DEFAULT_MAX_SOURCE_BYTES, DEFAULT_MAX_SOURCE_FILES } from "../build-defaults.js";
 import { nodeProgram } from "../sandbox/node-program.js";
 import type { Sandbox } from "../sandbox/sandbox.js";

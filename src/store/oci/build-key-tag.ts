@@ -1,4 +1,4 @@
-import { type BuildKey, buildKeyId } from "../../model/build-key.js";
+import { type BuildKey, buildKeyId } from "atomix-plugins-core/model/build-key";
 
 /** Characters of the readable part of a tag; the hash makes up the rest. */
 const READABLE_MAX = 95;

@@ -1,7 +1,12 @@
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import {
+  type BuildKey,
+  buildKeyId,
+  formatBuildKey,
+  parseBuildKey,
+} from "atomix-plugins-core/model/build-key";
+import type { BuildRecord } from "atomix-plugins-core/model/build-record";
 import type { CacheCollection, DiskCache } from "../../compiler/disk-cache.js";
-import { Code, PluginError } from "../../errors/plugin-error.js";
-import { type BuildKey, buildKeyId, formatBuildKey, parseBuildKey } from "../../model/build-key.js";
-import type { BuildRecord } from "../../model/build-record.js";
 import { type BuildRecordStore, DEFAULT_MAX_BUILD_RECORDS } from "../build-record-store.js";
 import { readableKey } from "./build-key-tag.js";
 import {

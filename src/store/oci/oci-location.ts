@@ -1,4 +1,4 @@
-import { Code, PluginError } from "../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 /** Where an OCI store lives: the registry's origin and one repository in it. */
 export interface OciLocation {

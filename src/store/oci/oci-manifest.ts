@@ -1,6 +1,6 @@
-import { Code, PluginError } from "../../errors/plugin-error.js";
-import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "../../model/artifact.js";
-import { type BuildKey, formatBuildKey } from "../../model/build-key.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, formatBuildKey } from "atomix-plugins-core/model/build-key";
 
 export const MEDIA_TYPES = {
   imageManifest: "application/vnd.oci.image.manifest.v1+json",

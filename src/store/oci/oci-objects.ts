@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
-import { Code, PluginError } from "../../errors/plugin-error.js";
-import type { Digest } from "../../model/artifact.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { Digest } from "atomix-plugins-core/model/artifact";
 import { MEDIA_TYPES, type OciImageManifest } from "./oci-manifest.js";
 import { discard, type RegistryClient } from "./registry-client.js";
 import { readTagList } from "./tag-list-reader.js";

@@ -1,6 +1,6 @@
-import { Code, PluginError } from "../../errors/plugin-error.js";
-import { DIGEST_PATTERN } from "../../model/artifact.js";
-import { PROVENANCE } from "../../model/provenance.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { DIGEST_PATTERN } from "atomix-plugins-core/model/artifact";
+import { PROVENANCE } from "atomix-plugins-core/model/provenance";
 import { EMPTY_CONFIG, MEDIA_TYPES, type OciDescriptor } from "./oci-manifest.js";
 import { type OciObjects, sha256 } from "./oci-objects.js";
 import { discard } from "./registry-client.js";

@@ -1,15 +1,15 @@
 import { randomUUID } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { Code, PluginError } from "../../errors/plugin-error.js";
-import { DIGEST_PATTERN, type Digest } from "../../model/artifact.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
 import {
   checkRuntimeVersion,
   parseReleaseIndex,
   RUNTIME_RELEASE_LIMITS,
   type RuntimeReleaseSummary,
   releaseIndexBytes,
-} from "../../model/runtime-release.js";
+} from "atomix-plugins-core/model/runtime-release";
 import { settle } from "../fs-runtime-release-store.js";
 import { isRunning } from "../process-alive.js";
 import type { RuntimeReleaseStore, StagedRuntimeRelease } from "../runtime-release-store.js";

@@ -1,5 +1,5 @@
 import { setTimeout as delay } from "node:timers/promises";
-import { Code, PluginError } from "../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { OciLocation } from "./oci-location.js";
 import type { RegistryCredentials } from "./registry-credentials.js";
 

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
-import { Code, PluginError } from "../../errors/plugin-error.js";
-import { Secret } from "../../model/secret.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { Secret } from "atomix-plugins-core/model/secret";
 
 /** A user name and password (or token) for an OCI registry; the password prints as `[secret]`. */
 export interface RegistryCredentials {

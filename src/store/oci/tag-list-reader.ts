@@ -1,4 +1,4 @@
-import { Code, PluginError } from "../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 /** Longer than any tag the distribution spec allows (128 characters). */
 const MAX_STRING = 1024;

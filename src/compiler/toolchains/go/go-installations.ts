@@ -1,7 +1,7 @@
 import { stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { runProcess } from "../../run-process.js";
 
 /** One Go toolchain on this machine. */

@@ -1,5 +1,5 @@
 import { dirname, isAbsolute, posix, resolve } from "node:path";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { GoCommand } from "./go-command.js";
 
 /** A module version as `go mod edit -json` prints it. */

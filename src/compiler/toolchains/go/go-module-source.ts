@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { RunResult } from "../../run-process.js";
 import type { SourceUnpacker } from "../../sources/source-unpacker.js";
 import type { GoCommand } from "./go-command.js";

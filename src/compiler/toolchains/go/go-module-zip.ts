@@ -1,5 +1,5 @@
 import { open } from "node:fs/promises";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { SourceLimits } from "../../sources/source-unpacker.js";
 
 /** Largest central directory read: 10,000 entries with long names take a few MiB. */

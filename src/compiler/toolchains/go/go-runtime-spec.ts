@@ -1,6 +1,6 @@
 import { isAbsolute, resolve } from "node:path";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { z } from "zod";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
 import type { RuntimeDescriptor } from "../../toolchain.js";
 
 /** A Go release as `go version` names it: go1.19.8, go1.21.0, go1.22rc1. */

@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { GoCommand } from "./go-command.js";
 import type { GoTypeName } from "./go-runtime-spec.js";
 

@@ -1,11 +1,11 @@
 import { mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { ANNOTATIONS } from "atomix-plugins-core/model/annotations";
+import { formatBuildKey } from "atomix-plugins-core/model/build-key";
+import { isBelow } from "atomix-plugins-core/model/contained-path";
 import type { Logger } from "pino";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
-import { ANNOTATIONS } from "../../../model/annotations.js";
-import { formatBuildKey } from "../../../model/build-key.js";
-import { isBelow } from "../../../model/contained-path.js";
 import { DEFAULT_MAX_BUILD_OUTPUT } from "../../build-defaults.js";
 import { redactOutsidePaths } from "../../redact-outside-paths.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";

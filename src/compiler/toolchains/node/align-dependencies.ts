@@ -1,8 +1,8 @@
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { isPackageName } from "atomix-plugins-core/model/package-name";
 import semver from "semver";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
-import { isPackageName } from "../../../model/package-name.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";
 import type { PluginPackage } from "./plugin-package.js";
 

@@ -1,6 +1,6 @@
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { nodeProgram } from "../../sandbox/node-program.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { stepReports } from "../../sandbox/step-report.js";

@@ -1,10 +1,10 @@
 import { readFile, realpath, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
+import { isBelow } from "atomix-plugins-core/model/contained-path";
+import { isPackageName } from "atomix-plugins-core/model/package-name";
 import semver from "semver";
 import { z } from "zod";
-import { Code, PluginError, quoted } from "../../../errors/plugin-error.js";
-import { isBelow } from "../../../model/contained-path.js";
-import { isPackageName } from "../../../model/package-name.js";
 import type { RuntimeDescriptor } from "../../toolchain.js";
 
 const typeofName = z.enum(["string", "number", "boolean", "function", "object", "symbol", "bigint"]);

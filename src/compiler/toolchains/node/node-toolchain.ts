@@ -1,6 +1,6 @@
 import { mkdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { ANNOTATIONS } from "../../../model/annotations.js";
+import { ANNOTATIONS } from "atomix-plugins-core/model/annotations";
 import { DEFAULT_MAX_BUILD_OUTPUT } from "../../build-defaults.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { fetchPlugin, type PluginSource } from "../../sources/plugin-source.js";

@@ -1,7 +1,7 @@
 import { cp, lstat, readdir, readFile, rm, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
-import { packageFolder } from "../../../model/package-name.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { packageFolder } from "atomix-plugins-core/model/package-name";
 import { MAX_CONFIG_BYTES, type PluginPackage } from "./plugin-package.js";
 
 /**

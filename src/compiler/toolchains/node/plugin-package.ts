@@ -1,7 +1,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { join, relative, resolve } from "node:path";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
-import type { PluginRef } from "../../../model/build-key.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import type { PluginRef } from "atomix-plugins-core/model/build-key";
 
 /** Largest package.json or tsconfig the server parses: they are read in its own process. */
 export const MAX_CONFIG_BYTES = 1024 * 1024;

@@ -1,7 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join, posix, relative } from "node:path";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { toolFolders } from "../../sandbox/node-program.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";

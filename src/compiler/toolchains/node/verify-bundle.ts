@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { copyFile, cp, mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { Code, PluginError } from "../../../errors/plugin-error.js";
-import { packageFolder } from "../../../model/package-name.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { packageFolder } from "atomix-plugins-core/model/package-name";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import { stepReports } from "../../sandbox/step-report.js";
 import type { NodeRuntime } from "./node-runtime-spec.js";

@@ -1,9 +1,9 @@
 import { createHash, randomUUID } from "node:crypto";
 import { type FileHandle, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { Code, codeName, PluginError } from "../errors/plugin-error.js";
-import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import { type BuildKey, formatBuildKey } from "../model/build-key.js";
+import { Code, codeName, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, formatBuildKey } from "atomix-plugins-core/model/build-key";
 import { isMismatch } from "./connection-failure.js";
 import { openPluginCache } from "./plugin-cache.js";
 import type { Announced, AttemptOutcome, PullTransport } from "./pull-transport.js";

@@ -1,4 +1,4 @@
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 /**
  * How a call is retried after a transient failure. Delays grow exponentially

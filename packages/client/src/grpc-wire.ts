@@ -1,4 +1,4 @@
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 /**
  * gRPC over HTTP/2 as both of the client's transports speak it (the pull

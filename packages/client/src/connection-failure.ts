@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
-import { Code, ServerUnreachableError } from "../errors/plugin-error.js";
-import { GRPC_ADDRESS_HEADER } from "../protocol/metadata.js";
+import { Code, ServerUnreachableError } from "atomix-plugins-core/errors/plugin-error";
+import { GRPC_ADDRESS_HEADER } from "atomix-plugins-core/protocol/metadata";
 import type { ServerTarget } from "./server-target.js";
 import { CLIENT_PREFACE, settingsFrame } from "./wire/http2-frames.js";
 

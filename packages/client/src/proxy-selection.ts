@@ -1,5 +1,5 @@
 import { BlockList, isIP } from "node:net";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 
 /** An HTTP proxy that tunnels connections with CONNECT. */
 export interface HttpProxy {

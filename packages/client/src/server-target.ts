@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { connect as connectTcp, isIP, type OnReadOpts, type Socket } from "node:net";
 import { type ConnectionOptions, connect as connectTls, type TLSSocket } from "node:tls";
-import { Code, PluginError, quoted } from "../errors/plugin-error.js";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
 import { type HttpProxy, selectProxy } from "./proxy-selection.js";
 import { deliver, openTunnel } from "./proxy-tunnel.js";
 

@@ -8,14 +8,14 @@ import {
   type IncomingHttpStatusHeader,
 } from "node:http2";
 import type { Socket } from "node:net";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import {
   type MethodDefinition,
   methodPath,
   type RequestOf,
   type ResponseOf,
   type ServiceDefinition,
-} from "../protocol/service-definition.js";
+} from "atomix-plugins-core/protocol/service-definition";
 import { diagnose, socketFailure, unansweredFailure } from "./connection-failure.js";
 import {
   atDeadline,

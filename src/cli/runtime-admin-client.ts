@@ -1,19 +1,19 @@
 import { createReadStream } from "node:fs";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import type { ConnectionOptions } from "atomix-plugins-client/connection-options";
+import { callSettings, grpcChannel } from "atomix-plugins-client/grpc-channel";
+import type { CallControl } from "atomix-plugins-client/pull-artifact";
+import { serverTarget } from "atomix-plugins-client/server-target";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import {
   type BuildRecord,
   PluginAdminDefinition,
   type RegisterRuntimeRequest,
   type RegisterRuntimeResponse,
   type RuntimeRelease,
-} from "../gen/atomix/plugins/admin/v1/admin.js";
-import type { BuildKey } from "../model/build-key.js";
-import { RUNTIME_DESCRIPTOR_FILE } from "../model/runtime-release.js";
+} from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
+import { RUNTIME_DESCRIPTOR_FILE } from "atomix-plugins-core/model/runtime-release";
 import type { GatheredRelease } from "../runtime-releases/runtime-release-layout.js";
-import type { ConnectionOptions } from "./connection-options.js";
-import { callSettings, grpcChannel } from "./grpc-channel.js";
-import type { CallControl } from "./pull-artifact.js";
-import { serverTarget } from "./server-target.js";
 
 const CHUNK = 256 * 1024;
 

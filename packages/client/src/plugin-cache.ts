@@ -13,9 +13,9 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join } from "node:path";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import { type BuildKey, buildKeyId } from "../model/build-key.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, buildKeyId } from "atomix-plugins-core/model/build-key";
 
 /** What the cache remembers of one build key: the digest it last pulled. */
 export interface CacheEntry {

@@ -1,10 +1,10 @@
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { Code, PluginError } from "../errors/plugin-error.js";
-import { PullPluginRequest } from "../gen/atomix/runtime/v1/plugin.js";
-import type { BuildKey } from "../model/build-key.js";
-import { PULL_METADATA } from "../protocol/metadata.js";
-import { PullStreamParser } from "../protocol/pull-stream-parser.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
+import { PullPluginRequest } from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
+import { PULL_METADATA } from "atomix-plugins-core/protocol/metadata";
+import { PullStreamParser } from "atomix-plugins-core/protocol/pull-stream-parser";
 import { answerFailure, diagnose, socketFailure, unansweredFailure } from "./connection-failure.js";
 import {
   atDeadline,

@@ -1,5 +1,5 @@
 import { connect as connectTcp, type OnReadOpts, type Socket } from "node:net";
-import { Code, PluginError } from "../errors/plugin-error.js";
+import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { HttpProxy } from "./proxy-selection.js";
 
 /** The most of a CONNECT answer's status line and headers read: a proxy is hostile until checked. */

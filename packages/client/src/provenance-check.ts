@@ -1,10 +1,15 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { type Bundle, bundleFromJSON } from "@sigstore/bundle";
 import { toSignedEntity, toTrustMaterial, Verifier } from "@sigstore/verify";
-import { UntrustedArtifactError } from "../errors/plugin-error.js";
-import type { Digest } from "../model/artifact.js";
-import { type BuildKey, formatBuildKey } from "../model/build-key.js";
-import { keyId, PROVENANCE, type ProvenanceStatement, subjectName } from "../model/provenance.js";
+import { UntrustedArtifactError } from "atomix-plugins-core/errors/plugin-error";
+import type { Digest } from "atomix-plugins-core/model/artifact";
+import { type BuildKey, formatBuildKey } from "atomix-plugins-core/model/build-key";
+import {
+  keyId,
+  PROVENANCE,
+  type ProvenanceStatement,
+  subjectName,
+} from "atomix-plugins-core/model/provenance";
 
 /** A public key a client trusts: PEM text or bytes, or a KeyObject. */
 export type TrustedKey = string | Buffer | KeyObject;

@@ -1,7 +1,7 @@
-import { Code, PluginError, quoted } from "../errors/plugin-error.js";
-import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import type { BuildKey } from "../model/build-key.js";
-import { PULL_METADATA } from "../protocol/metadata.js";
+import { Code, PluginError, quoted } from "atomix-plugins-core/errors/plugin-error";
+import { DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
+import type { BuildKey } from "atomix-plugins-core/model/build-key";
+import { PULL_METADATA } from "atomix-plugins-core/protocol/metadata";
 
 /**
  * The PullPlugin protocol as the client speaks it, apart from how the bytes

@@ -4,15 +4,15 @@
  * (packages/client, which builds only what its tsconfig lists; the server
  * package exports the same as "atomix-plugins").
  */
-export { Code, codeName, PluginError, UntrustedArtifactError } from "../errors/plugin-error.js";
-export type { Digest } from "../model/artifact.js";
-export type { BuildKey, PluginRef, RuntimeRef } from "../model/build-key.js";
-export { formatBuildKey, parseBuildKey, parsePluginSpec } from "../model/build-key.js";
-export type { ProvenanceStatement } from "../model/provenance.js";
-export { PROVENANCE, subjectName } from "../model/provenance.js";
-export type { PluginReference } from "../model/reference.js";
-export { formatReference, parseReference } from "../model/reference.js";
-export { PULL_METADATA } from "../protocol/metadata.js";
+export { Code, codeName, PluginError, UntrustedArtifactError } from "atomix-plugins-core/errors/plugin-error";
+export type { Digest } from "atomix-plugins-core/model/artifact";
+export type { BuildKey, PluginRef, RuntimeRef } from "atomix-plugins-core/model/build-key";
+export { formatBuildKey, parseBuildKey, parsePluginSpec } from "atomix-plugins-core/model/build-key";
+export type { ProvenanceStatement } from "atomix-plugins-core/model/provenance";
+export { PROVENANCE, subjectName } from "atomix-plugins-core/model/provenance";
+export type { PluginReference } from "atomix-plugins-core/model/reference";
+export { formatReference, parseReference } from "atomix-plugins-core/model/reference";
+export { PULL_METADATA } from "atomix-plugins-core/protocol/metadata";
 export type { ConnectionOptions } from "./connection-options.js";
 export type { LoadedPlugin, LoadPluginOptions } from "./load-plugin.js";
 export { loadPlugin } from "./load-plugin.js";

@@ -1,18 +1,23 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
-import { Code, PluginError, quoted, UntrustedArtifactError } from "../errors/plugin-error.js";
+import { Code, PluginError, quoted, UntrustedArtifactError } from "atomix-plugins-core/errors/plugin-error";
 import {
   type CacheReport,
   type Manifest,
   PluginAdminDefinition,
   type PushPluginRequest,
-} from "../gen/atomix/plugins/admin/v1/admin.js";
-import { PluginCompilerDefinition } from "../gen/atomix/runtime/v1/plugin.js";
-import { DIGEST_PATTERN, type Digest } from "../model/artifact.js";
-import { type BuildKey, buildKeyText, formatBuildKey, parseBuildKey } from "../model/build-key.js";
-import type { ProvenanceStatement } from "../model/provenance.js";
-import { type PluginReference, parseReference } from "../model/reference.js";
+} from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import { PluginCompilerDefinition } from "atomix-plugins-core/gen/atomix/runtime/v1/plugin";
+import { DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
+import {
+  type BuildKey,
+  buildKeyText,
+  formatBuildKey,
+  parseBuildKey,
+} from "atomix-plugins-core/model/build-key";
+import type { ProvenanceStatement } from "atomix-plugins-core/model/provenance";
+import { type PluginReference, parseReference } from "atomix-plugins-core/model/reference";
 import type { ConnectionOptions } from "./connection-options.js";
 import { type CallSettings, callSettings, grpcChannel } from "./grpc-channel.js";
 import { type TrustedKeySet, trustedKeySet, verifyProvenance } from "./provenance-check.js";
