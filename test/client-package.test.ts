@@ -86,38 +86,63 @@ function resolveInLock(lock: Lock, from: string, name: string): string | undefin
   }
 }
 
+/** A packed workspace package: its file: spec from the project, and its integrity. */
+interface Packed {
+  spec: string;
+  integrity: string;
+}
+
 /**
  * The package-lock of a project that depends on the packed client alone:
- * the client's dependencies at the versions the repository's lock holds.
- * npm installs from it with no registry at all (tarballs from npm's cache,
- * which the repository's own `npm ci` filled), where resolving the ranges
- * afresh would ask the registry for every package's versions.
+ * the client, the core package it depends on (both packed from the
+ * workspace) and their dependencies at the versions the repository's lock
+ * holds. npm installs from it with no registry at all (tarballs from npm's
+ * cache, which the repository's own `npm ci` filled), where resolving the
+ * ranges afresh would ask the registry for every package's versions.
  */
-function clientProjectLock(repoLock: Lock, tarball: { spec: string; integrity: string }): unknown {
-  const workspace = "packages/client";
-  const client = repoLock.packages[workspace];
-  assert.ok(client?.dependencies, "the repository's lock has the client workspace");
-  const installedAt = "node_modules/atomix-plugins-client";
-  const packages: Record<string, LockEntry> = {
-    "": { dependencies: { "atomix-plugins-client": tarball.spec } },
-    [installedAt]: {
-      version: client.version,
-      resolved: tarball.spec,
-      integrity: tarball.integrity,
-      license: client.license,
-      dependencies: client.dependencies,
-      engines: client.engines,
-    },
+function clientProjectLock(repoLock: Lock, tarballs: Record<string, Packed>): unknown {
+  const workspaces: Record<string, string> = {
+    "atomix-plugins-client": "packages/client",
+    "atomix-plugins-core": "packages/core",
   };
-  const pending: Array<[string, string]> = Object.keys(client.dependencies).map((name) => [workspace, name]);
+  const client = tarballs["atomix-plugins-client"] as Packed;
+  const packages: Record<string, LockEntry> = {
+    "": { dependencies: { "atomix-plugins-client": client.spec } },
+  };
+  const pending: Array<[string, string]> = [["", "atomix-plugins-client"]];
   for (let next = pending.pop(); next; next = pending.pop()) {
     const [from, name] = next;
-    const at = resolveInLock(repoLock, from, name);
-    assert.ok(at, `the repository's lock has ${name}, which ${from} needs`);
-    const here = at.startsWith(`${workspace}/`) ? installedAt + at.slice(workspace.length) : at;
-    if (packages[here]) continue;
-    const { dev, devOptional, optional, peer, ...entry } = repoLock.packages[at] as LockEntry;
-    packages[here] = entry;
+    const workspace = workspaces[name];
+    let at: string;
+    let entry: LockEntry;
+    if (workspace) {
+      // A workspace package: installed at the top, from its tarball.
+      at = workspace;
+      const own = repoLock.packages[workspace];
+      assert.ok(own?.version, `the repository's lock has the ${workspace} workspace`);
+      const packed = tarballs[name] as Packed;
+      entry = {
+        version: own.version,
+        resolved: packed.spec,
+        integrity: packed.integrity,
+        license: own.license,
+        dependencies: own.dependencies,
+        engines: own.engines,
+      };
+      if (packages[`node_modules/${name}`]) continue;
+      packages[`node_modules/${name}`] = entry;
+    } else {
+      const found = resolveInLock(repoLock, from, name);
+      assert.ok(found, `the repository's lock has ${name}, which ${from || "the project"} needs`);
+      at = found;
+      // Nested under a workspace in the repository: under its installed folder here.
+      const owner = Object.entries(workspaces).find(([, folder]) => at.startsWith(`${folder}/`));
+      const here = owner ? `node_modules/${owner[0]}${at.slice(owner[1].length)}` : at;
+      if (packages[here]) continue;
+      const { dev, devOptional, optional, peer, ...rest } = repoLock.packages[at] as LockEntry;
+      entry = rest;
+      packages[here] = entry;
+    }
     const needs = { ...entry.dependencies, ...entry.optionalDependencies, ...entry.peerDependencies };
     for (const dependency of Object.keys(needs)) pending.push([at, dependency]);
   }
@@ -156,7 +181,6 @@ async function bareImports(dir: string): Promise<Set<string>> {
 describe("the client package (packages/client), packed from a fresh clone", () => {
   let dir: string;
   let clone: string;
-  let tarball: string;
   let server: TestServer;
   const nodeBuild = `node${process.versions.node.split(".")[0]}`;
   const blobKey = {
@@ -201,28 +225,37 @@ describe("the client package (packages/client), packed from a fresh clone", () =
     assert.doesNotMatch(output, /EBADENGINE/, output);
   });
 
-  it("npm pack builds the client first and ships its JavaScript, types and README, nothing of the server", async () => {
-    await npm(["pack", "-w", "packages/client", "--pack-destination", dir], clone);
-    const packed = (await readdir(dir)).filter((name) => name.endsWith(".tgz"));
-    assert.equal(packed.length, 1, `one tarball: ${packed.join(", ")}`);
-    tarball = join(dir, packed[0] as string);
-    const { stdout } = await run("tar", ["-tzf", tarball]);
-    const files = stdout.split("\n").filter(Boolean);
-    for (const file of ["dist/client/index.js", "dist/client/index.d.ts", "README.md", "package.json"]) {
-      assert.ok(files.includes(`package/${file}`), `${file} is packed`);
+  it("npm pack builds the client and core packages first and ships their JavaScript, types and README, nothing of the server", async () => {
+    await npm(["pack", "-w", "packages/core", "-w", "packages/client", "--pack-destination", dir], clone);
+    const packed = (await readdir(dir)).filter((name) => name.endsWith(".tgz")).sort();
+    assert.deepEqual(packed, ["atomix-plugins-client-0.1.0.tgz", "atomix-plugins-core-0.1.0.tgz"].sort());
+    const files = async (name: string) => {
+      const { stdout } = await run("tar", ["-tzf", join(dir, name)]);
+      return stdout.split("\n").filter(Boolean);
+    };
+    const client = await files("atomix-plugins-client-0.1.0.tgz");
+    for (const file of [
+      "dist/index.js",
+      "dist/index.d.ts",
+      "dist/wire/hpack.js",
+      "README.md",
+      "package.json",
+    ]) {
+      assert.ok(client.includes(`package/${file}`), `${file} is in the client package`);
     }
-    const folders = new Set(files.flatMap((file) => /^package\/dist\/([^/]+)\//.exec(file)?.[1] ?? []));
-    assert.deepEqual([...folders].sort(), ["client", "errors", "gen", "model", "protocol"]);
-    assert.ok(
-      !files.some((file) => file.includes("runtime-admin-client")),
-      "the CLI's admin client is not packed",
-    );
-    assert.ok(!files.some((file) => file.endsWith(".tsbuildinfo")), "no build state is packed");
+    const core = await files("atomix-plugins-core-0.1.0.tgz");
+    const folders = new Set(core.flatMap((file) => /^package\/dist\/([^/]+)\//.exec(file)?.[1] ?? []));
+    assert.deepEqual([...folders].sort(), ["errors", "gen", "model", "protocol"]);
+    assert.ok(core.includes("package/README.md"), "the core package has its README");
+    for (const file of [...client, ...core]) {
+      assert.ok(!file.includes("runtime-admin-client"), `the CLI's admin client is not packed: ${file}`);
+      assert.ok(!file.endsWith(".tsbuildinfo"), `no build state is packed: ${file}`);
+    }
   });
 
   it("a client file that imports server code fails the client's build, naming the file", async () => {
-    const fixture = join(clone, "src", "client", "reaches-into-the-server.ts");
-    await writeFile(fixture, 'export { DEFAULT_LISTEN } from "../config.js";\n');
+    const fixture = join(clone, "packages", "client", "src", "reaches-into-the-server.ts");
+    await writeFile(fixture, 'export { DEFAULT_LISTEN } from "../../../src/config.js";\n');
     try {
       const built = await run("npm", ["run", "build", "-w", "packages/client"], { cwd: clone }).then(
         () => undefined,
@@ -239,13 +272,18 @@ describe("the client package (packages/client), packed from a fresh clone", () =
   });
 
   it("installs engine-strict into an empty project, offline, with only its own dependencies, and pulls and loads a signed plugin", async () => {
-    assert.ok(tarball, "packed by the test above");
     const project = join(dir, "runtime");
     await mkdir(project);
-    const spec = `file:../${tarball.slice(dir.length + 1)}`;
-    const integrity = `sha512-${createHash("sha512")
-      .update(await readFile(tarball))
-      .digest("base64")}`;
+    const tarballs: Record<string, Packed> = {};
+    for (const name of ["atomix-plugins-client", "atomix-plugins-core"]) {
+      const file = `${name}-0.1.0.tgz`;
+      const bytes = await readFile(join(dir, file)); // packed by the test above
+      tarballs[name] = {
+        spec: `file:../${file}`,
+        integrity: `sha512-${createHash("sha512").update(bytes).digest("base64")}`,
+      };
+    }
+    const spec = (tarballs["atomix-plugins-client"] as Packed).spec;
     await writeFile(
       join(project, "package.json"),
       JSON.stringify({
@@ -258,7 +296,7 @@ describe("the client package (packages/client), packed from a fresh clone", () =
     const repoLock = JSON.parse(await readFile(join(clone, "package-lock.json"), "utf8")) as Lock;
     await writeFile(
       join(project, "package-lock.json"),
-      JSON.stringify(clientProjectLock(repoLock, { spec, integrity })),
+      JSON.stringify(clientProjectLock(repoLock, tarballs)),
     );
     const output = await npm(["install", "--offline", "--engine-strict", "--no-audit", "--no-fund"], project);
     assert.doesNotMatch(output, /EBADENGINE/, output);
@@ -272,6 +310,7 @@ describe("the client package (packages/client), packed from a fresh clone", () =
     );
     const packages = [...names, ...scoped.flat()];
     assert.ok(packages.includes("atomix-plugins-client"));
+    assert.ok(packages.includes("atomix-plugins-core"));
     for (const name of SERVER_ONLY) assert.ok(!packages.includes(name), `${name} came with the client`);
 
     // The dependencies the manifest names are exactly those its code imports.

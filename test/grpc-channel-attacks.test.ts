@@ -677,9 +677,9 @@ describe("a runtime process using the channel", () => {
       }, 100);
     });
     const address = await listen(raw.server);
-    const channelModule = fileURLToPath(new URL("../src/client/grpc-channel.js", import.meta.url));
-    const targetModule = fileURLToPath(new URL("../src/client/server-target.js", import.meta.url));
-    const generated = fileURLToPath(new URL("../src/gen/atomix/runtime/v1/plugin.js", import.meta.url));
+    const channelModule = import.meta.resolve("atomix-plugins-client/grpc-channel");
+    const targetModule = import.meta.resolve("atomix-plugins-client/server-target");
+    const generated = import.meta.resolve("atomix-plugins-core/gen/atomix/runtime/v1/plugin");
     const script = `
       import { grpcChannel } from ${JSON.stringify(channelModule)};
       import { serverTarget } from ${JSON.stringify(targetModule)};

@@ -9,7 +9,6 @@ import {
 } from "node:http2";
 import type { AddressInfo, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { type GrpcChannel, grpcChannel } from "atomix-plugins-client/grpc-channel";
 import { serverTarget } from "atomix-plugins-client/server-target";
@@ -417,7 +416,7 @@ describe("the client's call channel over node:http2", () => {
   });
 
   it("does not hold a runtime's process open between calls", async () => {
-    const client = fileURLToPath(new URL("../src/client/index.js", import.meta.url));
+    const client = import.meta.resolve("atomix-plugins-client");
     const script = `
       import { createPluginClient } from ${JSON.stringify(client)};
       const client = createPluginClient({ address: ${JSON.stringify(address)} });

@@ -30,18 +30,24 @@ describe("package manifests", () => {
     assert.deepEqual(refusing, [], `package.json accepts Node.js ${accepted}`);
   });
 
-  it("the client package has the server's version, engines, license and dependency ranges", async () => {
-    const server = await readJson<Manifest>("package.json");
-    const client = await readJson<Manifest>("packages/client/package.json");
-    assert.equal(client.name, "atomix-plugins-client");
-    // One release: `npm version <v> --workspaces --include-workspace-root` sets both.
-    assert.equal(client.version, server.version);
-    assert.deepEqual(client.engines, server.engines);
-    assert.equal(client.license, server.license);
-    // The client is compiled from this repository's source against the
-    // server's installed dependencies: the ranges it promises are those.
-    for (const [name, range] of Object.entries(client.dependencies ?? {})) {
-      assert.equal(range, server.dependencies?.[name], `${name} in packages/client/package.json`);
-    }
-  });
+  for (const [workspace, name] of [
+    ["packages/core", "atomix-plugins-core"],
+    ["packages/client", "atomix-plugins-client"],
+  ] as const) {
+    it(`${name} has the server's version, engines, license and dependency ranges`, async () => {
+      const server = await readJson<Manifest>("package.json");
+      const pkg = await readJson<Manifest>(`${workspace}/package.json`);
+      assert.equal(pkg.name, name);
+      // One release: `npm version <v> --workspaces --include-workspace-root` sets all three.
+      assert.equal(pkg.version, server.version);
+      assert.deepEqual(pkg.engines, server.engines);
+      assert.equal(pkg.license, server.license);
+      // The packages are built against the workspace's installed
+      // dependencies: the ranges they promise are the server's.
+      for (const [dependency, range] of Object.entries(pkg.dependencies ?? {})) {
+        assert.equal(range, server.dependencies?.[dependency], `${dependency} in ${workspace}/package.json`);
+      }
+      assert.equal(server.dependencies?.[name], server.version, `the server depends on ${name} ${server.version}`);
+    });
+  }
 });
