@@ -47,7 +47,11 @@ describe("package manifests", () => {
       for (const [dependency, range] of Object.entries(pkg.dependencies ?? {})) {
         assert.equal(range, server.dependencies?.[dependency], `${dependency} in ${workspace}/package.json`);
       }
-      assert.equal(server.dependencies?.[name], server.version, `the server depends on ${name} ${server.version}`);
+      assert.equal(
+        server.dependencies?.[name],
+        server.version,
+        `the server depends on ${name} ${server.version}`,
+      );
     });
   }
 });
