@@ -5,6 +5,7 @@ import { cp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { inspect } from "node:util";
+import { Metadata } from "@grpc/grpc-js";
 import { createPluginClient, type PluginClient } from "atomix-plugins-client/plugin-client";
 import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { BuildKey } from "atomix-plugins-core/model/build-key";
@@ -144,6 +145,52 @@ describe("admin writes without a token", () => {
     } finally {
       client.close();
       await server.stop();
+    }
+  });
+});
+
+describe("admin writes without a token, from beyond loopback", () => {
+  it("are refused on a loopback server that takes calls a load balancer forwards (--trusted-proxy)", async () => {
+    const server = await startServerProcess({
+      listen: "127.0.0.1:0",
+      args: ["--trusted-proxy", "127.0.0.1"],
+    });
+    const client = createPluginClient({ address: server.address });
+    try {
+      const warning = server.logs.find((entry) => /--trusted-proxy/.test(String(entry.msg)));
+      assert.equal(warning?.level, 40, "the start-up log says admin writes are refused");
+      const error = await client.push(key, [randomBytes(100)]).then(
+        () => assert.fail("a push forwarded by a load balancer was accepted without a token"),
+        (thrown: unknown) => thrown as PluginError,
+      );
+      assert.equal(error.code, Code.PermissionDenied);
+      assert.match(error.message, /load balancer \(--trusted-proxy\).*--admin-token-file FILE/);
+      assert.deepEqual(await client.list(), [], "nothing was stored, and reads stay open");
+    } finally {
+      client.close();
+      await server.stop();
+    }
+  });
+
+  it("are refused for a call whose peer is not loopback, though the listen name (localhost) is", async () => {
+    // A name is resolved when the server binds: /etc/hosts or DNS may map
+    // localhost or a *.localhost name to an address others reach.
+    const auth = await loadAdminAuth({ listen: "localhost:5679" });
+    assert.equal(auth.refusal, undefined);
+    // grpc-js names a peer address:port, an IPv6 address without brackets.
+    const from = (peer: string) => ({ metadata: new Metadata(), getPeer: () => peer });
+    for (const peer of ["10.1.2.3:40000", "2001:db8::1:40000", "::ffff:10.1.2.3:40000", "unknown"]) {
+      assert.throws(
+        () => auth.check(from(peer)),
+        (error: unknown) =>
+          error instanceof PluginError &&
+          error.code === Code.PermissionDenied &&
+          /beyond loopback.*--admin-token-file FILE/.test(error.message),
+        peer,
+      );
+    }
+    for (const peer of ["127.0.0.1:40000", "::1:40000", "::ffff:127.0.0.1:40000"]) {
+      assert.equal(auth.check(from(peer)), "anyone (the server has no admin token)", peer);
     }
   });
 });

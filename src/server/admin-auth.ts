@@ -1,9 +1,17 @@
 import { createHash, scryptSync, timingSafeEqual } from "node:crypto";
+import { isIP } from "node:net";
 import type { Metadata } from "@grpc/grpc-js";
 import { isLoopback } from "atomix-plugins-client/proxy-selection";
 import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { Secret } from "atomix-plugins-core/model/secret";
 import { splitHostPort } from "../config.js";
+import { peerAddress } from "./caller-identity.js";
+
+/** What the check reads of a call: its metadata, and who sent it. */
+export interface AdminCall {
+  readonly metadata: Metadata;
+  getPeer(): string;
+}
 
 /**
  * Guards the admin API's writes (push, remove, gc, runtime registration and
@@ -23,7 +31,7 @@ export interface AdminAuth {
    * otherwise names the credential for provenance and logs: a fingerprint of
    * the token, never the token.
    */
-  check(metadata: Metadata): string;
+  check(call: AdminCall): string;
 }
 
 /**
@@ -31,17 +39,46 @@ export interface AdminAuth {
  * on a server that listens on loopback alone, where only this host's users
  * reach it (`npm start`'s default). Anywhere else anyone who can connect
  * could replace what every runtime loads, so they are refused with the fix.
+ * A server that names `trustedProxies` takes calls a load balancer forwards
+ * from beyond this host, so it is refused too; and each call must come from
+ * a loopback address itself, since a listen host that is a name (localhost,
+ * *.localhost) is resolved by the resolver, which may say anything.
  */
-export function createAdminAuth(token: Secret | undefined, options: { listen: string }): AdminAuth {
+export function createAdminAuth(
+  token: Secret | undefined,
+  options: { listen: string; trustedProxies?: readonly string[] },
+): AdminAuth {
   if (!token) {
     const { host } = splitHostPort(options.listen);
-    if (isLoopback(host)) return { required: false, check: () => "anyone (the server has no admin token)" };
-    const refusal = `this server listens on ${options.listen}, beyond loopback, and has no admin token, so push, rm, gc, runtime add and runtime rm are refused: start it with --admin-token-file FILE (or ATOMIX_PLUGINS_ADMIN_TOKEN) and send that token (ATOMIX_PLUGINS_TOKEN for the CLI), or listen on loopback only (--listen 127.0.0.1:5679)`;
+    const fix = `start it with --admin-token-file FILE (or ATOMIX_PLUGINS_ADMIN_TOKEN) and send that token (ATOMIX_PLUGINS_TOKEN for the CLI)`;
+    const writes = "push, rm, gc, runtime add and runtime rm are refused";
+    let refusal: string | undefined;
+    if (!isLoopback(host)) {
+      refusal = `this server listens on ${options.listen}, beyond loopback, and has no admin token, so ${writes}: ${fix}, or listen on loopback only (--listen 127.0.0.1:5679)`;
+    } else if ((options.trustedProxies ?? []).length > 0) {
+      refusal = `this server takes calls forwarded by a load balancer (--trusted-proxy), from beyond this host, and has no admin token, so ${writes}: ${fix}`;
+    }
+    if (refusal !== undefined) {
+      const denied = refusal;
+      return {
+        required: false,
+        refusal,
+        check: () => {
+          throw new PluginError(Code.PermissionDenied, denied);
+        },
+      };
+    }
     return {
       required: false,
-      refusal,
-      check: () => {
-        throw new PluginError(Code.PermissionDenied, refusal);
+      check(call) {
+        const peer = peerAddress(call.getPeer());
+        if (isIP(peer) === 0 || !isLoopback(peer)) {
+          throw new PluginError(
+            Code.PermissionDenied,
+            `this call comes from ${peer}, beyond loopback, and this server has no admin token, so ${writes}: ${fix}, or listen on an address of loopback only (--listen 127.0.0.1:5679)`,
+          );
+        }
+        return "anyone (the server has no admin token)";
       },
     };
   }
@@ -60,7 +97,7 @@ export function createAdminAuth(token: Secret | undefined, options: { listen: st
     }).toString("hex")}`);
   return {
     required: true,
-    check(metadata) {
+    check({ metadata }) {
       const [header] = metadata.get("authorization");
       if (header === undefined) {
         throw new PluginError(

@@ -77,7 +77,7 @@ export function createAdminService(deps: AdminDeps): AdminServer {
     return (call: ServerUnaryCall<Request, Response>, callback: sendUnaryData<Response>) => {
       Promise.resolve()
         .then(() => {
-          if (access === "write") deps.auth.check(call.metadata);
+          if (access === "write") deps.auth.check(call);
           return handler(call.request);
         })
         .then(
@@ -91,7 +91,7 @@ export function createAdminService(deps: AdminDeps): AdminServer {
     call: ServerReadableStream<DecodedPushRequest, PushPluginResponse>,
     signal: AbortSignal,
   ) {
-    const credential = deps.auth.check(call.metadata);
+    const credential = deps.auth.check(call);
     const messages = call[Symbol.asyncIterator]() as AsyncIterator<DecodedPushRequest>;
     const first = await messages.next();
     const part = first.done ? undefined : decoded(first.value).part;

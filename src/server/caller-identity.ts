@@ -105,7 +105,7 @@ function certificateIdentity(certificate: PeerCertificate): string | undefined {
 }
 
 /** The address of grpc-js's `address:port` peer string (an IPv6 address has colons of its own). */
-function peerAddress(peer: string): string {
+export function peerAddress(peer: string): string {
   const colon = peer.lastIndexOf(":");
   if (colon < 0) return peer;
   const address = peer.slice(0, colon);

@@ -26,9 +26,10 @@ export async function loadServerCredentials(
  * one in `adminTokenFile`, checked by the same rule. No message shows it.
  */
 export async function loadAdminAuth(
-  config: Pick<ServeConfig, "adminToken" | "adminTokenFile" | "listen">,
+  config: Pick<ServeConfig, "adminToken" | "adminTokenFile" | "listen"> &
+    Partial<Pick<ServeConfig, "trustedProxies">>,
 ): Promise<AdminAuth> {
-  const options = { listen: config.listen };
+  const options = { listen: config.listen, trustedProxies: config.trustedProxies ?? [] };
   if (config.adminToken) return createAdminAuth(config.adminToken, options);
   if (!config.adminTokenFile) return createAdminAuth(undefined, options);
   let text: string;

@@ -1,6 +1,5 @@
 import type {
   handleClientStreamingCall,
-  Metadata,
   ServerReadableStream,
   ServerUnaryCall,
   sendUnaryData,
@@ -24,7 +23,7 @@ import type { RuntimeReleases } from "../runtime-releases/runtime-releases.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
 import { scanStore } from "../store/manifest-pages.js";
-import type { AdminAuth } from "./admin-auth.js";
+import type { AdminAuth, AdminCall } from "./admin-auth.js";
 import { clientStreaming, pluginAdminDefinition } from "./admin-service.js";
 import type { HandlersOf } from "./grpc-service.js";
 import { toServiceError } from "./status.js";
@@ -67,7 +66,7 @@ export function createRuntimeAdminService(deps: RuntimeAdminDeps): RuntimeAdminS
     call: ServerReadableStream<DecodedRegisterRequest, RegisterRuntimeResponse>,
     signal: AbortSignal,
   ): Promise<RegisterRuntimeResponse> {
-    deps.auth.check(call.metadata);
+    deps.auth.check(call);
     const registry = runtimes();
     const messages = call[Symbol.asyncIterator]() as AsyncIterator<DecodedRegisterRequest>;
     const first = await messages.next();
@@ -114,8 +113,8 @@ export function createRuntimeAdminService(deps: RuntimeAdminDeps): RuntimeAdminS
    * again. Removing those is a separate, deliberate step per key, so there
    * is no force here.
    */
-  async function removeRuntime(version: string, metadata: Metadata): Promise<RemoveRuntimeResponse> {
-    deps.auth.check(metadata);
+  async function removeRuntime(version: string, call: AdminCall): Promise<RemoveRuntimeResponse> {
+    deps.auth.check(call);
     const registry = runtimes();
     const release = await registry.inspect(version);
     if (registry.installedFrom(version) !== undefined) {
@@ -139,10 +138,10 @@ export function createRuntimeAdminService(deps: RuntimeAdminDeps): RuntimeAdminS
     return { release: message(removed) };
   }
 
-  function unary<Request, Response>(handler: (request: Request, metadata: Metadata) => Promise<Response>) {
+  function unary<Request, Response>(handler: (request: Request, call: AdminCall) => Promise<Response>) {
     return (call: ServerUnaryCall<Request, Response>, callback: sendUnaryData<Response>) => {
       Promise.resolve()
-        .then(() => handler(call.request, call.metadata))
+        .then(() => handler(call.request, call))
         .then(
           (response) => callback(null, response),
           (error: unknown) => callback(toServiceError(error, log)),
@@ -156,9 +155,7 @@ export function createRuntimeAdminService(deps: RuntimeAdminDeps): RuntimeAdminS
     inspectRuntime: unary(async (request: { version: string }) =>
       message(await runtimes().inspect(request.version)),
     ),
-    removeRuntime: unary((request: { version: string }, metadata) =>
-      removeRuntime(request.version, metadata),
-    ),
+    removeRuntime: unary((request: { version: string }, call) => removeRuntime(request.version, call)),
     getBuildLog: unary(async (request: Parameters<typeof parseBuildKey>[0]) => {
       if (!deps.records) throw new PluginError(Code.Unimplemented, "this server keeps no build records");
       const key = parseBuildKey(request);

@@ -78,7 +78,7 @@ export interface RunningServer {
 export async function startServer(deps: ServerDeps): Promise<RunningServer> {
   const { config } = deps;
   const metrics = deps.metrics ?? createMetrics();
-  const auth = deps.auth ?? createAdminAuth(undefined, { listen: config.listen });
+  const auth = deps.auth ?? createAdminAuth(undefined, config);
   const calls = new CallTracker();
   const server = new Server({
     // Chunks are at most 4 MiB; pushes stream in messages of the same size.
