@@ -138,6 +138,8 @@ describe("the Go client package", () => {
       "TestConcurrentPullsShareOneTransfer",
       "TestTheCacheIsReverifiedAndBounded",
       "TestRetriesThenTheDeadlineComeToAnEnd",
+      "TestASizeAnnouncedBeyondWithMaxBytesIsRefused",
+      "TestMoreBytesThanWithMaxBytesAreRefusedWhateverTheSizeAnnounced",
     ]) {
       assert.match(ran.stdout, new RegExp(`--- PASS: ${test} `));
     }

@@ -97,8 +97,9 @@ func WithRetry(attempts int, initial, max time.Duration) Option {
 	return func(c *config) { c.retry = retryPolicy{attempts: attempts, initial: initial, max: max} }
 }
 
-// WithMaxBytes bounds an artifact whose server announces no size (1 GiB by
-// default); a larger one fails with RESOURCE_EXHAUSTED.
+// WithMaxBytes bounds an artifact (1 GiB by default), whatever size its
+// server announces; a larger one fails with RESOURCE_EXHAUSTED before more
+// than that is written to the cache.
 func WithMaxBytes(n int64) Option { return func(c *config) { c.maxSize = n } }
 
 // WithTransportCredentials secures the connection (TLS); it is plaintext

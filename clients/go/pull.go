@@ -371,6 +371,10 @@ func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, 
 		if pin != "" && got.digest != "" && got.digest != pin {
 			return nil, &IntegrityError{Key: key, Field: "digest", Claimed: "pin", Want: pin, Got: got.digest}
 		}
+		if got.size > c.maxSize {
+			return nil, &StatusError{Op: "pull", Key: key, Code: codes.ResourceExhausted,
+				Message: fmt.Sprintf("the server announced %d bytes, more than the %d accepted (WithMaxBytes)", got.size, c.maxSize)}
+		}
 		d.announced = &got
 	}
 	for {
@@ -386,9 +390,10 @@ func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, 
 			return nil, &IntegrityError{Key: key, Field: "size", Claimed: "server",
 				Want: strconv.FormatInt(a.size, 10), Got: "more than that"}
 		}
-		if (d.announced == nil || d.announced.size < 0) && d.received+n > c.maxSize {
+		// Whatever size was announced: the bound is the caller's, not the server's.
+		if d.received+n > c.maxSize {
 			return nil, &StatusError{Op: "pull", Key: key, Code: codes.ResourceExhausted,
-				Message: fmt.Sprintf("the server sent more than the %d bytes accepted (WithMaxBytes), without announcing a size", c.maxSize)}
+				Message: fmt.Sprintf("the server sent more than the %d bytes accepted (WithMaxBytes)", c.maxSize)}
 		}
 		d.hash.Write(msg.Data)
 		if _, err := d.file.Write(msg.Data); err != nil {

@@ -1,0 +1,117 @@
+package plugins_test
+
+// Hostile servers of the API, in this process over real sockets: each test
+// serves PullPlugin as a server that lies or stalls would, and checks that
+// a pull ends, names what failed, and leaves nothing in the cache.
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	plugins "github.com/atomix/atomix-plugins/clients/go"
+	"github.com/atomix/atomix-plugins/clients/go/internal/runtimev1"
+)
+
+// hostile serves PullPlugin with pull.
+type hostile struct {
+	runtimev1.UnimplementedPluginRegistryServer
+	pull func(runtimev1.PluginRegistry_PullPluginServer) error
+}
+
+func (h *hostile) PullPlugin(_ *runtimev1.PullPluginRequest, stream runtimev1.PluginRegistry_PullPluginServer) error {
+	return h.pull(stream)
+}
+
+// serveHostile starts a gRPC server whose PullPlugin is pull; its address.
+func serveHostile(t *testing.T, pull func(runtimev1.PluginRegistry_PullPluginServer) error) string {
+	t.Helper()
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	runtimev1.RegisterPluginRegistryServer(server, &hostile{pull: pull})
+	go server.Serve(listener)
+	t.Cleanup(server.Stop)
+	return listener.Addr().String()
+}
+
+// pullUnbounded pulls with a context that has no deadline, as a runtime
+// that trusts the client's own bounds would; a pull that has not ended
+// after a generous while is reported as hanging rather than waited for.
+func pullUnbounded(t *testing.T, c *plugins.Client) (*plugins.Result, error) {
+	t.Helper()
+	type outcome struct {
+		res *plugins.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := c.Pull(context.Background(), key("big"))
+		done <- outcome{res, err}
+	}()
+	select {
+	case o := <-done:
+		return o.res, o.err
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the pull from a hostile server has not ended")
+		return nil, nil
+	}
+}
+
+func assertStatus(t *testing.T, err error, code codes.Code, message string) {
+	t.Helper()
+	var failure *plugins.StatusError
+	if !errors.As(err, &failure) || failure.Code != code || !strings.Contains(failure.Message, message) {
+		t.Fatalf("want a *StatusError %s saying %q, got %v", code, message, err)
+	}
+}
+
+func TestASizeAnnouncedBeyondWithMaxBytesIsRefused(t *testing.T) {
+	// The server announces a terabyte and streams until the client stops it.
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		if err := stream.SendHeader(metadata.Pairs("x-plugin-size", strconv.FormatInt(1<<40, 10))); err != nil {
+			return err
+		}
+		chunk := make([]byte, 64<<10)
+		for sent := 0; sent < 8<<20; sent += len(chunk) {
+			if err := stream.Send(&runtimev1.PullPluginResponse{Data: chunk}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	dir := t.TempDir()
+	c := newClient(t, address, dir, plugins.WithMaxBytes(1<<20), plugins.WithRetry(1, 0, 0))
+	_, err := pullUnbounded(t, c)
+	assertStatus(t, err, codes.ResourceExhausted, "WithMaxBytes")
+	assertNothingCached(t, dir)
+}
+
+func TestMoreBytesThanWithMaxBytesAreRefusedWhateverTheSizeAnnounced(t *testing.T) {
+	// The header announces no size; the trailer would announce the lie.
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		chunk := make([]byte, 64<<10)
+		for sent := 0; sent < 4<<20; sent += len(chunk) {
+			if err := stream.Send(&runtimev1.PullPluginResponse{Data: chunk}); err != nil {
+				return err
+			}
+		}
+		stream.SetTrailer(metadata.Pairs("x-plugin-size", strconv.Itoa(4<<20)))
+		return nil
+	})
+	dir := t.TempDir()
+	c := newClient(t, address, dir, plugins.WithMaxBytes(1<<20), plugins.WithRetry(1, 0, 0))
+	_, err := pullUnbounded(t, c)
+	assertStatus(t, err, codes.ResourceExhausted, "WithMaxBytes")
+	assertNothingCached(t, dir)
+}
