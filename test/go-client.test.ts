@@ -140,6 +140,9 @@ describe("the Go client package", () => {
       "TestRetriesThenTheDeadlineComeToAnEnd",
       "TestASizeAnnouncedBeyondWithMaxBytesIsRefused",
       "TestMoreBytesThanWithMaxBytesAreRefusedWhateverTheSizeAnnounced",
+      "TestAServerThatSendsNothingIsAbandoned",
+      "TestASlowDripIsAbandoned",
+      "TestAWithheldProvenanceAnswerIsNotWaitedFor",
     ]) {
       assert.match(ran.stdout, new RegExp(`--- PASS: ${test} `));
     }

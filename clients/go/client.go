@@ -31,6 +31,7 @@ type Client struct {
 	cache   *cache
 	retry   retryPolicy
 	maxSize int64
+	stall   time.Duration
 
 	mu       sync.Mutex
 	inflight map[string]*flight
@@ -55,6 +56,7 @@ type config struct {
 	cacheMax int64
 	retry    retryPolicy
 	maxSize  int64
+	stall    time.Duration
 	dial     []grpc.DialOption
 	creds    credentials.TransportCredentials
 }
@@ -102,6 +104,14 @@ func WithRetry(attempts int, initial, max time.Duration) Option {
 // than that is written to the cache.
 func WithMaxBytes(n int64) Option { return func(c *config) { c.maxSize = n } }
 
+// WithStallTimeout bounds how long a pull waits for progress (30s by
+// default): an attempt that receives less than 64 KiB (or the rest of the
+// artifact) in that time, headers included, is abandoned as UNAVAILABLE and
+// retried, resuming where the server allows; a provenance answer must come
+// within it. So a server that holds a call open or drips bytes cannot hold
+// a pull for ever, even with a context that has no deadline.
+func WithStallTimeout(d time.Duration) Option { return func(c *config) { c.stall = d } }
+
 // WithTransportCredentials secures the connection (TLS); it is plaintext
 // by default.
 func WithTransportCredentials(creds credentials.TransportCredentials) Option {
@@ -124,9 +134,13 @@ func NewClient(target string, opts ...Option) (*Client, error) {
 		symbol:  "Plugin",
 		retry:   retryPolicy{attempts: 6, initial: 200 * time.Millisecond, max: 5 * time.Second},
 		maxSize: 1 << 30,
+		stall:   30 * time.Second,
 	}
 	for _, opt := range opts {
 		opt(&cfg)
+	}
+	if cfg.stall <= 0 {
+		return nil, errors.New("plugins: WithStallTimeout: the timeout must be positive")
 	}
 	if cfg.retry.attempts < 1 {
 		return nil, errors.New("plugins: WithRetry: attempts must be at least 1")
@@ -157,7 +171,7 @@ func NewClient(target string, opts ...Option) (*Client, error) {
 	}
 	return &Client{
 		conn: conn, target: target, runtime: cfg.runtime, build: cfg.build, symbol: cfg.symbol,
-		trusted: trusted, cache: store, retry: cfg.retry, maxSize: cfg.maxSize,
+		trusted: trusted, cache: store, retry: cfg.retry, maxSize: cfg.maxSize, stall: cfg.stall,
 		inflight: map[string]*flight{},
 	}, nil
 }

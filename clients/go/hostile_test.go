@@ -6,6 +6,11 @@ package plugins_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"strconv"
@@ -18,6 +23,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	plugins "github.com/atomix/atomix-plugins/clients/go"
+	"github.com/atomix/atomix-plugins/clients/go/internal/adminv1"
 	"github.com/atomix/atomix-plugins/clients/go/internal/runtimev1"
 )
 
@@ -113,5 +119,87 @@ func TestMoreBytesThanWithMaxBytesAreRefusedWhateverTheSizeAnnounced(t *testing.
 	c := newClient(t, address, dir, plugins.WithMaxBytes(1<<20), plugins.WithRetry(1, 0, 0))
 	_, err := pullUnbounded(t, c)
 	assertStatus(t, err, codes.ResourceExhausted, "WithMaxBytes")
+	assertNothingCached(t, dir)
+}
+
+func TestAServerThatSendsNothingIsAbandoned(t *testing.T) {
+	// No headers, no bytes, no end: the call is held open for ever.
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		<-stream.Context().Done()
+		return nil
+	})
+	dir := t.TempDir()
+	c := newClient(t, address, dir, plugins.WithStallTimeout(200*time.Millisecond), plugins.WithRetry(2, 0, 0))
+	res, err := pullUnbounded(t, c)
+	assertStatus(t, err, codes.Unavailable, "gave up after 2 attempts")
+	assertStatus(t, err, codes.Unavailable, "WithStallTimeout")
+	if res != nil {
+		t.Fatalf("a result from a server that sent nothing: %+v", res)
+	}
+	assertNothingCached(t, dir)
+}
+
+func TestASlowDripIsAbandoned(t *testing.T) {
+	// A byte at a time, each well within the stall timeout, never the artifact.
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		if err := stream.SendHeader(metadata.Pairs("x-plugin-size", strconv.Itoa(1<<20))); err != nil {
+			return err
+		}
+		for {
+			if err := stream.Send(&runtimev1.PullPluginResponse{Data: []byte{0}}); err != nil {
+				return err
+			}
+			select {
+			case <-stream.Context().Done():
+				return nil
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	dir := t.TempDir()
+	c := newClient(t, address, dir, plugins.WithStallTimeout(300*time.Millisecond), plugins.WithRetry(1, 0, 0))
+	_, err := pullUnbounded(t, c)
+	assertStatus(t, err, codes.Unavailable, "WithStallTimeout")
+	assertNothingCached(t, dir)
+}
+
+// withholding answers GetProvenance only when the call is given up.
+type withholding struct {
+	adminv1.UnimplementedPluginAdminServer
+}
+
+func (withholding) GetProvenance(ctx context.Context, _ *adminv1.GetProvenanceRequest) (*adminv1.GetProvenanceResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestAWithheldProvenanceAnswerIsNotWaitedFor(t *testing.T) {
+	data := []byte("export default {};\n")
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	runtimev1.RegisterPluginRegistryServer(server, &hostile{pull: func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		return stream.Send(&runtimev1.PullPluginResponse{Data: data})
+	}})
+	adminv1.RegisterPluginAdminServer(server, withholding{})
+	go server.Serve(listener)
+	t.Cleanup(server.Stop)
+
+	signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&signer.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trustedKey := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	dir := t.TempDir()
+	c := newClient(t, listener.Addr().String(), dir, plugins.WithTrustedKeys(trustedKey),
+		plugins.WithStallTimeout(200*time.Millisecond), plugins.WithRetry(1, 0, 0))
+	_, err = pullUnbounded(t, c)
+	assertStatus(t, err, codes.DeadlineExceeded, "no provenance answer within 200ms (WithStallTimeout)")
 	assertNothingCached(t, dir)
 }

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -188,7 +190,14 @@ func (c *Client) accept(ctx context.Context, key Key, digest string, by *Verifie
 	if len(c.trusted) == 0 {
 		return nil
 	}
-	if err := checkProvenance(ctx, c.conn, key, digest, c.trusted); err != nil {
+	// The answer is a few KiB: a server that withholds it stalls the pull.
+	bounded, cancel := context.WithTimeout(ctx, c.stall)
+	defer cancel()
+	if err := checkProvenance(bounded, c.conn, key, digest, c.trusted); err != nil {
+		if ctx.Err() == nil && errors.Is(bounded.Err(), context.DeadlineExceeded) {
+			return &StatusError{Op: "provenance", Key: key, Code: codes.DeadlineExceeded,
+				Message: fmt.Sprintf("no provenance answer within %s (WithStallTimeout)", c.stall)}
+		}
 		return err
 	}
 	*by = VerifiedByProvenance
@@ -238,6 +247,14 @@ var errChanged = errors.New("the artifact changed on the server")
 // errShort ends an attempt whose stream ended cleanly before the announced size.
 var errShort = errors.New("the stream ended before the announced size")
 
+// errStalled ends an attempt that made too little progress (WithStallTimeout).
+var errStalled = errors.New("the server stalled")
+
+// An attempt must receive this many bytes (or the rest of the artifact)
+// within each stall timeout: a server that drips a byte at a time, or holds
+// the call open without a word, is abandoned and retried, never waited for.
+const stallBytes = 64 << 10
+
 // transfer is the pull from the server: attempts until the bytes are in
 // hand and verified, then provenance, then the cache; it fills res.
 func (c *Client) transfer(ctx context.Context, key Key, pin string, res *Result) error {
@@ -281,7 +298,7 @@ func (c *Client) transfer(ctx context.Context, key Key, pin string, res *Result)
 				return err
 			}
 			code := status.Code(err)
-			if errors.Is(err, errShort) {
+			if errors.Is(err, errShort) || errors.Is(err, errStalled) {
 				code = codes.Unavailable
 			}
 			if code == codes.OutOfRange && d.received > 0 {
@@ -345,6 +362,19 @@ func (c *Client) transfer(ctx context.Context, key Key, pin string, res *Result)
 func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, ifNoneMatch string, transferred *int64) (metadata.MD, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var stalled int32
+	timer := time.AfterFunc(c.stall, func() {
+		atomic.StoreInt32(&stalled, 1)
+		cancel()
+	})
+	defer timer.Stop()
+	failed := func(err error) error {
+		if atomic.LoadInt32(&stalled) == 1 {
+			return fmt.Errorf("%w: less than %d bytes came in %s (WithStallTimeout), %d of the artifact in hand", errStalled, stallBytes, c.stall, d.received)
+		}
+		return err
+	}
+	var window int64
 	md := metadata.MD{}
 	if ifNoneMatch != "" {
 		md.Set(mdIfNoneMatch, ifNoneMatch)
@@ -355,11 +385,11 @@ func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, 
 	stream, err := runtimev1.NewPluginRegistryClient(c.conn).PullPlugin(metadata.NewOutgoingContext(ctx, md),
 		&runtimev1.PullPluginRequest{Runtime: runtimeInfo(key), Plugin: pluginInfo(key)})
 	if err != nil {
-		return nil, err
+		return nil, failed(err)
 	}
 	header, err := stream.Header()
 	if err != nil {
-		return nil, err
+		return nil, failed(err)
 	}
 	// A call that fails before its first message has no headers: its status
 	// comes with the first Recv.
@@ -383,7 +413,7 @@ func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, 
 			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, failed(err)
 		}
 		n := int64(len(msg.Data))
 		if a := d.announced; a != nil && a.size >= 0 && d.received+n > a.size {
@@ -401,6 +431,10 @@ func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, 
 		}
 		d.received += n
 		*transferred += n
+		if window += n; window >= stallBytes || (d.announced != nil && d.received == d.announced.size) {
+			window = 0
+			timer.Reset(c.stall)
+		}
 	}
 	trailer := stream.Trailer()
 	if v := trailer.Get(mdNotModified); len(v) == 1 && v[0] == "true" {
