@@ -27,29 +27,53 @@ if [ -z "${ATOMIX_PLUGINS_NO_INSTALL:-}" ]; then
     echo "npm start: the install failed; the server starts without it (builds are refused until the sandbox works)" >&2
 fi
 
-npm run build --silent
-
-data="./data"
-signing=""
+# Where serve keeps its data and which key it signs with, read as serve
+# reads them (flags over the environment), so that the key made or used
+# here is the one serve is given.
+data="${ATOMIX_PLUGINS_DATA:-./data}"
+signing="${ATOMIX_PLUGINS_SIGNING_KEY:-}"
 previous=""
 for arg in "$@"; do
   case "$previous" in
-    --data) data="$arg" ;;
+    --data | -d) data="$arg" ;;
     --signing-key) signing="$arg" ;;
   esac
   case "$arg" in
     --data=*) data="${arg#--data=}" ;;
+    -d?*) data="${arg#-d}" ;;
     --signing-key=*) signing="${arg#--signing-key=}" ;;
   esac
   previous="$arg"
 done
+if [ -z "$data" ]; then
+  echo "npm start: --data names no folder" >&2
+  exit 2
+fi
+# A key this script picks for itself must be one only this user could have
+# put there: another user's file, a link, or a key others can read (or a
+# folder others can write, where the key can be swapped) would sign
+# provenance with a key someone else holds.
+key="$data/signing.key"
+if [ -z "$signing" ]; then
+  if [ -L "$key" ] || { [ -e "$key" ] && { [ ! -f "$key" ] || [ ! -O "$key" ] || [ -n "$(find "$key" -maxdepth 0 -perm /077)" ]; }; }; then
+    echo "npm start: $key is not a private key file of this user's (a regular file, owned by $(id -un), mode 600): remove it, or name a key with --signing-key FILE" >&2
+    exit 2
+  fi
+  if [ -d "$data" ] && [ -n "$(find "$data" -maxdepth 0 -perm /002)" ]; then
+    echo "npm start: other users can write to $data, where the signing key is kept: chmod go-w $data, or choose another folder with --data DIR" >&2
+    exit 2
+  fi
+fi
+
+npm run build --silent
+
 args=("$@")
 if [ -z "$signing" ]; then
-  if [ ! -e "$data/signing.key" ]; then
-    mkdir -p "$data"
+  if [ ! -e "$key" ]; then
+    mkdir -p -m 700 "$data"
     node dist/src/cli/main.js keygen -o "$data/signing" >/dev/null
-    echo "npm start: made the signing key $data/signing.key; runtimes trust $data/signing.pub (pull --trust-key $data/signing.pub)"
+    echo "npm start: made the signing key $key; runtimes trust $data/signing.pub (pull --trust-key $data/signing.pub)"
   fi
-  args+=(--signing-key "$data/signing.key")
+  args+=(--signing-key "$key")
 fi
 exec node --max-semi-space-size=4 dist/src/cli/main.js serve "${args[@]}"
