@@ -14,7 +14,7 @@ slow=(
   independent-server client-proxy client-package web-catalog cli-commands cli-mistakes cli-progress push-integrity
   # hostile: what strangers' sources, registries and callers try
   hostile-sources hostile-npm-registry build-containment build-fairness disk-budget source-stamp
-  tier-hostile-upstream relative-paths
+  runtime-rm-race tier-hostile-upstream relative-paths
   # stress and scale: thousands of calls, keys, cancelled streams
   index-scale pull-streams-grpc-go pull-streams-grpcio server-connections client-sustained-load
 )

@@ -127,7 +127,27 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
   };
   let closed = false;
 
-  async function build(key: BuildKey, ticket: PoolTicket, caller?: string): Promise<ArtifactManifest> {
+  /** Builds under way by runtime release, from the release's lookup until the artifact is stored. */
+  const underWay = new Map<string, number>();
+
+  function build(key: BuildKey, ticket: PoolTicket, caller?: string): Promise<ArtifactManifest> {
+    const version = key.runtime.version;
+    underWay.set(version, (underWay.get(version) ?? 0) + 1);
+    const done = () => {
+      const left = (underWay.get(version) ?? 1) - 1;
+      if (left > 0) underWay.set(version, left);
+      else underWay.delete(version);
+    };
+    const building = buildUnderWay(key, ticket, caller);
+    building.then(done, done);
+    return building;
+  }
+
+  async function buildUnderWay(
+    key: BuildKey,
+    ticket: PoolTicket,
+    caller?: string,
+  ): Promise<ArtifactManifest> {
     // Resolved before queueing, so that an unknown runtime or a missing
     // toolchain is answered at once instead of after a wait for a slot.
     let runtime: RuntimeDescriptor;
@@ -368,6 +388,7 @@ export function createBuildCompiler(options: BuildCompilerOptions): BuildCompile
         return key;
       }
     },
+    building: (version) => underWay.has(version),
     stats() {
       return {
         ...counts,

@@ -33,5 +33,13 @@ export interface Compiler {
    * every key is its own there.
    */
   storedKey?(key: BuildKey): Promise<BuildKey>;
+  /**
+   * Whether this server has a build for runtime release `version` under
+   * way (queued or running, until its artifact is stored): removing the
+   * release meanwhile would pull its files from under the build, or leave
+   * its artifact recording a release nobody can inspect or build again.
+   * Absent in a compiler that builds nothing itself.
+   */
+  building?(version: string): boolean;
   close(): Promise<void>;
 }

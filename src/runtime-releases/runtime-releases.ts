@@ -38,9 +38,11 @@ export interface RuntimeReleases extends RuntimeCatalog {
    * Removes a registered release from the store (see
    * RuntimeReleaseStore.removeRuntimeRelease); NOT_FOUND naming the known
    * ones. The caller checks first that no artifact records it, and that it
-   * is not one of this server's `--runtimes` directories (`installedFrom`).
+   * is not one of this server's `--runtimes` directories (`installedFrom`),
+   * in `check`: while it runs, no build can look the release up (`get` is
+   * FAILED_PRECONDITION), so none can start between the check and the removal.
    */
-  remove(version: string): Promise<RuntimeReleaseSummary>;
+  remove(version: string, options?: { check?: () => Promise<void> }): Promise<RuntimeReleaseSummary>;
   /** The `--runtimes` directory this server registered `version` from at start, if any. */
   installedFrom(version: string): string | undefined;
   /** Asks the store for releases registered or removed elsewhere (called every store probe interval). */
@@ -166,8 +168,16 @@ export async function createRuntimeReleases(options: RuntimeReleasesOptions): Pr
     : undefined;
   timer?.unref();
 
+  /** Versions being removed: builds may not start for them meanwhile. */
+  const removing = new Set<string>();
+
   return {
     get(version) {
+      if (removing.has(version)) {
+        return Promise.reject(
+          new PluginError(Code.FailedPrecondition, `runtime ${version} is being removed (runtime rm)`),
+        );
+      }
       let pending = descriptors.get(version);
       if (!pending) {
         pending = (async () => {
@@ -207,11 +217,21 @@ export async function createRuntimeReleases(options: RuntimeReleasesOptions): Pr
       if (!release) throw notFound(version);
       return release;
     },
-    async remove(version) {
-      const removed = await store.removeRuntimeRelease(version).catch((error: unknown) => {
-        if (error instanceof PluginError && error.code === Code.InvalidArgument) return undefined;
-        throw error;
-      });
+    async remove(version, options) {
+      if (removing.has(version)) {
+        throw new PluginError(Code.Aborted, `runtime ${version} is being removed by another call`);
+      }
+      removing.add(version);
+      let removed: RuntimeReleaseSummary | undefined;
+      try {
+        await options?.check?.();
+        removed = await store.removeRuntimeRelease(version).catch((error: unknown) => {
+          if (error instanceof PluginError && error.code === Code.InvalidArgument) return undefined;
+          throw error;
+        });
+      } finally {
+        removing.delete(version);
+      }
       forget(version);
       if (!removed) throw notFound(version);
       log?.info({ runtime: version, digest: removed.digest }, "runtime release removed");

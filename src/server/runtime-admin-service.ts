@@ -18,6 +18,7 @@ import { formatBuildKey, parseBuildKey } from "atomix-plugins-core/model/build-k
 import type { BuildRecord as StoredBuildRecord } from "atomix-plugins-core/model/build-record";
 import type { RuntimeReleaseSummary } from "atomix-plugins-core/model/runtime-release";
 import type { Logger } from "pino";
+import type { Compiler } from "../compiler/compiler.js";
 import type { IncomingReleaseFile } from "../runtime-releases/runtime-release-staging.js";
 import type { RuntimeReleases } from "../runtime-releases/runtime-releases.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
@@ -39,6 +40,8 @@ export interface RuntimeAdminDeps {
   records?: BuildRecordStore | undefined;
   /** The artifacts, which RemoveRuntime checks no longer record the release. */
   store: Pick<ArtifactStore, "scan" | "list">;
+  /** Builds under way, which RemoveRuntime waits for; absent: none here. */
+  compiler?: Pick<Compiler, "building"> | undefined;
 }
 
 /** The handlers below, with RegisterRuntime's requests as `registerRuntimeDefinition` decodes them. */
@@ -123,17 +126,27 @@ export function createRuntimeAdminService(deps: RuntimeAdminDeps): RuntimeAdminS
         `runtime ${version} is installed from this server's --runtimes folders, which register it again at every start: remove its folder there (and restart) instead`,
       );
     }
-    let recorded = 0;
-    for await (const { manifest } of scanStore(deps.store)) {
-      if (manifest?.key.runtime.version === version) recorded++;
-    }
-    if (recorded > 0) {
-      throw new PluginError(
-        Code.FailedPrecondition,
-        `runtime ${version} is recorded by ${recorded === 1 ? "1 stored artifact" : `${recorded} stored artifacts`}; remove ${recorded === 1 ? "it" : "them"} first (atomix-plugins ls --runtime ${version} --all lists them, atomix-plugins rm NAME@VERSION -r ${version} -b BUILD removes each), then remove the release`,
-      );
-    }
-    const removed = await registry.remove(release.version);
+    // Checked while the registry holds off new builds of the release, so
+    // that none starts between the check and the removal.
+    const check = async () => {
+      if (deps.compiler?.building?.(release.version)) {
+        throw new PluginError(
+          Code.FailedPrecondition,
+          `a build for runtime ${version} is under way on this server; its artifact will record the release, so remove that first once the build is done (atomix-plugins ls --runtime ${version} --all), then the release`,
+        );
+      }
+      let recorded = 0;
+      for await (const { manifest } of scanStore(deps.store)) {
+        if (manifest?.key.runtime.version === version) recorded++;
+      }
+      if (recorded > 0) {
+        throw new PluginError(
+          Code.FailedPrecondition,
+          `runtime ${version} is recorded by ${recorded === 1 ? "1 stored artifact" : `${recorded} stored artifacts`}; remove ${recorded === 1 ? "it" : "them"} first (atomix-plugins ls --runtime ${version} --all lists them, atomix-plugins rm NAME@VERSION -r ${version} -b BUILD removes each), then remove the release`,
+        );
+      }
+    };
+    const removed = await registry.remove(release.version, { check });
     log.info({ runtime: version, digest: removed.digest }, "runtime release removed over the admin API");
     return { release: message(removed) };
   }
