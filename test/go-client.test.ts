@@ -143,6 +143,11 @@ describe("the Go client package", () => {
       "TestAServerThatSendsNothingIsAbandoned",
       "TestASlowDripIsAbandoned",
       "TestAWithheldProvenanceAnswerIsNotWaitedFor",
+      "TestANotModifiedAnswerUnaskedIsRefused",
+      "TestANotModifiedAnswerForOtherBytesThanTheCachedOnesIsRefused",
+      "TestADigestTrailerThatContradictsTheHeaderIsRefused",
+      "TestASizeTrailerThatContradictsTheBytesIsRefused",
+      "TestMoreBytesThanTheAnnouncedSizeAreRefused",
     ]) {
       assert.match(ran.stdout, new RegExp(`--- PASS: ${test} `));
     }

@@ -9,7 +9,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -201,5 +203,105 @@ func TestAWithheldProvenanceAnswerIsNotWaitedFor(t *testing.T) {
 		plugins.WithStallTimeout(200*time.Millisecond), plugins.WithRetry(1, 0, 0))
 	_, err = pullUnbounded(t, c)
 	assertStatus(t, err, codes.DeadlineExceeded, "no provenance answer within 200ms (WithStallTimeout)")
+	assertNothingCached(t, dir)
+}
+
+// artifact is what the lying servers below send, and its digest.
+var artifact = []byte("export default { name: 'lying' };\n")
+
+func artifactDigest() string {
+	sum := sha256.Sum256(artifact)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+func assertIntegrity(t *testing.T, err error, field, want string) {
+	t.Helper()
+	var refusal *plugins.IntegrityError
+	if !errors.As(err, &refusal) || refusal.Field != field || refusal.Claimed != "server" || refusal.Want != want {
+		t.Fatalf("want an *IntegrityError on the server's %s claim %s, got %v", field, want, err)
+	}
+}
+
+func TestANotModifiedAnswerUnaskedIsRefused(t *testing.T) {
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		if err := stream.SendHeader(metadata.Pairs("x-plugin-digest", artifactDigest())); err != nil {
+			return err
+		}
+		stream.SetTrailer(metadata.Pairs("x-plugin-not-modified", "true"))
+		return nil
+	})
+	dir := t.TempDir()
+	_, err := pullUnbounded(t, newClient(t, address, dir, plugins.WithRetry(1, 0, 0)))
+	assertStatus(t, err, codes.DataLoss, `"not modified" unasked`)
+	assertNothingCached(t, dir)
+}
+
+func TestANotModifiedAnswerForOtherBytesThanTheCachedOnesIsRefused(t *testing.T) {
+	other := "sha256:" + strings.Repeat("ab", 32)
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		md, _ := metadata.FromIncomingContext(stream.Context())
+		if len(md.Get("x-plugin-if-none-match")) == 0 {
+			if err := stream.SendHeader(metadata.Pairs("x-plugin-digest", artifactDigest())); err != nil {
+				return err
+			}
+			return stream.Send(&runtimev1.PullPluginResponse{Data: artifact})
+		}
+		// Asked about the cached copy: "not modified", while naming other bytes.
+		if err := stream.SendHeader(metadata.Pairs("x-plugin-digest", other)); err != nil {
+			return err
+		}
+		stream.SetTrailer(metadata.Pairs("x-plugin-not-modified", "true"))
+		return nil
+	})
+	c := newClient(t, address, "", plugins.WithRetry(1, 0, 0))
+	if res, err := pullUnbounded(t, c); err != nil || res.Digest != artifactDigest() {
+		t.Fatalf("the first pull: %+v, %v", res, err)
+	}
+	_, err := pullUnbounded(t, c)
+	assertStatus(t, err, codes.DataLoss, `"not modified" unasked`)
+}
+
+func TestADigestTrailerThatContradictsTheHeaderIsRefused(t *testing.T) {
+	other := "sha256:" + strings.Repeat("cd", 32)
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		if err := stream.SendHeader(metadata.Pairs("x-plugin-digest", artifactDigest())); err != nil {
+			return err
+		}
+		if err := stream.Send(&runtimev1.PullPluginResponse{Data: artifact}); err != nil {
+			return err
+		}
+		stream.SetTrailer(metadata.Pairs("x-plugin-digest", other))
+		return nil
+	})
+	dir := t.TempDir()
+	_, err := pullUnbounded(t, newClient(t, address, dir, plugins.WithRetry(1, 0, 0)))
+	assertIntegrity(t, err, "digest", other)
+	assertNothingCached(t, dir)
+}
+
+func TestASizeTrailerThatContradictsTheBytesIsRefused(t *testing.T) {
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		if err := stream.Send(&runtimev1.PullPluginResponse{Data: artifact}); err != nil {
+			return err
+		}
+		stream.SetTrailer(metadata.Pairs("x-plugin-size", strconv.Itoa(len(artifact)+1)))
+		return nil
+	})
+	dir := t.TempDir()
+	_, err := pullUnbounded(t, newClient(t, address, dir, plugins.WithRetry(1, 0, 0)))
+	assertIntegrity(t, err, "size", strconv.Itoa(len(artifact)+1))
+	assertNothingCached(t, dir)
+}
+
+func TestMoreBytesThanTheAnnouncedSizeAreRefused(t *testing.T) {
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		if err := stream.SendHeader(metadata.Pairs("x-plugin-size", "10")); err != nil {
+			return err
+		}
+		return stream.Send(&runtimev1.PullPluginResponse{Data: artifact})
+	})
+	dir := t.TempDir()
+	_, err := pullUnbounded(t, newClient(t, address, dir, plugins.WithRetry(1, 0, 0)))
+	assertIntegrity(t, err, "size", "10")
 	assertNothingCached(t, dir)
 }
