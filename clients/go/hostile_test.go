@@ -165,14 +165,16 @@ func TestASlowDripIsAbandoned(t *testing.T) {
 	assertNothingCached(t, dir)
 }
 
-// withholding answers GetProvenance only when the call is given up.
+// withholding never answers GetProvenance, not even at the call's deadline,
+// until the test ends (closing release).
 type withholding struct {
 	adminv1.UnimplementedPluginAdminServer
+	release chan struct{}
 }
 
-func (withholding) GetProvenance(ctx context.Context, _ *adminv1.GetProvenanceRequest) (*adminv1.GetProvenanceResponse, error) {
-	<-ctx.Done()
-	return nil, ctx.Err()
+func (w withholding) GetProvenance(context.Context, *adminv1.GetProvenanceRequest) (*adminv1.GetProvenanceResponse, error) {
+	<-w.release
+	return nil, errors.New("released")
 }
 
 func TestAWithheldProvenanceAnswerIsNotWaitedFor(t *testing.T) {
@@ -185,9 +187,11 @@ func TestAWithheldProvenanceAnswerIsNotWaitedFor(t *testing.T) {
 	runtimev1.RegisterPluginRegistryServer(server, &hostile{pull: func(stream runtimev1.PluginRegistry_PullPluginServer) error {
 		return stream.Send(&runtimev1.PullPluginResponse{Data: data})
 	}})
-	adminv1.RegisterPluginAdminServer(server, withholding{})
+	release := make(chan struct{})
+	adminv1.RegisterPluginAdminServer(server, withholding{release: release})
 	go server.Serve(listener)
 	t.Cleanup(server.Stop)
+	t.Cleanup(func() { close(release) })
 
 	signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -194,7 +194,11 @@ func (c *Client) accept(ctx context.Context, key Key, digest string, by *Verifie
 	bounded, cancel := context.WithTimeout(ctx, c.stall)
 	defer cancel()
 	if err := checkProvenance(bounded, c.conn, key, digest, c.trusted); err != nil {
-		if ctx.Err() == nil && errors.Is(bounded.Err(), context.DeadlineExceeded) {
+		// Whatever the answer at the deadline (the server may end the call
+		// itself when it sees the deadline pass): no provenance came in time.
+		deadline, _ := bounded.Deadline()
+		outer, bounds := ctx.Deadline()
+		if now := time.Now(); ctx.Err() == nil && !now.Before(deadline) && (!bounds || now.Before(outer)) {
 			return &StatusError{Op: "provenance", Key: key, Code: codes.DeadlineExceeded,
 				Message: fmt.Sprintf("no provenance answer within %s (WithStallTimeout)", c.stall)}
 		}
