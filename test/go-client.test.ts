@@ -148,6 +148,7 @@ describe("the Go client package", () => {
       "TestADigestTrailerThatContradictsTheHeaderIsRefused",
       "TestASizeTrailerThatContradictsTheBytesIsRefused",
       "TestMoreBytesThanTheAnnouncedSizeAreRefused",
+      "TestACacheOtherUsersCanWriteIsRefused",
     ]) {
       assert.match(ran.stdout, new RegExp(`--- PASS: ${test} `));
     }

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -50,10 +51,35 @@ func openCache(dir string, maxBytes int64) (*cache, error) {
 	if maxBytes < 0 {
 		return nil, fmt.Errorf("plugins: WithCache: maxBytes must be ≥ 0, not %d", maxBytes)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("plugins: cache: %w", err)
 	}
+	if err := private(dir); err != nil {
+		return nil, fmt.Errorf("plugins: cache %s: %w", dir, err)
+	}
 	return &cache{dir: dir, maxBytes: maxBytes}, nil
+}
+
+// private checks that only this user can change what dir holds: the
+// cache's records say what vouched for a blob and which blob is a key's
+// last known good copy, which is loaded into this process. Whoever else
+// could write there (a shared temporary folder) could have it load their
+// plugin. Blobs are hashed again before use, records are not.
+func private(dir string) error {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !info.IsDir() {
+		return errors.New("not a directory")
+	}
+	if info.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("other users can write to it (mode %o): chmod go-w it, or use a folder of your own (WithCache)", info.Mode().Perm())
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("it belongs to user %d, not to this process's user %d, who could change what it holds: use a folder of your own (WithCache)", st.Uid, os.Getuid())
+	}
+	return nil
 }
 
 func (c *cache) blobPath(digest string) string {

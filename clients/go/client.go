@@ -86,7 +86,9 @@ func WithTrustedKeys(pemKeys ...[]byte) Option {
 // WithCache keeps verified artifacts in dir, by digest, evicting the least
 // recently used ones beyond maxBytes (0: no limit). By default the cache is
 // "atomix-plugins" in os.UserCacheDir(), without limit. Several processes
-// may share one.
+// of one user may share one; a folder other users can write (the temporary
+// folder itself) or another user's is refused, since what it holds is
+// loaded into this process.
 func WithCache(dir string, maxBytes int64) Option {
 	return func(c *config) { c.cacheDir, c.cacheMax = dir, maxBytes }
 }

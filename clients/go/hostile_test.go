@@ -15,6 +15,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -308,4 +310,54 @@ func TestMoreBytesThanTheAnnouncedSizeAreRefused(t *testing.T) {
 	_, err := pullUnbounded(t, newClient(t, address, dir, plugins.WithRetry(1, 0, 0)))
 	assertIntegrity(t, err, "size", "10")
 	assertNothingCached(t, dir)
+}
+
+func TestACacheOtherUsersCanWriteIsRefused(t *testing.T) {
+	// A cache in a folder anyone can write (the temporary folder, say):
+	// another user plants a key's record, claiming provenance, and the blob
+	// of a plugin of theirs; with the server unreachable, it would be the
+	// last known good copy, and loaded.
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	planted := []byte("a plugin of someone else's")
+	sum := sha256.Sum256(planted)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	subject := sha256.Sum256([]byte("atomix-plugin://1.0.0/node20/big@1.0.0"))
+	for path, data := range map[string][]byte{
+		filepath.Join(dir, "blobs", "sha256", hex.EncodeToString(sum[:])): planted,
+		filepath.Join(dir, "keys", hex.EncodeToString(subject[:])+".json"): []byte(
+			`{"digest":"` + digest + `","size":` + strconv.Itoa(len(planted)) + `,"verifiedBy":"provenance"}`),
+	} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o666); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&signer.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreachable := "127.0.0.1:1"
+	c, err := plugins.NewClient(unreachable, plugins.WithRuntime("1.0.0"), plugins.WithBuild("node20"),
+		plugins.WithCache(dir, 0), plugins.WithRetry(1, 0, 0),
+		plugins.WithTrustedKeys(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
+	if err == nil {
+		defer c.Close()
+		res, err := pullUnbounded(t, c)
+		if err == nil {
+			t.Fatalf("a cache other users can write was used: it served %s (verified by %s)", res.Path, res.VerifiedBy)
+		}
+		t.Fatalf("a cache other users can write was used: %v", err)
+	}
+	if !strings.Contains(err.Error(), "other users can write") {
+		t.Fatalf("want a refusal saying other users can write the cache, got %v", err)
+	}
 }

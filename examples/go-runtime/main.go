@@ -61,7 +61,7 @@ func main() {
 	version := flag.String("version", "3.0.0", "this runtime's release")
 	build := flag.String("build", runtime.Version(), "this runtime's build version")
 	spec := flag.String("plugin", "", "driver to load, module@version")
-	dir := flag.String("dir", os.TempDir(), "the cache of pulled drivers")
+	dir := flag.String("dir", "", "the cache of pulled drivers, a folder only this user can write (default: atomix-plugins in the user cache folder)")
 	timeout := flag.Duration("timeout", 60*time.Second, "limit for the whole pull")
 	parallel := flag.Int("parallel", 1, "load the driver from this many goroutines at once, as a proxy's workers do at start")
 	var calls, trustKeys listFlag
@@ -86,7 +86,10 @@ func run(server, version, build, spec, dir string, timeout time.Duration, parall
 	if err != nil {
 		return nil, fmt.Errorf("-plugin: %w", err)
 	}
-	opts := []plugins.Option{plugins.WithRuntime(version), plugins.WithBuild(build), plugins.WithCache(dir, 0)}
+	opts := []plugins.Option{plugins.WithRuntime(version), plugins.WithBuild(build)}
+	if dir != "" {
+		opts = append(opts, plugins.WithCache(dir, 0))
+	}
 	for _, path := range trustKeys {
 		pem, err := os.ReadFile(path)
 		if err != nil {
