@@ -149,6 +149,7 @@ describe("the Go client package", () => {
       "TestASizeTrailerThatContradictsTheBytesIsRefused",
       "TestMoreBytesThanTheAnnouncedSizeAreRefused",
       "TestACacheOtherUsersCanWriteIsRefused",
+      "TestAFirstAnswerSlowerThanTheStallTimeoutIsWaitedFor",
     ]) {
       assert.match(ran.stdout, new RegExp(`--- PASS: ${test} `));
     }

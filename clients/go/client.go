@@ -32,6 +32,7 @@ type Client struct {
 	retry   retryPolicy
 	maxSize int64
 	stall   time.Duration
+	answer  time.Duration
 
 	mu       sync.Mutex
 	inflight map[string]*flight
@@ -57,6 +58,7 @@ type config struct {
 	retry    retryPolicy
 	maxSize  int64
 	stall    time.Duration
+	answer   time.Duration
 	dial     []grpc.DialOption
 	creds    credentials.TransportCredentials
 }
@@ -106,13 +108,20 @@ func WithRetry(attempts int, initial, max time.Duration) Option {
 // than that is written to the cache.
 func WithMaxBytes(n int64) Option { return func(c *config) { c.maxSize = n } }
 
-// WithStallTimeout bounds how long a pull waits for progress (30s by
-// default): an attempt that receives less than 64 KiB (or the rest of the
-// artifact) in that time, headers included, is abandoned as UNAVAILABLE and
-// retried, resuming where the server allows; a provenance answer must come
-// within it. So a server that holds a call open or drips bytes cannot hold
-// a pull for ever, even with a context that has no deadline.
+// WithStallTimeout bounds how long a pull waits for progress once the
+// server has answered (30s by default): an attempt that receives less than
+// 64 KiB (or the rest of the artifact) in that time is abandoned as
+// UNAVAILABLE and retried, resuming where the server allows; a provenance
+// answer must come within it. So a server that drips bytes or withholds
+// provenance cannot hold a pull for ever, even with a context that has no
+// deadline.
 func WithStallTimeout(d time.Duration) Option { return func(c *config) { c.stall = d } }
+
+// WithAnswerTimeout bounds how long an attempt waits for the server's first
+// answer (10 minutes by default: a server builds a key not built yet before
+// it answers its pull); one that holds the call open without a word is
+// abandoned as UNAVAILABLE and retried.
+func WithAnswerTimeout(d time.Duration) Option { return func(c *config) { c.answer = d } }
 
 // WithTransportCredentials secures the connection (TLS); it is plaintext
 // by default.
@@ -137,12 +146,13 @@ func NewClient(target string, opts ...Option) (*Client, error) {
 		retry:   retryPolicy{attempts: 6, initial: 200 * time.Millisecond, max: 5 * time.Second},
 		maxSize: 1 << 30,
 		stall:   30 * time.Second,
+		answer:  10 * time.Minute,
 	}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	if cfg.stall <= 0 {
-		return nil, errors.New("plugins: WithStallTimeout: the timeout must be positive")
+	if cfg.stall <= 0 || cfg.answer <= 0 {
+		return nil, errors.New("plugins: WithStallTimeout, WithAnswerTimeout: a timeout must be positive")
 	}
 	if cfg.retry.attempts < 1 {
 		return nil, errors.New("plugins: WithRetry: attempts must be at least 1")
@@ -173,7 +183,7 @@ func NewClient(target string, opts ...Option) (*Client, error) {
 	}
 	return &Client{
 		conn: conn, target: target, runtime: cfg.runtime, build: cfg.build, symbol: cfg.symbol,
-		trusted: trusted, cache: store, retry: cfg.retry, maxSize: cfg.maxSize, stall: cfg.stall,
+		trusted: trusted, cache: store, retry: cfg.retry, maxSize: cfg.maxSize, stall: cfg.stall, answer: cfg.answer,
 		inflight: map[string]*flight{},
 	}, nil
 }

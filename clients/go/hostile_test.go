@@ -133,10 +133,10 @@ func TestAServerThatSendsNothingIsAbandoned(t *testing.T) {
 		return nil
 	})
 	dir := t.TempDir()
-	c := newClient(t, address, dir, plugins.WithStallTimeout(200*time.Millisecond), plugins.WithRetry(2, 0, 0))
+	c := newClient(t, address, dir, plugins.WithAnswerTimeout(200*time.Millisecond), plugins.WithRetry(2, 0, 0))
 	res, err := pullUnbounded(t, c)
 	assertStatus(t, err, codes.Unavailable, "gave up after 2 attempts")
-	assertStatus(t, err, codes.Unavailable, "WithStallTimeout")
+	assertStatus(t, err, codes.Unavailable, "no answer in 200ms (WithAnswerTimeout)")
 	if res != nil {
 		t.Fatalf("a result from a server that sent nothing: %+v", res)
 	}
@@ -359,5 +359,21 @@ func TestACacheOtherUsersCanWriteIsRefused(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "other users can write") {
 		t.Fatalf("want a refusal saying other users can write the cache, got %v", err)
+	}
+}
+
+func TestAFirstAnswerSlowerThanTheStallTimeoutIsWaitedFor(t *testing.T) {
+	// As a server that builds the key before it answers the pull.
+	address := serveHostile(t, func(stream runtimev1.PluginRegistry_PullPluginServer) error {
+		time.Sleep(time.Second)
+		if err := stream.SendHeader(metadata.Pairs("x-plugin-digest", artifactDigest())); err != nil {
+			return err
+		}
+		return stream.Send(&runtimev1.PullPluginResponse{Data: artifact})
+	})
+	c := newClient(t, address, "", plugins.WithStallTimeout(100*time.Millisecond), plugins.WithRetry(1, 0, 0))
+	res, err := pullUnbounded(t, c)
+	if err != nil || res.Digest != artifactDigest() || res.VerifiedBy != plugins.VerifiedByServer {
+		t.Fatalf("a pull whose server answered after building: %+v, %v", res, err)
 	}
 }

@@ -366,13 +366,19 @@ func (c *Client) transfer(ctx context.Context, key Key, pin string, res *Result)
 func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, ifNoneMatch string, transferred *int64) (metadata.MD, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The first answer may come only after the server has built the
+	// artifact (a pull of a key not built yet), so it has its own bound.
 	var stalled int32
-	timer := time.AfterFunc(c.stall, func() {
+	answered := false
+	timer := time.AfterFunc(c.answer, func() {
 		atomic.StoreInt32(&stalled, 1)
 		cancel()
 	})
 	defer timer.Stop()
 	failed := func(err error) error {
+		if atomic.LoadInt32(&stalled) == 1 && !answered {
+			return fmt.Errorf("%w: no answer in %s (WithAnswerTimeout)", errStalled, c.answer)
+		}
 		if atomic.LoadInt32(&stalled) == 1 {
 			return fmt.Errorf("%w: less than %d bytes came in %s (WithStallTimeout), %d of the artifact in hand", errStalled, stallBytes, c.stall, d.received)
 		}
@@ -395,6 +401,8 @@ func (c *Client) attempt(ctx context.Context, key Key, pin string, d *download, 
 	if err != nil {
 		return nil, failed(err)
 	}
+	answered = true
+	timer.Reset(c.stall)
 	// A call that fails before its first message has no headers: its status
 	// comes with the first Recv.
 	if len(header) > 0 {
