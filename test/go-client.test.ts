@@ -150,6 +150,7 @@ describe("the Go client package", () => {
       "TestMoreBytesThanTheAnnouncedSizeAreRefused",
       "TestACacheOtherUsersCanWriteIsRefused",
       "TestAFirstAnswerSlowerThanTheStallTimeoutIsWaitedFor",
+      "TestACompileNeverAnsweredIsGivenUp",
     ]) {
       assert.match(ran.stdout, new RegExp(`--- PASS: ${test} `));
     }

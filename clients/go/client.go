@@ -120,7 +120,8 @@ func WithStallTimeout(d time.Duration) Option { return func(c *config) { c.stall
 // WithAnswerTimeout bounds how long an attempt waits for the server's first
 // answer (10 minutes by default: a server builds a key not built yet before
 // it answers its pull); one that holds the call open without a word is
-// abandoned as UNAVAILABLE and retried.
+// abandoned as UNAVAILABLE and retried. A Compile not answered in that time
+// ends with DEADLINE_EXCEEDED.
 func WithAnswerTimeout(d time.Duration) Option { return func(c *config) { c.answer = d } }
 
 // WithTransportCredentials secures the connection (TLS); it is plaintext
@@ -232,7 +233,15 @@ func (c *Client) Compile(ctx context.Context, key Key) (*Compiled, error) {
 	}
 	compile := &runtimev1.CompilePluginRequest{Runtime: runtimeInfo(key), Plugin: pluginInfo(key)}
 	for attempt := 1; ; attempt++ {
-		answer, err := runtimev1.NewPluginCompilerClient(c.conn).CompilePlugin(ctx, compile)
+		// A build takes a while, but not for ever (WithAnswerTimeout).
+		bounded, cancel := context.WithTimeout(ctx, c.answer)
+		answer, err := runtimev1.NewPluginCompilerClient(c.conn).CompilePlugin(bounded, compile)
+		deadline, _ := bounded.Deadline()
+		cancel()
+		if outer, bounds := ctx.Deadline(); err != nil && ctx.Err() == nil && !time.Now().Before(deadline) && (!bounds || time.Now().Before(outer)) {
+			return nil, &StatusError{Op: "compile", Key: key, Code: codes.DeadlineExceeded,
+				Message: fmt.Sprintf("no answer in %s (WithAnswerTimeout)", c.answer)}
+		}
 		if err == nil {
 			out := &Compiled{Plugin: answer.Plugin}
 			if ref, err := ParseReference(answer.Plugin); err == nil {

@@ -377,3 +377,40 @@ func TestAFirstAnswerSlowerThanTheStallTimeoutIsWaitedFor(t *testing.T) {
 		t.Fatalf("a pull whose server answered after building: %+v, %v", res, err)
 	}
 }
+
+// silentCompiler never answers CompilePlugin until the test ends.
+type silentCompiler struct {
+	runtimev1.UnimplementedPluginCompilerServer
+	release chan struct{}
+}
+
+func (s silentCompiler) CompilePlugin(context.Context, *runtimev1.CompilePluginRequest) (*runtimev1.CompilePluginResponse, error) {
+	<-s.release
+	return nil, errors.New("released")
+}
+
+func TestACompileNeverAnsweredIsGivenUp(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	release := make(chan struct{})
+	runtimev1.RegisterPluginCompilerServer(server, silentCompiler{release: release})
+	go server.Serve(listener)
+	t.Cleanup(server.Stop)
+	t.Cleanup(func() { close(release) })
+
+	c := newClient(t, listener.Addr().String(), "", plugins.WithAnswerTimeout(200*time.Millisecond), plugins.WithRetry(2, 0, 0))
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Compile(context.Background(), key("big"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		assertStatus(t, err, codes.DeadlineExceeded, "no answer in 200ms (WithAnswerTimeout)")
+	case <-time.After(2 * time.Minute):
+		t.Fatal("a compile the server never answers has not ended")
+	}
+}
