@@ -18,6 +18,7 @@ import type { Digest } from "atomix-plugins-core/model/artifact";
 import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { PULL_METADATA } from "atomix-plugins-core/protocol/metadata";
 import { createGrpcClients } from "./helpers/grpc-js-clients.js";
+import { type HostileUpstream, startHostileUpstream } from "./helpers/hostile-upstream.js";
 import { startTestServer, type TestServer } from "./helpers/in-process-server.js";
 import { startTcpRelay } from "./helpers/tcp-relay.js";
 
@@ -377,5 +378,44 @@ describe("loadPlugin", () => {
       Code.FailedPrecondition,
       /not a Node\.js runtime/,
     );
+  });
+});
+
+describe("a server that announces a size past the client's bound", () => {
+  let upstream: HostileUpstream;
+  let dir: string;
+  before(async () => {
+    upstream = await startHostileUpstream();
+    dir = await mkdtemp(join(tmpdir(), "atomix-announced-size-"));
+    // A terabyte announced, 8 MiB sent: without the bound the client writes what comes.
+    upstream.answers.set("huge", {
+      manifest: { digest: sha256(Buffer.alloc(0)) as Digest, size: 1024 ** 4 },
+      body: () => Buffer.alloc(8 * 1024 * 1024),
+    });
+  });
+  after(async () => {
+    await upstream.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("is refused with RESOURCE_EXHAUSTED before any byte, by the 1 GiB default and by maxBytes", async () => {
+    const client = createPluginClient({ address: upstream.address });
+    try {
+      const huge = { ...key("huge"), plugin: { name: "huge", version: "1.0.0" } };
+      const to = join(dir, "huge.bin");
+      await rejectsWith(
+        client.pull(huge, { to, retry: { maxAttempts: 1 } }),
+        Code.ResourceExhausted,
+        /announced 1099511627776 bytes .* more than the 1073741824 accepted \(maxBytes, 1 GiB by default\)/,
+      );
+      await rejectsWith(
+        client.pull(huge, { to, maxBytes: 1024, retry: { maxAttempts: 1 } }),
+        Code.ResourceExhausted,
+        /more than the 1024 accepted \(maxBytes\)/,
+      );
+      assert.deepEqual(await readdir(dir), [], "nothing was written");
+    } finally {
+      client.close();
+    }
   });
 });

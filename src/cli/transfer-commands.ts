@@ -107,7 +107,7 @@ export function pullCommand(): Command {
         )
         .option(
           "--max-bytes <bytes>",
-          "refuse an artifact larger than this (default: the size the server announces, 1 GiB if none)",
+          "refuse an artifact larger than this, whatever the server announces (default 1 GiB)",
         )
         .option(
           "--retries <n>",

@@ -51,8 +51,10 @@ export interface PullOptions extends CallControl, RetryControl {
   expectedDigest?: Digest;
   /**
    * The largest artifact accepted: RESOURCE_EXHAUSTED past it (before any
-   * byte when the server announces a larger size). By default the size the
-   * server announces bounds the pull, and 1 GiB when it announces none.
+   * byte when the server announces a larger size). 1 GiB by default (the
+   * server's own default `--max-artifact-size`), whatever the server
+   * announces: a server cannot make a pull fill the disk by announcing a
+   * terabyte.
    */
   maxBytes?: number;
   /**
@@ -140,6 +142,8 @@ export async function pullArtifact(
     : undefined;
   const partial = join(dirname(options.to), `.${basename(options.to)}.${randomUUID()}.partial`);
   const what = formatBuildKey(key);
+  const limit = options.maxBytes ?? DEFAULT_MAX_BYTES;
+  const limitName = options.maxBytes === undefined ? "maxBytes, 1 GiB by default" : "maxBytes";
 
   let file: FileHandle | undefined;
   try {
@@ -252,14 +256,10 @@ export async function pullArtifact(
                 `the server holds ${headers.digest} for ${what}, not the expected ${options.expectedDigest}`,
               );
             }
-            if (
-              headers.size !== undefined &&
-              options.maxBytes !== undefined &&
-              headers.size > options.maxBytes
-            ) {
+            if (headers.size !== undefined && headers.size > limit) {
               throw new PluginError(
                 Code.ResourceExhausted,
-                `the server announced ${headers.size} bytes for ${what}, more than the ${options.maxBytes} accepted`,
+                `the server announced ${headers.size} bytes for ${what}, more than the ${limit} accepted (${limitName})`,
               );
             }
             announced = headers;
@@ -281,11 +281,10 @@ export async function pullArtifact(
                 `the server sent more than the ${size} bytes it announced for ${what}`,
               );
             }
-            const limit = options.maxBytes ?? DEFAULT_MAX_BYTES;
-            if (size === undefined && received + bytes > limit) {
+            if (received + bytes > limit) {
               throw new PluginError(
                 Code.ResourceExhausted,
-                `the server sent more than the ${limit} bytes accepted for ${what} (maxBytes), without announcing a size`,
+                `the server sent more than the ${limit} bytes accepted for ${what} (${limitName}), without announcing a size`,
               );
             }
             await writeAll(file as FileHandle, chunks, bytes, received);
@@ -375,7 +374,7 @@ export async function pullArtifact(
 /** Times a pull starts over because the artifact changed, before it gives up. */
 const MAX_RESTARTS = 3;
 
-/** The bound of a pull whose server announces no size, unless the caller gives `maxBytes`. */
+/** The bound of a pull unless the caller gives `maxBytes`. */
 const DEFAULT_MAX_BYTES = 1024 ** 3;
 
 /**
