@@ -19,7 +19,6 @@ import {
 import type { ProvenanceStatement } from "atomix-plugins-core/model/provenance";
 import { type PluginReference, parseReference } from "atomix-plugins-core/model/reference";
 import type { ConnectionOptions } from "./connection-options.js";
-import { type CallSettings, callSettings, grpcChannel } from "./grpc-channel.js";
 import { type TrustedKeySet, trustedKeySet, verifyProvenance } from "./provenance-check.js";
 import {
   type CallControl,
@@ -30,7 +29,8 @@ import {
 } from "./pull-artifact.js";
 import { backoffDelay, cancelled, isRetryable, resolveRetryPolicy, sleep } from "./retry-policy.js";
 import { serverTarget } from "./server-target.js";
-import { socketPullTransport } from "./socket-pull-transport.js";
+import { type CallSettings, callSettings, grpcChannel } from "./transport/grpc-channel.js";
+import { socketPullTransport } from "./transport/socket-pull-transport.js";
 
 export interface PushOptions extends CallControl {
   mediaType?: string;

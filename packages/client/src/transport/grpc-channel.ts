@@ -16,7 +16,9 @@ import {
   type ResponseOf,
   type ServiceDefinition,
 } from "atomix-plugins-core/protocol/service-definition";
-import { diagnose, socketFailure, unansweredFailure } from "./connection-failure.js";
+import { diagnose, socketFailure, unansweredFailure } from "../connection-failure.js";
+import { cancelled } from "../retry-policy.js";
+import type { ServerTarget } from "../server-target.js";
 import {
   atDeadline,
   checkToken,
@@ -27,8 +29,6 @@ import {
   resetFailure,
   statusFailure,
 } from "./grpc-wire.js";
-import { cancelled } from "./retry-policy.js";
-import type { ServerTarget } from "./server-target.js";
 
 /**
  * gRPC calls other than PullPlugin (compile, admin, provenance; unary and

@@ -5,7 +5,9 @@ import { PullPluginRequest } from "atomix-plugins-core/gen/atomix/runtime/v1/plu
 import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { PULL_METADATA } from "atomix-plugins-core/protocol/metadata";
 import { PullStreamParser } from "atomix-plugins-core/protocol/pull-stream-parser";
-import { answerFailure, diagnose, socketFailure, unansweredFailure } from "./connection-failure.js";
+import { answerFailure, diagnose, socketFailure, unansweredFailure } from "../connection-failure.js";
+import { cancelled } from "../retry-policy.js";
+import type { ServerTarget } from "../server-target.js";
 import {
   atDeadline,
   checkToken,
@@ -25,8 +27,6 @@ import {
   type PullTransport,
   pullRequestMetadata,
 } from "./pull-transport.js";
-import { cancelled } from "./retry-policy.js";
-import type { ServerTarget } from "./server-target.js";
 import { HeaderBlockDecoder } from "./wire/hpack.js";
 import {
   CLIENT_PREFACE,
