@@ -4,12 +4,13 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createPluginClient, type PluginClient } from "atomix-plugins-client";
+import { createPluginClient, type PluginClient, type PluginManifest } from "atomix-plugins-client";
 import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { buildGoPeers } from "../bench/lib/go-peers.js";
 import { type ServerProcess as PeerProcess, startServer } from "../bench/lib/processes.js";
 import { REPO_ROOT } from "./helpers/go-fixtures.js";
+import { runCli } from "./helpers/run-cli.js";
 import { type ServerProcess, startServerProcess } from "./helpers/server-process.js";
 
 /**
@@ -20,11 +21,12 @@ import { type ServerProcess, startServerProcess } from "./helpers/server-process
  * echo of our server's habits. Each call goes through the client's one
  * transport (transport/transport.ts).
  *
- * Not here: the admin calls (push, inspect, ls, rm, gc) and provenance. The
- * grpc-go peer serves atomix.runtime.v1 only, with no admin API; and it could
- * not sign provenance as ours does (a DSSE envelope with the server's key),
- * so `provenance` and pulls with trusted keys are ours alone (held in
- * test/provenance.test.ts and test/independent-server.test.ts).
+ * The admin calls (push, inspect, ls, rm, gc) go to the peer's in-memory
+ * admin API (bench/go/server/admin.go, written from the proto alone).
+ * Provenance cannot: the peer does not sign as ours does (a DSSE envelope
+ * with the server's key), so `provenance` and pulls with trusted keys are
+ * ours alone (test/provenance.test.ts, test/independent-server.test.ts), and
+ * the peer says so with UNIMPLEMENTED.
  */
 
 const MiB = 1024 * 1024;
@@ -61,10 +63,15 @@ describe("the client's calls, against our server and an independent one", () => 
       command: go.server,
       args: ["-file", `big=${join(work, "big.bin")}`, "-metadata", "full", "-compile-answer", "reference"],
     });
-    const token = randomBytes(16).toString("hex");
+    token = randomBytes(16).toString("hex");
     await writeFile(join(work, "token"), token);
+    const keygen = await runCli(["keygen", "-o", join(work, "signing")]);
+    assert.equal(keygen.code, 0, keygen.stderr);
     ours = await startServerProcess({
-      args: ["--pull-policy", "never", "--admin-token-file", join(work, "token")],
+      args: [
+        ...["--pull-policy", "never", "--signing-key", join(work, "signing.key")],
+        ...["--admin-token-file", join(work, "token")],
+      ],
     });
     const admin = createPluginClient({ address: ours.address, token });
     try {
@@ -83,11 +90,12 @@ describe("the client's calls, against our server and an independent one", () => 
   });
 
   let files = 0;
+  let token: string;
   /** The same call against each server, each with a client of its own. */
   async function onBoth<T>(call: (client: PluginClient) => Promise<T>): Promise<Map<string, T>> {
     const results = new Map<string, T>();
     for (const [name, address] of servers) {
-      const client = createPluginClient({ address });
+      const client = createPluginClient({ address, token });
       try {
         results.set(name, await call(client));
       } finally {
@@ -160,5 +168,60 @@ describe("the client's calls, against our server and an independent one", () => 
       );
     });
     assert.equal(same(codes), Code.Cancelled);
+  });
+
+  /** A manifest without what each server decides alone: when it was made. */
+  const comparable = ({ createdAt: _, ...manifest }: PluginManifest) => manifest;
+  const ADMIN = Buffer.from("export default 1;\n");
+
+  it("push, inspect and ls: the same manifest from both", async () => {
+    const results = await onBoth(async (client) => {
+      const pushed = comparable(
+        await client.push(key("admin-a"), [ADMIN], {
+          mediaType: "text/javascript",
+          annotations: { team: "a" },
+        }),
+      );
+      const inspected = comparable(await client.inspect(key("admin-a")));
+      const listed = (await client.list({ pluginName: "admin-a" })).map(comparable);
+      return { pushed, inspected, listed };
+    });
+    const result = same(results);
+    assert.deepEqual(result.inspected, result.pushed);
+    assert.deepEqual(result.listed, [result.pushed]);
+  });
+
+  it("push with a wrong announced digest: the same code from both, and nothing stored", async () => {
+    const wrong = `sha256:${"0".repeat(64)}` as const;
+    const results = await onBoth(async (client) => ({
+      push: await codeOf(client.push(key("admin-wrong"), [ADMIN], { digest: wrong })),
+      inspect: await codeOf(client.inspect(key("admin-wrong"))),
+    }));
+    const result = same(results);
+    assert.notEqual(result.push, "ok");
+    assert.equal(result.inspect, Code.NotFound);
+  });
+
+  it("rm and gc: removed once, then not; the blob freed", async () => {
+    const results = await onBoth(async (client) => {
+      await client.push(key("admin-rm"), [randomBytes(1000)]);
+      const first = await client.remove(key("admin-rm"));
+      const second = await client.remove(key("admin-rm"));
+      const inspect = await codeOf(client.inspect(key("admin-rm")));
+      const { removedBlobs, freedBytes } = await client.collectGarbage();
+      return { first, second, inspect, freed: removedBlobs >= 1 && freedBytes >= 1000 };
+    });
+    assert.deepEqual(same(results), { first: true, second: false, inspect: Code.NotFound, freed: true });
+  });
+
+  it("provenance: ours signs, the peer cannot and answers UNIMPLEMENTED", async () => {
+    const codes = await onBoth((client) => codeOf(client.provenance(key("admin-a"))));
+    assert.deepEqual(
+      [...codes],
+      [
+        ["ours", "ok"],
+        ["grpc-go", Code.Unimplemented],
+      ],
+    );
   });
 });
