@@ -33,6 +33,12 @@ import { type BenchOptions, parseBenchOptions } from "./lib/options.js";
 import { killAll, run, type ServerProcess } from "./lib/processes.js";
 import { GiB, MiB } from "./lib/stats.js";
 import { formatTable, type Row } from "./lib/table.js";
+import {
+  clientUnary,
+  clientUnaryDescriptors,
+  clientUnaryRows,
+  installSizes,
+} from "./sections/client-unary.js";
 import { compileRows } from "./sections/compile.js";
 import { concurrent, concurrentRows } from "./sections/concurrent.js";
 import { fanout, fanoutRows } from "./sections/fanout.js";
@@ -92,6 +98,7 @@ async function main(): Promise<void> {
     const bare = await startBare();
     servers.push(peer, nginx, bare);
 
+    const descriptors = wants("client-unary") ? await clientUnaryDescriptors(work) : "";
     for (let round = 0; round < options.rounds; round++) {
       log(`round ${round + 1}/${options.rounds}`);
       const flip = round % 2 === 1;
@@ -100,6 +107,7 @@ async function main(): Promise<void> {
       if (wants("slow")) push(raw, "slow", await concurrent(ctx, { ours, peer }, flip, options.slowRate));
       if (wants("fanout")) push(raw, "fanout", await fanout(ctx, { ours, peer }, flip));
       if (wants("unary")) push(raw, "unary", await unary(ctx, { ours, bare }, flip));
+      if (wants("client-unary")) push(raw, "clientUnary", await clientUnary(ctx, ours, descriptors, flip));
     }
     await stopAll();
 
@@ -123,6 +131,7 @@ async function main(): Promise<void> {
       ...fanoutRows(options, raw),
       ...rssRows(options, raw),
       ...unaryRows(options, raw),
+      ...clientUnaryRows(options, raw, wants("client-unary") ? await installSizes() : undefined),
     );
     if (wants("replica")) {
       const [name, file] = [...ctx.fanoutFiles][0] as [string, string];

@@ -11,7 +11,7 @@ slow=(
   # integration: real toolchains, registries, tiers of servers, a browser
   go-runtime go-client go-toolchain go-symbol-type compiler-node compiler-e2e client-load-e2e runtime-releases prewarm
   build-records provenance tiers oci-replicas oci-replica-rollout oci-content-cache oci-transient oci-auth
-  independent-server client-proxy client-package web-catalog cli-commands cli-mistakes cli-progress push-integrity
+  independent-server client-parity client-proxy client-package web-catalog cli-commands cli-mistakes cli-progress push-integrity
   # hostile: what strangers' sources, registries and callers try
   hostile-sources hostile-npm-registry build-containment build-fairness disk-budget source-stamp
   runtime-rm-race tier-hostile-upstream relative-paths

@@ -237,7 +237,7 @@ describe("the client package (packages/client), packed from a fresh clone", () =
     for (const file of [
       "dist/index.js",
       "dist/index.d.ts",
-      "dist/wire/hpack.js",
+      "dist/transport/wire/hpack.js",
       "README.md",
       "package.json",
     ]) {

@@ -7,8 +7,12 @@ import { type AddressInfo, createServer as createNetServer, type Server, type So
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { type CallSettings, type GrpcChannel, grpcChannel } from "atomix-plugins-client/grpc-channel";
 import { serverTarget } from "atomix-plugins-client/server-target";
+import {
+  type CallSettings,
+  type GrpcChannel,
+  grpcChannel,
+} from "atomix-plugins-client/transport/grpc-channel";
 import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import {
   PluginAdminDefinition,
@@ -677,7 +681,7 @@ describe("a runtime process using the channel", () => {
       }, 100);
     });
     const address = await listen(raw.server);
-    const channelModule = import.meta.resolve("atomix-plugins-client/grpc-channel");
+    const channelModule = import.meta.resolve("atomix-plugins-client/transport/grpc-channel");
     const targetModule = import.meta.resolve("atomix-plugins-client/server-target");
     const generated = import.meta.resolve("atomix-plugins-core/gen/atomix/runtime/v1/plugin");
     const script = `

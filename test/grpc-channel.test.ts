@@ -10,8 +10,8 @@ import {
 import type { AddressInfo, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { type GrpcChannel, grpcChannel } from "atomix-plugins-client/grpc-channel";
 import { serverTarget } from "atomix-plugins-client/server-target";
+import { type GrpcChannel, grpcChannel } from "atomix-plugins-client/transport/grpc-channel";
 import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import {
   PluginAdminDefinition,

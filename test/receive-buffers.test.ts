@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { ReceiveBuffers } from "atomix-plugins-client/wire/receive-buffers";
+import { ReceiveBuffers } from "atomix-plugins-client/transport/wire/receive-buffers";
 
 /**
  * Drives ReceiveBuffers the way a socket with `onread` does: ask for memory,

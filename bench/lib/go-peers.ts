@@ -35,7 +35,11 @@ export async function buildGoPeers(options: { root: string; outDir: string }): P
     GOPATH: `${gopath}:${DEBIAN_GOPATH}`,
   };
   await mkdir(bin, { recursive: true });
-  const inputs = [join(root, "bench/go"), join(root, "proto/atomix/runtime/v1/plugin.proto")];
+  const inputs = [
+    join(root, "bench/go"),
+    join(root, "proto/atomix/runtime/v1/plugin.proto"),
+    join(root, "proto/atomix/plugins/admin/v1/admin.proto"),
+  ];
   const server = join(bin, "peer-server");
   const client = join(bin, "peer-client");
   const goVersion = (await run("go", ["version"])).trim();
@@ -52,7 +56,10 @@ export async function buildGoPeers(options: { root: string; outDir: string }): P
   const pkg = join(gopath, "src/benchpeer");
   await rm(pkg, { recursive: true, force: true });
   await mkdir(join(pkg, "pb"), { recursive: true });
-  const mapping = "Matomix/runtime/v1/plugin.proto=benchpeer/pb";
+  // The admin API too (the parity suite's calls), its imports of
+  // atomix.runtime.v1 messages resolved to the runtime's package.
+  const mapping =
+    "Matomix/runtime/v1/plugin.proto=benchpeer/pb,Matomix/plugins/admin/v1/admin.proto=benchpeer/adminpb";
   await run(
     "protoc",
     [
@@ -65,6 +72,7 @@ export async function buildGoPeers(options: { root: string; outDir: string }): P
       `--go-grpc_out=${join(gopath, "src")}`,
       `--go-grpc_opt=${mapping}`,
       "atomix/runtime/v1/plugin.proto",
+      "atomix/plugins/admin/v1/admin.proto",
     ],
     { env },
   );

@@ -32,7 +32,7 @@ export interface BenchOptions {
   fanoutMiB: number;
   /** Distinct artifacts of the "different artifacts" fan-out rows. */
   fanoutArtifacts: number;
-  /** Run only these sections (single, concurrent, slow, fanout, unary, rss, compile, replica); all when empty. */
+  /** Run only these sections (single, concurrent, slow, fanout, unary, client-unary, rss, compile, replica); all when empty. */
   only: string[];
   /** Keys of the filesystem store in the index rows (section index: ls, catalog pages, gc). */
   indexKeys: number[];
@@ -40,7 +40,7 @@ export interface BenchOptions {
   indexRegistryKeys: number;
 }
 
-const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,fanout,unary,rss,compile,replica]
+const HELP = `npm run bench -- [--quick] [--rounds N] [--only single,concurrent,slow,fanout,unary,client-unary,rss,compile,replica]
   [--single-pulls N] [--concurrency N] [--slow-rate BYTES_PER_S] [--rss-sizes 1,64,512] [--fanout 100,1000,5000]
   [--unary-seconds S] [--unary-fresh-pairs N] [--peer-chunk BYTES] [--server-args "--chunk-size 1048576"]
   [--server-node-args="--cpu-prof --cpu-prof-dir=/tmp/prof"] [--server-log FILE]

@@ -1,8 +1,8 @@
 import { createReadStream } from "node:fs";
 import type { ConnectionOptions } from "atomix-plugins-client/connection-options";
-import { callSettings, grpcChannel } from "atomix-plugins-client/grpc-channel";
 import type { CallControl } from "atomix-plugins-client/pull-artifact";
 import { serverTarget } from "atomix-plugins-client/server-target";
+import { callSettings, grpcChannel } from "atomix-plugins-client/transport/grpc-channel";
 import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import {
   type BuildRecord,

@@ -1,7 +1,7 @@
 import type { ConnectionOptions } from "atomix-plugins-client/connection-options";
 import { createPluginClient, type PluginManifest } from "atomix-plugins-client/plugin-client";
 import { serverTarget } from "atomix-plugins-client/server-target";
-import { socketPullTransport } from "atomix-plugins-client/socket-pull-transport";
+import { socketPullTransport } from "atomix-plugins-client/transport/socket-pull-transport";
 import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { type ArtifactManifest, DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
 import {

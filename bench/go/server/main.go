@@ -11,6 +11,8 @@
 // -metadata none, size (x-plugin-size alone), trailer (the size, and the
 // digest as a trailer); -compile-answer opaque answers a name of its own
 // instead of a reference; -cut-after and -corrupt break pulls on purpose.
+// It also serves the admin calls the client library makes, in memory
+// (admin.go), for the client's parity suite.
 package main
 
 import (
@@ -31,6 +33,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	adminpb "benchpeer/adminpb"
 	pb "benchpeer/pb"
 )
 
@@ -188,6 +191,7 @@ func main() {
 	server := grpc.NewServer()
 	pb.RegisterPluginRegistryServer(server, reg)
 	pb.RegisterPluginCompilerServer(server, &unary{files: served, opaque: *answer == "opaque"})
+	adminpb.RegisterPluginAdminServer(server, newAdmin())
 	fmt.Printf("{\"msg\":\"serving\",\"address\":%q}\n", listener.Addr().String())
 	if err := server.Serve(listener); err != nil {
 		fmt.Fprintln(os.Stderr, err)

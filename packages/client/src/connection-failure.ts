@@ -3,7 +3,7 @@ import { connect as connectTls } from "node:tls";
 import { Code, ServerUnreachableError } from "atomix-plugins-core/errors/plugin-error";
 import { GRPC_ADDRESS_HEADER } from "atomix-plugins-core/protocol/metadata";
 import type { ServerTarget } from "./server-target.js";
-import { CLIENT_PREFACE, settingsFrame } from "./wire/http2-frames.js";
+import { CLIENT_PREFACE, settingsFrame } from "./transport/wire/http2-frames.js";
 
 /**
  * What a connection that never carried an answer means for a person, told

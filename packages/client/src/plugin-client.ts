@@ -19,7 +19,6 @@ import {
 import type { ProvenanceStatement } from "atomix-plugins-core/model/provenance";
 import { type PluginReference, parseReference } from "atomix-plugins-core/model/reference";
 import type { ConnectionOptions } from "./connection-options.js";
-import { type CallSettings, callSettings, grpcChannel } from "./grpc-channel.js";
 import { type TrustedKeySet, trustedKeySet, verifyProvenance } from "./provenance-check.js";
 import {
   type CallControl,
@@ -30,7 +29,8 @@ import {
 } from "./pull-artifact.js";
 import { backoffDelay, cancelled, isRetryable, resolveRetryPolicy, sleep } from "./retry-policy.js";
 import { serverTarget } from "./server-target.js";
-import { socketPullTransport } from "./socket-pull-transport.js";
+import { type CallSettings, callSettings } from "./transport/grpc-channel.js";
+import { transport } from "./transport/transport.js";
 
 export interface PushOptions extends CallControl {
   mediaType?: string;
@@ -217,8 +217,7 @@ function compileResult(key: BuildKey, plugin: string): CompileResult {
 /** Connects (lazily: the first call dials) to the server at `connection.address`. */
 export function createPluginClient(connection: ConnectionOptions): PluginClient {
   const target = serverTarget(connection.address, connection.tls, connection.proxy);
-  const channel = grpcChannel(target, { token: connection.token });
-  const pulls = socketPullTransport(target, { token: connection.token });
+  const wire = transport(target, { token: connection.token });
   const trusted = connection.trustedKeys?.length ? trustedKeySet(connection.trustedKeys) : undefined;
 
   /** A unary call with the caller's deadline and, when `retry` is given, retries. */
@@ -258,7 +257,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
   async function fetchProvenance(key: BuildKey, options: CallControl | undefined) {
     const body = request(key);
     const answer = await unary(options, (settings) =>
-      channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.getProvenance, body, {
+      wire.unary(PluginAdminDefinition, PluginAdminDefinition.methods.getProvenance, body, {
         ...settings,
         idempotent: true,
       }),
@@ -344,7 +343,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         }
       }
     }
-    const response = await channel.clientStream(
+    const response = await wire.clientStream(
       PluginAdminDefinition,
       PluginAdminDefinition.methods.pushPlugin,
       requests(),
@@ -357,14 +356,14 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
   return {
     async pull(key, options) {
       const valid = parseBuildKey(key);
-      if (!trusted) return pullArtifact(pulls, valid, options);
+      if (!trusted) return pullArtifact(wire, valid, options);
       const before = options.accept;
       // Asked for while the bytes stream, so that the check adds no round
       // trip after them; asked again when it does not fit what arrived (the
       // key was built or replaced meanwhile).
       let early: Promise<Provenance> | undefined = fetchProvenance(valid, options);
       early.catch(() => {});
-      const result = await pullArtifact(pulls, valid, {
+      const result = await pullArtifact(wire, valid, {
         ...options,
         accept: async (artifact) => {
           await before?.(artifact);
@@ -403,7 +402,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
       const response = await unary(
         options,
         (settings) =>
-          channel.unary(
+          wire.unary(
             PluginCompilerDefinition,
             PluginCompilerDefinition.methods.compilePlugin,
             body,
@@ -422,7 +421,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
         pageToken: request.pageToken ?? "",
       };
       const response = await unary(options, (settings) =>
-        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.listPlugins, body, {
+        wire.unary(PluginAdminDefinition, PluginAdminDefinition.methods.listPlugins, body, {
           ...settings,
           idempotent: true,
         }),
@@ -448,7 +447,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     async inspect(key, options) {
       const body = request(key);
       return unary(options, (settings) =>
-        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.inspectPlugin, body, {
+        wire.unary(PluginAdminDefinition, PluginAdminDefinition.methods.inspectPlugin, body, {
           ...settings,
           idempotent: true,
         }),
@@ -458,7 +457,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     async remove(key, options) {
       const body = request(key);
       const response = await unary(options, (settings) =>
-        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.removePlugin, body, settings),
+        wire.unary(PluginAdminDefinition, PluginAdminDefinition.methods.removePlugin, body, settings),
       );
       return response.removed;
     },
@@ -475,7 +474,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
 
     async collectGarbage(options) {
       const report = await unary(options, (settings) =>
-        channel.unary(PluginAdminDefinition, PluginAdminDefinition.methods.collectGarbage, {}, settings),
+        wire.unary(PluginAdminDefinition, PluginAdminDefinition.methods.collectGarbage, {}, settings),
       );
       return {
         removedBlobs: Number(report.removedBlobs),
@@ -485,8 +484,7 @@ export function createPluginClient(connection: ConnectionOptions): PluginClient 
     },
 
     close() {
-      pulls.close();
-      channel.close();
+      wire.close();
     },
   };
 }

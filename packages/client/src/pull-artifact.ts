@@ -6,7 +6,6 @@ import { DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact"
 import { type BuildKey, formatBuildKey } from "atomix-plugins-core/model/build-key";
 import { isMismatch } from "./connection-failure.js";
 import { openPluginCache } from "./plugin-cache.js";
-import type { Announced, AttemptOutcome, PullTransport } from "./pull-transport.js";
 import {
   backoffDelay,
   cancelled,
@@ -15,6 +14,7 @@ import {
   resolveRetryPolicy,
   sleep,
 } from "./retry-policy.js";
+import type { Announced, AttemptOutcome, PullTransport } from "./transport/pull-transport.js";
 
 export interface CallControl {
   /** Abandons the call: it rejects with CANCELLED and, for a pull, leaves `to` untouched. */

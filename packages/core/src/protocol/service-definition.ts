@@ -5,7 +5,7 @@ import type { BinaryWriter } from "@bufbuild/protobuf/wire";
  * `outputServices=generic-definitions`): names, message codecs and whether
  * each side streams, with no gRPC library attached. The server turns it into
  * a grpc-js service (server/grpc-service.ts); the client speaks it over
- * `node:http2` (client/grpc-channel.ts), so the client needs no gRPC library.
+ * `node:http2` (packages/client/src/transport/grpc-channel.ts), so the client needs no gRPC library.
  */
 export interface MessageCodec<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;

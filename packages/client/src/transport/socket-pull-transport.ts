@@ -5,7 +5,10 @@ import { PullPluginRequest } from "atomix-plugins-core/gen/atomix/runtime/v1/plu
 import type { BuildKey } from "atomix-plugins-core/model/build-key";
 import { PULL_METADATA } from "atomix-plugins-core/protocol/metadata";
 import { PullStreamParser } from "atomix-plugins-core/protocol/pull-stream-parser";
-import { answerFailure, diagnose, socketFailure, unansweredFailure } from "./connection-failure.js";
+import { answerFailure, diagnose, socketFailure, unansweredFailure } from "../connection-failure.js";
+import { cancelled } from "../retry-policy.js";
+import type { ServerTarget } from "../server-target.js";
+import { type ConnectionState, next } from "./connection-state.js";
 import {
   atDeadline,
   checkToken,
@@ -25,8 +28,6 @@ import {
   type PullTransport,
   pullRequestMetadata,
 } from "./pull-transport.js";
-import { cancelled } from "./retry-policy.js";
-import type { ServerTarget } from "./server-target.js";
 import { HeaderBlockDecoder } from "./wire/hpack.js";
 import {
   CLIENT_PREFACE,
@@ -165,6 +166,8 @@ const LAST_STREAM_ID = 2 ** 31 - 1;
 class PullConnection {
   /** Once there: at once for a direct connection, when the tunnel is up for one through a proxy. */
   private opened: Socket | undefined;
+  /** Connecting (TCP, TLS, a proxy's tunnel), ready, draining after a GOAWAY, or closed and why. */
+  private state: ConnectionState<Socket | undefined, Socket> = { phase: "idle" };
   /** Settles once the socket is there or the connection died first; undefined when it was there at once. */
   readonly ready: Promise<void> | undefined;
   /** Abandons a tunnel being opened. */
@@ -185,12 +188,8 @@ class PullConnection {
   private call: PullCall | undefined;
   private unacknowledged = 0;
   private paused = false;
-  private connected = false;
   /** The server sent something: what it answers is HTTP/2 at least, or was told apart as not. */
   private heard = false;
-  private goAway: { lastStream: number; error: number } | undefined;
-  /** Why the connection can carry no more calls. */
-  private dead: PluginError | undefined;
 
   constructor(target: ServerTarget) {
     this.authority = target.authority;
@@ -216,6 +215,7 @@ class PullConnection {
         if (flags & Flag.EndStream) this.callOn(streamId)?.endStream();
       },
     });
+    this.state = next(this.state, { type: "dial", dial: undefined });
     const opened = target.connect(
       {
         buffer: () => this.receive.next(),
@@ -239,19 +239,20 @@ class PullConnection {
   }
 
   private attach(socket: Socket): void {
-    if (this.dead) {
+    if (this.closed) {
       socket.destroy();
       return;
     }
     this.opened = socket;
+    this.state = next(this.state, { type: "dial", dial: socket });
     // A tunnel's socket comes connected (TLS over it is still to come).
-    if (this.scheme === "http" && !socket.connecting) this.connected = true;
+    if (this.scheme === "http" && !socket.connecting) this.connected(socket);
     socket.setNoDelay(true);
     socket.on("error", (error) => this.die(this.connectionFailure(error)));
     socket.on("close", () => this.die(this.connectionFailure()));
     if (this.scheme === "https") {
       socket.once("secureConnect", () => {
-        this.connected = true;
+        this.connected(socket);
         const protocol = (socket as TLSSocket).alpnProtocol;
         if (protocol !== "h2") {
           this.die(
@@ -263,9 +264,7 @@ class PullConnection {
         }
       });
     } else {
-      socket.once("connect", () => {
-        this.connected = true;
-      });
+      socket.once("connect", () => this.connected(socket));
     }
     socket.write(
       Buffer.concat([
@@ -279,19 +278,27 @@ class PullConnection {
     );
   }
 
-  /** Whether another call may start here: alive, not told to go away, stream ids left. */
+  private get closed(): boolean {
+    return this.state.phase === "closed";
+  }
+
+  private connected(socket: Socket): void {
+    this.state = next(this.state, { type: "connected", link: socket });
+  }
+
+  /** Whether another call may start here: its socket there, not closed nor told to go away, stream ids left. */
   get reusable(): boolean {
+    const { phase } = this.state;
     return (
       this.opened !== undefined &&
-      this.dead === undefined &&
-      this.goAway === undefined &&
+      (phase === "connecting" || phase === "ready") &&
       this.nextStreamId < LAST_STREAM_ID
     );
   }
 
   /** Opens `call`'s stream and sends its request; throws why if the connection is already gone. */
   start(call: PullCall, headers: [string, string][], message: Buffer): number {
-    if (this.dead) throw this.dead;
+    if (this.state.phase === "closed") throw this.state.reason;
     const id = this.nextStreamId;
     this.nextStreamId += 2;
     this.call = call;
@@ -306,7 +313,7 @@ class PullConnection {
   detach(call: PullCall, reset: boolean): void {
     if (this.call !== call) return;
     this.call = undefined;
-    if (reset && !this.dead) {
+    if (reset && !this.closed) {
       const code = Buffer.alloc(4);
       code.writeUInt32BE(ErrorCode.Cancel, 0);
       this.socket.write(frame(FrameType.RstStream, 0, call.id, code));
@@ -333,7 +340,7 @@ class PullConnection {
 
   /** Window handed back for a stream's DATA once enough was consumed. */
   windowUpdate(streamId: number, increment: number): void {
-    if (!this.dead) this.socket.write(windowUpdateFrame(streamId, increment));
+    if (!this.closed) this.socket.write(windowUpdateFrame(streamId, increment));
   }
 
   private callOn(streamId: number): PullCall | undefined {
@@ -342,7 +349,7 @@ class PullConnection {
 
   /** `bytes` were read into the receive buffers; nothing thrown here may escape into the socket's callback. */
   private onRead(bytes: number): void {
-    if (this.dead) return;
+    if (this.closed) return;
     try {
       const received = this.receive.received(bytes);
       if (!this.heard) {
@@ -368,7 +375,7 @@ class PullConnection {
       this.unacknowledged = 0;
     }
     this.call?.acknowledge();
-    if (!this.receive.hasRoom && !this.paused && !this.dead) {
+    if (!this.receive.hasRoom && !this.paused && !this.closed) {
       this.paused = true;
       this.socket.pause();
     }
@@ -384,7 +391,8 @@ class PullConnection {
         return;
       case FrameType.GoAway: {
         const lastStream = payload.readUInt32BE(0) & 0x7fffffff;
-        this.goAway = { lastStream, error: payload.readUInt32BE(4) };
+        const goAway = { lastStream, error: payload.readUInt32BE(4) };
+        this.state = next(this.state, { type: "go-away", link: this.socket, goAway });
         if (this.call && lastStream < this.call.id) {
           this.call.fail(
             new PluginError(Code.Unavailable, "the server is going away and did not take the call"),
@@ -420,8 +428,8 @@ class PullConnection {
 
   /** The connection is gone (or unusable): the call on it fails with `failure`. */
   private die(failure: PluginError): void {
-    if (this.dead) return;
-    this.dead = failure;
+    if (this.closed) return;
+    this.state = next(this.state, { type: "close", reason: failure });
     this.opening.abort();
     this.opened?.destroy();
     this.call?.fail(failure, !this.call.responded);
@@ -432,9 +440,12 @@ class PullConnection {
     return !this.heard && this.proxy === undefined;
   }
 
-  /** The connection was made (TCP, and TLS when asked for). */
+  /** The connection was made (TCP, and TLS when asked for), whether or not it is still there. */
   get isConnected(): boolean {
-    return this.connected;
+    const { state } = this;
+    return (
+      state.phase === "ready" || state.phase === "draining" || (state.phase === "closed" && state.reached)
+    );
   }
 
   private connectionFailure(error?: Error): PluginError {
@@ -443,11 +454,11 @@ class PullConnection {
       const told = socketFailure(this.authority, error);
       if (told) return told;
     }
-    if (!this.connected) {
+    if (!this.isConnected) {
       const through = this.proxy === undefined ? "" : ` through the proxy ${this.proxy}`;
       return new PluginError(Code.Unavailable, `cannot connect to ${this.authority}${through}: ${why}`);
     }
-    const goAway = this.goAway === undefined ? "" : ` (GOAWAY ${this.goAway.error})`;
+    const goAway = this.state.phase === "draining" ? ` (GOAWAY ${this.state.goAway.error})` : "";
     return new PluginError(Code.Unavailable, `the connection dropped: ${why}${goAway}`);
   }
 }

@@ -16,7 +16,10 @@ import {
   type ResponseOf,
   type ServiceDefinition,
 } from "atomix-plugins-core/protocol/service-definition";
-import { diagnose, socketFailure, unansweredFailure } from "./connection-failure.js";
+import { diagnose, socketFailure, unansweredFailure } from "../connection-failure.js";
+import { cancelled } from "../retry-policy.js";
+import type { ServerTarget } from "../server-target.js";
+import { type ConnectionEvent, type ConnectionState, next } from "./connection-state.js";
 import {
   atDeadline,
   checkToken,
@@ -27,8 +30,6 @@ import {
   resetFailure,
   statusFailure,
 } from "./grpc-wire.js";
-import { cancelled } from "./retry-policy.js";
-import type { ServerTarget } from "./server-target.js";
 
 /**
  * gRPC calls other than PullPlugin (compile, admin, provenance; unary and
@@ -93,14 +94,20 @@ const DEFAULT_MAX_RESPONSE = 64 * 1024 * 1024;
 
 export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}): GrpcChannel {
   checkToken(options.token);
-  let session: ClientHttp2Session | undefined;
-  /** A session waiting for its proxy tunnel; the calls that need a session meanwhile wait for it too. */
-  let pending:
-    | { session: Promise<ClientHttp2Session>; abandon: AbortController; waiting: number }
-    | undefined;
+  /**
+   * The kept session (ready), or the one waiting for its proxy tunnel
+   * (connecting: the calls that need a session meanwhile wait for it too),
+   * or none (idle: the next call dials), or closed. A session the server
+   * sends GOAWAY on is lost to it at once (idle): its calls finish on it
+   * while the next ones dial a new session.
+   */
+  let state: ConnectionState<PendingSession, ClientHttp2Session> = { phase: "idle" };
+  const move = (event: ConnectionEvent<PendingSession, ClientHttp2Session>) => {
+    state = next(state, event);
+  };
+  const pendingSession = () => (state.phase === "connecting" ? state.dial : undefined);
   /** Calls running on each session: a session holds the process open only while it has some. */
   const running = new Map<ClientHttp2Session, number>();
-  let closed = false;
   /** Aborted by close(): the calls in flight end at once, so that nothing is left running or holding the process. */
   const closing = new AbortController();
   // Every call in flight listens to it: as many as the server's concurrent streams.
@@ -113,24 +120,32 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
    * away: at once when direct, once the tunnel is up through a proxy.
    */
   function open(): ClientHttp2Session | Promise<ClientHttp2Session> {
-    if (session && !session.closed && !session.destroyed) return session;
-    if (pending) return pending.session;
+    if (state.phase === "ready") {
+      const session = state.link;
+      if (!session.closed && !session.destroyed) return session;
+      move({ type: "lost", of: session });
+    }
+    if (state.phase === "connecting") return state.dial.session;
     const abandon = new AbortController();
     const socket = target.connect(undefined, abandon.signal);
     if (!(socket instanceof Promise)) return startSession(socket);
-    const opening = socket.then(
-      (tunnel) => {
-        if (pending?.session === opening) pending = undefined;
-        return startSession(tunnel);
-      },
-      (error) => {
-        if (pending?.session === opening) pending = undefined;
-        throw error;
-      },
-    );
-    opening.catch(() => {});
-    pending = { session: opening, abandon, waiting: 0 };
-    return opening;
+    const dial: PendingSession = {
+      session: socket.then(
+        (tunnel) => {
+          move({ type: "lost", of: dial });
+          return startSession(tunnel);
+        },
+        (error) => {
+          move({ type: "lost", of: dial });
+          throw error;
+        },
+      ),
+      abandon,
+      waiting: 0,
+    };
+    dial.session.catch(() => {});
+    move({ type: "dial", dial });
+    return dial.session;
   }
 
   /**
@@ -144,7 +159,7 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
     opening: Promise<ClientHttp2Session>,
     { signal, deadline }: CallSettings,
   ): Promise<ClientHttp2Session> {
-    const waitedOn = pending?.session === opening ? pending : undefined;
+    const waitedOn = pendingSession()?.session === opening ? pendingSession() : undefined;
     if (waitedOn) waitedOn.waiting++;
     return new Promise<ClientHttp2Session>((resolve, reject) => {
       // Whichever comes first (the tunnel, the signal, the deadline, close()), this call waits no more.
@@ -156,12 +171,12 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
         stopTimer?.();
         signal?.removeEventListener("abort", onAbort);
         closing.signal.removeEventListener("abort", onClose);
-        return waitedOn !== undefined && --waitedOn.waiting === 0 && pending === waitedOn;
+        return waitedOn !== undefined && --waitedOn.waiting === 0 && pendingSession() === waitedOn;
       };
       const onAbort = () => {
         if (leave()) {
-          (waitedOn as NonNullable<typeof pending>).abandon.abort();
-          pending = undefined;
+          (waitedOn as PendingSession).abandon.abort();
+          move({ type: "lost", of: waitedOn as PendingSession });
         }
         reject(cancelled(signal));
       };
@@ -176,9 +191,10 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
           ? undefined
           : atDeadline(deadline, () => {
               leave();
-              if (pending?.session === opening) {
-                pending.abandon.abort();
-                pending = undefined;
+              const abandoned = pendingSession();
+              if (abandoned?.session === opening) {
+                abandoned.abandon.abort();
+                move({ type: "lost", of: abandoned });
               }
               reject(new PluginError(Code.DeadlineExceeded, "the call passed its deadline"));
             });
@@ -200,7 +216,7 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
       createConnection: () => socket,
       settings: { enablePush: false },
     });
-    if (closed) opened.destroy();
+    if (state.phase === "closed") opened.destroy();
     const link: { socket: Socket; error?: Error; heard: boolean } = { socket, heard: false };
     links.set(opened, link);
     opened.once("remoteSettings", () => {
@@ -213,16 +229,16 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
       link.error ??= error;
     });
     const forget = () => {
-      if (session === opened) session = undefined;
+      move({ type: "lost", of: opened });
     };
     opened.once("goaway", forget);
     opened.once("close", forget);
-    session = opened;
+    move({ type: "connected", link: opened });
     return opened;
   }
 
   function begin(current: ClientHttp2Session): ClientHttp2Session {
-    if (closed) throw new PluginError(Code.Cancelled, "the client was closed");
+    if (state.phase === "closed") throw state.reason;
     running.set(current, (running.get(current) ?? 0) + 1);
     current.ref();
     return current;
@@ -234,7 +250,7 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
       return;
     }
     running.delete(current);
-    if (current === session) current.unref();
+    if (state.phase === "ready" && state.link === current) current.unref();
     else current.destroy(); // retired (gone away, or not answering): nothing else will end it
   }
   /**
@@ -244,7 +260,7 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
    * next call dials again instead of waiting on it too.
    */
   function retire(current: ClientHttp2Session): void {
-    if (session === current) session = undefined;
+    move({ type: "lost", of: current });
     if (!running.has(current)) current.destroy();
   }
 
@@ -274,7 +290,7 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
   ): Promise<Response> {
     const { signal, deadline } = settings;
     if (signal?.aborted) throw cancelled(signal);
-    if (closed) throw new PluginError(Code.Cancelled, "the client was closed");
+    if (state.phase === "closed") throw state.reason;
     const opening = open();
     const current = begin(opening instanceof Promise ? await untilOpen(opening, settings) : opening);
     let stream: ClientHttp2Stream | undefined;
@@ -378,17 +394,26 @@ export function grpcChannel(target: ServerTarget, options: ChannelOptions = {}):
     },
 
     close() {
-      closed = true;
+      const before = state;
+      move({
+        type: "close",
+        reason: new PluginError(Code.Cancelled, "the client was closed"),
+      });
       closing.abort();
-      pending?.abandon.abort();
-      pending = undefined;
+      if (before.phase === "connecting") before.dial.abandon.abort();
       // Destroyed, not closed: a graceful close waits for the server to take
       // our frames, and one that reads nothing (while flooding us) would keep
       // the session, and the process, alive.
-      session?.destroy();
-      session = undefined;
+      if (before.phase === "ready") before.link.destroy();
     },
   };
+}
+
+/** A session waiting for its proxy tunnel, and how many calls wait for it. */
+interface PendingSession {
+  session: Promise<ClientHttp2Session>;
+  abandon: AbortController;
+  waiting: number;
 }
 
 /** A call the server refused before taking it: nothing of it was done. */
