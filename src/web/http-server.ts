@@ -2,6 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { Duplex } from "node:stream";
 import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import type { PrewarmProgress } from "atomix-plugins-core/gen/atomix/plugins/admin/v1/admin";
+import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
 import {
   type BuildKey,
   formatBuildKey,
@@ -121,20 +122,18 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
             if (failure.code !== Code.InvalidArgument) throw failure;
             return send(400, "text/plain; charset=utf-8", `${failure.message}\n`);
           }
-          // Read for the page's rows only, at once: a row links its provenance only when there is one.
-          const signed = new Set(
-            (
-              await Promise.all(
-                page.manifests.map((m) =>
-                  deps.store.getProvenance(m.key).then(
-                    (found) => (found?.bundle ? m : undefined),
-                    // Unknown (the store did not answer): the link stays, /provenance tells.
-                    () => m,
-                  ),
-                ),
-              )
-            ).filter((m) => m !== undefined),
-          );
+          // Read for the page's rows only, a few at a time as listing reads
+          // (a page of 1,000 rows must not open 1,000 files or registry
+          // requests at once): a row links its provenance only when there is one.
+          const signed = new Set<ArtifactManifest>();
+          await forEachBounded(page.manifests, PROVENANCE_READS_AT_ONCE, async (m) => {
+            const found = await deps.store.getProvenance(m.key).then(
+              (provenance) => Boolean(provenance?.bundle),
+              // Unknown (the store did not answer): the link stays, /provenance tells.
+              () => true,
+            );
+            if (found) signed.add(m);
+          });
           return send(
             200,
             "text/html; charset=utf-8",
@@ -264,4 +263,23 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, deps: H
     socket.write(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
   }
   socket.destroy();
+}
+
+/** Provenance reads a catalog page makes at once, as listing reads index files (16) a few at a time. */
+const PROVENANCE_READS_AT_ONCE = 16;
+
+/** Runs `each` over `items`, at most `limit` at a time. */
+async function forEachBounded<T>(
+  items: readonly T[],
+  limit: number,
+  each: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await each(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
