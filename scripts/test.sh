@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test tiers. `npm test` runs the fast one (units, the stores, one
-# server in process or a few processes: about two minutes); `npm run
+# server in process or a few processes: about a minute); `npm run
 # test:all` adds the integration, hostile and stress files (real
 # toolchains, registries, proxies, browsers, thousands of calls), which is
 # what CI runs. A file is fast unless it is listed below.
