@@ -20,7 +20,7 @@ import { listenError } from "../server/listen-error.js";
 import type { ServerMetrics } from "../server/metrics.js";
 import type { ArtifactStore } from "../store/artifact-store.js";
 import type { BuildRecordStore } from "../store/build-record-store.js";
-import { listPage } from "../store/manifest-pages.js";
+import { listPage, mapOrdered } from "../store/manifest-pages.js";
 import { renderBuildLogPage, renderBuildSection, renderRuntimeSection } from "./release-sections.js";
 
 export interface HttpDeps {
@@ -126,14 +126,14 @@ export async function startHttpServer(deps: HttpDeps): Promise<RunningHttpServer
           // (a page of 1,000 rows must not open 1,000 files or registry
           // requests at once): a row links its provenance only when there is one.
           const signed = new Set<ArtifactManifest>();
-          await forEachBounded(page.manifests, PROVENANCE_READS_AT_ONCE, async (m) => {
-            const found = await deps.store.getProvenance(m.key).then(
-              (provenance) => Boolean(provenance?.bundle),
+          const reads = mapOrdered(page.manifests, PROVENANCE_READS_AT_ONCE, (m) =>
+            deps.store.getProvenance(m.key).then(
+              (provenance) => (provenance?.bundle ? m : undefined),
               // Unknown (the store did not answer): the link stays, /provenance tells.
-              () => true,
-            );
-            if (found) signed.add(m);
-          });
+              () => m,
+            ),
+          );
+          for await (const m of reads) if (m) signed.add(m);
           return send(
             200,
             "text/html; charset=utf-8",
@@ -267,19 +267,3 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex, deps: H
 
 /** Provenance reads a catalog page makes at once, as listing reads index files (16) a few at a time. */
 const PROVENANCE_READS_AT_ONCE = 16;
-
-/** Runs `each` over `items`, at most `limit` at a time. */
-async function forEachBounded<T>(
-  items: readonly T[],
-  limit: number,
-  each: (item: T) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await each(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
