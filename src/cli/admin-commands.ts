@@ -2,6 +2,7 @@ import type { CacheReport, PluginManifest } from "atomix-plugins-client/plugin-c
 import { Code, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { visibleText } from "atomix-plugins-core/errors/visible-text";
 import { formatBuildKey } from "atomix-plugins-core/model/build-key";
+import { plural } from "atomix-plugins-core/model/plural";
 import { Command } from "commander";
 import {
   action,
@@ -210,7 +211,7 @@ Examples:
         if (flags.json) printJson(report);
         else
           printText(
-            `removed ${report.removedBlobs} blob${report.removedBlobs === 1 ? "" : "s"}, freed ${formatBytes(report.freedBytes)}\n${report.caches.map(cacheLine).join("")}`,
+            `removed ${plural(report.removedBlobs, "blob")}, freed ${formatBytes(report.freedBytes)}\n${report.caches.map(cacheLine).join("")}`,
           );
       }),
     );

@@ -1,5 +1,6 @@
 import { ANNOTATIONS } from "atomix-plugins-core/model/annotations";
 import type { ArtifactManifest } from "atomix-plugins-core/model/artifact";
+import { plural } from "atomix-plugins-core/model/plural";
 
 const escapeHtml = (text: string) =>
   text.replace(
@@ -109,7 +110,7 @@ export function renderCatalogPage(view: CatalogView): string {
     view.runtime ? `runtime ${escapeHtml(view.runtime)}` : "",
   ].filter(Boolean);
   const where = view.continued || view.next ? " on this page" : "";
-  const summary = `${shown.length} artifact${shown.length === 1 ? "" : "s"}${conditions.length ? ` matching ${conditions.join(", ")}` : ""}${where}`;
+  const summary = `${plural(shown.length, "artifact")}${conditions.length ? ` matching ${conditions.join(", ")}` : ""}${where}`;
   const link = (page: string | undefined) => {
     const params = new URLSearchParams();
     if (view.query) params.set("q", view.query);

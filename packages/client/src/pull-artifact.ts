@@ -4,6 +4,7 @@ import { basename, dirname, join } from "node:path";
 import { Code, codeName, PluginError } from "atomix-plugins-core/errors/plugin-error";
 import { DIGEST_PATTERN, type Digest } from "atomix-plugins-core/model/artifact";
 import { type BuildKey, formatBuildKey } from "atomix-plugins-core/model/build-key";
+import { plural } from "atomix-plugins-core/model/plural";
 import { isMismatch } from "./connection-failure.js";
 import { openPluginCache } from "./plugin-cache.js";
 import {
@@ -215,7 +216,7 @@ export async function pullArtifact(
         const inHand = received > 0 ? ` with ${received}${of} bytes in hand` : "";
         throw new PluginError(
           failure.code,
-          `${what}: gave up after ${failures} attempt${failures === 1 ? "" : "s"}${inHand}: ${failure.message}`,
+          `${what}: gave up after ${plural(failures, "attempt")}${inHand}: ${failure.message}`,
           { cause: failure },
         );
       }
